@@ -1,0 +1,75 @@
+//! Tracing set-up and the name of every Prometheus metric gridclue exports.
+//!
+//! Names follow `gridclue_<component>_<what>_<unit>[_total]`; label values are bounded (routes,
+//! status codes, reason codes — never clue ids or raw error text).
+
+use prometheus::{Encoder, Registry, TextEncoder};
+use tracing_subscriber::EnvFilter;
+
+pub mod names {
+    // ingest
+    pub const INGEST_REQUESTS_TOTAL: &str = "gridclue_ingest_requests_total";
+    pub const INGEST_REQUEST_DURATION_SECONDS: &str = "gridclue_ingest_request_duration_seconds";
+    pub const INGEST_PRODUCE_DURATION_SECONDS: &str = "gridclue_ingest_produce_duration_seconds";
+    pub const INGEST_REJECTED_TOTAL: &str = "gridclue_ingest_rejected_total";
+    pub const INGEST_IN_FLIGHT_REQUESTS: &str = "gridclue_ingest_in_flight_requests";
+    // enrich
+    pub const ENRICH_COMMANDS_TOTAL: &str = "gridclue_enrich_commands_total";
+    pub const ENRICH_EVENTS_TOTAL: &str = "gridclue_enrich_events_total";
+    pub const ENRICH_ASSIGNMENTS_TOTAL: &str = "gridclue_enrich_assignments_total";
+    pub const ENRICH_DUPLICATES_TOTAL: &str = "gridclue_enrich_duplicates_total";
+    pub const ENRICH_REJECTIONS_TOTAL: &str = "gridclue_enrich_rejections_total";
+    pub const ENRICH_DLQ_TOTAL: &str = "gridclue_enrich_dlq_total";
+    pub const ENRICH_PROCESSING_DURATION_SECONDS: &str =
+        "gridclue_enrich_processing_duration_seconds";
+    pub const ENRICH_MAP_INFO: &str = "gridclue_enrich_map_info";
+    // sink
+    pub const SINK_ROWS_INSERTED_TOTAL: &str = "gridclue_sink_rows_inserted_total";
+    pub const SINK_BATCHES_INSERTED_TOTAL: &str = "gridclue_sink_batches_inserted_total";
+    pub const SINK_BATCH_ROWS: &str = "gridclue_sink_batch_rows";
+    pub const SINK_INSERT_DURATION_SECONDS: &str = "gridclue_sink_insert_duration_seconds";
+    pub const SINK_RETRIES_TOTAL: &str = "gridclue_sink_retries_total";
+    pub const SINK_ERRORS_TOTAL: &str = "gridclue_sink_errors_total";
+    pub const SINK_FRESHNESS_SECONDS: &str = "gridclue_sink_freshness_seconds";
+    pub const SINK_PAUSED: &str = "gridclue_sink_paused";
+    pub const SINK_DLQ_TOTAL: &str = "gridclue_sink_dlq_total";
+    // dashboard-api
+    pub const DASHBOARD_REQUESTS_TOTAL: &str = "gridclue_dashboard_requests_total";
+    pub const DASHBOARD_QUERY_DURATION_SECONDS: &str = "gridclue_dashboard_query_duration_seconds";
+}
+
+/// Latency buckets (seconds) from 0.5 ms to 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the global tracing subscriber: JSON lines when `GRIDCLUE_LOG_FORMAT=json`, compact
+/// text otherwise; level from `RUST_LOG` (default `info`). Safe to call more than once.
+pub fn init_tracing(service: &'static str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("GRIDCLUE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.compact().try_init()
+    };
+    if result.is_ok() {
+        tracing::info!(service, "tracing initialised");
+    }
+}
+
+/// The registry's metrics in Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    let encoder = TextEncoder::new();
+    if let Err(e) = encoder.encode(&registry.gather(), &mut buf) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Content type of [`render`]'s output.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
