@@ -10,6 +10,7 @@
 //! - [`config`]: defaults → optional file → `GRIDCLUE_*` environment.
 //! - [`secrets`]: keyed hashing of tokens and reporter phone numbers.
 //! - [`telemetry`]: tracing set-up and every Prometheus metric name.
+//! - [`tokens`]: bearer tokens stored as hashes, reloaded when the file changes.
 //! - [`kafka`]: rdkafka client configuration builders.
 //! - [`ch`]: ClickHouse client builder that adapts to the server version.
 
@@ -23,6 +24,7 @@ pub mod kafka;
 pub mod secrets;
 pub mod status;
 pub mod telemetry;
+pub mod tokens;
 pub mod wire;
 
 pub use category::{Catalog, CategoryCode};

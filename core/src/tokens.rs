@@ -1,0 +1,285 @@
+//! Bearer tokens: issued and revoked by a CLI, stored only as SHA-256 hashes in a JSON file
+//! that the services re-read when it changes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::ReporterGroup;
+use crate::secrets::{digest_eq, token_hash};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// A grid member who submits clues.
+    Reporter,
+    /// Reads every street's numbers.
+    District,
+    /// Reads one street's numbers (`scope` holds the 9-digit street code).
+    Street,
+}
+
+impl std::str::FromStr for TokenKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reporter" => Ok(TokenKind::Reporter),
+            "district" => Ok(TokenKind::District),
+            "street" => Ok(TokenKind::Street),
+            _ => Err(format!("unknown token kind {s:?} (reporter, district, street)")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public, non-secret id; used as the reporter id in commands and facts.
+    pub id: String,
+    /// SHA-256 of the token.
+    pub hash: String,
+    pub kind: TokenKind,
+    #[serde(default)]
+    pub group: Option<ReporterGroup>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub revoked: bool,
+    #[serde(default)]
+    pub created_at_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TokenFile {
+    pub tokens: Vec<TokenRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read token file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write token file {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("token file {path} is malformed: {detail}")]
+    Malformed { path: String, detail: String },
+    #[error("no token with id {0}")]
+    UnknownId(String),
+    #[error("a street token needs a 9-digit street code as scope")]
+    Scope,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("no bearer token was given")]
+    Missing,
+    #[error("the bearer token is not valid")]
+    Invalid,
+    #[error("the bearer token has been revoked")]
+    Revoked,
+}
+
+impl TokenFile {
+    pub fn read(path: &Path) -> Result<Self, TokenError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| TokenError::Malformed {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(TokenError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes atomically (temp file + rename) so readers never see half a file.
+    pub fn write(&self, path: &Path) -> Result<(), TokenError> {
+        let err = |source| TokenError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).expect("token files serialize");
+        std::fs::write(&tmp, text).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+
+    /// Adds a new token and returns the secret (shown once, never stored) with its record.
+    pub fn issue(
+        &mut self,
+        kind: TokenKind,
+        group: Option<ReporterGroup>,
+        scope: Option<String>,
+        name: &str,
+    ) -> Result<(String, TokenRecord), TokenError> {
+        if kind == TokenKind::Street {
+            let ok = scope
+                .as_deref()
+                .is_some_and(|s| s.len() == 9 && s.bytes().all(|b| b.is_ascii_digit()));
+            if !ok {
+                return Err(TokenError::Scope);
+            }
+        }
+        let mut rng = rand::thread_rng();
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        let mut id = [0u8; 6];
+        rng.fill_bytes(&mut id);
+        let token = format!("gct_{}", hex::encode(secret));
+        let record = TokenRecord {
+            id: format!("tok_{}", hex::encode(id)),
+            hash: token_hash(&token),
+            kind,
+            group,
+            scope,
+            name: name.to_owned(),
+            revoked: false,
+            created_at_ms: crate::wire::now_ms(),
+        };
+        self.tokens.push(record.clone());
+        Ok((token, record))
+    }
+
+    pub fn revoke(&mut self, id: &str) -> Result<(), TokenError> {
+        let t = self
+            .tokens
+            .iter_mut()
+            .find(|t| t.id == id)
+            .ok_or_else(|| TokenError::UnknownId(id.to_owned()))?;
+        t.revoked = true;
+        Ok(())
+    }
+
+    pub fn verify(&self, token: &str) -> Result<&TokenRecord, AuthError> {
+        let hash = token_hash(token);
+        let record = self
+            .tokens
+            .iter()
+            .find(|t| digest_eq(&t.hash, &hash))
+            .ok_or(AuthError::Invalid)?;
+        if record.revoked {
+            return Err(AuthError::Revoked);
+        }
+        Ok(record)
+    }
+}
+
+/// A token file kept in memory and re-read when its modification time changes.
+#[derive(Clone)]
+pub struct TokenStore {
+    path: PathBuf,
+    cached: Arc<RwLock<(Option<SystemTime>, Arc<TokenFile>)>>,
+}
+
+impl TokenStore {
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, TokenError> {
+        let path = path.into();
+        let file = TokenFile::read(&path)?;
+        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        Ok(Self {
+            path,
+            cached: Arc::new(RwLock::new((mtime, Arc::new(file)))),
+        })
+    }
+
+    /// The current tokens, re-reading the file if it changed. A file that became malformed is
+    /// logged and the last good version kept.
+    pub fn current(&self) -> Arc<TokenFile> {
+        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        {
+            let guard = self.cached.read().expect("token cache lock");
+            if guard.0 == mtime {
+                return guard.1.clone();
+            }
+        }
+        match TokenFile::read(&self.path) {
+            Ok(file) => {
+                let file = Arc::new(file);
+                *self.cached.write().expect("token cache lock") = (mtime, file.clone());
+                tracing::info!(path = %self.path.display(), tokens = file.tokens.len(), "token file reloaded");
+                file
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "keeping previous tokens");
+                self.cached.read().expect("token cache lock").1.clone()
+            }
+        }
+    }
+
+    /// Checks an `Authorization` header value (`Bearer <token>`).
+    pub fn authenticate(&self, header: Option<&str>) -> Result<TokenRecord, AuthError> {
+        let token = header
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        self.current().verify(token).cloned()
+    }
+
+    pub fn authenticate_token(&self, token: &str) -> Result<TokenRecord, AuthError> {
+        self.current().verify(token).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_verify_revoke_round_trip_through_the_file() {
+        let dir = std::env::temp_dir().join(format!("gridclue-tokens-{}", rand::random::<u64>()));
+        let path = dir.join("tokens.json");
+        let mut f = TokenFile::read(&path).unwrap();
+        let (secret, rec) = f
+            .issue(TokenKind::Reporter, Some(ReporterGroup::Courier), None, "r1")
+            .unwrap();
+        f.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&secret), "the secret itself must never be stored");
+
+        let store = TokenStore::open(&path).unwrap();
+        let got = store.authenticate(Some(&format!("Bearer {secret}"))).unwrap();
+        assert_eq!(got.id, rec.id);
+        assert_eq!(store.authenticate(None), Err(AuthError::Missing));
+        assert_eq!(store.authenticate(Some("Bearer ")), Err(AuthError::Missing));
+        assert_eq!(store.authenticate(Some("Bearer nope")), Err(AuthError::Invalid));
+
+        // Ensure a different mtime even on coarse file systems.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut f = TokenFile::read(&path).unwrap();
+        f.revoke(&rec.id).unwrap();
+        f.write(&path).unwrap();
+        let future = SystemTime::now() + std::time::Duration::from_secs(2);
+        let file = std::fs::File::options().append(true).open(&path).unwrap();
+        file.set_modified(future).unwrap();
+        assert_eq!(store.authenticate_token(&secret), Err(AuthError::Revoked));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn street_tokens_need_a_scope() {
+        let mut f = TokenFile::default();
+        assert!(matches!(
+            f.issue(TokenKind::Street, None, None, "s"),
+            Err(TokenError::Scope)
+        ));
+        assert!(f
+            .issue(TokenKind::Street, None, Some("310199003".into()), "s")
+            .is_ok());
+        assert!(matches!(f.revoke("tok_missing"), Err(TokenError::UnknownId(_))));
+    }
+}
