@@ -1,0 +1,129 @@
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gridclue_core::tokens::{TokenFile, TokenKind};
+use gridclue_core::ReporterGroup;
+use gridclue_ingest::IngestConfig;
+
+#[derive(Parser)]
+#[command(name = "gridclue-ingest", about = "gridclue's HTTP command gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the API (the default).
+    Run,
+    /// Manage bearer tokens (stored only as hashes in GRIDCLUE_TOKENS_FILE).
+    Tokens {
+        #[command(subcommand)]
+        action: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Issue a token; prints only the token on stdout.
+    Issue {
+        #[arg(long, default_value = "reporter")]
+        kind: TokenKind,
+        /// Reporter group: courier, food_delivery, ride_hailing, truck, grid_member.
+        #[arg(long)]
+        group: Option<ReporterGroup>,
+        /// Street code (9 digits) for street tokens.
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Revoke a token by its id.
+    Revoke { id: String },
+    /// List tokens (ids, kinds, groups; never secrets).
+    List,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config: IngestConfig = gridclue_core::config::load()?;
+    match cli.command.unwrap_or(Cmd::Run) {
+        Cmd::Run => {
+            gridclue_core::telemetry::init_tracing("ingest");
+            tracing::info!(config = %gridclue_core::config::redacted(&config), "starting");
+            let listener = tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?;
+            gridclue_ingest::run(listener, config, shutdown_signal()).await
+        }
+        Cmd::Tokens { action } => tokens(&config, action),
+    }
+}
+
+fn tokens(config: &IngestConfig, action: TokenCmd) -> anyhow::Result<()> {
+    let path = std::path::Path::new(&config.tokens_file);
+    let mut file = TokenFile::read(path)?;
+    match action {
+        TokenCmd::Issue {
+            kind,
+            group,
+            scope,
+            name,
+        } => {
+            let group = match (kind, group) {
+                (TokenKind::Reporter, None) => Some(ReporterGroup::GridMember),
+                (TokenKind::Reporter, g) => g,
+                (_, Some(_)) => anyhow::bail!("--group applies to reporter tokens only"),
+                (_, None) => None,
+            };
+            let (token, record) = file.issue(kind, group, scope, &name)?;
+            file.write(path)?;
+            eprintln!(
+                "issued {} ({:?}) to {}",
+                record.id,
+                record.kind,
+                path.display()
+            );
+            println!("{token}");
+        }
+        TokenCmd::Revoke { id } => {
+            file.revoke(&id)?;
+            file.write(path)?;
+            eprintln!("revoked {id}");
+        }
+        TokenCmd::List => {
+            println!(
+                "{:<18} {:<9} {:<14} {:<10} {:<8} name",
+                "id", "kind", "group", "scope", "revoked"
+            );
+            for t in &file.tokens {
+                println!(
+                    "{:<18} {:<9} {:<14} {:<10} {:<8} {}",
+                    t.id,
+                    format!("{:?}", t.kind).to_lowercase(),
+                    t.group.map(|g| g.as_str()).unwrap_or("-"),
+                    t.scope.as_deref().unwrap_or("-"),
+                    t.revoked,
+                    t.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested");
+}

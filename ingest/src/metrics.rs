@@ -1,0 +1,79 @@
+//! Ingest's Prometheus metrics, one registry per service instance.
+
+use gridclue_core::telemetry::{names, LATENCY_BUCKETS};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct IngestMetrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub produce_duration: HistogramVec,
+    pub rejected: IntCounterVec,
+    pub in_flight: IntGauge,
+}
+
+impl IngestMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                names::INGEST_REQUESTS_TOTAL,
+                "HTTP requests by route and status",
+            ),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                names::INGEST_REQUEST_DURATION_SECONDS,
+                "HTTP request latency",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let produce_duration = HistogramVec::new(
+            HistogramOpts::new(
+                names::INGEST_PRODUCE_DURATION_SECONDS,
+                "Time from send to broker acknowledgement",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                names::INGEST_REJECTED_TOTAL,
+                "Requests refused, by reason code",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new(names::INGEST_IN_FLIGHT_REQUESTS, "Requests being served")
+            .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(produce_duration.clone()),
+            Box::new(rejected.clone()),
+            Box::new(in_flight.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        Self {
+            registry,
+            requests,
+            request_duration,
+            produce_duration,
+            rejected,
+            in_flight,
+        }
+    }
+}
+
+impl Default for IngestMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
