@@ -1,0 +1,89 @@
+//! The clue processor's Prometheus metrics.
+
+use gridclue_core::telemetry::{names, LATENCY_BUCKETS};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+#[derive(Clone)]
+pub struct EnrichMetrics {
+    pub registry: Registry,
+    pub commands: IntCounterVec,
+    pub events: IntCounter,
+    pub assignments: IntCounterVec,
+    pub duplicates: IntCounter,
+    pub rejections: IntCounterVec,
+    pub dlq: IntCounterVec,
+    pub processing: Histogram,
+    pub map_info: IntGaugeVec,
+}
+
+impl EnrichMetrics {
+    pub fn new() -> Self {
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+        };
+        let m = Self {
+            registry: Registry::new(),
+            commands: counter_vec(
+                names::ENRICH_COMMANDS_TOTAL,
+                "Commands consumed, by type",
+                "type",
+            ),
+            events: IntCounter::new(names::ENRICH_EVENTS_TOTAL, "Facts produced")
+                .expect("valid metric"),
+            assignments: counter_vec(
+                names::ENRICH_ASSIGNMENTS_TOTAL,
+                "Reports placed on the map, by result",
+                "result",
+            ),
+            duplicates: IntCounter::new(
+                names::ENRICH_DUPLICATES_TOTAL,
+                "Reports found to duplicate an open clue",
+            )
+            .expect("valid metric"),
+            rejections: counter_vec(
+                names::ENRICH_REJECTIONS_TOTAL,
+                "Commands refused by the status machine, by reason",
+                "reason",
+            ),
+            dlq: counter_vec(
+                names::ENRICH_DLQ_TOTAL,
+                "Records sent to the DLQ, by reason",
+                "reason",
+            ),
+            processing: Histogram::with_opts(
+                HistogramOpts::new(
+                    names::ENRICH_PROCESSING_DURATION_SECONDS,
+                    "Time from command issued to its fact acknowledged",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+            map_info: IntGaugeVec::new(
+                Opts::new(names::ENRICH_MAP_INFO, "The district map in use (value 1)"),
+                &["version"],
+            )
+            .expect("valid metric"),
+        };
+        for c in [
+            Box::new(m.commands.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.events.clone()),
+            Box::new(m.assignments.clone()),
+            Box::new(m.duplicates.clone()),
+            Box::new(m.rejections.clone()),
+            Box::new(m.dlq.clone()),
+            Box::new(m.processing.clone()),
+            Box::new(m.map_info.clone()),
+        ] {
+            m.registry.register(c).expect("unique metric");
+        }
+        m
+    }
+}
+
+impl Default for EnrichMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

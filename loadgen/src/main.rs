@@ -1,0 +1,396 @@
+//! `gridclue-load`: posts realistic clues through the public API — the demo loader and a first
+//! load tool. Points are sampled inside the district's grids (by street, so all 13 streets get
+//! clues), with a category mix, some near-duplicates (same category within metres of an earlier
+//! clue), some client retries (same Idempotency-Key), some points outside the district and some
+//! invalid clues. Reports throughput and latency percentiles.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use geo::{BoundingRect, Contains};
+use geo_types::{Geometry, MultiPolygon, Point, Polygon};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+#[derive(Parser, Clone)]
+#[command(
+    name = "gridclue-load",
+    about = "Post demo clues through the ingest API"
+)]
+struct Args {
+    #[arg(
+        long,
+        env = "GRIDCLUE_INGEST_URL",
+        default_value = "http://127.0.0.1:7401"
+    )]
+    ingest_url: String,
+    #[arg(long, env = "GRIDCLUE_DEMO_REPORTER_TOKEN")]
+    token: String,
+    #[arg(long, default_value_t = 5000)]
+    count: u64,
+    /// Target requests per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, default_value = "data/district/grids.geojson")]
+    map: String,
+    #[arg(long, default_value_t = 2026)]
+    seed: u64,
+    /// Share of clues that repeat a nearby earlier clue's category and place.
+    #[arg(long, default_value_t = 0.03)]
+    near_duplicates: f64,
+    /// Share of clues resent with the same Idempotency-Key (client retries).
+    #[arg(long, default_value_t = 0.01)]
+    retries: f64,
+    /// Share of clues placed just outside the district.
+    #[arg(long, default_value_t = 0.005)]
+    outside: f64,
+    /// Share of deliberately invalid clues (expect 4xx).
+    #[arg(long, default_value_t = 0.005)]
+    invalid: f64,
+}
+
+struct GridShape {
+    street: String,
+    polygon: Polygon<f64>,
+}
+
+fn load_map(path: &str) -> anyhow::Result<(Vec<GridShape>, MultiPolygon<f64>)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let json: Value = serde_json::from_str(&text)?;
+    let mut grids = Vec::new();
+    for f in json["features"].as_array().context("no features")? {
+        if f["properties"]["grid_code"].is_null() {
+            continue;
+        }
+        let geometry: Geometry<f64> =
+            serde_json::from_value::<GeoJsonPolygon>(f["geometry"].clone())?.into_polygon()?;
+        let Geometry::Polygon(polygon) = geometry else {
+            continue;
+        };
+        grids.push(GridShape {
+            street: f["properties"]["street_code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            polygon,
+        });
+    }
+    anyhow::ensure!(!grids.is_empty(), "map {path} has no grids");
+    let all = MultiPolygon::new(grids.iter().map(|g| g.polygon.clone()).collect());
+    Ok((grids, all))
+}
+
+#[derive(serde::Deserialize)]
+struct GeoJsonPolygon {
+    #[serde(rename = "type")]
+    kind: String,
+    coordinates: Vec<Vec<[f64; 2]>>,
+}
+
+impl GeoJsonPolygon {
+    fn into_polygon(self) -> anyhow::Result<Geometry<f64>> {
+        anyhow::ensure!(
+            self.kind == "Polygon",
+            "only Polygon geometries are sampled"
+        );
+        let mut rings = self.coordinates.into_iter().map(|r| {
+            geo_types::LineString::from(r.into_iter().map(|[x, y]| (x, y)).collect::<Vec<_>>())
+        });
+        let exterior = rings.next().context("polygon without rings")?;
+        Ok(Geometry::Polygon(Polygon::new(exterior, rings.collect())))
+    }
+}
+
+fn point_in(poly: &Polygon<f64>, rng: &mut StdRng) -> Option<(f64, f64)> {
+    let r = poly.bounding_rect()?;
+    for _ in 0..200 {
+        let x = rng.gen_range(r.min().x..r.max().x);
+        let y = rng.gen_range(r.min().y..r.max().y);
+        if poly.contains(&Point::new(x, y)) {
+            return Some((x, y));
+        }
+    }
+    None
+}
+
+/// Category codes with rough real-world weights (garbage and vending dominate).
+fn pick_category(codes: &[String], rng: &mut StdRng) -> String {
+    let weight = |c: &str| match c {
+        "garbage_pile" => 8.0,
+        "manhole_cover" => 4.0,
+        "food_safety" => 3.0,
+        _ => 1.5,
+    };
+    let total: f64 = codes.iter().map(|c| weight(c)).sum();
+    let mut x = rng.gen_range(0.0..total);
+    for c in codes {
+        x -= weight(c);
+        if x <= 0.0 {
+            return c.clone();
+        }
+    }
+    codes[0].clone()
+}
+
+const DESCRIPTIONS: &[&str] = &[
+    "路口井盖破损，有行人绊倒风险",
+    "小区门口垃圾堆放多日无人清运",
+    "早餐摊食品无遮盖，卫生堪忧",
+    "消防通道被车辆占用",
+    "路灯不亮，夜间通行不便",
+    "人行道地砖松动",
+    "沿街商铺占道经营",
+    "墙面乱贴小广告",
+];
+
+struct Planned {
+    body: Value,
+    idempotency_key: String,
+    expect_ok: bool,
+}
+
+fn plan(
+    args: &Args,
+    grids: &[GridShape],
+    district: &MultiPolygon<f64>,
+    codes: &[String],
+) -> Vec<Planned> {
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut streets: Vec<&str> = grids.iter().map(|g| g.street.as_str()).collect();
+    streets.sort_unstable();
+    streets.dedup();
+    let bbox = district.bounding_rect().expect("non-empty district");
+    let mut out: Vec<Planned> = Vec::with_capacity(args.count as usize);
+    let mut i = 0u64;
+    while (out.len() as u64) < args.count {
+        i += 1;
+        let key = format!("load-{}-{i}", args.seed);
+        let roll: f64 = rng.gen();
+        let category = pick_category(codes, &mut rng);
+        let description = DESCRIPTIONS[rng.gen_range(0..DESCRIPTIONS.len())];
+        let planned = if roll < args.invalid {
+            Planned {
+                body: json!({"category": "not_a_category", "lat": bbox.center().y, "lon": bbox.center().x}),
+                idempotency_key: key,
+                expect_ok: false,
+            }
+        } else if roll < args.invalid + args.outside {
+            // Just beyond the district's bounding box edge, inside the accepted margin.
+            let (lon, lat) = loop {
+                let lon = bbox.max().x + rng.gen_range(0.001..0.02);
+                let lat = rng.gen_range(bbox.min().y..bbox.max().y);
+                if !district.contains(&Point::new(lon, lat)) {
+                    break (lon, lat);
+                }
+            };
+            Planned {
+                body: json!({"category": category, "lat": lat, "lon": lon, "description": description}),
+                idempotency_key: key,
+                expect_ok: true,
+            }
+        } else if roll < args.invalid + args.outside + args.retries && !out.is_empty() {
+            let j = rng.gen_range(0..out.len());
+            let again = &out[j];
+            Planned {
+                body: again.body.clone(),
+                idempotency_key: again.idempotency_key.clone(),
+                expect_ok: again.expect_ok,
+            }
+        } else if roll < args.invalid + args.outside + args.retries + args.near_duplicates
+            && !out.is_empty()
+        {
+            let j = rng.gen_range(0..out.len());
+            let mut body = out[j].body.clone();
+            if let (Some(lat), Some(lon)) = (body["lat"].as_f64(), body["lon"].as_f64()) {
+                // Within ~10 m of the earlier clue.
+                body["lat"] = json!(lat + rng.gen_range(-0.00008..0.00008));
+                body["lon"] = json!(lon + rng.gen_range(-0.00008..0.00008));
+            }
+            Planned {
+                body,
+                idempotency_key: key,
+                expect_ok: out[j].expect_ok,
+            }
+        } else {
+            // Pick a street uniformly, then a grid in it, so every street gets clues.
+            let street = streets[rng.gen_range(0..streets.len())];
+            let in_street: Vec<&GridShape> = grids.iter().filter(|g| g.street == street).collect();
+            let grid = in_street[rng.gen_range(0..in_street.len())];
+            let Some((lon, lat)) = point_in(&grid.polygon, &mut rng) else {
+                continue;
+            };
+            Planned {
+                body: json!({"category": category, "lat": lat, "lon": lon, "description": description}),
+                idempotency_key: key,
+                expect_ok: true,
+            }
+        };
+        out.push(planned);
+    }
+    out
+}
+
+#[derive(Default)]
+struct Tally {
+    accepted: AtomicU64,
+    refused_as_expected: AtomicU64,
+    unexpected: AtomicU64,
+    failed: AtomicU64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (grids, district) = load_map(&args.map)?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let categories: Value = client
+        .get(format!("{}/v1/categories", args.ingest_url))
+        .send()
+        .await
+        .context("fetching categories from ingest")?
+        .error_for_status()?
+        .json()
+        .await?;
+    let codes: Vec<String> = categories["categories"]
+        .as_array()
+        .context("categories response has no list")?
+        .iter()
+        .filter_map(|c| c["code"].as_str().map(str::to_owned))
+        .collect();
+    anyhow::ensure!(!codes.is_empty(), "no categories");
+    let planned = plan(&args, &grids, &district, &codes);
+    eprintln!(
+        "posting {} clues to {} at {} req/s with {} connections",
+        planned.len(),
+        args.ingest_url,
+        if args.rate > 0.0 {
+            format!("{}", args.rate)
+        } else {
+            "max".into()
+        },
+        args.concurrency
+    );
+
+    let tally = Arc::new(Tally::default());
+    let histogram = Arc::new(std::sync::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+    ));
+    let queue = Arc::new(std::sync::Mutex::new(planned.into_iter().enumerate()));
+    let started = Instant::now();
+    let total = args.count;
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = {
+        let done = done.clone();
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let d = done.load(Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64();
+                let width = 30usize;
+                let filled = (d as usize * width) / total.max(1) as usize;
+                eprint!(
+                    "\r[{}{}] {d}/{total} {:.0}/s accepted={} failed={}   ",
+                    "#".repeat(filled),
+                    ".".repeat(width - filled),
+                    d as f64 / secs.max(0.001),
+                    tally.accepted.load(Ordering::Relaxed),
+                    tally.failed.load(Ordering::Relaxed)
+                );
+                if d >= total {
+                    break;
+                }
+            }
+        })
+    };
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, args, queue, tally, histogram, done) = (
+            client.clone(),
+            args.clone(),
+            queue.clone(),
+            tally.clone(),
+            histogram.clone(),
+            done.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let Some((i, p)) = queue.lock().expect("queue lock").next() else {
+                    break;
+                };
+                if args.rate > 0.0 {
+                    let due = started + Duration::from_secs_f64(i as f64 / args.rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let t0 = Instant::now();
+                let result = client
+                    .post(format!("{}/v1/clues", args.ingest_url))
+                    .bearer_auth(&args.token)
+                    .header("Idempotency-Key", &p.idempotency_key)
+                    .json(&p.body)
+                    .send()
+                    .await;
+                let micros = t0.elapsed().as_micros() as u64;
+                histogram
+                    .lock()
+                    .expect("histogram lock")
+                    .record(micros.max(1))
+                    .ok();
+                match result {
+                    Ok(r) if r.status().as_u16() == 202 && p.expect_ok => {
+                        tally.accepted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) if r.status().is_client_error() && !p.expect_ok => {
+                        tally.refused_as_expected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {
+                        tally.unexpected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    progress.await?;
+    let secs = started.elapsed().as_secs_f64();
+    let h = histogram.lock().expect("histogram lock");
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    eprintln!();
+    println!(
+        "sent        {} requests in {secs:.1} s ({:.0} req/s)",
+        total,
+        total as f64 / secs
+    );
+    println!(
+        "accepted    {} (202)   refused as expected {} (4xx)   unexpected {}   failed {}",
+        tally.accepted.load(Ordering::Relaxed),
+        tally.refused_as_expected.load(Ordering::Relaxed),
+        tally.unexpected.load(Ordering::Relaxed),
+        tally.failed.load(Ordering::Relaxed)
+    );
+    println!(
+        "latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        h.max() as f64 / 1000.0
+    );
+    let bad = tally.unexpected.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed);
+    anyhow::ensure!(bad == 0, "{bad} requests did not get the expected answer");
+    Ok(())
+}
