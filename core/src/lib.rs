@@ -1,18 +1,18 @@
 //! gridclue-core: the domain and the contracts every gridclue service shares.
 //!
 //! Modules:
-//! - [`ids`]: identifiers (`ClueId`, `CommandId`, `ReporterId`) and the reporter group.
-//! - [`geo`]: validated WGS84 points.
-//! - [`grid`]: the 15-digit municipal unit-grid code and its street/community prefixes.
-//! - [`category`]: category codes and the category catalog (`data/categories.json`).
-//! - [`status`]: the closed-loop status machine as a pure function.
-//! - [`wire`]: the versioned JSON contract of the Kafka topics (commands, events, DLQ).
-//! - [`config`]: defaults → optional file → `GRIDCLUE_*` environment.
-//! - [`secrets`]: keyed hashing of tokens and reporter phone numbers.
-//! - [`telemetry`]: tracing set-up and every Prometheus metric name.
-//! - [`tokens`]: bearer tokens stored as hashes, reloaded when the file changes.
-//! - [`kafka`]: rdkafka client configuration builders.
-//! - [`ch`]: ClickHouse client builder that adapts to the server version.
+//! - [`ids`] — identifiers (`ClueId`, `CommandId`, `ReporterId`) and the reporter group.
+//! - [`geo`] — validated WGS84 points.
+//! - [`grid`] — the 15-digit municipal unit-grid code and its street/community prefixes.
+//! - [`category`] — category codes and the category catalog (`data/categories.json`).
+//! - [`status`] — the closed-loop status machine as a pure function.
+//! - [`wire`] — the versioned JSON contract of the Kafka topics (commands, events, DLQ).
+//! - [`config`] — defaults → optional file → `GRIDCLUE_*` environment.
+//! - [`secrets`] — keyed hashing of tokens and reporter phone numbers.
+//! - [`telemetry`] — tracing set-up and every Prometheus metric name.
+//! - [`tokens`] — bearer tokens stored as hashes, reloaded when the file changes.
+//! - [`kafka`] — rdkafka client configuration builders.
+//! - [`ch`] — ClickHouse client builder that adapts to the server version.
 
 pub mod category;
 pub mod ch;

@@ -33,6 +33,7 @@ pub mod names {
     pub const SINK_FRESHNESS_SECONDS: &str = "gridclue_sink_freshness_seconds";
     pub const SINK_PAUSED: &str = "gridclue_sink_paused";
     pub const SINK_DLQ_TOTAL: &str = "gridclue_sink_dlq_total";
+    pub const SINK_SKIPPED_TOTAL: &str = "gridclue_sink_skipped_total";
     // dashboard-api
     pub const DASHBOARD_REQUESTS_TOTAL: &str = "gridclue_dashboard_requests_total";
     pub const DASHBOARD_QUERY_DURATION_SECONDS: &str = "gridclue_dashboard_query_duration_seconds";

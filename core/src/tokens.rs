@@ -29,7 +29,9 @@ impl std::str::FromStr for TokenKind {
             "reporter" => Ok(TokenKind::Reporter),
             "district" => Ok(TokenKind::District),
             "street" => Ok(TokenKind::Street),
-            _ => Err(format!("unknown token kind {s:?} (reporter, district, street)")),
+            _ => Err(format!(
+                "unknown token kind {s:?} (reporter, district, street)"
+            )),
         }
     }
 }
@@ -199,7 +201,9 @@ impl TokenStore {
     /// The current tokens, re-reading the file if it changed. A file that became malformed is
     /// logged and the last good version kept.
     pub fn current(&self) -> Arc<TokenFile> {
-        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
         {
             let guard = self.cached.read().expect("token cache lock");
             if guard.0 == mtime {
@@ -223,7 +227,10 @@ impl TokenStore {
     /// Checks an `Authorization` header value (`Bearer <token>`).
     pub fn authenticate(&self, header: Option<&str>) -> Result<TokenRecord, AuthError> {
         let token = header
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
@@ -245,18 +252,31 @@ mod tests {
         let path = dir.join("tokens.json");
         let mut f = TokenFile::read(&path).unwrap();
         let (secret, rec) = f
-            .issue(TokenKind::Reporter, Some(ReporterGroup::Courier), None, "r1")
+            .issue(
+                TokenKind::Reporter,
+                Some(ReporterGroup::Courier),
+                None,
+                "r1",
+            )
             .unwrap();
         f.write(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(!text.contains(&secret), "the secret itself must never be stored");
+        assert!(
+            !text.contains(&secret),
+            "the secret itself must never be stored"
+        );
 
         let store = TokenStore::open(&path).unwrap();
-        let got = store.authenticate(Some(&format!("Bearer {secret}"))).unwrap();
+        let got = store
+            .authenticate(Some(&format!("Bearer {secret}")))
+            .unwrap();
         assert_eq!(got.id, rec.id);
         assert_eq!(store.authenticate(None), Err(AuthError::Missing));
         assert_eq!(store.authenticate(Some("Bearer ")), Err(AuthError::Missing));
-        assert_eq!(store.authenticate(Some("Bearer nope")), Err(AuthError::Invalid));
+        assert_eq!(
+            store.authenticate(Some("Bearer nope")),
+            Err(AuthError::Invalid)
+        );
 
         // Ensure a different mtime even on coarse file systems.
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -280,6 +300,9 @@ mod tests {
         assert!(f
             .issue(TokenKind::Street, None, Some("310199003".into()), "s")
             .is_ok());
-        assert!(matches!(f.revoke("tok_missing"), Err(TokenError::UnknownId(_))));
+        assert!(matches!(
+            f.revoke("tok_missing"),
+            Err(TokenError::UnknownId(_))
+        ));
     }
 }

@@ -1,0 +1,201 @@
+//! `spawn_app()`: one whole gridclue stack per test.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use gridclue_core::secrets::SecretKey;
+use gridclue_core::tokens::{TokenFile, TokenKind};
+use gridclue_core::ReporterGroup;
+use gridclue_tests::{clickhouse_url, data_dir, unique_database, Broker, Scratch};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub struct TestApp {
+    pub ingest_url: String,
+    pub dashboard_url: String,
+    pub reporter_token: String,
+    pub district_token: String,
+    pub http: reqwest::Client,
+    pub database: String,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _broker: Broker,
+    _scratch: Scratch,
+}
+
+fn stopped(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut rx = rx.clone();
+    async move {
+        rx.changed().await.ok();
+    }
+}
+
+async fn listener() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    (l, url)
+}
+
+pub async fn spawn_app() -> TestApp {
+    let broker = Broker::start();
+    let scratch = Scratch::new("e2e");
+    let tokens_file = scratch.0.join("tokens.json");
+    let secret_file = scratch.0.join("secret.key");
+    std::fs::write(&secret_file, "5a".repeat(32)).unwrap();
+    SecretKey::load(&secret_file).unwrap();
+    let mut tokens = TokenFile::default();
+    let (reporter_token, _) = tokens
+        .issue(
+            TokenKind::Reporter,
+            Some(ReporterGroup::FoodDelivery),
+            None,
+            "rider",
+        )
+        .unwrap();
+    let (district_token, _) = tokens
+        .issue(TokenKind::District, None, None, "district")
+        .unwrap();
+    tokens.write(&tokens_file).unwrap();
+    let database = unique_database("e2e");
+    let data = data_dir().display().to_string();
+    let (stop, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let (l, ingest_url) = listener().await;
+    let ingest = gridclue_ingest::IngestConfig {
+        kafka_brokers: broker.bootstrap.clone(),
+        data_dir: data.clone(),
+        tokens_file: tokens_file.display().to_string(),
+        secret_file: secret_file.display().to_string(),
+        ..Default::default()
+    };
+    tasks.push(tokio::spawn(gridclue_ingest::run(l, ingest, stopped(&rx))));
+
+    let (l, _) = listener().await;
+    let enrich = gridclue_enrich::EnrichConfig {
+        kafka_brokers: broker.bootstrap.clone(),
+        data_dir: data.clone(),
+        ..Default::default()
+    };
+    tasks.push(tokio::spawn(gridclue_enrich::run(l, enrich, stopped(&rx))));
+
+    let (l, _) = listener().await;
+    let sink = gridclue_sink::SinkConfig {
+        kafka_brokers: broker.bootstrap.clone(),
+        clickhouse_url: clickhouse_url(),
+        clickhouse_database: database.clone(),
+        ..Default::default()
+    };
+    // The sink's future is not `Send` (its consumer stream borrows across awaits), so it is
+    // driven on a blocking thread of the same runtime.
+    let handle = tokio::runtime::Handle::current();
+    let shutdown = stopped(&rx);
+    tasks.push(tokio::task::spawn_blocking(move || {
+        handle.block_on(gridclue_sink::run(l, sink, shutdown))
+    }));
+
+    let (l, dashboard_url) = listener().await;
+    let dashboard = gridclue_dashboard_api::DashboardConfig {
+        clickhouse_url: clickhouse_url(),
+        clickhouse_database: database.clone(),
+        data_dir: data,
+        tokens_file: tokens_file.display().to_string(),
+        ..Default::default()
+    };
+    tasks.push(tokio::spawn(gridclue_dashboard_api::run(
+        l,
+        dashboard,
+        stopped(&rx),
+    )));
+
+    let app = TestApp {
+        ingest_url,
+        dashboard_url,
+        reporter_token,
+        district_token,
+        http: reqwest::Client::new(),
+        database,
+        stop,
+        tasks,
+        _broker: broker,
+        _scratch: scratch,
+    };
+    app.wait_ready().await;
+    app
+}
+
+impl TestApp {
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for url in [&self.ingest_url, &self.dashboard_url] {
+            loop {
+                let ok = self
+                    .http
+                    .get(format!("{url}/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    break;
+                }
+                if let Some(t) = self.tasks.iter().find(|t| t.is_finished()) {
+                    panic!("a service stopped during start-up: {t:?}");
+                }
+                assert!(Instant::now() < deadline, "{url} never became ready");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    pub async fn post_clue(&self, body: &Value, idempotency_key: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/clues", self.ingest_url))
+            .bearer_auth(&self.reporter_token)
+            .header("Idempotency-Key", idempotency_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn summary(&self) -> Value {
+        let r = self
+            .http
+            .get(format!("{}/v1/summary", self.dashboard_url))
+            .bearer_auth(&self.district_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Polls the summary until `done` holds or the timeout passes; returns the last summary.
+    pub async fn summary_when(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.summary().await;
+            if done(&s) || Instant::now() > deadline {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.send(true).ok();
+        for t in self.tasks {
+            let result = tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("service stops within 30 s")
+                .expect("service task did not panic");
+            result.expect("service stopped cleanly");
+        }
+        let ch = clickhouse::Client::default().with_url(clickhouse_url());
+        ch.query(&format!("DROP DATABASE IF EXISTS {}", self.database))
+            .execute()
+            .await
+            .expect("test database dropped");
+    }
+}

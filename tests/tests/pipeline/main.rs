@@ -1,0 +1,6 @@
+//! End-to-end: the four services in-process (port 0) against the test ClickHouse server and a
+//! mock Kafka cluster.
+
+mod app;
+mod e2e;
+mod geometry;
