@@ -155,6 +155,14 @@ fn run() -> anyhow::Result<ExitCode> {
                 max_total_relative: tolerance_relative,
             };
             let t0 = Instant::now();
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if size > 20_000_000 {
+                eprintln!(
+                    "validate: reading {} ({:.0} MB)",
+                    path.display(),
+                    size as f64 / 1e6
+                );
+            }
             let tty = std::io::stderr().is_terminal();
             let mut last = Instant::now();
             let mut shown = false;

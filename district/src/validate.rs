@@ -1235,10 +1235,32 @@ pub fn validate_with_progress(
                 by_street.union(a as u32, b as u32);
             }
         }
+        // A grid that shares no edge with anybody while the geometry already has problems is
+        // most likely the broken piece itself: leave it out rather than report its community
+        // as split as well.
+        let geometry_broken = problems.iter().any(|p| {
+            matches!(
+                p,
+                Problem::Overlap { .. }
+                    | Problem::UnlocatedOverlap { .. }
+                    | Problem::Gap { .. }
+                    | Problem::SelfIntersection { .. }
+                    | Problem::InvalidRing { .. }
+                    | Problem::HoleOutsideShell { .. }
+            )
+        });
+        let mut has_neighbour = vec![false; ngrids];
+        for &(a, b) in &adjacency {
+            for x in [a as usize, b as usize] {
+                if x < ngrids {
+                    has_neighbour[x] = true;
+                }
+            }
+        }
         let mut comm_roots: BTreeMap<&CommunityCode, BTreeSet<u32>> = BTreeMap::new();
         let mut street_roots: BTreeMap<&StreetCode, BTreeSet<u32>> = BTreeMap::new();
         for (k, g) in d.grids.iter().enumerate() {
-            if pieces[k].is_none() {
+            if pieces[k].is_none() || (geometry_broken && !has_neighbour[k]) {
                 continue;
             }
             comm_roots

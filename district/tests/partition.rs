@@ -588,3 +588,26 @@ fn weekday_helper_is_right() {
     assert_eq!(weekday("2026-02-28"), 6);
     assert_eq!(weekday("2025-10-01"), 3);
 }
+
+#[test]
+fn validate_handles_neighbours_without_identical_vertices() {
+    // Split every edge of one grid at its midpoint: its neighbours no longer share identical
+    // edges with it (T-junctions), but the partition is still gap- and overlap-free.
+    let mut d = map_1k().clone();
+    let k = central_grid(&d);
+    let ring = d.grids[k].polygon.exterior().0.clone();
+    let mut split = Vec::with_capacity(ring.len() * 2);
+    for w in ring.windows(2) {
+        split.push(w[0]);
+        split.push(Coord {
+            x: (w[0].x + w[1].x) / 2.0,
+            y: (w[0].y + w[1].y) / 2.0,
+        });
+    }
+    split.push(ring[0]);
+    let holes = d.grids[k].polygon.interiors().to_vec();
+    d.grids[k].polygon = Polygon::new(LineString(split), holes);
+    let report = validate(&d, &ValidateOptions::default());
+    assert!(report.is_ok(), "{report}");
+    assert!(report.unshared_edges > 100, "{report}");
+}
