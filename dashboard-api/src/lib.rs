@@ -1,0 +1,237 @@
+//! gridclue-dashboard-api: the read side. Street offices and the district query the ClickHouse
+//! projection through it with bearer tokens (`district`: every street; `street`: one street).
+//!
+//! - [`app`]: the axum router (testable with `tower::ServiceExt::oneshot`).
+//! - [`run`]: serves the router on a listener until a shutdown signal.
+//! - [`summary`]: `GET /v1/summary` — its SQL and how the answer is assembled.
+//! - [`reference`]: street and category names.
+//! - [`error`]: `ApiError`, rendered as problem+json.
+
+pub mod error;
+pub mod metrics;
+pub mod reference;
+pub mod summary;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use gridclue_core::ch::ChSettings;
+use gridclue_core::tokens::{TokenKind, TokenStore};
+use serde::{Deserialize, Serialize};
+
+pub use error::ApiError;
+pub use metrics::DashboardMetrics;
+pub use reference::Reference;
+use summary::Scope;
+
+/// Configuration (defaults → `GRIDCLUE_CONFIG` file → `GRIDCLUE_*` environment).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DashboardConfig {
+    pub listen: String,
+    pub clickhouse_url: String,
+    pub clickhouse_database: String,
+    pub clickhouse_user: String,
+    pub clickhouse_password: String,
+    /// Directory holding `categories.json` and `district/grids.geojson`.
+    pub data_dir: String,
+    /// The token file written by `gridclue-ingest tokens …` (re-read when it changes).
+    pub tokens_file: String,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7402".into(),
+            clickhouse_url: "http://127.0.0.1:18123".into(),
+            clickhouse_database: "gridclue".into(),
+            clickhouse_user: "default".into(),
+            clickhouse_password: String::new(),
+            data_dir: "data".into(),
+            tokens_file: "var/tokens.json".into(),
+        }
+    }
+}
+
+impl DashboardConfig {
+    pub fn ch_settings(&self) -> ChSettings {
+        ChSettings {
+            url: self.clickhouse_url.clone(),
+            database: self.clickhouse_database.clone(),
+            user: self.clickhouse_user.clone(),
+            password: self.clickhouse_password.clone(),
+        }
+    }
+}
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub ch: clickhouse::Client,
+    pub tokens: TokenStore,
+    pub reference: Arc<Reference>,
+    pub metrics: DashboardMetrics,
+}
+
+impl AppState {
+    pub fn new(ch: clickhouse::Client, tokens: TokenStore, reference: Reference) -> Self {
+        Self {
+            ch,
+            tokens,
+            reference: Arc::new(reference),
+            metrics: DashboardMetrics::new(),
+        }
+    }
+
+    /// Builds the state from configuration: connects to ClickHouse (retrying until it answers
+    /// is the caller's business), loads reference data and opens the token file.
+    pub async fn from_config(config: &DashboardConfig) -> anyhow::Result<Self> {
+        let reference = Reference::load(Path::new(&config.data_dir))?;
+        let tokens = TokenStore::open(&config.tokens_file)?;
+        let ch = gridclue_core::ch::connect(&config.ch_settings()).await?;
+        Ok(Self::new(ch, tokens, reference))
+    }
+
+    /// Authenticates the request's bearer token and returns what it may read.
+    fn scope(&self, headers: &HeaderMap) -> Result<Scope, ApiError> {
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let record = self.tokens.authenticate(header)?;
+        match record.kind {
+            TokenKind::District => Ok(Scope::District),
+            TokenKind::Street => match record.scope {
+                Some(street_code) => Ok(Scope::Street { street_code }),
+                None => Err(ApiError::Forbidden(
+                    "read statistics (street token without a street)",
+                )),
+            },
+            TokenKind::Reporter => Err(ApiError::Forbidden("read statistics (reporter token)")),
+        }
+    }
+}
+
+/// The router: `/healthz`, `/readyz`, `/metrics`, `/v1/summary`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .route("/v1/summary", get(get_summary))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(req).await;
+    state
+        .metrics
+        .requests
+        .with_label_values(&[&route, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// Ready when ClickHouse answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.ch.query("SELECT 1").fetch_one::<u8>().await {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: ClickHouse does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "clickhouse unavailable").into_response()
+        }
+    }
+}
+
+async fn metrics_handler(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            gridclue_core::telemetry::METRICS_CONTENT_TYPE,
+        )],
+        gridclue_core::telemetry::render(&state.metrics.registry),
+    )
+        .into_response()
+}
+
+async fn get_summary(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<summary::Summary>, ApiError> {
+    let scope = state.scope(&headers)?;
+    let started = Instant::now();
+    let cells = summary::query(&state.ch, &scope).await.map_err(|e| {
+        tracing::warn!(error = %e, "summary query failed");
+        ApiError::Unavailable
+    })?;
+    state
+        .metrics
+        .query_duration
+        .with_label_values(&["summary"])
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Json(summary::assemble(
+        scope,
+        &cells,
+        &state.reference,
+        gridclue_core::wire::now_ms(),
+    )))
+}
+
+/// Serves until `shutdown` completes, then drains in-flight requests.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: DashboardConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            cancel.cancel();
+        });
+    }
+    // ClickHouse may start after us: keep trying until it answers (or we are told to stop).
+    let mut backoff = std::time::Duration::from_millis(200);
+    let state = loop {
+        match AppState::from_config(&config).await {
+            Ok(state) => break state,
+            Err(e) => {
+                let retryable = e
+                    .downcast_ref::<gridclue_core::ch::ChError>()
+                    .is_some_and(|c| c.is_retryable());
+                if !retryable {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "ClickHouse not reachable yet; retrying");
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    };
+    tracing::info!(addr = %listener.local_addr()?, streets = state.reference.streets.len(), "dashboard-api listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await?;
+    tracing::info!("dashboard-api stopped");
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! gridclue-sink: projects the facts of `clues.events` into ClickHouse.
+//!
+//! - [`migrations`]: versioned schema, embedded, applied at start and by `gridclue-sink migrate`.
+//! - [`rows`]: the table rows and the per-clue state facts are folded into.
+//! - [`store`]: ClickHouse calls and error classification.
+//! - `pipeline`: consume → fold → batch → insert → commit, with backpressure and the DLQ.
+//! - [`replay`]: re-projects a range of the topic (`gridclue-sink replay`).
+//!
+//! [`run`] takes its listener, config and shutdown signal as arguments so tests run it
+//! in-process on port 0.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use gridclue_core::ch::ChSettings;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+pub mod metrics;
+pub mod migrations;
+mod pipeline;
+pub mod replay;
+pub mod rows;
+pub mod store;
+
+pub use metrics::SinkMetrics;
+
+/// The sink's configuration (defaults → `GRIDCLUE_CONFIG` file → `GRIDCLUE_*` environment).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SinkConfig {
+    pub kafka_brokers: String,
+    pub clickhouse_url: String,
+    pub clickhouse_database: String,
+    pub clickhouse_user: String,
+    pub clickhouse_password: String,
+    pub events_topic: String,
+    pub dlq_topic: String,
+    pub group_id: String,
+    /// HTTP address of `/healthz`, `/readyz` and `/metrics`.
+    pub listen: String,
+    /// Flush when a batch holds this many facts…
+    pub batch_max_rows: usize,
+    /// …or roughly this many bytes…
+    pub batch_max_bytes: usize,
+    /// …or when its first fact has waited this long (and `min_insert_interval_ms` has passed
+    /// since the previous flush): fresh at low rates, few inserts at high rates.
+    pub batch_linger_ms: u64,
+    /// Spacing of flushes that are not full, so each table sees at most ~2 inserts a second.
+    pub min_insert_interval_ms: u64,
+    /// First and longest wait between retries of a failed ClickHouse or DLQ call.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// Timeout of one INSERT (sending and awaiting the server's answer).
+    pub insert_timeout_ms: u64,
+    /// How long the DLQ producer may take to get a record acknowledged before retrying.
+    pub dlq_timeout_ms: u64,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            kafka_brokers: "127.0.0.1:9092".into(),
+            clickhouse_url: "http://127.0.0.1:18123".into(),
+            clickhouse_database: "gridclue".into(),
+            clickhouse_user: "default".into(),
+            clickhouse_password: String::new(),
+            events_topic: "clues.events".into(),
+            dlq_topic: "clues.dlq".into(),
+            group_id: "gridclue-sink".into(),
+            listen: "127.0.0.1:7404".into(),
+            batch_max_rows: 100_000,
+            batch_max_bytes: 64 * 1024 * 1024,
+            batch_linger_ms: 50,
+            min_insert_interval_ms: 500,
+            retry_initial_ms: 100,
+            retry_max_ms: 5_000,
+            insert_timeout_ms: 30_000,
+            dlq_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl SinkConfig {
+    pub fn ch_settings(&self) -> ChSettings {
+        ChSettings {
+            url: self.clickhouse_url.clone(),
+            database: self.clickhouse_database.clone(),
+            user: self.clickhouse_user.clone(),
+            password: self.clickhouse_password.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct HttpState {
+    ready: Arc<AtomicBool>,
+    metrics: SinkMetrics,
+}
+
+fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<HttpState>| async move {
+                if s.ready.load(Ordering::Acquire) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(s): State<HttpState>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        gridclue_core::telemetry::METRICS_CONTENT_TYPE,
+                    )],
+                    gridclue_core::telemetry::render(&s.metrics.registry),
+                )
+                    .into_response()
+            }),
+        )
+        .with_state(state)
+}
+
+/// Connects to ClickHouse (creating the database), retrying transient failures until `cancel`.
+/// Returns `None` when cancelled first.
+pub async fn connect_retrying(
+    settings: &ChSettings,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<clickhouse::Client>> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match gridclue_core::ch::connect(settings).await {
+            Ok(c) => return Ok(Some(c)),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "ClickHouse not reachable yet; retrying");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Connects and applies the migrations (the `migrate` command).
+pub async fn migrate(config: &SinkConfig) -> anyhow::Result<migrations::MigrationReport> {
+    let client = gridclue_core::ch::connect(&config.ch_settings()).await?;
+    Ok(migrations::apply(&client).await?)
+}
+
+async fn migrate_retrying(
+    client: &clickhouse::Client,
+    cancel: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match migrations::apply(client).await {
+            Ok(report) => {
+                tracing::info!(applied = ?report.applied, already = report.already.len(), "schema up to date");
+                return Ok(true);
+            }
+            Err(e) if e.is_retryable() => tracing::warn!(error = %e, "migration failed; retrying"),
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Runs the sink until `shutdown` completes: serves `/healthz`, `/readyz` (ready once the schema
+/// is migrated and the consumer subscribed) and `/metrics` on `listener`, and projects the
+/// events topic into ClickHouse. On shutdown the pending batch is flushed and committed when
+/// ClickHouse takes it.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: SinkConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = SinkMetrics::new();
+    metrics.init_series();
+    run_with_metrics(listener, config, shutdown, metrics).await
+}
+
+/// [`run`] with a caller-provided metrics registry (tests read it).
+pub async fn run_with_metrics(
+    listener: tokio::net::TcpListener,
+    config: SinkConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    metrics: SinkMetrics,
+) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            cancel.cancel();
+        });
+    }
+    let ready = Arc::new(AtomicBool::new(false));
+    let http_stop = CancellationToken::new();
+    let app = router(HttpState {
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+    });
+    let http = {
+        let stop = http_stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+    tracing::info!(config = %gridclue_core::config::redacted(&config), "sink starting");
+    let result = project(config, metrics, cancel, ready).await;
+    http_stop.cancel();
+    match http.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server failed"),
+        Err(e) => tracing::warn!(error = %e, "HTTP task failed"),
+    }
+    tracing::info!("sink stopped");
+    result
+}
+
+async fn project(
+    config: SinkConfig,
+    metrics: SinkMetrics,
+    cancel: CancellationToken,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let Some(client) = connect_retrying(&config.ch_settings(), &cancel).await? else {
+        return Ok(());
+    };
+    if !migrate_retrying(&client, &cancel).await? {
+        return Ok(());
+    }
+    let config = Arc::new(config);
+    let mut pipeline =
+        pipeline::Pipeline::new(config, client, metrics, cancel, pipeline::Mode::Live)?;
+    pipeline.start(&Default::default())?;
+    ready.store(true, Ordering::Release);
+    let result = pipeline.run().await;
+    ready.store(false, Ordering::Release);
+    result
+}
+
+#[cfg(test)]
+mod send_check {
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[allow(dead_code)]
+    fn run_future_is_send(listener: tokio::net::TcpListener) {
+        let f = super::run(listener, super::SinkConfig::default(), async {});
+        assert_send(&f);
+    }
+}

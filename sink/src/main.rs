@@ -1,0 +1,98 @@
+//! `gridclue-sink`: run the projection (no arguments), `migrate`, or `replay`.
+
+use clap::{Parser, Subcommand};
+use gridclue_sink::replay::{replay, ReplayRange};
+use gridclue_sink::SinkConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "gridclue-sink",
+    about = "Projects clue facts from Kafka into ClickHouse"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending schema migrations and exit.
+    Migrate,
+    /// Re-project a range of the events topic into ClickHouse (facts already stored are
+    /// recognised and skipped, so numbers do not change).
+    Replay {
+        /// Partitions to replay (all when omitted); repeat or separate with commas.
+        #[arg(long, value_delimiter = ',')]
+        partition: Vec<i32>,
+        /// First offset (inclusive; earliest when omitted).
+        #[arg(long)]
+        from: Option<i64>,
+        /// Last offset (inclusive; latest when omitted).
+        #[arg(long)]
+        to: Option<i64>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    gridclue_core::telemetry::init_tracing("sink");
+    let cli = Cli::parse();
+    let config: SinkConfig = gridclue_core::config::load()?;
+    match cli.command {
+        None => {
+            let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+            tracing::info!(addr = %listener.local_addr()?, "listening");
+            gridclue_sink::run(listener, config, shutdown_signal()).await
+        }
+        Some(Command::Migrate) => {
+            let report = gridclue_sink::migrate(&config).await?;
+            println!(
+                "migrations applied: {:?}; already applied: {:?}",
+                report.applied, report.already
+            );
+            Ok(())
+        }
+        Some(Command::Replay {
+            partition,
+            from,
+            to,
+        }) => {
+            let range = ReplayRange {
+                partitions: (!partition.is_empty()).then_some(partition),
+                from,
+                to,
+            };
+            let report = replay(config, range).await?;
+            for (p, start, end) in &report.ranges {
+                println!("partition {p}: offsets {start}..{end}");
+            }
+            println!(
+                "facts written: {} (facts already stored were skipped)",
+                report.facts_inserted
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

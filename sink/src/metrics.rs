@@ -1,0 +1,148 @@
+//! The sink's Prometheus metrics (names from `gridclue_core::telemetry::names`).
+
+use gridclue_core::telemetry::{names, LATENCY_BUCKETS};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct SinkMetrics {
+    pub registry: Registry,
+    /// Rows inserted, by table.
+    pub rows_inserted: IntCounterVec,
+    /// Batches (INSERT statements) acknowledged, by table.
+    pub batches_inserted: IntCounterVec,
+    pub batch_rows: Histogram,
+    /// Duration of one INSERT, by table.
+    pub insert_duration: HistogramVec,
+    /// Retries, by kind (`transient`, `schema`) and operation.
+    pub retries: IntCounterVec,
+    /// Failed ClickHouse or Kafka operations, by kind.
+    pub errors: IntCounterVec,
+    /// Fact time (`occurred_at_ms`) → insert acknowledged.
+    pub freshness: Histogram,
+    /// 1 while consumption is paused because ClickHouse does not take inserts.
+    pub paused: IntGauge,
+    /// Records sent to the DLQ, by reason.
+    pub dlq: IntCounterVec,
+    /// Facts skipped because they were already stored, by why (`duplicate`, `resumed`).
+    pub skipped: IntCounterVec,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+impl SinkMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let rows_inserted = counter_vec(
+            &registry,
+            names::SINK_ROWS_INSERTED_TOTAL,
+            "Rows inserted into ClickHouse, by table",
+            &["table"],
+        );
+        let batches_inserted = counter_vec(
+            &registry,
+            names::SINK_BATCHES_INSERTED_TOTAL,
+            "INSERT statements acknowledged by ClickHouse, by table",
+            &["table"],
+        );
+        let batch_rows = Histogram::with_opts(
+            HistogramOpts::new(names::SINK_BATCH_ROWS, "Facts per flushed batch").buckets(vec![
+                1.0, 10.0, 100.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0, 100_000.0, 500_000.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(batch_rows.clone()))
+            .expect("metric registered once");
+        let insert_duration = HistogramVec::new(
+            HistogramOpts::new(
+                names::SINK_INSERT_DURATION_SECONDS,
+                "Duration of one ClickHouse INSERT, by table",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["table"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(insert_duration.clone()))
+            .expect("metric registered once");
+        let retries = counter_vec(
+            &registry,
+            names::SINK_RETRIES_TOTAL,
+            "Retried operations, by failure kind and operation",
+            &["kind", "op"],
+        );
+        let errors = counter_vec(
+            &registry,
+            names::SINK_ERRORS_TOTAL,
+            "Failed operations, by kind",
+            &["kind"],
+        );
+        let freshness = Histogram::with_opts(
+            HistogramOpts::new(
+                names::SINK_FRESHNESS_SECONDS,
+                "Time from a fact's occurrence to its insert being acknowledged",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(freshness.clone()))
+            .expect("metric registered once");
+        let paused = IntGauge::new(
+            names::SINK_PAUSED,
+            "1 while consumption is paused because ClickHouse does not take inserts",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(paused.clone()))
+            .expect("metric registered once");
+        let dlq = counter_vec(
+            &registry,
+            names::SINK_DLQ_TOTAL,
+            "Records sent to the DLQ, by reason",
+            &["reason"],
+        );
+        let skipped = counter_vec(
+            &registry,
+            names::SINK_SKIPPED_TOTAL,
+            "Facts not inserted because ClickHouse already holds them, by why",
+            &["why"],
+        );
+        Self {
+            registry,
+            rows_inserted,
+            batches_inserted,
+            batch_rows,
+            insert_duration,
+            retries,
+            errors,
+            freshness,
+            paused,
+            dlq,
+            skipped,
+        }
+    }
+
+    /// Pre-creates the per-table series so they show as 0 before the first insert.
+    pub fn init_series(&self) {
+        for table in [crate::store::EVENTS_TABLE, crate::store::CLUES_TABLE] {
+            self.rows_inserted.with_label_values(&[table]);
+            self.batches_inserted.with_label_values(&[table]);
+        }
+        self.paused.set(0);
+    }
+}
+
+impl Default for SinkMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,456 @@
+//! Row types of the ClickHouse tables and the per-clue state the sink folds facts into.
+//!
+//! A lifecycle fact (accepted, dispatched, …) carries only what changed; the `clues` row and the
+//! denormalised columns of the `clue_events` row need the clue's report as well. The sink keeps
+//! a [`ClueState`] per clue of the partitions it owns (loaded from ClickHouse when it takes a
+//! partition over) and applies each fact to it.
+
+use std::sync::Arc;
+
+use gridclue_core::wire::{EventEnvelope, Fact, Placement, Reported};
+use gridclue_core::Status;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Where a fact was read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One row of `clue_events`.
+#[derive(Clone, Debug, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct EventRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub clue_id: Uuid,
+    pub seq: u32,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub command_id: Uuid,
+    pub fact_type: String,
+    pub status: String,
+    pub occurred_at_ms: u64,
+    pub processed_at_ms: u64,
+    pub placement: String,
+    pub inside: u8,
+    pub grid_code: String,
+    pub community_code: String,
+    pub street_code: String,
+    pub category: String,
+    pub department: String,
+    pub reporter_group: String,
+    #[serde(with = "clickhouse::serde::uuid::option")]
+    pub duplicate_of: Option<Uuid>,
+    pub deadline_ms: u64,
+    pub detail: String,
+    pub kafka_topic: String,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+}
+
+impl EventRow {
+    /// Rough size in bytes once serialized (for batch byte limits).
+    pub fn approx_bytes(&self) -> usize {
+        120 + self.fact_type.len()
+            + self.status.len()
+            + self.placement.len()
+            + self.grid_code.len()
+            + self.community_code.len()
+            + self.street_code.len()
+            + self.category.len()
+            + self.department.len()
+            + self.reporter_group.len()
+            + self.detail.len()
+            + self.kafka_topic.len()
+    }
+}
+
+/// One row of `clues` (also the shape the sink reloads its state from).
+#[derive(Clone, Debug, Default, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct ClueRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub clue_id: Uuid,
+    pub version: u32,
+    pub status: String,
+    pub placement: String,
+    pub inside: u8,
+    pub on_boundary: u8,
+    pub grid_code: String,
+    pub community_code: String,
+    pub street_code: String,
+    pub nearest_street_code: String,
+    pub distance_m: f64,
+    pub lat: f64,
+    pub lon: f64,
+    pub map_version: String,
+    pub category: String,
+    pub department: String,
+    pub urgency: String,
+    pub reporter_id: String,
+    pub reporter_group: String,
+    pub channel: String,
+    #[serde(with = "clickhouse::serde::uuid::option")]
+    pub duplicate_of: Option<Uuid>,
+    pub is_case: u8,
+    pub reported_at_ms: u64,
+    pub deadline_ms: u64,
+    pub accepted_at_ms: u64,
+    pub dispatched_at_ms: u64,
+    pub handled_at_ms: u64,
+    pub closed_at_ms: u64,
+    pub rework_count: u16,
+    pub postpone_count: u16,
+    pub updated_at_ms: u64,
+    pub kafka_partition: i32,
+}
+
+impl ClueRow {
+    pub fn approx_bytes(&self) -> usize {
+        200 + self.status.len()
+            + self.placement.len()
+            + self.grid_code.len()
+            + self.community_code.len()
+            + self.street_code.len()
+            + self.nearest_street_code.len()
+            + self.map_version.len()
+            + self.category.len()
+            + self.department.len()
+            + self.urgency.len()
+            + self.reporter_id.len()
+            + self.reporter_group.len()
+            + self.channel.len()
+    }
+}
+
+/// What the sink remembers about a clue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClueState {
+    /// The clue's latest row (its `version` is the seq of the last fact folded in).
+    pub row: ClueRow,
+    /// The highest seq known to be stored in `clue_events`; facts at or below it are skipped.
+    pub stored_seq: Option<u32>,
+}
+
+fn placement_name(p: &Placement) -> &'static str {
+    match p {
+        Placement::Inside { .. } => "inside",
+        Placement::Outside { .. } => "outside",
+    }
+}
+
+/// Whether a clue in this state counts as a case (DESIGN.md §3).
+pub fn is_case(row: &ClueRow) -> bool {
+    row.inside == 1
+        && row.duplicate_of.is_none()
+        && row.status != Status::Rejected.as_str()
+        && row.status != Status::Duplicate.as_str()
+}
+
+/// The state of a clue whose report has not been seen (a lifecycle fact came first).
+fn unknown_clue(env: &EventEnvelope, partition: i32) -> ClueRow {
+    ClueRow {
+        clue_id: env.clue_id.as_uuid(),
+        placement: "unknown".into(),
+        kafka_partition: partition,
+        ..ClueRow::default()
+    }
+}
+
+/// Fills the report's attributes into `row`.
+fn fill_report(row: &mut ClueRow, r: &Reported, env: &EventEnvelope) {
+    row.category = r.category.to_string();
+    row.department = r.department.clone();
+    row.urgency = r.urgency.as_str().into();
+    row.reporter_id = r.reporter_id.clone();
+    row.reporter_group = r
+        .reporter_group
+        .map(|g| g.as_str().into())
+        .unwrap_or_default();
+    row.channel = channel_name(r.channel).into();
+    if row.duplicate_of.is_none() {
+        row.duplicate_of = r.duplicate_of.map(|d| d.as_uuid());
+    }
+    row.lat = r.location.lat();
+    row.lon = r.location.lon();
+    row.map_version = r.map_version.clone();
+    row.placement = placement_name(&r.placement).into();
+    row.reported_at_ms = env.occurred_at_ms;
+    if row.deadline_ms == 0 {
+        row.deadline_ms = r.deadline_ms.unwrap_or(0);
+    }
+    match &r.placement {
+        Placement::Inside {
+            grid_code,
+            on_boundary,
+        } => {
+            row.inside = 1;
+            row.on_boundary = u8::from(*on_boundary);
+            row.grid_code = grid_code.as_str().into();
+            row.community_code = grid_code.community_code().into();
+            row.street_code = grid_code.street_code().into();
+        }
+        Placement::Outside {
+            nearest_grid_code,
+            distance_m,
+        } => {
+            row.distance_m = *distance_m;
+            row.nearest_street_code = nearest_grid_code
+                .map(|g| g.street_code().to_owned())
+                .unwrap_or_default();
+        }
+    }
+}
+
+/// Folds `env` into `state` (a new clue when `None`). Folding is idempotent: a fact at or below
+/// the state's version is already in it and changes nothing, except that a report seen after
+/// its clue's later facts still fills in the place and category.
+pub fn apply(state: Option<ClueRow>, env: &EventEnvelope, partition: i32) -> ClueRow {
+    let mut row = state.unwrap_or_else(|| unknown_clue(env, partition));
+    // A row that never had a fact folded in has no status yet.
+    let fresh = row.status.is_empty();
+    if let Fact::Reported(r) = &env.fact {
+        if row.placement == "unknown" {
+            fill_report(&mut row, r, env);
+        }
+    }
+    if !fresh && env.seq <= row.version {
+        row.is_case = u8::from(is_case(&row));
+        return row;
+    }
+    let at = env.occurred_at_ms;
+    match &env.fact {
+        Fact::Reported(_) | Fact::Rejected { .. } | Fact::Started | Fact::Returned { .. } => {}
+        Fact::Accepted => row.accepted_at_ms = at,
+        Fact::Merged { duplicate_of } => row.duplicate_of = Some(duplicate_of.as_uuid()),
+        Fact::Dispatched { department } => {
+            row.department = department.clone();
+            if row.dispatched_at_ms == 0 {
+                row.dispatched_at_ms = at;
+            }
+        }
+        Fact::Handled { .. } => row.handled_at_ms = at,
+        Fact::Verified => row.closed_at_ms = at,
+        Fact::VerifyFailed { .. } => row.rework_count = row.rework_count.saturating_add(1),
+        Fact::Postponed { deadline_ms, .. } => {
+            row.deadline_ms = *deadline_ms;
+            row.postpone_count = row.postpone_count.saturating_add(1);
+        }
+    }
+    row.version = env.seq;
+    row.status = env.status.as_str().into();
+    row.updated_at_ms = at;
+    row.kafka_partition = partition;
+    row.is_case = u8::from(is_case(&row));
+    row
+}
+
+fn channel_name(c: gridclue_core::wire::Channel) -> &'static str {
+    use gridclue_core::wire::Channel;
+    match c {
+        Channel::Api => "api",
+        Channel::Web => "web",
+        Channel::Open311 => "open311",
+    }
+}
+
+/// The `clue_events` row of `env`, with the clue's place and category taken from `clue` (the
+/// state after folding `env` in).
+pub fn event_row(env: &EventEnvelope, clue: &ClueRow, source: &Source) -> EventRow {
+    let (detail, deadline_ms, duplicate_of) = match &env.fact {
+        Fact::Reported(r) => (
+            r.description.clone(),
+            r.deadline_ms.unwrap_or(0),
+            r.duplicate_of.map(|d| d.as_uuid()),
+        ),
+        Fact::Rejected { reason } | Fact::Returned { reason } | Fact::VerifyFailed { reason } => {
+            (reason.clone(), 0, None)
+        }
+        Fact::Handled { note } => (note.clone(), 0, None),
+        Fact::Merged { duplicate_of } => (String::new(), 0, Some(duplicate_of.as_uuid())),
+        Fact::Dispatched { department } => (department.clone(), 0, None),
+        Fact::Postponed {
+            reason,
+            deadline_ms,
+        } => (reason.clone(), *deadline_ms, None),
+        Fact::Accepted | Fact::Started | Fact::Verified => (String::new(), 0, None),
+    };
+    EventRow {
+        clue_id: env.clue_id.as_uuid(),
+        seq: env.seq,
+        command_id: env.command_id.0,
+        fact_type: env.fact.type_name().into(),
+        status: env.status.as_str().into(),
+        occurred_at_ms: env.occurred_at_ms,
+        processed_at_ms: env.processed_at_ms,
+        placement: clue.placement.clone(),
+        inside: clue.inside,
+        grid_code: clue.grid_code.clone(),
+        community_code: clue.community_code.clone(),
+        street_code: clue.street_code.clone(),
+        category: clue.category.clone(),
+        department: clue.department.clone(),
+        reporter_group: clue.reporter_group.clone(),
+        duplicate_of,
+        deadline_ms,
+        detail,
+        kafka_topic: source.topic.to_string(),
+        kafka_partition: source.partition,
+        kafka_offset: source.offset,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use gridclue_core::category::Urgency;
+    use gridclue_core::wire::{Channel, SCHEMA_VERSION};
+    use gridclue_core::{CategoryCode, ClueId, CommandId, GeoPoint, GridCode, ReporterGroup};
+
+    pub(crate) fn report(clue: ClueId, placement: Placement) -> EventEnvelope {
+        EventEnvelope {
+            v: SCHEMA_VERSION,
+            clue_id: clue,
+            seq: 0,
+            command_id: CommandId::for_report(clue),
+            occurred_at_ms: 1_000,
+            processed_at_ms: 1_010,
+            status: Status::Reported,
+            fact: Fact::Reported(Box::new(Reported {
+                category: CategoryCode::parse("garbage_pile").unwrap(),
+                location: GeoPoint::new(31.2, 121.5).unwrap(),
+                placement,
+                map_version: "m1".into(),
+                department: "city_mgmt".into(),
+                urgency: Urgency::Normal,
+                deadline_ms: Some(9_000),
+                reporter_id: "tok_1".into(),
+                reporter_group: Some(ReporterGroup::Courier),
+                duplicate_of: None,
+                description: "垃圾堆物".into(),
+                photos: vec![],
+                channel: Channel::Api,
+            })),
+        }
+    }
+
+    fn next(env: &EventEnvelope, fact: Fact, status: Status) -> EventEnvelope {
+        EventEnvelope {
+            seq: env.seq + 1,
+            command_id: CommandId::new_random(),
+            occurred_at_ms: env.occurred_at_ms + 100,
+            processed_at_ms: env.processed_at_ms + 100,
+            status,
+            fact,
+            ..env.clone()
+        }
+    }
+
+    fn inside() -> Placement {
+        Placement::Inside {
+            grid_code: GridCode::parse("310199003002017").unwrap(),
+            on_boundary: false,
+        }
+    }
+
+    #[test]
+    fn a_report_fills_the_place_and_later_facts_keep_it() {
+        let clue = ClueId::new_random();
+        let r = report(clue, inside());
+        let s0 = apply(None, &r, 3);
+        assert_eq!(s0.street_code, "310199003");
+        assert_eq!(s0.community_code, "310199003002");
+        assert_eq!(s0.is_case, 1);
+        assert_eq!(s0.kafka_partition, 3);
+        let a = next(&r, Fact::Accepted, Status::Accepted);
+        let s1 = apply(Some(s0.clone()), &a, 3);
+        assert_eq!((s1.version, s1.status.as_str()), (1, "accepted"));
+        assert_eq!(s1.street_code, "310199003");
+        assert_eq!(s1.accepted_at_ms, 1_100);
+        let ev = event_row(
+            &a,
+            &s1,
+            &Source {
+                topic: "t".into(),
+                partition: 3,
+                offset: 7,
+            },
+        );
+        assert_eq!(
+            (ev.fact_type.as_str(), ev.street_code.as_str()),
+            ("accepted", "310199003")
+        );
+
+        // Folding a fact twice changes nothing (counters included).
+        let p = next(
+            &a,
+            Fact::Postponed {
+                reason: "rain".into(),
+                deadline_ms: 50_000,
+            },
+            Status::Accepted,
+        );
+        let s2 = apply(Some(s1), &p, 3);
+        assert_eq!((s2.postpone_count, s2.deadline_ms), (1, 50_000));
+        assert_eq!(apply(Some(s2.clone()), &p, 3), s2);
+        assert_eq!(apply(Some(s2.clone()), &a, 3), s2);
+    }
+
+    #[test]
+    fn rejected_and_merged_clues_are_reports_but_not_cases() {
+        let clue = ClueId::new_random();
+        let r = report(clue, inside());
+        let s = apply(None, &r, 0);
+        let rej = apply(
+            Some(s.clone()),
+            &next(&r, Fact::Rejected { reason: "x".into() }, Status::Rejected),
+            0,
+        );
+        assert_eq!((rej.inside, rej.is_case), (1, 0));
+        let other = ClueId::new_random();
+        let dup = apply(
+            Some(s),
+            &next(
+                &r,
+                Fact::Merged {
+                    duplicate_of: other,
+                },
+                Status::Duplicate,
+            ),
+            0,
+        );
+        assert_eq!(dup.duplicate_of, Some(other.as_uuid()));
+        assert_eq!(dup.is_case, 0);
+    }
+
+    #[test]
+    fn outside_points_keep_their_nearest_street() {
+        let r = report(
+            ClueId::new_random(),
+            Placement::Outside {
+                nearest_grid_code: Some(GridCode::parse("310199101001001").unwrap()),
+                distance_m: 42.0,
+            },
+        );
+        let s = apply(None, &r, 0);
+        assert_eq!(
+            (s.placement.as_str(), s.inside, s.is_case),
+            ("outside", 0, 0)
+        );
+        assert_eq!(
+            (s.street_code.as_str(), s.nearest_street_code.as_str()),
+            ("", "310199101")
+        );
+    }
+
+    #[test]
+    fn lifecycle_before_report_is_unknown_placement() {
+        let r = report(ClueId::new_random(), inside());
+        let a = next(&r, Fact::Accepted, Status::Accepted);
+        let s = apply(None, &a, 1);
+        assert_eq!(
+            (s.placement.as_str(), s.inside, s.version),
+            ("unknown", 0, 1)
+        );
+    }
+}
