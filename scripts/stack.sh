@@ -55,11 +55,11 @@ binary_of() { echo "$BIN_DIR/gridclue-$1"; }
 
 # The demo load, in one place: adjust here when the loader's flags change.
 run_demo_load() {
-    "$BIN_DIR/gridclue-load" \
+    (cd "$REPO_ROOT" && "$BIN_DIR/gridclue-load" \
         --ingest-url "$GRIDCLUE_INGEST_URL" \
         --token "$GRIDCLUE_DEMO_REPORTER_TOKEN" \
         --count "${GRIDCLUE_DEMO_COUNT:-5000}" \
-        --rate "${GRIDCLUE_DEMO_RATE:-500}"
+        --rate "${GRIDCLUE_DEMO_RATE:-500}")
 }
 
 # --- output -------------------------------------------------------------------------------------
@@ -249,6 +249,7 @@ common_env() {
         "GRIDCLUE_TOKENS_FILE=$TOKENS_FILE"
         "GRIDCLUE_SECRET_FILE=$SECRET_FILE"
         "RUST_LOG=${RUST_LOG:-info}"
+        "NO_COLOR=1" # logs go to files
     )
 }
 
@@ -363,6 +364,12 @@ ensure_service() {
     port="$(service_port "$name")"
     common_env "$BROKERS"
     local envs=("${COMMON_ENV[@]}" "GRIDCLUE_LISTEN=127.0.0.1:$port")
+    if [ "$name" = ingest ]; then
+        # The demo load posts hundreds of clues a second through one token from one address:
+        # the local stack turns ingest's per-token and per-address limits off (0) unless set.
+        envs+=("GRIDCLUE_RATE_LIMIT_TOKEN_PER_SEC=${GRIDCLUE_RATE_LIMIT_TOKEN_PER_SEC:-0}"
+            "GRIDCLUE_RATE_LIMIT_IP_PER_SEC=${GRIDCLUE_RATE_LIMIT_IP_PER_SEC:-0}")
+    fi
     pid="$(proc_pid "$name")"
     if [ -n "$pid" ]; then
         if [ "$(printf '%s\n' "${envs[@]}")" = "$(cat "$(fingerprint_file "$name")" 2>/dev/null)" ]; then
@@ -538,16 +545,21 @@ cmd_demo() {
     done
     [ -n "$body" ] || die "no answer from $GRIDCLUE_DASHBOARD_URL/v1/summary"
     if ! command -v python3 >/dev/null 2>&1 || ! python3 - "$body" <<'PY'; then
-import json, sys
+import json, sys, unicodedata
+
+def pad(text, width):  # pads by display width (CJK characters take two columns)
+    text = str(text)
+    w = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return text + " " * max(0, width - w)
 
 s = json.loads(sys.argv[1])
 print("    total reports: %s" % s.get("total"))
 print("    by street:")
 for r in s.get("by_street", []):
-    print("      %-12s %-16s %6s" % (r.get("street_code", ""), r.get("street_name", ""), r.get("count")))
+    print("      " + pad(r.get("street_code", ""), 12) + pad(r.get("street_name", ""), 20) + "%7s" % r.get("count"))
 print("    by category:")
 for r in s.get("by_category", []):
-    print("      %-24s %-16s %6s" % (r.get("category", ""), r.get("name", ""), r.get("count")))
+    print("      " + pad(r.get("category", ""), 22) + pad(r.get("name", ""), 26) + "%7s" % r.get("count"))
 PY
         printf '%s\n' "$body"
     fi
