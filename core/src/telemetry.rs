@@ -13,6 +13,8 @@ pub mod names {
     pub const INGEST_PRODUCE_DURATION_SECONDS: &str = "gridclue_ingest_produce_duration_seconds";
     pub const INGEST_REJECTED_TOTAL: &str = "gridclue_ingest_rejected_total";
     pub const INGEST_IN_FLIGHT_REQUESTS: &str = "gridclue_ingest_in_flight_requests";
+    pub const INGEST_BATCH_ITEMS_TOTAL: &str = "gridclue_ingest_batch_items_total";
+    pub const INGEST_READ_DURATION_SECONDS: &str = "gridclue_ingest_read_duration_seconds";
     // enrich
     pub const ENRICH_COMMANDS_TOTAL: &str = "gridclue_enrich_commands_total";
     pub const ENRICH_EVENTS_TOTAL: &str = "gridclue_enrich_events_total";
@@ -49,8 +51,11 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub fn init_tracing(service: &'static str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("GRIDCLUE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    // Colour codes only on a terminal: logs redirected to files stay plain.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = if json {
         builder.json().flatten_event(true).try_init()
