@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
 pub struct IngestConfig {
     pub listen: String,
     pub kafka_brokers: String,
@@ -14,10 +15,44 @@ pub struct IngestConfig {
     pub secret_file: String,
     /// How long a POST may wait for the broker's acknowledgement before answering 503.
     pub produce_timeout_ms: u64,
+    /// `Retry-After` (seconds) sent with 503 answers when the broker did not acknowledge.
+    pub retry_after_secs: u64,
     /// Accepted margin (degrees) around the district's bounding box.
     pub bbox_margin_deg: f64,
     /// How far in the future a client's `reported_at` may be (clock skew), seconds.
     pub max_clock_skew_secs: u64,
+
+    /// Requests per second one reporter token may make (token bucket refill rate); 0 = no limit.
+    pub rate_limit_token_per_sec: f64,
+    /// Burst size (bucket capacity) of the per-token limit.
+    pub rate_limit_token_burst: u32,
+    /// Requests per second one client address may make; 0 = no limit. IPv6 clients are
+    /// limited per /64.
+    pub rate_limit_ip_per_sec: f64,
+    /// Burst size of the per-address limit.
+    pub rate_limit_ip_burst: u32,
+    /// Peers (IP addresses or CIDR ranges) whose `X-Forwarded-For` is believed. The client
+    /// address is the right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
+    /// Empty: the socket's peer address is the client address and the header is ignored.
+    pub trusted_proxies: Vec<String>,
+
+    /// How many recently acknowledged clue ids this instance remembers, to answer retries
+    /// without producing again and to mark repeats in batches as `duplicate`.
+    pub recent_ids_capacity: usize,
+
+    /// ClickHouse for the read endpoints (reporter view, Open311 reads). Empty URL: reads answer
+    /// 503.
+    pub clickhouse_url: String,
+    pub clickhouse_database: String,
+    pub clickhouse_user: String,
+    pub clickhouse_password: String,
+    /// How long a read may wait for ClickHouse before answering 503.
+    pub read_timeout_ms: u64,
+    /// Open311 reads (`services`, `requests` GET) need a valid `api_key` when true. The
+    /// GeoReport v2 spec leaves reads open, which is the default.
+    pub open311_reads_require_key: bool,
+    /// Public base URL of this service (used in Open311 discovery); empty = relative links.
+    pub public_url: String,
 }
 
 impl Default for IngestConfig {
@@ -30,8 +65,22 @@ impl Default for IngestConfig {
             tokens_file: "var/tokens.json".into(),
             secret_file: "var/secret.key".into(),
             produce_timeout_ms: 5_000,
+            retry_after_secs: 2,
             bbox_margin_deg: 0.05,
             max_clock_skew_secs: 300,
+            rate_limit_token_per_sec: 5.0,
+            rate_limit_token_burst: 60,
+            rate_limit_ip_per_sec: 50.0,
+            rate_limit_ip_burst: 300,
+            trusted_proxies: Vec::new(),
+            recent_ids_capacity: 200_000,
+            clickhouse_url: String::new(),
+            clickhouse_database: "gridclue".into(),
+            clickhouse_user: "default".into(),
+            clickhouse_password: String::new(),
+            read_timeout_ms: 3_000,
+            open311_reads_require_key: false,
+            public_url: String::new(),
         }
     }
 }

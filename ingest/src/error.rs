@@ -12,18 +12,31 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("this token may not {0}")]
     Forbidden(&'static str),
-    #[error("request body must be application/json")]
-    UnsupportedMediaType,
+    #[error("request body must be {0}")]
+    UnsupportedMediaType(&'static str),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("request body is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("{detail}")]
     Invalid { code: &'static str, detail: String },
+    #[error("this Idempotency-Key or clue_id was already used for a different clue")]
+    IdempotencyConflict,
+    #[error("too many requests from this {scope}; retry after {retry_after_secs} s")]
+    RateLimited {
+        scope: &'static str,
+        retry_after_secs: u64,
+    },
     #[error("not found")]
     NotFound,
+    #[error("no route for this method and path")]
+    NoRoute,
+    #[error("this path does not accept the request's method")]
+    MethodNotAllowed,
     #[error("the message broker did not acknowledge in time; retry later")]
     BrokerUnavailable { retry_after_secs: u64 },
+    #[error("clue reads are unavailable: {0}")]
+    ReadsUnavailable(&'static str),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -50,12 +63,17 @@ impl ApiError {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::BrokerUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::IdempotencyConflict => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BrokerUnavailable { .. } | ApiError::ReadsUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -65,13 +83,40 @@ impl ApiError {
         match self {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::Invalid { code, .. } => code,
+            ApiError::IdempotencyConflict => "idempotency_key_reused",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound => "not_found",
+            ApiError::NoRoute => "no_route",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::BrokerUnavailable { .. } => "broker_unavailable",
+            ApiError::ReadsUnavailable(_) => "reads_unavailable",
             ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether the same request may succeed later unchanged.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::RateLimited { .. }
+                | ApiError::BrokerUnavailable { .. }
+                | ApiError::ReadsUnavailable(_)
+        )
+    }
+
+    /// Seconds for a `Retry-After` header, for the errors that carry one.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            }
+            | ApiError::BrokerUnavailable { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::ReadsUnavailable(_) => Some(5),
+            _ => None,
         }
     }
 
@@ -79,12 +124,17 @@ impl ApiError {
         match self {
             ApiError::Unauthorized(_) => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
-            ApiError::UnsupportedMediaType => "Unsupported media type",
+            ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::InvalidJson(_) => "Malformed request",
             ApiError::Invalid { .. } => "Invalid clue",
-            ApiError::NotFound => "Not found",
-            ApiError::BrokerUnavailable { .. } => "Service unavailable",
+            ApiError::IdempotencyConflict => "Idempotency key reused",
+            ApiError::RateLimited { .. } => "Too many requests",
+            ApiError::NotFound | ApiError::NoRoute => "Not found",
+            ApiError::MethodNotAllowed => "Method not allowed",
+            ApiError::BrokerUnavailable { .. } | ApiError::ReadsUnavailable(_) => {
+                "Service unavailable"
+            }
             ApiError::Internal(_) => "Internal error",
         }
     }
@@ -110,14 +160,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
         );
-        match &self {
-            ApiError::BrokerUnavailable { retry_after_secs } => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-            }
-            ApiError::Unauthorized(_) => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            _ => {}
+        if let Some(secs) = self.retry_after_secs() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let ApiError::Unauthorized(_) = &self {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

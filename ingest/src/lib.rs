@@ -1,23 +1,37 @@
 //! gridclue-ingest: the HTTP command gateway riders and other systems submit clues to.
 //!
 //! Modules:
-//! - [`api`]: the axum router (`app`) and its handlers.
+//! - [`api`]: the axum router (`app`), the single-clue handler and the intake steps shared by
+//!   every write endpoint.
+//! - [`batch`]: `POST /v1/clues:batch` (a phone's offline queue).
+//! - [`open311`]: Open311 GeoReport v2 (JSON and XML).
+//! - [`reads`]: the reporter's view and Open311 reads from ClickHouse.
+//! - [`page`]: the embedded mobile reporting page.
+//! - [`ratelimit`]: token buckets per token and per client address; client address resolution.
+//! - [`recent`]: recently acknowledged clue ids (retries, batch duplicates).
 //! - [`validate`]: parsing a client's clue into a typed report, with specific error codes.
 //! - [`bounds`]: the district's bounding box for edge validation.
 //! - [`producer`]: sends commands to Kafka and waits for acks=all.
 //! - [`error`]: `ApiError`, rendered as problem+json.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`config`]: configuration.
+//! - [`config`]: the configuration (defaults, file, environment).
 
 pub mod api;
+pub mod batch;
 pub mod bounds;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod open311;
+pub mod page;
 pub mod producer;
+pub mod ratelimit;
+pub mod reads;
+pub mod recent;
 pub mod validate;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,12 +44,15 @@ use tokio::net::TcpListener;
 
 pub use config::IngestConfig;
 
+/// Most keys (tokens, addresses) each rate limiter holds.
+const RATE_LIMIT_MAX_KEYS: usize = 100_000;
+
 /// Builds the service's state from its configuration.
 pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
     let data = Path::new(&config.data_dir);
     let catalog = Catalog::load(&data.join("categories.json"))?;
-    let bounds = bounds::BoundingBox::from_geojson(&data.join("district/grids.geojson"))?
-        .expanded(config.bbox_margin_deg);
+    let area = bounds::BoundingBox::from_geojson(&data.join("district/grids.geojson"))?;
+    let bounds = area.expanded(config.bbox_margin_deg);
     let tokens = TokenStore::open(&config.tokens_file)?;
     let secret = SecretKey::load(Path::new(&config.secret_file))
         .context("loading the key for hashing phone numbers")?;
@@ -44,15 +61,50 @@ pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
         &config.commands_topic,
         Duration::from_millis(config.produce_timeout_ms),
     )?;
+    let limits = api::Limits {
+        per_token: ratelimit::RateLimiter::new(
+            config.rate_limit_token_per_sec,
+            config.rate_limit_token_burst,
+            RATE_LIMIT_MAX_KEYS,
+        ),
+        per_ip: ratelimit::RateLimiter::new(
+            config.rate_limit_ip_per_sec,
+            config.rate_limit_ip_burst,
+            RATE_LIMIT_MAX_KEYS,
+        ),
+        client_ip: ratelimit::ClientIpResolver::new(&config.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?,
+    };
+    let metrics = metrics::IngestMetrics::new();
+    let reads = (!config.clickhouse_url.trim().is_empty()).then(|| {
+        Arc::new(reads::ReadStore::new(
+            gridclue_core::ch::ChSettings {
+                url: config.clickhouse_url.clone(),
+                database: config.clickhouse_database.clone(),
+                user: config.clickhouse_user.clone(),
+                password: config.clickhouse_password.clone(),
+            },
+            Duration::from_millis(config.read_timeout_ms),
+            metrics.clone(),
+        ))
+    });
+    if reads.is_some() {
+        gridclue_core::ch::validate_database_name(&config.clickhouse_database)?;
+    }
     Ok(api::AppState {
         catalog: Arc::new(catalog),
         tokens,
         secret,
         bounds,
+        area,
         producer,
-        metrics: metrics::IngestMetrics::new(),
+        metrics,
         max_clock_skew: Duration::from_secs(config.max_clock_skew_secs),
-        retry_after: Duration::from_secs(2),
+        retry_after: Duration::from_secs(config.retry_after_secs.max(1)),
+        limits: Arc::new(limits),
+        recent: Arc::new(recent::RecentIds::new(config.recent_ids_capacity)),
+        reads,
+        open311_reads_require_key: config.open311_reads_require_key,
     })
 }
 
@@ -65,9 +117,12 @@ pub async fn run(
     let state = build_state(&config)?;
     let producer = state.producer.clone();
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
-    axum::serve(listener, api::app(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        api::app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await?;
     tracing::info!("ingest stopped");
     Ok(())

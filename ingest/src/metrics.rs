@@ -11,6 +11,8 @@ pub struct IngestMetrics {
     pub produce_duration: HistogramVec,
     pub rejected: IntCounterVec,
     pub in_flight: IntGauge,
+    pub batch_items: IntCounterVec,
+    pub read_duration: HistogramVec,
 }
 
 impl IngestMetrics {
@@ -52,12 +54,31 @@ impl IngestMetrics {
         .expect("valid metric");
         let in_flight = IntGauge::new(names::INGEST_IN_FLIGHT_REQUESTS, "Requests being served")
             .expect("valid metric");
+        let batch_items = IntCounterVec::new(
+            Opts::new(
+                names::INGEST_BATCH_ITEMS_TOTAL,
+                "Items of batch requests, by result (accepted, duplicate, error)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let read_duration = HistogramVec::new(
+            HistogramOpts::new(
+                names::INGEST_READ_DURATION_SECONDS,
+                "ClickHouse read latency of the read endpoints",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["query", "outcome"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
             Box::new(produce_duration.clone()),
             Box::new(rejected.clone()),
             Box::new(in_flight.clone()),
+            Box::new(batch_items.clone()),
+            Box::new(read_duration.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -68,6 +89,8 @@ impl IngestMetrics {
             produce_duration,
             rejected,
             in_flight,
+            batch_items,
+            read_duration,
         }
     }
 }

@@ -16,7 +16,7 @@ pub const MAX_PHOTOS: usize = 6;
 pub const MAX_PHOTO_REF_LEN: usize = 512;
 
 /// A clue as a client sends it (JSON body of `POST /v1/clues`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct ClueRequest {
     pub category: String,
     pub lat: f64,
@@ -31,6 +31,10 @@ pub struct ClueRequest {
     /// Client-chosen clue id (UUID) for idempotent retries.
     #[serde(default)]
     pub clue_id: Option<String>,
+    /// Client-chosen idempotency key (an alternative to `clue_id`; the batch endpoint's way of
+    /// saying what the `Idempotency-Key` header says for a single clue).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
     /// Reporter's phone number; kept only as a keyed hash.
     #[serde(default)]
     pub phone: Option<String>,
@@ -171,9 +175,7 @@ mod tests {
             lon: 121.5,
             description: "井盖缺失".into(),
             photos: vec![],
-            reported_at: None,
-            clue_id: None,
-            phone: None,
+            ..ClueRequest::default()
         }
     }
 
@@ -215,7 +217,8 @@ mod tests {
 
     #[test]
     fn each_rule_has_its_code() {
-        let cases: Vec<(Box<dyn Fn(&mut ClueRequest)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut ClueRequest)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (
                 Box::new(|r| r.category = "teleporter".into()),
                 "unknown_category",

@@ -1,0 +1,344 @@
+//! The read side of ingest: a reporter's view of their own clues (`GET /v1/clues/{id}`) and the
+//! Open311 reads, answered from ClickHouse.
+//!
+//! Why ClickHouse and not an in-memory model fed from `clues.events`: the sink already projects
+//! every fact there (`clue_events`, one row per fact keyed `(clue_id, seq)`, and `clues`, the
+//! latest state per clue), so every ingest replica answers the same thing for every clue ever
+//! reported, with no warm-up after a restart and no memory that grows with the clue count. The
+//! price is the sink's lag (well under a second when healthy): a clue that just got its 202 may
+//! answer 404 for a moment. Queries bind every value (`?` + `bind`); lists use `has(?, col)`
+//! because `IN ?` fails on ClickHouse 18.16. Without ClickHouse settings the reads answer 503.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Request, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{FixedOffset, TimeZone};
+use clickhouse::Client;
+use gridclue_core::ch::ChSettings;
+use gridclue_core::ClueId;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use crate::api::AppState;
+use crate::error::ApiError;
+use crate::metrics::IngestMetrics;
+
+/// The latest state of a clue, as the `clues` table holds it.
+#[derive(Clone, Debug, PartialEq, clickhouse::Row, Deserialize)]
+pub struct ClueRow {
+    pub id: String,
+    pub status: String,
+    pub placement: String,
+    pub grid_code: String,
+    pub community_code: String,
+    pub street_code: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub category: String,
+    pub department: String,
+    pub reporter_id: String,
+    pub channel: String,
+    pub dup_of: String,
+    pub reported_at_ms: u64,
+    pub deadline_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// Aliases differ from column names on purpose: a ClickHouse alias shadows the column of the
+/// same name in WHERE.
+const CLUE_COLUMNS: &str = "toString(clue_id) AS id, status, placement, grid_code, \
+    community_code, street_code, lat, lon, category, department, reporter_id, channel, \
+    ifNull(toString(duplicate_of), '') AS dup_of, reported_at_ms, deadline_ms, updated_at_ms";
+
+/// One fact of a clue's history, from `clue_events`.
+#[derive(Clone, Debug, PartialEq, clickhouse::Row, Deserialize)]
+pub struct FactRow {
+    pub seq: u32,
+    pub fact_type: String,
+    pub status: String,
+    pub occurred_at_ms: u64,
+    pub detail: String,
+    pub deadline_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, clickhouse::Row, Deserialize)]
+struct DescriptionRow {
+    id: String,
+    detail: String,
+}
+
+/// What an Open311 `GET requests` asks for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RequestFilter {
+    /// When non-empty, only these clues (and every other criterion is ignored, as the spec says).
+    pub ids: Vec<String>,
+    pub categories: Vec<String>,
+    pub statuses: Vec<String>,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub limit: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("ClickHouse is unreachable: {0}")]
+    Connect(String),
+    #[error("ClickHouse query failed: {0}")]
+    Query(String),
+    #[error("ClickHouse did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        tracing::warn!(error = %e, "read failed");
+        ApiError::ReadsUnavailable(match e {
+            ReadError::Connect(_) => "the clue database is unreachable",
+            ReadError::Query(_) => "the clue database refused the query",
+            ReadError::Timeout(_) => "the clue database did not answer in time",
+        })
+    }
+}
+
+/// A lazily connected ClickHouse client for the read endpoints (connecting is retried on the
+/// next read when it fails, so ingest starts and takes clues while ClickHouse is down).
+pub struct ReadStore {
+    settings: ChSettings,
+    timeout: Duration,
+    client: OnceCell<Client>,
+    metrics: IngestMetrics,
+}
+
+impl ReadStore {
+    pub fn new(settings: ChSettings, timeout: Duration, metrics: IngestMetrics) -> Self {
+        Self {
+            settings,
+            timeout,
+            client: OnceCell::new(),
+            metrics,
+        }
+    }
+
+    async fn client(&self) -> Result<&Client, ReadError> {
+        self.client
+            .get_or_try_init(|| async {
+                gridclue_core::ch::connect(&self.settings)
+                    .await
+                    .map_err(|e| ReadError::Connect(e.to_string()))
+            })
+            .await
+    }
+
+    async fn timed<T>(
+        &self,
+        name: &'static str,
+        f: impl std::future::Future<Output = Result<T, ReadError>>,
+    ) -> Result<T, ReadError> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(ReadError::Timeout(self.timeout)),
+        };
+        self.metrics
+            .read_duration
+            .with_label_values(&[name, if result.is_ok() { "ok" } else { "error" }])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// The latest state of one clue.
+    pub async fn clue(&self, id: ClueId) -> Result<Option<ClueRow>, ReadError> {
+        self.timed("clue", async {
+            let sql =
+                format!("SELECT {CLUE_COLUMNS} FROM clues FINAL WHERE clue_id = toUUID(?) LIMIT 1");
+            let rows = self
+                .client()
+                .await?
+                .query(&sql)
+                .bind(id.to_string())
+                .fetch_all::<ClueRow>()
+                .await
+                .map_err(|e| ReadError::Query(e.to_string()))?;
+            Ok(rows.into_iter().next())
+        })
+        .await
+    }
+
+    /// Every fact of one clue, in order.
+    pub async fn history(&self, id: ClueId) -> Result<Vec<FactRow>, ReadError> {
+        self.timed("history", async {
+            self.client()
+                .await?
+                .query(
+                    "SELECT seq, fact_type, status, occurred_at_ms, detail, deadline_ms \
+                     FROM clue_events FINAL WHERE clue_id = toUUID(?) ORDER BY seq",
+                )
+                .bind(id.to_string())
+                .fetch_all::<FactRow>()
+                .await
+                .map_err(|e| ReadError::Query(e.to_string()))
+        })
+        .await
+    }
+
+    /// Clues matching an Open311 filter, newest first.
+    pub async fn requests(&self, f: &RequestFilter) -> Result<Vec<ClueRow>, ReadError> {
+        self.timed("requests", async {
+            let client = self.client().await?;
+            let query = if !f.ids.is_empty() {
+                let sql = format!(
+                    "SELECT {CLUE_COLUMNS} FROM clues FINAL WHERE has(?, toString(clue_id)) \
+                     ORDER BY reported_at_ms DESC LIMIT ?"
+                );
+                client.query(&sql).bind(&f.ids).bind(f.limit)
+            } else {
+                let mut sql = format!(
+                    "SELECT {CLUE_COLUMNS} FROM clues FINAL \
+                     WHERE reported_at_ms >= ? AND reported_at_ms < ?"
+                );
+                if !f.categories.is_empty() {
+                    sql.push_str(" AND has(?, category)");
+                }
+                if !f.statuses.is_empty() {
+                    sql.push_str(" AND has(?, status)");
+                }
+                sql.push_str(" ORDER BY reported_at_ms DESC LIMIT ?");
+                let mut q = client.query(&sql).bind(f.from_ms).bind(f.to_ms);
+                if !f.categories.is_empty() {
+                    q = q.bind(&f.categories);
+                }
+                if !f.statuses.is_empty() {
+                    q = q.bind(&f.statuses);
+                }
+                q.bind(f.limit)
+            };
+            query
+                .fetch_all::<ClueRow>()
+                .await
+                .map_err(|e| ReadError::Query(e.to_string()))
+        })
+        .await
+    }
+
+    /// The reporters' descriptions of these clues (the text of their report facts).
+    pub async fn descriptions(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, ReadError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        self.timed("descriptions", async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT toString(clue_id) AS id, detail FROM clue_events FINAL \
+                     WHERE seq = 0 AND has(?, toString(clue_id))",
+                )
+                .bind(ids)
+                .fetch_all::<DescriptionRow>()
+                .await
+                .map_err(|e| ReadError::Query(e.to_string()))?;
+            Ok(rows.into_iter().map(|r| (r.id, r.detail)).collect())
+        })
+        .await
+    }
+}
+
+/// Epoch milliseconds as RFC 3339 in China Standard Time (the district's clock).
+pub fn rfc3339(ms: u64) -> String {
+    let tz = FixedOffset::east_opt(8 * 3600).expect("valid offset");
+    match tz.timestamp_millis_opt(ms as i64).single() {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+        None => String::new(),
+    }
+}
+
+fn optional_time(ms: u64) -> serde_json::Value {
+    if ms == 0 {
+        serde_json::Value::Null
+    } else {
+        json!(rfc3339(ms))
+    }
+}
+
+/// `GET /v1/clues/{id}`: the reporter's own clue with its history; anything else is 404.
+pub async fn get_clue(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    let (parts, _) = req.into_parts();
+    match reporter_view(&state, &parts, &id).await {
+        Ok(r) => r,
+        Err(e) => state.reject(e).into_response(),
+    }
+}
+
+async fn reporter_view(state: &AppState, parts: &Parts, id: &str) -> Result<Response, ApiError> {
+    state.limit_ip(parts)?;
+    let token = state.reporter(&parts.headers)?;
+    state.limit_token(&token)?;
+    let id: ClueId = id.parse().map_err(|_| ApiError::NotFound)?;
+    let store = state
+        .reads
+        .as_ref()
+        .ok_or(ApiError::ReadsUnavailable("no clue database is configured"))?;
+    let clue = store
+        .clue(id)
+        .await?
+        .filter(|c| c.reporter_id == token.id)
+        .ok_or(ApiError::NotFound)?;
+    let history = store.history(id).await?;
+    let category = state.catalog.get(&clue.category);
+    let history: Vec<_> = history
+        .iter()
+        .map(|f| {
+            json!({
+                "seq": f.seq,
+                "type": f.fact_type,
+                "status": f.status,
+                "at": rfc3339(f.occurred_at_ms),
+                "detail": f.detail,
+                "deadline": if f.fact_type == "postponed" { optional_time(f.deadline_ms) } else { serde_json::Value::Null },
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "clue_id": clue.id,
+        "status": clue.status,
+        "open": !matches!(clue.status.as_str(), "closed" | "rejected" | "duplicate"),
+        "category": clue.category,
+        "category_name_zh": category.map(|c| c.name_zh.as_str()),
+        "category_name_en": category.map(|c| c.name_en.as_str()),
+        "department": clue.department,
+        "placement": clue.placement,
+        "grid_code": clue.grid_code,
+        "community_code": clue.community_code,
+        "street_code": clue.street_code,
+        "lat": clue.lat,
+        "lon": clue.lon,
+        "duplicate_of": if clue.dup_of.is_empty() { None } else { Some(&clue.dup_of) },
+        "reported_at": rfc3339(clue.reported_at_ms),
+        "updated_at": rfc3339(clue.updated_at_ms),
+        "deadline": optional_time(clue.deadline_ms),
+        "history": history,
+    }))
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_china_standard_time() {
+        assert_eq!(rfc3339(0), "1970-01-01T08:00:00+08:00");
+        assert_eq!(rfc3339(1_764_000_000_000), "2025-11-25T00:00:00+08:00");
+    }
+}
