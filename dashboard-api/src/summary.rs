@@ -1,8 +1,9 @@
 //! `GET /v1/summary`: reports inside the district by street and by category, with case and
 //! outside counts beside them (DESIGN.md §3).
 //!
-//! Counting is exact under replays: it reads the `clues` latest-state table with `FINAL`, where
-//! every clue is one row however many times its facts were projected.
+//! Counting reads the `clue_counts` aggregate, which the sink keeps exact under replays,
+//! crashes and rebalances by writing each fact exactly once; [`query_exact`] counts the same
+//! numbers from the latest state of every clue to cross-check it.
 
 use std::collections::HashMap;
 
@@ -32,23 +33,36 @@ pub struct Cell {
     pub outside: u64,
 }
 
-/// The query behind the summary. The street of an outside point is its nearest grid's street,
-/// so a street token also sees reports just beyond its border, counted apart.
+/// The query behind the summary, over the `clue_counts` aggregate (a few rows per street,
+/// category and day: fast at any history length, exact because the sink writes each fact
+/// exactly once). The street of an outside point is its nearest grid's street, so a street
+/// token also sees reports just beyond its border, counted apart.
 pub const DISTRICT_SQL: &str = "\
 SELECT if(placement = 'outside', nearest_street_code, street_code) AS street, category, \
-       countIf(placement = 'inside') AS reports, \
-       countIf(placement = 'inside' AND is_case = 1) AS cases, \
-       countIf(placement = 'outside') AS outside \
-FROM clues FINAL \
+       toUInt64(greatest(sumIf(report_count, placement = 'inside'), 0)) AS reports, \
+       toUInt64(greatest(sumIf(case_count, placement = 'inside'), 0)) AS cases, \
+       toUInt64(greatest(sumIf(report_count, placement = 'outside'), 0)) AS outside \
+FROM clue_counts \
 GROUP BY street, category";
 
 pub const STREET_SQL: &str = "\
 SELECT if(placement = 'outside', nearest_street_code, street_code) AS street, category, \
+       toUInt64(greatest(sumIf(report_count, placement = 'inside'), 0)) AS reports, \
+       toUInt64(greatest(sumIf(case_count, placement = 'inside'), 0)) AS cases, \
+       toUInt64(greatest(sumIf(report_count, placement = 'outside'), 0)) AS outside \
+FROM clue_counts \
+WHERE street_code = ? OR nearest_street_code = ? \
+GROUP BY street, category";
+
+/// The same numbers counted from the latest state of every clue (`clues FINAL`): exact by
+/// construction whatever was written twice, but it reads every clue. Used to cross-check the
+/// aggregate (tests, `gridclue-sink` benchmarks).
+pub const DISTRICT_EXACT_SQL: &str = "\
+SELECT if(placement = 'outside', nearest_street_code, street_code) AS street, category, \
        countIf(placement = 'inside') AS reports, \
        countIf(placement = 'inside' AND is_case = 1) AS cases, \
        countIf(placement = 'outside') AS outside \
 FROM clues FINAL \
-WHERE street_code = ? OR nearest_street_code = ? \
 GROUP BY street, category";
 
 /// Runs the summary query for `scope` (values bound client-side, never formatted into SQL).
@@ -67,6 +81,11 @@ pub async fn query(
                 .await
         }
     }
+}
+
+/// The district numbers counted from `clues FINAL` (see [`DISTRICT_EXACT_SQL`]).
+pub async fn query_exact(client: &clickhouse::Client) -> clickhouse::error::Result<Vec<Cell>> {
+    client.query(DISTRICT_EXACT_SQL).fetch_all().await
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -30,6 +30,10 @@ enum Command {
         /// Last offset (inclusive; latest when omitted).
         #[arg(long)]
         to: Option<i64>,
+        /// Also replay past the live consumer group's committed offsets (only with the live
+        /// sink stopped, or into a database no live sink writes to).
+        #[arg(long)]
+        beyond_committed: bool,
     },
 }
 
@@ -56,11 +60,13 @@ async fn main() -> anyhow::Result<()> {
             partition,
             from,
             to,
+            beyond_committed,
         }) => {
             let range = ReplayRange {
                 partitions: (!partition.is_empty()).then_some(partition),
                 from,
                 to,
+                beyond_committed,
             };
             let report = replay(config, range).await?;
             for (p, start, end) in &report.ranges {

@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "clues",
         sql: include_str!("../migrations/0002_clues.sql"),
     },
+    Migration {
+        version: 3,
+        name: "aggregates",
+        sql: include_str!("../migrations/0003_aggregates.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
@@ -107,6 +112,17 @@ pub fn split_statements(sql: &str) -> Vec<String> {
     out
 }
 
+/// `(table, column)` of an `ALTER TABLE t ADD COLUMN c …` statement.
+pub fn added_column(stmt: &str) -> Option<(&str, &str)> {
+    let words: Vec<&str> = stmt.split_whitespace().take(6).collect();
+    let is = |i: usize, w: &str| words.get(i).is_some_and(|x| x.eq_ignore_ascii_case(w));
+    if words.len() == 6 && is(0, "ALTER") && is(1, "TABLE") && is(3, "ADD") && is(4, "COLUMN") {
+        Some((words[2], words[5]))
+    } else {
+        None
+    }
+}
+
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
 struct Applied {
     version: u32,
@@ -161,6 +177,23 @@ pub async fn apply(client: &Client) -> Result<MigrationReport, MigrationError> {
             continue;
         }
         for stmt in m.statements() {
+            if let Some((table, column)) = added_column(&stmt) {
+                // ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS: a migration interrupted
+                // after this statement must be able to run again.
+                let exists: u64 = client
+                    .query(
+                        "SELECT count() FROM system.columns \
+                         WHERE database = currentDatabase() AND table = ? AND name = ?",
+                    )
+                    .bind(table)
+                    .bind(column)
+                    .fetch_one()
+                    .await
+                    .map_err(ch(m.version))?;
+                if exists > 0 {
+                    continue;
+                }
+            }
             client.query(&stmt).execute().await.map_err(ch(m.version))?;
         }
         client
@@ -210,5 +243,22 @@ mod tests {
             vec!["CREATE TABLE a (x UInt8)\nENGINE = Memory", "DROP TABLE b"]
         );
         assert_eq!(split_statements("SELECT 1"), vec!["SELECT 1"]);
+    }
+
+    #[test]
+    fn column_additions_are_recognised() {
+        assert_eq!(
+            added_column("ALTER TABLE clues ADD COLUMN x UInt8 DEFAULT 0"),
+            Some(("clues", "x"))
+        );
+        assert_eq!(
+            added_column("alter table t add column c String"),
+            Some(("t", "c"))
+        );
+        assert_eq!(added_column("ALTER TABLE t DROP COLUMN c"), None);
+        assert_eq!(
+            added_column("CREATE TABLE t (x UInt8) ENGINE = Memory"),
+            None
+        );
     }
 }

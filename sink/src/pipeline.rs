@@ -481,6 +481,7 @@ impl Pipeline {
                 }
             })
             .await?;
+        self.resume_all();
         tracing::info!(
             partition = p,
             clues = clues.len(),
@@ -498,7 +499,8 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Runs a ClickHouse read until it succeeds, backing off and keeping the consumer polled.
+    /// Runs a ClickHouse read until it succeeds, backing off and keeping the consumer polled
+    /// (and paused: nothing new is read while ClickHouse does not answer).
     async fn retry<T, F, Fut>(&mut self, op: &'static str, mut f: F) -> Result<T, Stop>
     where
         F: FnMut() -> Fut,
@@ -507,10 +509,7 @@ impl Pipeline {
         let mut backoff = Duration::from_millis(self.cfg.retry_initial_ms);
         loop {
             match f().await {
-                Ok(v) => {
-                    self.resume_all();
-                    return Ok(v);
-                }
+                Ok(v) => return Ok(v),
                 Err(e) => {
                     let kind = store::classify(&e).kind();
                     self.metrics.retries.with_label_values(&[kind, op]).inc();
@@ -660,19 +659,36 @@ impl Pipeline {
     }
 
     /// One chunk, `clues` first then `clue_events` (whose rows mark the offsets as stored),
-    /// retried until acknowledged or refused as data.
+    /// retried until acknowledged or refused as data. After a failed `clue_events` insert the
+    /// sink waits until the statement no longer runs on the server and drops from the chunk
+    /// what ClickHouse kept (a statement cut off mid-stream may have stored a prefix), so no
+    /// fact is inserted twice and the aggregates fed from `clue_events` stay exact.
     async fn insert_chunk(&mut self, chunk: &mut Vec<Unit>) -> Result<(), Stop> {
         let mut backoff = Duration::from_millis(self.cfg.retry_initial_ms);
         loop {
-            let result = self.insert_once(chunk).await;
-            let e = match result {
+            let query_id = format!("gridclue-sink-{}", Uuid::new_v4());
+            let (phase, e) = match self.insert_once(chunk, &query_id).await {
                 Ok(()) => {
                     self.resume_all();
                     return Ok(());
                 }
-                Err(e) => e,
+                Err(failed) => failed,
             };
             let failure = store::classify(&e);
+            tracing::warn!(
+                kind = failure.kind(),
+                table = phase,
+                error = %store::short_error(&e),
+                rows = chunk.len(),
+                "insert failed"
+            );
+            if phase == store::EVENTS_TABLE {
+                self.forget_stored(chunk, &query_id).await?;
+                if chunk.is_empty() {
+                    self.resume_all();
+                    return Ok(());
+                }
+            }
             if let Failure::Rejected(_) = failure {
                 return Err(Stop::Rejected(e));
             }
@@ -680,7 +696,6 @@ impl Pipeline {
                 .retries
                 .with_label_values(&[failure.kind(), "insert"])
                 .inc();
-            tracing::warn!(kind = failure.kind(), error = %store::short_error(&e), rows = chunk.len(), backoff_ms = backoff.as_millis() as u64, "insert failed; retrying");
             self.pause_all();
             self.wait_polling(backoff).await?;
             backoff = self.next_backoff(backoff);
@@ -692,7 +707,66 @@ impl Pipeline {
         }
     }
 
-    async fn insert_once(&self, chunk: &[Unit]) -> Result<(), clickhouse::error::Error> {
+    /// Drops from `chunk` the facts a failed insert (`query_id`) stored after all.
+    async fn forget_stored(&mut self, chunk: &mut Vec<Unit>, query_id: &str) -> Result<(), Stop> {
+        loop {
+            let client = self.client.clone();
+            let id = query_id.to_owned();
+            let running = self
+                .retry("check_insert", move || {
+                    let client = client.clone();
+                    let id = id.clone();
+                    async move { store::query_running(&client, &id).await }
+                })
+                .await?;
+            if !running {
+                break;
+            }
+            self.wait_polling(Duration::from_millis(100)).await?;
+        }
+        let mut ranges: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+        for u in chunk.iter() {
+            let r = ranges
+                .entry(u.source.partition)
+                .or_insert((u.source.offset, u.source.offset));
+            r.0 = r.0.min(u.source.offset);
+            r.1 = r.1.max(u.source.offset);
+        }
+        for (p, (from, to)) in ranges {
+            let client = self.client.clone();
+            let topic = self.topic.clone();
+            let stored = self
+                .retry("check_stored", move || {
+                    let client = client.clone();
+                    let topic = topic.clone();
+                    async move { store::stored_offset_in(&client, &topic, p, from, to).await }
+                })
+                .await?;
+            if let Some(max) = stored {
+                let before = chunk.len();
+                chunk.retain(|u| u.source.partition != p || u.source.offset > max);
+                let kept = before - chunk.len();
+                tracing::info!(
+                    partition = p,
+                    up_to = max,
+                    facts = kept,
+                    "a failed insert stored a prefix; not writing it again"
+                );
+                self.metrics
+                    .skipped
+                    .with_label_values(&["stored_by_failed_insert"])
+                    .inc_by(kept as u64);
+                self.inserted += kept as u64;
+            }
+        }
+        Ok(())
+    }
+
+    async fn insert_once(
+        &self,
+        chunk: &[Unit],
+        query_id: &str,
+    ) -> Result<(), (&'static str, clickhouse::error::Error)> {
         let mut latest: HashMap<Uuid, &ClueRow> = HashMap::with_capacity(chunk.len());
         for u in chunk {
             latest
@@ -707,10 +781,14 @@ impl Pipeline {
         let clues: Vec<&ClueRow> = latest.into_values().collect();
         let events: Vec<&EventRow> = chunk.iter().map(|u| &u.event).collect();
         let t = Instant::now();
-        store::insert_clues(&self.client, &clues, self.timeouts).await?;
+        store::insert_clues(&self.client, &clues, self.timeouts)
+            .await
+            .map_err(|e| (store::CLUES_TABLE, e))?;
         self.observe_insert(store::CLUES_TABLE, clues.len(), t);
         let t = Instant::now();
-        store::insert_events(&self.client, &events, self.timeouts).await?;
+        store::insert_events(&self.client, &events, self.timeouts, query_id)
+            .await
+            .map_err(|e| (store::EVENTS_TABLE, e))?;
         self.observe_insert(store::EVENTS_TABLE, events.len(), t);
         Ok(())
     }

@@ -26,6 +26,10 @@ pub struct ReplayRange {
     pub from: Option<i64>,
     /// Last offset to read (inclusive).
     pub to: Option<i64>,
+    /// Also read past the live consumer group's committed offsets. Those facts are the live
+    /// sink's to write: replaying them while it runs could write a fact twice. Use this only
+    /// with the live sink stopped (or to project into a database no live sink writes to).
+    pub beyond_committed: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,21 +56,54 @@ fn plan(cfg: &SinkConfig, range: &ReplayRange) -> anyhow::Result<Vec<(i32, i64, 
     if let Some(e) = topic.error() {
         anyhow::bail!("topic {}: {:?}", cfg.events_topic, e);
     }
+    let mut ids: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+    if let Some(only) = &range.partitions {
+        ids.retain(|id| only.contains(id));
+    }
+    let committed = if range.beyond_committed {
+        HashMap::new()
+    } else {
+        committed_offsets(cfg, &ids, timeout)?
+    };
     let mut out = Vec::new();
-    for p in topic.partitions() {
-        let id = p.id();
-        if let Some(only) = &range.partitions {
-            if !only.contains(&id) {
-                continue;
-            }
-        }
+    for id in ids {
         let (low, high) = consumer.fetch_watermarks(&cfg.events_topic, id, timeout)?;
         let start = range.from.map_or(low, |f| f.max(low));
-        let end = range.to.map_or(high, |t| (t + 1).min(high));
+        let mut end = range.to.map_or(high, |t| (t + 1).min(high));
+        if !range.beyond_committed {
+            end = end.min(committed.get(&id).copied().unwrap_or(low));
+        }
         out.push((id, start, end.max(start)));
     }
     out.sort_unstable();
     Ok(out)
+}
+
+/// The live group's committed offset per partition (partitions without one are absent).
+fn committed_offsets(
+    cfg: &SinkConfig,
+    partitions: &[i32],
+    timeout: Duration,
+) -> anyhow::Result<HashMap<i32, i64>> {
+    // A consumer in the live group that never subscribes only reads the group's offsets.
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka_brokers)
+        .set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(&cfg.events_topic, *p);
+    }
+    let committed = consumer.committed_offsets(tpl, timeout)?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Replays `range` of the events topic into ClickHouse (migrating the schema first).

@@ -47,6 +47,14 @@ pub struct EventRow {
     pub kafka_topic: String,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
+    /// When the clue was reported (the key of the daily aggregates).
+    pub reported_at_ms: u64,
+    pub routed_department: String,
+    pub nearest_street_code: String,
+    /// +1 for a report (inside or outside the district), else 0.
+    pub report_delta: i8,
+    /// +1 for a report that is a case, -1 when such a case is rejected or merged, else 0.
+    pub case_delta: i8,
 }
 
 impl EventRow {
@@ -103,6 +111,10 @@ pub struct ClueRow {
     pub postpone_count: u16,
     pub updated_at_ms: u64,
     pub kafka_partition: i32,
+    /// The department the report was routed to (`department` follows dispatches).
+    pub routed_department: String,
+    /// Whether the clue was a case right after its report.
+    pub report_case: u8,
 }
 
 impl ClueRow {
@@ -161,6 +173,7 @@ fn unknown_clue(env: &EventEnvelope, partition: i32) -> ClueRow {
 fn fill_report(row: &mut ClueRow, r: &Reported, env: &EventEnvelope) {
     row.category = r.category.to_string();
     row.department = r.department.clone();
+    row.routed_department = r.department.clone();
     row.urgency = r.urgency.as_str().into();
     row.reporter_id = r.reporter_id.clone();
     row.reporter_group = r
@@ -212,6 +225,9 @@ pub fn apply(state: Option<ClueRow>, env: &EventEnvelope, partition: i32) -> Clu
     if let Fact::Reported(r) = &env.fact {
         if row.placement == "unknown" {
             fill_report(&mut row, r, env);
+            let mut at_report = row.clone();
+            at_report.status = env.status.as_str().into();
+            row.report_case = u8::from(is_case(&at_report));
         }
     }
     if !fresh && env.seq <= row.version {
@@ -275,6 +291,12 @@ pub fn event_row(env: &EventEnvelope, clue: &ClueRow, source: &Source) -> EventR
         } => (reason.clone(), *deadline_ms, None),
         Fact::Accepted | Fact::Started | Fact::Verified => (String::new(), 0, None),
     };
+    let counted = clue.placement == "inside" || clue.placement == "outside";
+    let (report_delta, case_delta) = match &env.fact {
+        Fact::Reported(_) => (i8::from(counted), clue.report_case as i8),
+        Fact::Rejected { .. } | Fact::Merged { .. } => (0, -(clue.report_case as i8)),
+        _ => (0, 0),
+    };
     EventRow {
         clue_id: env.clue_id.as_uuid(),
         seq: env.seq,
@@ -297,6 +319,11 @@ pub fn event_row(env: &EventEnvelope, clue: &ClueRow, source: &Source) -> EventR
         kafka_topic: source.topic.to_string(),
         kafka_partition: source.partition,
         kafka_offset: source.offset,
+        reported_at_ms: clue.reported_at_ms,
+        routed_department: clue.routed_department.clone(),
+        nearest_street_code: clue.nearest_street_code.clone(),
+        report_delta,
+        case_delta,
     }
 }
 
@@ -421,6 +448,68 @@ pub(crate) mod tests {
         );
         assert_eq!(dup.duplicate_of, Some(other.as_uuid()));
         assert_eq!(dup.is_case, 0);
+    }
+
+    fn deltas(env: &EventEnvelope, clue: &ClueRow) -> (i8, i8) {
+        let source = Source {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+        };
+        let e = event_row(env, clue, &source);
+        (e.report_delta, e.case_delta)
+    }
+
+    #[test]
+    fn deltas_add_up_to_the_latest_state() {
+        // A case reported, accepted, then rejected: +1 report, +1 case, then -1 case.
+        let r = report(ClueId::new_random(), inside());
+        let s0 = apply(None, &r, 0);
+        assert_eq!(deltas(&r, &s0), (1, 1));
+        let a = next(&r, Fact::Accepted, Status::Accepted);
+        let s1 = apply(Some(s0), &a, 0);
+        assert_eq!(deltas(&a, &s1), (0, 0));
+        let j = next(&a, Fact::Rejected { reason: "x".into() }, Status::Rejected);
+        let s2 = apply(Some(s1), &j, 0);
+        assert_eq!(deltas(&j, &s2), (0, -1));
+        assert_eq!((s2.report_case, s2.is_case), (1, 0));
+
+        // A report that is a duplicate from the start counts as a report, never as a case.
+        let mut d = report(ClueId::new_random(), inside());
+        if let Fact::Reported(rep) = &mut d.fact {
+            rep.duplicate_of = Some(ClueId::new_random());
+        }
+        let t0 = apply(None, &d, 0);
+        assert_eq!(deltas(&d, &t0), (1, 0));
+        let m = next(
+            &d,
+            Fact::Merged {
+                duplicate_of: ClueId::new_random(),
+            },
+            Status::Duplicate,
+        );
+        let t1 = apply(Some(t0), &m, 0);
+        assert_eq!(deltas(&m, &t1), (0, 0));
+
+        // Outside the district: a report apart, no case.
+        let o = report(
+            ClueId::new_random(),
+            Placement::Outside {
+                nearest_grid_code: None,
+                distance_m: 5.0,
+            },
+        );
+        let u0 = apply(None, &o, 0);
+        assert_eq!(deltas(&o, &u0), (1, 0));
+
+        // A lifecycle fact whose report was never seen changes no count.
+        let lone = next(
+            &report(ClueId::new_random(), inside()),
+            Fact::Accepted,
+            Status::Accepted,
+        );
+        let v0 = apply(None, &lone, 0);
+        assert_eq!(deltas(&lone, &v0), (0, 0));
     }
 
     #[test]

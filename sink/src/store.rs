@@ -114,6 +114,7 @@ async fn insert_rows<T>(
     table: &str,
     rows: &[&T],
     timeouts: InsertTimeouts,
+    query_id: Option<&str>,
 ) -> Result<(), ChError>
 where
     T: clickhouse::RowOwned + clickhouse::RowWrite,
@@ -122,18 +123,24 @@ where
         .insert::<T>(table)
         .await?
         .with_timeouts(Some(timeouts.send), Some(timeouts.end));
+    if let Some(id) = query_id {
+        insert = insert.with_setting("query_id", id);
+    }
     for row in rows {
         insert.write(*row).await?;
     }
     insert.end().await
 }
 
+/// Inserts fact rows under `query_id`, so that after a failure the sink can tell whether the
+/// statement still runs on the server.
 pub async fn insert_events(
     client: &Client,
     rows: &[&EventRow],
     timeouts: InsertTimeouts,
+    query_id: &str,
 ) -> Result<(), ChError> {
-    insert_rows(client, EVENTS_TABLE, rows, timeouts).await
+    insert_rows(client, EVENTS_TABLE, rows, timeouts, Some(query_id)).await
 }
 
 pub async fn insert_clues(
@@ -141,7 +148,39 @@ pub async fn insert_clues(
     rows: &[&ClueRow],
     timeouts: InsertTimeouts,
 ) -> Result<(), ChError> {
-    insert_rows(client, CLUES_TABLE, rows, timeouts).await
+    insert_rows(client, CLUES_TABLE, rows, timeouts, None).await
+}
+
+/// Whether a statement with this query id is still running on the server.
+pub async fn query_running(client: &Client, query_id: &str) -> Result<bool, ChError> {
+    let n: u64 = client
+        .query("SELECT count() FROM system.processes WHERE query_id = ?")
+        .bind(query_id)
+        .fetch_one()
+        .await?;
+    Ok(n > 0)
+}
+
+/// The highest offset of `partition` within `[from, to]` stored in `clue_events`, if any.
+pub async fn stored_offset_in(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    to: i64,
+) -> Result<Option<i64>, ChError> {
+    let r: MaxOffset = client
+        .query(
+            "SELECT count() AS rows, max(kafka_offset) AS max_offset FROM clue_events \
+             WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ? AND kafka_offset <= ?",
+        )
+        .bind(topic)
+        .bind(partition)
+        .bind(from)
+        .bind(to)
+        .fetch_one()
+        .await?;
+    Ok((r.rows > 0).then_some(r.max_offset))
 }
 
 #[derive(clickhouse::Row, serde::Deserialize)]

@@ -372,21 +372,13 @@ struct Numbers {
     distinct_facts: u64,
 }
 
-async fn numbers(db: &TestDb) -> Numbers {
-    let cells = gridclue_dashboard_api::summary::query(
-        &db.client,
-        &gridclue_dashboard_api::summary::Scope::District,
-    )
-    .await
-    .unwrap();
+fn add_up(cells: Vec<gridclue_dashboard_api::summary::Cell>, distinct_facts: u64) -> Numbers {
     let mut n = Numbers {
         reports: 0,
         cases: 0,
         outside: 0,
         by_street: BTreeMap::new(),
-        distinct_facts: db
-            .scalar("SELECT count() FROM (SELECT DISTINCT clue_id, seq FROM clue_events)")
-            .await,
+        distinct_facts,
     };
     for c in cells {
         n.reports += c.reports;
@@ -397,6 +389,43 @@ async fn numbers(db: &TestDb) -> Numbers {
         }
     }
     n
+}
+
+/// The summary's numbers from the aggregate the API reads and, to cross-check, counted from the
+/// latest state of every clue.
+async fn numbers_both(db: &TestDb) -> (Numbers, Numbers) {
+    let distinct = db
+        .scalar("SELECT count() FROM (SELECT DISTINCT clue_id, seq FROM clue_events)")
+        .await;
+    let scope = gridclue_dashboard_api::summary::Scope::District;
+    let fast = gridclue_dashboard_api::summary::query(&db.client, &scope)
+        .await
+        .unwrap();
+    let exact = gridclue_dashboard_api::summary::query_exact(&db.client)
+        .await
+        .unwrap();
+    (add_up(fast, distinct), add_up(exact, distinct))
+}
+
+async fn numbers(db: &TestDb) -> Numbers {
+    let (fast, exact) = numbers_both(db).await;
+    assert_eq!(fast, exact, "the aggregate disagrees with the latest state");
+    fast
+}
+
+/// Rows ever written to `clue_events` (an audit view the test adds counts every insert, before
+/// any merge could fold a copy away): equal to the number of distinct facts when no fact was
+/// written twice.
+async fn add_insert_audit(db: &TestDb) {
+    db.execute(
+        "CREATE TABLE insert_audit (clue_id UUID, seq UInt32) ENGINE = MergeTree ORDER BY tuple()",
+    )
+    .await;
+    db.execute(
+        "CREATE MATERIALIZED VIEW insert_audit_mv TO insert_audit AS \
+         SELECT clue_id, seq FROM clue_events",
+    )
+    .await;
 }
 
 fn numbers_of(e: &Expected) -> Numbers {
@@ -412,8 +441,8 @@ fn numbers_of(e: &Expected) -> Numbers {
 async fn wait_numbers(db: &TestDb, want: &Numbers, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        let got = numbers(db).await;
-        if &got == want {
+        let (got, exact) = numbers_both(db).await;
+        if &got == want && &exact == want {
             return;
         }
         assert!(
@@ -671,20 +700,40 @@ async fn dashboard_refuses_missing_invalid_revoked_and_reporter_tokens() {
     assert_eq!(status, StatusCode::OK);
 }
 
-fn clue_row(street: &str, category: &str, version: u32) -> ClueRow {
-    ClueRow {
-        clue_id: uuid::Uuid::new_v4(),
-        version,
-        status: "reported".into(),
-        placement: "inside".into(),
-        inside: 1,
-        grid_code: format!("{street}001001"),
-        community_code: format!("{street}001"),
-        street_code: street.into(),
-        category: category.into(),
-        is_case: 1,
-        ..ClueRow::default()
+/// Folds stories the way the sink does and writes their rows (facts once, clue states twice:
+/// the latest-state table takes replays).
+async fn write_stories(db: &TestDb, stories: &[Story]) {
+    let source = gridclue_sink::rows::Source {
+        topic: "clues.events".into(),
+        partition: 0,
+        offset: 0,
+    };
+    let mut events = Vec::new();
+    let mut latest = Vec::new();
+    for s in stories {
+        let mut state: Option<ClueRow> = None;
+        for f in &s.facts {
+            let row = gridclue_sink::rows::apply(state.take(), f, 0);
+            events.push(gridclue_sink::rows::event_row(f, &row, &source));
+            state = Some(row);
+        }
+        latest.push(state.unwrap());
     }
+    let timeouts = InsertTimeouts {
+        send: Duration::from_secs(10),
+        end: Duration::from_secs(10),
+    };
+    let clues: Vec<&ClueRow> = latest.iter().collect();
+    gridclue_sink::store::insert_clues(&db.client, &clues, timeouts)
+        .await
+        .unwrap();
+    gridclue_sink::store::insert_clues(&db.client, &clues, timeouts)
+        .await
+        .unwrap();
+    let events: Vec<&gridclue_sink::rows::EventRow> = events.iter().collect();
+    gridclue_sink::store::insert_events(&db.client, &events, timeouts, "dashboard-test")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -693,56 +742,45 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
     gridclue_sink::migrations::apply(&db.client).await.unwrap();
     let reference = reference();
     assert_eq!(reference.streets.len(), 13);
+    let grids = grids_by_street();
     let a = reference.streets[0].code.clone();
     let b = reference.streets[5].code.clone();
+    let ga = grids[&a][0];
+    let gb = grids[&b][3];
 
-    let mut rows = Vec::new();
-    // Street A: three garbage reports — one a duplicate, one rejected later (two versions).
-    rows.push(clue_row(&a, "garbage_pile", 0));
-    let mut dup = clue_row(&a, "garbage_pile", 0);
-    dup.duplicate_of = Some(rows[0].clue_id);
-    dup.is_case = 0;
-    rows.push(dup);
-    let rejected_v0 = clue_row(&a, "garbage_pile", 0);
-    let mut rejected_v1 = rejected_v0.clone();
-    rejected_v1.version = 1;
-    rejected_v1.status = "rejected".into();
-    rejected_v1.is_case = 0;
-    rows.push(rejected_v0);
-    rows.push(rejected_v1);
-    // Street B: two manhole reports, one of them written twice (a replay).
-    let m = clue_row(&b, "manhole_cover", 0);
-    rows.push(m.clone());
-    rows.push(m);
-    rows.push(clue_row(&b, "manhole_cover", 0));
-    // A point outside the district, nearest to street A; and a clue whose report is unknown.
-    rows.push(ClueRow {
-        placement: "outside".into(),
-        inside: 0,
-        is_case: 0,
-        street_code: String::new(),
-        grid_code: String::new(),
-        community_code: String::new(),
-        nearest_street_code: a.clone(),
-        ..clue_row(&a, "garbage_pile", 0)
-    });
-    rows.push(ClueRow {
-        placement: "unknown".into(),
-        inside: 0,
-        is_case: 0,
-        street_code: String::new(),
-        category: String::new(),
-        ..clue_row(&a, "garbage_pile", 3)
-    });
-    let refs: Vec<&ClueRow> = rows.iter().collect();
-    let timeouts = InsertTimeouts {
-        send: Duration::from_secs(10),
-        end: Duration::from_secs(10),
+    let first = Story::inside(ga, "garbage_pile");
+    let mut duplicate = Story::inside(ga, "garbage_pile");
+    if let Fact::Reported(r) = &mut duplicate.facts[0].fact {
+        r.duplicate_of = Some(first.clue);
+    }
+    let rejected = Story::inside(ga, "garbage_pile").then(
+        Fact::Rejected {
+            reason: "private property".into(),
+        },
+        Status::Rejected,
+    );
+    let merged = Story::inside(gb, "manhole_cover").then(
+        Fact::Merged {
+            duplicate_of: first.clue,
+        },
+        Status::Duplicate,
+    );
+    let closed = Story::inside(gb, "manhole_cover").closed();
+    let open = Story::inside(gb, "manhole_cover").then(Fact::Accepted, Status::Accepted);
+    let outside = Story::outside(ga, "garbage_pile");
+    // A lifecycle fact whose report never arrived counts nowhere.
+    let orphan = {
+        let mut s = Story::inside(gb, "garbage_pile").then(Fact::Accepted, Status::Accepted);
+        s.facts.remove(0);
+        s
     };
-    gridclue_sink::store::insert_clues(&db.client, &refs, timeouts)
-        .await
-        .unwrap();
-
+    write_stories(
+        &db,
+        &[
+            first, duplicate, rejected, merged, closed, open, outside, orphan,
+        ],
+    )
+    .await;
     let t = tokens(&b);
     let state = AppState {
         ch: db.client.clone(),
@@ -761,7 +799,7 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
             s["cases"].as_u64(),
             s["outside"].as_u64()
         ),
-        (Some(5), Some(3), Some(1))
+        (Some(6), Some(3), Some(1))
     );
     let by_street = s["by_street"].as_array().unwrap();
     assert_eq!(by_street.len(), 13, "every street, zeros included");
@@ -786,9 +824,10 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
         street(&a)["street_name"],
         reference.streets[0].name.as_str()
     );
-    assert_eq!(street(&b)["count"], 2);
+    assert_eq!(street(&b)["count"], 3);
+    assert_eq!(street(&b)["cases"], 2);
     let sum: u64 = by_street.iter().map(|x| x["count"].as_u64().unwrap()).sum();
-    assert_eq!(sum, 5);
+    assert_eq!(sum, 6);
     let by_category: HashMap<String, (u64, String)> = s["by_category"]
         .as_array()
         .unwrap()
@@ -804,7 +843,10 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
         })
         .collect();
     assert_eq!(by_category["garbage_pile"], (3, "垃圾堆物".to_owned()));
-    assert_eq!(by_category["manhole_cover"], (2, "井盖破损".to_owned()));
+    assert_eq!(by_category["manhole_cover"], (3, "井盖破损".to_owned()));
+    // The aggregate the API reads agrees with the latest state of every clue.
+    let (fast, exact) = numbers_both(&db).await;
+    assert_eq!(fast, exact);
 
     // A street token sees its own street only.
     let (status, _, s) = get(app.clone(), "/v1/summary", Some(&t.street)).await;
@@ -816,7 +858,7 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
             s["cases"].as_u64(),
             s["outside"].as_u64()
         ),
-        (Some(2), Some(2), Some(0))
+        (Some(3), Some(2), Some(0))
     );
     assert_eq!(s["by_street"].as_array().unwrap().len(), 1);
     let garbage = s["by_category"]
