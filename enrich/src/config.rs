@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EnrichConfig {
     pub listen: String,
     pub kafka_brokers: String,
@@ -10,10 +11,20 @@ pub struct EnrichConfig {
     pub commands_topic: String,
     pub events_topic: String,
     pub dlq_topic: String,
+    /// Compacted changelog of per-clue state; must have at least as many partitions as the
+    /// commands topic (state of partition p of `commands_topic` lives in partition p).
+    pub state_topic: String,
     pub data_dir: String,
     /// Most commands handled per batch before outputs are awaited and offsets committed.
     pub batch_max: usize,
     pub produce_timeout_ms: u64,
+    /// How long restoring a partition's state from the changelog may take.
+    pub restore_timeout_ms: u64,
+    /// Dedupe radius (metres) and window (milliseconds).
+    pub dedupe_radius_m: f64,
+    pub dedupe_window_ms: u64,
+    /// Reload the district map on SIGHUP (besides `POST /admin/reload-map`).
+    pub reload_on_sighup: bool,
 }
 
 impl Default for EnrichConfig {
@@ -25,9 +36,14 @@ impl Default for EnrichConfig {
             commands_topic: "clues.commands".into(),
             events_topic: "clues.events".into(),
             dlq_topic: "clues.dlq".into(),
+            state_topic: "clues.state".into(),
             data_dir: "data".into(),
             batch_max: 1_000,
             produce_timeout_ms: 30_000,
+            restore_timeout_ms: 60_000,
+            dedupe_radius_m: 50.0,
+            dedupe_window_ms: 24 * 3_600_000,
+            reload_on_sighup: true,
         }
     }
 }

@@ -4,11 +4,13 @@
 //!
 //! Modules:
 //! - [`geoindex`]: exact grid assignment (pure, synchronous).
+//! - [`calendar`]: the working-time calendar and deadlines (pure).
 //! - [`processor`]: command + state → next state + one output (pure, synchronous).
 //! - [`runner`]: the Kafka loop (consume, decide, produce, commit after acks).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`config`]: configuration.
 
+pub mod calendar;
 pub mod config;
 pub mod geoindex;
 pub mod metrics;
@@ -24,28 +26,69 @@ use anyhow::Context;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use gridclue_core::category::Catalog;
 use tokio::net::TcpListener;
+use tokio::sync::{watch, Mutex};
 
 pub use config::EnrichConfig;
 
-/// Loads the map and the catalog named by the config.
-pub fn build_processor(config: &EnrichConfig) -> anyhow::Result<processor::Processor> {
-    let data = Path::new(&config.data_dir);
-    let map_path = data.join("district/grids.geojson");
+/// Loads the district map named by the config and builds its index.
+pub fn load_map(config: &EnrichConfig) -> anyhow::Result<geoindex::GeoIndex> {
+    let map_path = Path::new(&config.data_dir).join("district/grids.geojson");
     let district = gridclue_district::load_geojson(&map_path)
         .with_context(|| format!("loading {}", map_path.display()))?;
-    let index = geoindex::GeoIndex::build(&district)?;
+    Ok(geoindex::GeoIndex::build(&district)?)
+}
+
+/// Loads the map, the catalog and the calendar named by the config.
+pub fn build_processor(config: &EnrichConfig) -> anyhow::Result<processor::Processor> {
+    let data = Path::new(&config.data_dir);
+    let index = load_map(config)?;
     let catalog = Catalog::load(&data.join("categories.json"))?;
-    Ok(processor::Processor { index, catalog })
+    let calendar = calendar::Calendar::load(&data.join("calendar.json"))?;
+    Ok(processor::Processor {
+        index: Arc::new(index),
+        catalog,
+        calendar,
+        dedupe: processor::DedupeConfig {
+            radius_m: config.dedupe_radius_m,
+            window_ms: config.dedupe_window_ms,
+        },
+    })
+}
+
+/// Reloads the district map without a restart: builds the new index off the async threads and
+/// publishes it; the processor switches between two batches. Every enriched fact carries the
+/// version of the map that placed it.
+#[derive(Clone)]
+pub struct MapReloader {
+    config: EnrichConfig,
+    maps: Arc<watch::Sender<Arc<geoindex::GeoIndex>>>,
+    metrics: metrics::EnrichMetrics,
+    busy: Arc<Mutex<()>>,
+}
+
+impl MapReloader {
+    /// Loads the map again; returns the version now in use.
+    pub async fn reload(&self) -> anyhow::Result<String> {
+        let _one_at_a_time = self.busy.lock().await;
+        let config = self.config.clone();
+        let index = tokio::task::spawn_blocking(move || load_map(&config)).await??;
+        let version = index.map_version().to_owned();
+        tracing::info!(map_version = %version, grids = index.grid_count(), "district map reloaded");
+        self.metrics.set_map_version(&version);
+        self.maps.send_replace(Arc::new(index));
+        Ok(version)
+    }
 }
 
 #[derive(Clone)]
 struct Probe {
     ready: Arc<AtomicBool>,
     metrics: metrics::EnrichMetrics,
+    reloader: MapReloader,
 }
 
 fn probe_app(probe: Probe) -> Router {
@@ -74,6 +117,31 @@ fn probe_app(probe: Probe) -> Router {
                     .into_response()
             }),
         )
+        .route(
+            "/admin/reload-map",
+            post(|State(p): State<Probe>| async move {
+                match p.reloader.reload().await {
+                    Ok(version) => (
+                        StatusCode::OK,
+                        Json(serde_json::json!({ "map_version": version })),
+                    )
+                        .into_response(),
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "map reload failed");
+                        (
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            [(header::CONTENT_TYPE, "application/problem+json")],
+                            Json(serde_json::json!({
+                                "type": "map_reload_failed",
+                                "title": "The district map could not be reloaded; the previous map stays in use",
+                                "detail": format!("{e:#}"),
+                            })),
+                        )
+                            .into_response()
+                    }
+                }
+            }),
+        )
         .with_state(probe)
 }
 
@@ -85,21 +153,28 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let processor = build_processor(&config)?;
     let metrics = metrics::EnrichMetrics::new();
-    metrics
-        .map_info
-        .with_label_values(&[processor.index.map_version()])
-        .set(1);
+    metrics.set_map_version(processor.index.map_version());
     tracing::info!(
         grids = processor.index.grid_count(),
         map_version = processor.index.map_version(),
+        index = ?processor.index.stats(),
         "district map loaded"
     );
-    let runner = runner::Runner::new(config, processor, metrics.clone());
+    let (maps_tx, maps_rx) = watch::channel(processor.index.clone());
+    let reloader = MapReloader {
+        config: config.clone(),
+        maps: Arc::new(maps_tx),
+        metrics: metrics.clone(),
+        busy: Arc::new(Mutex::new(())),
+    };
+    let reload_on_sighup = config.reload_on_sighup;
+    let runner = runner::Runner::new(config, processor, metrics.clone()).with_map_updates(maps_rx);
     let probe = Probe {
         ready: runner.ready.clone(),
         metrics,
+        reloader: reloader.clone(),
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
     let http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
         let mut rx = http_stop;
@@ -109,11 +184,27 @@ pub async fn run(
             })
             .await
     });
+    let hup = if reload_on_sighup {
+        let mut signals = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        Some(tokio::spawn(async move {
+            while signals.recv().await.is_some() {
+                if let Err(e) = reloader.reload().await {
+                    tracing::error!(error = %format!("{e:#}"), "map reload on SIGHUP failed");
+                }
+            }
+        }))
+    } else {
+        None
+    };
     tokio::spawn(async move {
         shutdown.await;
         stop_tx.send(true).ok();
     });
     let result = runner.run(stop_rx).await;
     http.abort();
+    if let Some(h) = hup {
+        h.abort();
+    }
     result
 }

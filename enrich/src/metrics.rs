@@ -82,6 +82,14 @@ impl EnrichMetrics {
     }
 }
 
+impl EnrichMetrics {
+    /// `gridclue_enrich_map_info{version="…"} 1` for the map in use, and nothing else.
+    pub fn set_map_version(&self, version: &str) {
+        self.map_info.reset();
+        self.map_info.with_label_values(&[version]).set(1);
+    }
+}
+
 impl Default for EnrichMetrics {
     fn default() -> Self {
         Self::new()

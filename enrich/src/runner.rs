@@ -1,29 +1,138 @@
-//! The Kafka loop around the pure [`Processor`]: consume commands in batches, decide, produce
-//! facts (or DLQ records), and commit the batch's offsets only after every output is
-//! acknowledged.
+//! The Kafka loop around the pure [`Processor`].
+//!
+//! Per batch of commands:
+//!
+//! 1. decide every command in order against the per-clue state of its partition;
+//! 2. write the new state of every clue the batch touched to the `clues.state` changelog
+//!    (compacted; key = clue id; **the same partition number** as the command), each record
+//!    carrying the batch's outputs for that clue (an outbox), and await the acks;
+//! 3. produce the facts (`clues.events`) and rejections (`clues.dlq`), and await the acks;
+//! 4. commit the batch's offsets.
+//!
+//! On a partition's first message after an assignment (start, restart, rebalance) its state is
+//! restored by reading its changelog partition to the end. Commands at or below a clue's
+//! `applied_offset` were handled by a previous owner and are skipped; outbox entries at or after
+//! the restart offset are produced again (a crash may have hit between steps 2 and 3). So every
+//! decision is taken once and persisted before anything is visible, a replay never takes a
+//! decision again, and the worst a crash can do is emit an identical copy of a fact
+//! (same `(clue_id, seq)`, same content), which downstream dedupes by identity. No Kafka
+//! transactions are needed (the mock cluster does not implement them faithfully).
+//!
+//! Undecodable records and refusals of commands for clues that do not exist go to the DLQ
+//! without a state record; after a crash they may appear there twice (at-least-once).
+//!
+//! Messages fetched before a partition was revoked (during batch collection) are dropped, not
+//! processed: the new owner processes them from the last committed offset.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::future::join_all;
-use gridclue_core::wire::{self, CommandEnvelope, DlqReason, DlqRecord, SCHEMA_VERSION};
+use gridclue_core::wire::{self, CommandEnvelope, DlqReason, DlqRecord, EventEnvelope};
 use gridclue_core::ClueId;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::config::EnrichConfig;
+use crate::geoindex::GeoIndex;
 use crate::metrics::EnrichMetrics;
-use crate::processor::{key_matches, ClueState, Output, Processor};
+use crate::processor::{key_matches, ClueState, DecideCtx, OpenClues, Output, Processor};
+
+/// Version of [`StateRecord`].
+pub const STATE_VERSION: u16 = 1;
+/// Slack on issue times when forgetting old dedupe targets (clock skew between ingest nodes).
+const PRUNE_SLACK_MS: u64 = 24 * 3_600_000;
+
+/// A record of the `clues.state` changelog: a clue's state after a batch, and what the batch
+/// emitted for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateRecord {
+    pub v: u16,
+    pub clue_id: ClueId,
+    pub state: ClueState,
+    #[serde(default)]
+    pub outbox: Vec<OutboxEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Offset of the command in its partition of the commands topic.
+    pub offset: i64,
+    pub output: OutboxOutput,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "record", rename_all = "snake_case")]
+pub enum OutboxOutput {
+    Event(EventEnvelope),
+    Dlq(DlqRecord),
+}
 
 struct Outgoing {
     topic: String,
+    partition: Option<i32>,
     key: Option<String>,
     payload: Vec<u8>,
+}
+
+/// Revocations seen by the consumer, as a per-partition epoch (bumped on every revoke).
+#[derive(Default)]
+struct Epochs {
+    epochs: Mutex<HashMap<i32, u64>>,
+}
+
+impl Epochs {
+    fn get(&self, p: i32) -> u64 {
+        self.epochs
+            .lock()
+            .map(|e| e.get(&p).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+struct EnrichContext {
+    epochs: Arc<Epochs>,
+}
+
+impl ClientContext for EnrichContext {}
+
+impl ConsumerContext for EnrichContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            if let Ok(mut e) = self.epochs.epochs.lock() {
+                for el in tpl.elements() {
+                    *e.entry(el.partition()).or_default() += 1;
+                }
+            }
+            tracing::info!(partitions = tpl.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        }
+    }
+}
+
+struct PartitionState {
+    epoch: u64,
+    clues: HashMap<ClueId, ClueState>,
+    open: OpenClues,
+    max_issued_ms: u64,
+    /// The highest offset seen in this ownership.
+    last_offset: i64,
+    /// Commands decided since the dedupe index was last pruned.
+    handled: u64,
 }
 
 pub struct Runner {
@@ -31,7 +140,8 @@ pub struct Runner {
     pub processor: Processor,
     pub metrics: EnrichMetrics,
     pub ready: Arc<AtomicBool>,
-    state: HashMap<ClueId, ClueState>,
+    maps: Option<watch::Receiver<Arc<GeoIndex>>>,
+    partitions: HashMap<i32, PartitionState>,
 }
 
 impl Runner {
@@ -41,123 +151,370 @@ impl Runner {
             processor,
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
-            state: HashMap::new(),
+            maps: None,
+            partitions: HashMap::new(),
         }
     }
 
-    pub async fn run(
-        mut self,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> anyhow::Result<()> {
-        let consumer: StreamConsumer = gridclue_core::kafka::consumer_config(
+    /// Maps published on this channel replace the processor's map between batches.
+    pub fn with_map_updates(mut self, maps: watch::Receiver<Arc<GeoIndex>>) -> Self {
+        self.maps = Some(maps);
+        self
+    }
+
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let epochs = Arc::new(Epochs::default());
+        let consumer: StreamConsumer<EnrichContext> = gridclue_core::kafka::consumer_config(
             &self.config.kafka_brokers,
             &self.config.group_id,
         )
-        .create()
+        .create_with_context(EnrichContext {
+            epochs: epochs.clone(),
+        })
         .context("creating the commands consumer")?;
-        consumer.subscribe(&[self.config.commands_topic.as_str()])?;
         let producer: FutureProducer = gridclue_core::kafka::producer_config(
             &self.config.kafka_brokers,
             self.config.produce_timeout_ms,
         )
         .create()
         .context("creating the events producer")?;
+        self.check_topics().await?;
+        consumer.subscribe(&[self.config.commands_topic.as_str()])?;
         self.ready.store(true, Ordering::SeqCst);
         tracing::info!(topic = %self.config.commands_topic, "consuming commands");
         loop {
+            if let Some(maps) = &mut self.maps {
+                if maps.has_changed().unwrap_or(false) {
+                    self.processor.index = maps.borrow_and_update().clone();
+                    tracing::info!(
+                        map_version = self.processor.index.map_version(),
+                        "district map replaced"
+                    );
+                }
+            }
             let first = tokio::select! {
                 _ = shutdown.changed() => break,
                 m = consumer.recv() => m,
             };
-            let mut batch = vec![first?.detach()];
+            let first = first?.detach();
+            let mut batch = vec![(epochs.get(first.partition()), first)];
             while batch.len() < self.config.batch_max {
                 match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
-                    Ok(m) => batch.push(m?.detach()),
+                    Ok(m) => {
+                        let m = m?.detach();
+                        batch.push((epochs.get(m.partition()), m));
+                    }
                     Err(_) => break,
                 }
             }
-            let outgoing: Vec<Outgoing> = batch.iter().filter_map(|m| self.handle(m)).collect();
-            let sends = outgoing.iter().map(|o| {
-                let mut record = FutureRecord::to(&o.topic).payload(&o.payload);
-                if let Some(k) = &o.key {
-                    record = record.key(k);
-                }
-                producer.send(record, Duration::from_secs(5))
-            });
-            for result in join_all(sends).await {
-                if let Err((e, _)) = result {
-                    // Not committing means the batch is consumed again after a restart; the
-                    // facts' (clue_id, seq) identities make the repeat harmless downstream.
-                    anyhow::bail!("producing an output failed: {e}");
-                }
+            // Revocations during collection: drop what was fetched before them, and the state
+            // of partitions that may have had another owner since.
+            let before = batch.len();
+            batch.retain(|(e, m)| *e == epochs.get(m.partition()));
+            if batch.len() < before {
+                tracing::info!(
+                    dropped = before - batch.len(),
+                    "dropped messages of revoked partitions"
+                );
             }
-            let now = wire::now_ms();
-            for m in &batch {
-                if let Ok(cmd) = CommandEnvelope::decode(m.payload().unwrap_or_default()) {
-                    let age_ms = now.saturating_sub(cmd.issued_at_ms);
-                    self.metrics.processing.observe(age_ms as f64 / 1000.0);
-                }
+            self.partitions.retain(|p, ps| ps.epoch == epochs.get(*p));
+            let batch: Vec<OwnedMessage> = batch.into_iter().map(|(_, m)| m).collect();
+            if batch.is_empty() {
+                continue;
             }
-            consumer.commit(&next_offsets(&batch)?, CommitMode::Async)?;
+            self.restore_missing(&batch, &epochs, &producer).await?;
+            self.process_batch(&batch, &producer).await?;
+            if let Err(e) = consumer.commit(&next_offsets(&batch)?, CommitMode::Async) {
+                // The next owner starts from an older offset: its commands are recognised as
+                // handled (applied_offset) and nothing is decided twice.
+                tracing::warn!(error = %e, "committing offsets failed");
+            }
         }
         tracing::info!("enrich loop stopped");
         Ok(())
     }
 
-    fn handle(&mut self, m: &OwnedMessage) -> Option<Outgoing> {
+    /// Checks that the changelog can hold every commands partition at the same number.
+    async fn check_topics(&self) -> anyhow::Result<()> {
+        let brokers = self.config.kafka_brokers.clone();
+        let (commands, state) = (
+            self.config.commands_topic.clone(),
+            self.config.state_topic.clone(),
+        );
+        let timeout = Duration::from_millis(self.config.restore_timeout_ms.min(30_000));
+        tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .context("creating a metadata client")?;
+            let count = |topic: &str| -> anyhow::Result<usize> {
+                let md = client
+                    .fetch_metadata(Some(topic), timeout)
+                    .with_context(|| format!("fetching metadata of {topic}"))?;
+                Ok(md
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .map_or(0, |t| t.partitions().len()))
+            };
+            let (nc, ns) = (count(&commands)?, count(&state)?);
+            if ns < nc {
+                anyhow::bail!(
+                    "state topic {state} has {ns} partitions, fewer than the {nc} of {commands}: \
+                     create it with at least {nc} partitions (cleanup.policy=compact)"
+                );
+            }
+            Ok(())
+        })
+        .await?
+    }
+
+    async fn restore_missing(
+        &mut self,
+        batch: &[OwnedMessage],
+        epochs: &Epochs,
+        producer: &FutureProducer,
+    ) -> anyhow::Result<()> {
+        // The first offset of a newly assigned partition is where consumption restarted.
+        let mut missing: BTreeMap<i32, i64> = BTreeMap::new();
+        for m in batch {
+            if !self.partitions.contains_key(&m.partition()) {
+                let e = missing.entry(m.partition()).or_insert(m.offset());
+                *e = (*e).min(m.offset());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let brokers = self.config.kafka_brokers.clone();
+        let topic = self.config.state_topic.clone();
+        let parts: Vec<i32> = missing.keys().copied().collect();
+        let timeout = Duration::from_millis(self.config.restore_timeout_ms);
+        let restored =
+            tokio::task::spawn_blocking(move || read_changelog(&brokers, &topic, &parts, timeout))
+                .await??;
+        let mut resend = Vec::new();
+        for (p, from_offset) in missing {
+            let records = restored.get(&p).cloned().unwrap_or_default();
+            let mut ps = PartitionState {
+                epoch: epochs.get(p),
+                clues: HashMap::with_capacity(records.len()),
+                open: OpenClues::new(self.processor.dedupe.radius_m),
+                max_issued_ms: 0,
+                last_offset: -1,
+                handled: 0,
+            };
+            for (id, rec) in records {
+                for entry in rec.outbox.iter().filter(|e| e.offset >= from_offset) {
+                    resend.push(match &entry.output {
+                        OutboxOutput::Event(ev) => self.event_out(ev),
+                        OutboxOutput::Dlq(d) => self.dlq_out(d),
+                    });
+                }
+                if let Some(r) = &rec.state.report {
+                    ps.max_issued_ms = ps.max_issued_ms.max(r.reported_at_ms);
+                }
+                ps.open.observe(id, &rec.state);
+                ps.clues.insert(id, rec.state);
+            }
+            tracing::info!(
+                partition = p,
+                from_offset,
+                clues = ps.clues.len(),
+                "partition state restored"
+            );
+            self.partitions.insert(p, ps);
+        }
+        if !resend.is_empty() {
+            tracing::info!(records = resend.len(), "re-emitting outbox records");
+        }
+        send_all(producer, &resend).await?;
+        tracing::debug!(elapsed_ms = t0.elapsed().as_millis() as u64, "restore done");
+        Ok(())
+    }
+
+    async fn process_batch(
+        &mut self,
+        batch: &[OwnedMessage],
+        producer: &FutureProducer,
+    ) -> anyhow::Result<()> {
+        let now = wire::now_ms();
+        let mut touched: BTreeMap<(i32, ClueId), Vec<OutboxEntry>> = BTreeMap::new();
+        let mut outputs: Vec<Outgoing> = Vec::new();
+        let mut issued = Vec::with_capacity(batch.len());
+        for m in batch {
+            if let Some(t) = self.handle(m, now, &mut touched, &mut outputs) {
+                issued.push(t);
+            }
+        }
+        // 2. State (with outbox) first…
+        let mut states = Vec::with_capacity(touched.len());
+        for ((p, id), outbox) in touched {
+            let Some(state) = self.partitions.get(&p).and_then(|ps| ps.clues.get(&id)) else {
+                continue;
+            };
+            let record = StateRecord {
+                v: STATE_VERSION,
+                clue_id: id,
+                state: state.clone(),
+                outbox,
+            };
+            states.push(Outgoing {
+                topic: self.config.state_topic.clone(),
+                partition: Some(p),
+                key: Some(id.to_string()),
+                payload: serde_json::to_vec(&record).expect("state records serialize"),
+            });
+        }
+        send_all(producer, &states).await?;
+        // 3. …then what the world sees.
+        send_all(producer, &outputs).await?;
+        let acked = wire::now_ms();
+        for t in issued {
+            self.metrics
+                .processing
+                .observe(acked.saturating_sub(t) as f64 / 1000.0);
+        }
+        // Forget dedupe targets no later report can match.
+        let dedupe = self.processor.dedupe;
+        for ps in self.partitions.values_mut() {
+            if ps.handled > 10_000 {
+                ps.handled = 0;
+                ps.open.prune(
+                    ps.last_offset,
+                    ps.max_issued_ms.saturating_sub(PRUNE_SLACK_MS),
+                    &dedupe,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one command; returns its issue time when it was decided.
+    fn handle(
+        &mut self,
+        m: &OwnedMessage,
+        now: u64,
+        touched: &mut BTreeMap<(i32, ClueId), Vec<OutboxEntry>>,
+        outputs: &mut Vec<Outgoing>,
+    ) -> Option<u64> {
         let payload = m.payload().unwrap_or_default();
         let cmd = match CommandEnvelope::decode(payload) {
             Ok(cmd) if key_matches(m.key(), cmd.clue_id) => cmd,
             Ok(_) => {
-                return Some(self.dlq(
+                let d = self.dlq_record(
                     m,
                     DlqReason::KeyMismatch,
                     "record key is not the clue id".into(),
-                ))
+                );
+                outputs.push(self.dlq_out(&d));
+                return None;
             }
-            Err(e) => return Some(self.dlq(m, e.dlq_reason(), e.to_string())),
+            Err(e) => {
+                let d = self.dlq_record(m, e.dlq_reason(), e.to_string());
+                outputs.push(self.dlq_out(&d));
+                return None;
+            }
         };
+        let (p, offset) = (m.partition(), m.offset());
+        let ps = self
+            .partitions
+            .get_mut(&p)
+            .expect("partition restored before its commands are handled");
+        ps.last_offset = ps.last_offset.max(offset);
+        let state = ps.clues.get(&cmd.clue_id);
+        if state.is_some_and(|s| s.applied_offset >= offset) {
+            // Handled by a previous owner; its outputs were re-emitted from the outbox.
+            return None;
+        }
         self.metrics
             .commands
             .with_label_values(&[cmd.command.action().as_str()])
             .inc();
-        let decision = self
-            .processor
-            .decide(self.state.get(&cmd.clue_id), &cmd, wire::now_ms());
+        ps.handled += 1;
+        ps.max_issued_ms = ps.max_issued_ms.max(cmd.issued_at_ms);
+        let decision = self.processor.decide(
+            state,
+            &cmd,
+            &DecideCtx {
+                now_ms: now,
+                offset,
+                open: &ps.open,
+            },
+        );
         if let Some(kind) = decision.assignment {
             self.metrics
                 .assignments
                 .with_label_values(&[kind.as_str()])
                 .inc();
         }
-        if let Some(s) = decision.state {
-            self.state.insert(cmd.clue_id, s);
+        if decision.duplicate_of.is_some() {
+            self.metrics.duplicates.inc();
         }
-        match decision.output {
+        let has_state = match decision.next {
+            Some(next) => {
+                ps.open.observe(cmd.clue_id, &next);
+                ps.clues.insert(cmd.clue_id, next);
+                true
+            }
+            None => match ps.clues.get_mut(&cmd.clue_id) {
+                Some(s) => {
+                    s.applied_offset = offset;
+                    true
+                }
+                None => false,
+            },
+        };
+        let out = match decision.output {
             Output::Event(event) => {
                 self.metrics.events.inc();
-                Some(Outgoing {
-                    topic: self.config.events_topic.clone(),
-                    key: Some(cmd.clue_id.to_string()),
-                    payload: event.encode(),
-                })
+                outputs.push(self.event_out(&event));
+                Some(OutboxOutput::Event(*event))
             }
             Output::Rejected { reason, detail } => {
                 self.metrics
                     .rejections
                     .with_label_values(&[reason.as_str()])
                     .inc();
-                Some(self.dlq(m, reason, detail))
+                let d = self.dlq_record(m, reason, detail);
+                outputs.push(self.dlq_out(&d));
+                Some(OutboxOutput::Dlq(d))
             }
             Output::Repeat => None,
+        };
+        if has_state {
+            let entry = touched.entry((p, cmd.clue_id)).or_default();
+            if let Some(output) = out {
+                entry.push(OutboxEntry { offset, output });
+            }
+        }
+        Some(cmd.issued_at_ms)
+    }
+
+    fn event_out(&self, event: &EventEnvelope) -> Outgoing {
+        Outgoing {
+            topic: self.config.events_topic.clone(),
+            partition: None,
+            key: Some(event.clue_id.to_string()),
+            payload: event.encode(),
         }
     }
 
-    fn dlq(&self, m: &OwnedMessage, reason: DlqReason, detail: String) -> Outgoing {
+    fn dlq_out(&self, record: &DlqRecord) -> Outgoing {
+        Outgoing {
+            topic: self.config.dlq_topic.clone(),
+            partition: None,
+            key: record.key.clone(),
+            payload: record.encode(),
+        }
+    }
+
+    fn dlq_record(&self, m: &OwnedMessage, reason: DlqReason, detail: String) -> DlqRecord {
         self.metrics.dlq.with_label_values(&[reason.as_str()]).inc();
         let (payload, payload_is_hex) = DlqRecord::payload_of(m.payload().unwrap_or_default());
-        let record = DlqRecord {
-            v: SCHEMA_VERSION,
+        DlqRecord {
+            v: wire::SCHEMA_VERSION,
             reason,
             detail,
             stage: "enrich".into(),
@@ -168,13 +525,107 @@ impl Runner {
             payload,
             payload_is_hex,
             at_ms: wire::now_ms(),
-        };
-        Outgoing {
-            topic: self.config.dlq_topic.clone(),
-            key: record.key.clone(),
-            payload: record.encode(),
         }
     }
+}
+
+/// Produces every record and waits for all acknowledgements.
+async fn send_all(producer: &FutureProducer, records: &[Outgoing]) -> anyhow::Result<()> {
+    let sends = records.iter().map(|o| {
+        let mut record = FutureRecord::to(&o.topic).payload(&o.payload);
+        if let Some(k) = &o.key {
+            record = record.key(k);
+        }
+        if let Some(p) = o.partition {
+            record = record.partition(p);
+        }
+        producer.send(record, Duration::from_secs(5))
+    });
+    for result in join_all(sends).await {
+        if let Err((e, _)) = result {
+            // Nothing of this batch is committed: it is consumed again after a restart.
+            anyhow::bail!("producing a record failed: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Reads changelog partitions to their current end: the last record of each clue wins.
+fn read_changelog(
+    brokers: &str,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> anyhow::Result<HashMap<i32, HashMap<ClueId, StateRecord>>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "gridclue-enrich-restore")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .context("creating the changelog reader")?;
+    let mut out: HashMap<i32, HashMap<ClueId, StateRecord>> = HashMap::new();
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        out.insert(p, HashMap::new());
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .with_context(|| format!("watermarks of {topic}/{p}"))?;
+        if high > low {
+            ends.insert(p, high);
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+        }
+    }
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + timeout;
+    let mut pending: HashSet<i32> = ends.keys().copied().collect();
+    while !pending.is_empty() {
+        if Instant::now() > deadline {
+            anyhow::bail!("restoring {topic} partitions {pending:?} timed out");
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m.with_context(|| format!("reading {topic}"))?;
+        let p = m.partition();
+        let clues = out.entry(p).or_default();
+        let key = m
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.parse::<ClueId>().ok());
+        match (key, m.payload()) {
+            (Some(id), None) => {
+                clues.remove(&id);
+            }
+            (Some(id), Some(bytes)) => match serde_json::from_slice::<StateRecord>(bytes) {
+                Ok(rec) if rec.v <= STATE_VERSION && rec.clue_id == id => {
+                    clues.insert(id, rec);
+                }
+                Ok(_) | Err(_) => {
+                    tracing::error!(
+                        partition = p,
+                        offset = m.offset(),
+                        "unreadable state record skipped"
+                    );
+                }
+            },
+            (None, _) => {
+                tracing::error!(
+                    partition = p,
+                    offset = m.offset(),
+                    "state record without a clue id key skipped"
+                );
+            }
+        }
+        if m.offset() + 1 >= ends[&p] {
+            pending.remove(&p);
+        }
+    }
+    Ok(out)
 }
 
 /// Per partition, the offset after the batch's last message.
