@@ -65,14 +65,17 @@ fn arb_clue() -> impl Strategy<Value = Value> {
         0..3,
     );
     let when = prop_oneof![
-        (0i64..4_000_000_000i64)
+        3 => (0i64..1_700_000_000i64).prop_map(|s| {
+            chrono::DateTime::from_timestamp(s, 0).unwrap().to_rfc3339()
+        }),
+        1 => (0i64..4_000_000_000i64)
             .prop_map(|s| { chrono::DateTime::from_timestamp(s, 0).unwrap().to_rfc3339() }),
-        ".{0,30}",
+        1 => ".{0,30}",
     ];
     let id = prop_oneof![
-        Just(None),
-        Just(Some(uuid::Uuid::new_v4().to_string())),
-        ".{0,40}".prop_map(Some)
+        4 => Just(None),
+        2 => Just(Some(uuid::Uuid::new_v4().to_string())),
+        1 => ".{0,40}".prop_map(Some)
     ];
     (
         category,
@@ -80,10 +83,10 @@ fn arb_clue() -> impl Strategy<Value = Value> {
         lon,
         text,
         photos,
-        prop::option::of(when),
+        prop::option::weighted(0.3, when),
         id,
-        prop::option::of(".{0,25}"),
-        prop::option::of(".{0,210}"),
+        prop::option::weighted(0.3, prop_oneof!["1[0-9]{10}", ".{0,25}"]),
+        prop::option::weighted(0.3, prop_oneof!["[a-z0-9-]{1,40}", ".{0,210}"]),
     )
         .prop_map(|(c, lat, lon, d, p, at, id, phone, key)| {
             let mut v =
