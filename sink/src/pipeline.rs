@@ -96,8 +96,11 @@ impl ConsumerContext for SinkContext {
 /// One fact on its way into ClickHouse.
 pub(crate) struct Unit {
     pub event: EventRow,
-    /// The clue's state after this fact.
+    /// The clue's state after this fact…
     pub clue: Arc<ClueRow>,
+    /// …and before it (with the seq stored before it), to undo a fact ClickHouse refuses.
+    pub prev: Option<Arc<ClueRow>>,
+    pub prev_stored: Option<u32>,
     pub source: Source,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
@@ -429,25 +432,21 @@ impl Pipeline {
             }
         }
         let id = env.clue_id.as_uuid();
-        let prev = part.clues.remove(&id);
-        if let Some(prev) = &prev {
-            if prev.stored_seq.is_some_and(|s| env.seq <= s) {
+        let (prev, prev_stored) = match part.clues.get(&id) {
+            Some(s) if s.stored_seq.is_some_and(|stored| env.seq <= stored) => {
                 self.metrics.skipped.with_label_values(&["duplicate"]).inc();
-                part.clues.insert(id, prev.clone());
                 return Ok(());
             }
-        }
-        let (prev_row, prev_stored) = match prev {
-            Some(s) => (Some(s.row), s.stored_seq),
+            Some(s) => (Some(s.row.clone()), s.stored_seq),
             None => (None, None),
         };
-        let row = rows::apply(prev_row, &env, p);
+        let row = rows::apply(prev.as_deref().cloned(), &env, p);
         let event = rows::event_row(&env, &row, &source);
         let clue = Arc::new(row);
         part.clues.insert(
             id,
             ClueState {
-                row: (*clue).clone(),
+                row: clue.clone(),
                 stored_seq: Some(prev_stored.map_or(env.seq, |s| s.max(env.seq))),
             },
         );
@@ -455,6 +454,8 @@ impl Pipeline {
         batch.units.push(Unit {
             event,
             clue,
+            prev,
+            prev_stored,
             source,
             key: key.map(<[u8]>::to_vec),
             payload: payload.to_vec(),
@@ -646,6 +647,7 @@ impl Pipeline {
                         &u.payload,
                     );
                     self.send_dlq(record).await?;
+                    self.undo(&u).await?;
                 }
                 Err(Stop::Rejected(_)) => {
                     let right = chunk.split_off(chunk.len() / 2);
@@ -653,6 +655,54 @@ impl Pipeline {
                     queue.push_front(chunk);
                 }
                 Err(Stop::Shutdown) => return Err(Stop::Shutdown),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes back a fact ClickHouse refused: its `clues` row was written before the refusal, so
+    /// a row with the previous state at the same version replaces it (ReplacingMergeTree keeps
+    /// the last of equal versions, and the clue's next fact has a higher one), and the state in
+    /// memory goes back to what it was, so the fact can be replayed from the DLQ once fixed.
+    async fn undo(&mut self, u: &Unit) -> Result<(), Stop> {
+        let mut row = match &u.prev {
+            Some(prev) => (**prev).clone(),
+            None => ClueRow {
+                clue_id: u.clue.clue_id,
+                placement: "unknown".into(),
+                kafka_partition: u.source.partition,
+                ..ClueRow::default()
+            },
+        };
+        row.version = u.event.seq;
+        let client = self.client.clone();
+        let timeouts = self.timeouts;
+        let row = Arc::new(row);
+        let r = row.clone();
+        self.retry("undo", move || {
+            let client = client.clone();
+            let r = r.clone();
+            async move { store::insert_clues(&client, &[&*r], timeouts).await }
+        })
+        .await?;
+        self.resume_all();
+        if let Some(part) = self.partitions.get_mut(&u.source.partition) {
+            let latest = part.clues.get(&u.clue.clue_id).map(|s| s.row.version);
+            if latest == Some(u.event.seq) {
+                match &u.prev {
+                    Some(prev) => {
+                        part.clues.insert(
+                            u.clue.clue_id,
+                            ClueState {
+                                row: prev.clone(),
+                                stored_seq: u.prev_stored,
+                            },
+                        );
+                    }
+                    None => {
+                        part.clues.remove(&u.clue.clue_id);
+                    }
+                }
             }
         }
         Ok(())
@@ -750,7 +800,7 @@ impl Pipeline {
                     partition = p,
                     up_to = max,
                     facts = kept,
-                    "a failed insert stored a prefix; not writing it again"
+                    "a failed insert stored these facts after all; not writing them again"
                 );
                 self.metrics
                     .skipped

@@ -139,7 +139,7 @@ impl ClueRow {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClueState {
     /// The clue's latest row (its `version` is the seq of the last fact folded in).
-    pub row: ClueRow,
+    pub row: Arc<ClueRow>,
     /// The highest seq known to be stored in `clue_events`; facts at or below it are skipped.
     pub stored_seq: Option<u32>,
 }

@@ -241,7 +241,7 @@ pub async fn load_partition(
             (
                 row.clue_id,
                 ClueState {
-                    row,
+                    row: std::sync::Arc::new(row),
                     stored_seq: None,
                 },
             )

@@ -237,6 +237,24 @@ async fn produce_raw(p: &FutureProducer, topic: &str, key: Option<&str>, payload
     p.send(r, Duration::from_secs(10)).await.expect("produced");
 }
 
+/// Produces to one partition; returns the record's offset.
+async fn produce_to(
+    p: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    payload: &[u8],
+) -> i64 {
+    let record = FutureRecord::to(topic)
+        .partition(partition)
+        .key(key)
+        .payload(payload);
+    p.send(record, Duration::from_secs(10))
+        .await
+        .expect("produced")
+        .offset
+}
+
 async fn produce_stories(p: &FutureProducer, topic: &str, stories: &[Story]) {
     for s in stories {
         for f in &s.facts {
@@ -293,6 +311,8 @@ fn sink_config(broker: &Broker, db: &TestDb) -> SinkConfig {
 }
 
 async fn start_sink(config: SinkConfig) -> RunningSink {
+    // Logs show up when a test fails (or with --nocapture).
+    gridclue_core::telemetry::init_tracing("sink-test");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let metrics = SinkMetrics::new();
@@ -869,4 +889,560 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
         .unwrap()
         .clone();
     assert_eq!(garbage["count"], 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 5: exact, replay-safe numbers.
+
+async fn prepared_db(prefix: &str) -> TestDb {
+    let db = TestDb::create(prefix).await;
+    gridclue_sink::migrations::apply(&db.client).await.unwrap();
+    add_insert_audit(&db).await;
+    db
+}
+
+async fn audit(db: &TestDb) -> u64 {
+    db.scalar("SELECT count() FROM insert_audit").await
+}
+
+/// Facts per hour, summed (the hourly flow aggregate).
+async fn flow_total(db: &TestDb) -> u64 {
+    db.scalar("SELECT toUInt64(sum(facts)) FROM fact_flow_hourly")
+        .await
+}
+
+/// The live group's committed offsets, summed over the topic's partitions.
+fn committed_total(broker: &Broker, config: &SinkConfig) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", &config.group_id)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..6 {
+        tpl.add_partition(&config.events_topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_facts_projected_twice_change_no_number() {
+    let broker = Broker::start();
+    let db = prepared_db("twice").await;
+    let config = sink_config(&broker, &db);
+    let sink = start_sink(config.clone()).await;
+    let stories = stories(4);
+    let e = expected(&stories);
+    let p = producer(&broker);
+    produce_stories(&p, &config.events_topic, &stories).await;
+    let want = numbers_of(&e);
+    wait_numbers(&db, &want, Duration::from_secs(60)).await;
+    assert_eq!(audit(&db).await, e.facts, "every fact written once");
+    assert_eq!(flow_total(&db).await, e.facts);
+
+    // The same facts again, as an upstream replay would publish them (new offsets, same
+    // identities), then a replay of the whole topic through the CLI's code path.
+    produce_stories(&p, &config.events_topic, &stories).await;
+    let sink_metrics = &sink;
+    let facts = e.facts as f64;
+    wait_for(
+        "the copies to be read and skipped",
+        Duration::from_secs(60),
+        || async move {
+            sink_metrics.counter("gridclue_sink_skipped_total", Some(("why", "duplicate"))) >= facts
+        },
+    )
+    .await;
+    wait_for("all offsets committed", Duration::from_secs(30), || async {
+        committed_total(&broker, &config) == 2 * e.facts as i64
+    })
+    .await;
+    let report = gridclue_sink::replay::replay(config.clone(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(report.facts_inserted, 0, "replay found every fact stored");
+    let covered: i64 = report.ranges.iter().map(|(_, s, e)| e - s).sum();
+    assert_eq!(covered, 2 * e.facts as i64, "replay read the whole topic");
+    assert_eq!(numbers(&db).await, want);
+    assert_eq!(audit(&db).await, e.facts, "no fact was written twice");
+    assert_eq!(flow_total(&db).await, e.facts);
+    sink.stop().await;
+
+    // Re-projecting everything into an empty database gives the same numbers, and doing it
+    // again changes nothing.
+    let db2 = prepared_db("twice_re").await;
+    let config2 = SinkConfig {
+        clickhouse_database: db2.database.clone(),
+        ..config.clone()
+    };
+    let all = gridclue_sink::replay::ReplayRange {
+        beyond_committed: true,
+        ..Default::default()
+    };
+    let first = gridclue_sink::replay::replay(config2.clone(), all.clone())
+        .await
+        .unwrap();
+    assert_eq!(first.facts_inserted, e.facts);
+    assert_eq!(numbers(&db2).await, want);
+    let again = gridclue_sink::replay::replay(config2.clone(), all.clone())
+        .await
+        .unwrap();
+    assert_eq!(again.facts_inserted, 0);
+    assert_eq!(numbers(&db2).await, want);
+    assert_eq!(audit(&db2).await, e.facts);
+    assert_eq!(flow_total(&db2).await, e.facts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_stopped_mid_stream_and_restarted_gives_exact_counts() {
+    let mut server = gridclue_tests::ch::PrivateClickHouse::start();
+    let db = TestDb::create_at(&server.url, "chdown").await;
+    gridclue_sink::migrations::apply(&db.client).await.unwrap();
+    add_insert_audit(&db).await;
+    let broker = Broker::start();
+    let config = SinkConfig {
+        insert_timeout_ms: 2_000,
+        ..sink_config(&broker, &db)
+    };
+    let sink = start_sink(config.clone()).await;
+    let stories = stories(6);
+    let (first, second) = stories.split_at(stories.len() / 2);
+    let p = producer(&broker);
+    produce_stories(&p, &config.events_topic, first).await;
+    let e1 = expected(first);
+    wait_numbers(&db, &numbers_of(&e1), Duration::from_secs(60)).await;
+
+    server.kill();
+    produce_stories(&p, &config.events_topic, second).await;
+    let s = &sink;
+    wait_for(
+        "the sink to pause",
+        Duration::from_secs(30),
+        || async move { s.counter("gridclue_sink_paused", None) == 1.0 },
+    )
+    .await;
+    // Down for a while: the sink keeps retrying without consuming.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.counter("gridclue_sink_paused", None), 1.0);
+    server.restart();
+
+    let e = expected(&stories);
+    wait_numbers(&db, &numbers_of(&e), Duration::from_secs(60)).await;
+    assert_eq!(
+        audit(&db).await,
+        e.facts,
+        "no fact written twice, none skipped"
+    );
+    assert_eq!(flow_total(&db).await, e.facts);
+    wait_for(
+        "the sink to resume",
+        Duration::from_secs(10),
+        || async move { s.counter("gridclue_sink_paused", None) == 0.0 },
+    )
+    .await;
+    assert!(sink.counter("gridclue_sink_retries_total", None) > 0.0);
+    wait_for("all offsets committed", Duration::from_secs(30), || async {
+        committed_total(&broker, &config) == e.facts as i64
+    })
+    .await;
+    sink.stop().await;
+}
+
+/// Path of the `gridclue-sink` binary next to this test binary, built if needed.
+fn sink_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        "gridclue-sink",
+        "--bin",
+        "gridclue-sink",
+    ]);
+    if profile_dir.ends_with("release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("cargo runs");
+    assert!(status.success(), "building gridclue-sink failed");
+    let bin = profile_dir.join("gridclue-sink");
+    assert!(bin.is_file(), "{} missing", bin.display());
+    bin
+}
+
+fn spawn_sink_process(bin: &std::path::Path, config: &SinkConfig) -> std::process::Child {
+    std::process::Command::new(bin)
+        .env_remove("GRIDCLUE_CONFIG")
+        .env("GRIDCLUE_KAFKA_BROKERS", &config.kafka_brokers)
+        .env("GRIDCLUE_CLICKHOUSE_URL", &config.clickhouse_url)
+        .env("GRIDCLUE_CLICKHOUSE_DATABASE", &config.clickhouse_database)
+        .env("GRIDCLUE_GROUP_ID", &config.group_id)
+        .env("GRIDCLUE_LISTEN", "127.0.0.1:0")
+        .env("GRIDCLUE_BATCH_MAX_ROWS", config.batch_max_rows.to_string())
+        .env(
+            "GRIDCLUE_BATCH_LINGER_MS",
+            config.batch_linger_ms.to_string(),
+        )
+        .env(
+            "GRIDCLUE_MIN_INSERT_INTERVAL_MS",
+            config.min_insert_interval_ms.to_string(),
+        )
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("sink process starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_killed_mid_batch_and_restarted_gives_exact_counts() {
+    let bin = tokio::task::spawn_blocking(sink_binary).await.unwrap();
+    let broker = Broker::start();
+    let db = prepared_db("kill9").await;
+    let config = SinkConfig {
+        batch_max_rows: 150,
+        batch_linger_ms: 5,
+        min_insert_interval_ms: 20,
+        ..sink_config(&broker, &db)
+    };
+    let stories = stories(60);
+    let e = expected(&stories);
+    let p = producer(&broker);
+    produce_stories(&p, &config.events_topic, &stories).await;
+
+    // Kill -9 twice while the sink is writing, each time once it has written a bit more.
+    for fraction in [0.2, 0.55] {
+        let mut child = spawn_sink_process(&bin, &config);
+        let target = (e.facts as f64 * fraction) as u64;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let written = audit(&db).await;
+            if written >= target {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("sink process exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "sink wrote only {written} facts");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let written = audit(&db).await;
+        assert!(
+            written < e.facts,
+            "killed after everything was written; the test proves nothing"
+        );
+    }
+    let mut child = spawn_sink_process(&bin, &config);
+    wait_numbers(&db, &numbers_of(&e), Duration::from_secs(120)).await;
+    assert_eq!(audit(&db).await, e.facts, "no fact was written twice");
+    assert_eq!(flow_total(&db).await, e.facts);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
+    let broker = Broker::start();
+    let db = TestDb::create("migrate").await;
+    // The schema as release 2 left it, and facts an older sink projected from partition 0.
+    gridclue_sink::migrations::apply_through(&db.client, 2)
+        .await
+        .unwrap();
+    let topic = "clues.events";
+    let grids = grids_by_street();
+    let (street, gs) = grids.iter().next().unwrap();
+    let case = Story::inside(gs[0], "garbage_pile").then(Fact::Accepted, Status::Accepted);
+    let rejected = Story::inside(gs[1], "manhole_cover").then(
+        Fact::Rejected {
+            reason: "duplicate call".into(),
+        },
+        Status::Rejected,
+    );
+    let outside = Story::outside(gs[2], "food_safety");
+    let old = [case.clone(), rejected, outside];
+    let p = producer(&broker);
+    let mut offset = 0;
+    for s in &old {
+        let mut state: Option<ClueRow> = None;
+        for f in &s.facts {
+            produce_to(&p, topic, 0, &s.clue.to_string(), &f.encode()).await;
+            let row = gridclue_sink::rows::apply(state.take(), f, 0);
+            let ev = gridclue_sink::rows::event_row(
+                f,
+                &row,
+                &gridclue_sink::rows::Source {
+                    topic: topic.into(),
+                    partition: 0,
+                    offset,
+                },
+            );
+            // Only the columns release 2 had.
+            db.execute(&format!(
+                "INSERT INTO clue_events (clue_id, seq, command_id, fact_type, status, \
+                 occurred_at_ms, processed_at_ms, placement, inside, grid_code, community_code, \
+                 street_code, category, department, reporter_group, deadline_ms, detail, \
+                 kafka_topic, kafka_partition, kafka_offset) VALUES ('{}', {}, '{}', '{}', '{}', \
+                 {}, {}, '{}', {}, '{}', '{}', '{}', '{}', '{}', '{}', {}, '{}', '{}', 0, {})",
+                ev.clue_id,
+                ev.seq,
+                ev.command_id,
+                ev.fact_type,
+                ev.status,
+                ev.occurred_at_ms,
+                ev.processed_at_ms,
+                ev.placement,
+                ev.inside,
+                ev.grid_code,
+                ev.community_code,
+                ev.street_code,
+                ev.category,
+                ev.department,
+                ev.reporter_group,
+                ev.deadline_ms,
+                ev.detail,
+                topic,
+                offset
+            ))
+            .await;
+            db.execute(&format!(
+                "INSERT INTO clues (clue_id, version, status, placement, inside, grid_code, \
+                 community_code, street_code, nearest_street_code, category, department, \
+                 reporter_group, is_case, reported_at_ms, updated_at_ms, kafka_partition) VALUES \
+                 ('{}', {}, '{}', '{}', {}, '{}', '{}', '{}', '{}', '{}', '{}', '{}', {}, {}, {}, 0)",
+                row.clue_id,
+                row.version,
+                row.status,
+                row.placement,
+                row.inside,
+                row.grid_code,
+                row.community_code,
+                row.street_code,
+                row.nearest_street_code,
+                row.category,
+                row.department,
+                row.reporter_group,
+                row.is_case,
+                row.reported_at_ms,
+                row.updated_at_ms
+            ))
+            .await;
+            state = Some(row);
+            offset += 1;
+        }
+    }
+    let events_before = db.scalar("SELECT count() FROM clue_events").await;
+    let clues_before = db
+        .scalar("SELECT count() FROM (SELECT clue_id FROM clues FINAL)")
+        .await;
+    assert_eq!((events_before, clues_before), (5, 3));
+
+    // The new release: migration 3 alters both tables and backfills the aggregates.
+    let report = gridclue_sink::migrations::apply(&db.client).await.unwrap();
+    assert_eq!(report.applied, vec![3]);
+    assert_eq!(
+        db.scalar("SELECT count() FROM clue_events").await,
+        events_before
+    );
+    let row: ClueRow = db
+        .client
+        .query("SELECT ?fields FROM clues FINAL WHERE clue_id = toUUID(?)")
+        .bind(case.clue.to_string())
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.status.as_str(), row.street_code.as_str(), row.is_case),
+        ("accepted", street.as_str(), 1)
+    );
+    assert_eq!(
+        (row.routed_department.as_str(), row.report_case),
+        ("city_mgmt", 1)
+    );
+    let old_numbers = Numbers {
+        reports: 2,
+        cases: 1,
+        outside: 1,
+        by_street: BTreeMap::from([(street.clone(), 2)]),
+        distinct_facts: 5,
+    };
+    assert_eq!(numbers(&db).await, old_numbers, "backfilled aggregate");
+    assert_eq!(flow_total(&db).await, 5);
+    // Applying again is a no-op.
+    let again = gridclue_sink::migrations::apply(&db.client).await.unwrap();
+    assert!(again.applied.is_empty());
+
+    // The new sink resumes after the old rows and keeps the numbers exact: the old case gets
+    // rejected, a new report arrives.
+    add_insert_audit(&db).await;
+    let config = sink_config(&broker, &db);
+    let sink = start_sink(config.clone()).await;
+    let reject = case.then(
+        Fact::Rejected {
+            reason: "not public space".into(),
+        },
+        Status::Rejected,
+    );
+    let new = Story::inside(gs[3], "garbage_pile");
+    let tail = [
+        (reject.clue, reject.facts.last().unwrap().clone()),
+        (new.clue, new.facts[0].clone()),
+    ];
+    for (clue, f) in &tail {
+        produce_to(&p, topic, 0, &clue.to_string(), &f.encode()).await;
+    }
+    let want = Numbers {
+        reports: 3,
+        cases: 1,
+        outside: 1,
+        by_street: BTreeMap::from([(street.clone(), 3)]),
+        distinct_facts: 7,
+    };
+    wait_numbers(&db, &want, Duration::from_secs(60)).await;
+    assert_eq!(audit(&db).await, 2, "the old facts were not written again");
+    sink.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_clickhouse_refuses_goes_to_the_dlq_and_the_partition_keeps_flowing() {
+    let broker = Broker::start();
+    let db = prepared_db("poison").await;
+    // A rule on the table that refuses one value, as a stricter column type or constraint
+    // would: ClickHouse answers the whole INSERT with code 395 and stores nothing of it.
+    db.execute(
+        "ALTER TABLE clue_events ADD COLUMN guard UInt8 MATERIALIZED throwIf(detail = 'POISON')",
+    )
+    .await;
+    let config = sink_config(&broker, &db);
+    let sink = start_sink(config.clone()).await;
+    let grids = grids_by_street();
+    let gs: Vec<GridCode> = grids.values().flatten().copied().take(30).collect();
+    let mut before: Vec<Story> = gs[..10]
+        .iter()
+        .map(|g| Story::inside(*g, "garbage_pile").then(Fact::Accepted, Status::Accepted))
+        .collect();
+    let mut poison = Story::inside(gs[10], "food_safety");
+    if let Fact::Reported(r) = &mut poison.facts[0].fact {
+        r.description = "POISON".into();
+    }
+    let after: Vec<Story> = gs[11..21]
+        .iter()
+        .map(|g| Story::inside(*g, "manhole_cover").closed())
+        .collect();
+    // Everything on one partition, the poison in the middle.
+    let p = producer(&broker);
+    let mut poison_offset = -1;
+    for (i, s) in before
+        .iter()
+        .chain(std::iter::once(&poison))
+        .chain(after.iter())
+        .enumerate()
+    {
+        for f in &s.facts {
+            let offset = produce_to(
+                &p,
+                &config.events_topic,
+                2,
+                &s.clue.to_string(),
+                &f.encode(),
+            )
+            .await;
+            if i == before.len() {
+                poison_offset = offset;
+            }
+        }
+    }
+    before.extend(after);
+    let e = expected(&before);
+    wait_numbers(&db, &numbers_of(&e), Duration::from_secs(60)).await;
+    assert_eq!(audit(&db).await, e.facts);
+
+    let dlq = read_dlq(&broker, &config.dlq_topic, 1, Duration::from_secs(20));
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    let d = &dlq[0];
+    assert_eq!(d.reason, DlqReason::ClickhouseRejected);
+    assert!(d.detail.contains("395"), "{}", d.detail);
+    assert_eq!((d.source_partition, d.source_offset), (2, poison_offset));
+    assert_eq!(d.key.as_deref(), Some(poison.clue.to_string().as_str()));
+    let replayable = EventEnvelope::decode(d.payload.as_bytes()).unwrap();
+    assert_eq!(replayable, poison.facts[0]);
+    // The refused report left no trace in the latest-state table either.
+    let placement: String = db
+        .client
+        .query("SELECT placement FROM clues FINAL WHERE clue_id = toUUID(?)")
+        .bind(poison.clue.to_string())
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(placement, "unknown");
+    wait_for(
+        "offsets past the poison",
+        Duration::from_secs(30),
+        || async { committed_total(&broker, &config) == e.facts as i64 + 1 },
+    )
+    .await;
+    assert_eq!(
+        sink.counter(
+            "gridclue_sink_dlq_total",
+            Some(("reason", "clickhouse_rejected"))
+        ),
+        1.0
+    );
+    sink.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_that_times_out_but_lands_is_not_written_twice() {
+    let broker = Broker::start();
+    let db = prepared_db("ambiguous").await;
+    // A view that makes any insert holding the marker take 2.5 s on the server, longer than the
+    // sink waits: the sink sees a timeout, while ClickHouse goes on and stores the rows.
+    db.execute(
+        "CREATE MATERIALIZED VIEW slow_mv ENGINE = Null AS \
+         SELECT sleepEachRow(2.5) AS slept FROM clue_events WHERE detail = 'SLOW'",
+    )
+    .await;
+    let config = SinkConfig {
+        insert_timeout_ms: 1_000,
+        ..sink_config(&broker, &db)
+    };
+    let sink = start_sink(config.clone()).await;
+    let mut stories = stories(2);
+    if let Fact::Reported(r) = &mut stories[3].facts[0].fact {
+        r.description = "SLOW".into();
+    }
+    let e = expected(&stories);
+    let p = producer(&broker);
+    produce_stories(&p, &config.events_topic, &stories).await;
+    let s = &sink;
+    wait_for(
+        "the timed-out insert to be found stored",
+        Duration::from_secs(60),
+        || async move {
+            s.counter(
+                "gridclue_sink_skipped_total",
+                Some(("why", "stored_by_failed_insert")),
+            ) > 0.0
+        },
+    )
+    .await;
+    wait_for("all offsets committed", Duration::from_secs(30), || async {
+        committed_total(&broker, &config) == e.facts as i64
+    })
+    .await;
+    assert_eq!(numbers(&db).await, numbers_of(&e));
+    assert_eq!(audit(&db).await, e.facts, "no fact was written twice");
+    assert_eq!(flow_total(&db).await, e.facts);
+    sink.stop().await;
 }
