@@ -53,6 +53,10 @@ struct Args {
     /// Share of deliberately invalid clues (expect 4xx).
     #[arg(long, default_value_t = 0.005)]
     invalid: f64,
+    /// Send clues in batches of this many through `POST /v1/clues:batch` (0 = one
+    /// `POST /v1/clues` per clue). Latency is then per batch request.
+    #[arg(long, default_value_t = 0)]
+    batch: usize,
 }
 
 struct GridShape {
@@ -239,9 +243,29 @@ fn plan(
 #[derive(Default)]
 struct Tally {
     accepted: AtomicU64,
+    duplicates: AtomicU64,
     refused_as_expected: AtomicU64,
     unexpected: AtomicU64,
+    throttled: AtomicU64,
     failed: AtomicU64,
+}
+
+impl Tally {
+    fn count(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One item of a batch answer.
+    fn item(&self, result: &Value, expect_ok: bool) {
+        match (result["status"].as_str(), expect_ok) {
+            (Some("accepted"), true) => self.count(&self.accepted),
+            (Some("duplicate"), true) => self.count(&self.duplicates),
+            (Some("error"), false) if result["retryable"] == false => {
+                self.count(&self.refused_as_expected)
+            }
+            _ => self.count(&self.unexpected),
+        }
+    }
 }
 
 #[tokio::main]
@@ -313,6 +337,7 @@ async fn main() -> anyhow::Result<()> {
         })
     };
     let mut workers = Vec::new();
+    let per_request = args.batch.max(1);
     for _ in 0..args.concurrency {
         let (client, args, queue, tally, histogram, done) = (
             client.clone(),
@@ -324,21 +349,46 @@ async fn main() -> anyhow::Result<()> {
         );
         workers.push(tokio::spawn(async move {
             loop {
-                let Some((i, p)) = queue.lock().expect("queue lock").next() else {
+                let chunk: Vec<(usize, Planned)> = {
+                    let mut q = queue.lock().expect("queue lock");
+                    q.by_ref().take(per_request).collect()
+                };
+                let Some((first, _)) = chunk.first() else {
                     break;
                 };
                 if args.rate > 0.0 {
-                    let due = started + Duration::from_secs_f64(i as f64 / args.rate);
+                    let due = started + Duration::from_secs_f64(*first as f64 / args.rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let t0 = Instant::now();
-                let result = client
-                    .post(format!("{}/v1/clues", args.ingest_url))
-                    .bearer_auth(&args.token)
-                    .header("Idempotency-Key", &p.idempotency_key)
-                    .json(&p.body)
-                    .send()
-                    .await;
+                let request = if args.batch > 0 {
+                    let clues: Vec<Value> = chunk
+                        .iter()
+                        .map(|(_, p)| {
+                            let mut body = p.body.clone();
+                            body["idempotency_key"] = json!(p.idempotency_key);
+                            body
+                        })
+                        .collect();
+                    client
+                        .post(format!("{}/v1/clues:batch", args.ingest_url))
+                        .json(&json!({ "clues": clues }))
+                } else {
+                    let p = &chunk[0].1;
+                    client
+                        .post(format!("{}/v1/clues", args.ingest_url))
+                        .header("Idempotency-Key", &p.idempotency_key)
+                        .json(&p.body)
+                };
+                let result = request.bearer_auth(&args.token).send().await;
+                let result = match result {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let body = r.json::<Value>().await.ok();
+                        Ok((status, body))
+                    }
+                    Err(e) => Err(e),
+                };
                 let micros = t0.elapsed().as_micros() as u64;
                 histogram
                     .lock()
@@ -346,20 +396,36 @@ async fn main() -> anyhow::Result<()> {
                     .record(micros.max(1))
                     .ok();
                 match result {
-                    Ok(r) if r.status().as_u16() == 202 && p.expect_ok => {
-                        tally.accepted.fetch_add(1, Ordering::Relaxed);
+                    Ok((429, _)) => {
+                        for _ in &chunk {
+                            tally.count(&tally.throttled);
+                        }
                     }
-                    Ok(r) if r.status().is_client_error() && !p.expect_ok => {
-                        tally.refused_as_expected.fetch_add(1, Ordering::Relaxed);
+                    Ok((200, Some(body))) if args.batch > 0 => {
+                        let results = body["results"].as_array().cloned().unwrap_or_default();
+                        for (i, (_, p)) in chunk.iter().enumerate() {
+                            match results.get(i) {
+                                Some(r) => tally.item(r, p.expect_ok),
+                                None => tally.count(&tally.unexpected),
+                            }
+                        }
+                    }
+                    Ok((202, _)) if chunk[0].1.expect_ok => tally.count(&tally.accepted),
+                    Ok((status, _)) if (400..500).contains(&status) && !chunk[0].1.expect_ok => {
+                        tally.count(&tally.refused_as_expected)
                     }
                     Ok(_) => {
-                        tally.unexpected.fetch_add(1, Ordering::Relaxed);
+                        for _ in &chunk {
+                            tally.count(&tally.unexpected);
+                        }
                     }
                     Err(_) => {
-                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                        for _ in &chunk {
+                            tally.count(&tally.failed);
+                        }
                     }
                 }
-                done.fetch_add(1, Ordering::Relaxed);
+                done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             }
         }));
     }
@@ -371,26 +437,43 @@ async fn main() -> anyhow::Result<()> {
     let h = histogram.lock().expect("histogram lock");
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     eprintln!();
+    let requests = total.div_ceil(per_request as u64);
     println!(
-        "sent        {} requests in {secs:.1} s ({:.0} req/s)",
-        total,
-        total as f64 / secs
+        "sent        {total} clues in {requests} requests in {secs:.1} s ({:.0} clues/s, {:.0} req/s)",
+        total as f64 / secs,
+        requests as f64 / secs
     );
     println!(
-        "accepted    {} (202)   refused as expected {} (4xx)   unexpected {}   failed {}",
+        "accepted    {} (202/accepted)   duplicates {}   refused as expected {} (4xx)   \
+         unexpected {}   throttled {} (429)   failed {}",
         tally.accepted.load(Ordering::Relaxed),
+        tally.duplicates.load(Ordering::Relaxed),
         tally.refused_as_expected.load(Ordering::Relaxed),
         tally.unexpected.load(Ordering::Relaxed),
+        tally.throttled.load(Ordering::Relaxed),
         tally.failed.load(Ordering::Relaxed)
     );
     println!(
-        "latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        "latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  (per {})",
         ms(0.5),
         ms(0.9),
         ms(0.99),
-        h.max() as f64 / 1000.0
+        h.max() as f64 / 1000.0,
+        if args.batch > 0 {
+            "batch request"
+        } else {
+            "request"
+        }
     );
-    let bad = tally.unexpected.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed);
+    if tally.throttled.load(Ordering::Relaxed) > 0 {
+        eprintln!(
+            "note: ingest rate-limited this run; for load runs start ingest with \
+             GRIDCLUE_RATE_LIMIT_TOKEN_PER_SEC=0 GRIDCLUE_RATE_LIMIT_IP_PER_SEC=0"
+        );
+    }
+    let bad = tally.unexpected.load(Ordering::Relaxed)
+        + tally.failed.load(Ordering::Relaxed)
+        + tally.throttled.load(Ordering::Relaxed);
     anyhow::ensure!(bad == 0, "{bad} requests did not get the expected answer");
     Ok(())
 }

@@ -1,0 +1,74 @@
+//! The tokens CLI contract: `tokens issue` prints only the token on stdout and stores only its
+//! hash; `list` shows ids, kinds and groups (never secrets); `revoke` makes the token fail.
+
+use std::process::Command;
+
+use gridclue_core::tokens::{AuthError, TokenStore};
+
+fn cli(tokens_file: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gridclue-ingest"))
+        .args(args)
+        .env_remove("GRIDCLUE_CONFIG")
+        .env("GRIDCLUE_TOKENS_FILE", tokens_file)
+        .output()
+        .expect("running gridclue-ingest")
+}
+
+#[test]
+fn issue_list_revoke() {
+    let dir = std::env::temp_dir().join(format!("gridclue-ingest-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tokens.json");
+
+    let out = cli(
+        &file,
+        &[
+            "tokens",
+            "issue",
+            "--group",
+            "ride_hailing",
+            "--name",
+            "driver 7",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "only the token on stdout: {stdout:?}");
+    let token = lines[0];
+    assert!(token.starts_with("gct_"));
+    let stored = std::fs::read_to_string(&file).unwrap();
+    assert!(!stored.contains(token), "the token itself is never stored");
+
+    let store = TokenStore::open(&file).unwrap();
+    let record = store.authenticate_token(token).unwrap();
+    assert_eq!(record.group.map(|g| g.as_str()), Some("ride_hailing"));
+
+    let out = cli(&file, &["tokens", "issue"]);
+    assert!(out.status.success());
+    let out = cli(&file, &["tokens", "list"]);
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(listing.contains(&record.id) && listing.contains("ride_hailing"));
+    assert!(
+        listing.contains("grid_member"),
+        "reporters default to grid members"
+    );
+    assert!(!listing.contains("gct_"), "no secrets in the listing");
+
+    let out = cli(&file, &["tokens", "revoke", &record.id]);
+    assert!(out.status.success());
+    let store = TokenStore::open(&file).unwrap();
+    assert_eq!(store.authenticate_token(token), Err(AuthError::Revoked));
+    let out = cli(&file, &["tokens", "revoke", "tok_missing"]);
+    assert!(!out.status.success());
+    let out = cli(
+        &file,
+        &["tokens", "issue", "--kind", "district", "--group", "truck"],
+    );
+    assert!(!out.status.success(), "groups belong to reporter tokens");
+    std::fs::remove_dir_all(&dir).ok();
+}
