@@ -16,11 +16,12 @@ use axum::{Json, Router};
 use gridclue_core::category::Catalog;
 use gridclue_core::secrets::SecretKey;
 use gridclue_core::telemetry;
-use gridclue_core::tokens::{AuthError, TokenKind, TokenRecord, TokenStore};
+use gridclue_core::tokens::{AuthError, TokenKind, TokenRecord};
 use gridclue_core::wire::{self, Actor, ActorKind, Channel, Command, CommandEnvelope};
 use gridclue_core::{ClueId, CommandId, ReporterId};
 use serde_json::json;
 
+use crate::auth::Tokens;
 use crate::bounds::BoundingBox;
 use crate::error::ApiError;
 use crate::metrics::IngestMetrics;
@@ -53,10 +54,27 @@ impl Limits {
     }
 }
 
+/// The service's shared state: a cheap handle (one reference count per request) to
+/// [`AppInner`], whose fields it dereferences to.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppInner>);
+
+impl AppState {
+    pub fn new(inner: AppInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+pub struct AppInner {
     pub catalog: Arc<Catalog>,
-    pub tokens: TokenStore,
+    pub tokens: Tokens,
     pub secret: SecretKey,
     /// The district's bounding box plus the accepted margin (validation).
     pub bounds: BoundingBox,

@@ -15,6 +15,9 @@ pub struct IngestConfig {
     pub secret_file: String,
     /// How long a POST may wait for the broker's acknowledgement before answering 503.
     pub produce_timeout_ms: u64,
+    /// How long the producer waits to fill a batch (librdkafka `linger.ms`; fractions allowed).
+    /// Each POST waits for its own acknowledgement, so this is latency every request pays.
+    pub producer_linger_ms: f64,
     /// `Retry-After` (seconds) sent with 503 answers when the broker did not acknowledge.
     pub retry_after_secs: u64,
     /// Accepted margin (degrees) around the district's bounding box.
@@ -65,6 +68,7 @@ impl Default for IngestConfig {
             tokens_file: "var/tokens.json".into(),
             secret_file: "var/secret.key".into(),
             produce_timeout_ms: 5_000,
+            producer_linger_ms: 2.0,
             retry_after_secs: 2,
             bbox_margin_deg: 0.05,
             max_clock_skew_secs: 300,

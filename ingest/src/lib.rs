@@ -3,6 +3,7 @@
 //! Modules:
 //! - [`api`]: the axum router (`app`), the single-clue handler and the intake steps shared by
 //!   every write endpoint.
+//! - [`auth`]: reporter tokens (the shared token file, checked for changes once a second).
 //! - [`batch`]: `POST /v1/clues:batch` (a phone's offline queue).
 //! - [`open311`]: Open311 GeoReport v2 (JSON and XML).
 //! - [`reads`]: the reporter's view and Open311 reads from ClickHouse.
@@ -17,6 +18,7 @@
 //! - [`config`]: the configuration (defaults, file, environment).
 
 pub mod api;
+pub mod auth;
 pub mod batch;
 pub mod bounds;
 pub mod config;
@@ -56,10 +58,11 @@ pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
     let tokens = TokenStore::open(&config.tokens_file)?;
     let secret = SecretKey::load(Path::new(&config.secret_file))
         .context("loading the key for hashing phone numbers")?;
-    let producer = producer::CommandProducer::new(
+    let producer = producer::CommandProducer::with_linger(
         &config.kafka_brokers,
         &config.commands_topic,
         Duration::from_millis(config.produce_timeout_ms),
+        Some(config.producer_linger_ms),
     )?;
     let limits = api::Limits {
         per_token: ratelimit::RateLimiter::new(
@@ -91,9 +94,9 @@ pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
     if reads.is_some() {
         gridclue_core::ch::validate_database_name(&config.clickhouse_database)?;
     }
-    Ok(api::AppState {
+    Ok(api::AppState::new(api::AppInner {
         catalog: Arc::new(catalog),
-        tokens,
+        tokens: auth::Tokens::new(tokens, Duration::from_secs(1)),
         secret,
         bounds,
         area,
@@ -105,7 +108,7 @@ pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
         recent: Arc::new(recent::RecentIds::new(config.recent_ids_capacity)),
         reads,
         open311_reads_require_key: config.open311_reads_require_key,
-    })
+    }))
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests and flushes the producer.

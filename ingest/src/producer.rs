@@ -25,8 +25,23 @@ pub struct CommandProducer {
 
 impl CommandProducer {
     pub fn new(brokers: &str, topic: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let producer: FutureProducer =
-            gridclue_core::kafka::producer_config(brokers, timeout.as_millis() as u64).create()?;
+        Self::with_linger(brokers, topic, timeout, None)
+    }
+
+    /// Like [`CommandProducer::new`], with the batching delay set (`None`: the shared default).
+    pub fn with_linger(
+        brokers: &str,
+        topic: &str,
+        timeout: Duration,
+        linger_ms: Option<f64>,
+    ) -> anyhow::Result<Self> {
+        let mut config = gridclue_core::kafka::producer_config(brokers, timeout.as_millis() as u64);
+        // Small records, each awaited by a client: send them without Nagle's delay.
+        config.set("socket.nagle.disable", "true");
+        if let Some(linger) = linger_ms.filter(|l| l.is_finite() && *l >= 0.0) {
+            config.set("linger.ms", linger.to_string());
+        }
+        let producer: FutureProducer = config.create()?;
         Ok(Self {
             producer,
             topic: topic.to_owned(),
