@@ -432,8 +432,9 @@ async fn main() -> anyhow::Result<()> {
     for w in workers {
         w.await?;
     }
-    progress.await?;
+    // Measured before the progress line's last tick, which may be up to 0.5 s later.
     let secs = started.elapsed().as_secs_f64();
+    progress.await?;
     let h = histogram.lock().expect("histogram lock");
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     eprintln!();
