@@ -14,7 +14,7 @@
 #   GRIDCLUE_SINK_PORT 7404; GRIDCLUE_CH_HTTP_PORT etc. (see scripts/clickhouse.sh);
 #   GRIDCLUE_CLICKHOUSE_DATABASE (gridclue); GRIDCLUE_DEVBROKER_PARTITIONS (6);
 #   GRIDCLUE_READY_TIMEOUT seconds per service (90); GRIDCLUE_STOP_TIMEOUT seconds (15);
-#   GRIDCLUE_SKIP_BUILD=1 to use the binaries as they are; GRIDCLUE_BIN_DIR (target/debug);
+#   GRIDCLUE_SKIP_BUILD=1 to use the binaries as they are; GRIDCLUE_BIN_DIR ($CARGO_TARGET_DIR/debug, else target/debug);
 #   GRIDCLUE_DEMO_COUNT (5000), GRIDCLUE_DEMO_RATE (500); RUST_LOG (info).
 set -euo pipefail
 
@@ -23,7 +23,7 @@ VAR_DIR="${GRIDCLUE_VAR_DIR:-$REPO_ROOT/var}"
 export GRIDCLUE_VAR_DIR="$VAR_DIR" # scripts/clickhouse.sh uses the same directory
 RUN_DIR="$VAR_DIR/run"
 LOG_DIR="$VAR_DIR/log"
-BIN_DIR="${GRIDCLUE_BIN_DIR:-$REPO_ROOT/target/debug}"
+BIN_DIR="${GRIDCLUE_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug}"
 CLICKHOUSE_SH="$REPO_ROOT/scripts/clickhouse.sh"
 
 CH_URL="http://127.0.0.1:${GRIDCLUE_CH_HTTP_PORT:-18123}"
