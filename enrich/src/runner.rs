@@ -25,7 +25,7 @@
 //! processed: the new owner processes them from the last committed offset.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,7 @@ impl Epochs {
 
 struct EnrichContext {
     epochs: Arc<Epochs>,
+    owned: Arc<AtomicUsize>,
 }
 
 impl ClientContext for EnrichContext {}
@@ -113,12 +114,19 @@ impl ConsumerContext for EnrichContext {
                     *e.entry(el.partition()).or_default() += 1;
                 }
             }
+            let n = tpl.count();
+            let _ = self
+                .owned
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |o| {
+                    Some(o.saturating_sub(n))
+                });
             tracing::info!(partitions = tpl.count(), "partitions revoked");
         }
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            self.owned.fetch_add(tpl.count(), Ordering::SeqCst);
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
     }
@@ -140,6 +148,8 @@ pub struct Runner {
     pub processor: Processor,
     pub metrics: EnrichMetrics,
     pub ready: Arc<AtomicBool>,
+    /// How many partitions of the commands topic this processor owns right now.
+    pub owned_partitions: Arc<AtomicUsize>,
     maps: Option<watch::Receiver<Arc<GeoIndex>>>,
     partitions: HashMap<i32, PartitionState>,
 }
@@ -151,6 +161,7 @@ impl Runner {
             processor,
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
+            owned_partitions: Arc::new(AtomicUsize::new(0)),
             maps: None,
             partitions: HashMap::new(),
         }
@@ -170,6 +181,7 @@ impl Runner {
         )
         .create_with_context(EnrichContext {
             epochs: epochs.clone(),
+            owned: self.owned_partitions.clone(),
         })
         .context("creating the commands consumer")?;
         let producer: FutureProducer = gridclue_core::kafka::producer_config(

@@ -1,0 +1,391 @@
+//! Shared helpers of the enrich integration tests: a deterministic command workload, a
+//! sequential reference run of the pure processor, and Kafka plumbing for the mock cluster.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gridclue_core::category::CategoryCode;
+use gridclue_core::wire::{
+    Actor, ActorKind, Channel, Command, CommandEnvelope, EventEnvelope, Report, SCHEMA_VERSION,
+};
+use gridclue_core::{ClueId, CommandId, GeoPoint};
+use gridclue_enrich::geoindex::Located;
+use gridclue_enrich::processor::{ClueState, DecideCtx, OpenClues, Output, Processor};
+use gridclue_enrich::EnrichConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use uuid::Uuid;
+
+pub fn data_dir() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data")
+        .display()
+        .to_string()
+}
+
+pub fn processor() -> Processor {
+    gridclue_enrich::build_processor(&EnrichConfig {
+        data_dir: data_dir(),
+        ..EnrichConfig::default()
+    })
+    .unwrap()
+}
+
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Monday 2025-03-10 09:00 in UTC+8, as epoch ms.
+pub const MONDAY_9AM: u64 = 1_741_568_400_000;
+
+pub fn envelope(clue: ClueId, command: Command, at_ms: u64) -> CommandEnvelope {
+    let command_id = if matches!(command, Command::Report(_)) {
+        CommandId::for_report(clue)
+    } else {
+        CommandId(Uuid::from_u128(
+            u128::from(at_ms) << 64 | u128::from(clue.0.as_u128() as u64),
+        ))
+    };
+    CommandEnvelope {
+        v: SCHEMA_VERSION,
+        command_id,
+        clue_id: clue,
+        issued_at_ms: at_ms,
+        actor: Actor {
+            kind: ActorKind::Staff,
+            id: "tester".into(),
+            group: None,
+        },
+        command,
+    }
+}
+
+pub fn report(category: &str, lat: f64, lon: f64) -> Command {
+    Command::Report(Report {
+        category: CategoryCode::parse(category).unwrap(),
+        location: GeoPoint::new(lat, lon).unwrap(),
+        description: "test".into(),
+        photos: vec![],
+        reported_at_ms: None,
+        phone_hash: None,
+        channel: Channel::Api,
+    })
+}
+
+/// A point strictly inside some grid, as (lat, lon).
+pub fn inside_point(p: &Processor, rng: &mut Rng) -> (f64, f64) {
+    loop {
+        let (lat, lon) = (31.13 + 0.14 * rng.unit(), 121.42 + 0.16 * rng.unit());
+        if let Located::Inside {
+            on_boundary: false, ..
+        } = p.index.locate(lon, lat)
+        {
+            return (lat, lon);
+        }
+    }
+}
+
+/// Records per partition, in the order they are produced: (key, payload).
+pub struct Workload {
+    pub partitions: Vec<Vec<(String, Vec<u8>)>>,
+}
+
+impl Workload {
+    pub fn len(&self) -> usize {
+        self.partitions.iter().map(Vec::len).sum()
+    }
+}
+
+/// A deterministic mix per partition: full and partial lifecycles, postponements, repeated
+/// command ids, illegal transitions, near-duplicate reports (same category within metres of an
+/// earlier clue of the same partition), points outside the district, and a few undecodable
+/// records and key mismatches.
+pub fn workload(
+    p: &Processor,
+    partitions: usize,
+    clues_per_partition: usize,
+    seed: u64,
+) -> Workload {
+    let mut rng = Rng(seed);
+    let categories = [
+        "manhole_cover",
+        "garbage_pile",
+        "street_light",
+        "food_safety",
+    ];
+    let mut out = Vec::new();
+    for part in 0..partitions {
+        let mut queues: Vec<(ClueId, Vec<Command>)> = Vec::new();
+        let mut placed: Vec<(&str, f64, f64)> = Vec::new();
+        for _ in 0..clues_per_partition {
+            let clue = ClueId(Uuid::from_u128(
+                u128::from(rng.next()) << 64 | u128::from(rng.next()),
+            ));
+            let r = rng.below(100);
+            let (cat, lat, lon) = if r < 30 && !placed.is_empty() {
+                let (c, la, lo) = placed[rng.below(placed.len())];
+                (
+                    c,
+                    la + 0.0001 * (rng.unit() - 0.5),
+                    lo + 0.0001 * (rng.unit() - 0.5),
+                )
+            } else if r < 33 {
+                (categories[rng.below(4)], 30.5, 120.9)
+            } else {
+                let (la, lo) = inside_point(p, &mut rng);
+                (categories[rng.below(4)], la, lo)
+            };
+            placed.push((cat, lat, lon));
+            let mut cmds = vec![report(cat, lat, lon)];
+            let life = [
+                Command::Accept,
+                Command::Dispatch {
+                    department: "water_affairs".into(),
+                },
+                Command::Start,
+                Command::Handle {
+                    note: "done".into(),
+                },
+                Command::VerifyOk,
+            ];
+            let steps = rng.below(life.len() + 1);
+            cmds.extend(life.into_iter().take(steps));
+            if rng.below(4) == 0 {
+                let at = 1 + rng.below(cmds.len());
+                cmds.insert(
+                    at,
+                    Command::Postpone {
+                        reason: "rain".into(),
+                        working_hours: 1 + rng.below(9) as u32,
+                    },
+                );
+            }
+            if rng.below(6) == 0 {
+                // Illegal here (or terminal): refused with a reason.
+                cmds.insert(1, Command::VerifyOk);
+            }
+            queues.push((clue, cmds));
+        }
+        let mut records = Vec::new();
+        let mut t = MONDAY_9AM + part as u64 * 7_000;
+        let mut last: HashMap<ClueId, Vec<u8>> = HashMap::new();
+        while !queues.is_empty() {
+            let i = rng.below(queues.len());
+            let (clue, cmds) = &mut queues[i];
+            let clue = *clue;
+            let cmd = cmds.remove(0);
+            if cmds.is_empty() {
+                queues.swap_remove(i);
+            }
+            t += 30_000 + rng.below(600_000) as u64;
+            let payload = envelope(clue, cmd, t).encode();
+            records.push((clue.to_string(), payload.clone()));
+            match rng.below(40) {
+                // The same command again (a producer retry): a no-op.
+                0 | 1 => records.push((clue.to_string(), payload.clone())),
+                2 => records.push((clue.to_string(), b"\xffnot json".to_vec())),
+                3 => {
+                    if let Some(other) = last.values().next() {
+                        records.push((clue.to_string(), other.clone()));
+                    }
+                }
+                _ => {}
+            }
+            last.insert(clue, payload);
+        }
+        out.push(records);
+    }
+    Workload { partitions: out }
+}
+
+/// Facts without their processing time, which differs between runs.
+pub fn normalized(mut e: EventEnvelope) -> EventEnvelope {
+    e.processed_at_ms = 0;
+    e
+}
+
+/// The reference: each partition's commands decided in order by one processor that never
+/// crashes. Returns the facts by identity and the number of refusals.
+pub fn simulate(p: &Processor, w: &Workload) -> (BTreeMap<(ClueId, u32), EventEnvelope>, usize) {
+    let mut facts = BTreeMap::new();
+    let mut refusals = 0;
+    for records in &w.partitions {
+        let mut states: HashMap<ClueId, ClueState> = HashMap::new();
+        let mut open = OpenClues::new(p.dedupe.radius_m);
+        for (offset, (key, payload)) in records.iter().enumerate() {
+            let Ok(cmd) = CommandEnvelope::decode(payload) else {
+                continue;
+            };
+            if cmd.clue_id.to_string() != *key {
+                continue;
+            }
+            let d = p.decide(
+                states.get(&cmd.clue_id),
+                &cmd,
+                &DecideCtx {
+                    now_ms: 0,
+                    offset: offset as i64,
+                    open: &open,
+                },
+            );
+            if let Some(next) = d.next {
+                open.observe(cmd.clue_id, &next);
+                states.insert(cmd.clue_id, next);
+            }
+            match d.output {
+                Output::Event(e) => {
+                    assert!(facts.insert((e.clue_id, e.seq), normalized(*e)).is_none());
+                }
+                Output::Rejected { .. } => refusals += 1,
+                Output::Repeat => {}
+            }
+        }
+    }
+    (facts, refusals)
+}
+
+pub fn producer(bootstrap: &str) -> FutureProducer {
+    gridclue_core::kafka::producer_config(bootstrap, 30_000)
+        .create()
+        .unwrap()
+}
+
+/// Produces records `range` of every partition, in order, to the partition of their index.
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    w: &Workload,
+    range: std::ops::Range<usize>,
+) {
+    for (part, records) in w.partitions.iter().enumerate() {
+        let end = range.end.min(records.len());
+        if range.start >= end {
+            continue;
+        }
+        let sends = records[range.start..end].iter().map(|(k, v)| {
+            producer.send(
+                FutureRecord::to(topic)
+                    .partition(part as i32)
+                    .key(k)
+                    .payload(v),
+                Duration::from_secs(10),
+            )
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| e).unwrap();
+        }
+    }
+}
+
+/// Every record of a topic from the beginning up to its end, read again as the topic grows
+/// until `done` says enough (or `timeout` passes).
+pub fn read_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+    mut done: impl FnMut(&[Vec<u8>]) -> bool,
+) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    loop {
+        let ends: Vec<(i32, i64)> = (0..partitions)
+            .map(|p| {
+                let (_, hi) = consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(5))
+                    .unwrap();
+                (p, hi)
+            })
+            .collect();
+        while ends
+            .iter()
+            .any(|(p, hi)| next.get(p).copied().unwrap_or(0) < *hi)
+        {
+            assert!(Instant::now() < deadline, "reading {topic} timed out");
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    out.push(m.payload().unwrap_or_default().to_vec());
+                    next.insert(m.partition(), m.offset() + 1);
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {}
+            }
+        }
+        if done(&out) || Instant::now() >= deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Checks the facts read back against the reference: every identity present, none extra, and
+/// every copy of an identity identical to the reference fact. Returns the number of copies
+/// beyond the first (harmless replays).
+pub fn check_exactly_once(
+    expected: &BTreeMap<(ClueId, u32), EventEnvelope>,
+    got: &[Vec<u8>],
+) -> usize {
+    let mut seen: BTreeMap<(ClueId, u32), usize> = BTreeMap::new();
+    for bytes in got {
+        let e = normalized(EventEnvelope::decode(bytes).unwrap());
+        let id = (e.clue_id, e.seq);
+        let want = expected
+            .get(&id)
+            .unwrap_or_else(|| panic!("unexpected fact {id:?}: {e:?}"));
+        assert_eq!(&e, want, "fact {id:?} differs from the reference");
+        *seen.entry(id).or_default() += 1;
+    }
+    let missing: Vec<_> = expected.keys().filter(|k| !seen.contains_key(k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} facts missing, e.g. {:?}",
+        missing.len(),
+        expected.len(),
+        &missing[..missing.len().min(3)]
+    );
+    seen.values().map(|n| n - 1).sum()
+}
+
+/// A count of facts per identity that stops reading once all are there.
+pub fn all_facts_seen(expected: usize) -> impl FnMut(&[Vec<u8>]) -> bool {
+    move |got: &[Vec<u8>]| {
+        let ids: std::collections::HashSet<(ClueId, u32)> = got
+            .iter()
+            .filter_map(|b| EventEnvelope::decode(b).ok())
+            .map(|e| (e.clue_id, e.seq))
+            .collect();
+        ids.len() >= expected
+    }
+}

@@ -1,0 +1,255 @@
+//! The processor against librdkafka's mock cluster (real Kafka protocol, one cluster per test):
+//! crashes mid-stream and partitions moving between two processors must leave every command's
+//! effect on `clues.events` exactly once by `(clue_id, seq)` — none missing, none with other
+//! content than a crash-free sequential run gives, identical copies at most.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use gridclue_core::wire::{DlqReason, DlqRecord};
+use gridclue_enrich::metrics::EnrichMetrics;
+use gridclue_enrich::runner::{Runner, StateRecord};
+use gridclue_enrich::EnrichConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const PARTITIONS: i32 = 4;
+
+fn cluster() -> MockCluster<'static, DefaultProducerContext> {
+    let mock = MockCluster::new(1).unwrap();
+    for (topic, partitions) in [
+        ("clues.commands", PARTITIONS),
+        ("clues.events", PARTITIONS),
+        ("clues.state", PARTITIONS),
+        ("clues.dlq", 1),
+    ] {
+        mock.create_topic(topic, partitions, 1).unwrap();
+    }
+    mock
+}
+
+fn config(bootstrap: &str, batch_max: usize) -> EnrichConfig {
+    EnrichConfig {
+        kafka_brokers: bootstrap.to_owned(),
+        data_dir: data_dir(),
+        batch_max,
+        restore_timeout_ms: 20_000,
+        ..EnrichConfig::default()
+    }
+}
+
+struct Running {
+    task: JoinHandle<anyhow::Result<()>>,
+    owned: Arc<AtomicUsize>,
+    stop: watch::Sender<bool>,
+    metrics: EnrichMetrics,
+}
+
+fn start(cfg: &EnrichConfig) -> Running {
+    gridclue_core::telemetry::init_tracing("enrich-test");
+    let metrics = EnrichMetrics::new();
+    let runner = Runner::new(cfg.clone(), processor(), metrics.clone());
+    let (stop, rx) = watch::channel(false);
+    let owned = runner.owned_partitions.clone();
+    Running {
+        owned,
+        task: tokio::spawn(runner.run(rx)),
+        stop,
+        metrics,
+    }
+}
+
+fn events_so_far(bootstrap: &str) -> usize {
+    let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    (0..PARTITIONS)
+        .map(|p| {
+            rdkafka::consumer::Consumer::fetch_watermarks(
+                &c,
+                "clues.events",
+                p,
+                Duration::from_secs(5),
+            )
+            .map_or(0, |(lo, hi)| (hi - lo) as usize)
+        })
+        .sum()
+}
+
+async fn wait_for_events(r: &mut Running, bootstrap: &str, at_least: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if r.task.is_finished() {
+            panic!("the processor stopped: {:?}", (&mut r.task).await);
+        }
+        let b = bootstrap.to_owned();
+        let n = tokio::task::spawn_blocking(move || events_so_far(&b))
+            .await
+            .unwrap();
+        if n >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("fewer than {at_least} events after {timeout:?}");
+}
+
+async fn verify(bootstrap: &str, w: &Workload) {
+    let p = processor();
+    let (expected, refusals) = simulate(&p, w);
+    let b = bootstrap.to_owned();
+    let n = expected.len();
+    let got = tokio::task::spawn_blocking(move || {
+        read_all(
+            &b,
+            "clues.events",
+            PARTITIONS,
+            Duration::from_secs(60),
+            all_facts_seen(n),
+        )
+    })
+    .await
+    .unwrap();
+    let copies = check_exactly_once(&expected, &got);
+    eprintln!(
+        "{} facts as in the reference run, {copies} identical extra copies, {refusals} refusals",
+        expected.len()
+    );
+    // Every refusal and every undecodable record is on the DLQ (at least once).
+    let b = bootstrap.to_owned();
+    let dlq = tokio::task::spawn_blocking(move || {
+        read_all(&b, "clues.dlq", 1, Duration::from_secs(5), |_| true)
+    })
+    .await
+    .unwrap();
+    let records: Vec<DlqRecord> = dlq.iter().map(|b| DlqRecord::decode(b).unwrap()).collect();
+    let mut refused: std::collections::HashSet<(i32, i64)> = Default::default();
+    for r in &records {
+        assert_eq!(r.stage, "enrich");
+        if !matches!(r.reason, DlqReason::Undecodable | DlqReason::KeyMismatch) {
+            refused.insert((r.source_partition, r.source_offset));
+        }
+    }
+    assert_eq!(refused.len(), refusals, "refusals on the DLQ");
+    assert!(records.iter().any(|r| r.reason == DlqReason::Undecodable));
+    assert!(records.iter().any(|r| r.reason == DlqReason::KeyMismatch));
+    // The changelog holds a state for every clue that exists.
+    let b = bootstrap.to_owned();
+    let states = tokio::task::spawn_blocking(move || {
+        read_all(
+            &b,
+            "clues.state",
+            PARTITIONS,
+            Duration::from_secs(5),
+            |_| true,
+        )
+    })
+    .await
+    .unwrap();
+    let clues: std::collections::HashSet<_> = states
+        .iter()
+        .map(|b| serde_json::from_slice::<StateRecord>(b).unwrap().clue_id)
+        .collect();
+    let expected_clues: std::collections::HashSet<_> = expected.keys().map(|k| k.0).collect();
+    assert_eq!(clues, expected_clues);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_restarted_mid_stream_every_fact_exactly_once() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let p = processor();
+    let w = workload(&p, PARTITIONS as usize, 150, 11);
+    let (expected, _) = simulate(&p, &w);
+    let producer = producer(&bootstrap);
+    produce(&producer, "clues.commands", &w, 0..usize::MAX).await;
+    let cfg = config(&bootstrap, 40);
+
+    // Kill the processor (abort its task: no shutdown, no final commit) twice mid-stream.
+    let total = expected.len();
+    for quarter in [1, 2] {
+        let mut r = start(&cfg);
+        wait_for_events(
+            &mut r,
+            &bootstrap,
+            total * quarter / 4,
+            Duration::from_secs(60),
+        )
+        .await;
+        r.task.abort();
+        let _ = r.task.await;
+    }
+    let r = start(&cfg);
+    verify(&bootstrap, &w).await;
+    assert!(r.metrics.assignments.with_label_values(&["inside"]).get() > 0);
+    r.stop.send(true).unwrap();
+    r.task.await.unwrap().unwrap();
+    drop(mock);
+}
+
+/// Waits until the given processors own the given numbers of partitions.
+async fn wait_for_ownership(rs: &[(&Running, usize)], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let owned: Vec<usize> = rs
+            .iter()
+            .map(|(r, _)| r.owned.load(Ordering::SeqCst))
+            .collect();
+        if rs.iter().zip(&owned).all(|((_, want), got)| got == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ownership {owned:?} after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processors_while_partitions_move_every_fact_exactly_once() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let p = processor();
+    let w = workload(&p, PARTITIONS as usize, 150, 23);
+    let producer = producer(&bootstrap);
+    let cfg = config(&bootstrap, 25);
+    let longest = w.partitions.iter().map(Vec::len).max().unwrap();
+    let step = longest / 5 + 1;
+    let half = PARTITIONS as usize / 2;
+    let all = PARTITIONS as usize;
+
+    produce(&producer, "clues.commands", &w, 0..step).await;
+    let mut a = start(&cfg);
+    wait_for_events(&mut a, &bootstrap, 1, Duration::from_secs(30)).await;
+    // A second processor joins while commands keep coming: the partitions are split.
+    let b = start(&cfg);
+    produce(&producer, "clues.commands", &w, step..2 * step).await;
+    wait_for_ownership(&[(&a, half), (&b, half)], Duration::from_secs(60)).await;
+    produce(&producer, "clues.commands", &w, 2 * step..3 * step).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The first one leaves cleanly: its partitions move to the second.
+    a.stop.send(true).unwrap();
+    a.task.await.unwrap().unwrap();
+    wait_for_ownership(&[(&b, all)], Duration::from_secs(60)).await;
+    produce(&producer, "clues.commands", &w, 3 * step..4 * step).await;
+    // A third joins (the partitions are split again) and the second is killed mid-stream:
+    // the third takes everything over once the group gives up on the second.
+    let c = start(&cfg);
+    produce(&producer, "clues.commands", &w, 4 * step..usize::MAX).await;
+    wait_for_ownership(&[(&b, half), (&c, half)], Duration::from_secs(60)).await;
+    b.task.abort();
+    let _ = b.task.await;
+    wait_for_ownership(&[(&c, all)], Duration::from_secs(60)).await;
+    verify(&bootstrap, &w).await;
+    c.stop.send(true).unwrap();
+    c.task.await.unwrap().unwrap();
+    drop(mock);
+}
