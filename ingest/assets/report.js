@@ -337,6 +337,10 @@
     window.addEventListener("offline", renderNet);
     setInterval(flush, RETRY_MS);
 
+    if ("serviceWorker" in navigator) {
+      // Lets the page open without signal; the queue itself is in localStorage.
+      navigator.serviceWorker.register("/report-sw.js", { scope: "/" }).catch(function () {});
+    }
     if (state.token) { $("report-panel").hidden = false; } else { askToken(); }
     renderTexts();
     locate();

@@ -97,6 +97,7 @@ pub fn app(state: AppState) -> Router {
         .route("/report", get(crate::page::index))
         .route("/report/app.js", get(crate::page::script))
         .route("/report/app.css", get(crate::page::style))
+        .route("/report-sw.js", get(crate::page::service_worker))
         .route("/v1/clues", post(post_clue))
         .route("/v1/clues:batch", post(crate::batch::post_batch))
         .route("/v1/clues/{id}", get(crate::reads::get_clue))

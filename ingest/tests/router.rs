@@ -602,6 +602,7 @@ async fn the_reporting_page_and_its_assets_are_served() {
         ("/report", "text/html", "/report/app.css"),
         ("/report/app.js", "text/javascript", "clues:batch"),
         ("/report/app.css", "text/css", ".cat"),
+        ("/report-sw.js", "text/javascript", "caches.open"),
     ] {
         let r = call(&app, Request::get(path).body(Body::empty()).unwrap()).await;
         assert_eq!(r.status(), StatusCode::OK, "{path}");

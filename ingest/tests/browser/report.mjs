@@ -1,8 +1,8 @@
 // Drives ingest's reporting page in headless Debian Chromium (playwright-core):
 //   node report.mjs <ingest-url> <reporter-token> [screenshot-dir]
 // 1. geolocation stubbed: pick a category, submit (2 taps) -> sent through the batch endpoint;
-// 2. network cut: a clue is queued in localStorage, nothing is sent; network back: the `online`
-//    event sends it;
+// 2. network cut: a clue is queued in localStorage, nothing is sent; the page reopened offline
+//    comes from the service worker with the queue intact; network back: the queue is sent;
 // 3. geolocation refused: the map fallback (tap on the drawn map) places the clue.
 // Prints {"online": id, "offline": id, "pinned": id, "pinned_location": {...}} on stdout; the
 // Rust test checks those clues on the topic. Exits non-zero on any failed expectation.
@@ -93,6 +93,10 @@ try {
     "category names in English",
   );
 
+  // The service worker controls the page before the network goes.
+  await page.waitForFunction(() => navigator.serviceWorker && navigator.serviceWorker.controller !== null,
+    null, { timeout: STEP_MS });
+
   // Offline: the clue is queued, not sent.
   await context.setOffline(true);
   await page.waitForFunction(() => !navigator.onLine, null, { timeout: STEP_MS });
@@ -104,12 +108,21 @@ try {
   expect((await page.textContent("#net")) === "Offline", "offline shown");
   await page.waitForTimeout(1500);
   expect(sent.length === 1, "nothing sent while offline");
-  await shot(page, "2-offline-queued");
   result.offline = queued[0].clue_id;
+
+  // Still offline, the rider closes and reopens the page: the service worker serves it, the
+  // queue is still there (and the language choice too).
+  await page.reload();
+  await page.waitForSelector(".cat", { timeout: STEP_MS });
+  expect((await page.textContent("h1")) === "Report a problem", "the page opens offline, in English");
+  await page.waitForSelector('body[data-queue="1"]', { timeout: STEP_MS });
+  expect(sent.length === 1, "nothing sent while offline");
+  await shot(page, "2-offline-queued");
 
   // Back online: the `online` event sends the queue.
   await context.setOffline(false);
-  await page.waitForSelector('body[data-queue="0"][data-sent="2"]', { timeout: STEP_MS });
+  // (the page was reloaded, so its own sent counter starts again at 0)
+  await page.waitForSelector('body[data-queue="0"][data-sent="1"]', { timeout: STEP_MS });
   expect(sent.length === 2 && sent[1].clue_id === result.offline, "the queued clue was sent");
   await shot(page, "3-sent");
   expect(pageErrors.length === 0, "no script errors: " + pageErrors.join("; "));
