@@ -57,6 +57,8 @@ impl Rng {
 /// Monday 2025-03-10 09:00 in UTC+8, as epoch ms.
 pub const MONDAY_9AM: u64 = 1_741_568_400_000;
 
+/// A command issued at `at_ms`; its id is derived from the clue and the time (a report's from
+/// the clue alone, as ingest does), so one clue's commands need distinct times.
 pub fn envelope(clue: ClueId, command: Command, at_ms: u64) -> CommandEnvelope {
     let command_id = if matches!(command, Command::Report(_)) {
         CommandId::for_report(clue)
