@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -228,10 +229,11 @@ async fn services(State(state): State<AppState>, req: Request, format: Format) -
 
 async fn service_definition(
     State(state): State<AppState>,
-    Path(file): Path<String>,
+    file: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Response {
     let (parts, _) = req.into_parts();
+    let file = file.map(|Path(f)| f).unwrap_or_default();
     let Some((code, format)) = Format::split(&file) else {
         return fail(&state, ApiError::NoRoute, Format::Json);
     };
@@ -435,10 +437,11 @@ async fn get_requests(State(state): State<AppState>, req: Request, format: Forma
 
 async fn get_request(
     State(state): State<AppState>,
-    Path(file): Path<String>,
+    file: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Response {
     let (parts, _) = req.into_parts();
+    let file = file.map(|Path(f)| f).unwrap_or_default();
     let Some((id, format)) = Format::split(&file) else {
         return fail(&state, ApiError::NoRoute, Format::Json);
     };

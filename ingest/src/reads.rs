@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -270,10 +271,12 @@ fn optional_time(ms: u64) -> serde_json::Value {
 /// `GET /v1/clues/{id}`: the reporter's own clue with its history; anything else is 404.
 pub async fn get_clue(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Response {
     let (parts, _) = req.into_parts();
+    // An undecodable path segment cannot name a clue: it is a plain 404 like any unknown id.
+    let id = id.map(|Path(id)| id).unwrap_or_default();
     match reporter_view(&state, &parts, &id).await {
         Ok(r) => r,
         Err(e) => state.reject(e).into_response(),

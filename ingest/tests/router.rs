@@ -368,6 +368,24 @@ async fn unknown_routes_methods_and_reads_without_clickhouse() {
     )
     .await;
     expect_problem(r, StatusCode::NOT_FOUND, "no_route").await;
+    // A path segment that is not UTF-8 once decoded is still a problem+json answer.
+    let r = call(
+        &app,
+        Request::get("/v1/clues/%FF%FE")
+            .header("authorization", format!("Bearer {}", env.reporter))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    expect_problem(r, StatusCode::NOT_FOUND, "not_found").await;
+    let r = call(
+        &app,
+        Request::get("/open311/v2/requests/%FF.json")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = call(
         &app,
         Request::delete("/v1/clues").body(Body::empty()).unwrap(),
