@@ -98,6 +98,16 @@ async fn database(url: &str) -> String {
     db
 }
 
+async fn drop_database(url: &str, db: &str) {
+    sql(
+        &reqwest::Client::new(),
+        url,
+        None,
+        &format!("DROP DATABASE IF EXISTS {db}"),
+    )
+    .await;
+}
+
 async fn insert(url: &str, db: &str, table: &str, rows: &[Value]) {
     let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
     sql(
@@ -332,6 +342,7 @@ async fn reporters_see_their_own_clues_only() {
         "reads_unavailable"
     );
     server.stop().await.unwrap();
+    drop_database(&ch, &db).await;
 }
 
 /// Minimal XML reading for the assertions: the text of every `<tag>` element, in order.
@@ -720,4 +731,5 @@ async fn open311_client_round_trip() {
     assert_eq!(r.status().as_u16(), 200);
     server.stop().await.unwrap();
     drop(cluster);
+    drop_database(&ch, &db).await;
 }
