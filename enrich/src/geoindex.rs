@@ -89,7 +89,7 @@ pub struct IndexParams {
 impl Default for IndexParams {
     fn default() -> Self {
         Self {
-            cells_per_grid: 64.0,
+            cells_per_grid: 96.0,
             max_cells: 1 << 26,
         }
     }
@@ -148,6 +148,10 @@ struct Seg {
 
 /// An edge as listed in one cell: its coordinates, the bits of its grids in the cell's label
 /// list, and the side of the cell's reference point (sign of orient2d(a, b, r)).
+///
+/// A boundary cell is one contiguous block of these (one or two cache lines for most cells):
+/// a header — `ax, ay` = the reference point r, `bx` = the start of the cell's labels (an
+/// integer), `mask` = the grids containing r, `side` = the number of edges — then its edges.
 #[derive(Clone, Copy)]
 struct CellSeg {
     ax: f64,
@@ -156,15 +160,6 @@ struct CellSeg {
     by: f64,
     mask: u32,
     side: i32,
-}
-
-struct Mixed {
-    rx: f64,
-    ry: f64,
-    segs_start: u32,
-    segs_end: u32,
-    labels_start: u32,
-    r_mask: u32,
 }
 
 struct Cells {
@@ -177,7 +172,7 @@ struct Cells {
     nx: usize,
     ny: usize,
     tags: Vec<u32>,
-    mixed: Vec<Mixed>,
+    mixed_count: usize,
     segs: Vec<CellSeg>,
     labels: Vec<u32>,
     cell_size_m: f64,
@@ -323,9 +318,9 @@ impl GeoIndex {
             grids: self.grids.len(),
             segments: self.cells.segment_count,
             cells: self.cells.tags.len(),
-            mixed_cells: self.cells.mixed.len(),
+            mixed_cells: self.cells.mixed_count,
             slow_cells: self.cells.slow,
-            cell_segment_refs: self.cells.segs.len(),
+            cell_segment_refs: self.cells.segs.len() - self.cells.mixed_count,
             cell_size_m: self.cells.cell_size_m,
         }
     }
@@ -372,17 +367,18 @@ impl GeoIndex {
         } else if tag == TAG_SLOW {
             self.locate_exact(lon, lat)
         } else {
-            self.locate_mixed(&c.mixed[(tag & !TAG_MIXED) as usize], lon, lat)
+            self.locate_mixed((tag & !TAG_MIXED) as usize, lon, lat)
         }
     }
 
-    fn locate_mixed(&self, m: &Mixed, x: f64, y: f64) -> Located {
+    fn locate_mixed(&self, block: usize, x: f64, y: f64) -> Located {
         let c = &self.cells;
+        let head = &c.segs[block];
         let p = rc(x, y);
-        let r = rc(m.rx, m.ry);
-        let mut inside = m.r_mask;
+        let r = rc(head.ax, head.ay);
+        let mut inside = head.mask;
         let mut on = 0u32;
-        for s in &c.segs[m.segs_start as usize..m.segs_end as usize] {
+        for s in &c.segs[block + 1..block + 1 + head.side as usize] {
             let (a, b) = (rc(s.ax, s.ay), rc(s.bx, s.by));
             let o = orient2d(a, b, p);
             if o == 0.0 {
@@ -401,7 +397,7 @@ impl GeoIndex {
             }
         }
         let strict = inside & !on;
-        let labels = &c.labels[m.labels_start as usize..];
+        let labels = &c.labels[head.bx as usize..];
         if strict != 0 {
             Located::Inside {
                 grid: labels[strict.trailing_zeros() as usize],
@@ -600,7 +596,7 @@ impl GeoIndex {
         // 4. Walk each row from the left (outside every grid), carrying the set of grids that
         //    contain the current reference point.
         let mut tags = vec![TAG_OUTSIDE; ncells];
-        let mut mixed = Vec::new();
+        let mut mixed_count = 0usize;
         let mut cell_segs = Vec::new();
         let mut labels = Vec::new();
         let mut slow = 0usize;
@@ -687,7 +683,20 @@ impl GeoIndex {
                     }
                 };
                 let r_mask = set.iter().fold(0u32, |m, &l| m | bit(l));
-                let segs_start = cell_segs.len() as u32;
+                let block = cell_segs.len();
+                if block >= TAG_MIXED as usize || labels.len() >= 1 << 52 {
+                    tags[c] = TAG_SLOW;
+                    slow += 1;
+                    continue;
+                }
+                cell_segs.push(CellSeg {
+                    ax: r.x,
+                    ay: r.y,
+                    bx: labels.len() as f64,
+                    by: 0.0,
+                    mask: r_mask,
+                    side: list.len() as i32,
+                });
                 for &si in list {
                     let s = &segs[si as usize];
                     cell_segs.push(CellSeg {
@@ -699,15 +708,8 @@ impl GeoIndex {
                         side: sign(orient2d(rc(s.a.x, s.a.y), rc(s.b.x, s.b.y), r)),
                     });
                 }
-                tags[c] = TAG_MIXED | mixed.len() as u32;
-                mixed.push(Mixed {
-                    rx: r.x,
-                    ry: r.y,
-                    segs_start,
-                    segs_end: cell_segs.len() as u32,
-                    labels_start: labels.len() as u32,
-                    r_mask,
-                });
+                tags[c] = TAG_MIXED | block as u32;
+                mixed_count += 1;
                 labels.extend_from_slice(&cell_labels);
             }
         }
@@ -721,7 +723,7 @@ impl GeoIndex {
             nx,
             ny,
             tags,
-            mixed,
+            mixed_count,
             segs: cell_segs,
             labels,
             cell_size_m: side_m,
@@ -755,7 +757,7 @@ impl Cells {
             nx: 0,
             ny: 0,
             tags: Vec::new(),
-            mixed: Vec::new(),
+            mixed_count: 0,
             segs: Vec::new(),
             labels: Vec::new(),
             cell_size_m: 0.0,
