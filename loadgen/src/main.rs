@@ -360,8 +360,8 @@ async fn main() -> anyhow::Result<()> {
                     let due = started + Duration::from_secs_f64(*first as f64 / args.rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let t0 = Instant::now();
-                let request = if args.batch > 0 {
+                // The body is built before the clock starts: latency is the server's answer.
+                let (url, body) = if args.batch > 0 {
                     let clues: Vec<Value> = chunk
                         .iter()
                         .map(|(_, p)| {
@@ -370,21 +370,35 @@ async fn main() -> anyhow::Result<()> {
                             body
                         })
                         .collect();
-                    client
-                        .post(format!("{}/v1/clues:batch", args.ingest_url))
-                        .json(&json!({ "clues": clues }))
+                    (
+                        format!("{}/v1/clues:batch", args.ingest_url),
+                        serde_json::to_vec(&json!({ "clues": clues })).expect("JSON body"),
+                    )
                 } else {
-                    let p = &chunk[0].1;
-                    client
-                        .post(format!("{}/v1/clues", args.ingest_url))
-                        .header("Idempotency-Key", &p.idempotency_key)
-                        .json(&p.body)
+                    (
+                        format!("{}/v1/clues", args.ingest_url),
+                        serde_json::to_vec(&chunk[0].1.body).expect("JSON body"),
+                    )
                 };
-                let result = request.bearer_auth(&args.token).send().await;
-                let result = match result {
+                let mut request = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .bearer_auth(&args.token)
+                    .body(body);
+                if args.batch == 0 {
+                    request = request.header("Idempotency-Key", &chunk[0].1.idempotency_key);
+                }
+                let t0 = Instant::now();
+                let result = match request.send().await {
                     Ok(r) => {
                         let status = r.status().as_u16();
-                        let body = r.json::<Value>().await.ok();
+                        // Only batch answers are read item by item.
+                        let body = if args.batch > 0 {
+                            r.json::<Value>().await.ok()
+                        } else {
+                            r.bytes().await.ok();
+                            None
+                        };
                         Ok((status, body))
                     }
                     Err(e) => Err(e),
