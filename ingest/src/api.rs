@@ -80,6 +80,8 @@ pub struct AppInner {
     pub bounds: BoundingBox,
     /// The district's own bounding box (the reporting page's map).
     pub area: BoundingBox,
+    /// "<street> <community> <grid code>" by grid code, from the map (Open311 `address`).
+    pub grid_addresses: std::collections::HashMap<String, String>,
     pub producer: CommandProducer,
     pub metrics: IngestMetrics,
     pub max_clock_skew: Duration,

@@ -51,6 +51,29 @@ impl BoundingBox {
     }
 }
 
+/// A readable address for each unit grid of the map: "<street> <community> <grid code>"
+/// (used as Open311's `address`; the grid code alone is its `address_id`).
+pub fn grid_addresses(path: &Path) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading district map {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("parsing district map {}", path.display()))?;
+    let mut out = std::collections::HashMap::new();
+    for f in json["features"].as_array().context("map has no features")? {
+        let p = &f["properties"];
+        let Some(grid) = p["grid_code"].as_str() else {
+            continue;
+        };
+        let parts: Vec<&str> = [p["street_name"].as_str(), p["community_name"].as_str()]
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(grid))
+            .collect();
+        out.insert(grid.to_owned(), parts.join(" "));
+    }
+    Ok(out)
+}
+
 fn visit_positions(v: &serde_json::Value, f: &mut impl FnMut(f64, f64)) {
     if let Some(items) = v.as_array() {
         match (
@@ -87,5 +110,16 @@ mod tests {
         assert!(b.contains(31.1, 121.1));
         assert!(!b.contains(31.1, 121.3));
         assert!(b.expanded(0.2).contains(31.1, 121.3));
+    }
+
+    #[test]
+    fn shipped_map_names_every_grid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/district/grids.geojson");
+        let names = grid_addresses(&path).unwrap();
+        assert_eq!(names.len(), 1000);
+        assert_eq!(
+            names["310199001001001"],
+            "洪泉街道 兰城社区 310199001001001"
+        );
     }
 }

@@ -53,7 +53,9 @@ const RATE_LIMIT_MAX_KEYS: usize = 100_000;
 pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
     let data = Path::new(&config.data_dir);
     let catalog = Catalog::load(&data.join("categories.json"))?;
-    let area = bounds::BoundingBox::from_geojson(&data.join("district/grids.geojson"))?;
+    let map = data.join("district/grids.geojson");
+    let area = bounds::BoundingBox::from_geojson(&map)?;
+    let grid_addresses = bounds::grid_addresses(&map)?;
     let bounds = area.expanded(config.bbox_margin_deg);
     let tokens = TokenStore::open(&config.tokens_file)?;
     let secret = SecretKey::load(Path::new(&config.secret_file))
@@ -100,6 +102,7 @@ pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
         secret,
         bounds,
         area,
+        grid_addresses,
         producer,
         metrics,
         max_clock_skew: Duration::from_secs(config.max_clock_skew_secs),

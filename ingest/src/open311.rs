@@ -18,7 +18,8 @@
 //! `status` is `open` for every state of the closed loop before its end and `closed` for
 //! closed, rejected and duplicate clues; `status_notes` carries the detailed state.
 //! `agency_responsible` is the responsible department's name, `expected_datetime` the
-//! working-time deadline. Reads need no key unless `open311_reads_require_key` is set.
+//! working-time deadline, `address` "<street> <community> <grid code>" from the map and
+//! `address_id` the unit grid's code (both empty for points outside the district). Reads need no key unless `open311_reads_require_key` is set.
 //! Errors use Open311's format: `[{"code": <HTTP status>, "description": "<code>: <text>"}]`.
 
 use std::collections::HashMap;
@@ -517,7 +518,7 @@ pub fn request_json(
         "requested_datetime": time(r.reported_at_ms),
         "updated_datetime": time(r.updated_at_ms),
         "expected_datetime": time(r.deadline_ms),
-        "address": Value::Null,
+        "address": state.grid_addresses.get(&r.grid_code),
         "address_id": if r.grid_code.is_empty() { Value::Null } else { json!(r.grid_code) },
         "zipcode": Value::Null,
         "lat": r.lat,

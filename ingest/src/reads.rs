@@ -324,6 +324,7 @@ async fn reporter_view(state: &AppState, parts: &Parts, id: &str) -> Result<Resp
         "grid_code": clue.grid_code,
         "community_code": clue.community_code,
         "street_code": clue.street_code,
+        "address": state.grid_addresses.get(&clue.grid_code),
         "lat": clue.lat,
         "lon": clue.lon,
         "duplicate_of": if clue.dup_of.is_empty() { None } else { Some(&clue.dup_of) },

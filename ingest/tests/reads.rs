@@ -284,6 +284,7 @@ async fn reporters_see_their_own_clues_only() {
     );
     assert_eq!(view["open"], true);
     assert_eq!(view["category_name_zh"], "井盖破损/缺失");
+    assert_eq!(view["address"], "洪泉街道 兰城社区 310199001001001");
     assert!(view["deadline"].as_str().unwrap().ends_with("+08:00"));
     let history: Vec<_> = view["history"]
         .as_array()
@@ -607,6 +608,7 @@ async fn open311_client_round_trip() {
     assert_eq!(a["lat"], INSIDE.0);
     assert_eq!(a["long"], INSIDE.1);
     assert_eq!(a["address_id"], "310199001001001");
+    assert_eq!(a["address"], "洪泉街道 兰城社区 310199001001001");
     for k in [
         "requested_datetime",
         "updated_datetime",
