@@ -43,17 +43,6 @@ pub struct Limits {
     pub client_ip: ClientIpResolver,
 }
 
-impl Limits {
-    /// No limits at all (tests of other behaviour, benchmarks).
-    pub fn unlimited() -> Self {
-        Self {
-            per_token: RateLimiter::new(0.0, 1, 0),
-            per_ip: RateLimiter::new(0.0, 1, 0),
-            client_ip: ClientIpResolver::default(),
-        }
-    }
-}
-
 /// The service's shared state: a cheap handle (one reference count per request) to
 /// [`AppInner`], whose fields it dereferences to.
 #[derive(Clone)]
