@@ -13,7 +13,7 @@ TEST_CLICKHOUSE_URL := http://127.0.0.1:$(CH_HTTP_PORT)
 TEST_PKGS ?= --workspace
 TEST_ARGS ?=
 
-.PHONY: help build up down restart status env demo test lint fmt clickhouse clean-var
+.PHONY: help build up down restart status env demo test lint fmt clickhouse browser-deps clean-var
 
 help:
 	@echo "make demo       up + load the demo clues + print the summary"
@@ -50,7 +50,10 @@ demo:
 clickhouse:
 	scripts/clickhouse.sh start
 
-test: clickhouse
+browser-deps:
+	scripts/browser-deps.sh
+
+test: clickhouse browser-deps
 	GRIDCLUE_TEST_CLICKHOUSE_URL=$(TEST_CLICKHOUSE_URL) $(CARGO) test $(TEST_PKGS) $(TEST_ARGS)
 
 lint:
