@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 pub mod metrics;
 pub mod migrations;
 mod pipeline;
+mod poller;
 pub mod replay;
 pub mod rows;
 pub mod store;

@@ -3,18 +3,25 @@
 //! Guarantees, and how they are kept:
 //! - **Nothing lost**: a partition's offset is committed only after every fact read from it up to
 //!   that offset is acknowledged by ClickHouse (or, for records that cannot be projected, by the
-//!   DLQ's broker). While ClickHouse refuses inserts for a transient reason the consumer is
-//!   paused (backpressure) and the same batch is retried with exponential backoff, forever.
+//!   DLQ's broker). While ClickHouse does not take inserts the same batch is retried with
+//!   exponential backoff, forever; the loop takes no new messages meanwhile, so the poller's
+//!   buffer fills and it pauses the partitions (backpressure) while still polling.
 //! - **Nothing doubled**: a fact's identity is `(clue_id, seq)`. When the sink takes a partition
-//!   over it loads, from ClickHouse, the state of every clue of that partition and the highest
+//!   over it waits until no insert of that partition (by any sink, recognised by its query id)
+//!   runs on the server, then loads the state of every clue of the partition and the highest
 //!   seq stored for it; a fact at or below that seq is skipped. It also skips offsets at or
-//!   below the highest one stored in `clue_events` (the row carries its Kafka position), so a
-//!   crash between insert and commit never writes a batch twice. The tables are
-//!   ReplacingMergeTrees keyed by identity besides, so even a copy that slips through changes
-//!   no number read with `FINAL`.
+//!   below the highest one stored in `clue_events` (every row carries its Kafka position), so a
+//!   crash between insert and commit never writes a batch twice. After a failed insert it waits
+//!   until the statement no longer runs and drops from the retry what ClickHouse stored after
+//!   all. So every fact reaches `clue_events` once, and the summing aggregates fed from it by
+//!   materialized views stay exact; the tables are ReplacingMergeTrees keyed by identity
+//!   besides, so the latest-state numbers read with `FINAL` are exact whatever happens.
 //! - **Bad input never blocks a partition**: undecodable records, and rows ClickHouse refuses
 //!   as data (found by bisecting the refused batch), go to the DLQ with a reason code; the
 //!   partition's offset moves on past them.
+//! - **Fresh, without tiny inserts**: a batch is flushed when full (rows or bytes), or once its
+//!   first fact has waited `batch_linger_ms` and `min_insert_interval_ms` has passed since the
+//!   previous flush started; the insert of one batch runs while the next is read and folded.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -23,9 +30,7 @@ use std::time::{Duration, Instant};
 
 use clickhouse::Client;
 use gridclue_core::wire::{now_ms, DlqReason, DlqRecord, EventEnvelope, SCHEMA_VERSION};
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -34,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::metrics::SinkMetrics;
+use crate::poller::{Generation, Item, Poller};
 use crate::rows::{self, ClueRow, ClueState, EventRow, Source};
 use crate::store::{self, Failure, InsertTimeouts};
 use crate::SinkConfig;
@@ -46,6 +52,8 @@ pub(crate) enum Stop {
     Shutdown,
     /// ClickHouse refused the data of an insert (the caller bisects).
     Rejected(clickhouse::error::Error),
+    /// The poller thread is gone.
+    PollerGone,
 }
 
 /// A change of partition ownership seen by the consumer callbacks.
@@ -55,13 +63,15 @@ enum Note {
     Revoked(Vec<i32>),
 }
 
-/// Rebalances seen by the callbacks, not yet applied by the loop.
-type Notes = Arc<Mutex<Vec<Note>>>;
+/// Rebalances seen by the callbacks (with the generation they started), not yet applied by
+/// the loop.
+type Notes = Arc<Mutex<Vec<(u64, Note)>>>;
 
 /// Consumer callbacks: record rebalances for the loop, which applies them between messages.
 pub struct SinkContext {
     topic: String,
     notes: Notes,
+    generation: Generation,
 }
 
 impl ClientContext for SinkContext {}
@@ -83,7 +93,14 @@ impl ConsumerContext for SinkContext {
             }
         };
         tracing::info!(?note, "rebalance");
-        self.notes.lock().expect("notes lock").push(note);
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1;
+        self.notes
+            .lock()
+            .expect("notes lock")
+            .push((generation, note));
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
@@ -102,8 +119,8 @@ pub(crate) struct Unit {
     pub prev: Option<Arc<ClueRow>>,
     pub prev_stored: Option<u32>,
     pub source: Source,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
+    /// The record as read (for the DLQ, should ClickHouse refuse the fact).
+    pub message: OwnedMessage,
 }
 
 #[derive(Default)]
@@ -151,7 +168,12 @@ pub(crate) enum Mode {
 pub(crate) struct Pipeline {
     cfg: Arc<SinkConfig>,
     client: Client,
-    consumer: StreamConsumer<SinkContext>,
+    consumer: Arc<BaseConsumer<SinkContext>>,
+    generation: Generation,
+    poller: Option<Poller>,
+    rx: Option<tokio::sync::mpsc::Receiver<Item>>,
+    /// Per partition, the generation of its last revocation: messages read before it are stale.
+    revoked_at: HashMap<i32, u64>,
     producer: FutureProducer,
     metrics: SinkMetrics,
     cancel: CancellationToken,
@@ -161,7 +183,8 @@ pub(crate) struct Pipeline {
     assigned: HashSet<i32>,
     partitions: HashMap<i32, PartitionState>,
     batch: Batch,
-    stash: VecDeque<OwnedMessage>,
+    /// Messages received from the poller and not yet handled, with their generation.
+    stash: VecDeque<(u64, OwnedMessage)>,
     last_flush: Instant,
     paused: bool,
     timeouts: InsertTimeouts,
@@ -176,20 +199,28 @@ fn consumer(
     cfg: &SinkConfig,
     group_id: &str,
     replay: bool,
-) -> anyhow::Result<(StreamConsumer<SinkContext>, Notes)> {
+) -> anyhow::Result<(BaseConsumer<SinkContext>, Notes, Generation)> {
     let notes = Arc::new(Mutex::new(Vec::new()));
+    let generation = Generation::default();
     let context = SinkContext {
         topic: cfg.events_topic.clone(),
         notes: notes.clone(),
+        generation: generation.clone(),
     };
     let mut c = gridclue_core::kafka::consumer_config(&cfg.kafka_brokers, group_id);
+    // A fetch returns after at most 50 ms even when a broker holds it open waiting for data
+    // (librdkafka's mock broker does not answer early when data arrives): freshness.
     c.set("fetch.max.bytes", "52428800")
-        .set("queued.max.messages.kbytes", "65536");
+        .set("fetch.wait.max.ms", "50")
+        .set("queued.max.messages.kbytes", "32768");
     if replay {
         c.set("enable.partition.eof", "true");
     }
-    let consumer: StreamConsumer<SinkContext> = c.create_with_context(context)?;
-    Ok((consumer, notes))
+    if let Ok(debug) = std::env::var("GRIDCLUE_SINK_RDKAFKA_DEBUG") {
+        c.set("debug", debug);
+    }
+    let consumer: BaseConsumer<SinkContext> = c.create_with_context(context)?;
+    Ok((consumer, notes, generation))
 }
 
 impl Pipeline {
@@ -205,7 +236,7 @@ impl Pipeline {
             Mode::Replay { .. } => format!("{}-replay-{}", cfg.group_id, Uuid::new_v4()),
         };
         let replay = matches!(mode, Mode::Replay { .. });
-        let (consumer, notes) = consumer(&cfg, &group, replay)?;
+        let (consumer, notes, generation) = consumer(&cfg, &group, replay)?;
         let producer: FutureProducer =
             gridclue_core::kafka::producer_config(&cfg.kafka_brokers, cfg.dlq_timeout_ms)
                 .create()?;
@@ -217,7 +248,11 @@ impl Pipeline {
             topic: cfg.events_topic.as_str().into(),
             cfg,
             client,
-            consumer,
+            consumer: Arc::new(consumer),
+            generation,
+            poller: None,
+            rx: None,
+            revoked_at: HashMap::new(),
             producer,
             metrics,
             cancel,
@@ -253,6 +288,9 @@ impl Pipeline {
                 self.consumer.assign(&tpl)?;
             }
         }
+        let (poller, rx) = Poller::start(self.consumer.clone(), self.generation.clone(), 16);
+        self.poller = Some(poller);
+        self.rx = Some(rx);
         Ok(())
     }
 
@@ -266,35 +304,37 @@ impl Pipeline {
     /// Runs until the shutdown signal (live) or the end of the ranges (replay).
     pub(crate) async fn run(&mut self) -> anyhow::Result<()> {
         let result = self.run_inner().await;
-        match result {
-            Ok(()) | Err(Stop::Shutdown) => {}
-            Err(Stop::Rejected(e)) => return Err(e.into()),
-        }
-        // A last flush when ClickHouse takes it; if it does not, nothing is committed and the
-        // facts are read again next time.
-        match self.flush().await {
-            Ok(()) | Err(Stop::Shutdown) => {}
-            Err(Stop::Rejected(e)) => return Err(e.into()),
-        }
-        if matches!(self.mode, Mode::Live) {
-            if let Ok(tpl) = self.consumer.committed(Duration::from_secs(2)) {
-                tracing::debug!(?tpl, "committed offsets at shutdown");
+        let result = match result {
+            Ok(()) | Err(Stop::Shutdown) => {
+                // A last flush when ClickHouse takes it; if it does not, nothing is committed
+                // and the facts are read again next time.
+                match self.flush().await {
+                    Ok(()) | Err(Stop::Shutdown) => Ok(()),
+                    Err(Stop::Rejected(e)) => Err(e.into()),
+                    Err(Stop::PollerGone) => {
+                        Err(anyhow::anyhow!("the consumer's poll thread stopped"))
+                    }
+                }
             }
+            Err(Stop::Rejected(e)) => Err(e.into()),
+            Err(Stop::PollerGone) => Err(anyhow::anyhow!("the consumer's poll thread stopped")),
+        };
+        if let Some(mut poller) = self.poller.take() {
+            poller.stop(); // at most one poll timeout
         }
-        Ok(())
+        result
     }
 
     async fn run_inner(&mut self) -> Result<(), Stop> {
         enum Event {
             Shutdown,
             Due,
-            Message(OwnedMessage),
-            KafkaError(rdkafka::error::KafkaError),
+            Item(Option<Item>),
         }
         loop {
             self.apply_notes();
-            while let Some(m) = self.stash.pop_front() {
-                self.handle(m).await?;
+            while let Some((generation, m)) = self.stash.pop_front() {
+                self.handle(generation, m).await?;
                 if self.batch_full() {
                     self.flush().await?;
                 }
@@ -303,39 +343,46 @@ impl Pipeline {
                 return Ok(());
             }
             let due = self.due_at();
+            let rx = self.rx.as_mut().expect("started");
             let event = tokio::select! {
                 biased;
                 _ = cancelled(&self.cancel) => Event::Shutdown,
                 _ = sleep_until_opt(due) => Event::Due,
-                m = recv(&self.consumer) => match m {
-                    Ok(m) => Event::Message(m),
-                    Err(e) => Event::KafkaError(e),
-                },
+                item = rx.recv() => Event::Item(item),
             };
             match event {
                 Event::Shutdown => return Err(Stop::Shutdown),
                 Event::Due => self.flush().await?,
-                Event::Message(m) => {
-                    self.handle(m).await?;
-                    if self.batch_full() {
-                        self.flush().await?;
-                    }
-                }
-                Event::KafkaError(rdkafka::error::KafkaError::PartitionEOF(p)) => {
-                    if matches!(self.mode, Mode::Replay { .. }) {
-                        self.done.insert(p);
-                    }
-                }
-                Event::KafkaError(e) => {
-                    tracing::warn!(error = %e, "consumer error");
-                    self.metrics
-                        .errors
-                        .with_label_values(&["kafka_consume"])
-                        .inc();
-                    self.wait_polling(Duration::from_millis(100)).await?;
-                }
+                Event::Item(item) => self.take(item)?,
             }
         }
+    }
+
+    /// Takes an item from the poller: messages go to the stash, in order.
+    fn take(&mut self, item: Option<Item>) -> Result<(), Stop> {
+        match item {
+            None => return Err(Stop::PollerGone),
+            Some(Item::Messages {
+                generation,
+                messages,
+            }) => self
+                .stash
+                .extend(messages.into_iter().map(|m| (generation, m))),
+            Some(Item::Eof(p)) => {
+                if matches!(self.mode, Mode::Replay { .. }) {
+                    // Everything polled before the end marker is already in the stash.
+                    self.done.insert(p);
+                }
+            }
+            Some(Item::Error(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                self.metrics
+                    .errors
+                    .with_label_values(&["kafka_consume"])
+                    .inc();
+            }
+        }
+        Ok(())
     }
 
     fn due_at(&self) -> Option<Instant> {
@@ -352,35 +399,34 @@ impl Pipeline {
     /// Applies rebalance notes: forget revoked partitions (their unflushed facts are re-read by
     /// whoever owns them next, from the committed offset) and reload state on assignment.
     fn apply_notes(&mut self) {
-        let notes: Vec<Note> = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
-        for note in notes {
+        let notes: Vec<(u64, Note)> = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
+        for (generation, note) in notes {
             match note {
                 Note::Assigned(ps) => {
                     for p in ps {
                         self.assigned.insert(p);
                         self.partitions.remove(&p);
                     }
-                    if self.paused {
-                        self.pause_all();
-                    }
                 }
                 Note::Revoked(ps) => {
                     for p in &ps {
                         self.assigned.remove(p);
                         self.partitions.remove(p);
+                        self.revoked_at.insert(*p, generation);
                     }
                     self.batch.drop_partitions(&ps);
-                    self.stash.retain(|m| !ps.contains(&m.partition()));
+                    self.stash.retain(|(_, m)| !ps.contains(&m.partition()));
                 }
             }
         }
     }
 
-    async fn handle(&mut self, msg: OwnedMessage) -> Result<(), Stop> {
+    async fn handle(&mut self, generation: u64, msg: OwnedMessage) -> Result<(), Stop> {
         self.apply_notes();
         let p = msg.partition();
         let offset = msg.offset();
-        if msg.topic() != &*self.topic || !self.assigned.contains(&p) {
+        let stale = self.revoked_at.get(&p).is_some_and(|r| generation < *r);
+        if msg.topic() != &*self.topic || !self.assigned.contains(&p) || stale {
             return Ok(());
         }
         if let Mode::Replay { ends } = &self.mode {
@@ -457,8 +503,7 @@ impl Pipeline {
             prev,
             prev_stored,
             source,
-            key: key.map(<[u8]>::to_vec),
-            payload: payload.to_vec(),
+            message: msg,
         });
         Ok(())
     }
@@ -468,9 +513,26 @@ impl Pipeline {
         if self.partitions.contains_key(&p) {
             return Ok(());
         }
+        let started = Instant::now();
+        loop {
+            let client = self.client.clone();
+            let running = self
+                .retry("fence", move || {
+                    let client = client.clone();
+                    async move { store::partition_insert_running(&client, p).await }
+                })
+                .await?;
+            if !running {
+                break;
+            }
+            tracing::info!(
+                partition = p,
+                "waiting for an insert of the partition's previous owner"
+            );
+            self.wait_polling(Duration::from_millis(50)).await?;
+        }
         let client = self.client.clone();
         let topic = self.topic.clone();
-        let started = Instant::now();
         let (resume_after, clues) = self
             .retry("load_partition", move || {
                 let client = client.clone();
@@ -527,36 +589,24 @@ impl Pipeline {
         (d * 2).min(Duration::from_millis(self.cfg.retry_max_ms))
     }
 
-    /// Sleeps for `d` while still polling the consumer, so the group keeps us (and tells us
-    /// about rebalances). Messages that arrive are kept for later.
+    /// Sleeps for `d` (the poller thread keeps the consumer polled meanwhile; with the loop
+    /// not taking messages, its channel fills and it pauses the partitions), then applies any
+    /// rebalance that happened.
     async fn wait_polling(&mut self, d: Duration) -> Result<(), Stop> {
-        let until = tokio::time::Instant::now() + d;
-        loop {
-            tokio::select! {
-                biased;
-                _ = cancelled(&self.cancel) => return Err(Stop::Shutdown),
-                _ = tokio::time::sleep_until(until) => return Ok(()),
-                m = recv(&self.consumer) => {
-                    if let Ok(m) = m {
-                        self.stash.push_back(m);
-                    }
-                }
-            }
-            let had_notes = !self.notes.lock().expect("notes lock").is_empty();
-            if had_notes {
-                self.apply_notes();
-            }
+        tokio::select! {
+            biased;
+            _ = cancelled(&self.cancel) => return Err(Stop::Shutdown),
+            _ = tokio::time::sleep(d) => {}
         }
+        self.apply_notes();
+        Ok(())
     }
 
+    /// Marks the sink as held up by ClickHouse (the consumer itself is paused by the poller
+    /// once the loop stops taking messages).
     fn pause_all(&mut self) {
-        if let Ok(tpl) = self.consumer.assignment() {
-            if let Err(e) = self.consumer.pause(&tpl) {
-                tracing::warn!(error = %e, "cannot pause partitions");
-            }
-        }
         if !self.paused {
-            tracing::warn!("paused consumption until ClickHouse takes inserts again");
+            tracing::warn!("waiting for ClickHouse; consumption stops once the buffer is full");
         }
         self.paused = true;
         self.metrics.paused.set(1);
@@ -566,17 +616,15 @@ impl Pipeline {
         if !self.paused {
             return;
         }
-        if let Ok(tpl) = self.consumer.assignment() {
-            if let Err(e) = self.consumer.resume(&tpl) {
-                tracing::warn!(error = %e, "cannot resume partitions");
-            }
-        }
         tracing::info!("ClickHouse takes inserts again; consumption resumed");
         self.paused = false;
         self.metrics.paused.set(0);
     }
 
     /// Writes the batch (DLQ records, then rows), then commits its offsets.
+    ///
+    /// The first attempt at the rows runs while the loop goes on reading and folding the next
+    /// batch (ClickHouse works while the sink decodes); failures are then handled in sequence.
     async fn flush(&mut self) -> Result<(), Stop> {
         self.apply_notes();
         let batch = std::mem::take(&mut self.batch);
@@ -590,6 +638,8 @@ impl Pipeline {
             offsets,
             ..
         } = batch;
+        let started = Instant::now();
+        let facts = units.len();
         if !units.is_empty() {
             self.metrics.batch_rows.observe(units.len() as f64);
         }
@@ -598,10 +648,99 @@ impl Pipeline {
                 self.send_dlq(record).await?;
             }
         }
-        self.write_units(units).await?;
+        if !units.is_empty() {
+            let (mut units, first) = self.write_overlapped(units).await?;
+            match first {
+                Ok(()) => self.written(&units),
+                Err((phase, e, query_id)) => {
+                    tracing::warn!(
+                        kind = store::classify(&e).kind(),
+                        table = phase,
+                        error = %store::short_error(&e),
+                        rows = units.len(),
+                        "insert failed"
+                    );
+                    if phase == store::EVENTS_TABLE {
+                        self.forget_stored(&mut units, &query_id).await?;
+                    }
+                    self.write_units(units).await?;
+                }
+            }
+        }
         self.commit(&offsets);
-        self.last_flush = Instant::now();
+        // Flushes are spaced from start to start: a slow insert does not add to the wait.
+        self.last_flush = started;
+        tracing::debug!(
+            facts,
+            partitions = offsets.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "batch flushed"
+        );
         Ok(())
+    }
+
+    /// One insert attempt of `units`, during which the consumer keeps being read and its
+    /// messages folded into the next batch (up to that batch's limits).
+    #[allow(clippy::type_complexity)]
+    async fn write_overlapped(
+        &mut self,
+        units: Vec<Unit>,
+    ) -> Result<
+        (
+            Vec<Unit>,
+            Result<(), (&'static str, clickhouse::error::Error, String)>,
+        ),
+        Stop,
+    > {
+        let units = Arc::new(units);
+        let query_id = query_id_for(&units);
+        let write = {
+            let client = self.client.clone();
+            let metrics = self.metrics.clone();
+            let timeouts = self.timeouts;
+            let units = units.clone();
+            let query_id = query_id.clone();
+            // Spawned, so that serializing the rows runs on another worker thread than the
+            // decoding and folding of the next batch.
+            AbortOnDrop(tokio::spawn(async move {
+                insert_units(&client, &metrics, timeouts, &units, &query_id).await
+            }))
+        };
+        let mut write = write;
+        let result = loop {
+            if self.batch_full() {
+                break (&mut write.0).await;
+            }
+            if let Some((generation, m)) = self.stash.pop_front() {
+                self.handle(generation, m).await?;
+                continue;
+            }
+            let rx = self.rx.as_mut().expect("started");
+            let item = tokio::select! {
+                biased;
+                r = &mut write.0 => break r,
+                item = rx.recv() => item,
+            };
+            self.take(item)?;
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+        let units = Arc::try_unwrap(units)
+            .ok()
+            .expect("the insert task has finished and released the units");
+        Ok((units, result.map_err(|(phase, e)| (phase, e, query_id))))
+    }
+
+    /// Bookkeeping for acknowledged facts.
+    fn written(&mut self, units: &[Unit]) {
+        let now = now_ms();
+        for u in units {
+            let age = now.saturating_sub(u.event.occurred_at_ms) as f64 / 1000.0;
+            self.metrics.freshness.observe(age);
+        }
+        self.inserted += units.len() as u64;
     }
 
     /// Inserts the units, splitting a chunk ClickHouse refuses until the refused facts are
@@ -614,14 +753,7 @@ impl Pipeline {
                 continue;
             }
             match self.insert_chunk(&mut chunk).await {
-                Ok(()) => {
-                    let now = now_ms();
-                    for u in &chunk {
-                        let age = now.saturating_sub(u.event.occurred_at_ms) as f64 / 1000.0;
-                        self.metrics.freshness.observe(age);
-                    }
-                    self.inserted += chunk.len() as u64;
-                }
+                Ok(()) => self.written(&chunk),
                 Err(Stop::Rejected(e)) if chunk.len() == 1 => {
                     let u = chunk.pop().expect("one unit");
                     let code = store::error_code(&e).unwrap_or(0);
@@ -643,8 +775,8 @@ impl Pipeline {
                         DlqReason::ClickhouseRejected,
                         detail,
                         &u.source,
-                        u.key.as_deref(),
-                        &u.payload,
+                        u.message.key(),
+                        u.message.payload().unwrap_or_default(),
                     );
                     self.send_dlq(record).await?;
                     self.undo(&u).await?;
@@ -654,7 +786,7 @@ impl Pipeline {
                     queue.push_front(right);
                     queue.push_front(chunk);
                 }
-                Err(Stop::Shutdown) => return Err(Stop::Shutdown),
+                Err(stop @ (Stop::Shutdown | Stop::PollerGone)) => return Err(stop),
             }
         }
         Ok(())
@@ -716,14 +848,17 @@ impl Pipeline {
     async fn insert_chunk(&mut self, chunk: &mut Vec<Unit>) -> Result<(), Stop> {
         let mut backoff = Duration::from_millis(self.cfg.retry_initial_ms);
         loop {
-            let query_id = format!("gridclue-sink-{}", Uuid::new_v4());
-            let (phase, e) = match self.insert_once(chunk, &query_id).await {
-                Ok(()) => {
-                    self.resume_all();
-                    return Ok(());
-                }
-                Err(failed) => failed,
-            };
+            let query_id = query_id_for(chunk);
+            let (phase, e) =
+                match insert_units(&self.client, &self.metrics, self.timeouts, chunk, &query_id)
+                    .await
+                {
+                    Ok(()) => {
+                        self.resume_all();
+                        return Ok(());
+                    }
+                    Err(failed) => failed,
+                };
             let failure = store::classify(&e);
             tracing::warn!(
                 kind = failure.kind(),
@@ -812,52 +947,6 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn insert_once(
-        &self,
-        chunk: &[Unit],
-        query_id: &str,
-    ) -> Result<(), (&'static str, clickhouse::error::Error)> {
-        let mut latest: HashMap<Uuid, &ClueRow> = HashMap::with_capacity(chunk.len());
-        for u in chunk {
-            latest
-                .entry(u.clue.clue_id)
-                .and_modify(|r| {
-                    if u.clue.version >= r.version {
-                        *r = &u.clue;
-                    }
-                })
-                .or_insert(&u.clue);
-        }
-        let clues: Vec<&ClueRow> = latest.into_values().collect();
-        let events: Vec<&EventRow> = chunk.iter().map(|u| &u.event).collect();
-        let t = Instant::now();
-        store::insert_clues(&self.client, &clues, self.timeouts)
-            .await
-            .map_err(|e| (store::CLUES_TABLE, e))?;
-        self.observe_insert(store::CLUES_TABLE, clues.len(), t);
-        let t = Instant::now();
-        store::insert_events(&self.client, &events, self.timeouts, query_id)
-            .await
-            .map_err(|e| (store::EVENTS_TABLE, e))?;
-        self.observe_insert(store::EVENTS_TABLE, events.len(), t);
-        Ok(())
-    }
-
-    fn observe_insert(&self, table: &str, rows: usize, started: Instant) {
-        self.metrics
-            .insert_duration
-            .with_label_values(&[table])
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .batches_inserted
-            .with_label_values(&[table])
-            .inc();
-        self.metrics
-            .rows_inserted
-            .with_label_values(&[table])
-            .inc_by(rows as u64);
-    }
-
     /// Sends a record to the DLQ and waits for the broker's acknowledgement (retrying).
     async fn send_dlq(&mut self, record: DlqRecord) -> Result<(), Stop> {
         let payload = record.encode();
@@ -905,7 +994,13 @@ impl Pipeline {
         if tpl.count() == 0 {
             return;
         }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+        // On the way out the commit must land before the consumer closes.
+        let mode = if self.cancel.is_cancelled() {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
             self.metrics
                 .errors
                 .with_label_values(&["kafka_commit"])
@@ -915,14 +1010,75 @@ impl Pipeline {
     }
 }
 
-type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// Aborts a spawned task when dropped (an early return must not leave an insert running).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
-// The two helpers below name their futures as boxed `dyn Future + Send`: written inline in
-// `select!`, the compiler cannot prove the loop's future `Send` for every lifetime.
-fn recv(consumer: &StreamConsumer<SinkContext>) -> BoxFuture<'_, KafkaResult<OwnedMessage>> {
-    Box::pin(async move { consumer.recv().await.map(|m| m.detach()) })
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
+/// The query id of an insert of `units` (it names their partitions, see
+/// [`store::insert_query_id`]).
+fn query_id_for(units: &[Unit]) -> String {
+    let mut partitions: Vec<i32> = units.iter().map(|u| u.source.partition).collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    store::insert_query_id(&partitions)
+}
+
+/// Writes `units`: the latest `clues` row of each clue first, then the `clue_events` rows (whose
+/// offsets mark the facts as stored). Returns the table whose insert failed.
+async fn insert_units(
+    client: &Client,
+    metrics: &SinkMetrics,
+    timeouts: InsertTimeouts,
+    units: &[Unit],
+    query_id: &str,
+) -> Result<(), (&'static str, clickhouse::error::Error)> {
+    let mut latest: HashMap<Uuid, &ClueRow> = HashMap::with_capacity(units.len());
+    for u in units {
+        latest
+            .entry(u.clue.clue_id)
+            .and_modify(|r| {
+                if u.clue.version >= r.version {
+                    *r = &u.clue;
+                }
+            })
+            .or_insert(&u.clue);
+    }
+    let clues: Vec<&ClueRow> = latest.into_values().collect();
+    let events: Vec<&EventRow> = units.iter().map(|u| &u.event).collect();
+    let t = Instant::now();
+    store::insert_clues(client, &clues, timeouts)
+        .await
+        .map_err(|e| (store::CLUES_TABLE, e))?;
+    observe_insert(metrics, store::CLUES_TABLE, clues.len(), t);
+    let t = Instant::now();
+    store::insert_events(client, &events, timeouts, query_id)
+        .await
+        .map_err(|e| (store::EVENTS_TABLE, e))?;
+    observe_insert(metrics, store::EVENTS_TABLE, events.len(), t);
+    Ok(())
+}
+
+fn observe_insert(metrics: &SinkMetrics, table: &str, rows: usize, started: Instant) {
+    metrics
+        .insert_duration
+        .with_label_values(&[table])
+        .observe(started.elapsed().as_secs_f64());
+    metrics.batches_inserted.with_label_values(&[table]).inc();
+    metrics
+        .rows_inserted
+        .with_label_values(&[table])
+        .inc_by(rows as u64);
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+// Named as a boxed `dyn Future + Send`: written inline in `select!`, the compiler cannot
+// prove the loop's future `Send` for every lifetime.
 fn cancelled(token: &CancellationToken) -> BoxFuture<'_, ()> {
     Box::pin(token.cancelled())
 }

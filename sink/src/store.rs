@@ -151,6 +151,35 @@ pub async fn insert_clues(
     insert_rows(client, CLUES_TABLE, rows, timeouts, None).await
 }
 
+/// Prefix of the query ids of the sink's `clue_events` inserts; the partitions of the facts in
+/// an insert follow as `.p<partition>.` markers.
+pub const INSERT_QUERY_PREFIX: &str = "gridclue-sink-";
+
+/// A query id for an insert of facts from `partitions` (sorted, deduplicated by the caller).
+pub fn insert_query_id(partitions: &[i32]) -> String {
+    let mut id = format!("{INSERT_QUERY_PREFIX}{}.", uuid::Uuid::new_v4().simple());
+    for p in partitions {
+        id.push_str(&format!("p{p}."));
+    }
+    id
+}
+
+/// Whether an insert of facts from `partition` (by any sink) is running on the server. A sink
+/// that takes a partition over waits for this to clear before it reads the partition's state,
+/// so an insert its previous owner started just before the rebalance is not repeated.
+pub async fn partition_insert_running(client: &Client, partition: i32) -> Result<bool, ChError> {
+    let n: u64 = client
+        .query(
+            "SELECT count() FROM system.processes \
+             WHERE startsWith(query_id, ?) AND position(query_id, ?) > 0",
+        )
+        .bind(INSERT_QUERY_PREFIX)
+        .bind(format!(".p{partition}."))
+        .fetch_one()
+        .await?;
+    Ok(n > 0)
+}
+
 /// Whether a statement with this query id is still running on the server.
 pub async fn query_running(client: &Client, query_id: &str) -> Result<bool, ChError> {
     let n: u64 = client

@@ -311,8 +311,10 @@ fn sink_config(broker: &Broker, db: &TestDb) -> SinkConfig {
 }
 
 async fn start_sink(config: SinkConfig) -> RunningSink {
-    // Logs show up when a test fails (or with --nocapture).
-    gridclue_core::telemetry::init_tracing("sink-test");
+    // GRIDCLUE_TEST_LOG=1 shows the sink's logs (on stderr, not captured by the harness).
+    if std::env::var_os("GRIDCLUE_TEST_LOG").is_some() {
+        gridclue_core::telemetry::init_tracing("sink-test");
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let metrics = SinkMetrics::new();
@@ -905,10 +907,30 @@ async fn audit(db: &TestDb) -> u64 {
     db.scalar("SELECT count() FROM insert_audit").await
 }
 
+/// Asserts that exactly `want` fact rows were ever written. An insert's views write one after
+/// another, so the audit may lag the other tables for a moment: wait for it to reach `want`,
+/// then check it did not go past.
+async fn assert_audit(db: &TestDb, want: u64, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while audit(db).await < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(audit(db).await, want, "{why}");
+}
+
 /// Facts per hour, summed (the hourly flow aggregate).
 async fn flow_total(db: &TestDb) -> u64 {
     db.scalar("SELECT toUInt64(sum(facts)) FROM fact_flow_hourly")
         .await
+}
+
+/// Asserts the hourly flow counts `want` facts (waiting a moment for the view, as above).
+async fn assert_flow(db: &TestDb, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while flow_total(db).await < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(flow_total(db).await, want, "facts in the hourly flow");
 }
 
 /// The live group's committed offsets, summed over the topic's partitions.
@@ -947,8 +969,8 @@ async fn the_same_facts_projected_twice_change_no_number() {
     produce_stories(&p, &config.events_topic, &stories).await;
     let want = numbers_of(&e);
     wait_numbers(&db, &want, Duration::from_secs(60)).await;
-    assert_eq!(audit(&db).await, e.facts, "every fact written once");
-    assert_eq!(flow_total(&db).await, e.facts);
+    assert_audit(&db, e.facts, "every fact written once").await;
+    assert_flow(&db, e.facts).await;
 
     // The same facts again, as an upstream replay would publish them (new offsets, same
     // identities), then a replay of the whole topic through the CLI's code path.
@@ -974,8 +996,8 @@ async fn the_same_facts_projected_twice_change_no_number() {
     let covered: i64 = report.ranges.iter().map(|(_, s, e)| e - s).sum();
     assert_eq!(covered, 2 * e.facts as i64, "replay read the whole topic");
     assert_eq!(numbers(&db).await, want);
-    assert_eq!(audit(&db).await, e.facts, "no fact was written twice");
-    assert_eq!(flow_total(&db).await, e.facts);
+    assert_audit(&db, e.facts, "no fact was written twice").await;
+    assert_flow(&db, e.facts).await;
     sink.stop().await;
 
     // Re-projecting everything into an empty database gives the same numbers, and doing it
@@ -999,8 +1021,8 @@ async fn the_same_facts_projected_twice_change_no_number() {
         .unwrap();
     assert_eq!(again.facts_inserted, 0);
     assert_eq!(numbers(&db2).await, want);
-    assert_eq!(audit(&db2).await, e.facts);
-    assert_eq!(flow_total(&db2).await, e.facts);
+    assert_audit(&db2, e.facts, "facts written once").await;
+    assert_flow(&db2, e.facts).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1038,12 +1060,8 @@ async fn clickhouse_stopped_mid_stream_and_restarted_gives_exact_counts() {
 
     let e = expected(&stories);
     wait_numbers(&db, &numbers_of(&e), Duration::from_secs(60)).await;
-    assert_eq!(
-        audit(&db).await,
-        e.facts,
-        "no fact written twice, none skipped"
-    );
-    assert_eq!(flow_total(&db).await, e.facts);
+    assert_audit(&db, e.facts, "no fact written twice, none skipped").await;
+    assert_flow(&db, e.facts).await;
     wait_for(
         "the sink to resume",
         Duration::from_secs(10),
@@ -1146,8 +1164,8 @@ async fn sink_killed_mid_batch_and_restarted_gives_exact_counts() {
     }
     let mut child = spawn_sink_process(&bin, &config);
     wait_numbers(&db, &numbers_of(&e), Duration::from_secs(120)).await;
-    assert_eq!(audit(&db).await, e.facts, "no fact was written twice");
-    assert_eq!(flow_total(&db).await, e.facts);
+    assert_audit(&db, e.facts, "no fact was written twice").await;
+    assert_flow(&db, e.facts).await;
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -1278,7 +1296,7 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
         distinct_facts: 5,
     };
     assert_eq!(numbers(&db).await, old_numbers, "backfilled aggregate");
-    assert_eq!(flow_total(&db).await, 5);
+    assert_flow(&db, 5).await;
     // Applying again is a no-op.
     let again = gridclue_sink::migrations::apply(&db.client).await.unwrap();
     assert!(again.applied.is_empty());
@@ -1310,7 +1328,7 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
         distinct_facts: 7,
     };
     wait_numbers(&db, &want, Duration::from_secs(60)).await;
-    assert_eq!(audit(&db).await, 2, "the old facts were not written again");
+    assert_audit(&db, 2, "the old facts were not written again").await;
     sink.stop().await;
 }
 
@@ -1366,7 +1384,7 @@ async fn a_row_clickhouse_refuses_goes_to_the_dlq_and_the_partition_keeps_flowin
     before.extend(after);
     let e = expected(&before);
     wait_numbers(&db, &numbers_of(&e), Duration::from_secs(60)).await;
-    assert_eq!(audit(&db).await, e.facts);
+    assert_audit(&db, e.facts, "facts written once").await;
 
     let dlq = read_dlq(&broker, &config.dlq_topic, 1, Duration::from_secs(20));
     assert_eq!(dlq.len(), 1, "{dlq:?}");
@@ -1442,7 +1460,7 @@ async fn an_insert_that_times_out_but_lands_is_not_written_twice() {
     })
     .await;
     assert_eq!(numbers(&db).await, numbers_of(&e));
-    assert_eq!(audit(&db).await, e.facts, "no fact was written twice");
-    assert_eq!(flow_total(&db).await, e.facts);
+    assert_audit(&db, e.facts, "no fact was written twice").await;
+    assert_flow(&db, e.facts).await;
     sink.stop().await;
 }
