@@ -195,15 +195,6 @@ impl Runner {
         self.ready.store(true, Ordering::SeqCst);
         tracing::info!(topic = %self.config.commands_topic, "consuming commands");
         loop {
-            if let Some(maps) = &mut self.maps {
-                if maps.has_changed().unwrap_or(false) {
-                    self.processor.index = maps.borrow_and_update().clone();
-                    tracing::info!(
-                        map_version = self.processor.index.map_version(),
-                        "district map replaced"
-                    );
-                }
-            }
             let first = tokio::select! {
                 _ = shutdown.changed() => break,
                 m = consumer.recv() => m,
@@ -233,6 +224,16 @@ impl Runner {
             let batch: Vec<OwnedMessage> = batch.into_iter().map(|(_, m)| m).collect();
             if batch.is_empty() {
                 continue;
+            }
+            // A reloaded map applies from the next batch on.
+            if let Some(maps) = &mut self.maps {
+                if maps.has_changed().unwrap_or(false) {
+                    self.processor.index = maps.borrow_and_update().clone();
+                    tracing::info!(
+                        map_version = self.processor.index.map_version(),
+                        "district map replaced"
+                    );
+                }
             }
             self.restore_missing(&batch, &epochs, &producer).await?;
             self.process_batch(&batch, &producer).await?;

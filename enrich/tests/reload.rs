@@ -1,0 +1,198 @@
+//! The service as the stack runs it (`gridclue_enrich::run` on port 0, a mock cluster): the map
+//! is reloaded without a restart through `POST /admin/reload-map`, the new version shows on
+//! `gridclue_enrich_map_info` and on the next enriched facts, and a broken map is refused while
+//! the old one stays in use.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use gridclue_core::wire::{EventEnvelope, Fact};
+use gridclue_core::ClueId;
+use gridclue_district::{generate, save_geojson, GenerateParams};
+use gridclue_enrich::EnrichConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::FutureRecord;
+
+fn map_info(metrics: &str) -> Vec<String> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("gridclue_enrich_map_info{"))
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn report_and_read_version(
+    bootstrap: &str,
+    clue: ClueId,
+    at: u64,
+    lat: f64,
+    lon: f64,
+) -> String {
+    let producer = producer(bootstrap);
+    let cmd = envelope(clue, report("garbage_pile", lat, lon), at);
+    producer
+        .send(
+            FutureRecord::to("clues.commands")
+                .key(&clue.to_string())
+                .payload(&cmd.encode()),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let b = bootstrap.to_owned();
+    let events = tokio::task::spawn_blocking(move || {
+        read_all(&b, "clues.events", 2, Duration::from_secs(30), |got| {
+            got.iter()
+                .filter_map(|x| EventEnvelope::decode(x).ok())
+                .any(|e| e.clue_id == clue)
+        })
+    })
+    .await
+    .unwrap();
+    let e = events
+        .iter()
+        .filter_map(|x| EventEnvelope::decode(x).ok())
+        .find(|e| e.clue_id == clue)
+        .expect("the report's fact");
+    match e.fact {
+        Fact::Reported(r) => r.map_version,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_map_reloads_without_a_restart() {
+    let mock = MockCluster::new(1).unwrap();
+    for (t, p) in [
+        ("clues.commands", 2),
+        ("clues.events", 2),
+        ("clues.state", 2),
+        ("clues.dlq", 1),
+    ] {
+        mock.create_topic(t, p, 1).unwrap();
+    }
+    let bootstrap = mock.bootstrap_servers();
+    let dir = std::env::temp_dir().join(format!("gridclue-enrich-reload-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("district")).unwrap();
+    let data = std::path::PathBuf::from(data_dir());
+    for f in ["categories.json", "calendar.json", "district/grids.geojson"] {
+        std::fs::copy(data.join(f), dir.join(f)).unwrap();
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = EnrichConfig {
+        kafka_brokers: bootstrap.clone(),
+        data_dir: dir.display().to_string(),
+        reload_on_sighup: false,
+        ..EnrichConfig::default()
+    };
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(gridclue_enrich::run(listener, config, async move {
+        rx.await.ok();
+    }));
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map_or(true, |r| !r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let p = processor();
+    let old_version = p.index.map_version().to_owned();
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        map_info(&metrics),
+        vec![format!(
+            "gridclue_enrich_map_info{{version=\"{old_version}\"}} 1"
+        )]
+    );
+    let (lat, lon) = inside_point(&p, &mut Rng(1));
+    let v = report_and_read_version(&bootstrap, ClueId::new_random(), MONDAY_9AM, lat, lon).await;
+    assert_eq!(v, old_version);
+
+    // A new map (generated around the same centre) replaces the file; reload it.
+    let mut new_map = generate(&GenerateParams {
+        grids: 400,
+        seed: 99,
+        map_version: Some("test-map-2".into()),
+        ..GenerateParams::default()
+    })
+    .unwrap();
+    new_map.map_version = "test-map-2".into();
+    save_geojson(&new_map, dir.join("district/grids.geojson")).unwrap();
+    let r = http
+        .post(format!("{base}/admin/reload-map"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["map_version"], "test-map-2");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        map_info(&metrics),
+        vec!["gridclue_enrich_map_info{version=\"test-map-2\"} 1".to_owned()]
+    );
+    let v = report_and_read_version(
+        &bootstrap,
+        ClueId::new_random(),
+        MONDAY_9AM + 1,
+        31.2,
+        121.5,
+    )
+    .await;
+    assert_eq!(v, "test-map-2");
+
+    // A broken file is refused with a problem document; the map in use stays.
+    std::fs::write(
+        dir.join("district/grids.geojson"),
+        b"{\"type\":\"FeatureCollection\"",
+    )
+    .unwrap();
+    let r = http
+        .post(format!("{base}/admin/reload-map"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(problem["type"], "map_reload_failed");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        map_info(&metrics),
+        vec!["gridclue_enrich_map_info{version=\"test-map-2\"} 1".to_owned()]
+    );
+
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    drop(mock);
+}
