@@ -280,7 +280,7 @@ impl GeoIndex {
             return Err(IndexError::TooMany(grids.len()));
         }
         // Grid index order is code order: the lowest index is the smallest code.
-        grids.sort_by(|a, b| a.0.cmp(&b.0));
+        grids.sort_by_key(|g| g.0);
         let entries = grids
             .iter()
             .enumerate()

@@ -3,12 +3,12 @@
 //! clue (partition ownership).
 //!
 //! Modules:
-//! - [`geoindex`]: exact grid assignment (pure, synchronous).
-//! - [`calendar`]: the working-time calendar and deadlines (pure).
-//! - [`processor`]: command + state → next state + one output (pure, synchronous).
-//! - [`runner`]: the Kafka loop (consume, decide, produce, commit after acks).
-//! - [`metrics`]: Prometheus metrics.
-//! - [`config`]: configuration.
+//! - [`geoindex`] — exact grid assignment (pure, synchronous).
+//! - [`calendar`] — the working-time calendar and deadlines (pure).
+//! - [`processor`] — command + state → next state + one output (pure, synchronous).
+//! - [`runner`] — the Kafka loop (consume, decide, produce, commit after acks).
+//! - [`metrics`] — Prometheus metrics.
+//! - [`config`] — configuration.
 
 pub mod calendar;
 pub mod config;
