@@ -167,7 +167,11 @@ fn check(district: &District, n: usize, seed: u64) -> Tally {
             _ => {
                 let t = rng.unit();
                 let off = 10f64.powf(-12.0 + 6.0 * rng.unit())
-                    * if rng.next().is_multiple_of(2) { 1.0 } else { -1.0 };
+                    * if rng.next().is_multiple_of(2) {
+                        1.0
+                    } else {
+                        -1.0
+                    };
                 let (ex, ey) = (b.x - a.x, b.y - a.y);
                 let len = (ex * ex + ey * ey).sqrt();
                 (a.x + t * ex - ey / len * off, a.y + t * ey + ex / len * off)
