@@ -31,7 +31,7 @@
 //! two nearby reports in different partitions are not compared (with P partitions, roughly one
 //! in P pairs of true duplicates is caught automatically; the others remain for the dispatcher's
 //! `merge` command). Comparing across partitions deterministically needs a second hop keyed by
-//! area (see the crate's notes in `lib.rs`).
+//! area (see `enrich/README.md`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

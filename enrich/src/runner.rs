@@ -465,20 +465,17 @@ impl Runner {
         if decision.duplicate_of.is_some() {
             self.metrics.duplicates.inc();
         }
-        let has_state = match decision.next {
+        match decision.next {
             Some(next) => {
                 ps.open.observe(cmd.clue_id, &next);
                 ps.clues.insert(cmd.clue_id, next);
-                true
             }
-            None => match ps.clues.get_mut(&cmd.clue_id) {
-                Some(s) => {
+            None => {
+                if let Some(s) = ps.clues.get_mut(&cmd.clue_id) {
                     s.applied_offset = offset;
-                    true
                 }
-                None => false,
-            },
-        };
+            }
+        }
         let out = match decision.output {
             Output::Event(event) => {
                 self.metrics.events.inc();
@@ -496,11 +493,12 @@ impl Runner {
             }
             Output::Repeat => None,
         };
-        if has_state {
-            let entry = touched.entry((p, cmd.clue_id)).or_default();
-            if let Some(output) = out {
-                entry.push(OutboxEntry { offset, output });
-            }
+        // Outputs go into the clue's outbox; a clue that has no state at the end of the batch
+        // (a command for an unknown clue) gets no changelog record: it is decided the same way
+        // again on a replay.
+        let entry = touched.entry((p, cmd.clue_id)).or_default();
+        if let Some(output) = out {
+            entry.push(OutboxEntry { offset, output });
         }
         Some(cmd.issued_at_ms)
     }
