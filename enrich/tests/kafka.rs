@@ -52,7 +52,10 @@ struct Running {
 }
 
 fn start(cfg: &EnrichConfig) -> Running {
-    gridclue_core::telemetry::init_tracing("enrich-test");
+    // Logs only when asked for (RUST_LOG=info): they go to stderr, past the test harness.
+    if std::env::var_os("RUST_LOG").is_some() {
+        gridclue_core::telemetry::init_tracing("enrich-test");
+    }
     let metrics = EnrichMetrics::new();
     let runner = Runner::new(cfg.clone(), processor(), metrics.clone());
     let (stop, rx) = watch::channel(false);
@@ -118,6 +121,31 @@ async fn verify(bootstrap: &str, w: &Workload) {
     .await
     .unwrap();
     let copies = check_exactly_once(&expected, &got);
+    // The workload exercises dedupe, refusals of terminal clues and outside points.
+    let reports: Vec<_> = expected
+        .values()
+        .filter_map(|e| match &e.fact {
+            gridclue_core::wire::Fact::Reported(r) => Some((e.status, r)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reports
+            .iter()
+            .filter(|(_, r)| r.duplicate_of.is_some())
+            .count()
+            > 10
+    );
+    assert!(
+        reports
+            .iter()
+            .filter(|(_, r)| r.deadline_ms.is_some())
+            .count()
+            > 100
+    );
+    assert!(reports
+        .iter()
+        .any(|(s, _)| *s == gridclue_core::Status::Rejected));
     eprintln!(
         "{} facts as in the reference run, {copies} identical extra copies, {refusals} refusals",
         expected.len()
