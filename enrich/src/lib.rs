@@ -160,6 +160,13 @@ pub async fn run(
         index = ?processor.index.stats(),
         "district map loaded"
     );
+    let now = gridclue_core::wire::now_ms();
+    if !processor.calendar.covers(now) || !processor.calendar.covers(now + 60 * 86_400_000) {
+        tracing::warn!(
+            "data/calendar.json does not list this year or the next 60 days: deadlines there \
+             skip weekends only, not public holidays; add the official dates"
+        );
+    }
     let (maps_tx, maps_rx) = watch::channel(processor.index.clone());
     let reloader = MapReloader {
         config: config.clone(),
