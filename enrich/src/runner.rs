@@ -22,7 +22,9 @@
 //! without a state record; after a crash they may appear there twice (at-least-once).
 //!
 //! Messages fetched before a partition was revoked (during batch collection) are dropped, not
-//! processed: the new owner processes them from the last committed offset.
+//! processed: the new owner processes them from the last committed offset. A partition that
+//! comes back keeps its in-memory state if its changelog still ends where our last write left
+//! it; otherwise it is restored from the changelog.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -88,6 +90,7 @@ struct Outgoing {
 #[derive(Default)]
 struct Epochs {
     epochs: Mutex<HashMap<i32, u64>>,
+    assigned: Mutex<HashSet<i32>>,
 }
 
 impl Epochs {
@@ -114,6 +117,11 @@ impl ConsumerContext for EnrichContext {
                     *e.entry(el.partition()).or_default() += 1;
                 }
             }
+            if let Ok(mut a) = self.epochs.assigned.lock() {
+                for el in tpl.elements() {
+                    a.remove(&el.partition());
+                }
+            }
             let n = tpl.count();
             let _ = self
                 .owned
@@ -127,6 +135,9 @@ impl ConsumerContext for EnrichContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             self.owned.fetch_add(tpl.count(), Ordering::SeqCst);
+            if let Ok(mut a) = self.epochs.assigned.lock() {
+                a.extend(tpl.elements().iter().map(|el| el.partition()));
+            }
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
     }
@@ -141,6 +152,8 @@ struct PartitionState {
     last_offset: i64,
     /// Commands decided since the dedupe index was last pruned.
     handled: u64,
+    /// The changelog partition's end after our last write (or after the restore).
+    changelog_end: i64,
 }
 
 pub struct Runner {
@@ -152,6 +165,9 @@ pub struct Runner {
     pub owned_partitions: Arc<AtomicUsize>,
     maps: Option<watch::Receiver<Arc<GeoIndex>>>,
     partitions: HashMap<i32, PartitionState>,
+    /// State of revoked partitions, reused if the partition comes back and nobody wrote to its
+    /// changelog in between.
+    revoked: HashMap<i32, PartitionState>,
 }
 
 impl Runner {
@@ -164,6 +180,7 @@ impl Runner {
             owned_partitions: Arc::new(AtomicUsize::new(0)),
             maps: None,
             partitions: HashMap::new(),
+            revoked: HashMap::new(),
         }
     }
 
@@ -220,7 +237,21 @@ impl Runner {
                     "dropped messages of revoked partitions"
                 );
             }
-            self.partitions.retain(|p, ps| ps.epoch == epochs.get(*p));
+            let stale: Vec<i32> = self
+                .partitions
+                .iter()
+                .filter(|(p, ps)| ps.epoch != epochs.get(**p))
+                .map(|(p, _)| *p)
+                .collect();
+            for p in stale {
+                if let Some(ps) = self.partitions.remove(&p) {
+                    self.revoked.insert(p, ps);
+                }
+            }
+            // Kept state of partitions that went to another processor is of no further use.
+            if let Ok(assigned) = epochs.assigned.lock() {
+                self.revoked.retain(|p, _| assigned.contains(p));
+            }
             let batch: Vec<OwnedMessage> = batch.into_iter().map(|(_, m)| m).collect();
             if batch.is_empty() {
                 continue;
@@ -302,9 +333,39 @@ impl Runner {
         let t0 = Instant::now();
         let brokers = self.config.kafka_brokers.clone();
         let topic = self.config.state_topic.clone();
-        let parts: Vec<i32> = missing.keys().copied().collect();
         let timeout = Duration::from_millis(self.config.restore_timeout_ms);
-        let restored =
+        // A partition that comes back whose changelog nobody wrote to since we had it: our
+        // state is current (every output of ours was acknowledged before we let it go).
+        if !self.revoked.is_empty() {
+            let cached: Vec<(i32, i64)> = missing
+                .keys()
+                .filter_map(|p| self.revoked.get(p).map(|ps| (*p, ps.changelog_end)))
+                .collect();
+            let (b, t) = (brokers.clone(), topic.clone());
+            let unchanged =
+                tokio::task::spawn_blocking(move || changelog_unchanged(&b, &t, &cached, timeout))
+                    .await??;
+            for p in unchanged {
+                if let Some(mut ps) = self.revoked.remove(&p) {
+                    ps.epoch = epochs.get(p);
+                    tracing::info!(
+                        partition = p,
+                        clues = ps.clues.len(),
+                        "partition state kept"
+                    );
+                    self.partitions.insert(p, ps);
+                    missing.remove(&p);
+                }
+            }
+            for p in missing.keys() {
+                self.revoked.remove(p);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let parts: Vec<i32> = missing.keys().copied().collect();
+        let (restored, ends) =
             tokio::task::spawn_blocking(move || read_changelog(&brokers, &topic, &parts, timeout))
                 .await??;
         let mut resend = Vec::new();
@@ -317,6 +378,7 @@ impl Runner {
                 max_issued_ms: 0,
                 last_offset: -1,
                 handled: 0,
+                changelog_end: ends.get(&p).copied().unwrap_or(0),
             };
             for (id, rec) in records {
                 for entry in rec.outbox.iter().filter(|e| e.offset >= from_offset) {
@@ -380,7 +442,11 @@ impl Runner {
                 payload: serde_json::to_vec(&record).expect("state records serialize"),
             });
         }
-        send_all(producer, &states).await?;
+        for (p, offset) in send_all(producer, &states).await? {
+            if let Some(ps) = self.partitions.get_mut(&p) {
+                ps.changelog_end = ps.changelog_end.max(offset + 1);
+            }
+        }
         // 3. …then what the world sees.
         send_all(producer, &outputs).await?;
         let acked = wire::now_ms();
@@ -540,8 +606,11 @@ impl Runner {
     }
 }
 
-/// Produces every record and waits for all acknowledgements.
-async fn send_all(producer: &FutureProducer, records: &[Outgoing]) -> anyhow::Result<()> {
+/// Produces every record and waits for all acknowledgements; returns (partition, offset) of each.
+async fn send_all(
+    producer: &FutureProducer,
+    records: &[Outgoing],
+) -> anyhow::Result<Vec<(i32, i64)>> {
     let sends = records.iter().map(|o| {
         let mut record = FutureRecord::to(&o.topic).payload(&o.payload);
         if let Some(k) = &o.key {
@@ -552,13 +621,47 @@ async fn send_all(producer: &FutureProducer, records: &[Outgoing]) -> anyhow::Re
         }
         producer.send(record, Duration::from_secs(5))
     });
+    let mut delivered = Vec::with_capacity(records.len());
     for result in join_all(sends).await {
-        if let Err((e, _)) = result {
+        match result {
+            Ok(d) => delivered.push((d.partition, d.offset)),
             // Nothing of this batch is committed: it is consumed again after a restart.
-            anyhow::bail!("producing a record failed: {e}");
+            Err((e, _)) => anyhow::bail!("producing a record failed: {e}"),
         }
     }
-    Ok(())
+    Ok(delivered)
+}
+
+/// Per partition: the latest record of each clue, and the partition's end offset.
+type Changelog = (
+    HashMap<i32, HashMap<ClueId, StateRecord>>,
+    HashMap<i32, i64>,
+);
+
+/// Which of the partitions' changelogs still end where they ended when we last wrote them.
+fn changelog_unchanged(
+    brokers: &str,
+    topic: &str,
+    partitions: &[(i32, i64)],
+    timeout: Duration,
+) -> anyhow::Result<Vec<i32>> {
+    if partitions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .context("creating a metadata client")?;
+    let mut out = Vec::new();
+    for &(p, end) in partitions {
+        let (_, high) = client
+            .fetch_watermarks(topic, p, timeout)
+            .with_context(|| format!("watermarks of {topic}/{p}"))?;
+        if high == end {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 /// Reads changelog partitions to their current end: the last record of each clue wins.
@@ -567,7 +670,7 @@ fn read_changelog(
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
-) -> anyhow::Result<HashMap<i32, HashMap<ClueId, StateRecord>>> {
+) -> anyhow::Result<Changelog> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "gridclue-enrich-restore")
@@ -576,6 +679,7 @@ fn read_changelog(
         .create()
         .context("creating the changelog reader")?;
     let mut out: HashMap<i32, HashMap<ClueId, StateRecord>> = HashMap::new();
+    let mut all_ends: HashMap<i32, i64> = HashMap::new();
     let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for &p in partitions {
@@ -583,13 +687,14 @@ fn read_changelog(
         let (low, high) = consumer
             .fetch_watermarks(topic, p, timeout)
             .with_context(|| format!("watermarks of {topic}/{p}"))?;
+        all_ends.insert(p, high);
         if high > low {
             ends.insert(p, high);
             tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
         }
     }
     if ends.is_empty() {
-        return Ok(out);
+        return Ok((out, all_ends));
     }
     consumer.assign(&tpl)?;
     let deadline = Instant::now() + timeout;
@@ -636,7 +741,7 @@ fn read_changelog(
             pending.remove(&p);
         }
     }
-    Ok(out)
+    Ok((out, all_ends))
 }
 
 /// Per partition, the offset after the batch's last message.
