@@ -2,7 +2,7 @@
 //! protocol brokers): pre-produces report and accept commands, runs one processor, and reports
 //! commands and facts per second from its first fact to its last acknowledged one.
 //!
-//! `cargo run --release -p gridclue-enrich --example throughput -- 60000` (clues; keep the
+//! `cargo run --release -p gridclue-enrich --example throughput -- 60000 [batch_max]` (clues; keep the
 //! commands under ~5 MB per partition: the mock deletes older records beyond that).
 
 use std::time::{Duration, Instant};
@@ -46,11 +46,14 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../data").to_owned();
-    let config = EnrichConfig {
+    let mut config = EnrichConfig {
         kafka_brokers: bootstrap.clone(),
         data_dir: data,
         ..EnrichConfig::default()
     };
+    if let Some(b) = std::env::args().nth(2) {
+        config.batch_max = b.parse().expect("a batch size");
+    }
     let processor = gridclue_enrich::build_processor(&config)?;
 
     // Commands: a report per clue at a random point inside the district, and an accept for
