@@ -27,6 +27,9 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
+        // A fetch waits at most this long for data; librdkafka's mock broker never answers early,
+        // so the 500 ms default would add half a second to every hop of the pipeline.
+        .set("fetch.wait.max.ms", "50")
         .set("isolation.level", "read_uncommitted");
     c
 }
