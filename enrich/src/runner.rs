@@ -216,13 +216,24 @@ impl Runner {
                 _ = shutdown.changed() => break,
                 m = consumer.recv() => m,
             };
-            let first = first?.detach();
+            let first = match first {
+                Ok(m) => m.detach(),
+                Err(e) => {
+                    consumer_error(e)?;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let mut batch = vec![(epochs.get(first.partition()), first)];
             while batch.len() < self.config.batch_max {
                 match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
-                    Ok(m) => {
-                        let m = m?.detach();
+                    Ok(Ok(m)) => {
+                        let m = m.detach();
                         batch.push((epochs.get(m.partition()), m));
+                    }
+                    Ok(Err(e)) => {
+                        consumer_error(e)?;
+                        break;
                     }
                     Err(_) => break,
                 }
@@ -604,6 +615,16 @@ impl Runner {
             at_ms: wire::now_ms(),
         }
     }
+}
+
+/// A consumer error: fatal ones end the loop, others (a broker away for a moment, …) are
+/// logged; librdkafka recovers from them by itself.
+fn consumer_error(e: rdkafka::error::KafkaError) -> anyhow::Result<()> {
+    if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) {
+        return Err(anyhow::Error::new(e).context("fatal consumer error"));
+    }
+    tracing::warn!(error = %e, "consumer error");
+    Ok(())
 }
 
 /// Produces every record and waits for all acknowledgements; returns (partition, offset) of each.

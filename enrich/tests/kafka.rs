@@ -281,3 +281,35 @@ async fn two_processors_while_partitions_move_every_fact_exactly_once() {
     c.task.await.unwrap().unwrap();
     drop(mock);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_mid_stream_loses_and_doubles_nothing() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let p = processor();
+    let w = workload(&p, PARTITIONS as usize, 100, 31);
+    let (expected, _) = simulate(&p, &w);
+    let producer = producer(&bootstrap);
+    produce(&producer, "clues.commands", &w, 0..usize::MAX).await;
+    let mut r = start(&config(&bootstrap, 30));
+    wait_for_events(
+        &mut r,
+        &bootstrap,
+        expected.len() / 5,
+        Duration::from_secs(60),
+    )
+    .await;
+    // The only broker goes away for two seconds: the processor keeps running and resumes.
+    mock.broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !r.task.is_finished(),
+        "the processor gave up during the outage"
+    );
+    mock.broker_up(1).unwrap();
+    verify(&bootstrap, &w).await;
+    assert!(!r.task.is_finished());
+    r.stop.send(true).unwrap();
+    r.task.await.unwrap().unwrap();
+    drop(mock);
+}
