@@ -9,6 +9,7 @@
 //! - [`wire`] — the versioned JSON contract of the Kafka topics (commands, events, DLQ).
 //! - [`config`] — defaults → optional file → `GRIDCLUE_*` environment.
 //! - [`secrets`] — keyed hashing of tokens and reporter phone numbers.
+//! - [`service`] — shutdown signal and problem+json responses shared by the HTTP services.
 //! - [`telemetry`] — tracing set-up and every Prometheus metric name.
 //! - [`tokens`] — bearer tokens stored as hashes, reloaded when the file changes.
 //! - [`kafka`] — rdkafka client configuration builders.
@@ -22,6 +23,7 @@ pub mod grid;
 pub mod ids;
 pub mod kafka;
 pub mod secrets;
+pub mod service;
 pub mod status;
 pub mod telemetry;
 pub mod tokens;

@@ -3,10 +3,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use gridclue_core::tokens::AuthError;
-use serde::Serialize;
 
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
-const PROBLEM_BASE: &str = "https://gridclue.dev/problems/";
+pub use gridclue_core::service::PROBLEM_CONTENT_TYPE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -18,16 +16,6 @@ pub enum ApiError {
     Unavailable,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
-}
-
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    type_: String,
-    code: &'a str,
-    title: &'a str,
-    status: u16,
-    detail: String,
 }
 
 impl From<AuthError> for ApiError {
@@ -76,19 +64,9 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = %cause, "request failed");
         }
-        let problem = Problem {
-            type_: format!("{PROBLEM_BASE}{}", self.code()),
-            code: self.code(),
-            title: self.title(),
-            status: status.as_u16(),
-            detail: self.to_string(),
-        };
-        let mut response = (status, axum::Json(problem)).into_response();
+        let mut response =
+            gridclue_core::service::problem(status, self.code(), self.title(), &self.to_string());
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
-        );
         match &self {
             ApiError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

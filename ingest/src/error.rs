@@ -2,9 +2,8 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+pub use gridclue_core::service::PROBLEM_CONTENT_TYPE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -39,16 +38,6 @@ pub enum ApiError {
     ReadsUnavailable(&'static str),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
-}
-
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    type_: String,
-    code: &'a str,
-    title: &'a str,
-    status: u16,
-    detail: String,
 }
 
 impl ApiError {
@@ -147,19 +136,9 @@ impl IntoResponse for ApiError {
             // Logged once here; the client gets a generic body.
             tracing::error!(error = %cause, "request failed");
         }
-        let problem = Problem {
-            type_: format!("https://gridclue.dev/problems/{}", self.code()),
-            code: self.code(),
-            title: self.title(),
-            status: status.as_u16(),
-            detail: self.to_string(),
-        };
-        let mut response = (status, axum::Json(problem)).into_response();
+        let mut response =
+            gridclue_core::service::problem(status, self.code(), self.title(), &self.to_string());
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
-        );
         if let Some(secs) = self.retry_after_secs() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

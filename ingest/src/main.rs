@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&config.listen)
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
-            gridclue_ingest::run(listener, config, shutdown_signal()).await
+            gridclue_ingest::run(listener, config, gridclue_core::service::shutdown_signal()).await
         }
         Cmd::Tokens { action } => tokens(&config, action),
     }
@@ -110,20 +110,4 @@ fn tokens(config: &IngestConfig, action: TokenCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c().await.ok();
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown requested");
 }

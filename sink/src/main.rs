@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
         None => {
             let listener = tokio::net::TcpListener::bind(&config.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "listening");
-            gridclue_sink::run(listener, config, shutdown_signal()).await
+            gridclue_sink::run(listener, config, gridclue_core::service::shutdown_signal()).await
         }
         Some(Command::Migrate) => {
             let report = gridclue_sink::migrate(&config).await?;
@@ -79,26 +79,4 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown requested");
 }
