@@ -567,7 +567,8 @@ PY
     cat <<EOF
 
 Where to look:
-  dashboard        $GRIDCLUE_DASHBOARD_URL/
+  reporting page   $GRIDCLUE_INGEST_URL/report?token=\$GRIDCLUE_DEMO_REPORTER_TOKEN (token from var/stack.env)
+  open311          $GRIDCLUE_INGEST_URL/open311/v2/services.json
   summary (JSON)   curl -H "Authorization: Bearer \$GRIDCLUE_DEMO_DISTRICT_TOKEN" $GRIDCLUE_DASHBOARD_URL/v1/summary
   categories       $GRIDCLUE_INGEST_URL/v1/categories
   metrics          $GRIDCLUE_INGEST_URL/metrics  $GRIDCLUE_ENRICH_URL/metrics  $GRIDCLUE_SINK_URL/metrics  $GRIDCLUE_DASHBOARD_URL/metrics
