@@ -473,73 +473,33 @@ async fn open311_client_round_trip() {
     assert_ne!(xml_id, id);
 
     // Open311's error format for the errors a client can make.
+    let without = |key: &str| -> Vec<(&str, &str)> {
+        good.iter().copied().filter(|(k, _)| *k != key).collect()
+    };
+    let with = |key: &str, value: &'static str| -> Vec<(&str, &str)> {
+        good.iter()
+            .map(|&(k, v)| if k == key { (k, value) } else { (k, v) })
+            .collect()
+    };
+    let revoked: Vec<(&str, &str)> = good
+        .iter()
+        .map(|&(k, v)| {
+            if k == "api_key" {
+                (k, env.revoked.as_str())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
     let cases: Vec<(Vec<(&str, &str)>, u16)> = vec![
-        (
-            good.iter()
-                .copied()
-                .filter(|(k, _)| *k != "api_key")
-                .collect(),
-            403,
-        ),
-        (
-            good.iter()
-                .map(|&(k, v)| {
-                    if k == "api_key" {
-                        (k, "gct_wrong")
-                    } else {
-                        (k, v)
-                    }
-                })
-                .collect(),
-            403,
-        ),
-        (
-            good.iter()
-                .map(|&(k, v)| {
-                    if k == "api_key" {
-                        (k, env.revoked.as_str())
-                    } else {
-                        (k, v)
-                    }
-                })
-                .collect(),
-            403,
-        ),
-        (
-            good.iter()
-                .map(|&(k, v)| {
-                    if k == "service_code" {
-                        (k, "warp_drive")
-                    } else {
-                        (k, v)
-                    }
-                })
-                .collect(),
-            404,
-        ),
-        (
-            good.iter()
-                .copied()
-                .filter(|(k, _)| *k != "service_code")
-                .collect(),
-            400,
-        ),
-        (
-            good.iter().copied().filter(|(k, _)| *k != "lat").collect(),
-            400,
-        ),
-        (
-            good.iter()
-                .map(|&(k, v)| if k == "long" { (k, "east") } else { (k, v) })
-                .collect(),
-            400,
-        ),
-        (
-            good.iter()
-                .map(|&(k, v)| if k == "lat" { (k, "39.9") } else { (k, v) })
-                .collect(),
-            400,
-        ),
+        (without("api_key"), 403),
+        (with("api_key", "gct_wrong"), 403),
+        (revoked, 403),
+        (with("service_code", "warp_drive"), 404),
+        (without("service_code"), 400),
+        (without("lat"), 400),
+        (with("long", "east"), 400),
+        (with("lat", "39.9"), 400),
     ];
     for (pairs, status) in cases {
         let r = post(form(&pairs), "json").await.unwrap();
