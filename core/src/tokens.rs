@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -180,46 +180,75 @@ impl TokenFile {
     }
 }
 
-/// A token file kept in memory and re-read when its modification time changes.
+/// What the store last read: the file's modification time, when it was last looked at, and
+/// the tokens.
+struct Cached {
+    mtime: Option<SystemTime>,
+    checked_at: Instant,
+    file: Arc<TokenFile>,
+}
+
+/// A token file kept in memory and re-read when its modification time changes. The file is
+/// looked at (one `stat`) at most once per check interval, so a busy service pays for it once a
+/// second, not once a request; a revocation takes effect within that interval.
 #[derive(Clone)]
 pub struct TokenStore {
     path: PathBuf,
-    cached: Arc<RwLock<(Option<SystemTime>, Arc<TokenFile>)>>,
+    check_interval: Duration,
+    cached: Arc<RwLock<Cached>>,
 }
 
 impl TokenStore {
+    /// Opens the file; every call to [`TokenStore::current`] checks it for changes.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, TokenError> {
         let path = path.into();
         let file = TokenFile::read(&path)?;
         let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
         Ok(Self {
             path,
-            cached: Arc::new(RwLock::new((mtime, Arc::new(file)))),
+            check_interval: Duration::ZERO,
+            cached: Arc::new(RwLock::new(Cached {
+                mtime,
+                checked_at: Instant::now(),
+                file: Arc::new(file),
+            })),
         })
+    }
+
+    /// Looks at the file for changes at most once per `interval`.
+    pub fn with_check_interval(mut self, interval: Duration) -> Self {
+        self.check_interval = interval;
+        self
     }
 
     /// The current tokens, re-reading the file if it changed. A file that became malformed is
     /// logged and the last good version kept.
     pub fn current(&self) -> Arc<TokenFile> {
+        {
+            let guard = self.cached.read().expect("token cache lock");
+            if !self.check_interval.is_zero() && guard.checked_at.elapsed() < self.check_interval {
+                return guard.file.clone();
+            }
+        }
         let mtime = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
-        {
-            let guard = self.cached.read().expect("token cache lock");
-            if guard.0 == mtime {
-                return guard.1.clone();
-            }
+        let mut guard = self.cached.write().expect("token cache lock");
+        guard.checked_at = Instant::now();
+        if guard.mtime == mtime {
+            return guard.file.clone();
         }
         match TokenFile::read(&self.path) {
             Ok(file) => {
                 let file = Arc::new(file);
-                *self.cached.write().expect("token cache lock") = (mtime, file.clone());
+                guard.mtime = mtime;
+                guard.file = file.clone();
                 tracing::info!(path = %self.path.display(), tokens = file.tokens.len(), "token file reloaded");
                 file
             }
             Err(e) => {
                 tracing::warn!(error = %e, "keeping previous tokens");
-                self.cached.read().expect("token cache lock").1.clone()
+                guard.file.clone()
             }
         }
     }
@@ -287,6 +316,39 @@ mod tests {
         let file = std::fs::File::options().append(true).open(&path).unwrap();
         file.set_modified(future).unwrap();
         assert_eq!(store.authenticate_token(&secret), Err(AuthError::Revoked));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn with_a_check_interval_revocations_are_seen_after_it() {
+        let dir = std::env::temp_dir().join(format!("gridclue-interval-{}", rand::random::<u64>()));
+        let path = dir.join("tokens.json");
+        let mut f = TokenFile::default();
+        let (secret, rec) = f.issue(TokenKind::Reporter, None, None, "r").unwrap();
+        f.write(&path).unwrap();
+        let tokens = TokenStore::open(&path)
+            .unwrap()
+            .with_check_interval(Duration::from_millis(50));
+        assert_eq!(
+            tokens
+                .authenticate(Some(&format!("Bearer {secret}")))
+                .unwrap()
+                .id,
+            rec.id
+        );
+        assert_eq!(tokens.authenticate(None), Err(AuthError::Missing));
+        assert_eq!(
+            tokens.authenticate(Some("Basic x")),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(tokens.authenticate_token("nope"), Err(AuthError::Invalid));
+        f.revoke(&rec.id).unwrap();
+        f.write(&path).unwrap();
+        let file = std::fs::File::options().append(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now() + Duration::from_secs(2))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(tokens.authenticate_token(&secret), Err(AuthError::Revoked));
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -16,12 +16,11 @@ use axum::{Json, Router};
 use gridclue_core::category::Catalog;
 use gridclue_core::secrets::SecretKey;
 use gridclue_core::telemetry;
-use gridclue_core::tokens::{AuthError, TokenKind, TokenRecord};
+use gridclue_core::tokens::{AuthError, TokenKind, TokenRecord, TokenStore};
 use gridclue_core::wire::{self, Actor, ActorKind, Channel, Command, CommandEnvelope};
 use gridclue_core::{ClueId, CommandId, ReporterId};
 use serde_json::json;
 
-use crate::auth::Tokens;
 use crate::bounds::BoundingBox;
 use crate::error::ApiError;
 use crate::metrics::IngestMetrics;
@@ -63,7 +62,7 @@ impl std::ops::Deref for AppState {
 
 pub struct AppInner {
     pub catalog: Arc<Catalog>,
-    pub tokens: Tokens,
+    pub tokens: TokenStore,
     pub secret: SecretKey,
     /// The district's bounding box plus the accepted margin (validation).
     pub bounds: BoundingBox,

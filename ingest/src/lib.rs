@@ -3,7 +3,6 @@
 //! Modules:
 //! - [`api`]: the axum router (`app`), the single-clue handler and the intake steps shared by
 //!   every write endpoint.
-//! - [`auth`]: reporter tokens (the shared token file, checked for changes once a second).
 //! - [`batch`]: `POST /v1/clues:batch` (a phone's offline queue).
 //! - [`open311`]: Open311 GeoReport v2 (JSON and XML).
 //! - [`reads`]: the reporter's view and Open311 reads from ClickHouse.
@@ -18,7 +17,6 @@
 //! - [`config`]: the configuration (defaults, file, environment).
 
 pub mod api;
-pub mod auth;
 pub mod batch;
 pub mod bounds;
 pub mod config;
@@ -98,7 +96,7 @@ pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
     }
     Ok(api::AppState::new(api::AppInner {
         catalog: Arc::new(catalog),
-        tokens: auth::Tokens::new(tokens, Duration::from_secs(1)),
+        tokens: tokens.with_check_interval(Duration::from_secs(1)),
         secret,
         bounds,
         area,
