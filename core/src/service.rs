@@ -1,8 +1,16 @@
-//! Pieces every gridclue HTTP service shares: the shutdown signal of its binary and the
-//! problem-details body of its errors (RFC 9457).
+//! Pieces every gridclue HTTP service shares: the shutdown signal of its binary, the
+//! problem-details body of its errors (RFC 9457), and the probe routes of the services whose
+//! HTTP side is only for operations.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus::Registry;
 use serde::Serialize;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
@@ -27,6 +35,39 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown requested");
+}
+
+#[derive(Clone)]
+struct Probes {
+    ready: Arc<AtomicBool>,
+    registry: Registry,
+}
+
+/// `/healthz` (the process answers), `/readyz` (200 once `ready` is set, 503 before) and
+/// `/metrics` (the registry in Prometheus text format).
+pub fn probe_routes(ready: Arc<AtomicBool>, registry: Registry) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(p): State<Probes>| async move {
+                if p.ready.load(Ordering::Acquire) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(p): State<Probes>| async move {
+                (
+                    [(header::CONTENT_TYPE, crate::telemetry::METRICS_CONTENT_TYPE)],
+                    crate::telemetry::render(&p.registry),
+                )
+            }),
+        )
+        .with_state(Probes { ready, registry })
 }
 
 #[derive(Serialize)]
@@ -59,6 +100,32 @@ pub fn problem(status: StatusCode, code: &str, title: &str, detail: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn probes_report_readiness_and_metrics() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let registry = Registry::new();
+        let counter = prometheus::IntCounter::new("gridclue_test_total", "test").unwrap();
+        registry.register(Box::new(counter.clone())).unwrap();
+        counter.inc();
+        let app = probe_routes(ready.clone(), registry);
+        let get = |path: &str| {
+            axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let r = app.clone().oneshot(get("/readyz")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        ready.store(true, Ordering::Release);
+        let r = app.clone().oneshot(get("/readyz")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = app.clone().oneshot(get("/healthz")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = app.oneshot(get("/metrics")).await.unwrap();
+        let text = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        assert!(String::from_utf8_lossy(&text).contains("gridclue_test_total 1"));
+    }
 
     #[tokio::test]
     async fn problems_carry_type_code_and_content_type() {

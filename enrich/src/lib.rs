@@ -19,14 +19,14 @@ pub mod runner;
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use gridclue_core::category::Catalog;
 use tokio::net::TcpListener;
@@ -86,37 +86,12 @@ impl MapReloader {
 
 #[derive(Clone)]
 struct Probe {
-    ready: Arc<AtomicBool>,
-    metrics: metrics::EnrichMetrics,
     reloader: MapReloader,
 }
 
-fn probe_app(probe: Probe) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(p): State<Probe>| async move {
-                if p.ready.load(Ordering::SeqCst) {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(|State(p): State<Probe>| async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        gridclue_core::telemetry::METRICS_CONTENT_TYPE,
-                    )],
-                    gridclue_core::telemetry::render(&p.metrics.registry),
-                )
-                    .into_response()
-            }),
-        )
+/// The shared probe routes plus `POST /admin/reload-map`.
+fn probe_app(ready: Arc<AtomicBool>, metrics: &metrics::EnrichMetrics, probe: Probe) -> Router {
+    let admin = Router::new()
         .route(
             "/admin/reload-map",
             post(|State(p): State<Probe>| async move {
@@ -142,7 +117,8 @@ fn probe_app(probe: Probe) -> Router {
                 }
             }),
         )
-        .with_state(probe)
+        .with_state(probe);
+    gridclue_core::service::probe_routes(ready, metrics.registry.clone()).merge(admin)
 }
 
 /// Runs the processor until `shutdown` resolves or the loop fails.
@@ -176,16 +152,15 @@ pub async fn run(
     };
     let reload_on_sighup = config.reload_on_sighup;
     let runner = runner::Runner::new(config, processor, metrics.clone()).with_map_updates(maps_rx);
+    let ready = runner.ready.clone();
     let probe = Probe {
-        ready: runner.ready.clone(),
-        metrics,
         reloader: reloader.clone(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
         let mut rx = http_stop;
-        axum::serve(listener, probe_app(probe))
+        axum::serve(listener, probe_app(ready, &metrics, probe))
             .with_graceful_shutdown(async move {
                 rx.changed().await.ok();
             })

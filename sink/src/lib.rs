@@ -14,11 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use gridclue_core::ch::ChSettings;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -98,41 +93,6 @@ impl SinkConfig {
             password: self.clickhouse_password.clone(),
         }
     }
-}
-
-#[derive(Clone)]
-struct HttpState {
-    ready: Arc<AtomicBool>,
-    metrics: SinkMetrics,
-}
-
-fn router(state: HttpState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(s): State<HttpState>| async move {
-                if s.ready.load(Ordering::Acquire) {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(|State(s): State<HttpState>| async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        gridclue_core::telemetry::METRICS_CONTENT_TYPE,
-                    )],
-                    gridclue_core::telemetry::render(&s.metrics.registry),
-                )
-                    .into_response()
-            }),
-        )
-        .with_state(state)
 }
 
 /// Connects to ClickHouse (creating the database), retrying transient failures until `cancel`.
@@ -217,10 +177,7 @@ pub async fn run_with_metrics(
     }
     let ready = Arc::new(AtomicBool::new(false));
     let http_stop = CancellationToken::new();
-    let app = router(HttpState {
-        ready: ready.clone(),
-        metrics: metrics.clone(),
-    });
+    let app = gridclue_core::service::probe_routes(ready.clone(), metrics.registry.clone());
     let http = {
         let stop = http_stop.clone();
         tokio::spawn(async move {
