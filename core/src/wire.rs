@@ -15,6 +15,15 @@ use crate::status::{Action, Status};
 
 pub const SCHEMA_VERSION: u16 = 1;
 
+/// Commands from ingest (key = clue id).
+pub const COMMANDS_TOPIC: &str = "clues.commands";
+/// Facts emitted by enrich (key = clue id).
+pub const EVENTS_TOPIC: &str = "clues.events";
+/// Refused and poison records with a reason code.
+pub const DLQ_TOPIC: &str = "clues.dlq";
+/// Changelog of enrich's per-clue state (compacted on a real cluster).
+pub const STATE_TOPIC: &str = "clues.state";
+
 /// Topic names. Defaults are the production names; tests may prefix them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topics {
@@ -28,10 +37,10 @@ pub struct Topics {
 impl Default for Topics {
     fn default() -> Self {
         Self {
-            commands: "clues.commands".into(),
-            events: "clues.events".into(),
-            dlq: "clues.dlq".into(),
-            state: "clues.state".into(),
+            commands: COMMANDS_TOPIC.into(),
+            events: EVENTS_TOPIC.into(),
+            dlq: DLQ_TOPIC.into(),
+            state: STATE_TOPIC.into(),
         }
     }
 }

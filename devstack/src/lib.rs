@@ -25,14 +25,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer};
 
-/// Commands from ingest (key = clue id).
-pub const TOPIC_COMMANDS: &str = "clues.commands";
-/// Facts emitted by enrich (key = clue id).
-pub const TOPIC_EVENTS: &str = "clues.events";
-/// Rejected and poison records with a reason code.
-pub const TOPIC_DLQ: &str = "clues.dlq";
-/// Changelog of enrich's per-clue state (compacted on a real cluster).
-pub const TOPIC_STATE: &str = "clues.state";
+pub use gridclue_core::wire::{
+    COMMANDS_TOPIC as TOPIC_COMMANDS, DLQ_TOPIC as TOPIC_DLQ, EVENTS_TOPIC as TOPIC_EVENTS,
+    STATE_TOPIC as TOPIC_STATE,
+};
 
 /// Number of brokers the dev broker runs.
 pub const DEFAULT_BROKERS: i32 = 3;

@@ -63,7 +63,7 @@ impl Default for IngestConfig {
         Self {
             listen: "127.0.0.1:7401".into(),
             kafka_brokers: "127.0.0.1:9092".into(),
-            commands_topic: "clues.commands".into(),
+            commands_topic: gridclue_core::wire::COMMANDS_TOPIC.into(),
             data_dir: "data".into(),
             tokens_file: "var/tokens.json".into(),
             secret_file: "var/secret.key".into(),

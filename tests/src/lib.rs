@@ -6,9 +6,6 @@ pub mod ch;
 
 use std::path::PathBuf;
 
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
-
 pub const DEFAULT_TEST_CLICKHOUSE_URL: &str = "http://127.0.0.1:18123";
 
 /// The ClickHouse server tests use (started by `make test`).
@@ -35,27 +32,21 @@ pub fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data")
 }
 
-/// A mock Kafka cluster (3 brokers) with gridclue's topics.
+/// A mock Kafka cluster with the stack's standard layout (3 brokers, gridclue's topics).
 pub struct Broker {
-    pub cluster: MockCluster<'static, DefaultProducerContext>,
     pub bootstrap: String,
+    _kafka: gridclue_devstack::MockKafka,
 }
 
 impl Broker {
     pub fn start() -> Self {
-        let cluster = MockCluster::new(3).expect("mock cluster starts");
-        for (topic, partitions) in [
-            ("clues.commands", 6),
-            ("clues.events", 6),
-            ("clues.dlq", 1),
-            ("clues.state", 6),
-        ] {
-            cluster
-                .create_topic(topic, partitions, 3)
-                .expect("mock topic created");
+        let kafka =
+            gridclue_devstack::start_standard_cluster(gridclue_devstack::DEFAULT_PARTITIONS)
+                .expect("mock cluster with gridclue's topics starts");
+        Self {
+            bootstrap: kafka.bootstrap_servers().to_owned(),
+            _kafka: kafka,
         }
-        let bootstrap = cluster.bootstrap_servers();
-        Self { cluster, bootstrap }
     }
 }
 
