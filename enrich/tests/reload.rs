@@ -14,6 +14,10 @@ use gridclue_district::{generate, save_geojson, GenerateParams};
 use gridclue_enrich::EnrichConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::FutureRecord;
+/// GET `url` and read the body as text.
+async fn get_text(http: &reqwest::Client, url: String) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
 
 fn map_info(metrics: &str) -> Vec<String> {
     metrics
@@ -106,14 +110,7 @@ async fn the_map_reloads_without_a_restart() {
     }
     let p = processor();
     let old_version = p.index.map_version().to_owned();
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&http, format!("{base}/metrics")).await;
     assert_eq!(
         map_info(&metrics),
         vec![format!(
@@ -142,14 +139,7 @@ async fn the_map_reloads_without_a_restart() {
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["map_version"], "test-map-2");
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&http, format!("{base}/metrics")).await;
     assert_eq!(
         map_info(&metrics),
         vec!["gridclue_enrich_map_info{version=\"test-map-2\"} 1".to_owned()]
@@ -178,14 +168,7 @@ async fn the_map_reloads_without_a_restart() {
     assert_eq!(r.status(), 422);
     let problem: serde_json::Value = r.json().await.unwrap();
     assert_eq!(problem["type"], "map_reload_failed");
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&http, format!("{base}/metrics")).await;
     assert_eq!(
         map_info(&metrics),
         vec!["gridclue_enrich_map_info{version=\"test-map-2\"} 1".to_owned()]

@@ -19,6 +19,15 @@ use gridclue_ingest::IngestConfig;
 use serde_json::{json, Value};
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
+/// GET `url` and read the body as text.
+async fn get_text(http: &reqwest::Client, url: String) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// GET `url` and read the body as JSON.
+async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -373,14 +382,7 @@ async fn open311_client_round_trip() {
     let http = reqwest::Client::new();
 
     // Service discovery, JSON and XML.
-    let services: Value = http
-        .get(format!("{base}/services.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let services: Value = get_json(&http, format!("{base}/services.json")).await;
     let list = services.as_array().unwrap();
     assert_eq!(list.len(), 20);
     let manhole = list
@@ -390,14 +392,7 @@ async fn open311_client_round_trip() {
     assert_eq!(manhole["service_name"], "井盖破损/缺失");
     assert_eq!(manhole["metadata"], false);
     assert_eq!(manhole["type"], "realtime");
-    let en: Value = http
-        .get(format!("{base}/services.json?lang=en"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let en: Value = get_json(&http, format!("{base}/services.json?lang=en")).await;
     assert!(en[0]["service_name"].as_str().unwrap().is_ascii());
     let r = http
         .get(format!("{base}/services.xml"))
@@ -411,23 +406,9 @@ async fn open311_client_round_trip() {
     let xml = r.text().await.unwrap();
     assert!(xml.starts_with("<?xml") && xml.contains("<services><service>"));
     assert!(xml_texts(&xml, "service_code").contains(&"manhole_cover".to_owned()));
-    let def: Value = http
-        .get(format!("{base}/services/manhole_cover.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let def: Value = get_json(&http, format!("{base}/services/manhole_cover.json")).await;
     assert_eq!(def["service_code"], "manhole_cover");
-    let xml = http
-        .get(format!("{base}/services/manhole_cover.xml"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let xml = get_text(&http, format!("{base}/services/manhole_cover.xml")).await;
     assert!(xml.contains("<service_definition><service_code>manhole_cover</service_code>"));
     let r = http
         .get(format!("{base}/services/warp_drive.json"))
@@ -539,14 +520,7 @@ async fn open311_client_round_trip() {
     assert!(!raw.contains("13800138000") && !raw.contains("rider@example.com"));
 
     // Reads: the default window is the last 90 days.
-    let list: Value = http
-        .get(format!("{base}/requests.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&http, format!("{base}/requests.json")).await;
     let ids: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -628,24 +602,10 @@ async fn open311_client_round_trip() {
     assert_eq!(status, 400);
 
     // One request, JSON and XML.
-    let one: Value = http
-        .get(format!("{base}/requests/{}.json", f.b))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = get_json(&http, format!("{base}/requests/{}.json", f.b)).await;
     assert_eq!(one.as_array().unwrap().len(), 1);
     assert_eq!(one[0]["status"], "closed");
-    let xml = http
-        .get(format!("{base}/requests/{}.xml", f.a))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let xml = get_text(&http, format!("{base}/requests/{}.xml", f.a)).await;
     assert!(xml.contains("<service_requests><request>"));
     assert_eq!(xml_texts(&xml, "service_request_id"), [f.a.to_string()]);
     assert_eq!(xml_texts(&xml, "status"), ["open"]);
