@@ -87,13 +87,7 @@ pub async fn spawn_app() -> TestApp {
         clickhouse_database: database.clone(),
         ..Default::default()
     };
-    // The sink's future is not `Send` (its consumer stream borrows across awaits), so it is
-    // driven on a blocking thread of the same runtime.
-    let handle = tokio::runtime::Handle::current();
-    let shutdown = stopped(&rx);
-    tasks.push(tokio::task::spawn_blocking(move || {
-        handle.block_on(gridclue_sink::run(l, sink, shutdown))
-    }));
+    tasks.push(tokio::spawn(gridclue_sink::run(l, sink, stopped(&rx))));
 
     let (l, dashboard_url) = listener().await;
     let dashboard = gridclue_dashboard_api::DashboardConfig {
