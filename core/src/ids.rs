@@ -60,6 +60,12 @@ impl CommandId {
     pub fn for_report(clue: ClueId) -> Self {
         Self(Uuid::new_v5(&clue.0, b"report"))
     }
+
+    /// The dedupe verdict on a clue's report is issued once per clue; a re-issued verdict is
+    /// recognisably the same command.
+    pub fn for_dedupe_verdict(clue: ClueId) -> Self {
+        Self(Uuid::new_v5(&clue.0, b"dedupe-verdict"))
+    }
 }
 
 impl fmt::Display for CommandId {

@@ -25,6 +25,8 @@ pub mod names {
     pub const ENRICH_PROCESSING_DURATION_SECONDS: &str =
         "gridclue_enrich_processing_duration_seconds";
     pub const ENRICH_MAP_INFO: &str = "gridclue_enrich_map_info";
+    pub const ENRICH_DEDUPE_VERDICTS_TOTAL: &str = "gridclue_enrich_dedupe_verdicts_total";
+    pub const ENRICH_DEDUPE_OPEN_CASES: &str = "gridclue_enrich_dedupe_open_cases";
     // sink
     pub const SINK_ROWS_INSERTED_TOTAL: &str = "gridclue_sink_rows_inserted_total";
     pub const SINK_BATCHES_INSERTED_TOTAL: &str = "gridclue_sink_batches_inserted_total";

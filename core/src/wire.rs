@@ -23,6 +23,9 @@ pub const EVENTS_TOPIC: &str = "clues.events";
 pub const DLQ_TOPIC: &str = "clues.dlq";
 /// Changelog of enrich's per-clue state (compacted on a real cluster).
 pub const STATE_TOPIC: &str = "clues.state";
+/// Placed reports and closed cases keyed by owner street, for enrich's dedupe stage (retention
+/// must exceed the dedupe window: the stage rebuilds its state by reading it).
+pub const DEDUPE_TOPIC: &str = "clues.dedupe";
 
 /// Topic names. Defaults are the production names; tests may prefix them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +35,13 @@ pub struct Topics {
     pub dlq: String,
     /// Compacted changelog of the clue processor's per-clue state.
     pub state: String,
+    /// Placed reports by owner street, for cross-partition dedupe.
+    #[serde(default = "default_dedupe_topic")]
+    pub dedupe: String,
+}
+
+fn default_dedupe_topic() -> String {
+    DEDUPE_TOPIC.into()
 }
 
 impl Default for Topics {
@@ -41,6 +51,7 @@ impl Default for Topics {
             events: EVENTS_TOPIC.into(),
             dlq: DLQ_TOPIC.into(),
             state: STATE_TOPIC.into(),
+            dedupe: DEDUPE_TOPIC.into(),
         }
     }
 }
@@ -131,6 +142,12 @@ pub enum Command {
         reason: String,
         working_hours: u32,
     },
+    /// Internal (issued by enrich's dedupe stage, never accepted from clients): the verdict on
+    /// a placed report, which completes it: `duplicate_of` the open case it repeats, or none.
+    DedupeVerdict {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duplicate_of: Option<ClueId>,
+    },
 }
 
 impl Command {
@@ -147,6 +164,16 @@ impl Command {
             Command::VerifyOk => Action::VerifyOk,
             Command::VerifyFail { .. } => Action::VerifyFail,
             Command::Postpone { .. } => Action::Postpone,
+            // The verdict completes the report it answers.
+            Command::DedupeVerdict { .. } => Action::Report,
+        }
+    }
+
+    /// The command's type as it appears on the wire (`type`), a bounded metric label.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Command::DedupeVerdict { .. } => "dedupe_verdict",
+            other => other.action().as_str(),
         }
     }
 }
@@ -204,23 +231,43 @@ pub struct Reported {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Fact {
     Reported(Box<Reported>),
-    Accepted,
-    Rejected { reason: String },
-    Merged { duplicate_of: ClueId },
-    Dispatched { department: String },
+    /// The SLA clock starts here: `deadline_ms` = the accept's issue time + the category's limit
+    /// in working time (absent only in records written before deadlines moved to acceptance).
+    Accepted {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
+    },
+    Rejected {
+        reason: String,
+    },
+    Merged {
+        duplicate_of: ClueId,
+    },
+    Dispatched {
+        department: String,
+    },
     Started,
-    Handled { note: String },
-    Returned { reason: String },
+    Handled {
+        note: String,
+    },
+    Returned {
+        reason: String,
+    },
     Verified,
-    VerifyFailed { reason: String },
-    Postponed { reason: String, deadline_ms: u64 },
+    VerifyFailed {
+        reason: String,
+    },
+    Postponed {
+        reason: String,
+        deadline_ms: u64,
+    },
 }
 
 impl Fact {
     pub fn type_name(&self) -> &'static str {
         match self {
             Fact::Reported(_) => "reported",
-            Fact::Accepted => "accepted",
+            Fact::Accepted { .. } => "accepted",
             Fact::Rejected { .. } => "rejected",
             Fact::Merged { .. } => "merged",
             Fact::Dispatched { .. } => "dispatched",
@@ -272,6 +319,8 @@ pub enum DlqReason {
     UnknownCategory,
     /// ClickHouse refused the row permanently.
     ClickhouseRejected,
+    /// Too many commands for a clue whose report is still waiting for its dedupe verdict.
+    TooManyPending,
 }
 
 impl DlqReason {
@@ -286,6 +335,7 @@ impl DlqReason {
             DlqReason::OutsideDistrict => "outside_district",
             DlqReason::UnknownCategory => "unknown_category",
             DlqReason::ClickhouseRejected => "clickhouse_rejected",
+            DlqReason::TooManyPending => "too_many_pending",
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use gridclue_devstack::{
     read_addr_file, start_standard_cluster, verify_topics, TopicSpec, DEFAULT_PARTITIONS,
-    DLQ_PARTITIONS, TOPIC_COMMANDS, TOPIC_DLQ, TOPIC_EVENTS, TOPIC_STATE,
+    DLQ_PARTITIONS, TOPIC_COMMANDS, TOPIC_DEDUPE, TOPIC_DLQ, TOPIC_EVENTS, TOPIC_STATE,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -87,6 +87,7 @@ async fn in_process_cluster_serves_topics_and_roundtrips_a_message() {
         (TOPIC_EVENTS, DEFAULT_PARTITIONS),
         (TOPIC_DLQ, DLQ_PARTITIONS),
         (TOPIC_STATE, DEFAULT_PARTITIONS),
+        (TOPIC_DEDUPE, DEFAULT_PARTITIONS),
     ] {
         let t = md
             .topics()
@@ -121,7 +122,10 @@ async fn extra_topics_can_be_added() {
         Duration::from_secs(10),
     )
     .expect("all topics served");
-    assert_eq!(kafka.topics().len(), 5);
+    assert_eq!(
+        kafka.topics().len(),
+        gridclue_devstack::standard_topics(2, 1).len() + 1
+    );
 }
 
 fn scratch_dir(tag: &str) -> PathBuf {

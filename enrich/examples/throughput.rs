@@ -1,6 +1,7 @@
 //! End-to-end throughput of the clue processor on librdkafka's mock cluster (in-process Kafka
-//! protocol brokers): pre-produces report and accept commands, runs one processor, and reports
-//! commands and facts per second from its first fact to its last acknowledged one.
+//! protocol brokers): pre-produces report and accept commands, runs one processor and its dedupe
+//! stage (every report makes the round trip through `clues.dedupe` and back as a verdict), and
+//! reports commands and facts per second from its first fact to its last acknowledged one.
 //!
 //! `cargo run --release -p gridclue-enrich --example throughput -- 60000 [batch_max]` (clues; keep the
 //! commands under ~5 MB per partition: the mock deletes older records beyond that).
@@ -12,6 +13,7 @@ use gridclue_core::wire::{
     Actor, ActorKind, Channel, Command, CommandEnvelope, Report, SCHEMA_VERSION,
 };
 use gridclue_core::{ClueId, CommandId, GeoPoint};
+use gridclue_enrich::dedupe_runner::DedupeRunner;
 use gridclue_enrich::geoindex::Located;
 use gridclue_enrich::metrics::EnrichMetrics;
 use gridclue_enrich::runner::Runner;
@@ -36,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         ("clues.commands", PARTITIONS),
         ("clues.events", PARTITIONS),
         ("clues.state", PARTITIONS),
+        ("clues.dedupe", 6),
         ("clues.dlq", 1),
     ] {
         mock.create_topic(t, p, 1)?;
@@ -136,9 +139,11 @@ fn main() -> anyhow::Result<()> {
         );
 
         let metrics = EnrichMetrics::new();
+        let dedupe = DedupeRunner::new(config.clone(), processor.dedupe, metrics.clone());
         let runner = Runner::new(config.clone(), processor, metrics.clone());
         let (stop, rx) = tokio::sync::watch::channel(false);
         let started = Instant::now();
+        let dedupe_task = tokio::spawn(dedupe.run(rx.clone()));
         let task = tokio::spawn(runner.run(rx));
         let counter: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
@@ -159,7 +164,8 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("the processor stopped: {:?}", (&mut task).await);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let handled: u64 = ["report", "accept"]
+            // Every clue's report comes back once more as its verdict.
+            let handled: u64 = ["report", "accept", "dedupe_verdict"]
                 .iter()
                 .map(|t| metrics.commands.with_label_values(&[t]).get())
                 .sum();
@@ -167,7 +173,7 @@ fn main() -> anyhow::Result<()> {
             if events > 0 && first.is_none() {
                 first = Some(Instant::now());
             }
-            if handled as usize >= total && events as u64 >= metrics.events.get() {
+            if handled as usize >= total + clues && events as u64 >= metrics.events.get() {
                 let end = Instant::now();
                 let busy = end - first.unwrap_or(started);
                 println!(
@@ -189,6 +195,7 @@ fn main() -> anyhow::Result<()> {
         }
         stop.send(true).ok();
         task.await??;
+        dedupe_task.await??;
         Ok::<_, anyhow::Error>(())
     })?;
     drop(mock);

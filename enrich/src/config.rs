@@ -14,6 +14,11 @@ pub struct EnrichConfig {
     /// Compacted changelog of per-clue state; must have at least as many partitions as the
     /// commands topic (state of partition p of `commands_topic` lives in partition p).
     pub state_topic: String,
+    /// Placed reports and closed cases keyed by street, for the dedupe stage; its retention
+    /// must exceed the dedupe window.
+    pub dedupe_topic: String,
+    /// Consumer group of the dedupe stage.
+    pub dedupe_group_id: String,
     pub data_dir: String,
     /// Most commands handled per batch before outputs are awaited and offsets committed.
     pub batch_max: usize,
@@ -37,6 +42,8 @@ impl Default for EnrichConfig {
             events_topic: gridclue_core::wire::EVENTS_TOPIC.into(),
             dlq_topic: gridclue_core::wire::DLQ_TOPIC.into(),
             state_topic: gridclue_core::wire::STATE_TOPIC.into(),
+            dedupe_topic: gridclue_core::wire::DEDUPE_TOPIC.into(),
+            dedupe_group_id: "gridclue-enrich-dedupe".into(),
             data_dir: "data".into(),
             batch_max: 1_000,
             produce_timeout_ms: 30_000,

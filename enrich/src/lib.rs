@@ -5,13 +5,17 @@
 //! Modules:
 //! - [`geoindex`] — exact grid assignment (pure, synchronous).
 //! - [`calendar`] — the working-time calendar and deadlines (pure).
-//! - [`processor`] — command + state → next state + one output (pure, synchronous).
-//! - [`runner`] — the Kafka loop (consume, decide, produce, commit after acks).
+//! - [`processor`] — command + state → next state + outputs (pure, synchronous).
+//! - [`dedupe`] — the district-wide dedupe rule, a fold over a street-keyed log (pure).
+//! - [`runner`] — the Kafka loop of the processor (consume, decide, produce, commit after acks).
+//! - [`dedupe_runner`] — the Kafka loop of the dedupe stage (rebuild, fold, send verdicts).
 //! - [`metrics`] — Prometheus metrics.
 //! - [`config`] — configuration.
 
 pub mod calendar;
 pub mod config;
+pub mod dedupe;
+pub mod dedupe_runner;
 pub mod geoindex;
 pub mod metrics;
 pub mod processor;
@@ -19,7 +23,7 @@ pub mod runner;
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -52,7 +56,7 @@ pub fn build_processor(config: &EnrichConfig) -> anyhow::Result<processor::Proce
         index: Arc::new(index),
         catalog,
         calendar,
-        dedupe: processor::DedupeConfig {
+        dedupe: dedupe::DedupeConfig {
             radius_m: config.dedupe_radius_m,
             window_ms: config.dedupe_window_ms,
         },
@@ -151,8 +155,19 @@ pub async fn run(
         busy: Arc::new(Mutex::new(())),
     };
     let reload_on_sighup = config.reload_on_sighup;
+    let dedupe =
+        dedupe_runner::DedupeRunner::new(config.clone(), processor.dedupe, metrics.clone());
     let runner = runner::Runner::new(config, processor, metrics.clone()).with_map_updates(maps_rx);
-    let ready = runner.ready.clone();
+    let ready = Arc::new(AtomicBool::new(false));
+    let both_ready = {
+        let (ready, a, b) = (ready.clone(), runner.ready.clone(), dedupe.ready.clone());
+        tokio::spawn(async move {
+            while !(a.load(Ordering::SeqCst) && b.load(Ordering::SeqCst)) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            ready.store(true, Ordering::SeqCst);
+        })
+    };
     let probe = Probe {
         reloader: reloader.clone(),
     };
@@ -183,7 +198,30 @@ pub async fn run(
         shutdown.await;
         stop_tx.send(true).ok();
     });
-    let result = runner.run(stop_rx).await;
+    let mut processor_loop = tokio::spawn(runner.run(stop_rx.clone()));
+    let mut dedupe_loop = tokio::spawn(dedupe.run(stop_rx));
+    // Both loops stop on shutdown; if one fails, the other is stopped and the error returned.
+    let result = tokio::select! {
+        r = &mut processor_loop => {
+            let r = r.context("the processor loop panicked")?;
+            if r.is_ok() {
+                dedupe_loop.await.context("the dedupe loop panicked")?
+            } else {
+                dedupe_loop.abort();
+                r
+            }
+        }
+        r = &mut dedupe_loop => {
+            let r = r.context("the dedupe loop panicked")?;
+            if r.is_ok() {
+                processor_loop.await.context("the processor loop panicked")?
+            } else {
+                processor_loop.abort();
+                r
+            }
+        }
+    };
+    both_ready.abort();
     http.abort();
     if let Some(h) = hup {
         h.abort();

@@ -2,7 +2,7 @@
 
 use gridclue_core::telemetry::{names, LATENCY_BUCKETS};
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 #[derive(Clone)]
@@ -16,6 +16,8 @@ pub struct EnrichMetrics {
     pub dlq: IntCounterVec,
     pub processing: Histogram,
     pub map_info: IntGaugeVec,
+    pub verdicts: IntCounterVec,
+    pub open_cases: IntGauge,
 }
 
 impl EnrichMetrics {
@@ -65,6 +67,16 @@ impl EnrichMetrics {
                 &["version"],
             )
             .expect("valid metric"),
+            verdicts: counter_vec(
+                names::ENRICH_DEDUPE_VERDICTS_TOTAL,
+                "Dedupe verdicts sent on placed reports, by verdict (case, duplicate)",
+                "verdict",
+            ),
+            open_cases: IntGauge::new(
+                names::ENRICH_DEDUPE_OPEN_CASES,
+                "Open cases the dedupe stage compares new reports with (owned partitions)",
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.commands.clone()) as Box<dyn prometheus::core::Collector>,
@@ -75,6 +87,8 @@ impl EnrichMetrics {
             Box::new(m.dlq.clone()),
             Box::new(m.processing.clone()),
             Box::new(m.map_info.clone()),
+            Box::new(m.verdicts.clone()),
+            Box::new(m.open_cases.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }

@@ -1,39 +1,31 @@
-//! The pure heart of the clue processor: one command plus the clue's current state (and, for a
-//! report, the partition's open clues) in, the clue's next state and exactly one output out. No
-//! I/O, no clocks: time and the command's log offset are arguments.
+//! The pure heart of the clue processor: one command plus the clue's current state in, the
+//! clue's next state and its outputs out. No I/O, no clocks: time and the command's log offset
+//! are arguments.
+//!
+//! # A report's way in
+//!
+//! A report inside the district is placed (grid, community, street) and routed (department,
+//! urgency), then held **pending**: its placement goes to the dedupe stage ([`crate::dedupe`])
+//! as a [`Forward`] keyed by the owner street, and the clue's first fact appears when the
+//! stage's verdict ([`Command::DedupeVerdict`]) comes back: `reported`, or `duplicate` with
+//! `duplicate_of` (still a report: the rider did the work). Commands for a pending clue are kept
+//! (up to [`MAX_DEFERRED`]) and applied in their order right after the verdict, so a client that
+//! acts on a clue at once sees the same result as one that waits. Points outside the district
+//! and unknown categories are answered at once (an `outside` fact; a refusal).
 //!
 //! # Deadlines
 //!
-//! A report inside the district gets `deadline_ms` = its issue time + the category's limit in
-//! working time ([`crate::calendar`]); the SLA clock starts when the clue is reported (a street
-//! office that accepts it later does not restart it). A postponement (缓办/延期) extends the
-//! current deadline by its working hours, in working time. Duplicates and points outside the
-//! district have no deadline.
+//! The SLA clock starts at acceptance: the `accepted` fact carries `deadline_ms` = the accept's
+//! issue time + the category's limit in working time ([`crate::calendar`]). A postponement
+//! (缓办/延期) extends the current deadline by its working hours, in working time; before
+//! acceptance there is no deadline to extend, and it is refused.
 //!
-//! # Dedupe (rule, and why it is replay-deterministic)
+//! # Cases leaving the loop
 //!
-//! A new report R (inside the district, known category) is a duplicate of clue A when
-//!
-//! 1. A is in **the same Kafka partition** of `clues.commands` and its report came earlier in it
-//!    (lower offset),
-//! 2. A is a case itself (inside, not a duplicate) of the same category,
-//! 3. A was still open at R's offset (A became terminal at a later offset, or not yet),
-//! 4. A was reported at most `window` before R (issue times), and
-//! 5. A is within `radius` metres of R (great-circle distance).
-//!
-//! Among several such A: the nearest, then the earliest. R's fact then carries `duplicate_of = A`
-//! and status `duplicate` (R still counts as a report: the rider did the work).
-//!
-//! Every input of the rule is a fact of the partition's log *at R's offset* (openness is judged
-//! by the offsets at which clues became terminal, not by their current state), so reprocessing
-//! R after a crash or a rebalance — even with a restored state that is already ahead of R —
-//! gives the same answer. The price of determinism is rule 1: clues are keyed by clue id, so
-//! two nearby reports in different partitions are not compared (with P partitions, roughly one
-//! in P pairs of true duplicates is caught automatically; the others remain for the dispatcher's
-//! `merge` command). Comparing across partitions deterministically needs a second hop keyed by
-//! area (see `enrich/README.md`).
+//! When a case (inside, not a duplicate) becomes terminal — closed, rejected, merged — a
+//! [`DedupeKind::Closed`] forward tells the dedupe stage that later reports no longer duplicate
+//! it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use gridclue_core::category::{Catalog, CategoryCode};
@@ -45,42 +37,58 @@ use gridclue_core::{ClueId, CommandId, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::Calendar;
+use crate::dedupe::{DedupeConfig, DedupeKind, DedupeRecord, DEDUPE_VERSION};
 use crate::geoindex::{Assignment, GeoIndex};
 
 /// How many recent command ids a clue remembers to recognise repeats.
 const REMEMBERED_COMMANDS: usize = 16;
-/// Mean Earth radius (m).
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
+/// How many commands a pending clue keeps for after its verdict.
+pub const MAX_DEFERRED: usize = 32;
 
-/// What a report left in its clue's state, for dedupe.
+/// What a report left in its clue's state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReportInfo {
     pub category: CategoryCode,
-    pub lat: f64,
-    pub lon: f64,
-    /// The report command's issue time.
-    pub reported_at_ms: u64,
-    /// The report command's offset in its partition of `clues.commands`.
-    pub offset: i64,
     /// Placed inside the district.
     pub inside: bool,
+    /// The owner street's code (empty outside the district).
+    #[serde(default)]
+    pub street_code: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate_of: Option<ClueId>,
+}
+
+/// A placed report waiting for its dedupe verdict, and the commands that came meanwhile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingReport {
+    pub command_id: CommandId,
+    pub issued_at_ms: u64,
+    /// The report's fact, complete but for `duplicate_of`.
+    pub fact: Reported,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred: Vec<Deferred>,
+}
+
+/// A command kept until its clue's verdict, with its offset (for its DLQ record, if refused).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Deferred {
+    pub offset: i64,
+    pub command: CommandEnvelope,
 }
 
 /// What the processor keeps per clue (persisted in the `clues.state` changelog).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClueState {
     pub status: Status,
-    /// The seq of the clue's latest fact.
+    /// The seq of the clue's latest fact (0 while pending: none yet).
     pub seq: u32,
     pub deadline_ms: Option<u64>,
     pub recent_commands: Vec<CommandId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<ReportInfo>,
-    /// The offset of the command that made the clue terminal.
+    /// Set until the dedupe verdict on the report arrives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub closed_offset: Option<i64>,
+    pub pending: Option<Box<PendingReport>>,
     /// The offset of the last command of this clue that was handled (applied, refused or
     /// recognised as a repeat). Commands at or below it are not handled again.
     #[serde(default = "minus_one")]
@@ -92,8 +100,8 @@ fn minus_one() -> i64 {
 }
 
 impl ClueState {
-    /// Whether later reports may be duplicates of this clue (while it is open).
-    fn is_dedupe_target(&self) -> bool {
+    /// Whether the clue is a case: placed inside the district and not a duplicate.
+    fn is_case(&self) -> bool {
         self.report
             .as_ref()
             .is_some_and(|r| r.inside && r.duplicate_of.is_none())
@@ -103,23 +111,37 @@ impl ClueState {
 #[derive(Debug, PartialEq)]
 pub enum Output {
     Event(Box<EventEnvelope>),
-    /// A well-formed command that cannot be applied.
+    /// A well-formed command that cannot be applied: the command handled now, or (`deferred`)
+    /// one kept for after the verdict.
     Rejected {
         reason: DlqReason,
         detail: String,
+        deferred: Option<Box<Deferred>>,
     },
-    /// A repeat of a command already applied: nothing to do.
+    /// Nothing visible yet: a report waiting for its verdict, or a command kept for after it.
+    Held,
+    /// A repeat of a command already handled: nothing to do.
     Repeat,
+}
+
+/// A record for the dedupe stage, keyed by the owner street.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Forward {
+    pub street_code: String,
+    pub record: DedupeRecord,
 }
 
 #[derive(Debug)]
 pub struct Decision {
     /// The clue's new state; `None` when the command changed nothing.
     pub next: Option<ClueState>,
-    pub output: Output,
+    /// What the command (and, for a verdict, the commands kept for it) produced, in order.
+    pub outputs: Vec<Output>,
+    /// What the dedupe stage must learn, in order.
+    pub forwards: Vec<Forward>,
     /// How the report was placed, for metrics.
     pub assignment: Option<AssignmentKind>,
-    /// The open clue the report duplicates.
+    /// The open case a verdict found this report duplicates.
     pub duplicate_of: Option<ClueId>,
 }
 
@@ -140,30 +162,15 @@ impl AssignmentKind {
     }
 }
 
-/// Dedupe parameters.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct DedupeConfig {
-    pub radius_m: f64,
-    pub window_ms: u64,
-}
-
-impl Default for DedupeConfig {
-    fn default() -> Self {
-        Self {
-            radius_m: 50.0,
-            window_ms: 24 * 3_600_000,
-        }
-    }
-}
-
 /// The context of one decision.
-pub struct DecideCtx<'a> {
+#[derive(Clone, Copy, Debug)]
+pub struct DecideCtx {
     /// Processing time, stamped on facts as `processed_at_ms` (never used in a decision).
     pub now_ms: u64,
     /// The command's offset in its partition.
     pub offset: i64,
-    /// The partition's open clues.
-    pub open: &'a OpenClues,
+    /// The command's partition (where the verdict on a report must come back).
+    pub partition: i32,
 }
 
 pub struct Processor {
@@ -186,9 +193,25 @@ fn transition_reason(e: TransitionError) -> DlqReason {
 fn unchanged(output: Output) -> Decision {
     Decision {
         next: None,
-        output,
+        outputs: vec![output],
+        forwards: Vec::new(),
         assignment: None,
         duplicate_of: None,
+    }
+}
+
+fn refused(reason: DlqReason, detail: String) -> Decision {
+    unchanged(Output::Rejected {
+        reason,
+        detail,
+        deferred: None,
+    })
+}
+
+fn remember(recent: &mut Vec<CommandId>, id: CommandId) {
+    recent.push(id);
+    if recent.len() > REMEMBERED_COMMANDS {
+        recent.remove(0);
     }
 }
 
@@ -197,154 +220,334 @@ impl Processor {
         &self,
         state: Option<&ClueState>,
         cmd: &CommandEnvelope,
-        ctx: &DecideCtx<'_>,
+        ctx: &DecideCtx,
     ) -> Decision {
         if state.is_some_and(|s| s.recent_commands.contains(&cmd.command_id)) {
             return unchanged(Output::Repeat);
+        }
+        match (state, &cmd.command) {
+            (Some(s), Command::DedupeVerdict { duplicate_of }) => match &s.pending {
+                Some(pending) => self.complete(s, pending, cmd, *duplicate_of, ctx),
+                // Issued again after the first completed the report.
+                None => unchanged(Output::Repeat),
+            },
+            (None, Command::DedupeVerdict { .. }) => refused(
+                DlqReason::UnknownClue,
+                "a dedupe verdict for a clue that was never reported".into(),
+            ),
+            (Some(s), _) if s.pending.is_some() => self.defer(s, cmd, ctx),
+            _ => self.apply(state, cmd, ctx),
+        }
+    }
+
+    /// Places and routes a new report: outside the district it is answered at once; inside, the
+    /// clue waits for the dedupe stage's verdict.
+    fn place(&self, cmd: &CommandEnvelope, ctx: &DecideCtx) -> Decision {
+        let Command::Report(report) = &cmd.command else {
+            unreachable!("place is called for reports")
+        };
+        let Some(category) = self.catalog.get(report.category.as_str()) else {
+            return refused(
+                DlqReason::UnknownCategory,
+                format!("category {} is not in the catalog", report.category),
+            );
+        };
+        let (placement, kind) = match self
+            .index
+            .assign(report.location.lon(), report.location.lat())
+        {
+            Assignment::Inside { grid, on_boundary } => (
+                Placement::Inside {
+                    grid_code: grid,
+                    on_boundary,
+                },
+                if on_boundary {
+                    AssignmentKind::Boundary
+                } else {
+                    AssignmentKind::Inside
+                },
+            ),
+            Assignment::Outside {
+                nearest,
+                distance_m,
+            } => (
+                Placement::Outside {
+                    nearest_grid_code: nearest,
+                    distance_m,
+                },
+                AssignmentKind::Outside,
+            ),
+        };
+        let street_code = placement
+            .grid()
+            .map(|g| g.street_code().to_owned())
+            .unwrap_or_default();
+        let fact = Reported {
+            category: report.category.clone(),
+            location: report.location,
+            placement,
+            map_version: self.index.map_version().to_owned(),
+            department: category.department.clone(),
+            urgency: category.urgency,
+            deadline_ms: None,
+            reporter_id: cmd.actor.id.clone(),
+            reporter_group: cmd.actor.group,
+            duplicate_of: None,
+            description: report.description.clone(),
+            photos: report.photos.clone(),
+            channel: report.channel,
+        };
+        let mut state = ClueState {
+            status: Status::Reported,
+            seq: 0,
+            deadline_ms: None,
+            recent_commands: vec![cmd.command_id],
+            report: Some(ReportInfo {
+                category: report.category.clone(),
+                inside: kind != AssignmentKind::Outside,
+                street_code: street_code.clone(),
+                duplicate_of: None,
+            }),
+            pending: None,
+            applied_offset: ctx.offset,
+        };
+        if kind == AssignmentKind::Outside {
+            // Recorded and flagged, then closed off: no street owns it, so it can never enter
+            // the loop.
+            state.status = Status::Rejected;
+            let event = EventEnvelope {
+                v: SCHEMA_VERSION,
+                clue_id: cmd.clue_id,
+                seq: 0,
+                command_id: cmd.command_id,
+                occurred_at_ms: cmd.issued_at_ms,
+                processed_at_ms: ctx.now_ms,
+                status: Status::Rejected,
+                fact: Fact::Reported(Box::new(fact)),
+            };
+            return Decision {
+                next: Some(state),
+                outputs: vec![Output::Event(Box::new(event))],
+                forwards: Vec::new(),
+                assignment: Some(kind),
+                duplicate_of: None,
+            };
+        }
+        state.pending = Some(Box::new(PendingReport {
+            command_id: cmd.command_id,
+            issued_at_ms: cmd.issued_at_ms,
+            fact,
+            deferred: Vec::new(),
+        }));
+        let forward = Forward {
+            street_code: street_code.clone(),
+            record: DedupeRecord {
+                v: DEDUPE_VERSION,
+                clue_id: cmd.clue_id,
+                kind: DedupeKind::Placed {
+                    street_code: street_code.clone(),
+                    category: report.category.clone(),
+                    lat: report.location.lat(),
+                    lon: report.location.lon(),
+                    reported_at_ms: cmd.issued_at_ms,
+                    commands_partition: ctx.partition,
+                },
+            },
+        };
+        Decision {
+            next: Some(state),
+            outputs: vec![Output::Held],
+            forwards: vec![forward],
+            assignment: Some(kind),
+            duplicate_of: None,
+        }
+    }
+
+    /// Keeps a command for a clue that waits for its verdict.
+    fn defer(&self, s: &ClueState, cmd: &CommandEnvelope, ctx: &DecideCtx) -> Decision {
+        let Some(pending) = &s.pending else {
+            unreachable!("defer is called for pending clues")
+        };
+        if matches!(cmd.command, Command::Report(_)) {
+            // A retried report under a fresh command id.
+            return unchanged(Output::Repeat);
+        }
+        // A command kept twice (a producer retry) is recognised as a repeat when it is applied,
+        // exactly as it would have been without the wait.
+        if pending.deferred.len() >= MAX_DEFERRED {
+            return refused(
+                DlqReason::TooManyPending,
+                format!(
+                    "the clue's report is still being deduplicated and already has \
+                     {MAX_DEFERRED} commands waiting; retry later"
+                ),
+            );
+        }
+        let mut next = s.clone();
+        if let Some(p) = &mut next.pending {
+            p.deferred.push(Deferred {
+                offset: ctx.offset,
+                command: cmd.clone(),
+            });
+        }
+        next.applied_offset = ctx.offset;
+        Decision {
+            next: Some(next),
+            outputs: vec![Output::Held],
+            forwards: Vec::new(),
+            assignment: None,
+            duplicate_of: None,
+        }
+    }
+
+    /// The verdict: the report's fact appears, then the commands kept for it are applied.
+    fn complete(
+        &self,
+        s: &ClueState,
+        pending: &PendingReport,
+        cmd: &CommandEnvelope,
+        duplicate_of: Option<ClueId>,
+        ctx: &DecideCtx,
+    ) -> Decision {
+        let status = if duplicate_of.is_some() {
+            Status::Duplicate
+        } else {
+            Status::Reported
+        };
+        let mut fact = pending.fact.clone();
+        fact.duplicate_of = duplicate_of;
+        let mut state = ClueState {
+            status,
+            seq: 0,
+            deadline_ms: None,
+            recent_commands: s.recent_commands.clone(),
+            report: s.report.clone().map(|r| ReportInfo { duplicate_of, ..r }),
+            pending: None,
+            applied_offset: ctx.offset,
+        };
+        remember(&mut state.recent_commands, cmd.command_id);
+        let mut outputs = vec![Output::Event(Box::new(EventEnvelope {
+            v: SCHEMA_VERSION,
+            clue_id: cmd.clue_id,
+            seq: 0,
+            command_id: pending.command_id,
+            occurred_at_ms: pending.issued_at_ms,
+            processed_at_ms: ctx.now_ms,
+            status,
+            fact: Fact::Reported(Box::new(fact)),
+        }))];
+        let mut forwards = Vec::new();
+        for d in &pending.deferred {
+            let sub = self.apply(
+                Some(&state),
+                &d.command,
+                &DecideCtx {
+                    offset: d.offset,
+                    ..*ctx
+                },
+            );
+            if let Some(next) = sub.next {
+                state = next;
+            }
+            forwards.extend(sub.forwards);
+            outputs.extend(sub.outputs.into_iter().filter_map(|o| match o {
+                Output::Rejected { reason, detail, .. } => Some(Output::Rejected {
+                    reason,
+                    detail,
+                    deferred: Some(Box::new(d.clone())),
+                }),
+                Output::Event(_) => Some(o),
+                Output::Held | Output::Repeat => None,
+            }));
+        }
+        state.applied_offset = ctx.offset;
+        Decision {
+            next: Some(state),
+            outputs,
+            forwards,
+            assignment: None,
+            duplicate_of,
+        }
+    }
+
+    /// Applies a command to a clue that is not waiting for a verdict.
+    fn apply(&self, state: Option<&ClueState>, cmd: &CommandEnvelope, ctx: &DecideCtx) -> Decision {
+        if let Some(s) = state {
+            if s.recent_commands.contains(&cmd.command_id) {
+                return unchanged(Output::Repeat);
+            }
         }
         let next = match next_status(state.map(|s| s.status), cmd.command.action()) {
             Ok(next) => next,
             // A retried report under a fresh command id is still the same clue.
             Err(TransitionError::AlreadyReported) => return unchanged(Output::Repeat),
-            Err(e) => {
-                return unchanged(Output::Rejected {
-                    reason: transition_reason(e),
-                    detail: e.to_string(),
-                })
-            }
+            Err(e) => return refused(transition_reason(e), e.to_string()),
         };
-        let mut assignment = None;
-        let mut duplicate_of = None;
-        let mut report_info = state.and_then(|s| s.report.clone());
-        let current_deadline = state.and_then(|s| s.deadline_ms);
-        let (fact, status, deadline_ms) = match &cmd.command {
-            Command::Report(report) => {
-                let Some(category) = self.catalog.get(report.category.as_str()) else {
-                    return unchanged(Output::Rejected {
-                        reason: DlqReason::UnknownCategory,
-                        detail: format!("category {} is not in the catalog", report.category),
-                    });
-                };
-                let (lat, lon) = (report.location.lat(), report.location.lon());
-                let (placement, kind) = match self.index.assign(lon, lat) {
-                    Assignment::Inside { grid, on_boundary } => (
-                        Placement::Inside {
-                            grid_code: grid,
-                            on_boundary,
-                        },
-                        if on_boundary {
-                            AssignmentKind::Boundary
-                        } else {
-                            AssignmentKind::Inside
-                        },
-                    ),
-                    Assignment::Outside {
-                        nearest,
-                        distance_m,
-                    } => (
-                        Placement::Outside {
-                            nearest_grid_code: nearest,
-                            distance_m,
-                        },
-                        AssignmentKind::Outside,
-                    ),
-                };
-                assignment = Some(kind);
-                let inside = kind != AssignmentKind::Outside;
-                if inside {
-                    duplicate_of = ctx.open.find_duplicate(
-                        &report.category,
-                        lat,
-                        lon,
-                        cmd.issued_at_ms,
-                        ctx.offset,
-                        &self.dedupe,
-                    );
-                }
-                // A point outside the district is recorded and flagged, then closed off: no
-                // street owns it, so it can never enter the loop.
-                let (status, deadline) = if !inside {
-                    (Status::Rejected, None)
-                } else if duplicate_of.is_some() {
-                    (Status::Duplicate, None)
-                } else {
-                    (
-                        next,
-                        self.calendar.deadline(cmd.issued_at_ms, category.deadline),
-                    )
-                };
-                report_info = Some(ReportInfo {
-                    category: report.category.clone(),
-                    lat,
-                    lon,
-                    reported_at_ms: cmd.issued_at_ms,
-                    offset: ctx.offset,
-                    inside,
-                    duplicate_of,
-                });
-                let fact = Fact::Reported(Box::new(Reported {
-                    category: report.category.clone(),
-                    location: report.location,
-                    placement,
-                    map_version: self.index.map_version().to_owned(),
-                    department: category.department.clone(),
-                    urgency: category.urgency,
-                    deadline_ms: deadline,
-                    reporter_id: cmd.actor.id.clone(),
-                    reporter_group: cmd.actor.group,
-                    duplicate_of,
-                    description: report.description.clone(),
-                    photos: report.photos.clone(),
-                    channel: report.channel,
-                }));
-                (fact, status, deadline)
+        let Some(s) = state else {
+            return self.place(cmd, ctx);
+        };
+        let current_deadline = s.deadline_ms;
+        let (fact, deadline_ms) = match &cmd.command {
+            Command::Report(_) | Command::DedupeVerdict { .. } => {
+                unreachable!("reports and verdicts of existing clues are repeats")
             }
-            Command::Accept => (Fact::Accepted, next, current_deadline),
+            Command::Accept => {
+                // The SLA clock starts now.
+                let deadline = s
+                    .report
+                    .as_ref()
+                    .and_then(|r| self.catalog.get(r.category.as_str()))
+                    .and_then(|c| self.calendar.deadline(cmd.issued_at_ms, c.deadline));
+                (
+                    Fact::Accepted {
+                        deadline_ms: deadline,
+                    },
+                    deadline,
+                )
+            }
             Command::Reject { reason } => (
                 Fact::Rejected {
                     reason: reason.clone(),
                 },
-                next,
                 None,
             ),
             Command::Merge { duplicate_of } => (
                 Fact::Merged {
                     duplicate_of: *duplicate_of,
                 },
-                next,
                 None,
             ),
             Command::Dispatch { department } => (
                 Fact::Dispatched {
                     department: department.clone(),
                 },
-                next,
                 current_deadline,
             ),
-            Command::Start => (Fact::Started, next, current_deadline),
-            Command::Handle { note } => {
-                (Fact::Handled { note: note.clone() }, next, current_deadline)
-            }
+            Command::Start => (Fact::Started, current_deadline),
+            Command::Handle { note } => (Fact::Handled { note: note.clone() }, current_deadline),
             Command::Return { reason } => (
                 Fact::Returned {
                     reason: reason.clone(),
                 },
-                next,
                 current_deadline,
             ),
-            Command::VerifyOk => (Fact::Verified, next, current_deadline),
+            Command::VerifyOk => (Fact::Verified, current_deadline),
             Command::VerifyFail { reason } => (
                 Fact::VerifyFailed {
                     reason: reason.clone(),
                 },
-                next,
                 current_deadline,
             ),
             Command::Postpone {
                 reason,
                 working_hours,
             } => {
-                let base = current_deadline.unwrap_or(cmd.issued_at_ms);
+                let Some(base) = current_deadline else {
+                    return refused(
+                        DlqReason::IllegalTransition,
+                        "nothing to postpone: the deadline starts when the clue is accepted".into(),
+                    );
+                };
                 let deadline = self
                     .calendar
                     .add_working_hours(base, *working_hours)
@@ -354,20 +557,26 @@ impl Processor {
                         reason: reason.clone(),
                         deadline_ms: deadline,
                     },
-                    next,
                     Some(deadline),
                 )
             }
         };
-        let seq = state.map_or(0, |s| s.seq + 1);
-        let mut recent = state.map(|s| s.recent_commands.clone()).unwrap_or_default();
-        recent.push(cmd.command_id);
-        if recent.len() > REMEMBERED_COMMANDS {
-            recent.remove(0);
+        let mut forwards = Vec::new();
+        if s.is_case() && !s.status.is_terminal() && next.is_terminal() {
+            if let Some(r) = &s.report {
+                forwards.push(Forward {
+                    street_code: r.street_code.clone(),
+                    record: DedupeRecord {
+                        v: DEDUPE_VERSION,
+                        clue_id: cmd.clue_id,
+                        kind: DedupeKind::Closed,
+                    },
+                });
+            }
         }
-        let closed_offset = state
-            .and_then(|s| s.closed_offset)
-            .or_else(|| status.is_terminal().then_some(ctx.offset));
+        let mut recent = s.recent_commands.clone();
+        remember(&mut recent, cmd.command_id);
+        let seq = s.seq + 1;
         let event = EventEnvelope {
             v: SCHEMA_VERSION,
             clue_id: cmd.clue_id,
@@ -375,174 +584,23 @@ impl Processor {
             command_id: cmd.command_id,
             occurred_at_ms: cmd.issued_at_ms,
             processed_at_ms: ctx.now_ms,
-            status,
+            status: next,
             fact,
         };
         Decision {
             next: Some(ClueState {
-                status,
+                status: next,
                 seq,
                 deadline_ms,
                 recent_commands: recent,
-                report: report_info,
-                closed_offset,
+                report: s.report.clone(),
+                pending: None,
                 applied_offset: ctx.offset,
             }),
-            output: Output::Event(Box::new(event)),
-            assignment,
-            duplicate_of,
-        }
-    }
-}
-
-/// Great-circle distance in metres.
-pub fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let dp = p2 - p1;
-    let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_M * a.sqrt().min(1.0).asin()
-}
-
-#[derive(Clone, Debug)]
-struct Candidate {
-    category: CategoryCode,
-    lat: f64,
-    lon: f64,
-    reported_at_ms: u64,
-    offset: i64,
-    closed_offset: Option<i64>,
-    bucket: (i64, i64),
-}
-
-/// The dedupe targets of one partition: clues that are cases (inside, not duplicates), in a
-/// spatial hash of ~radius-sized buckets. Entries stay after a clue closes (with the offset at
-/// which it closed) until [`OpenClues::prune`] drops what no later report can match.
-#[derive(Debug)]
-pub struct OpenClues {
-    bucket_deg: f64,
-    buckets: HashMap<(i64, i64), Vec<ClueId>>,
-    clues: HashMap<ClueId, Candidate>,
-}
-
-impl OpenClues {
-    pub fn new(radius_m: f64) -> Self {
-        Self {
-            bucket_deg: (radius_m.max(1.0) / (EARTH_RADIUS_M * std::f64::consts::PI / 180.0))
-                .max(1e-7),
-            buckets: HashMap::new(),
-            clues: HashMap::new(),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.clues.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.clues.is_empty()
-    }
-
-    fn bucket(&self, lat: f64, lon: f64) -> (i64, i64) {
-        (
-            (lat / self.bucket_deg).floor() as i64,
-            (lon / self.bucket_deg).floor() as i64,
-        )
-    }
-
-    /// Records a clue's state (a new report, or the clue becoming terminal).
-    pub fn observe(&mut self, id: ClueId, state: &ClueState) {
-        if !state.is_dedupe_target() {
-            return;
-        }
-        if let Some(c) = self.clues.get_mut(&id) {
-            c.closed_offset = state.closed_offset;
-            return;
-        }
-        let Some(r) = &state.report else { return };
-        let bucket = self.bucket(r.lat, r.lon);
-        self.buckets.entry(bucket).or_default().push(id);
-        self.clues.insert(
-            id,
-            Candidate {
-                category: r.category.clone(),
-                lat: r.lat,
-                lon: r.lon,
-                reported_at_ms: r.reported_at_ms,
-                offset: r.offset,
-                closed_offset: state.closed_offset,
-                bucket,
-            },
-        );
-    }
-
-    /// The open clue a report at `offset` duplicates, by the rule in the module docs.
-    pub fn find_duplicate(
-        &self,
-        category: &CategoryCode,
-        lat: f64,
-        lon: f64,
-        issued_at_ms: u64,
-        offset: i64,
-        cfg: &DedupeConfig,
-    ) -> Option<ClueId> {
-        let (by, bx) = self.bucket(lat, lon);
-        // Buckets are square in degrees; a degree of longitude is shorter than one of latitude
-        // by cos(latitude), so look further east and west.
-        let span_lat =
-            (cfg.radius_m / (EARTH_RADIUS_M * std::f64::consts::PI / 180.0) / self.bucket_deg)
-                .ceil() as i64;
-        let cos = (lat.abs() + 1.0).min(89.0).to_radians().cos();
-        let span_lon = (span_lat as f64 / cos).ceil() as i64;
-        let mut best: Option<(f64, i64, ClueId)> = None;
-        for y in by - span_lat..=by + span_lat {
-            for x in bx - span_lon..=bx + span_lon {
-                let Some(ids) = self.buckets.get(&(y, x)) else {
-                    continue;
-                };
-                for id in ids {
-                    let c = &self.clues[id];
-                    if c.category != *category
-                        || c.offset >= offset
-                        || c.closed_offset.is_some_and(|t| t <= offset)
-                        || c.reported_at_ms.saturating_add(cfg.window_ms) < issued_at_ms
-                    {
-                        continue;
-                    }
-                    let d = distance_m(lat, lon, c.lat, c.lon);
-                    if d > cfg.radius_m {
-                        continue;
-                    }
-                    if best.is_none_or(|(bd, bo, _)| d < bd || (d == bd && c.offset < bo)) {
-                        best = Some((d, c.offset, *id));
-                    }
-                }
-            }
-        }
-        best.map(|(_, _, id)| id)
-    }
-
-    /// Drops clues no report at an offset ≥ `from_offset` issued at or after `issued_after_ms`
-    /// can match: closed before that offset, or reported more than the window before that time.
-    pub fn prune(&mut self, from_offset: i64, issued_after_ms: u64, cfg: &DedupeConfig) {
-        let dead: Vec<ClueId> = self
-            .clues
-            .iter()
-            .filter(|(_, c)| {
-                c.closed_offset.is_some_and(|t| t <= from_offset)
-                    || c.reported_at_ms.saturating_add(cfg.window_ms) < issued_after_ms
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in dead {
-            if let Some(c) = self.clues.remove(&id) {
-                if let Some(v) = self.buckets.get_mut(&c.bucket) {
-                    v.retain(|x| *x != id);
-                    if v.is_empty() {
-                        self.buckets.remove(&c.bucket);
-                    }
-                }
-            }
+            outputs: vec![Output::Event(Box::new(event))],
+            forwards,
+            assignment: None,
+            duplicate_of: None,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! 2. write the new state of every clue the batch touched to the `clues.state` changelog
 //!    (compacted; key = clue id; **the same partition number** as the command), each record
 //!    carrying the batch's outputs for that clue (an outbox), and await the acks;
-//! 3. produce the facts (`clues.events`) and rejections (`clues.dlq`), and await the acks;
+//! 3. produce the facts (`clues.events`), rejections (`clues.dlq`) and what the dedupe stage
+//!    must learn (`clues.dedupe`, keyed by street), and await the acks;
 //! 4. commit the batch's offsets.
 //!
 //! On a partition's first message after an assignment (start, restart, rebalance) its state is
@@ -47,12 +48,10 @@ use tokio::sync::watch;
 use crate::config::EnrichConfig;
 use crate::geoindex::GeoIndex;
 use crate::metrics::EnrichMetrics;
-use crate::processor::{key_matches, ClueState, DecideCtx, OpenClues, Output, Processor};
+use crate::processor::{key_matches, ClueState, DecideCtx, Forward, Output, Processor};
 
 /// Version of [`StateRecord`].
 pub const STATE_VERSION: u16 = 1;
-/// Slack on issue times when forgetting old dedupe targets (clock skew between ingest nodes).
-const PRUNE_SLACK_MS: u64 = 24 * 3_600_000;
 
 /// A record of the `clues.state` changelog: a clue's state after a batch, and what the batch
 /// emitted for it.
@@ -77,24 +76,25 @@ pub struct OutboxEntry {
 pub enum OutboxOutput {
     Event(EventEnvelope),
     Dlq(DlqRecord),
+    Dedupe(Forward),
 }
 
-struct Outgoing {
-    topic: String,
-    partition: Option<i32>,
-    key: Option<String>,
-    payload: Vec<u8>,
+pub(crate) struct Outgoing {
+    pub(crate) topic: String,
+    pub(crate) partition: Option<i32>,
+    pub(crate) key: Option<String>,
+    pub(crate) payload: Vec<u8>,
 }
 
 /// Revocations seen by the consumer, as a per-partition epoch (bumped on every revoke).
 #[derive(Default)]
-struct Epochs {
+pub(crate) struct Epochs {
     epochs: Mutex<HashMap<i32, u64>>,
     assigned: Mutex<HashSet<i32>>,
 }
 
 impl Epochs {
-    fn get(&self, p: i32) -> u64 {
+    pub(crate) fn get(&self, p: i32) -> u64 {
         self.epochs
             .lock()
             .map(|e| e.get(&p).copied().unwrap_or(0))
@@ -102,9 +102,9 @@ impl Epochs {
     }
 }
 
-struct EnrichContext {
-    epochs: Arc<Epochs>,
-    owned: Arc<AtomicUsize>,
+pub(crate) struct EnrichContext {
+    pub(crate) epochs: Arc<Epochs>,
+    pub(crate) owned: Arc<AtomicUsize>,
 }
 
 impl ClientContext for EnrichContext {}
@@ -146,12 +146,6 @@ impl ConsumerContext for EnrichContext {
 struct PartitionState {
     epoch: u64,
     clues: HashMap<ClueId, ClueState>,
-    open: OpenClues,
-    max_issued_ms: u64,
-    /// The highest offset seen in this ownership.
-    last_offset: i64,
-    /// Commands decided since the dedupe index was last pruned.
-    handled: u64,
     /// The changelog partition's end after our last write (or after the restore).
     changelog_end: i64,
 }
@@ -385,23 +379,12 @@ impl Runner {
             let mut ps = PartitionState {
                 epoch: epochs.get(p),
                 clues: HashMap::with_capacity(records.len()),
-                open: OpenClues::new(self.processor.dedupe.radius_m),
-                max_issued_ms: 0,
-                last_offset: -1,
-                handled: 0,
                 changelog_end: ends.get(&p).copied().unwrap_or(0),
             };
             for (id, rec) in records {
                 for entry in rec.outbox.iter().filter(|e| e.offset >= from_offset) {
-                    resend.push(match &entry.output {
-                        OutboxOutput::Event(ev) => self.event_out(ev),
-                        OutboxOutput::Dlq(d) => self.dlq_out(d),
-                    });
+                    resend.push(self.outgoing(&entry.output));
                 }
-                if let Some(r) = &rec.state.report {
-                    ps.max_issued_ms = ps.max_issued_ms.max(r.reported_at_ms);
-                }
-                ps.open.observe(id, &rec.state);
                 ps.clues.insert(id, rec.state);
             }
             tracing::info!(
@@ -466,18 +449,6 @@ impl Runner {
                 .processing
                 .observe(acked.saturating_sub(t) as f64 / 1000.0);
         }
-        // Forget dedupe targets no later report can match.
-        let dedupe = self.processor.dedupe;
-        for ps in self.partitions.values_mut() {
-            if ps.handled > 10_000 {
-                ps.handled = 0;
-                ps.open.prune(
-                    ps.last_offset,
-                    ps.max_issued_ms.saturating_sub(PRUNE_SLACK_MS),
-                    &dedupe,
-                );
-            }
-        }
         Ok(())
     }
 
@@ -494,7 +465,7 @@ impl Runner {
             Ok(cmd) if key_matches(m.key(), cmd.clue_id) => cmd,
             Ok(_) => {
                 let d = self.dlq_record(
-                    m,
+                    &Source::of(m),
                     DlqReason::KeyMismatch,
                     "record key is not the clue id".into(),
                 );
@@ -502,7 +473,7 @@ impl Runner {
                 return None;
             }
             Err(e) => {
-                let d = self.dlq_record(m, e.dlq_reason(), e.to_string());
+                let d = self.dlq_record(&Source::of(m), e.dlq_reason(), e.to_string());
                 outputs.push(self.dlq_out(&d));
                 return None;
             }
@@ -512,7 +483,6 @@ impl Runner {
             .partitions
             .get_mut(&p)
             .expect("partition restored before its commands are handled");
-        ps.last_offset = ps.last_offset.max(offset);
         let state = ps.clues.get(&cmd.clue_id);
         if state.is_some_and(|s| s.applied_offset >= offset) {
             // Handled by a previous owner; its outputs were re-emitted from the outbox.
@@ -520,19 +490,27 @@ impl Runner {
         }
         self.metrics
             .commands
-            .with_label_values(&[cmd.command.action().as_str()])
+            .with_label_values(&[cmd.command.type_name()])
             .inc();
-        ps.handled += 1;
-        ps.max_issued_ms = ps.max_issued_ms.max(cmd.issued_at_ms);
         let decision = self.processor.decide(
             state,
             &cmd,
             &DecideCtx {
                 now_ms: now,
                 offset,
-                open: &ps.open,
+                partition: p,
             },
         );
+        match decision.next {
+            Some(next) => {
+                ps.clues.insert(cmd.clue_id, next);
+            }
+            None => {
+                if let Some(s) = ps.clues.get_mut(&cmd.clue_id) {
+                    s.applied_offset = offset;
+                }
+            }
+        }
         if let Some(kind) = decision.assignment {
             self.metrics
                 .assignments
@@ -542,42 +520,60 @@ impl Runner {
         if decision.duplicate_of.is_some() {
             self.metrics.duplicates.inc();
         }
-        match decision.next {
-            Some(next) => {
-                ps.open.observe(cmd.clue_id, &next);
-                ps.clues.insert(cmd.clue_id, next);
-            }
-            None => {
-                if let Some(s) = ps.clues.get_mut(&cmd.clue_id) {
-                    s.applied_offset = offset;
+        let mut produced = Vec::new();
+        for output in decision.outputs {
+            match output {
+                Output::Event(event) => {
+                    self.metrics.events.inc();
+                    produced.push(OutboxOutput::Event(*event));
                 }
+                Output::Rejected {
+                    reason,
+                    detail,
+                    deferred,
+                } => {
+                    self.metrics
+                        .rejections
+                        .with_label_values(&[reason.as_str()])
+                        .inc();
+                    let source = match &deferred {
+                        // A command kept for after the verdict: its own offset and payload.
+                        Some(d) => Source {
+                            partition: p,
+                            offset: d.offset,
+                            key: Some(cmd.clue_id.to_string()),
+                            payload: d.command.encode(),
+                        },
+                        None => Source::of(m),
+                    };
+                    produced.push(OutboxOutput::Dlq(self.dlq_record(&source, reason, detail)));
+                }
+                Output::Held | Output::Repeat => {}
             }
         }
-        let out = match decision.output {
-            Output::Event(event) => {
-                self.metrics.events.inc();
-                outputs.push(self.event_out(&event));
-                Some(OutboxOutput::Event(*event))
-            }
-            Output::Rejected { reason, detail } => {
-                self.metrics
-                    .rejections
-                    .with_label_values(&[reason.as_str()])
-                    .inc();
-                let d = self.dlq_record(m, reason, detail);
-                outputs.push(self.dlq_out(&d));
-                Some(OutboxOutput::Dlq(d))
-            }
-            Output::Repeat => None,
-        };
+        produced.extend(decision.forwards.into_iter().map(OutboxOutput::Dedupe));
         // Outputs go into the clue's outbox; a clue that has no state at the end of the batch
         // (a command for an unknown clue) gets no changelog record: it is decided the same way
         // again on a replay.
         let entry = touched.entry((p, cmd.clue_id)).or_default();
-        if let Some(output) = out {
+        for output in produced {
+            outputs.push(self.outgoing(&output));
             entry.push(OutboxEntry { offset, output });
         }
         Some(cmd.issued_at_ms)
+    }
+
+    fn outgoing(&self, output: &OutboxOutput) -> Outgoing {
+        match output {
+            OutboxOutput::Event(ev) => self.event_out(ev),
+            OutboxOutput::Dlq(d) => self.dlq_out(d),
+            OutboxOutput::Dedupe(f) => Outgoing {
+                topic: self.config.dedupe_topic.clone(),
+                partition: None,
+                key: Some(f.street_code.clone()),
+                payload: f.record.encode(),
+            },
+        }
     }
 
     fn event_out(&self, event: &EventEnvelope) -> Outgoing {
@@ -598,18 +594,18 @@ impl Runner {
         }
     }
 
-    fn dlq_record(&self, m: &OwnedMessage, reason: DlqReason, detail: String) -> DlqRecord {
+    fn dlq_record(&self, source: &Source, reason: DlqReason, detail: String) -> DlqRecord {
         self.metrics.dlq.with_label_values(&[reason.as_str()]).inc();
-        let (payload, payload_is_hex) = DlqRecord::payload_of(m.payload().unwrap_or_default());
+        let (payload, payload_is_hex) = DlqRecord::payload_of(&source.payload);
         DlqRecord {
             v: wire::SCHEMA_VERSION,
             reason,
             detail,
             stage: "enrich".into(),
-            source_topic: m.topic().to_owned(),
-            source_partition: m.partition(),
-            source_offset: m.offset(),
-            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            source_topic: self.config.commands_topic.clone(),
+            source_partition: source.partition,
+            source_offset: source.offset,
+            key: source.key.clone(),
             payload,
             payload_is_hex,
             at_ms: wire::now_ms(),
@@ -617,9 +613,28 @@ impl Runner {
     }
 }
 
+/// The command a DLQ record is about.
+struct Source {
+    partition: i32,
+    offset: i64,
+    key: Option<String>,
+    payload: Vec<u8>,
+}
+
+impl Source {
+    fn of(m: &OwnedMessage) -> Self {
+        Self {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: m.payload().unwrap_or_default().to_vec(),
+        }
+    }
+}
+
 /// A consumer error: fatal ones end the loop, others (a broker away for a moment, …) are
 /// logged; librdkafka recovers from them by itself.
-fn consumer_error(e: rdkafka::error::KafkaError) -> anyhow::Result<()> {
+pub(crate) fn consumer_error(e: rdkafka::error::KafkaError) -> anyhow::Result<()> {
     if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) {
         return Err(anyhow::Error::new(e).context("fatal consumer error"));
     }
@@ -628,7 +643,7 @@ fn consumer_error(e: rdkafka::error::KafkaError) -> anyhow::Result<()> {
 }
 
 /// Produces every record and waits for all acknowledgements; returns (partition, offset) of each.
-async fn send_all(
+pub(crate) async fn send_all(
     producer: &FutureProducer,
     records: &[Outgoing],
 ) -> anyhow::Result<Vec<(i32, i64)>> {
@@ -766,7 +781,7 @@ fn read_changelog(
 }
 
 /// Per partition, the offset after the batch's last message.
-fn next_offsets(batch: &[OwnedMessage]) -> anyhow::Result<TopicPartitionList> {
+pub(crate) fn next_offsets(batch: &[OwnedMessage]) -> anyhow::Result<TopicPartitionList> {
     let mut highest: HashMap<(String, i32), i64> = HashMap::new();
     for m in batch {
         let e = highest

@@ -1,7 +1,8 @@
-//! The processor against librdkafka's mock cluster (real Kafka protocol, one cluster per test):
-//! crashes mid-stream and partitions moving between two processors must leave every command's
-//! effect on `clues.events` exactly once by `(clue_id, seq)` — none missing, none with other
-//! content than a crash-free sequential run gives, identical copies at most.
+//! The processor and its dedupe stage against librdkafka's mock cluster (real Kafka protocol, one
+//! cluster per test): crashes mid-stream and partitions moving between two processors must leave
+//! every command's effect on `clues.events` exactly once by `(clue_id, seq)` — none missing, none
+//! with other content than a crash-free sequential run gives (with the verdicts that a
+//! crash-free fold of the `clues.dedupe` log gives), identical copies at most.
 
 mod common;
 
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use gridclue_core::wire::{DlqReason, DlqRecord};
+use gridclue_enrich::dedupe::{DedupeKind, DedupeRecord};
+use gridclue_enrich::dedupe_runner::DedupeRunner;
 use gridclue_enrich::metrics::EnrichMetrics;
 use gridclue_enrich::runner::{Runner, StateRecord};
 use gridclue_enrich::EnrichConfig;
@@ -20,6 +23,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 const PARTITIONS: i32 = 4;
+/// Fewer than the streets (13), so partitions hold several streets' logs.
+const DEDUPE_PARTITIONS: i32 = 3;
 
 fn cluster() -> MockCluster<'static, DefaultProducerContext> {
     let mock = MockCluster::new(1).unwrap();
@@ -27,6 +32,7 @@ fn cluster() -> MockCluster<'static, DefaultProducerContext> {
         ("clues.commands", PARTITIONS),
         ("clues.events", PARTITIONS),
         ("clues.state", PARTITIONS),
+        ("clues.dedupe", DEDUPE_PARTITIONS),
         ("clues.dlq", 1),
     ] {
         mock.create_topic(topic, partitions, 1).unwrap();
@@ -44,11 +50,30 @@ fn config(bootstrap: &str, batch_max: usize) -> EnrichConfig {
     }
 }
 
+/// A processor and a dedupe stage, as `gridclue_enrich::run` starts them.
 struct Running {
     task: JoinHandle<anyhow::Result<()>>,
+    dedupe: JoinHandle<anyhow::Result<()>>,
     owned: Arc<AtomicUsize>,
+    dedupe_owned: Arc<AtomicUsize>,
     stop: watch::Sender<bool>,
     metrics: EnrichMetrics,
+}
+
+impl Running {
+    /// Kills both loops (no shutdown, no final commit).
+    async fn kill(self) {
+        self.task.abort();
+        self.dedupe.abort();
+        let _ = self.task.await;
+        let _ = self.dedupe.await;
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap().unwrap();
+        self.dedupe.await.unwrap().unwrap();
+    }
 }
 
 fn start(cfg: &EnrichConfig) -> Running {
@@ -57,12 +82,15 @@ fn start(cfg: &EnrichConfig) -> Running {
         gridclue_core::telemetry::init_tracing("enrich-test");
     }
     let metrics = EnrichMetrics::new();
-    let runner = Runner::new(cfg.clone(), processor(), metrics.clone());
+    let p = processor();
+    let dedupe = DedupeRunner::new(cfg.clone(), p.dedupe, metrics.clone());
+    let runner = Runner::new(cfg.clone(), p, metrics.clone());
     let (stop, rx) = watch::channel(false);
-    let owned = runner.owned_partitions.clone();
     Running {
-        owned,
-        task: tokio::spawn(runner.run(rx)),
+        owned: runner.owned_partitions.clone(),
+        dedupe_owned: dedupe.owned_partitions.clone(),
+        task: tokio::spawn(runner.run(rx.clone())),
+        dedupe: tokio::spawn(dedupe.run(rx)),
         stop,
         metrics,
     }
@@ -92,6 +120,9 @@ async fn wait_for_events(r: &mut Running, bootstrap: &str, at_least: usize, time
         if r.task.is_finished() {
             panic!("the processor stopped: {:?}", (&mut r.task).await);
         }
+        if r.dedupe.is_finished() {
+            panic!("the dedupe stage stopped: {:?}", (&mut r.dedupe).await);
+        }
         let b = bootstrap.to_owned();
         let n = tokio::task::spawn_blocking(move || events_so_far(&b))
             .await
@@ -104,9 +135,58 @@ async fn wait_for_events(r: &mut Running, bootstrap: &str, at_least: usize, time
     panic!("fewer than {at_least} events after {timeout:?}");
 }
 
+/// Reads `clues.dedupe` once every report of the workload has been placed there.
+async fn dedupe_log(bootstrap: &str, reports: usize) -> Vec<(i32, Vec<u8>)> {
+    let b = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || {
+        read_partitioned(
+            &b,
+            "clues.dedupe",
+            DEDUPE_PARTITIONS,
+            Duration::from_secs(60),
+            |got| {
+                let placed: std::collections::HashSet<_> = got
+                    .iter()
+                    .map(|(_, b)| DedupeRecord::decode(b).unwrap())
+                    .filter(|r| matches!(r.kind, DedupeKind::Placed { .. }))
+                    .map(|r| r.clue_id)
+                    .collect();
+                placed.len() >= reports
+            },
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// Clues whose report lands inside the district (and so goes through the dedupe stage).
+fn inside_reports(p: &gridclue_enrich::processor::Processor, w: &Workload) -> usize {
+    let mut ids = std::collections::HashSet::new();
+    for (key, payload) in w.partitions.iter().flatten() {
+        let Ok(cmd) = gridclue_core::wire::CommandEnvelope::decode(payload) else {
+            continue;
+        };
+        if let gridclue_core::wire::Command::Report(r) = &cmd.command {
+            let inside = matches!(
+                p.index.assign(r.location.lon(), r.location.lat()),
+                gridclue_enrich::geoindex::Assignment::Inside { .. }
+            );
+            if inside
+                && cmd.clue_id.to_string() == *key
+                && p.catalog.get(r.category.as_str()).is_some()
+            {
+                ids.insert(cmd.clue_id);
+            }
+        }
+    }
+    ids.len()
+}
+
 async fn verify(bootstrap: &str, w: &Workload) {
     let p = processor();
-    let (expected, refusals) = simulate(&p, w);
+    let log = dedupe_log(bootstrap, inside_reports(&p, w)).await;
+    let verdicts = verdicts_of(&p, &log);
+    let (expected, refusals) = simulate(&p, w, &verdicts);
     let b = bootstrap.to_owned();
     let n = expected.len();
     let got = tokio::task::spawn_blocking(move || {
@@ -136,13 +216,37 @@ async fn verify(bootstrap: &str, w: &Workload) {
             .count()
             > 10
     );
+    // Deadlines start at acceptance.
+    assert!(reports.iter().all(|(_, r)| r.deadline_ms.is_none()));
     assert!(
-        reports
-            .iter()
-            .filter(|(_, r)| r.deadline_ms.is_some())
+        expected
+            .values()
+            .filter(|e| matches!(
+                e.fact,
+                gridclue_core::wire::Fact::Accepted {
+                    deadline_ms: Some(_)
+                }
+            ))
             .count()
             > 100
     );
+    // Duplicates across partitions: a report and the case it repeats came through different
+    // partitions of the commands topic.
+    let partition_of: std::collections::HashMap<String, usize> = w
+        .partitions
+        .iter()
+        .enumerate()
+        .flat_map(|(i, recs)| recs.iter().map(move |(k, _)| (k.clone(), i)))
+        .collect();
+    let across = expected
+        .values()
+        .filter_map(|e| match &e.fact {
+            gridclue_core::wire::Fact::Reported(r) => r.duplicate_of.map(|d| (e.clue_id, d)),
+            _ => None,
+        })
+        .filter(|(c, d)| partition_of[&c.to_string()] != partition_of[&d.to_string()])
+        .count();
+    assert!(across > 5, "{across} duplicates across partitions");
     assert!(reports
         .iter()
         .any(|(s, _)| *s == gridclue_core::Status::Rejected));
@@ -195,13 +299,13 @@ async fn killed_and_restarted_mid_stream_every_fact_exactly_once() {
     let bootstrap = mock.bootstrap_servers();
     let p = processor();
     let w = workload(&p, PARTITIONS as usize, 150, 11);
-    let (expected, _) = simulate(&p, &w);
     let producer = producer(&bootstrap);
     produce(&producer, "clues.commands", &w, 0..usize::MAX).await;
     let cfg = config(&bootstrap, 40);
 
-    // Kill the processor (abort its task: no shutdown, no final commit) twice mid-stream.
-    let total = expected.len();
+    // Kill the processor and the dedupe stage (abort: no shutdown, no final commit) twice
+    // mid-stream. Most commands become facts.
+    let total = w.len() * 4 / 5;
     for quarter in [1, 2] {
         let mut r = start(&cfg);
         wait_for_events(
@@ -211,18 +315,18 @@ async fn killed_and_restarted_mid_stream_every_fact_exactly_once() {
             Duration::from_secs(60),
         )
         .await;
-        r.task.abort();
-        let _ = r.task.await;
+        r.kill().await;
     }
     let r = start(&cfg);
     verify(&bootstrap, &w).await;
-    assert!(r.metrics.assignments.with_label_values(&["inside"]).get() > 0);
-    r.stop.send(true).unwrap();
-    r.task.await.unwrap().unwrap();
+    // The last run had work left: the kills were mid-stream.
+    assert!(r.metrics.events.get() > 0);
+    r.stop().await;
     drop(mock);
 }
 
-/// Waits until the given processors own the given numbers of partitions.
+/// Waits until the given processors own the given numbers of commands partitions, and their
+/// dedupe stages all of the dedupe topic's partitions, each some.
 async fn wait_for_ownership(rs: &[(&Running, usize)], timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
@@ -230,12 +334,20 @@ async fn wait_for_ownership(rs: &[(&Running, usize)], timeout: Duration) {
             .iter()
             .map(|(r, _)| r.owned.load(Ordering::SeqCst))
             .collect();
-        if rs.iter().zip(&owned).all(|((_, want), got)| got == want) {
+        // The dedupe stages split the dedupe topic's partitions among themselves too.
+        let dedupe: Vec<usize> = rs
+            .iter()
+            .map(|(r, _)| r.dedupe_owned.load(Ordering::SeqCst))
+            .collect();
+        if rs.iter().zip(&owned).all(|((_, want), got)| got == want)
+            && dedupe.iter().all(|n| *n > 0)
+            && dedupe.iter().sum::<usize>() == DEDUPE_PARTITIONS as usize
+        {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "ownership {owned:?} after {timeout:?}"
+            "ownership {owned:?}, dedupe {dedupe:?} after {timeout:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -264,8 +376,7 @@ async fn two_processors_while_partitions_move_every_fact_exactly_once() {
     produce(&producer, "clues.commands", &w, 2 * step..3 * step).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     // The first one leaves cleanly: its partitions move to the second.
-    a.stop.send(true).unwrap();
-    a.task.await.unwrap().unwrap();
+    a.stop().await;
     wait_for_ownership(&[(&b, all)], Duration::from_secs(60)).await;
     produce(&producer, "clues.commands", &w, 3 * step..4 * step).await;
     // A third joins (the partitions are split again) and the second is killed mid-stream:
@@ -273,12 +384,10 @@ async fn two_processors_while_partitions_move_every_fact_exactly_once() {
     let c = start(&cfg);
     produce(&producer, "clues.commands", &w, 4 * step..usize::MAX).await;
     wait_for_ownership(&[(&b, half), (&c, half)], Duration::from_secs(60)).await;
-    b.task.abort();
-    let _ = b.task.await;
+    b.kill().await;
     wait_for_ownership(&[(&c, all)], Duration::from_secs(60)).await;
     verify(&bootstrap, &w).await;
-    c.stop.send(true).unwrap();
-    c.task.await.unwrap().unwrap();
+    c.stop().await;
     drop(mock);
 }
 
@@ -288,17 +397,10 @@ async fn a_broker_outage_mid_stream_loses_and_doubles_nothing() {
     let bootstrap = mock.bootstrap_servers();
     let p = processor();
     let w = workload(&p, PARTITIONS as usize, 100, 31);
-    let (expected, _) = simulate(&p, &w);
     let producer = producer(&bootstrap);
     produce(&producer, "clues.commands", &w, 0..usize::MAX).await;
     let mut r = start(&config(&bootstrap, 30));
-    wait_for_events(
-        &mut r,
-        &bootstrap,
-        expected.len() / 5,
-        Duration::from_secs(60),
-    )
-    .await;
+    wait_for_events(&mut r, &bootstrap, w.len() / 6, Duration::from_secs(60)).await;
     // The only broker goes away for two seconds: the processor keeps running and resumes.
     mock.broker_down(1).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -309,7 +411,6 @@ async fn a_broker_outage_mid_stream_loses_and_doubles_nothing() {
     mock.broker_up(1).unwrap();
     verify(&bootstrap, &w).await;
     assert!(!r.task.is_finished());
-    r.stop.send(true).unwrap();
-    r.task.await.unwrap().unwrap();
+    r.stop().await;
     drop(mock);
 }

@@ -1,13 +1,14 @@
-//! The pure processor: placement, routing and deadlines of reports, the dedupe rule (including
-//! its determinism when the partition's state is ahead of the report), postponements in working
-//! time, and refusals with reasons.
+//! The pure processor with the pure dedupe stage behind it: placement, routing, the hold for
+//! the dedupe verdict (and the commands kept meanwhile), deadlines that start at acceptance,
+//! postponements in working time, closed cases leaving the dedupe stage, and refusals.
 
 mod common;
 
 use common::*;
-use gridclue_core::wire::{Command, DlqReason, Fact, Placement};
-use gridclue_core::{ClueId, Status};
-use gridclue_enrich::processor::{ClueState, DecideCtx, Decision, OpenClues, Output, Processor};
+use gridclue_core::wire::{Command, CommandEnvelope, DlqReason, Fact, Placement};
+use gridclue_core::{ClueId, CommandId, Status};
+use gridclue_enrich::dedupe::{DedupeKind, DedupeStage};
+use gridclue_enrich::processor::{ClueState, DecideCtx, Decision, Output, Processor, MAX_DEFERRED};
 use uuid::Uuid;
 
 /// Epoch ms of a local (UTC+8) time.
@@ -20,55 +21,123 @@ fn clue(n: u128) -> ClueId {
     ClueId(Uuid::from_u128(n))
 }
 
-struct Partition<'a> {
+/// The processor and one dedupe stage, run by hand: commands go to partition `partition`;
+/// what the processor forwards is folded by the stage, and with `auto_verdicts` its verdicts
+/// are applied at once (as if the round trip took no time).
+struct Pipeline<'a> {
     p: &'a Processor,
     states: std::collections::HashMap<ClueId, ClueState>,
-    open: OpenClues,
+    stage: DedupeStage,
     offset: i64,
+    dedupe_offset: i64,
+    partition: i32,
+    auto_verdicts: bool,
+    /// Verdict commands not applied yet (without `auto_verdicts`).
+    verdicts: Vec<CommandEnvelope>,
 }
 
-impl<'a> Partition<'a> {
+/// What one command led to: its own decision, and the decision on the verdict it caused.
+struct Outcome {
+    decision: Decision,
+    verdict: Option<Decision>,
+}
+
+impl<'a> Pipeline<'a> {
     fn new(p: &'a Processor) -> Self {
         Self {
             p,
             states: Default::default(),
-            open: OpenClues::new(p.dedupe.radius_m),
+            stage: DedupeStage::new(p.dedupe),
             offset: 0,
+            dedupe_offset: 0,
+            partition: 0,
+            auto_verdicts: true,
+            verdicts: Vec::new(),
         }
     }
 
-    /// Decides the next command of the partition and applies it.
-    fn apply(&mut self, id: ClueId, command: Command, at: u64) -> Decision {
-        let cmd = envelope(id, command, at);
+    fn decide(&mut self, cmd: &CommandEnvelope) -> Decision {
         let d = self.p.decide(
-            self.states.get(&id),
-            &cmd,
+            self.states.get(&cmd.clue_id),
+            cmd,
             &DecideCtx {
-                now_ms: at,
+                now_ms: cmd.issued_at_ms,
                 offset: self.offset,
-                open: &self.open,
+                partition: self.partition,
             },
         );
         self.offset += 1;
         if let Some(next) = &d.next {
-            self.open.observe(id, next);
-            self.states.insert(id, next.clone());
+            self.states.insert(cmd.clue_id, next.clone());
+        }
+        for f in &d.forwards {
+            if let Some(v) = self.stage.fold(self.dedupe_offset, &f.record) {
+                assert_eq!(v.commands_partition, self.partition);
+                let mut verdict = envelope(
+                    v.clue_id,
+                    Command::DedupeVerdict {
+                        duplicate_of: v.duplicate_of,
+                    },
+                    cmd.issued_at_ms,
+                );
+                verdict.command_id = CommandId::for_dedupe_verdict(v.clue_id);
+                self.verdicts.push(verdict);
+            }
+            self.dedupe_offset += 1;
         }
         d
     }
-}
 
-fn fact(d: &Decision) -> (&Fact, Status) {
-    match &d.output {
-        Output::Event(e) => (&e.fact, e.status),
-        other => panic!("expected a fact, got {other:?}"),
+    /// Decides the next command of the partition and applies it.
+    fn apply(&mut self, id: ClueId, command: Command, at: u64) -> Outcome {
+        let decision = self.decide(&envelope(id, command, at));
+        let verdict = if self.auto_verdicts && !self.verdicts.is_empty() {
+            let v = self.verdicts.remove(0);
+            Some(self.decide(&v))
+        } else {
+            None
+        };
+        Outcome { decision, verdict }
+    }
+
+    /// Applies the oldest verdict still waiting.
+    fn deliver_verdict(&mut self) -> Decision {
+        let v = self.verdicts.remove(0);
+        self.decide(&v)
     }
 }
 
-fn reported(d: &Decision) -> &gridclue_core::wire::Reported {
-    match fact(d).0 {
-        Fact::Reported(r) => r,
-        other => panic!("expected a report, got {other:?}"),
+impl Outcome {
+    /// The single fact the command led to (for a report: its verdict's).
+    fn fact(&self) -> (&Fact, Status) {
+        let d = self.verdict.as_ref().unwrap_or(&self.decision);
+        assert_eq!(d.outputs.len(), 1, "{:?}", d.outputs);
+        match &d.outputs[0] {
+            Output::Event(e) => (&e.fact, e.status),
+            other => panic!("expected a fact, got {other:?}"),
+        }
+    }
+
+    fn reported(&self) -> &gridclue_core::wire::Reported {
+        match self.fact().0 {
+            Fact::Reported(r) => r,
+            other => panic!("expected a report, got {other:?}"),
+        }
+    }
+
+    fn refusal(&self) -> DlqReason {
+        assert!(self.decision.next.is_none());
+        match &self.decision.outputs[..] {
+            [Output::Rejected {
+                reason,
+                detail,
+                deferred: None,
+            }] => {
+                assert!(!detail.is_empty());
+                *reason
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 }
 
@@ -78,23 +147,52 @@ fn north(lat: f64, m: f64) -> f64 {
 }
 
 #[test]
-fn a_report_is_placed_routed_and_due_in_working_time() {
+fn a_report_is_placed_routed_and_held_for_its_verdict() {
     let p = processor();
-    let mut part = Partition::new(&p);
+    let mut line = Pipeline::new(&p);
+    line.auto_verdicts = false;
+    line.partition = 3;
     let (lat, lon) = inside_point(&p, &mut Rng(5));
-    // Friday 17:00, a manhole cover (water affairs, urgent, 2 working hours) → Monday 10:30.
-    let d = part.apply(
-        clue(1),
-        report("manhole_cover", lat, lon),
-        local("2025-03-07 17:00"),
+    let at = local("2025-03-07 17:00");
+    let d = line.apply(clue(1), report("manhole_cover", lat, lon), at);
+    // Nothing visible yet: the placement goes to the dedupe stage, keyed by the owner street.
+    assert_eq!(d.decision.outputs, vec![Output::Held]);
+    assert_eq!(d.decision.forwards.len(), 1);
+    let forward = &d.decision.forwards[0];
+    let DedupeKind::Placed {
+        street_code,
+        commands_partition,
+        reported_at_ms,
+        ..
+    } = &forward.record.kind
+    else {
+        panic!("{forward:?}");
+    };
+    assert_eq!(
+        (street_code, *commands_partition, *reported_at_ms),
+        (&forward.street_code, 3, at)
     );
-    let r = reported(&d);
-    assert_eq!(fact(&d).1, Status::Reported);
+    assert!(line.states[&clue(1)].pending.is_some());
+
+    // The verdict completes the report: seq 0, the report's own command id and time.
+    let v = line.deliver_verdict();
+    assert_eq!(v.outputs.len(), 1);
+    let Output::Event(e) = &v.outputs[0] else {
+        panic!("{:?}", v.outputs)
+    };
+    assert_eq!(
+        (e.seq, e.command_id, e.occurred_at_ms, e.status),
+        (0, CommandId::for_report(clue(1)), at, Status::Reported)
+    );
+    let Fact::Reported(r) = &e.fact else {
+        panic!("{e:?}")
+    };
     assert_eq!(r.department, "water_affairs");
     assert_eq!(r.urgency, gridclue_core::category::Urgency::Urgent);
-    assert_eq!(r.deadline_ms, Some(local("2025-03-10 10:30")));
     assert_eq!(r.map_version, p.index.map_version());
     assert_eq!(r.duplicate_of, None);
+    // The SLA clock has not started: it starts at acceptance.
+    assert_eq!(r.deadline_ms, None);
     let Placement::Inside {
         grid_code,
         on_boundary,
@@ -103,6 +201,7 @@ fn a_report_is_placed_routed_and_due_in_working_time() {
         panic!("placed {:?}", r.placement);
     };
     assert!(!on_boundary);
+    assert_eq!(grid_code.street_code(), street_code);
     // The owner street is the grid's street: the grid code's first 9 digits, which the map
     // files under that street.
     let path = std::path::Path::new(&data_dir()).join("district/grids.geojson");
@@ -111,18 +210,57 @@ fn a_report_is_placed_routed_and_due_in_working_time() {
         .grid(&gridclue_district::GridCode::parse(grid_code.as_str()).unwrap())
         .unwrap();
     assert_eq!(g.street_code.as_str(), grid_code.street_code());
-    assert_eq!(d.next.as_ref().unwrap().deadline_ms, r.deadline_ms);
+    let state = &line.states[&clue(1)];
+    assert!(state.pending.is_none());
+    assert_eq!((state.status, state.seq), (Status::Reported, 0));
+}
 
+#[test]
+fn the_deadline_starts_at_acceptance_in_working_time() {
+    let p = processor();
+    let mut line = Pipeline::new(&p);
+    let (lat, lon) = inside_point(&p, &mut Rng(5));
+    line.apply(
+        clue(1),
+        report("manhole_cover", lat, lon),
+        local("2025-03-06 10:00"),
+    );
+    // Before acceptance there is no deadline to postpone.
+    let early = line.apply(
+        clue(1),
+        Command::Postpone {
+            reason: "rain".into(),
+            working_hours: 2,
+        },
+        local("2025-03-06 11:00"),
+    );
+    assert_eq!(early.refusal(), DlqReason::IllegalTransition);
+    // Accepted Friday 17:00; a manhole cover is urgent, 2 working hours → Monday 10:30.
+    let a = line.apply(clue(1), Command::Accept, local("2025-03-07 17:00"));
+    assert_eq!(
+        a.fact(),
+        (
+            &Fact::Accepted {
+                deadline_ms: Some(local("2025-03-10 10:30"))
+            },
+            Status::Accepted
+        )
+    );
     // A working-days category: street light, 2 working days → Tuesday 17:30.
-    let d = part.apply(
+    line.apply(
         clue(2),
         report("street_light", lat, lon),
-        local("2025-03-07 17:00"),
+        local("2025-03-07 16:00"),
     );
-    assert_eq!(reported(&d).deadline_ms, Some(local("2025-03-11 17:30")));
+    let a = line.apply(clue(2), Command::Accept, local("2025-03-07 17:00"));
+    assert_eq!(
+        line.states[&clue(2)].deadline_ms,
+        Some(local("2025-03-11 17:30"))
+    );
+    assert!(matches!(a.fact().0, Fact::Accepted { .. }));
 
     // A postponement extends the current deadline in working time: 10:30 + 4 h → 16:00.
-    let d = part.apply(
+    let d = line.apply(
         clue(1),
         Command::Postpone {
             reason: "parts on order".into(),
@@ -130,31 +268,34 @@ fn a_report_is_placed_routed_and_due_in_working_time() {
         },
         local("2025-03-10 09:00"),
     );
-    match fact(&d) {
-        (Fact::Postponed { deadline_ms, .. }, Status::Reported) => {
+    match d.fact() {
+        (Fact::Postponed { deadline_ms, .. }, Status::Accepted) => {
             assert_eq!(*deadline_ms, local("2025-03-10 16:00"));
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        part.states[&clue(1)].deadline_ms,
-        Some(local("2025-03-10 16:00"))
-    );
     // Later facts keep the deadline.
-    part.apply(clue(1), Command::Accept, local("2025-03-10 09:05"));
+    line.apply(
+        clue(1),
+        Command::Dispatch {
+            department: "water_affairs".into(),
+        },
+        local("2025-03-10 09:05"),
+    );
     assert_eq!(
-        part.states[&clue(1)].deadline_ms,
+        line.states[&clue(1)].deadline_ms,
         Some(local("2025-03-10 16:00"))
     );
 }
 
 #[test]
-fn a_report_outside_the_district_is_flagged_with_the_nearest_grid() {
+fn a_report_outside_the_district_is_flagged_at_once_with_the_nearest_grid() {
     let p = processor();
-    let mut part = Partition::new(&p);
-    let d = part.apply(clue(1), report("garbage_pile", 31.0, 121.2), MONDAY_9AM);
-    let r = reported(&d);
-    assert_eq!(fact(&d).1, Status::Rejected);
+    let mut line = Pipeline::new(&p);
+    let d = line.apply(clue(1), report("garbage_pile", 31.0, 121.2), MONDAY_9AM);
+    assert!(d.verdict.is_none() && d.decision.forwards.is_empty());
+    let r = d.reported();
+    assert_eq!(d.fact().1, Status::Rejected);
     assert_eq!(r.deadline_ms, None);
     match &r.placement {
         Placement::Outside {
@@ -169,184 +310,215 @@ fn a_report_outside_the_district_is_flagged_with_the_nearest_grid() {
 }
 
 #[test]
-fn dedupe_same_category_nearby_within_the_window_of_an_open_clue() {
+fn duplicates_are_found_across_partitions_and_closed_cases_leave_the_stage() {
     let p = processor();
-    let mut part = Partition::new(&p);
+    let mut line = Pipeline::new(&p);
     let (lat, lon) = inside_point(&p, &mut Rng(9));
     let t0 = MONDAY_9AM;
     let hour = 3_600_000;
-    let a = part.apply(clue(1), report("garbage_pile", lat, lon), t0);
-    assert_eq!(reported(&a).duplicate_of, None);
-
-    // 20 m away, same category, an hour later: a duplicate (still a report, no deadline).
-    let b = part.apply(
+    line.partition = 0;
+    let a = line.apply(clue(1), report("garbage_pile", lat, lon), t0);
+    assert_eq!(a.reported().duplicate_of, None);
+    // 20 m away, an hour later, reported through another partition: a duplicate (still a
+    // report), and its verdict goes back to that partition.
+    line.partition = 4;
+    let b = line.apply(
         clue(2),
         report("garbage_pile", north(lat, 20.0), lon),
         t0 + hour,
     );
-    assert_eq!(reported(&b).duplicate_of, Some(clue(1)));
-    assert_eq!(fact(&b).1, Status::Duplicate);
-    assert_eq!(reported(&b).deadline_ms, None);
-    assert_eq!(b.duplicate_of, Some(clue(1)));
-    // A duplicate is terminal: it takes no further commands.
-    match part.apply(clue(2), Command::Accept, t0 + hour).output {
-        Output::Rejected { reason, .. } => assert_eq!(reason, DlqReason::TerminalState),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(b.reported().duplicate_of, Some(clue(1)));
+    assert_eq!(b.fact().1, Status::Duplicate);
+    assert_eq!(b.verdict.as_ref().unwrap().duplicate_of, Some(clue(1)));
+    // A duplicate is terminal: it takes no further commands, and closing it tells the stage
+    // nothing (it never was a case).
+    let acc = line.apply(clue(2), Command::Accept, t0 + hour + 1);
+    assert_eq!(acc.refusal(), DlqReason::TerminalState);
+    assert!(acc.decision.forwards.is_empty());
 
-    // Another category at the same spot, or the same category 80 m away: not duplicates.
-    let c = part.apply(clue(3), report("food_safety", lat, lon), t0 + hour);
-    assert_eq!(reported(&c).duplicate_of, None);
-    let far = part.apply(
-        clue(4),
-        report("garbage_pile", north(lat, 80.0), lon),
-        t0 + hour,
-    );
-    assert_eq!(reported(&far).duplicate_of, None);
-
-    // A duplicate is never a target: 45 m from B but 65 m from A → not a duplicate of either…
-    let e = part.apply(
-        clue(5),
-        report("garbage_pile", north(lat, 65.0), lon),
-        t0 + hour,
-    );
-    // …except of the clue 80 m north (15 m away), the nearest open case.
-    assert_eq!(reported(&e).duplicate_of, Some(clue(4)));
-
-    // More than 24 h after A: not a duplicate of A.
-    let late = part.apply(clue(6), report("garbage_pile", lat, lon), t0 + 25 * hour);
-    assert_eq!(reported(&late).duplicate_of, None);
-}
-
-#[test]
-fn a_closed_clue_is_no_longer_a_dedupe_target_and_replays_see_the_past() {
-    let p = processor();
-    let (lat, lon) = inside_point(&p, &mut Rng(13));
-    let t0 = MONDAY_9AM;
-    let mut part = Partition::new(&p);
-    part.apply(clue(1), report("garbage_pile", lat, lon), t0); // offset 0
-    let b_offset = part.offset;
-    let b_cmd = envelope(
-        clue(2),
-        report("garbage_pile", north(lat, 10.0), lon),
-        t0 + 60_000,
-    );
-    let b = part.apply(
-        clue(2),
-        report("garbage_pile", north(lat, 10.0), lon),
-        t0 + 60_000,
-    );
-    assert_eq!(reported(&b).duplicate_of, Some(clue(1)));
-    part.apply(
+    // A case leaving the loop tells the stage, keyed by its street…
+    line.partition = 0;
+    let rej = line.apply(
         clue(1),
         Command::Reject {
             reason: "not ours".into(),
         },
-        t0 + 120_000,
+        t0 + 2 * hour,
     );
-    let c = part.apply(
-        clue(3),
-        report("garbage_pile", north(lat, 5.0), lon),
-        t0 + 180_000,
-    );
-    assert_eq!(reported(&c).duplicate_of, None, "A was closed before C");
-
-    // Replaying B against the partition's state as it is now (A closed later, C reported
-    // later): the same decision, because openness is judged at B's offset.
-    let again = p.decide(
-        None,
-        &b_cmd,
-        &DecideCtx {
-            now_ms: 0,
-            offset: b_offset,
-            open: &part.open,
+    assert_eq!(rej.decision.forwards.len(), 1);
+    assert_eq!(rej.decision.forwards[0].record.kind, DedupeKind::Closed);
+    // …so a report at the same spot afterwards is a case of its own.
+    let c = line.apply(clue(3), report("garbage_pile", lat, lon), t0 + 3 * hour);
+    assert_eq!(c.reported().duplicate_of, None);
+    // Closing a case through the whole loop tells the stage too.
+    for (i, cmd) in [
+        Command::Accept,
+        Command::Dispatch {
+            department: "city_mgmt".into(),
         },
+        Command::Start,
+        Command::Handle { note: "ok".into() },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let d = line.apply(clue(3), cmd, t0 + 4 * hour + i as u64);
+        assert!(d.decision.forwards.is_empty());
+    }
+    let closed = line.apply(clue(3), Command::VerifyOk, t0 + 5 * hour);
+    assert_eq!(closed.fact().1, Status::Closed);
+    assert_eq!(closed.decision.forwards.len(), 1);
+    let d = line.apply(clue(4), report("garbage_pile", lat, lon), t0 + 6 * hour);
+    assert_eq!(d.reported().duplicate_of, None);
+    assert_eq!(line.stage.open_cases(), 1);
+}
+
+#[test]
+fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
+    let p = processor();
+    let mut line = Pipeline::new(&p);
+    line.auto_verdicts = false;
+    let (lat, lon) = inside_point(&p, &mut Rng(21));
+    let t = local("2025-03-10 09:00");
+    line.apply(clue(1), report("garbage_pile", lat, lon), t);
+    let accept = line.apply(clue(1), Command::Accept, t + 60_000);
+    assert_eq!(accept.decision.outputs, vec![Output::Held]);
+    // The same command again is kept too (it is recognised as a repeat once applied); the
+    // report retried under a new command id is a repeat at once.
+    let again = line.apply(clue(1), Command::Accept, t + 60_000);
+    assert_eq!(again.decision.outputs, vec![Output::Held]);
+    let mut retried = envelope(clue(1), report("garbage_pile", lat, lon), t);
+    retried.command_id = CommandId::new_random();
+    let d = line.decide(&retried);
+    assert_eq!(d.outputs, vec![Output::Repeat]);
+    line.apply(
+        clue(1),
+        Command::Dispatch {
+            department: "city_mgmt".into(),
+        },
+        t + 120_000,
     );
-    assert_eq!(reported(&again).duplicate_of, Some(clue(1)));
-    assert_eq!(fact(&again).1, Status::Duplicate);
+    // The verdict: the report's fact, then the kept commands in their order, as if they had
+    // come after it; the deadline counts from the accept's own time.
+    let v = line.deliver_verdict();
+    let facts: Vec<(u32, &str, Status)> = v
+        .outputs
+        .iter()
+        .map(|o| match o {
+            Output::Event(e) => (e.seq, e.fact.type_name(), e.status),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        facts,
+        vec![
+            (0, "reported", Status::Reported),
+            (1, "accepted", Status::Accepted),
+            (2, "dispatched", Status::Dispatched),
+        ]
+    );
+    let Output::Event(e) = &v.outputs[1] else {
+        unreachable!()
+    };
+    assert_eq!(e.occurred_at_ms, t + 60_000);
+    assert_eq!(
+        e.fact,
+        Fact::Accepted {
+            deadline_ms: p
+                .calendar
+                .deadline(t + 60_000, p.catalog.get("garbage_pile").unwrap().deadline)
+        }
+    );
+    // The verdict again (a re-sent one) changes nothing.
+    let mut verdict = envelope(
+        clue(1),
+        Command::DedupeVerdict { duplicate_of: None },
+        t + 1,
+    );
+    verdict.command_id = CommandId::for_dedupe_verdict(clue(1));
+    assert_eq!(line.decide(&verdict).outputs, vec![Output::Repeat]);
+
+    // A duplicate's kept commands are refused, each with its own offset.
+    line.apply(clue(2), report("garbage_pile", lat, lon), t + 1_000);
+    let kept_at = line.offset;
+    line.apply(clue(2), Command::Accept, t + 2_000);
+    let v = line.deliver_verdict();
+    assert_eq!(v.duplicate_of, Some(clue(1)));
+    match &v.outputs[..] {
+        [Output::Event(e), Output::Rejected {
+            reason: DlqReason::TerminalState,
+            deferred: Some(d),
+            ..
+        }] => {
+            assert_eq!(e.status, Status::Duplicate);
+            assert_eq!(d.offset, kept_at);
+            assert!(matches!(d.command.command, Command::Accept));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Only so many commands are kept for one clue.
+    line.apply(clue(3), report("food_safety", lat, lon), t);
+    for i in 0..MAX_DEFERRED as u64 {
+        let d = line.apply(
+            clue(3),
+            Command::Handle {
+                note: format!("{i}"),
+            },
+            t + 10 + i,
+        );
+        assert_eq!(d.decision.outputs, vec![Output::Held]);
+    }
+    let over = line.apply(clue(3), Command::Start, t + 5_000);
+    assert_eq!(over.refusal(), DlqReason::TooManyPending);
 }
 
 #[test]
 fn repeats_are_no_ops_and_refusals_carry_reasons() {
     let p = processor();
-    let mut part = Partition::new(&p);
+    let mut line = Pipeline::new(&p);
     let (lat, lon) = inside_point(&p, &mut Rng(3));
-    let first = envelope(clue(1), report("litter_bin", lat, lon), MONDAY_9AM);
-    let d = p.decide(
-        None,
-        &first,
-        &DecideCtx {
-            now_ms: 0,
-            offset: 0,
-            open: &part.open,
-        },
-    );
-    let state = d.next.unwrap();
-    // The same command again, and the same report under another command id: no-ops.
-    let again = p.decide(
-        Some(&state),
-        &first,
-        &DecideCtx {
-            now_ms: 0,
-            offset: 1,
-            open: &part.open,
-        },
-    );
-    assert_eq!(again.output, Output::Repeat);
-    assert!(again.next.is_none());
-    let mut retried = first.clone();
-    retried.command_id = gridclue_core::CommandId::new_random();
-    let d = p.decide(
-        Some(&state),
-        &retried,
-        &DecideCtx {
-            now_ms: 0,
-            offset: 2,
-            open: &part.open,
-        },
-    );
-    assert_eq!(d.output, Output::Repeat);
+    line.apply(clue(1), report("litter_bin", lat, lon), MONDAY_9AM);
+    // The same report again (same command id), and under another command id: no-ops.
+    let again = line.apply(clue(1), report("litter_bin", lat, lon), MONDAY_9AM);
+    assert_eq!(again.decision.outputs, vec![Output::Repeat]);
+    assert!(again.decision.next.is_none());
+    let mut retried = envelope(clue(1), report("litter_bin", lat, lon), MONDAY_9AM);
+    retried.command_id = CommandId::new_random();
+    assert_eq!(line.decide(&retried).outputs, vec![Output::Repeat]);
 
-    part.states.insert(clue(1), state);
-    let refused = |d: Decision| match d.output {
-        Output::Rejected { reason, detail } => {
-            assert!(d.next.is_none());
-            assert!(!detail.is_empty());
-            reason
-        }
-        other => panic!("{other:?}"),
-    };
     assert_eq!(
-        refused(part.apply(clue(1), Command::VerifyOk, MONDAY_9AM)),
+        line.apply(clue(1), Command::VerifyOk, MONDAY_9AM).refusal(),
         DlqReason::IllegalTransition
     );
     assert_eq!(
-        refused(part.apply(clue(9), Command::Accept, MONDAY_9AM)),
+        line.apply(clue(9), Command::Accept, MONDAY_9AM).refusal(),
         DlqReason::UnknownClue
     );
-    let mut unknown_category = envelope(clue(7), report("litter_bin", lat, lon), MONDAY_9AM);
-    if let Command::Report(r) = &mut unknown_category.command {
+    let stray = line.apply(
+        clue(8),
+        Command::DedupeVerdict { duplicate_of: None },
+        MONDAY_9AM,
+    );
+    assert_eq!(stray.refusal(), DlqReason::UnknownClue);
+    let mut unknown_category = report("litter_bin", lat, lon);
+    if let Command::Report(r) = &mut unknown_category {
         r.category = gridclue_core::CategoryCode::parse("unicorn_sighting").unwrap();
     }
-    let d = p.decide(
-        None,
-        &unknown_category,
-        &DecideCtx {
-            now_ms: 0,
-            offset: 9,
-            open: &part.open,
-        },
+    assert_eq!(
+        line.apply(clue(7), unknown_category, MONDAY_9AM).refusal(),
+        DlqReason::UnknownCategory
     );
-    assert_eq!(refused(d), DlqReason::UnknownCategory);
-    part.apply(
+    line.apply(
         clue(1),
         Command::Reject { reason: "x".into() },
         MONDAY_9AM + 1,
     );
     assert_eq!(
-        refused(part.apply(clue(1), Command::Accept, MONDAY_9AM + 2)),
+        line.apply(clue(1), Command::Accept, MONDAY_9AM + 2)
+            .refusal(),
         DlqReason::TerminalState
     );
     // Seqs count facts only: report 0, reject 1.
-    assert_eq!(part.states[&clue(1)].seq, 1);
+    assert_eq!(line.states[&clue(1)].seq, 1);
 }

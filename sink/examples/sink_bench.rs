@@ -135,7 +135,7 @@ impl FactGen {
 
     fn lifecycle(clue: ClueId, seq: u32, at: u64) -> EventEnvelope {
         let (fact, status) = match seq {
-            1 => (Fact::Accepted, Status::Accepted),
+            1 => (Fact::Accepted { deadline_ms: None }, Status::Accepted),
             2 => (
                 Fact::Dispatched {
                     department: "city_mgmt".into(),

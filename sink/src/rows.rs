@@ -237,7 +237,12 @@ pub fn apply(state: Option<ClueRow>, env: &EventEnvelope, partition: i32) -> Clu
     let at = env.occurred_at_ms;
     match &env.fact {
         Fact::Reported(_) | Fact::Rejected { .. } | Fact::Started | Fact::Returned { .. } => {}
-        Fact::Accepted => row.accepted_at_ms = at,
+        Fact::Accepted { deadline_ms } => {
+            row.accepted_at_ms = at;
+            if let Some(d) = deadline_ms {
+                row.deadline_ms = *d;
+            }
+        }
         Fact::Merged { duplicate_of } => row.duplicate_of = Some(duplicate_of.as_uuid()),
         Fact::Dispatched { department } => {
             row.department = department.clone();
@@ -289,7 +294,8 @@ pub fn event_row(env: &EventEnvelope, clue: &ClueRow, source: &Source) -> EventR
             reason,
             deadline_ms,
         } => (reason.clone(), *deadline_ms, None),
-        Fact::Accepted | Fact::Started | Fact::Verified => (String::new(), 0, None),
+        Fact::Accepted { deadline_ms } => (String::new(), deadline_ms.unwrap_or(0), None),
+        Fact::Started | Fact::Verified => (String::new(), 0, None),
     };
     let counted = clue.placement == "inside" || clue.placement == "outside";
     let (report_delta, case_delta) = match &env.fact {
@@ -389,11 +395,18 @@ pub(crate) mod tests {
         assert_eq!(s0.community_code, "310199003002");
         assert_eq!(s0.is_case, 1);
         assert_eq!(s0.kafka_partition, 3);
-        let a = next(&r, Fact::Accepted, Status::Accepted);
+        // The SLA clock starts at acceptance: the accept carries the deadline.
+        let a = next(
+            &r,
+            Fact::Accepted {
+                deadline_ms: Some(40_000),
+            },
+            Status::Accepted,
+        );
         let s1 = apply(Some(s0.clone()), &a, 3);
         assert_eq!((s1.version, s1.status.as_str()), (1, "accepted"));
         assert_eq!(s1.street_code, "310199003");
-        assert_eq!(s1.accepted_at_ms, 1_100);
+        assert_eq!((s1.accepted_at_ms, s1.deadline_ms), (1_100, 40_000));
         let ev = event_row(
             &a,
             &s1,
@@ -404,8 +417,12 @@ pub(crate) mod tests {
             },
         );
         assert_eq!(
-            (ev.fact_type.as_str(), ev.street_code.as_str()),
-            ("accepted", "310199003")
+            (
+                ev.fact_type.as_str(),
+                ev.street_code.as_str(),
+                ev.deadline_ms
+            ),
+            ("accepted", "310199003", 40_000)
         );
 
         // Folding a fact twice changes nothing (counters included).
@@ -466,7 +483,7 @@ pub(crate) mod tests {
         let r = report(ClueId::new_random(), inside());
         let s0 = apply(None, &r, 0);
         assert_eq!(deltas(&r, &s0), (1, 1));
-        let a = next(&r, Fact::Accepted, Status::Accepted);
+        let a = next(&r, Fact::Accepted { deadline_ms: None }, Status::Accepted);
         let s1 = apply(Some(s0), &a, 0);
         assert_eq!(deltas(&a, &s1), (0, 0));
         let j = next(&a, Fact::Rejected { reason: "x".into() }, Status::Rejected);
@@ -505,7 +522,7 @@ pub(crate) mod tests {
         // A lifecycle fact whose report was never seen changes no count.
         let lone = next(
             &report(ClueId::new_random(), inside()),
-            Fact::Accepted,
+            Fact::Accepted { deadline_ms: None },
             Status::Accepted,
         );
         let v0 = apply(None, &lone, 0);
@@ -535,7 +552,7 @@ pub(crate) mod tests {
     #[test]
     fn lifecycle_before_report_is_unknown_placement() {
         let r = report(ClueId::new_random(), inside());
-        let a = next(&r, Fact::Accepted, Status::Accepted);
+        let a = next(&r, Fact::Accepted { deadline_ms: None }, Status::Accepted);
         let s = apply(None, &a, 1);
         assert_eq!(
             (s.placement.as_str(), s.inside, s.version),

@@ -130,7 +130,7 @@ impl Story {
 
     /// Accepted → dispatched → started → handled → closed.
     fn closed(self) -> Self {
-        self.then(Fact::Accepted, Status::Accepted)
+        self.then(Fact::Accepted { deadline_ms: None }, Status::Accepted)
             .then(
                 Fact::Dispatched {
                     department: "city_mgmt".into(),
@@ -176,7 +176,7 @@ fn stories(per_street: usize) -> Vec<Story> {
             let s = Story::inside(g, category);
             out.push(match j % 4 {
                 0 => s.closed(),
-                1 => s.then(Fact::Accepted, Status::Accepted),
+                1 => s.then(Fact::Accepted { deadline_ms: None }, Status::Accepted),
                 2 => s.then(
                     Fact::Rejected {
                         reason: "not a city problem".into(),
@@ -788,11 +788,13 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
         Status::Duplicate,
     );
     let closed = Story::inside(gb, "manhole_cover").closed();
-    let open = Story::inside(gb, "manhole_cover").then(Fact::Accepted, Status::Accepted);
+    let open = Story::inside(gb, "manhole_cover")
+        .then(Fact::Accepted { deadline_ms: None }, Status::Accepted);
     let outside = Story::outside(ga, "garbage_pile");
     // A lifecycle fact whose report never arrived counts nowhere.
     let orphan = {
-        let mut s = Story::inside(gb, "garbage_pile").then(Fact::Accepted, Status::Accepted);
+        let mut s = Story::inside(gb, "garbage_pile")
+            .then(Fact::Accepted { deadline_ms: None }, Status::Accepted);
         s.facts.remove(0);
         s
     };
@@ -1181,7 +1183,8 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
     let topic = "clues.events";
     let grids = grids_by_street();
     let (street, gs) = grids.iter().next().unwrap();
-    let case = Story::inside(gs[0], "garbage_pile").then(Fact::Accepted, Status::Accepted);
+    let case = Story::inside(gs[0], "garbage_pile")
+        .then(Fact::Accepted { deadline_ms: None }, Status::Accepted);
     let rejected = Story::inside(gs[1], "manhole_cover").then(
         Fact::Rejected {
             reason: "duplicate call".into(),
@@ -1348,7 +1351,10 @@ async fn a_row_clickhouse_refuses_goes_to_the_dlq_and_the_partition_keeps_flowin
     let gs: Vec<GridCode> = grids.values().flatten().copied().take(30).collect();
     let mut before: Vec<Story> = gs[..10]
         .iter()
-        .map(|g| Story::inside(*g, "garbage_pile").then(Fact::Accepted, Status::Accepted))
+        .map(|g| {
+            Story::inside(*g, "garbage_pile")
+                .then(Fact::Accepted { deadline_ms: None }, Status::Accepted)
+        })
         .collect();
     let mut poison = Story::inside(gs[10], "food_safety");
     if let Fact::Reported(r) = &mut poison.facts[0].fact {

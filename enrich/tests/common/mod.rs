@@ -12,8 +12,9 @@ use gridclue_core::wire::{
     Actor, ActorKind, Channel, Command, CommandEnvelope, EventEnvelope, Report, SCHEMA_VERSION,
 };
 use gridclue_core::{ClueId, CommandId, GeoPoint};
+use gridclue_enrich::dedupe::{DedupeRecord, DedupeStage};
 use gridclue_enrich::geoindex::Located;
-use gridclue_enrich::processor::{ClueState, DecideCtx, OpenClues, Output, Processor};
+use gridclue_enrich::processor::{ClueState, DecideCtx, Output, Processor};
 use gridclue_enrich::EnrichConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -119,8 +120,8 @@ impl Workload {
 
 /// A deterministic mix per partition: full and partial lifecycles, postponements, repeated
 /// command ids, illegal transitions, near-duplicate reports (same category within metres of an
-/// earlier clue of the same partition), points outside the district, and a few undecodable
-/// records and key mismatches.
+/// earlier clue of any partition), points outside the district, and a few undecodable records
+/// and key mismatches.
 pub fn workload(
     p: &Processor,
     partitions: usize,
@@ -135,9 +136,9 @@ pub fn workload(
         "food_safety",
     ];
     let mut out = Vec::new();
+    let mut placed: Vec<(&str, f64, f64)> = Vec::new();
     for part in 0..partitions {
         let mut queues: Vec<(ClueId, Vec<Command>)> = Vec::new();
-        let mut placed: Vec<(&str, f64, f64)> = Vec::new();
         for _ in 0..clues_per_partition {
             let clue = ClueId(Uuid::from_u128(
                 u128::from(rng.next()) << 64 | u128::from(rng.next()),
@@ -225,14 +226,35 @@ pub fn normalized(mut e: EventEnvelope) -> EventEnvelope {
     e
 }
 
+/// The dedupe verdicts a log of `clues.dedupe` gives, per clue (the first one): each partition
+/// folded in order by a stage that never restarts.
+pub fn verdicts_of(p: &Processor, log: &[(i32, Vec<u8>)]) -> HashMap<ClueId, Option<ClueId>> {
+    let mut stages: HashMap<i32, (i64, DedupeStage)> = HashMap::new();
+    let mut verdicts = HashMap::new();
+    for (partition, bytes) in log {
+        let (offset, stage) = stages
+            .entry(*partition)
+            .or_insert_with(|| (0, DedupeStage::new(p.dedupe)));
+        if let Some(v) = stage.fold(*offset, &DedupeRecord::decode(bytes).unwrap()) {
+            verdicts.entry(v.clue_id).or_insert(v.duplicate_of);
+        }
+        *offset += 1;
+    }
+    verdicts
+}
+
 /// The reference: each partition's commands decided in order by one processor that never
-/// crashes. Returns the facts by identity and the number of refusals.
-pub fn simulate(p: &Processor, w: &Workload) -> (BTreeMap<(ClueId, u32), EventEnvelope>, usize) {
+/// crashes, each report's verdict (from `verdicts`) applied right after it. Returns the facts by
+/// identity and the number of refusals.
+pub fn simulate(
+    p: &Processor,
+    w: &Workload,
+    verdicts: &HashMap<ClueId, Option<ClueId>>,
+) -> (BTreeMap<(ClueId, u32), EventEnvelope>, usize) {
     let mut facts = BTreeMap::new();
     let mut refusals = 0;
-    for records in &w.partitions {
+    for (partition, records) in w.partitions.iter().enumerate() {
         let mut states: HashMap<ClueId, ClueState> = HashMap::new();
-        let mut open = OpenClues::new(p.dedupe.radius_m);
         for (offset, (key, payload)) in records.iter().enumerate() {
             let Ok(cmd) = CommandEnvelope::decode(payload) else {
                 continue;
@@ -240,25 +262,39 @@ pub fn simulate(p: &Processor, w: &Workload) -> (BTreeMap<(ClueId, u32), EventEn
             if cmd.clue_id.to_string() != *key {
                 continue;
             }
-            let d = p.decide(
-                states.get(&cmd.clue_id),
-                &cmd,
-                &DecideCtx {
-                    now_ms: 0,
-                    offset: offset as i64,
-                    open: &open,
-                },
-            );
-            if let Some(next) = d.next {
-                open.observe(cmd.clue_id, &next);
-                states.insert(cmd.clue_id, next);
-            }
-            match d.output {
-                Output::Event(e) => {
-                    assert!(facts.insert((e.clue_id, e.seq), normalized(*e)).is_none());
+            let ctx = DecideCtx {
+                now_ms: 0,
+                offset: offset as i64,
+                partition: partition as i32,
+            };
+            let mut decisions = vec![p.decide(states.get(&cmd.clue_id), &cmd, &ctx)];
+            if let Some(next) = decisions[0].next.clone() {
+                if next.pending.is_some() && !states.contains_key(&cmd.clue_id) {
+                    let verdict = CommandEnvelope {
+                        command_id: CommandId::for_dedupe_verdict(cmd.clue_id),
+                        command: Command::DedupeVerdict {
+                            duplicate_of: *verdicts.get(&cmd.clue_id).unwrap_or_else(|| {
+                                panic!("no verdict on {} in the dedupe log", cmd.clue_id)
+                            }),
+                        },
+                        ..cmd.clone()
+                    };
+                    decisions.push(p.decide(Some(&next), &verdict, &ctx));
                 }
-                Output::Rejected { .. } => refusals += 1,
-                Output::Repeat => {}
+            }
+            for d in decisions {
+                if let Some(next) = d.next {
+                    states.insert(cmd.clue_id, next);
+                }
+                for o in d.outputs {
+                    match o {
+                        Output::Event(e) => {
+                            assert!(facts.insert((e.clue_id, e.seq), normalized(*e)).is_none());
+                        }
+                        Output::Rejected { .. } => refusals += 1,
+                        Output::Repeat | Output::Held => {}
+                    }
+                }
             }
         }
     }
@@ -307,6 +343,22 @@ pub fn read_all(
     timeout: Duration,
     mut done: impl FnMut(&[Vec<u8>]) -> bool,
 ) -> Vec<Vec<u8>> {
+    let mut payloads = Vec::new();
+    read_partitioned(bootstrap, topic, partitions, timeout, |got| {
+        payloads = got.iter().map(|(_, b)| b.clone()).collect();
+        done(&payloads)
+    });
+    payloads
+}
+
+/// [`read_all`] with each record's partition (in offset order within each partition).
+pub fn read_partitioned(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+    mut done: impl FnMut(&[(i32, Vec<u8>)]) -> bool,
+) -> Vec<(i32, Vec<u8>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "reader")
@@ -338,7 +390,7 @@ pub fn read_all(
             assert!(Instant::now() < deadline, "reading {topic} timed out");
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
-                    out.push(m.payload().unwrap_or_default().to_vec());
+                    out.push((m.partition(), m.payload().unwrap_or_default().to_vec()));
                     next.insert(m.partition(), m.offset() + 1);
                 }
                 Some(Err(e)) => panic!("reading {topic}: {e}"),

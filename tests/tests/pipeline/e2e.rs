@@ -156,3 +156,40 @@ async fn idempotent_retries_count_once() {
     assert_eq!(app.summary().await["total"].as_u64(), Some(2));
     app.stop().await;
 }
+
+/// Reports of one problem by different riders get random clue ids, so they arrive through
+/// different partitions of the commands topic (ten ids all in one of 6 partitions: odds of one
+/// in ten million): the dedupe stage still finds them all. Every report counts; only the first
+/// is a case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nearby_reports_from_any_partition_are_one_case() {
+    let app = spawn_app().await;
+    let grids = load_grids();
+    let p = interior_point(&grids[42]);
+    // ~1 m steps around one point of one grid: well within the 50 m radius, one street.
+    let metre = 1.0 / 111_195.0;
+    for i in 0..10 {
+        let (dlat, dlon) = (f64::from(i % 3) * metre, f64::from(i / 3) * metre);
+        let r = app
+            .post_clue(
+                &json!({"category": "garbage_pile", "lat": p.y() + dlat, "lon": p.x() + dlon}),
+                &format!("rider-{i}"),
+            )
+            .await;
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    }
+    // Another category at the same spot is a case of its own.
+    let r = app
+        .post_clue(
+            &json!({"category": "food_safety", "lat": p.y(), "lon": p.x()}),
+            "other-category",
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let s = app
+        .summary_when(Duration::from_secs(60), |s| s["total"].as_u64() == Some(11))
+        .await;
+    assert_eq!(s["total"].as_u64(), Some(11), "{s:#}");
+    assert_eq!(s["cases"].as_u64(), Some(2), "{s:#}");
+    app.stop().await;
+}

@@ -1,0 +1,320 @@
+//! The Kafka loop around the pure [`DedupeStage`]: one stage per owned partition of
+//! `clues.dedupe` (keyed by street, so one writer decides each street's duplicates).
+//!
+//! Per batch: fold every record in offset order; send the verdict on every placed report to
+//! `clues.commands` (the partition the report came from, key = clue id, a command id derived from
+//! the clue id) and await the acks; then commit the batch's offsets.
+//!
+//! On a partition's first record after an assignment its stage is rebuilt by folding the
+//! partition from its first retained record up to that record, without sending anything: the
+//! verdicts before it were sent by the previous owner (offsets are committed only after the
+//! acks), and the fold decides the rest exactly as the first run would have (see
+//! [`crate::dedupe`]). A verdict that is sent twice is one command id: the clue processor
+//! applies it once. Records that do not decode go to the DLQ with a reason code and are passed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use gridclue_core::wire::{
+    self, Actor, ActorKind, Command, CommandEnvelope, DlqReason, DlqRecord, SCHEMA_VERSION,
+};
+use gridclue_core::CommandId;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use crate::config::EnrichConfig;
+use crate::dedupe::{DedupeConfig, DedupeRecord, DedupeStage, Verdict};
+use crate::metrics::EnrichMetrics;
+use crate::runner::{consumer_error, next_offsets, send_all, EnrichContext, Epochs, Outgoing};
+
+/// The actor id on verdict commands.
+pub const DEDUPE_ACTOR: &str = "enrich-dedupe";
+
+pub struct DedupeRunner {
+    pub config: EnrichConfig,
+    pub dedupe: DedupeConfig,
+    pub metrics: EnrichMetrics,
+    pub ready: Arc<AtomicBool>,
+    /// How many partitions of the dedupe topic this stage owns right now.
+    pub owned_partitions: Arc<AtomicUsize>,
+    stages: HashMap<i32, (u64, DedupeStage)>,
+}
+
+impl DedupeRunner {
+    pub fn new(config: EnrichConfig, dedupe: DedupeConfig, metrics: EnrichMetrics) -> Self {
+        Self {
+            config,
+            dedupe,
+            metrics,
+            ready: Arc::new(AtomicBool::new(false)),
+            owned_partitions: Arc::new(AtomicUsize::new(0)),
+            stages: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let epochs = Arc::new(Epochs::default());
+        let consumer: StreamConsumer<EnrichContext> = gridclue_core::kafka::consumer_config(
+            &self.config.kafka_brokers,
+            &self.config.dedupe_group_id,
+        )
+        .create_with_context(EnrichContext {
+            epochs: epochs.clone(),
+            owned: self.owned_partitions.clone(),
+        })
+        .context("creating the dedupe consumer")?;
+        let producer: FutureProducer = gridclue_core::kafka::producer_config(
+            &self.config.kafka_brokers,
+            self.config.produce_timeout_ms,
+        )
+        .create()
+        .context("creating the verdict producer")?;
+        consumer.subscribe(&[self.config.dedupe_topic.as_str()])?;
+        self.ready.store(true, Ordering::SeqCst);
+        tracing::info!(topic = %self.config.dedupe_topic, "dedupe stage consuming");
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.changed() => break,
+                m = consumer.recv() => m,
+            };
+            let first = match first {
+                Ok(m) => m.detach(),
+                Err(e) => {
+                    consumer_error(e)?;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let mut batch = vec![(epochs.get(first.partition()), first)];
+            while batch.len() < self.config.batch_max {
+                match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
+                    Ok(Ok(m)) => {
+                        let m = m.detach();
+                        batch.push((epochs.get(m.partition()), m));
+                    }
+                    Ok(Err(e)) => {
+                        consumer_error(e)?;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            // Records fetched before a revocation belong to the next owner; stages of revoked
+            // partitions are rebuilt if they come back (someone else may have decided since).
+            batch.retain(|(e, m)| *e == epochs.get(m.partition()));
+            self.stages.retain(|p, (e, _)| *e == epochs.get(*p));
+            let batch: Vec<OwnedMessage> = batch.into_iter().map(|(_, m)| m).collect();
+            if batch.is_empty() {
+                continue;
+            }
+            self.rebuild_missing(&batch, &epochs).await?;
+            let outgoing = self.fold_batch(&batch);
+            send_all(&producer, &outgoing).await?;
+            self.metrics.open_cases.set(
+                self.stages
+                    .values()
+                    .map(|(_, s)| s.open_cases() as i64)
+                    .sum(),
+            );
+            if let Err(e) = consumer.commit(&next_offsets(&batch)?, CommitMode::Async) {
+                // The next owner starts earlier and sends some verdicts again: harmless.
+                tracing::warn!(error = %e, "committing dedupe offsets failed");
+            }
+        }
+        tracing::info!("dedupe stage stopped");
+        Ok(())
+    }
+
+    /// Folds the batch; returns the verdict commands and DLQ records to send.
+    fn fold_batch(&mut self, batch: &[OwnedMessage]) -> Vec<Outgoing> {
+        let now = wire::now_ms();
+        let mut out = Vec::new();
+        let (mut cases, mut duplicates) = (0u64, 0u64);
+        for m in batch {
+            let record = match DedupeRecord::decode(m.payload().unwrap_or_default()) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.push(self.dlq(m, e.dlq_reason(), e.to_string()));
+                    continue;
+                }
+            };
+            let (_, stage) = self
+                .stages
+                .get_mut(&m.partition())
+                .expect("stage rebuilt before its records are folded");
+            let Some(verdict) = stage.fold(m.offset(), &record) else {
+                continue;
+            };
+            if verdict.duplicate_of.is_some() {
+                duplicates += 1;
+            } else {
+                cases += 1;
+            }
+            out.push(self.verdict_command(&verdict, now));
+        }
+        self.metrics
+            .verdicts
+            .with_label_values(&["case"])
+            .inc_by(cases);
+        self.metrics
+            .verdicts
+            .with_label_values(&["duplicate"])
+            .inc_by(duplicates);
+        out
+    }
+
+    fn verdict_command(&self, verdict: &Verdict, now: u64) -> Outgoing {
+        let command = CommandEnvelope {
+            v: SCHEMA_VERSION,
+            command_id: CommandId::for_dedupe_verdict(verdict.clue_id),
+            clue_id: verdict.clue_id,
+            issued_at_ms: now,
+            actor: Actor {
+                kind: ActorKind::System,
+                id: DEDUPE_ACTOR.into(),
+                group: None,
+            },
+            command: Command::DedupeVerdict {
+                duplicate_of: verdict.duplicate_of,
+            },
+        };
+        Outgoing {
+            topic: self.config.commands_topic.clone(),
+            partition: Some(verdict.commands_partition),
+            key: Some(verdict.clue_id.to_string()),
+            payload: command.encode(),
+        }
+    }
+
+    fn dlq(&self, m: &OwnedMessage, reason: DlqReason, detail: String) -> Outgoing {
+        self.metrics.dlq.with_label_values(&[reason.as_str()]).inc();
+        let (payload, payload_is_hex) = DlqRecord::payload_of(m.payload().unwrap_or_default());
+        let record = DlqRecord {
+            v: SCHEMA_VERSION,
+            reason,
+            detail,
+            stage: "enrich-dedupe".into(),
+            source_topic: m.topic().to_owned(),
+            source_partition: m.partition(),
+            source_offset: m.offset(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload,
+            payload_is_hex,
+            at_ms: wire::now_ms(),
+        };
+        Outgoing {
+            topic: self.config.dlq_topic.clone(),
+            partition: None,
+            key: record.key.clone(),
+            payload: record.encode(),
+        }
+    }
+
+    /// Rebuilds the stage of every partition the batch has records of and we hold none for.
+    async fn rebuild_missing(
+        &mut self,
+        batch: &[OwnedMessage],
+        epochs: &Epochs,
+    ) -> anyhow::Result<()> {
+        let mut missing: BTreeMap<i32, i64> = BTreeMap::new();
+        for m in batch {
+            if !self.stages.contains_key(&m.partition()) {
+                let e = missing.entry(m.partition()).or_insert(m.offset());
+                *e = (*e).min(m.offset());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let brokers = self.config.kafka_brokers.clone();
+        let topic = self.config.dedupe_topic.clone();
+        let timeout = Duration::from_millis(self.config.restore_timeout_ms);
+        let until = missing.clone();
+        let history =
+            tokio::task::spawn_blocking(move || read_history(&brokers, &topic, &until, timeout))
+                .await??;
+        for (p, resume_at) in missing {
+            let mut stage = DedupeStage::new(self.dedupe);
+            let records = history.get(&p).map(Vec::as_slice).unwrap_or_default();
+            for (offset, bytes) in records {
+                // Undecodable records went to the DLQ when they were first seen.
+                if let Ok(r) = DedupeRecord::decode(bytes) {
+                    stage.fold(*offset, &r);
+                }
+            }
+            tracing::info!(
+                partition = p,
+                resume_at,
+                folded = records.len(),
+                open_cases = stage.open_cases(),
+                elapsed_ms = t0.elapsed().as_millis() as u64,
+                "dedupe stage rebuilt"
+            );
+            self.stages.insert(p, (epochs.get(p), stage));
+        }
+        Ok(())
+    }
+}
+
+/// Per partition: (offset, payload) of its records, in offset order.
+type History = HashMap<i32, Vec<(i64, Vec<u8>)>>;
+
+/// Per partition, every retained record before the given offset.
+fn read_history(
+    brokers: &str,
+    topic: &str,
+    until: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) -> anyhow::Result<History> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "gridclue-enrich-dedupe-rebuild")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .context("creating the dedupe history reader")?;
+    let mut out = History::new();
+    let mut tpl = TopicPartitionList::new();
+    let mut pending: HashSet<i32> = HashSet::new();
+    for (&p, &end) in until {
+        let (low, _) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .with_context(|| format!("watermarks of {topic}/{p}"))?;
+        if end > low {
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+            pending.insert(p);
+        }
+    }
+    if pending.is_empty() {
+        return Ok(out);
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + timeout;
+    while !pending.is_empty() {
+        if Instant::now() > deadline {
+            anyhow::bail!("reading the history of {topic} partitions {pending:?} timed out");
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m.with_context(|| format!("reading {topic}"))?;
+        let p = m.partition();
+        let end = until[&p];
+        if m.offset() < end {
+            out.entry(p)
+                .or_default()
+                .push((m.offset(), m.payload().unwrap_or_default().to_vec()));
+        }
+        if m.offset() + 1 >= end {
+            pending.remove(&p);
+        }
+    }
+    Ok(out)
+}
