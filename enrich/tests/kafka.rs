@@ -147,7 +147,7 @@ async fn dedupe_log(bootstrap: &str, reports: usize) -> Vec<(i32, Vec<u8>)> {
             |got| {
                 let placed: std::collections::HashSet<_> = got
                     .iter()
-                    .map(|(_, b)| DedupeRecord::decode(b).unwrap())
+                    .filter_map(|(_, b)| DedupeRecord::decode(b).ok())
                     .filter(|r| matches!(r.kind, DedupeKind::Placed { .. }))
                     .map(|r| r.clue_id)
                     .collect();
@@ -263,7 +263,7 @@ async fn verify(bootstrap: &str, w: &Workload) {
     .unwrap();
     let records: Vec<DlqRecord> = dlq.iter().map(|b| DlqRecord::decode(b).unwrap()).collect();
     let mut refused: std::collections::HashSet<(i32, i64)> = Default::default();
-    for r in &records {
+    for r in records.iter().filter(|r| r.stage != "enrich-dedupe") {
         assert_eq!(r.stage, "enrich");
         if !matches!(r.reason, DlqReason::Undecodable | DlqReason::KeyMismatch) {
             refused.insert((r.source_partition, r.source_offset));
@@ -399,6 +399,18 @@ async fn a_broker_outage_mid_stream_loses_and_doubles_nothing() {
     let w = workload(&p, PARTITIONS as usize, 100, 31);
     let producer = producer(&bootstrap);
     produce(&producer, "clues.commands", &w, 0..usize::MAX).await;
+    // A poison record in the dedupe stage's input: it goes to the DLQ, the partition flows on.
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to("clues.dedupe")
+                .partition(0)
+                .key("310199001")
+                .payload(&b"{\"v\":1,\"type\":\"placed\"}"[..]),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
     let mut r = start(&config(&bootstrap, 30));
     wait_for_events(&mut r, &bootstrap, w.len() / 6, Duration::from_secs(60)).await;
     // The only broker goes away for two seconds: the processor keeps running and resumes.
@@ -411,6 +423,21 @@ async fn a_broker_outage_mid_stream_loses_and_doubles_nothing() {
     mock.broker_up(1).unwrap();
     verify(&bootstrap, &w).await;
     assert!(!r.task.is_finished());
+    let b = bootstrap.clone();
+    let dlq = tokio::task::spawn_blocking(move || {
+        read_all(&b, "clues.dlq", 1, Duration::from_secs(5), |_| true)
+    })
+    .await
+    .unwrap();
+    let poison: Vec<DlqRecord> = dlq
+        .iter()
+        .map(|b| DlqRecord::decode(b).unwrap())
+        .filter(|d| d.stage == "enrich-dedupe")
+        .collect();
+    assert!(!poison.is_empty());
+    assert!(poison.iter().all(|d| d.reason == DlqReason::Undecodable
+        && d.source_topic == "clues.dedupe"
+        && (d.source_partition, d.source_offset) == (0, 0)));
     r.stop().await;
     drop(mock);
 }

@@ -235,8 +235,11 @@ pub fn verdicts_of(p: &Processor, log: &[(i32, Vec<u8>)]) -> HashMap<ClueId, Opt
         let (offset, stage) = stages
             .entry(*partition)
             .or_insert_with(|| (0, DedupeStage::new(p.dedupe)));
-        if let Some(v) = stage.fold(*offset, &DedupeRecord::decode(bytes).unwrap()) {
-            verdicts.entry(v.clue_id).or_insert(v.duplicate_of);
+        // The stage passes records it cannot decode (they go to the DLQ).
+        if let Ok(record) = DedupeRecord::decode(bytes) {
+            if let Some(v) = stage.fold(*offset, &record) {
+                verdicts.entry(v.clue_id).or_insert(v.duplicate_of);
+            }
         }
         *offset += 1;
     }
