@@ -12,7 +12,7 @@
 //! [`crate::dedupe`]). A verdict that is sent twice is one command id: the clue processor
 //! applies it once. Records that do not decode go to the DLQ with a reason code and are passed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,16 +22,18 @@ use gridclue_core::wire::{
     self, Actor, ActorKind, Command, CommandEnvelope, DlqReason, DlqRecord, SCHEMA_VERSION,
 };
 use gridclue_core::CommandId;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::config::EnrichConfig;
 use crate::dedupe::{DedupeConfig, DedupeRecord, DedupeStage, Verdict};
+use crate::kafka_loop::{
+    next_batch, next_offsets, read_partitions, restart_offsets, send_all, Epochs, LoopContext,
+    Outgoing,
+};
 use crate::metrics::EnrichMetrics;
-use crate::runner::{consumer_error, next_offsets, send_all, EnrichContext, Epochs, Outgoing};
 
 /// The actor id on verdict commands.
 pub const DEDUPE_ACTOR: &str = "enrich-dedupe";
@@ -60,11 +62,11 @@ impl DedupeRunner {
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let epochs = Arc::new(Epochs::default());
-        let consumer: StreamConsumer<EnrichContext> = gridclue_core::kafka::consumer_config(
+        let consumer: StreamConsumer<LoopContext> = gridclue_core::kafka::consumer_config(
             &self.config.kafka_brokers,
             &self.config.dedupe_group_id,
         )
-        .create_with_context(EnrichContext {
+        .create_with_context(LoopContext {
             epochs: epochs.clone(),
             owned: self.owned_partitions.clone(),
         })
@@ -79,37 +81,14 @@ impl DedupeRunner {
         self.ready.store(true, Ordering::SeqCst);
         tracing::info!(topic = %self.config.dedupe_topic, "dedupe stage consuming");
         loop {
-            let first = tokio::select! {
-                _ = shutdown.changed() => break,
-                m = consumer.recv() => m,
+            let Some(batch) =
+                next_batch(&consumer, &epochs, self.config.batch_max, &mut shutdown).await?
+            else {
+                break;
             };
-            let first = match first {
-                Ok(m) => m.detach(),
-                Err(e) => {
-                    consumer_error(e)?;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let mut batch = vec![(epochs.get(first.partition()), first)];
-            while batch.len() < self.config.batch_max {
-                match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
-                    Ok(Ok(m)) => {
-                        let m = m.detach();
-                        batch.push((epochs.get(m.partition()), m));
-                    }
-                    Ok(Err(e)) => {
-                        consumer_error(e)?;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            // Records fetched before a revocation belong to the next owner; stages of revoked
-            // partitions are rebuilt if they come back (someone else may have decided since).
-            batch.retain(|(e, m)| *e == epochs.get(m.partition()));
+            // Stages of revoked partitions are rebuilt if they come back (someone else may have
+            // decided since).
             self.stages.retain(|p, (e, _)| *e == epochs.get(*p));
-            let batch: Vec<OwnedMessage> = batch.into_iter().map(|(_, m)| m).collect();
             if batch.is_empty() {
                 continue;
             }
@@ -222,13 +201,7 @@ impl DedupeRunner {
         batch: &[OwnedMessage],
         epochs: &Epochs,
     ) -> anyhow::Result<()> {
-        let mut missing: BTreeMap<i32, i64> = BTreeMap::new();
-        for m in batch {
-            if !self.stages.contains_key(&m.partition()) {
-                let e = missing.entry(m.partition()).or_insert(m.offset());
-                *e = (*e).min(m.offset());
-            }
-        }
+        let missing = restart_offsets(batch, |p| self.stages.contains_key(&p));
         if missing.is_empty() {
             return Ok(());
         }
@@ -273,48 +246,19 @@ fn read_history(
     until: &BTreeMap<i32, i64>,
     timeout: Duration,
 ) -> anyhow::Result<History> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "gridclue-enrich-dedupe-rebuild")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()
-        .context("creating the dedupe history reader")?;
     let mut out = History::new();
-    let mut tpl = TopicPartitionList::new();
-    let mut pending: HashSet<i32> = HashSet::new();
-    for (&p, &end) in until {
-        let (low, _) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .with_context(|| format!("watermarks of {topic}/{p}"))?;
-        if end > low {
-            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
-            pending.insert(p);
-        }
-    }
-    if pending.is_empty() {
-        return Ok(out);
-    }
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + timeout;
-    while !pending.is_empty() {
-        if Instant::now() > deadline {
-            anyhow::bail!("reading the history of {topic} partitions {pending:?} timed out");
-        }
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let m = m.with_context(|| format!("reading {topic}"))?;
-        let p = m.partition();
-        let end = until[&p];
-        if m.offset() < end {
-            out.entry(p)
+    let ranges: Vec<(i32, Option<i64>)> = until.iter().map(|(p, o)| (*p, Some(*o))).collect();
+    read_partitions(
+        brokers,
+        topic,
+        "gridclue-enrich-dedupe-rebuild",
+        &ranges,
+        timeout,
+        |m| {
+            out.entry(m.partition())
                 .or_default()
                 .push((m.offset(), m.payload().unwrap_or_default().to_vec()));
-        }
-        if m.offset() + 1 >= end {
-            pending.remove(&p);
-        }
-    }
+        },
+    )?;
     Ok(out)
 }

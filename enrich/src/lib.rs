@@ -9,6 +9,8 @@
 //! - [`dedupe`] — the district-wide dedupe rule, a fold over a street-keyed log (pure).
 //! - [`runner`] — the Kafka loop of the processor (consume, decide, produce, commit after acks).
 //! - [`dedupe_runner`] — the Kafka loop of the dedupe stage (rebuild, fold, send verdicts).
+//! - `kafka_loop` — what both loops share: batches, revocations, produce-and-await, reading a
+//!   partition from its start.
 //! - [`metrics`] — Prometheus metrics.
 //! - [`config`] — configuration.
 
@@ -17,6 +19,7 @@ pub mod config;
 pub mod dedupe;
 pub mod dedupe_runner;
 pub mod geoindex;
+mod kafka_loop;
 pub mod metrics;
 pub mod processor;
 pub mod runner;

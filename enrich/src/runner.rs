@@ -27,26 +27,27 @@
 //! comes back keeps its in-memory state if its changelog still ends where our last write left
 //! it; otherwise it is restored from the changelog.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::future::join_all;
 use gridclue_core::wire::{self, CommandEnvelope, DlqReason, DlqRecord, EventEnvelope};
 use gridclue_core::ClueId;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::producer::FutureProducer;
+use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::EnrichConfig;
 use crate::geoindex::GeoIndex;
+use crate::kafka_loop::{
+    next_batch, next_offsets, read_partitions, restart_offsets, send_all, Epochs, LoopContext,
+    Outgoing,
+};
 use crate::metrics::EnrichMetrics;
 use crate::processor::{key_matches, ClueState, DecideCtx, Forward, Output, Processor};
 
@@ -77,70 +78,6 @@ pub enum OutboxOutput {
     Event(EventEnvelope),
     Dlq(DlqRecord),
     Dedupe(Forward),
-}
-
-pub(crate) struct Outgoing {
-    pub(crate) topic: String,
-    pub(crate) partition: Option<i32>,
-    pub(crate) key: Option<String>,
-    pub(crate) payload: Vec<u8>,
-}
-
-/// Revocations seen by the consumer, as a per-partition epoch (bumped on every revoke).
-#[derive(Default)]
-pub(crate) struct Epochs {
-    epochs: Mutex<HashMap<i32, u64>>,
-    assigned: Mutex<HashSet<i32>>,
-}
-
-impl Epochs {
-    pub(crate) fn get(&self, p: i32) -> u64 {
-        self.epochs
-            .lock()
-            .map(|e| e.get(&p).copied().unwrap_or(0))
-            .unwrap_or(0)
-    }
-}
-
-pub(crate) struct EnrichContext {
-    pub(crate) epochs: Arc<Epochs>,
-    pub(crate) owned: Arc<AtomicUsize>,
-}
-
-impl ClientContext for EnrichContext {}
-
-impl ConsumerContext for EnrichContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            if let Ok(mut e) = self.epochs.epochs.lock() {
-                for el in tpl.elements() {
-                    *e.entry(el.partition()).or_default() += 1;
-                }
-            }
-            if let Ok(mut a) = self.epochs.assigned.lock() {
-                for el in tpl.elements() {
-                    a.remove(&el.partition());
-                }
-            }
-            let n = tpl.count();
-            let _ = self
-                .owned
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |o| {
-                    Some(o.saturating_sub(n))
-                });
-            tracing::info!(partitions = tpl.count(), "partitions revoked");
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            self.owned.fetch_add(tpl.count(), Ordering::SeqCst);
-            if let Ok(mut a) = self.epochs.assigned.lock() {
-                a.extend(tpl.elements().iter().map(|el| el.partition()));
-            }
-            tracing::info!(partitions = tpl.count(), "partitions assigned");
-        }
-    }
 }
 
 struct PartitionState {
@@ -186,11 +123,11 @@ impl Runner {
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let epochs = Arc::new(Epochs::default());
-        let consumer: StreamConsumer<EnrichContext> = gridclue_core::kafka::consumer_config(
+        let consumer: StreamConsumer<LoopContext> = gridclue_core::kafka::consumer_config(
             &self.config.kafka_brokers,
             &self.config.group_id,
         )
-        .create_with_context(EnrichContext {
+        .create_with_context(LoopContext {
             epochs: epochs.clone(),
             owned: self.owned_partitions.clone(),
         })
@@ -206,42 +143,12 @@ impl Runner {
         self.ready.store(true, Ordering::SeqCst);
         tracing::info!(topic = %self.config.commands_topic, "consuming commands");
         loop {
-            let first = tokio::select! {
-                _ = shutdown.changed() => break,
-                m = consumer.recv() => m,
+            let Some(batch) =
+                next_batch(&consumer, &epochs, self.config.batch_max, &mut shutdown).await?
+            else {
+                break;
             };
-            let first = match first {
-                Ok(m) => m.detach(),
-                Err(e) => {
-                    consumer_error(e)?;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let mut batch = vec![(epochs.get(first.partition()), first)];
-            while batch.len() < self.config.batch_max {
-                match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
-                    Ok(Ok(m)) => {
-                        let m = m.detach();
-                        batch.push((epochs.get(m.partition()), m));
-                    }
-                    Ok(Err(e)) => {
-                        consumer_error(e)?;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            // Revocations during collection: drop what was fetched before them, and the state
-            // of partitions that may have had another owner since.
-            let before = batch.len();
-            batch.retain(|(e, m)| *e == epochs.get(m.partition()));
-            if batch.len() < before {
-                tracing::info!(
-                    dropped = before - batch.len(),
-                    "dropped messages of revoked partitions"
-                );
-            }
+            // The state of partitions that may have had another owner since a revocation.
             let stale: Vec<i32> = self
                 .partitions
                 .iter()
@@ -257,7 +164,6 @@ impl Runner {
             if let Ok(assigned) = epochs.assigned.lock() {
                 self.revoked.retain(|p, _| assigned.contains(p));
             }
-            let batch: Vec<OwnedMessage> = batch.into_iter().map(|(_, m)| m).collect();
             if batch.is_empty() {
                 continue;
             }
@@ -324,14 +230,7 @@ impl Runner {
         epochs: &Epochs,
         producer: &FutureProducer,
     ) -> anyhow::Result<()> {
-        // The first offset of a newly assigned partition is where consumption restarted.
-        let mut missing: BTreeMap<i32, i64> = BTreeMap::new();
-        for m in batch {
-            if !self.partitions.contains_key(&m.partition()) {
-                let e = missing.entry(m.partition()).or_insert(m.offset());
-                *e = (*e).min(m.offset());
-            }
-        }
+        let mut missing = restart_offsets(batch, |p| self.partitions.contains_key(&p));
         if missing.is_empty() {
             return Ok(());
         }
@@ -632,42 +531,6 @@ impl Source {
     }
 }
 
-/// A consumer error: fatal ones end the loop, others (a broker away for a moment, …) are
-/// logged; librdkafka recovers from them by itself.
-pub(crate) fn consumer_error(e: rdkafka::error::KafkaError) -> anyhow::Result<()> {
-    if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) {
-        return Err(anyhow::Error::new(e).context("fatal consumer error"));
-    }
-    tracing::warn!(error = %e, "consumer error");
-    Ok(())
-}
-
-/// Produces every record and waits for all acknowledgements; returns (partition, offset) of each.
-pub(crate) async fn send_all(
-    producer: &FutureProducer,
-    records: &[Outgoing],
-) -> anyhow::Result<Vec<(i32, i64)>> {
-    let sends = records.iter().map(|o| {
-        let mut record = FutureRecord::to(&o.topic).payload(&o.payload);
-        if let Some(k) = &o.key {
-            record = record.key(k);
-        }
-        if let Some(p) = o.partition {
-            record = record.partition(p);
-        }
-        producer.send(record, Duration::from_secs(5))
-    });
-    let mut delivered = Vec::with_capacity(records.len());
-    for result in join_all(sends).await {
-        match result {
-            Ok(d) => delivered.push((d.partition, d.offset)),
-            // Nothing of this batch is committed: it is consumed again after a restart.
-            Err((e, _)) => anyhow::bail!("producing a record failed: {e}"),
-        }
-    }
-    Ok(delivered)
-}
-
 /// Per partition: the latest record of each clue, and the partition's end offset.
 type Changelog = (
     HashMap<i32, HashMap<ClueId, StateRecord>>,
@@ -707,91 +570,47 @@ fn read_changelog(
     partitions: &[i32],
     timeout: Duration,
 ) -> anyhow::Result<Changelog> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "gridclue-enrich-restore")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()
-        .context("creating the changelog reader")?;
-    let mut out: HashMap<i32, HashMap<ClueId, StateRecord>> = HashMap::new();
-    let mut all_ends: HashMap<i32, i64> = HashMap::new();
-    let mut ends: HashMap<i32, i64> = HashMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for &p in partitions {
-        out.insert(p, HashMap::new());
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .with_context(|| format!("watermarks of {topic}/{p}"))?;
-        all_ends.insert(p, high);
-        if high > low {
-            ends.insert(p, high);
-            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
-        }
-    }
-    if ends.is_empty() {
-        return Ok((out, all_ends));
-    }
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + timeout;
-    let mut pending: HashSet<i32> = ends.keys().copied().collect();
-    while !pending.is_empty() {
-        if Instant::now() > deadline {
-            anyhow::bail!("restoring {topic} partitions {pending:?} timed out");
-        }
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let m = m.with_context(|| format!("reading {topic}"))?;
-        let p = m.partition();
-        let clues = out.entry(p).or_default();
-        let key = m
-            .key()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(|k| k.parse::<ClueId>().ok());
-        match (key, m.payload()) {
-            (Some(id), None) => {
-                clues.remove(&id);
-            }
-            (Some(id), Some(bytes)) => match serde_json::from_slice::<StateRecord>(bytes) {
-                Ok(rec) if rec.v <= STATE_VERSION && rec.clue_id == id => {
-                    clues.insert(id, rec);
+    let mut out: HashMap<i32, HashMap<ClueId, StateRecord>> =
+        partitions.iter().map(|p| (*p, HashMap::new())).collect();
+    let whole: Vec<(i32, Option<i64>)> = partitions.iter().map(|p| (*p, None)).collect();
+    let ends = read_partitions(
+        brokers,
+        topic,
+        "gridclue-enrich-restore",
+        &whole,
+        timeout,
+        |m| {
+            let p = m.partition();
+            let clues = out.entry(p).or_default();
+            let key = m
+                .key()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .and_then(|k| k.parse::<ClueId>().ok());
+            match (key, m.payload()) {
+                (Some(id), None) => {
+                    clues.remove(&id);
                 }
-                Ok(_) | Err(_) => {
+                (Some(id), Some(bytes)) => match serde_json::from_slice::<StateRecord>(bytes) {
+                    Ok(rec) if rec.v <= STATE_VERSION && rec.clue_id == id => {
+                        clues.insert(id, rec);
+                    }
+                    Ok(_) | Err(_) => {
+                        tracing::error!(
+                            partition = p,
+                            offset = m.offset(),
+                            "unreadable state record skipped"
+                        );
+                    }
+                },
+                (None, _) => {
                     tracing::error!(
                         partition = p,
                         offset = m.offset(),
-                        "unreadable state record skipped"
+                        "state record without a clue id key skipped"
                     );
                 }
-            },
-            (None, _) => {
-                tracing::error!(
-                    partition = p,
-                    offset = m.offset(),
-                    "state record without a clue id key skipped"
-                );
             }
-        }
-        if m.offset() + 1 >= ends[&p] {
-            pending.remove(&p);
-        }
-    }
-    Ok((out, all_ends))
-}
-
-/// Per partition, the offset after the batch's last message.
-pub(crate) fn next_offsets(batch: &[OwnedMessage]) -> anyhow::Result<TopicPartitionList> {
-    let mut highest: HashMap<(String, i32), i64> = HashMap::new();
-    for m in batch {
-        let e = highest
-            .entry((m.topic().to_owned(), m.partition()))
-            .or_insert(m.offset());
-        *e = (*e).max(m.offset());
-    }
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in highest {
-        tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1))?;
-    }
-    Ok(tpl)
+        },
+    )?;
+    Ok((out, ends))
 }

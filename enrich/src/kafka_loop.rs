@@ -1,0 +1,251 @@
+//! Kafka plumbing shared by the processor's and the dedupe stage's loops: consumers that track
+//! revocations, batch collection, produce-and-await, offsets to commit, and reading partitions
+//! from their start.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::future::join_all;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+/// A record to produce.
+pub(crate) struct Outgoing {
+    pub(crate) topic: String,
+    pub(crate) partition: Option<i32>,
+    pub(crate) key: Option<String>,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// Revocations seen by the consumer, as a per-partition epoch (bumped on every revoke).
+#[derive(Default)]
+pub(crate) struct Epochs {
+    epochs: Mutex<HashMap<i32, u64>>,
+    pub(crate) assigned: Mutex<HashSet<i32>>,
+}
+
+impl Epochs {
+    pub(crate) fn get(&self, p: i32) -> u64 {
+        self.epochs
+            .lock()
+            .map(|e| e.get(&p).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+/// The consumer context of both loops: bumps epochs on revocations and counts owned partitions.
+pub(crate) struct LoopContext {
+    pub(crate) epochs: Arc<Epochs>,
+    pub(crate) owned: Arc<AtomicUsize>,
+}
+
+impl ClientContext for LoopContext {}
+
+impl ConsumerContext for LoopContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            if let Ok(mut e) = self.epochs.epochs.lock() {
+                for el in tpl.elements() {
+                    *e.entry(el.partition()).or_default() += 1;
+                }
+            }
+            if let Ok(mut a) = self.epochs.assigned.lock() {
+                for el in tpl.elements() {
+                    a.remove(&el.partition());
+                }
+            }
+            let n = tpl.count();
+            let _ = self
+                .owned
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |o| {
+                    Some(o.saturating_sub(n))
+                });
+            tracing::info!(partitions = tpl.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.owned.fetch_add(tpl.count(), Ordering::SeqCst);
+            if let Ok(mut a) = self.epochs.assigned.lock() {
+                a.extend(tpl.elements().iter().map(|el| el.partition()));
+            }
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        }
+    }
+}
+
+/// A consumer error: fatal ones end the loop, others (a broker away for a moment, …) are
+/// logged; librdkafka recovers from them by itself.
+pub(crate) fn consumer_error(e: rdkafka::error::KafkaError) -> anyhow::Result<()> {
+    if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) {
+        return Err(anyhow::Error::new(e).context("fatal consumer error"));
+    }
+    tracing::warn!(error = %e, "consumer error");
+    Ok(())
+}
+
+/// Produces every record and waits for all acknowledgements; returns (partition, offset) of each.
+pub(crate) async fn send_all(
+    producer: &FutureProducer,
+    records: &[Outgoing],
+) -> anyhow::Result<Vec<(i32, i64)>> {
+    let sends = records.iter().map(|o| {
+        let mut record = FutureRecord::to(&o.topic).payload(&o.payload);
+        if let Some(k) = &o.key {
+            record = record.key(k);
+        }
+        if let Some(p) = o.partition {
+            record = record.partition(p);
+        }
+        producer.send(record, Duration::from_secs(5))
+    });
+    let mut delivered = Vec::with_capacity(records.len());
+    for result in join_all(sends).await {
+        match result {
+            Ok(d) => delivered.push((d.partition, d.offset)),
+            // Nothing of this batch is committed: it is consumed again after a restart.
+            Err((e, _)) => anyhow::bail!("producing a record failed: {e}"),
+        }
+    }
+    Ok(delivered)
+}
+
+/// Waits for the next message (or `shutdown`: `None`), then collects more until `max` or a 2 ms
+/// gap. Messages fetched before their partition was revoked are dropped: the new owner handles
+/// them from the last committed offset. May return an empty batch.
+pub(crate) async fn next_batch(
+    consumer: &StreamConsumer<LoopContext>,
+    epochs: &Epochs,
+    max: usize,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<Option<Vec<OwnedMessage>>> {
+    let first = tokio::select! {
+        _ = shutdown.changed() => return Ok(None),
+        m = consumer.recv() => m,
+    };
+    let first = match first {
+        Ok(m) => m.detach(),
+        Err(e) => {
+            consumer_error(e)?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Ok(Some(Vec::new()));
+        }
+    };
+    let mut batch = vec![(epochs.get(first.partition()), first)];
+    while batch.len() < max {
+        match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
+            Ok(Ok(m)) => {
+                let m = m.detach();
+                batch.push((epochs.get(m.partition()), m));
+            }
+            Ok(Err(e)) => {
+                consumer_error(e)?;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let before = batch.len();
+    batch.retain(|(e, m)| *e == epochs.get(m.partition()));
+    if batch.len() < before {
+        tracing::info!(
+            dropped = before - batch.len(),
+            "dropped messages of revoked partitions"
+        );
+    }
+    Ok(Some(batch.into_iter().map(|(_, m)| m).collect()))
+}
+
+/// Reads partitions of `topic` from their first retained record up to `until` (exclusive; `None`
+/// = their end when the call starts), handing each record to `on_record` in offset order per
+/// partition. Returns every partition's end offset (high watermark) at the start.
+pub(crate) fn read_partitions(
+    brokers: &str,
+    topic: &str,
+    group_id: &str,
+    partitions: &[(i32, Option<i64>)],
+    timeout: Duration,
+    mut on_record: impl FnMut(&BorrowedMessage<'_>),
+) -> anyhow::Result<HashMap<i32, i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .with_context(|| format!("creating a reader of {topic}"))?;
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    let mut stop_at: HashMap<i32, i64> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &(p, until) in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .with_context(|| format!("watermarks of {topic}/{p}"))?;
+        ends.insert(p, high);
+        let end = until.unwrap_or(high).min(high);
+        if end > low {
+            stop_at.insert(p, end);
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+        }
+    }
+    if stop_at.is_empty() {
+        return Ok(ends);
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + timeout;
+    let mut pending: HashSet<i32> = stop_at.keys().copied().collect();
+    while !pending.is_empty() {
+        if Instant::now() > deadline {
+            anyhow::bail!("reading {topic} partitions {pending:?} timed out");
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m.with_context(|| format!("reading {topic}"))?;
+        let end = stop_at[&m.partition()];
+        if m.offset() < end && pending.contains(&m.partition()) {
+            on_record(&m);
+        }
+        if m.offset() + 1 >= end {
+            pending.remove(&m.partition());
+        }
+    }
+    Ok(ends)
+}
+
+/// The first offset in the batch of each partition `known` says nothing is held for: where
+/// consumption of a newly assigned partition (re)started.
+pub(crate) fn restart_offsets(
+    batch: &[OwnedMessage],
+    known: impl Fn(i32) -> bool,
+) -> BTreeMap<i32, i64> {
+    let mut first: BTreeMap<i32, i64> = BTreeMap::new();
+    for m in batch.iter().filter(|m| !known(m.partition())) {
+        let e = first.entry(m.partition()).or_insert(m.offset());
+        *e = (*e).min(m.offset());
+    }
+    first
+}
+
+/// Per partition, the offset after the batch's last message.
+pub(crate) fn next_offsets(batch: &[OwnedMessage]) -> anyhow::Result<TopicPartitionList> {
+    let mut highest: HashMap<(String, i32), i64> = HashMap::new();
+    for m in batch {
+        let e = highest
+            .entry((m.topic().to_owned(), m.partition()))
+            .or_insert(m.offset());
+        *e = (*e).max(m.offset());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in highest {
+        tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1))?;
+    }
+    Ok(tpl)
+}
