@@ -189,12 +189,14 @@ impl Runner {
         Ok(())
     }
 
-    /// Checks that the changelog can hold every commands partition at the same number.
+    /// Checks that the changelog can hold every commands partition at the same number, and that
+    /// the dedupe topic exists.
     async fn check_topics(&self) -> anyhow::Result<()> {
         let brokers = self.config.kafka_brokers.clone();
-        let (commands, state) = (
+        let (commands, state, dedupe) = (
             self.config.commands_topic.clone(),
             self.config.state_topic.clone(),
+            self.config.dedupe_topic.clone(),
         );
         let timeout = Duration::from_millis(self.config.restore_timeout_ms.min(30_000));
         tokio::task::spawn_blocking(move || {
@@ -217,6 +219,13 @@ impl Runner {
                 anyhow::bail!(
                     "state topic {state} has {ns} partitions, fewer than the {nc} of {commands}: \
                      create it with at least {nc} partitions (cleanup.policy=compact)"
+                );
+            }
+            // Reports would wait for their verdicts forever.
+            if count(&dedupe)? == 0 {
+                anyhow::bail!(
+                    "dedupe topic {dedupe} does not exist: create it (keyed by street, retention \
+                     longer than the dedupe window plus a day)"
                 );
             }
             Ok(())

@@ -441,3 +441,28 @@ async fn a_broker_outage_mid_stream_loses_and_doubles_nothing() {
     r.stop().await;
     drop(mock);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_dedupe_topic_is_refused_at_start() {
+    let mock = MockCluster::new(1).unwrap();
+    for (topic, partitions) in [
+        ("clues.commands", PARTITIONS),
+        ("clues.events", PARTITIONS),
+        ("clues.state", PARTITIONS),
+        ("clues.dlq", 1),
+    ] {
+        mock.create_topic(topic, partitions, 1).unwrap();
+    }
+    let runner = Runner::new(
+        config(&mock.bootstrap_servers(), 10),
+        processor(),
+        EnrichMetrics::new(),
+    );
+    let (_stop, rx) = watch::channel(false);
+    let err = tokio::time::timeout(Duration::from_secs(60), runner.run(rx))
+        .await
+        .expect("refused at once")
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("clues.dedupe"), "{err:#}");
+    drop(mock);
+}
