@@ -300,23 +300,23 @@ async fn killed_and_restarted_mid_stream_every_fact_exactly_once() {
     let p = processor();
     let w = workload(&p, PARTITIONS as usize, 150, 11);
     let producer = producer(&bootstrap);
-    produce(&producer, "clues.commands", &w, 0..usize::MAX).await;
     let cfg = config(&bootstrap, 40);
+    let longest = w.partitions.iter().map(Vec::len).max().unwrap();
+    let third = longest / 3 + 1;
 
-    // Kill the processor and the dedupe stage (abort: no shutdown, no final commit) twice
-    // mid-stream. Most commands become facts.
-    let total = w.len() * 4 / 5;
-    for quarter in [1, 2] {
+    // Twice: a third of the commands more, then kill the processor and the dedupe stage (abort:
+    // no shutdown, no final commit) as soon as their first new facts appear.
+    for k in 0..2 {
+        produce(&producer, "clues.commands", &w, k * third..(k + 1) * third).await;
+        let b = bootstrap.clone();
+        let before = tokio::task::spawn_blocking(move || events_so_far(&b))
+            .await
+            .unwrap();
         let mut r = start(&cfg);
-        wait_for_events(
-            &mut r,
-            &bootstrap,
-            total * quarter / 4,
-            Duration::from_secs(60),
-        )
-        .await;
+        wait_for_events(&mut r, &bootstrap, before + 1, Duration::from_secs(60)).await;
         r.kill().await;
     }
+    produce(&producer, "clues.commands", &w, 2 * third..usize::MAX).await;
     let r = start(&cfg);
     verify(&bootstrap, &w).await;
     // The last run had work left: the kills were mid-stream.

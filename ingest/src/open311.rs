@@ -22,7 +22,6 @@
 //! `address_id` the unit grid's code (both empty for points outside the district). Reads need no key unless `open311_reads_require_key` is set.
 //! Errors use Open311's format: `[{"code": <HTTP status>, "description": "<code>: <text>"}]`.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use axum::body::Body;
@@ -40,7 +39,7 @@ use serde_json::{json, Map, Value};
 
 use crate::api::{read_body, require_media_type, AppState, MAX_SINGLE_BODY_BYTES};
 use crate::error::ApiError;
-use crate::reads::{rfc3339, ClueRow, RequestFilter};
+use crate::reads::{rfc3339, ClueRow, ReportText, RequestFilter};
 use crate::validate::ClueRequest;
 
 /// Largest and default span of a `GET requests` date range.
@@ -480,20 +479,15 @@ async fn fetch_requests(
         .ok_or(ApiError::ReadsUnavailable("no clue database is configured"))?;
     let rows = store.requests(filter).await?;
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-    let descriptions = store.descriptions(&ids).await?;
+    let texts = store.report_texts(&ids).await?;
     Ok(rows
         .iter()
-        .map(|r| request_json(state, r, &descriptions, en))
+        .map(|r| request_json(state, r, texts.get(&r.id), en))
         .collect())
 }
 
 /// One clue as an Open311 service request.
-pub fn request_json(
-    state: &AppState,
-    r: &ClueRow,
-    descriptions: &HashMap<String, String>,
-    en: bool,
-) -> Value {
+pub fn request_json(state: &AppState, r: &ClueRow, report: Option<&ReportText>, en: bool) -> Value {
     let category = state.catalog.get(&r.category);
     let department = state.catalog.department(&r.department);
     let open = !CLOSED_STATUSES.contains(&r.status.as_str());
@@ -510,7 +504,7 @@ pub fn request_json(
         "status_notes": r.status,
         "service_name": category.map(|c| if en { c.name_en.as_str() } else { c.name_zh.as_str() }),
         "service_code": r.category,
-        "description": descriptions.get(&r.id).map(String::as_str).unwrap_or(""),
+        "description": report.map_or("", |t| t.description.as_str()),
         "agency_responsible": department
             .map(|d| if en { d.name_en.as_str() } else { d.name_zh.as_str() })
             .unwrap_or(r.department.as_str()),
@@ -523,7 +517,7 @@ pub fn request_json(
         "zipcode": Value::Null,
         "lat": r.lat,
         "long": r.lon,
-        "media_url": Value::Null,
+        "media_url": report.and_then(|t| t.photos.first()),
     })
 }
 

@@ -64,12 +64,16 @@ pub struct FactRow {
     pub occurred_at_ms: u64,
     pub detail: String,
     pub deadline_ms: u64,
+    pub photos: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, clickhouse::Row, Deserialize)]
-struct DescriptionRow {
+/// What the reporter wrote and attached: the report fact's text and photo URLs.
+#[derive(Clone, Debug, Default, PartialEq, clickhouse::Row, Deserialize)]
+pub struct ReportText {
+    #[serde(skip_serializing)]
     id: String,
-    detail: String,
+    pub description: String,
+    pub photos: Vec<String>,
 }
 
 /// What an Open311 `GET requests` asks for.
@@ -175,7 +179,7 @@ impl ReadStore {
             self.client()
                 .await?
                 .query(
-                    "SELECT seq, fact_type, status, occurred_at_ms, detail, deadline_ms \
+                    "SELECT seq, fact_type, status, occurred_at_ms, detail, deadline_ms, photos \
                      FROM clue_events FINAL WHERE clue_id = toUUID(?) ORDER BY seq",
                 )
                 .bind(id.to_string())
@@ -225,27 +229,27 @@ impl ReadStore {
         .await
     }
 
-    /// The reporters' descriptions of these clues (the text of their report facts).
-    pub async fn descriptions(
+    /// What the reporters wrote and attached to these clues (their report facts).
+    pub async fn report_texts(
         &self,
         ids: &[String],
-    ) -> Result<std::collections::HashMap<String, String>, ReadError> {
+    ) -> Result<std::collections::HashMap<String, ReportText>, ReadError> {
         if ids.is_empty() {
             return Ok(Default::default());
         }
-        self.timed("descriptions", async {
+        self.timed("report_texts", async {
             let rows = self
                 .client()
                 .await?
                 .query(
-                    "SELECT toString(clue_id) AS id, detail FROM clue_events FINAL \
-                     WHERE seq = 0 AND has(?, toString(clue_id))",
+                    "SELECT toString(clue_id) AS id, detail AS description, photos \
+                     FROM clue_events FINAL WHERE seq = 0 AND has(?, toString(clue_id))",
                 )
                 .bind(ids)
-                .fetch_all::<DescriptionRow>()
+                .fetch_all::<ReportText>()
                 .await
                 .map_err(|e| ReadError::Query(e.to_string()))?;
-            Ok(rows.into_iter().map(|r| (r.id, r.detail)).collect())
+            Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
         })
         .await
     }
@@ -298,6 +302,7 @@ async fn reporter_view(state: &AppState, parts: &Parts, id: &str) -> Result<Resp
         .filter(|c| c.reporter_id == token.id)
         .ok_or(ApiError::NotFound)?;
     let history = store.history(id).await?;
+    let report = history.iter().find(|f| f.seq == 0);
     let category = state.catalog.get(&clue.category);
     let history: Vec<_> = history
         .iter()
@@ -308,7 +313,7 @@ async fn reporter_view(state: &AppState, parts: &Parts, id: &str) -> Result<Resp
                 "status": f.status,
                 "at": rfc3339(f.occurred_at_ms),
                 "detail": f.detail,
-                "deadline": if f.fact_type == "postponed" { optional_time(f.deadline_ms) } else { serde_json::Value::Null },
+                "deadline": if matches!(f.fact_type.as_str(), "accepted" | "postponed") { optional_time(f.deadline_ms) } else { serde_json::Value::Null },
             })
         })
         .collect();
@@ -331,6 +336,7 @@ async fn reporter_view(state: &AppState, parts: &Parts, id: &str) -> Result<Resp
         "reported_at": rfc3339(clue.reported_at_ms),
         "updated_at": rfc3339(clue.updated_at_ms),
         "deadline": optional_time(clue.deadline_ms),
+        "photos": report.map_or(&[][..], |f| f.photos.as_slice()),
         "history": history,
     }))
     .into_response())

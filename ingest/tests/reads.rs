@@ -221,7 +221,12 @@ async fn seed(url: &str, db: &str, env: &Env) -> Fixture {
         db,
         "clue_events",
         &[
-            fact(a, 0, "reported", "reported", "井盖缺失 <危险>", t),
+            {
+                let mut report = fact(a, 0, "reported", "reported", "井盖缺失 <危险>", t);
+                report["photos"] =
+                    json!(["https://img.example/a1.jpg", "https://img.example/a2.jpg"]);
+                report
+            },
             fact(a, 1, "accepted", "accepted", "", t + 60_000),
             fact(
                 a,
@@ -315,6 +320,10 @@ async fn reporters_see_their_own_clues_only() {
         ]
     );
     assert_eq!(view["history"][0]["detail"], "井盖缺失 <危险>");
+    assert_eq!(
+        view["photos"],
+        json!(["https://img.example/a1.jpg", "https://img.example/a2.jpg"])
+    );
 
     // Someone else's clue, an unknown id and a malformed id all look the same: 404.
     for (id, token) in [
@@ -539,6 +548,9 @@ async fn open311_client_round_trip() {
     assert_eq!(a["service_name"], "井盖破损/缺失");
     assert_eq!(a["agency_responsible"], "区水务局");
     assert_eq!(a["description"], "井盖缺失 <危险>");
+    // The first photo of the report; a clue without photos has none.
+    assert_eq!(a["media_url"], "https://img.example/a1.jpg");
+    assert_eq!(list[1]["media_url"], Value::Null);
     assert_eq!(a["lat"], INSIDE.0);
     assert_eq!(a["long"], INSIDE.1);
     assert_eq!(a["address_id"], "310199001001001");

@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "aggregates",
         sql: include_str!("../migrations/0003_aggregates.sql"),
     },
+    Migration {
+        version: 4,
+        name: "report_photos",
+        sql: include_str!("../migrations/0004_report_photos.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \

@@ -55,6 +55,8 @@ pub struct EventRow {
     pub report_delta: i8,
     /// +1 for a report that is a case, -1 when such a case is rejected or merged, else 0.
     pub case_delta: i8,
+    /// The report's photo URLs (report facts only).
+    pub photos: Vec<String>,
 }
 
 impl EventRow {
@@ -71,6 +73,7 @@ impl EventRow {
             + self.reporter_group.len()
             + self.detail.len()
             + self.kafka_topic.len()
+            + self.photos.iter().map(|p| p.len() + 2).sum::<usize>()
     }
 }
 
@@ -330,6 +333,10 @@ pub fn event_row(env: &EventEnvelope, clue: &ClueRow, source: &Source) -> EventR
         nearest_street_code: clue.nearest_street_code.clone(),
         report_delta,
         case_delta,
+        photos: match &env.fact {
+            Fact::Reported(r) => r.photos.clone(),
+            _ => Vec::new(),
+        },
     }
 }
 

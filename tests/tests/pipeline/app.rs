@@ -68,6 +68,8 @@ pub async fn spawn_app() -> TestApp {
         data_dir: data.clone(),
         tokens_file: tokens_file.display().to_string(),
         secret_file: secret_file.display().to_string(),
+        clickhouse_url: clickhouse_url(),
+        clickhouse_database: database.clone(),
         ..Default::default()
     };
     tasks.push(tokio::spawn(gridclue_ingest::run(l, ingest, stopped(&rx))));
@@ -151,6 +153,31 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// The reporter's view of one of their clues (`GET /v1/clues/{id}`), once it is there (the
+    /// sink writes a batch's facts and clue states one table after the other).
+    pub async fn clue_view(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self
+                .http
+                .get(format!("{}/v1/clues/{id}", self.ingest_url))
+                .bearer_auth(&self.reporter_token)
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 200 {
+                return r.json().await.unwrap();
+            }
+            assert!(
+                r.status() == 404 && Instant::now() < deadline,
+                "{}: {}",
+                r.status(),
+                r.text().await.unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn summary(&self) -> Value {

@@ -178,18 +178,31 @@ async fn nearby_reports_from_any_partition_are_one_case() {
             .await;
         assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     }
-    // Another category at the same spot is a case of its own.
+    // Another category at the same spot is a case of its own; its text and photos reach the
+    // reporter's view of it.
+    let photos = [
+        "https://img.example/stall-1.jpg",
+        "https://img.example/stall-2.jpg",
+    ];
     let r = app
         .post_clue(
-            &json!({"category": "food_safety", "lat": p.y(), "lon": p.x()}),
+            &json!({"category": "food_safety", "lat": p.y(), "lon": p.x(),
+                    "description": "无证摊点", "photos": photos}),
             "other-category",
         )
         .await;
     assert_eq!(r.status(), 202);
+    let food: Value = r.json().await.unwrap();
+    let food_id = food["clue_id"].as_str().unwrap().to_owned();
     let s = app
         .summary_when(Duration::from_secs(60), |s| s["total"].as_u64() == Some(11))
         .await;
     assert_eq!(s["total"].as_u64(), Some(11), "{s:#}");
     assert_eq!(s["cases"].as_u64(), Some(2), "{s:#}");
+    let view = app.clue_view(&food_id).await;
+    assert_eq!(view["status"], "reported", "{view:#}");
+    assert_eq!(view["duplicate_of"], Value::Null);
+    assert_eq!(view["photos"], json!(photos));
+    assert_eq!(view["history"][0]["detail"], "无证摊点");
     app.stop().await;
 }
