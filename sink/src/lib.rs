@@ -5,6 +5,8 @@
 //! - [`store`]: ClickHouse calls and error classification.
 //! - `pipeline`: consume → fold → batch → insert → commit, with backpressure and the DLQ.
 //! - [`replay`]: re-projects a range of the topic (`gridclue-sink replay`).
+//! - [`aggregates`]: checks the aggregate tables against the facts, and rebuilds them
+//!   (`gridclue-sink check-aggregates`, `rebuild-aggregates`).
 //!
 //! [`run`] takes its listener, config and shutdown signal as arguments so tests run it
 //! in-process on port 0.
@@ -18,6 +20,7 @@ use gridclue_core::ch::ChSettings;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub mod aggregates;
 pub mod metrics;
 pub mod migrations;
 mod pipeline;

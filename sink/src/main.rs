@@ -1,4 +1,5 @@
-//! `gridclue-sink`: run the projection (no arguments), `migrate`, or `replay`.
+//! `gridclue-sink`: run the projection (no arguments), `migrate`, `replay`, `check-aggregates` or
+//! `rebuild-aggregates`.
 
 use clap::{Parser, Subcommand};
 use gridclue_sink::replay::{replay, ReplayRange};
@@ -35,6 +36,10 @@ enum Command {
         #[arg(long)]
         beyond_committed: bool,
     },
+    /// Compare the aggregate tables with the facts in clue_events; exit 1 if they differ.
+    CheckAggregates,
+    /// Recompute the aggregate tables from the facts in clue_events (stop the sinks first).
+    RebuildAggregates,
 }
 
 #[tokio::main]
@@ -78,5 +83,36 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Command::CheckAggregates) => {
+            let client = gridclue_core::ch::connect(&config.ch_settings()).await?;
+            let check = gridclue_sink::aggregates::check(&client).await?;
+            print_check(&check);
+            if !check.is_exact() {
+                eprintln!("the aggregates differ from the facts: run `gridclue-sink rebuild-aggregates` with the sinks stopped");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Some(Command::RebuildAggregates) => {
+            let client = gridclue_core::ch::connect(&config.ch_settings()).await?;
+            let check = gridclue_sink::aggregates::rebuild(&client).await?;
+            print_check(&check);
+            anyhow::ensure!(
+                check.is_exact(),
+                "the rebuilt aggregates still differ (was a sink writing meanwhile?)"
+            );
+            Ok(())
+        }
     }
+}
+
+fn print_check(c: &gridclue_sink::aggregates::AggregateCheck) {
+    println!(
+        "clue_counts:      reports {} / {} in the facts, cases {} / {}; groups off: {}",
+        c.counts_reports, c.facts_reports, c.counts_cases, c.facts_cases, c.counts_groups_off
+    );
+    println!(
+        "fact_flow_hourly: facts {} / {} in the facts; groups off: {}",
+        c.flow_facts, c.facts, c.flow_groups_off
+    );
 }
