@@ -1269,9 +1269,10 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
         .await;
     assert_eq!((events_before, clues_before), (5, 3));
 
-    // The new release: migration 3 alters both tables and backfills the aggregates.
+    // The new release: migration 3 alters both tables and backfills the aggregates; 4 adds the
+    // report photos column.
     let report = gridclue_sink::migrations::apply(&db.client).await.unwrap();
-    assert_eq!(report.applied, vec![3]);
+    assert_eq!(report.applied, vec![3, 4]);
     assert_eq!(
         db.scalar("SELECT count() FROM clue_events").await,
         events_before
