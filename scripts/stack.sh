@@ -553,10 +553,12 @@ def pad(text, width):  # pads by display width (CJK characters take two columns)
     return text + " " * max(0, width - w)
 
 s = json.loads(sys.argv[1])
-print("    total reports: %s" % s.get("total"))
-print("    by street:")
+total, cases = s.get("total"), s.get("cases")
+print("    total reports: %s   cases: %s   (duplicates and rejections are reports, not cases)" % (total, cases))
+print("    outside the district: %s" % s.get("outside"))
+print(pad("    by street:", 38) + "%7s %7s" % ("reports", "cases"))
 for r in s.get("by_street", []):
-    print("      " + pad(r.get("street_code", ""), 12) + pad(r.get("street_name", ""), 20) + "%7s" % r.get("count"))
+    print("      " + pad(r.get("street_code", ""), 12) + pad(r.get("street_name", ""), 20) + "%7s %7s" % (r.get("count"), r.get("cases")))
 print("    by category:")
 for r in s.get("by_category", []):
     print("      " + pad(r.get("category", ""), 22) + pad(r.get("name", ""), 26) + "%7s" % r.get("count"))
