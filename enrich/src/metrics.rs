@@ -18,6 +18,7 @@ pub struct EnrichMetrics {
     pub map_info: IntGaugeVec,
     pub verdicts: IntCounterVec,
     pub open_cases: IntGauge,
+    pub pending_clues: IntGauge,
 }
 
 impl EnrichMetrics {
@@ -77,6 +78,12 @@ impl EnrichMetrics {
                 "Open cases the dedupe stage compares new reports with (owned partitions)",
             )
             .expect("valid metric"),
+            pending_clues: IntGauge::new(
+                names::ENRICH_PENDING_CLUES,
+                "Placed reports waiting for their dedupe verdict (owned partitions); \
+                 growing means the dedupe stage is behind",
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.commands.clone()) as Box<dyn prometheus::core::Collector>,
@@ -89,6 +96,7 @@ impl EnrichMetrics {
             Box::new(m.map_info.clone()),
             Box::new(m.verdicts.clone()),
             Box::new(m.open_cases.clone()),
+            Box::new(m.pending_clues.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }

@@ -83,6 +83,8 @@ pub enum OutboxOutput {
 struct PartitionState {
     epoch: u64,
     clues: HashMap<ClueId, ClueState>,
+    /// How many of the clues wait for their dedupe verdict.
+    pending: usize,
     /// The changelog partition's end after our last write (or after the restore).
     changelog_end: i64,
 }
@@ -287,6 +289,10 @@ impl Runner {
             let mut ps = PartitionState {
                 epoch: epochs.get(p),
                 clues: HashMap::with_capacity(records.len()),
+                pending: records
+                    .values()
+                    .filter(|r| r.state.pending.is_some())
+                    .count(),
                 changelog_end: ends.get(&p).copied().unwrap_or(0),
             };
             for (id, rec) in records {
@@ -357,6 +363,9 @@ impl Runner {
                 .processing
                 .observe(acked.saturating_sub(t) as f64 / 1000.0);
         }
+        self.metrics
+            .pending_clues
+            .set(self.partitions.values().map(|ps| ps.pending as i64).sum());
         Ok(())
     }
 
@@ -409,8 +418,14 @@ impl Runner {
                 partition: p,
             },
         );
+        let was_pending = state.is_some_and(|s| s.pending.is_some());
         match decision.next {
             Some(next) => {
+                match (was_pending, next.pending.is_some()) {
+                    (false, true) => ps.pending += 1,
+                    (true, false) => ps.pending = ps.pending.saturating_sub(1),
+                    _ => {}
+                }
                 ps.clues.insert(cmd.clue_id, next);
             }
             None => {

@@ -321,6 +321,12 @@ async fn killed_and_restarted_mid_stream_every_fact_exactly_once() {
     verify(&bootstrap, &w).await;
     // The last run had work left: the kills were mid-stream.
     assert!(r.metrics.events.get() > 0);
+    // Every clue got its verdict: none is left waiting.
+    let m = r.metrics.clone();
+    wait_until("no report pending", Duration::from_secs(10), || {
+        m.pending_clues.get() == 0
+    })
+    .await;
     r.stop().await;
     drop(mock);
 }
@@ -464,5 +470,76 @@ async fn a_missing_dedupe_topic_is_refused_at_start() {
         .expect("refused at once")
         .unwrap_err();
     assert!(format!("{err:#}").contains("clues.dedupe"), "{err:#}");
+    drop(mock);
+}
+
+/// Waits until `done` holds, or fails after `timeout`.
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_wait_for_the_dedupe_stage_and_the_gauge_shows_them() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let p = processor();
+    let cfg = config(&bootstrap, 50);
+    let mut rng = Rng(77);
+    let mut w = Workload {
+        partitions: vec![Vec::new(); PARTITIONS as usize],
+    };
+    let reports = 20;
+    for i in 0..reports {
+        let clue = gridclue_core::ClueId::new_random();
+        let (lat, lon) = inside_point(&p, &mut rng);
+        let cmd = envelope(
+            clue,
+            report("garbage_pile", lat, lon),
+            MONDAY_9AM + i as u64,
+        );
+        w.partitions[i % PARTITIONS as usize].push((clue.to_string(), cmd.encode()));
+    }
+    produce(&producer(&bootstrap), "clues.commands", &w, 0..usize::MAX).await;
+
+    // Only the processor: the reports are placed and held, nothing is visible yet.
+    let metrics = EnrichMetrics::new();
+    let (stop, rx) = watch::channel(false);
+    let processor_task = tokio::spawn(Runner::new(cfg.clone(), p, metrics.clone()).run(rx.clone()));
+    let m = metrics.clone();
+    wait_until("all reports pending", Duration::from_secs(60), || {
+        m.pending_clues.get() == reports as i64
+    })
+    .await;
+    let b = bootstrap.clone();
+    let events = tokio::task::spawn_blocking(move || events_so_far(&b))
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
+
+    // The dedupe stage starts: every report appears, and none waits any more.
+    let dedupe = DedupeRunner::new(cfg, processor().dedupe, metrics.clone());
+    let dedupe_task = tokio::spawn(dedupe.run(rx));
+    let m = metrics.clone();
+    wait_until("no report pending", Duration::from_secs(60), || {
+        m.pending_clues.get() == 0
+    })
+    .await;
+    let b = bootstrap.clone();
+    let events = tokio::task::spawn_blocking(move || events_so_far(&b))
+        .await
+        .unwrap();
+    assert_eq!(events, reports);
+    assert_eq!(
+        metrics.verdicts.with_label_values(&["case"]).get()
+            + metrics.verdicts.with_label_values(&["duplicate"]).get(),
+        reports as u64
+    );
+    stop.send(true).unwrap();
+    processor_task.await.unwrap().unwrap();
+    dedupe_task.await.unwrap().unwrap();
     drop(mock);
 }
