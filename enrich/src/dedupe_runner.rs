@@ -6,7 +6,8 @@
 //! the clue id) and await the acks; then commit the batch's offsets.
 //!
 //! On a partition's first record after an assignment its stage is rebuilt by folding the
-//! partition from its first retained record up to that record, without sending anything: the
+//! partition from its first retained record up to that record (unless this stage held it and
+//! stopped exactly there: then it is the same fold and is kept), without sending anything: the
 //! verdicts before it were sent by the previous owner (offsets are committed only after the
 //! acks), and the fold decides the rest exactly as the first run would have (see
 //! [`crate::dedupe`]). A verdict that is sent twice is one command id: the clue processor
@@ -45,7 +46,17 @@ pub struct DedupeRunner {
     pub ready: Arc<AtomicBool>,
     /// How many partitions of the dedupe topic this stage owns right now.
     pub owned_partitions: Arc<AtomicUsize>,
-    stages: HashMap<i32, (u64, DedupeStage)>,
+    stages: HashMap<i32, Held>,
+    /// Stages of revoked partitions, reused if the partition comes back exactly where they
+    /// stopped.
+    revoked: HashMap<i32, Held>,
+}
+
+/// A partition's stage: the fold of its records before `next_offset`.
+struct Held {
+    epoch: u64,
+    next_offset: i64,
+    stage: DedupeStage,
 }
 
 impl DedupeRunner {
@@ -57,6 +68,7 @@ impl DedupeRunner {
             ready: Arc::new(AtomicBool::new(false)),
             owned_partitions: Arc::new(AtomicUsize::new(0)),
             stages: HashMap::new(),
+            revoked: HashMap::new(),
         }
     }
 
@@ -86,9 +98,20 @@ impl DedupeRunner {
             else {
                 break;
             };
-            // Stages of revoked partitions are rebuilt if they come back (someone else may have
-            // decided since).
-            self.stages.retain(|p, (e, _)| *e == epochs.get(*p));
+            let stale: Vec<i32> = self
+                .stages
+                .iter()
+                .filter(|(p, h)| h.epoch != epochs.get(**p))
+                .map(|(p, _)| *p)
+                .collect();
+            for p in stale {
+                if let Some(held) = self.stages.remove(&p) {
+                    self.revoked.insert(p, held);
+                }
+            }
+            if let Ok(assigned) = epochs.assigned.lock() {
+                self.revoked.retain(|p, _| assigned.contains(p));
+            }
             if batch.is_empty() {
                 continue;
             }
@@ -98,7 +121,7 @@ impl DedupeRunner {
             self.metrics.open_cases.set(
                 self.stages
                     .values()
-                    .map(|(_, s)| s.open_cases() as i64)
+                    .map(|h| h.stage.open_cases() as i64)
                     .sum(),
             );
             if let Err(e) = consumer.commit(&next_offsets(&batch)?, CommitMode::Async) {
@@ -116,6 +139,11 @@ impl DedupeRunner {
         let mut out = Vec::new();
         let (mut cases, mut duplicates) = (0u64, 0u64);
         for m in batch {
+            let held = self
+                .stages
+                .get_mut(&m.partition())
+                .expect("stage rebuilt before its records are folded");
+            held.next_offset = m.offset() + 1;
             let record = match DedupeRecord::decode(m.payload().unwrap_or_default()) {
                 Ok(r) => r,
                 Err(e) => {
@@ -123,11 +151,7 @@ impl DedupeRunner {
                     continue;
                 }
             };
-            let (_, stage) = self
-                .stages
-                .get_mut(&m.partition())
-                .expect("stage rebuilt before its records are folded");
-            let Some(verdict) = stage.fold(m.offset(), &record) else {
+            let Some(verdict) = held.stage.fold(m.offset(), &record) else {
                 continue;
             };
             if verdict.duplicate_of.is_some() {
@@ -195,13 +219,26 @@ impl DedupeRunner {
         }
     }
 
-    /// Rebuilds the stage of every partition the batch has records of and we hold none for.
+    /// Rebuilds the stage of every partition the batch has records of and we hold none for. A
+    /// stage of ours that stopped exactly where the partition resumes is the fold a rebuild
+    /// would compute (the log does not change), so it is kept instead.
     async fn rebuild_missing(
         &mut self,
         batch: &[OwnedMessage],
         epochs: &Epochs,
     ) -> anyhow::Result<()> {
-        let missing = restart_offsets(batch, |p| self.stages.contains_key(&p));
+        let mut missing = restart_offsets(batch, |p| self.stages.contains_key(&p));
+        for (p, resume_at) in missing.clone() {
+            let Some(mut held) = self.revoked.remove(&p) else {
+                continue;
+            };
+            if held.next_offset == resume_at {
+                tracing::info!(partition = p, resume_at, "dedupe stage kept");
+                held.epoch = epochs.get(p);
+                self.stages.insert(p, held);
+                missing.remove(&p);
+            }
+        }
         if missing.is_empty() {
             return Ok(());
         }
@@ -230,7 +267,14 @@ impl DedupeRunner {
                 elapsed_ms = t0.elapsed().as_millis() as u64,
                 "dedupe stage rebuilt"
             );
-            self.stages.insert(p, (epochs.get(p), stage));
+            self.stages.insert(
+                p,
+                Held {
+                    epoch: epochs.get(p),
+                    next_offset: resume_at,
+                    stage,
+                },
+            );
         }
         Ok(())
     }
