@@ -31,8 +31,8 @@ use tokio::sync::watch;
 use crate::config::EnrichConfig;
 use crate::dedupe::{DedupeConfig, DedupeRecord, DedupeStage, Verdict};
 use crate::kafka_loop::{
-    next_batch, next_offsets, read_partitions, restart_offsets, send_all, Epochs, LoopContext,
-    Outgoing,
+    next_batch, next_offsets, read_partitions, restart_offsets, send_all, set_aside_revoked,
+    Epochs, LoopContext, Outgoing,
 };
 use crate::metrics::EnrichMetrics;
 
@@ -98,20 +98,7 @@ impl DedupeRunner {
             else {
                 break;
             };
-            let stale: Vec<i32> = self
-                .stages
-                .iter()
-                .filter(|(p, h)| h.epoch != epochs.get(**p))
-                .map(|(p, _)| *p)
-                .collect();
-            for p in stale {
-                if let Some(held) = self.stages.remove(&p) {
-                    self.revoked.insert(p, held);
-                }
-            }
-            if let Ok(assigned) = epochs.assigned.lock() {
-                self.revoked.retain(|p, _| assigned.contains(p));
-            }
+            set_aside_revoked(&mut self.stages, &mut self.revoked, &epochs, |h| h.epoch);
             if batch.is_empty() {
                 continue;
             }

@@ -220,6 +220,30 @@ pub(crate) fn read_partitions(
     Ok(ends)
 }
 
+/// Sets aside the state of partitions revoked since it was taken (`epoch_of` it is older than
+/// the partition's epoch): it moves from `held` to `revoked`, to be reused if the partition
+/// comes back unchanged. Set-aside state of partitions no longer assigned to us is dropped.
+pub(crate) fn set_aside_revoked<S>(
+    held: &mut HashMap<i32, S>,
+    revoked: &mut HashMap<i32, S>,
+    epochs: &Epochs,
+    epoch_of: impl Fn(&S) -> u64,
+) {
+    let stale: Vec<i32> = held
+        .iter()
+        .filter(|(p, s)| epoch_of(s) != epochs.get(**p))
+        .map(|(p, _)| *p)
+        .collect();
+    for p in stale {
+        if let Some(s) = held.remove(&p) {
+            revoked.insert(p, s);
+        }
+    }
+    if let Ok(assigned) = epochs.assigned.lock() {
+        revoked.retain(|p, _| assigned.contains(p));
+    }
+}
+
 /// The first offset in the batch of each partition `known` says nothing is held for: where
 /// consumption of a newly assigned partition (re)started.
 pub(crate) fn restart_offsets(

@@ -45,8 +45,8 @@ use tokio::sync::watch;
 use crate::config::EnrichConfig;
 use crate::geoindex::GeoIndex;
 use crate::kafka_loop::{
-    next_batch, next_offsets, read_partitions, restart_offsets, send_all, Epochs, LoopContext,
-    Outgoing,
+    next_batch, next_offsets, read_partitions, restart_offsets, send_all, set_aside_revoked,
+    Epochs, LoopContext, Outgoing,
 };
 use crate::metrics::EnrichMetrics;
 use crate::processor::{key_matches, ClueState, DecideCtx, Forward, Output, Processor};
@@ -151,21 +151,9 @@ impl Runner {
                 break;
             };
             // The state of partitions that may have had another owner since a revocation.
-            let stale: Vec<i32> = self
-                .partitions
-                .iter()
-                .filter(|(p, ps)| ps.epoch != epochs.get(**p))
-                .map(|(p, _)| *p)
-                .collect();
-            for p in stale {
-                if let Some(ps) = self.partitions.remove(&p) {
-                    self.revoked.insert(p, ps);
-                }
-            }
-            // Kept state of partitions that went to another processor is of no further use.
-            if let Ok(assigned) = epochs.assigned.lock() {
-                self.revoked.retain(|p, _| assigned.contains(p));
-            }
+            set_aside_revoked(&mut self.partitions, &mut self.revoked, &epochs, |ps| {
+                ps.epoch
+            });
             if batch.is_empty() {
                 continue;
             }
