@@ -375,7 +375,7 @@ pub enum DecodeError {
         what: &'static str,
         source: serde_json::Error,
     },
-    #[error("record has schema version {0}, newer than {SCHEMA_VERSION}")]
+    #[error("record has schema version {0}, newer than this reader knows")]
     UnsupportedVersion(u16),
 }
 
@@ -397,9 +397,19 @@ fn decode<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     what: &'static str,
 ) -> Result<T, DecodeError> {
+    decode_versioned(bytes, what, SCHEMA_VERSION)
+}
+
+/// Decodes a JSON record whose `v` may be at most `newest` (for records of other versioned
+/// contracts than this module's, e.g. a service's internal topics).
+pub fn decode_versioned<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+    newest: u16,
+) -> Result<T, DecodeError> {
     // Check the version first so a future record is reported as such, not as a shape error.
     if let Ok(probe) = serde_json::from_slice::<VersionProbe>(bytes) {
-        if probe.v > SCHEMA_VERSION {
+        if probe.v > newest {
             return Err(DecodeError::UnsupportedVersion(probe.v));
         }
     }

@@ -94,18 +94,7 @@ impl DedupeRecord {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, gridclue_core::wire::DecodeError> {
-        let record: Self = serde_json::from_slice(bytes).map_err(|source| {
-            gridclue_core::wire::DecodeError::Shape {
-                what: "dedupe record",
-                source,
-            }
-        })?;
-        if record.v > DEDUPE_VERSION {
-            return Err(gridclue_core::wire::DecodeError::UnsupportedVersion(
-                record.v,
-            ));
-        }
-        Ok(record)
+        gridclue_core::wire::decode_versioned(bytes, "dedupe record", DEDUPE_VERSION)
     }
 }
 
