@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gridclue_core::wire::{
-    self, Actor, ActorKind, Command, CommandEnvelope, DlqReason, DlqRecord, SCHEMA_VERSION,
+    self, Actor, ActorKind, Command, CommandEnvelope, DlqReason, SCHEMA_VERSION,
 };
 use gridclue_core::CommandId;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -32,7 +32,7 @@ use crate::config::EnrichConfig;
 use crate::dedupe::{DedupeConfig, DedupeRecord, DedupeStage, Verdict};
 use crate::kafka_loop::{
     next_batch, next_offsets, read_partitions, restart_offsets, send_all, set_aside_revoked,
-    Epochs, LoopContext, Outgoing,
+    Epochs, LoopContext, Outgoing, Source,
 };
 use crate::metrics::EnrichMetrics;
 
@@ -184,26 +184,8 @@ impl DedupeRunner {
 
     fn dlq(&self, m: &OwnedMessage, reason: DlqReason, detail: String) -> Outgoing {
         self.metrics.dlq.with_label_values(&[reason.as_str()]).inc();
-        let (payload, payload_is_hex) = DlqRecord::payload_of(m.payload().unwrap_or_default());
-        let record = DlqRecord {
-            v: SCHEMA_VERSION,
-            reason,
-            detail,
-            stage: "enrich-dedupe".into(),
-            source_topic: m.topic().to_owned(),
-            source_partition: m.partition(),
-            source_offset: m.offset(),
-            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            payload,
-            payload_is_hex,
-            at_ms: wire::now_ms(),
-        };
-        Outgoing {
-            topic: self.config.dlq_topic.clone(),
-            partition: None,
-            key: record.key.clone(),
-            payload: record.encode(),
-        }
+        let record = Source::of(m).dlq_record("enrich-dedupe", reason, detail);
+        Outgoing::dlq(&self.config.dlq_topic, &record)
     }
 
     /// Rebuilds the stage of every partition the batch has records of and we hold none for. A

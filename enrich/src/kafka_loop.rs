@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::future::join_all;
+use gridclue_core::wire::{self, DlqReason, DlqRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -21,6 +22,57 @@ pub(crate) struct Outgoing {
     pub(crate) partition: Option<i32>,
     pub(crate) key: Option<String>,
     pub(crate) payload: Vec<u8>,
+}
+
+impl Outgoing {
+    /// A DLQ record, keyed like the record it is about.
+    pub(crate) fn dlq(dlq_topic: &str, record: &DlqRecord) -> Self {
+        Self {
+            topic: dlq_topic.to_owned(),
+            partition: None,
+            key: record.key.clone(),
+            payload: record.encode(),
+        }
+    }
+}
+
+/// The record a DLQ record is about.
+pub(crate) struct Source {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<String>,
+    pub(crate) payload: Vec<u8>,
+}
+
+impl Source {
+    pub(crate) fn of(m: &OwnedMessage) -> Self {
+        Self {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: m.payload().unwrap_or_default().to_vec(),
+        }
+    }
+
+    /// The DLQ record saying why `stage` could not process this record.
+    pub(crate) fn dlq_record(&self, stage: &str, reason: DlqReason, detail: String) -> DlqRecord {
+        let (payload, payload_is_hex) = DlqRecord::payload_of(&self.payload);
+        DlqRecord {
+            v: wire::SCHEMA_VERSION,
+            reason,
+            detail,
+            stage: stage.to_owned(),
+            source_topic: self.topic.clone(),
+            source_partition: self.partition,
+            source_offset: self.offset,
+            key: self.key.clone(),
+            payload,
+            payload_is_hex,
+            at_ms: wire::now_ms(),
+        }
+    }
 }
 
 /// Revocations seen by the consumer, as a per-partition epoch (bumped on every revoke).

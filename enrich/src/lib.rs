@@ -201,29 +201,18 @@ pub async fn run(
         shutdown.await;
         stop_tx.send(true).ok();
     });
-    let mut processor_loop = tokio::spawn(runner.run(stop_rx.clone()));
-    let mut dedupe_loop = tokio::spawn(dedupe.run(stop_rx));
-    // Both loops stop on shutdown; if one fails, the other is stopped and the error returned.
-    let result = tokio::select! {
-        r = &mut processor_loop => {
-            let r = r.context("the processor loop panicked")?;
-            if r.is_ok() {
-                dedupe_loop.await.context("the dedupe loop panicked")?
-            } else {
-                dedupe_loop.abort();
-                r
-            }
+    // Both loops stop on shutdown; the first to fail ends `run`, and dropping the set stops the
+    // other.
+    let mut loops = tokio::task::JoinSet::new();
+    loops.spawn(runner.run(stop_rx.clone()));
+    loops.spawn(dedupe.run(stop_rx));
+    let result = async {
+        while let Some(joined) = loops.join_next().await {
+            joined.context("an enrich loop panicked")??;
         }
-        r = &mut dedupe_loop => {
-            let r = r.context("the dedupe loop panicked")?;
-            if r.is_ok() {
-                processor_loop.await.context("the processor loop panicked")?
-            } else {
-                processor_loop.abort();
-                r
-            }
-        }
-    };
+        anyhow::Ok(())
+    }
+    .await;
     both_ready.abort();
     http.abort();
     if let Some(h) = hup {

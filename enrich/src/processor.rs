@@ -31,7 +31,8 @@ use std::sync::Arc;
 use gridclue_core::category::{Catalog, CategoryCode};
 use gridclue_core::status::{next_status, TransitionError};
 use gridclue_core::wire::{
-    Command, CommandEnvelope, DlqReason, EventEnvelope, Fact, Placement, Reported, SCHEMA_VERSION,
+    Command, CommandEnvelope, DlqReason, EventEnvelope, Fact, Placement, Report, Reported,
+    SCHEMA_VERSION,
 };
 use gridclue_core::{ClueId, CommandId, Status};
 use serde::{Deserialize, Serialize};
@@ -235,17 +236,21 @@ impl Processor {
                 DlqReason::UnknownClue,
                 "a dedupe verdict for a clue that was never reported".into(),
             ),
-            (Some(s), _) if s.pending.is_some() => self.defer(s, cmd, ctx),
-            _ => self.apply(state, cmd, ctx),
+            (Some(s), _) => match &s.pending {
+                Some(pending) => self.defer(s, pending, cmd, ctx),
+                None => self.apply(s, cmd, ctx),
+            },
+            (None, Command::Report(report)) => self.place(cmd, report, ctx),
+            (None, _) => refused(
+                DlqReason::UnknownClue,
+                TransitionError::UnknownClue.to_string(),
+            ),
         }
     }
 
     /// Places and routes a new report: outside the district it is answered at once; inside, the
     /// clue waits for the dedupe stage's verdict.
-    fn place(&self, cmd: &CommandEnvelope, ctx: &DecideCtx) -> Decision {
-        let Command::Report(report) = &cmd.command else {
-            unreachable!("place is called for reports")
-        };
+    fn place(&self, cmd: &CommandEnvelope, report: &Report, ctx: &DecideCtx) -> Decision {
         let Some(category) = self.catalog.get(report.category.as_str()) else {
             return refused(
                 DlqReason::UnknownCategory,
@@ -364,10 +369,13 @@ impl Processor {
     }
 
     /// Keeps a command for a clue that waits for its verdict.
-    fn defer(&self, s: &ClueState, cmd: &CommandEnvelope, ctx: &DecideCtx) -> Decision {
-        let Some(pending) = &s.pending else {
-            unreachable!("defer is called for pending clues")
-        };
+    fn defer(
+        &self,
+        s: &ClueState,
+        pending: &PendingReport,
+        cmd: &CommandEnvelope,
+        ctx: &DecideCtx,
+    ) -> Decision {
         if matches!(cmd.command, Command::Report(_)) {
             // A retried report under a fresh command id.
             return unchanged(Output::Repeat);
@@ -439,7 +447,7 @@ impl Processor {
         let mut forwards = Vec::new();
         for d in &pending.deferred {
             let sub = self.apply(
-                Some(&state),
+                &state,
                 &d.command,
                 &DecideCtx {
                     offset: d.offset,
@@ -470,21 +478,16 @@ impl Processor {
         }
     }
 
-    /// Applies a command to a clue that is not waiting for a verdict.
-    fn apply(&self, state: Option<&ClueState>, cmd: &CommandEnvelope, ctx: &DecideCtx) -> Decision {
-        if let Some(s) = state {
-            if s.recent_commands.contains(&cmd.command_id) {
-                return unchanged(Output::Repeat);
-            }
+    /// Applies a command to an existing clue that is not waiting for a verdict.
+    fn apply(&self, s: &ClueState, cmd: &CommandEnvelope, ctx: &DecideCtx) -> Decision {
+        if s.recent_commands.contains(&cmd.command_id) {
+            return unchanged(Output::Repeat);
         }
-        let next = match next_status(state.map(|s| s.status), cmd.command.action()) {
+        let next = match next_status(Some(s.status), cmd.command.action()) {
             Ok(next) => next,
             // A retried report under a fresh command id is still the same clue.
             Err(TransitionError::AlreadyReported) => return unchanged(Output::Repeat),
             Err(e) => return refused(transition_reason(e), e.to_string()),
-        };
-        let Some(s) = state else {
-            return self.place(cmd, ctx);
         };
         let current_deadline = s.deadline_ms;
         let (fact, deadline_ms) = match &cmd.command {

@@ -46,7 +46,7 @@ use crate::config::EnrichConfig;
 use crate::geoindex::GeoIndex;
 use crate::kafka_loop::{
     next_batch, next_offsets, read_partitions, restart_offsets, send_all, set_aside_revoked,
-    Epochs, LoopContext, Outgoing,
+    Epochs, LoopContext, Outgoing, Source,
 };
 use crate::metrics::EnrichMetrics;
 use crate::processor::{key_matches, ClueState, DecideCtx, Forward, Output, Processor};
@@ -450,6 +450,7 @@ impl Runner {
                     let source = match &deferred {
                         // A command kept for after the verdict: its own offset and payload.
                         Some(d) => Source {
+                            topic: self.config.commands_topic.clone(),
                             partition: p,
                             offset: d.offset,
                             key: Some(cmd.clue_id.to_string()),
@@ -497,49 +498,12 @@ impl Runner {
     }
 
     fn dlq_out(&self, record: &DlqRecord) -> Outgoing {
-        Outgoing {
-            topic: self.config.dlq_topic.clone(),
-            partition: None,
-            key: record.key.clone(),
-            payload: record.encode(),
-        }
+        Outgoing::dlq(&self.config.dlq_topic, record)
     }
 
     fn dlq_record(&self, source: &Source, reason: DlqReason, detail: String) -> DlqRecord {
         self.metrics.dlq.with_label_values(&[reason.as_str()]).inc();
-        let (payload, payload_is_hex) = DlqRecord::payload_of(&source.payload);
-        DlqRecord {
-            v: wire::SCHEMA_VERSION,
-            reason,
-            detail,
-            stage: "enrich".into(),
-            source_topic: self.config.commands_topic.clone(),
-            source_partition: source.partition,
-            source_offset: source.offset,
-            key: source.key.clone(),
-            payload,
-            payload_is_hex,
-            at_ms: wire::now_ms(),
-        }
-    }
-}
-
-/// The command a DLQ record is about.
-struct Source {
-    partition: i32,
-    offset: i64,
-    key: Option<String>,
-    payload: Vec<u8>,
-}
-
-impl Source {
-    fn of(m: &OwnedMessage) -> Self {
-        Self {
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            payload: m.payload().unwrap_or_default().to_vec(),
-        }
+        source.dlq_record("enrich", reason, detail)
     }
 }
 
