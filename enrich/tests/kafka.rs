@@ -159,24 +159,21 @@ async fn dedupe_log(bootstrap: &str, reports: usize) -> Vec<(i32, Vec<u8>)> {
     .unwrap()
 }
 
-/// Clues whose report lands inside the district (and so goes through the dedupe stage).
+/// Clues whose report the processor forwards to the dedupe stage (placed inside the district,
+/// known category), as the processor itself decides it.
 fn inside_reports(p: &gridclue_enrich::processor::Processor, w: &Workload) -> usize {
     let mut ids = std::collections::HashSet::new();
     for (key, payload) in w.partitions.iter().flatten() {
         let Ok(cmd) = gridclue_core::wire::CommandEnvelope::decode(payload) else {
             continue;
         };
-        if let gridclue_core::wire::Command::Report(r) = &cmd.command {
-            let inside = matches!(
-                p.index.assign(r.location.lon(), r.location.lat()),
-                gridclue_enrich::geoindex::Assignment::Inside { .. }
-            );
-            if inside
-                && cmd.clue_id.to_string() == *key
-                && p.catalog.get(r.category.as_str()).is_some()
-            {
-                ids.insert(cmd.clue_id);
-            }
+        let ctx = gridclue_enrich::processor::DecideCtx {
+            now_ms: 0,
+            offset: 0,
+            partition: 0,
+        };
+        if cmd.clue_id.to_string() == *key && !p.decide(None, &cmd, &ctx).forwards.is_empty() {
+            ids.insert(cmd.clue_id);
         }
     }
     ids.len()
