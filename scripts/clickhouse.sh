@@ -20,6 +20,8 @@
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/procs.sh
+. "$REPO_ROOT/scripts/procs.sh"
 VAR_DIR="${GRIDCLUE_VAR_DIR:-$REPO_ROOT/var}"
 CH_HTTP_PORT="${GRIDCLUE_CH_HTTP_PORT:-18123}"
 CH_TCP_PORT="${GRIDCLUE_CH_TCP_PORT:-19000}"
@@ -221,14 +223,6 @@ EOF
 
 # --- process handling ---------------------------------------------------------------------------
 
-# A zombie (exited, not yet reaped by its new parent) counts as gone.
-pid_alive() {
-    [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null || return 1
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [ "${stat%% *}" != "Z" ]
-}
 
 # True when pid $1 is a ClickHouse server running with our config file.
 is_our_server() {

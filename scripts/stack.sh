@@ -19,6 +19,8 @@
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/procs.sh
+. "$REPO_ROOT/scripts/procs.sh"
 VAR_DIR="${GRIDCLUE_VAR_DIR:-$REPO_ROOT/var}"
 export GRIDCLUE_VAR_DIR="$VAR_DIR" # scripts/clickhouse.sh uses the same directory
 RUN_DIR="$VAR_DIR/run"
@@ -94,14 +96,6 @@ show_log_tail() {
 pid_file() { echo "$RUN_DIR/$1.pid"; }
 log_file() { echo "$LOG_DIR/$1.log"; }
 fingerprint_file() { echo "$RUN_DIR/$1.env"; }
-# A zombie (exited, not yet reaped by its new parent) counts as gone.
-pid_alive() {
-    [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null || return 1
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [ "${stat%% *}" != "Z" ]
-}
 
 # Prints the pid of process NAME when its pid file names a live process running our binary for
 # NAME (so a recycled pid is never mistaken for ours): argv[0], or argv[1] for a program run
