@@ -237,6 +237,8 @@ ensure_secret() {
 common_env() {
     COMMON_ENV=(
         "GRIDCLUE_KAFKA_BROKERS=$1"
+        # the dev broker (librdkafka's mock) answers a fetch only when fetch.wait.max.ms is up
+        'GRIDCLUE_KAFKA_EXTRA={"fetch.wait.max.ms":"50"}'
         "GRIDCLUE_CLICKHOUSE_URL=$CH_URL"
         "GRIDCLUE_CLICKHOUSE_DATABASE=$CH_DATABASE"
         "GRIDCLUE_DATA_DIR=$DATA_DIR"

@@ -9,7 +9,7 @@ pub struct ChSettings {
     pub url: String,
     pub database: String,
     pub user: String,
-    pub password: String,
+    pub password: crate::config::Secret,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ pub async fn server_major_version(client: &Client) -> Result<u32, clickhouse::er
 fn base_client(s: &ChSettings) -> Client {
     let mut c = Client::default().with_url(&s.url).with_user(&s.user);
     if !s.password.is_empty() {
-        c = c.with_password(&s.password);
+        c = c.with_password(s.password.expose());
     }
     c
 }

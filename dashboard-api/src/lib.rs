@@ -13,6 +13,7 @@ pub mod reference;
 pub mod summary;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use gridclue_core::ch::ChSettings;
+use gridclue_core::config::{self, ConfigError, Secret};
 use gridclue_core::tokens::{TokenKind, TokenStore};
 use serde::{Deserialize, Serialize};
 
@@ -36,11 +38,14 @@ use summary::Scope;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DashboardConfig {
-    pub listen: String,
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "config::http_url")]
     pub clickhouse_url: String,
     pub clickhouse_database: String,
     pub clickhouse_user: String,
-    pub clickhouse_password: String,
+    pub clickhouse_password: Secret,
+    /// A file holding the password (first line), instead of `clickhouse_password`.
+    pub clickhouse_password_file: String,
     /// Directory holding `categories.json` and `district/grids.geojson`.
     pub data_dir: String,
     /// The token file written by `gridclue-ingest tokens …` (re-read when it changes).
@@ -50,11 +55,12 @@ pub struct DashboardConfig {
 impl Default for DashboardConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:7402".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7402)),
             clickhouse_url: "http://127.0.0.1:18123".into(),
             clickhouse_database: "gridclue".into(),
             clickhouse_user: "default".into(),
-            clickhouse_password: String::new(),
+            clickhouse_password: Secret::default(),
+            clickhouse_password_file: String::new(),
             data_dir: "data".into(),
             tokens_file: "var/tokens.json".into(),
         }
@@ -62,13 +68,15 @@ impl Default for DashboardConfig {
 }
 
 impl DashboardConfig {
-    pub fn ch_settings(&self) -> ChSettings {
-        ChSettings {
+    pub fn ch_settings(&self) -> Result<ChSettings, ConfigError> {
+        Ok(ChSettings {
             url: self.clickhouse_url.clone(),
             database: self.clickhouse_database.clone(),
             user: self.clickhouse_user.clone(),
-            password: self.clickhouse_password.clone(),
-        }
+            password: self
+                .clickhouse_password
+                .or_from_file("clickhouse_password", &self.clickhouse_password_file)?,
+        })
     }
 }
 
@@ -96,7 +104,7 @@ impl AppState {
     pub async fn from_config(config: &DashboardConfig) -> anyhow::Result<Self> {
         let reference = Reference::load(Path::new(&config.data_dir))?;
         let tokens = TokenStore::open(&config.tokens_file)?;
-        let ch = gridclue_core::ch::connect(&config.ch_settings()).await?;
+        let ch = gridclue_core::ch::connect(&config.ch_settings()?).await?;
         Ok(Self::new(ch, tokens, reference))
     }
 
@@ -234,4 +242,13 @@ pub async fn run(
         .await?;
     tracing::info!("dashboard-api stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod config_check {
+    #[test]
+    fn every_field_is_a_known_variable() {
+        let unlisted = gridclue_core::config::unlisted_fields::<super::DashboardConfig>();
+        assert_eq!(unlisted, Vec::<String>::new());
+    }
 }

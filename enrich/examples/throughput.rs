@@ -53,6 +53,7 @@ fn main() -> anyhow::Result<()> {
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../data").to_owned();
     let mut config = EnrichConfig {
         kafka_brokers: bootstrap.clone(),
+        kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
         data_dir: data,
         ..EnrichConfig::default()
     };
@@ -120,7 +121,7 @@ fn main() -> anyhow::Result<()> {
     }
     let total = commands.len();
     rt.block_on(async {
-        let producer: FutureProducer = gridclue_core::kafka::producer_config(&bootstrap, 60_000)
+        let producer: FutureProducer = gridclue_core::kafka::producer_config(&gridclue_core::kafka::KafkaSettings::dev_broker(&bootstrap), 60_000)
             .set("linger.ms", "5")
             .create()?;
         let metrics = EnrichMetrics::new();

@@ -1,12 +1,19 @@
 //! Clue processor configuration.
 
+use std::net::SocketAddr;
+
+use gridclue_core::config::{self, KafkaExtra};
+use gridclue_core::kafka::KafkaSettings;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EnrichConfig {
-    pub listen: String,
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "config::broker_list")]
     pub kafka_brokers: String,
+    /// librdkafka settings for every Kafka client (security, SASL, TLS…).
+    pub kafka_extra: KafkaExtra,
     pub group_id: String,
     pub commands_topic: String,
     pub events_topic: String,
@@ -22,8 +29,10 @@ pub struct EnrichConfig {
     pub data_dir: String,
     /// Most commands handled per batch before outputs are awaited and offsets committed.
     pub batch_max: usize,
+    #[serde(deserialize_with = "config::positive_ms")]
     pub produce_timeout_ms: u64,
     /// How long restoring a partition's state from the changelog may take.
+    #[serde(deserialize_with = "config::positive_ms")]
     pub restore_timeout_ms: u64,
     /// Dedupe radius (metres) and window (milliseconds).
     pub dedupe_radius_m: f64,
@@ -35,8 +44,9 @@ pub struct EnrichConfig {
 impl Default for EnrichConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:7403".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7403)),
             kafka_brokers: "127.0.0.1:9092".into(),
+            kafka_extra: KafkaExtra::default(),
             group_id: "gridclue-enrich".into(),
             commands_topic: gridclue_core::wire::COMMANDS_TOPIC.into(),
             events_topic: gridclue_core::wire::EVENTS_TOPIC.into(),
@@ -52,5 +62,24 @@ impl Default for EnrichConfig {
             dedupe_window_ms: 24 * 3_600_000,
             reload_on_sighup: true,
         }
+    }
+}
+
+impl EnrichConfig {
+    pub fn kafka(&self) -> KafkaSettings {
+        KafkaSettings::new(&self.kafka_brokers, self.kafka_extra.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_is_a_known_variable() {
+        assert_eq!(
+            config::unlisted_fields::<EnrichConfig>(),
+            Vec::<String>::new()
+        );
     }
 }

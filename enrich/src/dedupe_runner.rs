@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use gridclue_core::kafka::KafkaSettings;
 use gridclue_core::wire::{
     self, Actor, ActorKind, Command, CommandEnvelope, DlqReason, SCHEMA_VERSION,
 };
@@ -75,7 +76,7 @@ impl DedupeRunner {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let epochs = Arc::new(Epochs::default());
         let consumer: StreamConsumer<LoopContext> = gridclue_core::kafka::consumer_config(
-            &self.config.kafka_brokers,
+            &self.config.kafka(),
             &self.config.dedupe_group_id,
         )
         .create_with_context(LoopContext {
@@ -84,7 +85,7 @@ impl DedupeRunner {
         })
         .context("creating the dedupe consumer")?;
         let producer: FutureProducer = gridclue_core::kafka::producer_config(
-            &self.config.kafka_brokers,
+            &self.config.kafka(),
             self.config.produce_timeout_ms,
         )
         .create()
@@ -212,12 +213,12 @@ impl DedupeRunner {
             return Ok(());
         }
         let t0 = Instant::now();
-        let brokers = self.config.kafka_brokers.clone();
+        let kafka = self.config.kafka();
         let topic = self.config.dedupe_topic.clone();
         let timeout = Duration::from_millis(self.config.restore_timeout_ms);
         let until = missing.clone();
         let history =
-            tokio::task::spawn_blocking(move || read_history(&brokers, &topic, &until, timeout))
+            tokio::task::spawn_blocking(move || read_history(&kafka, &topic, &until, timeout))
                 .await??;
         for (p, resume_at) in missing {
             let mut stage = DedupeStage::new(self.dedupe);
@@ -254,7 +255,7 @@ type History = HashMap<i32, Vec<(i64, Vec<u8>)>>;
 
 /// Per partition, every retained record before the given offset.
 fn read_history(
-    brokers: &str,
+    kafka: &KafkaSettings,
     topic: &str,
     until: &BTreeMap<i32, i64>,
     timeout: Duration,
@@ -262,7 +263,7 @@ fn read_history(
     let mut out = History::new();
     let ranges: Vec<(i32, Option<i64>)> = until.iter().map(|(p, o)| (*p, Some(*o))).collect();
     read_partitions(
-        brokers,
+        kafka,
         topic,
         "gridclue-enrich-dedupe-rebuild",
         &ranges,

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::future::join_all;
+use gridclue_core::kafka::KafkaSettings;
 use gridclue_core::wire::{self, DlqReason, DlqRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 /// A record to produce.
@@ -219,18 +220,15 @@ pub(crate) async fn next_batch(
 /// = their end when the call starts), handing each record to `on_record` in offset order per
 /// partition. Returns every partition's end offset (high watermark) at the start.
 pub(crate) fn read_partitions(
-    brokers: &str,
+    kafka: &KafkaSettings,
     topic: &str,
     group_id: &str,
     partitions: &[(i32, Option<i64>)],
     timeout: Duration,
     mut on_record: impl FnMut(&BorrowedMessage<'_>),
 ) -> anyhow::Result<HashMap<i32, i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = gridclue_core::kafka::reader_config(kafka)
         .set("group.id", group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
         .create()
         .with_context(|| format!("creating a reader of {topic}"))?;
     let mut ends: HashMap<i32, i64> = HashMap::new();

@@ -33,12 +33,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use gridclue_core::kafka::KafkaSettings;
 use gridclue_core::wire::{self, CommandEnvelope, DlqReason, DlqRecord, EventEnvelope};
 use gridclue_core::ClueId;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
-use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -125,17 +125,15 @@ impl Runner {
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let epochs = Arc::new(Epochs::default());
-        let consumer: StreamConsumer<LoopContext> = gridclue_core::kafka::consumer_config(
-            &self.config.kafka_brokers,
-            &self.config.group_id,
-        )
-        .create_with_context(LoopContext {
-            epochs: epochs.clone(),
-            owned: self.owned_partitions.clone(),
-        })
-        .context("creating the commands consumer")?;
+        let consumer: StreamConsumer<LoopContext> =
+            gridclue_core::kafka::consumer_config(&self.config.kafka(), &self.config.group_id)
+                .create_with_context(LoopContext {
+                    epochs: epochs.clone(),
+                    owned: self.owned_partitions.clone(),
+                })
+                .context("creating the commands consumer")?;
         let producer: FutureProducer = gridclue_core::kafka::producer_config(
-            &self.config.kafka_brokers,
+            &self.config.kafka(),
             self.config.produce_timeout_ms,
         )
         .create()
@@ -182,7 +180,7 @@ impl Runner {
     /// Checks that the changelog can hold every commands partition at the same number, and that
     /// the dedupe topic exists.
     async fn check_topics(&self) -> anyhow::Result<()> {
-        let brokers = self.config.kafka_brokers.clone();
+        let kafka = self.config.kafka();
         let (commands, state, dedupe) = (
             self.config.commands_topic.clone(),
             self.config.state_topic.clone(),
@@ -190,8 +188,7 @@ impl Runner {
         );
         let timeout = Duration::from_millis(self.config.restore_timeout_ms.min(30_000));
         tokio::task::spawn_blocking(move || {
-            let client: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
+            let client: BaseConsumer = gridclue_core::kafka::client_config(&kafka)
                 .create()
                 .context("creating a metadata client")?;
             let count = |topic: &str| -> anyhow::Result<usize> {
@@ -234,7 +231,7 @@ impl Runner {
             return Ok(());
         }
         let t0 = Instant::now();
-        let brokers = self.config.kafka_brokers.clone();
+        let kafka = self.config.kafka();
         let topic = self.config.state_topic.clone();
         let timeout = Duration::from_millis(self.config.restore_timeout_ms);
         // A partition that comes back whose changelog nobody wrote to since we had it: our
@@ -244,9 +241,9 @@ impl Runner {
                 .keys()
                 .filter_map(|p| self.revoked.get(p).map(|ps| (*p, ps.changelog_end)))
                 .collect();
-            let (b, t) = (brokers.clone(), topic.clone());
+            let (k, t) = (kafka.clone(), topic.clone());
             let unchanged =
-                tokio::task::spawn_blocking(move || changelog_unchanged(&b, &t, &cached, timeout))
+                tokio::task::spawn_blocking(move || changelog_unchanged(&k, &t, &cached, timeout))
                     .await??;
             for p in unchanged {
                 if let Some(mut ps) = self.revoked.remove(&p) {
@@ -269,7 +266,7 @@ impl Runner {
         }
         let parts: Vec<i32> = missing.keys().copied().collect();
         let (restored, ends) =
-            tokio::task::spawn_blocking(move || read_changelog(&brokers, &topic, &parts, timeout))
+            tokio::task::spawn_blocking(move || read_changelog(&kafka, &topic, &parts, timeout))
                 .await??;
         let mut resend = Vec::new();
         for (p, from_offset) in missing {
@@ -515,7 +512,7 @@ type Changelog = (
 
 /// Which of the partitions' changelogs still end where they ended when we last wrote them.
 fn changelog_unchanged(
-    brokers: &str,
+    kafka: &KafkaSettings,
     topic: &str,
     partitions: &[(i32, i64)],
     timeout: Duration,
@@ -523,8 +520,7 @@ fn changelog_unchanged(
     if partitions.is_empty() {
         return Ok(Vec::new());
     }
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let client: BaseConsumer = gridclue_core::kafka::client_config(kafka)
         .create()
         .context("creating a metadata client")?;
     let mut out = Vec::new();
@@ -541,7 +537,7 @@ fn changelog_unchanged(
 
 /// Reads changelog partitions to their current end: the last record of each clue wins.
 fn read_changelog(
-    brokers: &str,
+    kafka: &KafkaSettings,
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
@@ -550,7 +546,7 @@ fn read_changelog(
         partitions.iter().map(|p| (*p, HashMap::new())).collect();
     let whole: Vec<(i32, Option<i64>)> = partitions.iter().map(|p| (*p, None)).collect();
     let ends = read_partitions(
-        brokers,
+        kafka,
         topic,
         "gridclue-enrich-restore",
         &whole,

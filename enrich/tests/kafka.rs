@@ -43,6 +43,7 @@ fn cluster() -> MockCluster<'static, DefaultProducerContext> {
 fn config(bootstrap: &str, batch_max: usize) -> EnrichConfig {
     EnrichConfig {
         kafka_brokers: bootstrap.to_owned(),
+        kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
         data_dir: data_dir(),
         batch_max,
         restore_timeout_ms: 20_000,

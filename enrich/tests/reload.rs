@@ -90,6 +90,7 @@ async fn the_map_reloads_without_a_restart() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let config = EnrichConfig {
         kafka_brokers: bootstrap.clone(),
+        kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
         data_dir: dir.display().to_string(),
         reload_on_sighup: false,
         ..EnrichConfig::default()

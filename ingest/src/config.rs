@@ -1,12 +1,20 @@
 //! Ingest configuration (defaults → `GRIDCLUE_CONFIG` file → `GRIDCLUE_*` env).
 
+use std::net::SocketAddr;
+
+use gridclue_core::ch::ChSettings;
+use gridclue_core::config::{self, ConfigError, KafkaExtra, Secret};
+use gridclue_core::kafka::KafkaSettings;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct IngestConfig {
-    pub listen: String,
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "config::broker_list")]
     pub kafka_brokers: String,
+    /// librdkafka settings for every Kafka client (security, SASL, TLS…).
+    pub kafka_extra: KafkaExtra,
     pub commands_topic: String,
     /// Directory holding `categories.json` and `district/grids.geojson`.
     pub data_dir: String,
@@ -14,6 +22,7 @@ pub struct IngestConfig {
     /// Hex key for keyed hashes of phone numbers.
     pub secret_file: String,
     /// How long a POST may wait for the broker's acknowledgement before answering 503.
+    #[serde(deserialize_with = "config::positive_ms")]
     pub produce_timeout_ms: u64,
     /// How long the producer waits to fill a batch (librdkafka `linger.ms`; fractions allowed).
     /// Each POST waits for its own acknowledgement, so this is latency every request pays.
@@ -45,24 +54,30 @@ pub struct IngestConfig {
 
     /// ClickHouse for the read endpoints (reporter view, Open311 reads). Empty URL: reads answer
     /// 503.
+    #[serde(deserialize_with = "config::http_url_or_empty")]
     pub clickhouse_url: String,
     pub clickhouse_database: String,
     pub clickhouse_user: String,
-    pub clickhouse_password: String,
+    pub clickhouse_password: Secret,
+    /// A file holding the password (first line), instead of `clickhouse_password`.
+    pub clickhouse_password_file: String,
     /// How long a read may wait for ClickHouse before answering 503.
+    #[serde(deserialize_with = "config::positive_ms")]
     pub read_timeout_ms: u64,
     /// Open311 reads (`services`, `requests` GET) need a valid `api_key` when true. The
     /// GeoReport v2 spec leaves reads open, which is the default.
     pub open311_reads_require_key: bool,
     /// Public base URL of this service (used in Open311 discovery); empty = relative links.
+    #[serde(deserialize_with = "config::http_url_or_empty")]
     pub public_url: String,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:7401".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7401)),
             kafka_brokers: "127.0.0.1:9092".into(),
+            kafka_extra: KafkaExtra::default(),
             commands_topic: gridclue_core::wire::COMMANDS_TOPIC.into(),
             data_dir: "data".into(),
             tokens_file: "var/tokens.json".into(),
@@ -81,10 +96,45 @@ impl Default for IngestConfig {
             clickhouse_url: String::new(),
             clickhouse_database: "gridclue".into(),
             clickhouse_user: "default".into(),
-            clickhouse_password: String::new(),
+            clickhouse_password: Secret::default(),
+            clickhouse_password_file: String::new(),
             read_timeout_ms: 3_000,
             open311_reads_require_key: false,
             public_url: String::new(),
         }
+    }
+}
+
+impl IngestConfig {
+    pub fn kafka(&self) -> KafkaSettings {
+        KafkaSettings::new(&self.kafka_brokers, self.kafka_extra.clone())
+    }
+
+    /// ClickHouse for the read endpoints; `None` when no URL is configured.
+    pub fn ch_settings(&self) -> Result<Option<ChSettings>, ConfigError> {
+        if self.clickhouse_url.trim().is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ChSettings {
+            url: self.clickhouse_url.clone(),
+            database: self.clickhouse_database.clone(),
+            user: self.clickhouse_user.clone(),
+            password: self
+                .clickhouse_password
+                .or_from_file("clickhouse_password", &self.clickhouse_password_file)?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_is_a_known_variable() {
+        assert_eq!(
+            config::unlisted_fields::<IngestConfig>(),
+            Vec::<String>::new()
+        );
     }
 }

@@ -59,7 +59,7 @@ pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
     let secret = SecretKey::load(Path::new(&config.secret_file))
         .context("loading the key for hashing phone numbers")?;
     let producer = producer::CommandProducer::with_linger(
-        &config.kafka_brokers,
+        &config.kafka(),
         &config.commands_topic,
         Duration::from_millis(config.produce_timeout_ms),
         Some(config.producer_linger_ms),
@@ -79,14 +79,9 @@ pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
             .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?,
     };
     let metrics = metrics::IngestMetrics::new();
-    let reads = (!config.clickhouse_url.trim().is_empty()).then(|| {
+    let reads = config.ch_settings()?.map(|settings| {
         Arc::new(reads::ReadStore::new(
-            gridclue_core::ch::ChSettings {
-                url: config.clickhouse_url.clone(),
-                database: config.clickhouse_database.clone(),
-                user: config.clickhouse_user.clone(),
-                password: config.clickhouse_password.clone(),
-            },
+            settings,
             Duration::from_millis(config.read_timeout_ms),
             metrics.clone(),
         ))

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use gridclue_core::kafka::KafkaSettings;
 use gridclue_core::wire::CommandEnvelope;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -24,18 +25,18 @@ pub struct CommandProducer {
 }
 
 impl CommandProducer {
-    pub fn new(brokers: &str, topic: &str, timeout: Duration) -> anyhow::Result<Self> {
-        Self::with_linger(brokers, topic, timeout, None)
+    pub fn new(kafka: &KafkaSettings, topic: &str, timeout: Duration) -> anyhow::Result<Self> {
+        Self::with_linger(kafka, topic, timeout, None)
     }
 
     /// Like [`CommandProducer::new`], with the batching delay set (`None`: the shared default).
     pub fn with_linger(
-        brokers: &str,
+        kafka: &KafkaSettings,
         topic: &str,
         timeout: Duration,
         linger_ms: Option<f64>,
     ) -> anyhow::Result<Self> {
-        let mut config = gridclue_core::kafka::producer_config(brokers, timeout.as_millis() as u64);
+        let mut config = gridclue_core::kafka::producer_config(kafka, timeout.as_millis() as u64);
         // Small records, each awaited by a client: send them without Nagle's delay.
         config.set("socket.nagle.disable", "true");
         if let Some(linger) = linger_ms.filter(|l| l.is_finite() && *l >= 0.0) {

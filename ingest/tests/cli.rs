@@ -72,3 +72,50 @@ fn issue_list_revoke() {
     assert!(!out.status.success(), "groups belong to reporter tokens");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Runs the service itself (no subcommand) and expects it to refuse to start, naming `what`.
+fn refuses_to_start(envs: &[(&str, &str)], what: &str) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gridclue-ingest"));
+    cmd.env_remove("GRIDCLUE_CONFIG")
+        .env("GRIDCLUE_LISTEN", "127.0.0.1:0");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running gridclue-ingest");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{envs:?} started: {stderr}");
+    assert!(
+        stderr.contains(what),
+        "{envs:?}: {what} not named in {stderr}"
+    );
+}
+
+#[test]
+fn a_typo_in_the_configuration_stops_the_service_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ingest.json");
+    std::fs::write(&file, r#"{"produce_timeout": 100}"#).unwrap();
+    let file = file.to_str().unwrap();
+
+    refuses_to_start(&[("GRIDCLUE_CONFIG", file)], "\"produce_timeout\"");
+    refuses_to_start(
+        &[("GRIDCLUE_RATE_LIMIT_TOKEN_PER_SECOND", "1")],
+        "GRIDCLUE_RATE_LIMIT_TOKEN_PER_SECOND",
+    );
+    refuses_to_start(
+        &[("GRIDCLUE_PRODUCE_TIMEOUT_MS", "\"5s\"")],
+        "GRIDCLUE_PRODUCE_TIMEOUT_MS",
+    );
+    refuses_to_start(
+        &[("GRIDCLUE_PRODUCE_TIMEOUT_MS", "0")],
+        "produce_timeout_ms",
+    );
+    refuses_to_start(
+        &[("GRIDCLUE_KAFKA_EXTRA", r#"{"enable.auto.commit":"true"}"#)],
+        "enable.auto.commit",
+    );
+    refuses_to_start(
+        &[("GRIDCLUE_CLICKHOUSE_URL", "127.0.0.1:8123")],
+        "clickhouse_url",
+    );
+}

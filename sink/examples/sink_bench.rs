@@ -271,6 +271,7 @@ struct Bench {
 async fn start_sink(brokers: &str, url: &str, database: &str) -> Bench {
     let config = SinkConfig {
         kafka_brokers: brokers.to_owned(),
+        kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
         clickhouse_url: url.to_owned(),
         clickhouse_database: database.to_owned(),
         group_id: format!("bench-{database}"),
@@ -403,13 +404,16 @@ async fn freshness(cli: &Cli, rate: u64, seconds: u64) -> String {
     let db = format!("gridclue_bench_fr_{}", std::process::id());
     let sink = start_sink(&brokers, &cli.clickhouse_url, &db).await;
     // Wait until the sink owns its partitions: a first probe becomes visible.
-    let probe_client = gridclue_core::ch::connect(&sink.config.ch_settings())
+    let probe_client = gridclue_core::ch::connect(&sink.config.ch_settings().unwrap())
         .await
         .unwrap();
-    let p = gridclue_core::kafka::producer_config(&brokers, 10_000)
-        .set("linger.ms", "1")
-        .create::<FutureProducer>()
-        .unwrap();
+    let p = gridclue_core::kafka::producer_config(
+        &gridclue_core::kafka::KafkaSettings::dev_broker(&brokers),
+        10_000,
+    )
+    .set("linger.ms", "1")
+    .create::<FutureProducer>()
+    .unwrap();
     let warm = ClueId::new_random();
     let env = gen.report(0, warm, now_ms());
     p.send(
@@ -597,7 +601,7 @@ async fn query(cli: &Cli, facts: u64, runs: usize) -> String {
     while sink.inserted() < produced {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let client = gridclue_core::ch::connect(&sink.config.ch_settings())
+    let client = gridclue_core::ch::connect(&sink.config.ch_settings().unwrap())
         .await
         .unwrap();
     sink.stop().await;
@@ -683,7 +687,7 @@ async fn insert(cli: &Cli, batch: usize, batches: usize) -> String {
             url: cli.clickhouse_url.clone(),
             database: db.clone(),
             user: "default".into(),
-            password: String::new(),
+            password: Default::default(),
         };
         let client = gridclue_core::ch::connect(&settings).await.unwrap();
         gridclue_sink::migrations::apply(&client).await.unwrap();

@@ -16,7 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use gridclue_core::ch::ChSettings;
+use gridclue_core::config::{self, ConfigError, KafkaExtra, Secret};
+use gridclue_core::kafka::KafkaSettings;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -35,31 +39,42 @@ pub use metrics::SinkMetrics;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SinkConfig {
+    #[serde(deserialize_with = "config::broker_list")]
     pub kafka_brokers: String,
+    /// librdkafka settings for every Kafka client (security, SASL, TLS…).
+    pub kafka_extra: KafkaExtra,
+    #[serde(deserialize_with = "config::http_url")]
     pub clickhouse_url: String,
     pub clickhouse_database: String,
     pub clickhouse_user: String,
-    pub clickhouse_password: String,
+    pub clickhouse_password: Secret,
+    /// A file holding the password (first line), instead of `clickhouse_password`.
+    pub clickhouse_password_file: String,
     pub events_topic: String,
     pub dlq_topic: String,
     pub group_id: String,
     /// HTTP address of `/healthz`, `/readyz` and `/metrics`.
-    pub listen: String,
+    pub listen: SocketAddr,
     /// Flush when a batch holds this many facts…
     pub batch_max_rows: usize,
     /// …or roughly this many bytes…
     pub batch_max_bytes: usize,
     /// …or when its first fact has waited this long (and `min_insert_interval_ms` has passed
     /// since the previous flush): fresh at low rates, few inserts at high rates.
+    #[serde(deserialize_with = "config::positive_ms")]
     pub batch_linger_ms: u64,
     /// Spacing of flushes that are not full, so each table sees at most ~2 inserts a second.
     pub min_insert_interval_ms: u64,
     /// First and longest wait between retries of a failed ClickHouse or DLQ call.
+    #[serde(deserialize_with = "config::positive_ms")]
     pub retry_initial_ms: u64,
+    #[serde(deserialize_with = "config::positive_ms")]
     pub retry_max_ms: u64,
     /// Timeout of one INSERT (sending and awaiting the server's answer).
+    #[serde(deserialize_with = "config::positive_ms")]
     pub insert_timeout_ms: u64,
     /// How long the DLQ producer may take to get a record acknowledged before retrying.
+    #[serde(deserialize_with = "config::positive_ms")]
     pub dlq_timeout_ms: u64,
 }
 
@@ -67,14 +82,16 @@ impl Default for SinkConfig {
     fn default() -> Self {
         Self {
             kafka_brokers: "127.0.0.1:9092".into(),
+            kafka_extra: KafkaExtra::default(),
             clickhouse_url: "http://127.0.0.1:18123".into(),
             clickhouse_database: "gridclue".into(),
             clickhouse_user: "default".into(),
-            clickhouse_password: String::new(),
+            clickhouse_password: Secret::default(),
+            clickhouse_password_file: String::new(),
             events_topic: gridclue_core::wire::EVENTS_TOPIC.into(),
             dlq_topic: gridclue_core::wire::DLQ_TOPIC.into(),
             group_id: "gridclue-sink".into(),
-            listen: "127.0.0.1:7404".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7404)),
             batch_max_rows: 100_000,
             batch_max_bytes: 64 * 1024 * 1024,
             batch_linger_ms: 50,
@@ -88,13 +105,19 @@ impl Default for SinkConfig {
 }
 
 impl SinkConfig {
-    pub fn ch_settings(&self) -> ChSettings {
-        ChSettings {
+    pub fn ch_settings(&self) -> Result<ChSettings, ConfigError> {
+        Ok(ChSettings {
             url: self.clickhouse_url.clone(),
             database: self.clickhouse_database.clone(),
             user: self.clickhouse_user.clone(),
-            password: self.clickhouse_password.clone(),
-        }
+            password: self
+                .clickhouse_password
+                .or_from_file("clickhouse_password", &self.clickhouse_password_file)?,
+        })
+    }
+
+    pub fn kafka(&self) -> KafkaSettings {
+        KafkaSettings::new(&self.kafka_brokers, self.kafka_extra.clone())
     }
 }
 
@@ -123,7 +146,7 @@ pub async fn connect_retrying(
 
 /// Connects and applies the migrations (the `migrate` command).
 pub async fn migrate(config: &SinkConfig) -> anyhow::Result<migrations::MigrationReport> {
-    let client = gridclue_core::ch::connect(&config.ch_settings()).await?;
+    let client = gridclue_core::ch::connect(&config.ch_settings()?).await?;
     Ok(migrations::apply(&client).await?)
 }
 
@@ -207,7 +230,7 @@ async fn project(
     cancel: CancellationToken,
     ready: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    let Some(client) = connect_retrying(&config.ch_settings(), &cancel).await? else {
+    let Some(client) = connect_retrying(&config.ch_settings()?, &cancel).await? else {
         return Ok(());
     };
     if !migrate_retrying(&client, &cancel).await? {
@@ -221,6 +244,15 @@ async fn project(
     let result = pipeline.run().await;
     ready.store(false, Ordering::Release);
     result
+}
+
+#[cfg(test)]
+mod config_check {
+    #[test]
+    fn every_field_is_a_known_variable() {
+        let unlisted = gridclue_core::config::unlisted_fields::<super::SinkConfig>();
+        assert_eq!(unlisted, Vec::<String>::new());
+    }
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::CheckAggregates) => {
-            let client = gridclue_core::ch::connect(&config.ch_settings()).await?;
+            let client = gridclue_core::ch::connect(&config.ch_settings()?).await?;
             let check = gridclue_sink::aggregates::check(&client).await?;
             print_check(&check);
             if !check.is_exact() {
@@ -94,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::RebuildAggregates) => {
-            let client = gridclue_core::ch::connect(&config.ch_settings()).await?;
+            let client = gridclue_core::ch::connect(&config.ch_settings()?).await?;
             let check = gridclue_sink::aggregates::rebuild(&client).await?;
             print_check(&check);
             anyhow::ensure!(

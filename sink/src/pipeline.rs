@@ -207,17 +207,11 @@ fn consumer(
         notes: notes.clone(),
         generation: generation.clone(),
     };
-    let mut c = gridclue_core::kafka::consumer_config(&cfg.kafka_brokers, group_id);
-    // A fetch returns after at most 50 ms even when a broker holds it open waiting for data
-    // (librdkafka's mock broker does not answer early when data arrives): freshness.
+    let mut c = gridclue_core::kafka::consumer_config(&cfg.kafka(), group_id);
     c.set("fetch.max.bytes", "52428800")
-        .set("fetch.wait.max.ms", "50")
         .set("queued.max.messages.kbytes", "32768");
     if replay {
         c.set("enable.partition.eof", "true");
-    }
-    if let Ok(debug) = std::env::var("GRIDCLUE_SINK_RDKAFKA_DEBUG") {
-        c.set("debug", debug);
     }
     let consumer: BaseConsumer<SinkContext> = c.create_with_context(context)?;
     Ok((consumer, notes, generation))
@@ -238,8 +232,7 @@ impl Pipeline {
         let replay = matches!(mode, Mode::Replay { .. });
         let (consumer, notes, generation) = consumer(&cfg, &group, replay)?;
         let producer: FutureProducer =
-            gridclue_core::kafka::producer_config(&cfg.kafka_brokers, cfg.dlq_timeout_ms)
-                .create()?;
+            gridclue_core::kafka::producer_config(&cfg.kafka(), cfg.dlq_timeout_ms).create()?;
         let timeouts = InsertTimeouts {
             send: Duration::from_millis(cfg.insert_timeout_ms),
             end: Duration::from_millis(cfg.insert_timeout_ms),

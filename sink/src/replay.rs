@@ -42,10 +42,7 @@ pub struct ReplayReport {
 
 /// The partitions of `topic` and their offset ranges, clamped to what the broker holds.
 fn plan(cfg: &SinkConfig, range: &ReplayRange) -> anyhow::Result<Vec<(i32, i64, i64)>> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka_brokers)
-        .set("group.id", format!("{}-replay-plan", cfg.group_id))
-        .create()?;
+    let consumer: BaseConsumer = gridclue_core::kafka::reader_config(&cfg.kafka()).create()?;
     let timeout = Duration::from_secs(10);
     let md = consumer.fetch_metadata(Some(&cfg.events_topic), timeout)?;
     let topic = md
@@ -86,10 +83,8 @@ fn committed_offsets(
     timeout: Duration,
 ) -> anyhow::Result<HashMap<i32, i64>> {
     // A consumer in the live group that never subscribes only reads the group's offsets.
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &cfg.kafka_brokers)
+    let consumer: BaseConsumer = gridclue_core::kafka::reader_config(&cfg.kafka())
         .set("group.id", &cfg.group_id)
-        .set("enable.auto.commit", "false")
         .create()?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in partitions {
@@ -111,7 +106,7 @@ pub async fn replay(config: SinkConfig, range: ReplayRange) -> anyhow::Result<Re
     let cfg = config.clone();
     let r = range.clone();
     let ranges = tokio::task::spawn_blocking(move || plan(&cfg, &r)).await??;
-    let client = gridclue_core::ch::connect(&config.ch_settings()).await?;
+    let client = gridclue_core::ch::connect(&config.ch_settings()?).await?;
     crate::migrations::apply(&client).await?;
     let starts: HashMap<i32, i64> = ranges.iter().map(|(p, s, _)| (*p, *s)).collect();
     let ends: HashMap<i32, i64> = ranges.iter().map(|(p, _, e)| (*p, *e)).collect();

@@ -28,7 +28,7 @@ impl TestDb {
             url: url.to_owned(),
             database: database.clone(),
             user: "default".into(),
-            password: String::new(),
+            password: Default::default(),
         };
         let client = gridclue_core::ch::connect(&settings)
             .await
@@ -47,7 +47,7 @@ impl TestDb {
             url: self.url.clone(),
             database: self.database.clone(),
             user: "default".into(),
-            password: String::new(),
+            password: Default::default(),
         }
     }
 

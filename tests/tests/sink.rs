@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use gridclue_core::category::Urgency;
+use gridclue_core::kafka::{dev_broker_tuning, KafkaSettings};
 use gridclue_core::tokens::{TokenFile, TokenKind};
 use gridclue_core::wire::{
     Channel, DlqReason, DlqRecord, EventEnvelope, Fact, Placement, Reported, SCHEMA_VERSION,
@@ -224,7 +225,7 @@ fn expected(stories: &[Story]) -> Expected {
 // Kafka
 
 fn producer(broker: &Broker) -> FutureProducer {
-    gridclue_core::kafka::producer_config(&broker.bootstrap, 10_000)
+    gridclue_core::kafka::producer_config(&KafkaSettings::dev_broker(&broker.bootstrap), 10_000)
         .create()
         .unwrap()
 }
@@ -298,6 +299,7 @@ struct RunningSink {
 fn sink_config(broker: &Broker, db: &TestDb) -> SinkConfig {
     SinkConfig {
         kafka_brokers: broker.bootstrap.clone(),
+        kafka_extra: dev_broker_tuning(),
         clickhouse_url: db.url.clone(),
         clickhouse_database: db.database.clone(),
         group_id: format!("sink-{}", db.database),

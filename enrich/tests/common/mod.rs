@@ -305,9 +305,12 @@ pub fn simulate(
 }
 
 pub fn producer(bootstrap: &str) -> FutureProducer {
-    gridclue_core::kafka::producer_config(bootstrap, 30_000)
-        .create()
-        .unwrap()
+    gridclue_core::kafka::producer_config(
+        &gridclue_core::kafka::KafkaSettings::dev_broker(bootstrap),
+        30_000,
+    )
+    .create()
+    .unwrap()
 }
 
 /// Produces records `range` of every partition, in order, to the partition of their index.

@@ -98,6 +98,7 @@ impl Env {
     pub fn config(&self, brokers: &str) -> IngestConfig {
         IngestConfig {
             kafka_brokers: brokers.to_owned(),
+            kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
             data_dir: data_dir(),
             tokens_file: self.dir.join("tokens.json").display().to_string(),
             secret_file: self.dir.join("secret.key").display().to_string(),

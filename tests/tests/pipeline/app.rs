@@ -65,6 +65,7 @@ pub async fn spawn_app() -> TestApp {
     let (l, ingest_url) = listener().await;
     let ingest = gridclue_ingest::IngestConfig {
         kafka_brokers: broker.bootstrap.clone(),
+        kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
         data_dir: data.clone(),
         tokens_file: tokens_file.display().to_string(),
         secret_file: secret_file.display().to_string(),
@@ -77,6 +78,7 @@ pub async fn spawn_app() -> TestApp {
     let (l, _) = listener().await;
     let enrich = gridclue_enrich::EnrichConfig {
         kafka_brokers: broker.bootstrap.clone(),
+        kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
         data_dir: data.clone(),
         ..Default::default()
     };
@@ -85,6 +87,7 @@ pub async fn spawn_app() -> TestApp {
     let (l, _) = listener().await;
     let sink = gridclue_sink::SinkConfig {
         kafka_brokers: broker.bootstrap.clone(),
+        kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
         clickhouse_url: clickhouse_url(),
         clickhouse_database: database.clone(),
         ..Default::default()
