@@ -54,7 +54,8 @@ browser-deps:
 	scripts/browser-deps.sh
 
 test: clickhouse browser-deps
-	GRIDCLUE_TEST_CLICKHOUSE_URL=$(TEST_CLICKHOUSE_URL) $(CARGO) test $(TEST_PKGS) $(TEST_ARGS)
+	GRIDCLUE_TEST_CLICKHOUSE_URL=$(TEST_CLICKHOUSE_URL) GRIDCLUE_REQUIRE_BROWSER=1 \
+		$(CARGO) test $(TEST_PKGS) $(TEST_ARGS)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -112,6 +112,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "TEST_KEEP_DB",
     "TEST_LOG",
     "CHROMIUM",
+    "REQUIRE_BROWSER",
     "BROWSER_SHOTS",
 ];
 

@@ -1,4 +1,4 @@
-//! The closed-loop status machine (DESIGN.md §2) as a pure function.
+//! The closed-loop status machine (docs/ARCHITECTURE.md §2) as a pure function.
 //!
 //! ```text
 //! reported ─accept→ accepted ─dispatch→ dispatched ─start→ in_progress ─handle→ handled

@@ -1,5 +1,5 @@
 //! `GET /v1/summary`: reports inside the district by street and by category, with case and
-//! outside counts beside them (DESIGN.md §3).
+//! outside counts beside them (docs/ARCHITECTURE.md §5).
 //!
 //! Counting reads the `clue_counts` aggregate, which the sink keeps exact under replays,
 //! crashes and rebalances by writing each fact exactly once; [`query_exact`] counts the same

@@ -20,14 +20,24 @@ fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-fn chromium() -> String {
+/// The headless Chromium to drive, or `None` (with a message saying so) when it is not installed
+/// and the run does not require it. `make test` installs it and sets `GRIDCLUE_REQUIRE_BROWSER=1`,
+/// so there a missing browser fails the test instead of skipping it.
+fn chromium() -> Option<String> {
     let path = std::env::var("GRIDCLUE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&path).exists(),
+    if Path::new(&path).exists() {
+        return Some(path);
+    }
+    let help = format!(
         "headless Chromium is missing at {path}: run `scripts/browser-deps.sh` (Debian's \
          chromium and chromium-driver) or set GRIDCLUE_CHROMIUM"
     );
-    path
+    assert!(
+        std::env::var_os("GRIDCLUE_REQUIRE_BROWSER").is_none(),
+        "{help} (GRIDCLUE_REQUIRE_BROWSER is set)"
+    );
+    eprintln!("SKIPPED the browser test: {help}");
+    None
 }
 
 async fn ensure_node_modules() {
@@ -62,7 +72,9 @@ async fn ensure_node_modules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reporting_page_submits_queues_offline_and_sends_on_reconnect() {
-    let chromium = chromium();
+    let Some(chromium) = chromium() else {
+        return;
+    };
     ensure_node_modules().await;
     let cluster = cluster(3);
     let bootstrap = cluster.bootstrap_servers();

@@ -1,7 +1,7 @@
 -- The latest state of each clue: one row per fact is written, versioned by the fact's seq, and
 -- ReplacingMergeTree(version) keeps the newest. Read it with FINAL for exact answers.
 -- placement is 'inside', 'outside' (point outside the district) or 'unknown' (lifecycle facts
--- seen without their report). is_case = inside, not a duplicate and not rejected (DESIGN.md §3).
+-- seen without their report). is_case = inside, not a duplicate and not rejected (docs/ARCHITECTURE.md §5).
 -- nearest_street_code is the street of the nearest grid for points outside the district.
 -- No personal data: reporter_id is a token's public id, never a phone number or a name.
 CREATE TABLE IF NOT EXISTS clues

@@ -6,7 +6,7 @@
 -- rest. Each clue_events row says what it changes: report_delta (+1 for a report, inside or
 -- outside), case_delta (+1 for a report that is a case, -1 when such a case is rejected or
 -- merged). The keys of clue_counts are the report's own attributes, which never change, so a
--- -1 always lands on the row of its +1. DESIGN.md §3 defines reports and cases.
+-- -1 always lands on the row of its +1. docs/ARCHITECTURE.md §5 defines reports and cases.
 --
 -- Applying this migration to a database that already holds facts backfills both tables from
 -- the existing rows (run it with the sinks stopped, as `gridclue-sink migrate` or at the start

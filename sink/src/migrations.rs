@@ -2,10 +2,10 @@
 //!
 //! Each migration is a file `migrations/NNNN_name.sql` holding one or more statements separated
 //! by `;` at the end of a line. Every statement must run on ClickHouse 18.16 and on current
-//! releases (DESIGN.md §5–6), so migrations are written to be re-runnable (`IF NOT EXISTS`,
-//! column additions guarded by a look at `system.columns` in code). A migration that is recorded
-//! as applied is never run again; editing an applied migration is detected by its checksum and
-//! refused.
+//! releases, so migrations are written to be re-runnable (`IF NOT EXISTS`, column additions
+//! guarded by a look at `system.columns` in code). A migration that is recorded as applied is
+//! never run again; editing the statements of an applied migration is detected by its checksum
+//! and refused (its comments may change).
 
 use clickhouse::Client;
 use sha2::{Digest, Sha256};
@@ -78,9 +78,10 @@ impl MigrationError {
 }
 
 impl Migration {
-    /// SHA-256 of the file, hex.
+    /// SHA-256 of the statements the migration runs (comments and blank lines excluded, so its
+    /// documentation can be corrected without touching what was applied), hex.
     pub fn checksum(&self) -> String {
-        hex::encode(Sha256::digest(self.sql.as_bytes()))
+        hex::encode(Sha256::digest(self.statements().join(";\n").as_bytes()))
     }
 
     /// The statements of the file, comments and blank lines removed.
@@ -243,6 +244,20 @@ mod tests {
             .map(|m| format!("{:04}_{}.sql", m.version, m.name))
             .collect();
         assert_eq!(files, expected, "every file is embedded, in order");
+    }
+
+    #[test]
+    fn comments_do_not_change_a_checksum_and_statements_do() {
+        let m = |sql: &'static str| Migration {
+            version: 1,
+            name: "m",
+            sql,
+        };
+        let base = m("-- see §5\nCREATE TABLE a (x UInt8)\nENGINE = Memory;\n").checksum();
+        let reworded = m("-- see §6, reworded\n\nCREATE TABLE a (x UInt8)\nENGINE = Memory;\n");
+        assert_eq!(reworded.checksum(), base);
+        let changed = m("-- see §5\nCREATE TABLE a (x UInt16)\nENGINE = Memory;\n");
+        assert_ne!(changed.checksum(), base);
     }
 
     #[test]

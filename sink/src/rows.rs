@@ -154,7 +154,7 @@ fn placement_name(p: &Placement) -> &'static str {
     }
 }
 
-/// Whether a clue in this state counts as a case (DESIGN.md §3).
+/// Whether a clue in this state counts as a case (docs/ARCHITECTURE.md §5).
 pub fn is_case(row: &ClueRow) -> bool {
     row.inside == 1
         && row.duplicate_of.is_none()
