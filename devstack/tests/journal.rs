@@ -439,9 +439,13 @@ async fn the_binary_keeps_its_records_across_sigterm_and_start() {
         assert_eq!(r.offset, i as i64);
         assert_eq!(r.timestamp_ms, Some(1_700_000_000_300 + i as i64));
     }
-    assert_eq!(high_after[&(gridclue_devstack::TOPIC_DLQ.to_string(), 0)], 5);
+    assert_eq!(
+        high_after[&(gridclue_devstack::TOPIC_DLQ.to_string(), 0)],
+        5
+    );
     expected.extend(dlq);
-    expected.sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
+    expected
+        .sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
     assert_eq!(after, expected);
     sigterm_and_wait(broker);
 }
@@ -478,7 +482,9 @@ fn shutdown_right_after_a_burst_keeps_every_acknowledged_record() {
             }
         }
     }
-    producer.flush(Duration::from_secs(30)).expect("all acknowledged");
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("all acknowledged");
     drop(producer);
     let report = kafka.shutdown().expect("shutdown");
     assert_eq!(report.records, BURST as u64);
