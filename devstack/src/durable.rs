@@ -116,7 +116,7 @@ pub struct RestoreReport {
     pub committed_offsets: usize,
     /// Committed offsets lowered to their partition's end (records lost in a crash).
     pub clamped_offsets: usize,
-    /// Time from opening the journal to the last offset committed again.
+    /// Time the start took: the brokers, the replay and its checks, the committed offsets.
     pub elapsed: Duration,
 }
 
@@ -455,16 +455,19 @@ fn replay(
             ),
         });
     }
-    for ((topic, partition), &end) in &next {
-        let (_, high) = producer
-            .client()
-            .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
-            .map_err(|e| DevstackError::kafka(format!("watermarks of {topic} [{partition}]"), e))?;
-        if high != end {
-            return Err(DevstackError::Replay {
-                detail: format!("{topic} [{partition}]: high watermark {high}, journal end {end}"),
-            });
-        }
+    let reader = reader_client(bootstrap, "gridclue-devbroker-replay-check")?;
+    let high = high_watermarks(&reader, next.keys())?;
+    if high != next {
+        let (topic, partition, high, end) = next
+            .iter()
+            .find_map(|(k, &end)| {
+                let h = high.get(k).copied().unwrap_or(-1);
+                (h != end).then(|| (k.0.clone(), k.1, h, end))
+            })
+            .unwrap_or_default();
+        return Err(DevstackError::Replay {
+            detail: format!("{topic} [{partition}]: high watermark {high}, journal end {end}"),
+        });
     }
     if report.gap_fillers > 0 {
         warn!(
@@ -475,6 +478,21 @@ fn replay(
     }
     report.end_offsets = next;
     Ok(report)
+}
+
+/// A consumer that never joins or commits: it reads assigned partitions and asks for offsets.
+fn reader_client(bootstrap: &str, name: &str) -> Result<BaseConsumer, DevstackError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", name)
+        .set("group.id", name)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50")
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .map_err(|e| DevstackError::kafka(format!("creating the {name} client"), e))
 }
 
 fn group_client(bootstrap: &str, group: &str) -> Result<BaseConsumer, DevstackError> {
@@ -564,6 +582,37 @@ fn read_committed(
     Ok(out)
 }
 
+/// Every partition's high watermark in one ListOffsets request per leader (asking partition by
+/// partition costs the mock tens of ms each).
+fn high_watermarks<'a>(
+    client: &BaseConsumer,
+    partitions: impl Iterator<Item = &'a PartitionKey>,
+) -> Result<BTreeMap<PartitionKey, i64>, DevstackError> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        // a timestamp of -1 asks for the latest offset
+        tpl.add_partition_offset(topic, *partition, Offset::End)
+            .map_err(|e| DevstackError::kafka("building a watermarks request", e))?;
+    }
+    let answer = client
+        .offsets_for_times(tpl, REQUEST_TIMEOUT)
+        .map_err(|e| DevstackError::kafka("reading the high watermarks", e))?;
+    answer
+        .elements()
+        .iter()
+        .map(|e| match (e.error(), e.offset()) {
+            (Ok(()), Offset::Offset(high)) => Ok(((e.topic().to_string(), e.partition()), high)),
+            (result, offset) => Err(DevstackError::Replay {
+                detail: format!(
+                    "no high watermark for {} [{}]: {offset:?} {result:?}",
+                    e.topic(),
+                    e.partition()
+                ),
+            }),
+        })
+        .collect()
+}
+
 // --- recording ----------------------------------------------------------------------------------
 
 /// The journal thread and the way to stop it.
@@ -580,18 +629,7 @@ impl Recorder {
         next: BTreeMap<PartitionKey, i64>,
         offsets: GroupOffsets,
     ) -> Result<Recorder, DevstackError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("client.id", "gridclue-devbroker-journal")
-            // never joins or commits: it reads assigned partitions only
-            .set("group.id", "gridclue-devbroker-journal")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "50")
-            .set("isolation.level", "read_uncommitted")
-            .create()
-            .map_err(|e| DevstackError::kafka("creating the journal consumer", e))?;
+        let consumer = reader_client(bootstrap, "gridclue-devbroker-journal")?;
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), &offset) in &next {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(offset))
@@ -788,16 +826,7 @@ impl RecorderState {
     fn catch_up(mut self) -> Result<JournalReport, DevstackError> {
         let started = Instant::now();
         let deadline = started + self.config.catch_up_timeout;
-        let mut high = BTreeMap::new();
-        for (topic, partition) in self.tape.next.keys() {
-            let (_, h) = self
-                .consumer
-                .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
-                .map_err(|e| {
-                    DevstackError::kafka(format!("watermarks of {topic} [{partition}]"), e)
-                })?;
-            high.insert((topic.clone(), *partition), h);
-        }
+        let high = high_watermarks(&self.consumer, self.tape.next.keys())?;
         let lagging = loop {
             let lagging: Vec<(String, i32, i64, i64)> = high
                 .iter()
