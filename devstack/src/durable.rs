@@ -39,7 +39,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::journal::{
     self, CommittedOffset, GroupOffsets, JournalRecord, JournalWriter, TopicLayout, GROUPS_FILE,
@@ -602,12 +602,10 @@ fn high_watermarks<'a>(
         .iter()
         .map(|e| match (e.error(), e.offset()) {
             (Ok(()), Offset::Offset(high)) => Ok(((e.topic().to_string(), e.partition()), high)),
-            (result, offset) => Err(DevstackError::Replay {
-                detail: format!(
-                    "no high watermark for {} [{}]: {offset:?} {result:?}",
-                    e.topic(),
-                    e.partition()
-                ),
+            (result, offset) => Err(DevstackError::NoHighWatermark {
+                topic: e.topic().to_string(),
+                partition: e.partition(),
+                detail: format!("{offset:?} {result:?}"),
             }),
         })
         .collect()
@@ -664,7 +662,13 @@ impl Recorder {
         let (stop, stopped) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("devbroker-journal".into())
-            .spawn(move || state.run(stopped))
+            .spawn(move || {
+                let result = state.run(stopped);
+                if let Err(e) = &result {
+                    error!(error = %e, "the journal stopped: what the broker is sent from now on is not kept");
+                }
+                result
+            })
             .map_err(|e| DevstackError::JournalThread {
                 detail: format!("cannot start: {e}"),
             })?;

@@ -90,6 +90,12 @@ pub enum DevstackError {
     JournalContent { dir: PathBuf, detail: String },
     #[error("replaying the journal: {detail}")]
     Replay { detail: String },
+    #[error("no high watermark for {topic} [{partition}]: {detail}")]
+    NoHighWatermark {
+        topic: String,
+        partition: i32,
+        detail: String,
+    },
     #[error("journal thread: {detail}")]
     JournalThread { detail: String },
 }
