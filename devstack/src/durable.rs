@@ -751,9 +751,9 @@ impl RecorderState {
         self.catch_up()
     }
 
-    /// Reads the groups' committed offsets and writes them when they changed (or when `force`),
-    /// after making the journal durable: a snapshot never runs ahead of the records it commits
-    /// more than the clients did.
+    /// Reads the groups' committed offsets and writes them when they changed (or when `force`).
+    /// The journal is fsync'd first, so a snapshot points past the durable records only by what
+    /// the journal had not read yet when the clients committed.
     fn snapshot_offsets(&mut self, force: bool) -> Result<(), DevstackError> {
         let mut partitions = TopicPartitionList::new();
         for (topic, partition) in self.tape.next.keys() {
