@@ -13,6 +13,8 @@
 #   GRIDCLUE_INGEST_PORT 7401, GRIDCLUE_DASHBOARD_PORT 7402, GRIDCLUE_ENRICH_PORT 7403,
 #   GRIDCLUE_SINK_PORT 7404; GRIDCLUE_CH_HTTP_PORT etc. (see scripts/clickhouse.sh);
 #   GRIDCLUE_CLICKHOUSE_DATABASE (gridclue); GRIDCLUE_DEVBROKER_PARTITIONS (6);
+#   GRIDCLUE_DEVBROKER_START_TIMEOUT seconds until the dev broker has replayed its journal and
+#   published its address (120);
 #   GRIDCLUE_READY_TIMEOUT seconds per service (90); GRIDCLUE_STOP_TIMEOUT seconds (15);
 #   GRIDCLUE_SKIP_BUILD=1 to use the binaries as they are; GRIDCLUE_BIN_DIR ($CARGO_TARGET_DIR/debug, else target/debug);
 #   GRIDCLUE_DEMO_COUNT (5000), GRIDCLUE_DEMO_RATE (500); RUST_LOG (info).
@@ -36,6 +38,10 @@ SECRET_FILE="$VAR_DIR/secret.key"
 DEMO_TOKENS_FILE="$VAR_DIR/demo-tokens.env"
 STACK_ENV_FILE="$VAR_DIR/stack.env"
 ADDR_FILE="$RUN_DIR/kafka.addr"
+# The dev broker's journal: its topics' records and the groups' committed offsets, replayed at
+# every start so that offsets (and the sink's stored offsets in ClickHouse) stay valid.
+JOURNAL_DIR="$VAR_DIR/devbroker"
+BROKER_START_TIMEOUT="${GRIDCLUE_DEVBROKER_START_TIMEOUT:-120}"
 PARTITIONS="${GRIDCLUE_DEVBROKER_PARTITIONS:-6}"
 READY_TIMEOUT="${GRIDCLUE_READY_TIMEOUT:-90}"
 STOP_TIMEOUT="${GRIDCLUE_STOP_TIMEOUT:-15}"
@@ -273,15 +279,15 @@ ensure_broker() {
         info "devbroker: running without an address file; restarting it"
         stop_proc devbroker
     elif [ -f "$(pid_file devbroker)" ]; then
-        info "devbroker: found dead; restarting it (the mock cluster keeps no state, services using it restart too)"
+        info "devbroker: found dead; restarting it from its journal (records acknowledged after its last journal flush may be lost; services using it restart too)"
     fi
     rm -f "$ADDR_FILE"
     local t0 envs=("RUST_LOG=${RUST_LOG:-info}")
     t0="$(now_ms)"
     start_proc devbroker envs "$(binary_of devbroker)" \
-        --addr-file "$ADDR_FILE" --partitions "$PARTITIONS"
+        --addr-file "$ADDR_FILE" --partitions "$PARTITIONS" --journal-dir "$JOURNAL_DIR"
     pid="$(cat "$(pid_file devbroker)")"
-    local deadline=$(($(now_ms) + 30000))
+    local deadline=$(($(now_ms) + BROKER_START_TIMEOUT * 1000))
     while [ ! -s "$ADDR_FILE" ]; do
         if ! pid_alive "$pid"; then
             show_log_tail "$(log_file devbroker)"
@@ -290,12 +296,17 @@ ensure_broker() {
         fi
         if [ "$(now_ms)" -ge "$deadline" ]; then
             show_log_tail "$(log_file devbroker)"
-            die "devbroker (pid $pid) wrote no address file within 30 s"
+            die "devbroker (pid $pid) wrote no address file within ${BROKER_START_TIMEOUT} s"
         fi
         sleep 0.05
     done
     BROKERS="$(head -n1 "$ADDR_FILE")"
-    info "devbroker: started (pid $pid) at $BROKERS ($(elapsed "$t0"))"
+    info "devbroker: started (pid $pid) at $BROKERS ($(elapsed "$t0")), journal $(rel "$JOURNAL_DIR")"
+    # what it restored, from its own log line
+    local restored
+    restored="$(grep 'journal restored' "$(log_file devbroker)" | tail -n1 |
+        sed -n 's/.*records=\([0-9]*\).*committed_offsets=\([0-9]*\).*elapsed_ms=\([0-9]*\).*/\1 records, \2 committed offsets in \3 ms/p' || true)"
+    [ -z "$restored" ] || info "devbroker: restored $restored"
 }
 
 # Issues the demo reporter and district tokens once; later runs reuse var/demo-tokens.env.

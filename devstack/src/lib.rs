@@ -8,11 +8,25 @@
 //!   (`gridclue-devbroker`) and the integration tests create exactly the same topics,
 //! - [`start_mock_cluster`], which starts a mock cluster, creates the topics and checks through a
 //!   real client connection that the bootstrap address serves them,
+//! - [`start_durable_cluster`], the same cluster restored from and recorded into a journal
+//!   directory, so that the dev stack keeps its topics and consumer offsets across restarts
+//!   ([`journal`] is the format on disk),
 //! - small helpers for the address file the dev broker publishes ([`write_addr_file`]).
 //!
 //! Facts about the mock that shape this code: `AdminClient::create_topics` hangs against it, so
-//! topics are created through the mock API; it keeps nothing across a restart; it does not
-//! compact topics (the `clues.state` changelog simply keeps every record while the broker runs).
+//! topics are created through the mock API; it keeps nothing across a restart by itself (hence
+//! the journal); it numbers every partition's records from 0; it keeps only about 5 MB and
+//! 100 000 batches per partition and drops older batches; it answers no ListGroups request; it
+//! does not compact topics (the `clues.state` changelog simply keeps every record).
+
+mod durable;
+pub mod journal;
+
+pub use durable::{
+    start_durable_cluster, DurableKafka, JournalConfig, JournalReport, RestoreReport,
+    DEFAULT_CATCH_UP_TIMEOUT, DEFAULT_FLUSH_INTERVAL, DEFAULT_SNAPSHOT_INTERVAL, GAP_FILLER_HEADER,
+    SERVICE_GROUPS,
+};
 
 use std::fmt;
 use std::fs;
@@ -63,6 +77,27 @@ pub enum DevstackError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    #[error("journal {dir}: topic {topic} has {journaled} partitions there, {requested} requested (an empty journal directory starts over with another layout)")]
+    JournalLayout {
+        dir: PathBuf,
+        topic: String,
+        journaled: i32,
+        requested: i32,
+    },
+    #[error("journal {dir}: {detail}")]
+    JournalContent { dir: PathBuf, detail: String },
+    #[error("replaying the journal: {detail}")]
+    Replay { detail: String },
+    #[error("no high watermark for {topic} [{partition}]: {detail}")]
+    NoHighWatermark {
+        topic: String,
+        partition: i32,
+        detail: String,
+    },
+    #[error("journal thread: {detail}")]
+    JournalThread { detail: String },
 }
 
 impl DevstackError {

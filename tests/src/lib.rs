@@ -4,7 +4,7 @@
 
 pub mod ch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub const DEFAULT_TEST_CLICKHOUSE_URL: &str = "http://127.0.0.1:18123";
 
@@ -32,10 +32,19 @@ pub fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data")
 }
 
-/// A mock Kafka cluster with the stack's standard layout (3 brokers, gridclue's topics).
+/// A mock Kafka cluster with the stack's standard layout (3 brokers, gridclue's topics),
+/// in memory or journaled like the dev stack's broker.
 pub struct Broker {
     pub bootstrap: String,
-    _kafka: gridclue_devstack::MockKafka,
+    kafka: Kafka,
+}
+
+enum Kafka {
+    /// Held for its lifetime: dropping it stops the brokers.
+    InMemory {
+        _cluster: gridclue_devstack::MockKafka,
+    },
+    Journaled(gridclue_devstack::DurableKafka),
 }
 
 impl Broker {
@@ -45,7 +54,43 @@ impl Broker {
                 .expect("mock cluster with gridclue's topics starts");
         Self {
             bootstrap: kafka.bootstrap_servers().to_owned(),
-            _kafka: kafka,
+            kafka: Kafka::InMemory { _cluster: kafka },
+        }
+    }
+
+    /// The dev stack's broker: restored from the journal in `dir` (empty: a new one), journaling
+    /// the services' groups.
+    pub fn start_journaled(dir: &Path) -> Self {
+        let topics = gridclue_devstack::standard_topics(
+            gridclue_devstack::DEFAULT_PARTITIONS,
+            gridclue_devstack::replication_factor_for(gridclue_devstack::DEFAULT_BROKERS),
+        );
+        let kafka = gridclue_devstack::start_durable_cluster(
+            gridclue_devstack::DEFAULT_BROKERS,
+            &topics,
+            gridclue_devstack::JournalConfig::new(dir),
+        )
+        .expect("journaled mock cluster starts");
+        Self {
+            bootstrap: kafka.bootstrap_servers().to_owned(),
+            kafka: Kafka::Journaled(kafka),
+        }
+    }
+
+    /// What a journaled broker restored at its start (`None` in memory).
+    pub fn restored(&self) -> Option<&gridclue_devstack::RestoreReport> {
+        match &self.kafka {
+            Kafka::InMemory { .. } => None,
+            Kafka::Journaled(k) => Some(k.restored()),
+        }
+    }
+
+    /// Stops the broker; a journaled one first catches up and flushes its journal, as on
+    /// `make down` (its report; `None` in memory).
+    pub fn shutdown(self) -> Option<gridclue_devstack::JournalReport> {
+        match self.kafka {
+            Kafka::InMemory { .. } => None,
+            Kafka::Journaled(k) => Some(k.shutdown().expect("journal stops cleanly")),
         }
     }
 }

@@ -14,14 +14,24 @@ use tokio::sync::watch;
 pub struct TestApp {
     pub ingest_url: String,
     pub dashboard_url: String,
+    pub sink_url: String,
     pub reporter_token: String,
     pub district_token: String,
     pub http: reqwest::Client,
     pub database: String,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _broker: Broker,
-    _scratch: Scratch,
+    broker: Broker,
+    scratch: Scratch,
+}
+
+/// A stack whose services were stopped: what a restart keeps (the ClickHouse database, the
+/// tokens and the secret).
+pub struct StoppedApp {
+    reporter_token: String,
+    district_token: String,
+    database: String,
+    scratch: Scratch,
 }
 
 fn stopped(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
@@ -38,7 +48,11 @@ async fn listener() -> (TcpListener, String) {
 }
 
 pub async fn spawn_app() -> TestApp {
-    let broker = Broker::start();
+    spawn_app_on(Broker::start()).await
+}
+
+/// The four services on `broker`, with a new database and new tokens.
+pub async fn spawn_app_on(broker: Broker) -> TestApp {
     let scratch = Scratch::new("e2e");
     let tokens_file = scratch.0.join("tokens.json");
     let secret_file = scratch.0.join("secret.key");
@@ -57,71 +71,92 @@ pub async fn spawn_app() -> TestApp {
         .issue(TokenKind::District, None, None, "district")
         .unwrap();
     tokens.write(&tokens_file).unwrap();
-    let database = unique_database("e2e");
-    let data = data_dir().display().to_string();
-    let (stop, rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-
-    let (l, ingest_url) = listener().await;
-    let ingest = gridclue_ingest::IngestConfig {
-        kafka_brokers: broker.bootstrap.clone(),
-        kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
-        data_dir: data.clone(),
-        tokens_file: tokens_file.display().to_string(),
-        secret_file: secret_file.display().to_string(),
-        clickhouse_url: clickhouse_url(),
-        clickhouse_database: database.clone(),
-        ..Default::default()
-    };
-    tasks.push(tokio::spawn(gridclue_ingest::run(l, ingest, stopped(&rx))));
-
-    let (l, _) = listener().await;
-    let enrich = gridclue_enrich::EnrichConfig {
-        kafka_brokers: broker.bootstrap.clone(),
-        kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
-        data_dir: data.clone(),
-        ..Default::default()
-    };
-    tasks.push(tokio::spawn(gridclue_enrich::run(l, enrich, stopped(&rx))));
-
-    let (l, _) = listener().await;
-    let sink = gridclue_sink::SinkConfig {
-        kafka_brokers: broker.bootstrap.clone(),
-        kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
-        clickhouse_url: clickhouse_url(),
-        clickhouse_database: database.clone(),
-        ..Default::default()
-    };
-    tasks.push(tokio::spawn(gridclue_sink::run(l, sink, stopped(&rx))));
-
-    let (l, dashboard_url) = listener().await;
-    let dashboard = gridclue_dashboard_api::DashboardConfig {
-        clickhouse_url: clickhouse_url(),
-        clickhouse_database: database.clone(),
-        data_dir: data,
-        tokens_file: tokens_file.display().to_string(),
-        ..Default::default()
-    };
-    tasks.push(tokio::spawn(gridclue_dashboard_api::run(
-        l,
-        dashboard,
-        stopped(&rx),
-    )));
-
-    let app = TestApp {
-        ingest_url,
-        dashboard_url,
+    let stopped = StoppedApp {
         reporter_token,
         district_token,
-        http: reqwest::Client::new(),
-        database,
-        stop,
-        tasks,
-        _broker: broker,
-        _scratch: scratch,
+        database: unique_database("e2e"),
+        scratch,
     };
-    app.wait_ready().await;
-    app
+    stopped.restart(broker).await
+}
+
+impl StoppedApp {
+    /// Starts the services again, on `broker`, with the same database and tokens.
+    pub async fn restart(self, broker: Broker) -> TestApp {
+        let StoppedApp {
+            reporter_token,
+            district_token,
+            database,
+            scratch,
+        } = self;
+        let tokens_file = scratch.0.join("tokens.json");
+        let secret_file = scratch.0.join("secret.key");
+        let data = data_dir().display().to_string();
+        let (stop, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let (l, ingest_url) = listener().await;
+        let ingest = gridclue_ingest::IngestConfig {
+            kafka_brokers: broker.bootstrap.clone(),
+            kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
+            data_dir: data.clone(),
+            tokens_file: tokens_file.display().to_string(),
+            secret_file: secret_file.display().to_string(),
+            clickhouse_url: clickhouse_url(),
+            clickhouse_database: database.clone(),
+            ..Default::default()
+        };
+        tasks.push(tokio::spawn(gridclue_ingest::run(l, ingest, stopped(&rx))));
+
+        let (l, _) = listener().await;
+        let enrich = gridclue_enrich::EnrichConfig {
+            kafka_brokers: broker.bootstrap.clone(),
+            kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
+            data_dir: data.clone(),
+            ..Default::default()
+        };
+        tasks.push(tokio::spawn(gridclue_enrich::run(l, enrich, stopped(&rx))));
+
+        let (l, sink_url) = listener().await;
+        let sink = gridclue_sink::SinkConfig {
+            kafka_brokers: broker.bootstrap.clone(),
+            kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
+            clickhouse_url: clickhouse_url(),
+            clickhouse_database: database.clone(),
+            ..Default::default()
+        };
+        tasks.push(tokio::spawn(gridclue_sink::run(l, sink, stopped(&rx))));
+
+        let (l, dashboard_url) = listener().await;
+        let dashboard = gridclue_dashboard_api::DashboardConfig {
+            clickhouse_url: clickhouse_url(),
+            clickhouse_database: database.clone(),
+            data_dir: data,
+            tokens_file: tokens_file.display().to_string(),
+            ..Default::default()
+        };
+        tasks.push(tokio::spawn(gridclue_dashboard_api::run(
+            l,
+            dashboard,
+            stopped(&rx),
+        )));
+
+        let app = TestApp {
+            ingest_url,
+            dashboard_url,
+            sink_url,
+            reporter_token,
+            district_token,
+            http: reqwest::Client::new(),
+            database,
+            stop,
+            tasks,
+            broker,
+            scratch,
+        };
+        app.wait_ready().await;
+        app
+    }
 }
 
 impl TestApp {
@@ -207,7 +242,9 @@ impl TestApp {
         }
     }
 
-    pub async fn stop(self) {
+    /// Stops the services (each must stop cleanly within 30 s) and hands back their broker,
+    /// still running, and what a restart needs.
+    pub async fn stop_services(self) -> (StoppedApp, Broker) {
         self.stop.send(true).ok();
         for t in self.tasks {
             let result = tokio::time::timeout(Duration::from_secs(30), t)
@@ -216,8 +253,20 @@ impl TestApp {
                 .expect("service task did not panic");
             result.expect("service stopped cleanly");
         }
+        let stopped = StoppedApp {
+            reporter_token: self.reporter_token,
+            district_token: self.district_token,
+            database: self.database,
+            scratch: self.scratch,
+        };
+        (stopped, self.broker)
+    }
+
+    pub async fn stop(self) {
+        let (stopped, broker) = self.stop_services().await;
+        broker.shutdown();
         let ch = clickhouse::Client::default().with_url(clickhouse_url());
-        ch.query(&format!("DROP DATABASE IF EXISTS {}", self.database))
+        ch.query(&format!("DROP DATABASE IF EXISTS {}", stopped.database))
             .execute()
             .await
             .expect("test database dropped");
