@@ -2,5 +2,6 @@
 //! mock Kafka cluster.
 
 mod app;
+mod closed_loop;
 mod e2e;
 mod geometry;
