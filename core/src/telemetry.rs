@@ -15,6 +15,7 @@ pub mod names {
     pub const INGEST_IN_FLIGHT_REQUESTS: &str = "gridclue_ingest_in_flight_requests";
     pub const INGEST_BATCH_ITEMS_TOTAL: &str = "gridclue_ingest_batch_items_total";
     pub const INGEST_READ_DURATION_SECONDS: &str = "gridclue_ingest_read_duration_seconds";
+    pub const INGEST_TRANSITIONS_TOTAL: &str = "gridclue_ingest_transitions_total";
     // enrich
     pub const ENRICH_COMMANDS_TOTAL: &str = "gridclue_enrich_commands_total";
     pub const ENRICH_EVENTS_TOTAL: &str = "gridclue_enrich_events_total";
@@ -28,6 +29,8 @@ pub mod names {
     pub const ENRICH_DEDUPE_VERDICTS_TOTAL: &str = "gridclue_enrich_dedupe_verdicts_total";
     pub const ENRICH_DEDUPE_OPEN_CASES: &str = "gridclue_enrich_dedupe_open_cases";
     pub const ENRICH_PENDING_CLUES: &str = "gridclue_enrich_pending_clues";
+    pub const ENRICH_TRANSITION_OUTCOMES_TOTAL: &str = "gridclue_enrich_transition_outcomes_total";
+    pub const ENRICH_OVERDUE_TOTAL: &str = "gridclue_enrich_overdue_total";
     // sink
     pub const SINK_ROWS_INSERTED_TOTAL: &str = "gridclue_sink_rows_inserted_total";
     pub const SINK_BATCHES_INSERTED_TOTAL: &str = "gridclue_sink_batches_inserted_total";
