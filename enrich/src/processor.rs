@@ -16,7 +16,7 @@
 //! # Deadlines
 //!
 //! The SLA clock starts at acceptance: the `accepted` fact carries `deadline_ms` = the accept's
-//! issue time + the category's limit in working time ([`crate::calendar`]). A postponement
+//! issue time + the category's limit in working time ([`gridclue_core::calendar`]). A postponement
 //! (缓办/延期) extends the current deadline by its working hours, in working time; before
 //! acceptance there is no deadline to extend, and it is refused.
 //!
@@ -37,9 +37,9 @@ use gridclue_core::wire::{
 use gridclue_core::{ClueId, CommandId, Status};
 use serde::{Deserialize, Serialize};
 
-use crate::calendar::Calendar;
 use crate::dedupe::{DedupeConfig, DedupeKind, DedupeRecord, DEDUPE_VERSION};
 use crate::geoindex::{Assignment, GeoIndex};
+use gridclue_core::calendar::Calendar;
 
 /// How many recent command ids a clue remembers to recognise repeats.
 const REMEMBERED_COMMANDS: usize = 16;
