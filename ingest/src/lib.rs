@@ -1,6 +1,8 @@
 //! gridclue-ingest: the HTTP command gateway riders and other systems submit clues to.
 //!
 //! Modules:
+//! - [`admin`]: token administration over HTTP (district; street offices for their riders) with
+//!   an audit log, and the file store the CLI shares.
 //! - [`api`]: the axum router (`app`), the single-clue handler and the intake steps shared by
 //!   every write endpoint.
 //! - [`batch`]: `POST /v1/clues:batch` (a phone's offline queue).
@@ -16,6 +18,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`config`]: the configuration (defaults, file, environment).
 
+pub mod admin;
 pub mod api;
 pub mod batch;
 pub mod bounds;
@@ -97,6 +100,7 @@ pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
     Ok(api::AppState::new(api::AppInner {
         catalog: Arc::new(catalog),
         tokens: tokens.with_check_interval(Duration::from_secs(1)),
+        token_admin: admin::TokenAdmin::new(&config.tokens_file),
         secret,
         bounds,
         area,
