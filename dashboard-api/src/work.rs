@@ -288,13 +288,13 @@ SELECT arrayJoin(arrayFilter(q -> has(?, q), [
                    status = 'handled', 'verify', ''),
            if(postpone_pending = 1 AND status IN ('reported', 'accepted', 'dispatched', 'in_progress', 'handled'), 'postpone', '')
        ])) AS queue,
-       id, status, grid_code, community_code, street_code, category, at_department,
+       id, version, status, grid_code, community_code, street_code, category, at_department,
        reported_at_ms, accepted_at_ms, deadline_ms, yellow_at_ms, updated_at_ms,
        rework_count, returned_count, postpone_count, postpone_pending, postpone_requested_hours,
        supervise_count
 FROM
 (
-    SELECT toString(clue_id) AS id, status, grid_code, community_code, street_code, category,
+    SELECT toString(clue_id) AS id, version, status, grid_code, community_code, street_code, category,
            if(assigned_department != '', assigned_department, department) AS at_department,
            reported_at_ms, accepted_at_ms, deadline_ms, yellow_at_ms, updated_at_ms,
            rework_count, returned_count, postpone_count, postpone_pending,
@@ -322,6 +322,7 @@ fn counts_sql() -> String {
 pub struct WorkRow {
     pub queue: String,
     pub id: String,
+    pub version: u32,
     pub status: String,
     pub grid_code: String,
     pub community_code: String,
@@ -394,6 +395,9 @@ pub async fn query(client: &clickhouse::Client, plan: &Plan) -> clickhouse::erro
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WorkItem {
     pub clue_id: String,
+    /// The seq of the clue's last fact: the state this item shows (a client that just acted on
+    /// the clue knows whether the queue has caught up with its action).
+    pub seq: u32,
     pub status: String,
     pub category: String,
     pub category_name: Option<String>,
@@ -490,6 +494,7 @@ fn item(row: WorkRow, reference: &Reference, calendar: &Calendar, now_ms: u64) -
         postpone_requested_hours: (row.postpone_pending == 1)
             .then_some(row.postpone_requested_hours),
         clue_id: row.id,
+        seq: row.version,
         status: row.status,
         category: row.category,
         street_code: row.street_code,

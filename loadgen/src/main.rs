@@ -3,24 +3,46 @@
 //! clues), with a category mix, some near-duplicates (same category within metres of an earlier
 //! clue), some client retries (same Idempotency-Key), some points outside the district and some
 //! invalid clues. Reports throughput and latency percentiles.
+//!
+//! `gridclue-load staff …` then plays the district's staff on those clues ([`staff`]).
+
+mod staff;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use geo::{BoundingRect, Contains};
 use geo_types::{Geometry, MultiPolygon, Point, Polygon};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-#[derive(Parser, Clone)]
+#[derive(Parser)]
 #[command(
     name = "gridclue-load",
-    about = "Post demo clues through the ingest API"
+    about = "Post demo clues through the ingest API, and play the staff who work them",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    load: Args,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Work the loaded clues through the closed loop as street offices, departments, the
+    /// district and the rider would (through the public API).
+    Staff(staff::StaffArgs),
+}
+
+/// Posting clues (the default command).
+#[derive(clap::Args, Clone)]
 struct Args {
     #[arg(
         long,
@@ -270,7 +292,20 @@ impl Tally {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::Staff(args)) => {
+            let (grids, _) = load_map(&args.map)?;
+            let mut streets: Vec<String> = grids.into_iter().map(|g| g.street).collect();
+            streets.sort_unstable();
+            streets.dedup();
+            staff::run(args, streets).await
+        }
+        None => load(cli.load).await,
+    }
+}
+
+async fn load(args: Args) -> anyhow::Result<()> {
     let (grids, district) = load_map(&args.map)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
