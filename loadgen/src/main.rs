@@ -4,9 +4,10 @@
 //! clue), some client retries (same Idempotency-Key), some points outside the district and some
 //! invalid clues. Reports throughput and latency percentiles.
 //!
-//! `gridclue-load staff …` then plays the district's staff on those clues ([`staff`]).
+//! `gridclue-load staff …` then plays the district's staff on those clues
+//! ([`gridclue_loadgen::staff`]).
 
-mod staff;
+use gridclue_loadgen::staff;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -249,6 +249,38 @@ impl Api {
         }
     }
 
+    /// Each queue's length as the district sees it.
+    async fn totals(&self, district: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+        let url = format!("{}/v1/work?limit=1", self.dashboard);
+        let v: Value = self
+            .retrying(|| self.http.get(&url).bearer_auth(district))
+            .await?
+            .json()
+            .await?;
+        Ok(v["queues"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|q| Some((q["queue"].as_str()?.to_owned(), q["total"].as_u64()?)))
+            .collect())
+    }
+
+    /// Waits until the queues stop growing (the clues just loaded have reached the projection),
+    /// at most `limit`.
+    async fn settle(&self, district: &str, limit: Duration) -> anyhow::Result<()> {
+        let until = Instant::now() + limit;
+        let mut last = self.totals(district).await?;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let now = self.totals(district).await?;
+            if now == last {
+                return Ok(());
+            }
+            last = now;
+        }
+        Ok(())
+    }
+
     /// Sends a request until it gets an answer other than 429/503 (a few tries, backing off);
     /// any other 4xx/5xx is an error, except what the caller handles from a transition.
     async fn retrying(
@@ -876,6 +908,8 @@ pub async fn run(args: StaffArgs, streets: Vec<String>) -> anyhow::Result<()> {
         departments: &departments,
         all_departments: &all_departments,
     };
+    api.settle(&args.district_token, Duration::from_secs(30))
+        .await?;
     let mut known = Known::default();
     let mut tally = Tally::default();
     let started = Instant::now();
@@ -912,6 +946,7 @@ pub async fn run(args: StaffArgs, streets: Vec<String>) -> anyhow::Result<()> {
         );
     }
     println!("staff actions {total}:");
+    let left = api.totals(&args.district_token).await?;
     for (action, n) in &tally.applied {
         println!("  {action:<18} {n}");
     }
@@ -921,6 +956,8 @@ pub async fn run(args: StaffArgs, streets: Vec<String>) -> anyhow::Result<()> {
             println!("  {why:<40} {n}");
         }
     }
+    let left: Vec<String> = left.iter().map(|(q, n)| format!("{q} {n}")).collect();
+    println!("left in the queues: {}", left.join(", "));
     anyhow::ensure!(
         finished,
         "the queues still held work after {} rounds",
