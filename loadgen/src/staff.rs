@@ -213,6 +213,20 @@ pub enum Outcome {
     },
 }
 
+/// Tries of a request answered 429 or 503 (with back-off, or the server's Retry-After).
+const PATIENCE: usize = 20;
+
+fn retry_after(r: &reqwest::Response) -> Option<Duration> {
+    let secs: u64 = r
+        .headers()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.clamp(1, 10)))
+}
+
 #[derive(Clone)]
 struct Api {
     http: reqwest::Client,
@@ -288,11 +302,11 @@ impl Api {
         request: impl Fn() -> reqwest::RequestBuilder,
     ) -> anyhow::Result<reqwest::Response> {
         let mut wait = Duration::from_millis(100);
-        for _ in 0..8 {
+        for _ in 0..PATIENCE {
             let r = request().send().await?;
             match r.status().as_u16() {
                 429 | 503 => {
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(retry_after(&r).unwrap_or(wait)).await;
                     wait = (wait * 2).min(Duration::from_secs(3));
                 }
                 s if (200..300).contains(&s) => return Ok(r),
@@ -314,7 +328,7 @@ impl Api {
     ) -> anyhow::Result<Outcome> {
         let url = format!("{}/v1/clues/{clue_id}/transitions", self.ingest);
         let mut wait = Duration::from_millis(100);
-        for _ in 0..8 {
+        for _ in 0..PATIENCE {
             let r = self
                 .http
                 .post(&url)
@@ -340,7 +354,7 @@ impl Api {
                     });
                 }
                 429 | 503 => {
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(retry_after(&r).unwrap_or(wait)).await;
                     wait = (wait * 2).min(Duration::from_secs(3));
                 }
                 _ => {

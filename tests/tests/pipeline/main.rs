@@ -4,3 +4,4 @@
 mod app;
 mod e2e;
 mod geometry;
+mod staff;
