@@ -169,6 +169,7 @@ impl DedupeRunner {
                 kind: ActorKind::System,
                 id: DEDUPE_ACTOR.into(),
                 group: None,
+                scope: None,
             },
             command: Command::DedupeVerdict {
                 duplicate_of: verdict.duplicate_of,

@@ -328,6 +328,7 @@ impl Processor {
                 occurred_at_ms: cmd.issued_at_ms,
                 processed_at_ms: ctx.now_ms,
                 status: Status::Rejected,
+                actor: Some(cmd.actor.clone()),
                 fact: Fact::Reported(Box::new(fact)),
             };
             return Decision {
@@ -442,6 +443,7 @@ impl Processor {
             occurred_at_ms: pending.issued_at_ms,
             processed_at_ms: ctx.now_ms,
             status,
+            actor: None,
             fact: Fact::Reported(Box::new(fact)),
         }))];
         let mut forwards = Vec::new();
@@ -494,6 +496,21 @@ impl Processor {
             Command::Report(_) | Command::DedupeVerdict { .. } => {
                 unreachable!("reports and verdicts of existing clues are repeats")
             }
+            // The closed loop's new commands are decided by the next change of this module.
+            Command::RequestPostpone { .. }
+            | Command::ApprovePostpone { .. }
+            | Command::DenyPostpone { .. }
+            | Command::Supervise { .. }
+            | Command::Withdraw { .. }
+            | Command::Rate { .. } => {
+                return refused(
+                    DlqReason::IllegalTransition,
+                    format!(
+                        "{} is not handled by this processor yet",
+                        cmd.command.type_name()
+                    ),
+                )
+            }
             Command::Accept => {
                 // The SLA clock starts now.
                 let deadline = s
@@ -504,6 +521,7 @@ impl Processor {
                 (
                     Fact::Accepted {
                         deadline_ms: deadline,
+                        yellow_at_ms: None,
                     },
                     deadline,
                 )
@@ -527,7 +545,13 @@ impl Processor {
                 current_deadline,
             ),
             Command::Start => (Fact::Started, current_deadline),
-            Command::Handle { note } => (Fact::Handled { note: note.clone() }, current_deadline),
+            Command::Handle { note, photos } => (
+                Fact::Handled {
+                    note: note.clone(),
+                    photos: photos.clone(),
+                },
+                current_deadline,
+            ),
             Command::Return { reason } => (
                 Fact::Returned {
                     reason: reason.clone(),
@@ -559,6 +583,8 @@ impl Processor {
                     Fact::Postponed {
                         reason: reason.clone(),
                         deadline_ms: deadline,
+                        yellow_at_ms: None,
+                        working_hours: Some(*working_hours),
                     },
                     Some(deadline),
                 )
@@ -588,6 +614,7 @@ impl Processor {
             occurred_at_ms: cmd.issued_at_ms,
             processed_at_ms: ctx.now_ms,
             status: next,
+            actor: Some(cmd.actor.clone()),
             fact,
         };
         Decision {

@@ -221,7 +221,8 @@ async fn verify(bootstrap: &str, w: &Workload) {
             .filter(|e| matches!(
                 e.fact,
                 gridclue_core::wire::Fact::Accepted {
-                    deadline_ms: Some(_)
+                    deadline_ms: Some(_),
+                    ..
                 }
             ))
             .count()

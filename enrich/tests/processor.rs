@@ -241,6 +241,7 @@ fn the_deadline_starts_at_acceptance_in_working_time() {
         a.fact(),
         (
             &Fact::Accepted {
+                yellow_at_ms: None,
                 deadline_ms: Some(local("2025-03-10 10:30"))
             },
             Status::Accepted
@@ -357,7 +358,10 @@ fn duplicates_are_found_across_partitions_and_closed_cases_leave_the_stage() {
             department: "city_mgmt".into(),
         },
         Command::Start,
-        Command::Handle { note: "ok".into() },
+        Command::Handle {
+            note: "ok".into(),
+            photos: vec![],
+        },
     ]
     .into_iter()
     .enumerate()
@@ -424,6 +428,7 @@ fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
     assert_eq!(
         e.fact,
         Fact::Accepted {
+            yellow_at_ms: None,
             deadline_ms: p
                 .calendar
                 .deadline(t + 60_000, p.catalog.get("garbage_pile").unwrap().deadline)
@@ -463,6 +468,7 @@ fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
         let d = line.apply(
             clue(3),
             Command::Handle {
+                photos: vec![],
                 note: format!("{i}"),
             },
             t + 10 + i,
