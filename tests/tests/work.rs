@@ -453,7 +453,7 @@ async fn items_carry_place_category_deadline_remaining_hours_and_light() {
     assert!(!red["community_name"].as_str().unwrap().is_empty());
     assert_eq!(red["grid_code"].as_str().unwrap().len(), 15);
     assert_eq!(red["category"], "garbage_pile");
-    assert_eq!(red["category_name"], "垃圾堆物");
+    assert_eq!(red["category_name"], "暴露垃圾/垃圾堆物");
     assert!(red["deadline"].as_str().unwrap().ends_with("+08:00"));
     assert_eq!(item("a_in_progress_fire_yellow")["light"], "yellow");
     let green = item("a_handled_green");
