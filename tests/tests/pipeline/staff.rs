@@ -20,49 +20,40 @@ const SEED: u64 = 77;
 
 /// Clue ids whose fates cover every end and every detour, then a few more at random.
 fn chosen_ids() -> Vec<(uuid::Uuid, Fate)> {
-    let closed = |f: &Fate| f.end == End::Closed;
-    let wanted: Vec<(&str, Box<dyn Fn(&Fate) -> bool>)> = vec![
-        (
-            "closed plainly",
-            Box::new(move |f| {
-                closed(f) && f.postpone.is_none() && f.reworks == 0 && !f.wrong_department
-            }),
-        ),
-        (
-            "closed after a return",
-            Box::new(move |f| closed(f) && f.wrong_department),
-        ),
-        (
-            "closed after a rework",
-            Box::new(move |f| closed(f) && f.reworks > 0),
-        ),
-        (
-            "closed after an approved postponement",
-            Box::new(move |f| closed(f) && f.postpone == Some(true)),
-        ),
-        (
-            "closed after a denied postponement",
-            Box::new(move |f| closed(f) && f.postpone == Some(false)),
-        ),
-        (
-            "closed after supervision",
-            Box::new(move |f| closed(f) && f.supervise),
-        ),
-        ("rejected", Box::new(|f| f.end == End::Rejected)),
-        ("withdrawn", Box::new(|f| f.end == End::Withdrawn)),
-        ("merged", Box::new(|f| f.end == End::Merged)),
-        ("left reported", Box::new(|f| f.end == End::Reported)),
-        ("left accepted", Box::new(|f| f.end == End::Accepted)),
-        ("left dispatched", Box::new(|f| f.end == End::Dispatched)),
-        ("left in progress", Box::new(|f| f.end == End::InProgress)),
-        (
-            "left in progress, postponed",
-            Box::new(|f| f.end == End::InProgress && f.postpone == Some(true)),
-        ),
-        ("left handled", Box::new(|f| f.end == End::Handled)),
+    type Wanted = (&'static str, fn(&Fate) -> bool);
+    let wanted: &[Wanted] = &[
+        ("closed plainly", |f| {
+            f.end == End::Closed && f.postpone.is_none() && f.reworks == 0 && !f.wrong_department
+        }),
+        ("closed after a return", |f| {
+            f.end == End::Closed && f.wrong_department
+        }),
+        ("closed after a rework", |f| {
+            f.end == End::Closed && f.reworks > 0
+        }),
+        ("closed after an approved postponement", |f| {
+            f.end == End::Closed && f.postpone == Some(true)
+        }),
+        ("closed after a denied postponement", |f| {
+            f.end == End::Closed && f.postpone == Some(false)
+        }),
+        ("closed after supervision", |f| {
+            f.end == End::Closed && f.supervise
+        }),
+        ("rejected", |f| f.end == End::Rejected),
+        ("withdrawn", |f| f.end == End::Withdrawn),
+        ("merged", |f| f.end == End::Merged),
+        ("left reported", |f| f.end == End::Reported),
+        ("left accepted", |f| f.end == End::Accepted),
+        ("left dispatched", |f| f.end == End::Dispatched),
+        ("left in progress", |f| f.end == End::InProgress),
+        ("left in progress, postponed", |f| {
+            f.end == End::InProgress && f.postpone == Some(true)
+        }),
+        ("left handled", |f| f.end == End::Handled),
     ];
     let mut out = Vec::new();
-    for (what, pred) in &wanted {
+    for (what, pred) in wanted {
         let found = (0..1_000_000)
             .map(|_| uuid::Uuid::new_v4())
             .map(|id| (id, fate(SEED, &id.to_string())))
