@@ -1,5 +1,7 @@
 //! gridclue-loadgen: the demo loader's library part (the `gridclue-load` binary posts clues).
 //!
+//! - [`map`]: the district map as the loader samples it.
 //! - [`staff`]: plays a district's staff through the public API (`gridclue-load staff`).
 
+pub mod map;
 pub mod staff;
