@@ -41,6 +41,9 @@ enum Cmd {
     /// Work the loaded clues through the closed loop as street offices, departments, the
     /// district and the rider would (through the public API).
     Staff(staff::StaffArgs),
+    /// Import a believable past month: historical clues with their timelines of actions,
+    /// back-dated, through the district's import endpoint.
+    History(gridclue_loadgen::history::HistoryArgs),
 }
 
 /// Posting clues (the default command).
@@ -209,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
             streets.dedup();
             staff::run(args, streets).await
         }
+        Some(Cmd::History(args)) => gridclue_loadgen::history::run(args).await,
         None => load(cli.load).await,
     }
 }

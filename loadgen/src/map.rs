@@ -109,4 +109,3 @@ pub const DESCRIPTIONS: &[&str] = &[
     "沿街商铺占道经营",
     "墙面乱贴小广告",
 ];
-
