@@ -92,6 +92,7 @@ pub fn app(state: AppState) -> Router {
         .route("/report-sw.js", get(crate::page::service_worker))
         .route("/v1/clues", post(post_clue))
         .route("/v1/clues:batch", post(crate::batch::post_batch))
+        .route("/v1/import/clues", post(crate::import::post_import))
         .route("/v1/clues/{id}", get(crate::reads::get_clue))
         .route("/v1/categories", get(list_categories))
         .route("/v1/service-area", get(service_area))

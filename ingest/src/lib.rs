@@ -6,6 +6,7 @@
 //! - [`api`]: the axum router (`app`), the single-clue handler and the intake steps shared by
 //!   every write endpoint.
 //! - [`batch`]: `POST /v1/clues:batch` (a phone's offline queue).
+//! - [`import`]: `POST /v1/import/clues` — a district's back-dated history, exactly once.
 //! - [`open311`]: Open311 GeoReport v2 (JSON and XML).
 //! - [`reads`]: the reporter's view and Open311 reads from ClickHouse.
 //! - [`page`]: the embedded mobile reporting page.
@@ -24,6 +25,7 @@ pub mod batch;
 pub mod bounds;
 pub mod config;
 pub mod error;
+pub mod import;
 pub mod metrics;
 pub mod open311;
 pub mod page;
