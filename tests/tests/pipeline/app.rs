@@ -204,6 +204,18 @@ impl TestApp {
         }
     }
 
+    /// A client of this stack's ClickHouse database (adapted to the server's version).
+    pub async fn clickhouse(&self) -> clickhouse::Client {
+        gridclue_core::ch::connect(&gridclue_core::ch::ChSettings {
+            url: clickhouse_url(),
+            database: self.database.clone(),
+            user: "default".into(),
+            password: String::new(),
+        })
+        .await
+        .expect("the test ClickHouse answers")
+    }
+
     pub async fn stop(self) {
         self.stop.send(true).ok();
         for t in self.tasks {

@@ -4,4 +4,5 @@
 mod app;
 mod e2e;
 mod geometry;
+mod import;
 mod staff;

@@ -174,9 +174,7 @@ async fn the_staff_work_every_clue_to_the_end_its_fate_names() {
         .await
         .expect("the staff finish");
 
-    let ch = clickhouse::Client::default()
-        .with_url(gridclue_tests::clickhouse_url())
-        .with_database(&app.database);
+    let ch = app.clickhouse().await;
     let rows: Vec<Row> = ch
         .query(
             "SELECT toString(clue_id) AS id, status, rework_count, returned_count, \
