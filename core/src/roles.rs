@@ -8,6 +8,9 @@
 //! | district (`district`) | the street actions, supervise, approve_postpone, deny_postpone | all |
 //! | reporter (`reporter`) | withdraw, rate | its own |
 //!
+//! (`staff`, the unscoped actor of records written before roles existed, may take any staff
+//! action; no token issues it.)
+//!
 //! A refusal for the role or the scope is [`RefusalClass::Forbidden`] (HTTP 403) and comes before
 //! the status machine's, which is [`RefusalClass::Conflict`] (409): an actor learns nothing about
 //! the state of a clue it may not act on.
@@ -178,11 +181,27 @@ pub fn role_actions(kind: ActorKind) -> &'static [Action] {
         A::ApprovePostpone,
         A::DenyPostpone,
     ];
+    const EVERY_STAFF: &[Action] = &[
+        A::Accept,
+        A::Reject,
+        A::Merge,
+        A::Dispatch,
+        A::VerifyOk,
+        A::VerifyFail,
+        A::Supervise,
+        A::ApprovePostpone,
+        A::DenyPostpone,
+        A::Start,
+        A::Handle,
+        A::Return,
+        A::RequestPostpone,
+    ];
     match kind {
         ActorKind::Street => STREET,
         ActorKind::Department => &[A::Start, A::Handle, A::Return, A::RequestPostpone],
-        // Staff of records written before roles existed acted for the whole district.
-        ActorKind::District | ActorKind::Staff => DISTRICT,
+        ActorKind::District => DISTRICT,
+        // Commands of records written before roles existed: no token issues them any more.
+        ActorKind::Staff => EVERY_STAFF,
         ActorKind::Reporter => &[A::Withdraw, A::Rate],
         ActorKind::System => &[],
     }
@@ -274,10 +293,11 @@ mod tests {
             ActorKind::Department => {
                 [A::Start, A::Handle, A::Return, A::RequestPostpone].contains(&action)
             }
-            ActorKind::District | ActorKind::Staff => {
+            ActorKind::District => {
                 street.contains(&action)
                     || [A::Supervise, A::ApprovePostpone, A::DenyPostpone].contains(&action)
             }
+            ActorKind::Staff => !matches!(action, A::Withdraw | A::Rate | A::Report),
             ActorKind::Reporter => [A::Withdraw, A::Rate].contains(&action),
             ActorKind::System => false,
         }

@@ -451,6 +451,9 @@ pub struct OutcomeRecord {
     pub command_id: CommandId,
     pub clue_id: ClueId,
     pub action: Action,
+    /// The public id of the token that asked (only its holder may read the verdict back).
+    #[serde(default)]
+    pub actor_id: String,
     /// When the processor decided.
     pub decided_at_ms: u64,
     #[serde(flatten)]
@@ -893,6 +896,7 @@ mod tests {
             command_id: c.command_id,
             clue_id: c.clue_id,
             action: Action::Start,
+            actor_id: "tok_d".into(),
             decided_at_ms: 3,
             verdict: Verdict::Applied {
                 status: Status::InProgress,

@@ -41,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         ("clues.events", PARTITIONS),
         ("clues.state", PARTITIONS),
         ("clues.dedupe", 6),
+        ("clues.outcomes", PARTITIONS),
         ("clues.dlq", 1),
     ] {
         mock.create_topic(t, p, 1)?;

@@ -297,7 +297,7 @@ pub fn simulate(
                             assert!(facts.insert((e.clue_id, e.seq), normalized(*e)).is_none());
                         }
                         Output::Rejected { .. } => refusals += 1,
-                        Output::Repeat | Output::Held => {}
+                        Output::Repeat | Output::Held | Output::Outcome(_) => {}
                     }
                 }
             }
