@@ -36,6 +36,17 @@ const OFFSET_MS: u64 = 8 * HOUR;
 pub const POSTPONE_HOURS: u32 = 8;
 /// Share of the closed clues closed after their deadline.
 pub const LATE_SHARE: f64 = 0.15;
+/// Kept apart from the dedupe rule's radius and window, with a margin.
+const DEDUPE_RADIUS_M: f64 = 80.0;
+const DEDUPE_WINDOW_MS: u64 = 26 * HOUR;
+
+/// Distance in metres between two nearby points (equirectangular: plenty at district scale).
+fn metres(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let r = 6_371_000.0;
+    let x = (lon2 - lon1).to_radians() * ((lat1 + lat2) / 2.0).to_radians().cos();
+    let y = (lat2 - lat1).to_radians();
+    r * (x * x + y * y).sqrt()
+}
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct HistoryArgs {
@@ -364,6 +375,10 @@ pub fn plan(
     streets.dedup();
     let today = (until_ms + OFFSET_MS) / DAY * DAY - OFFSET_MS;
     let mut merge_targets: HashMap<(String, String), String> = HashMap::new();
+    // Reports already placed, by category: a new one within the dedupe radius and window of one
+    // of them would be a duplicate of it (the processor would say so), which an old system's
+    // records with their own timelines are not; such a draw is made again.
+    let mut placed: HashMap<String, Vec<(f64, f64, u64)>> = HashMap::new();
     let mut out = Vec::with_capacity(args.count);
     let mut i = 0;
     while out.len() < args.count {
@@ -379,6 +394,19 @@ pub fn plan(
         let description = DESCRIPTIONS[rng.gen_range(0..DESCRIPTIONS.len())];
         let day = rng.gen_range(1..=u64::from(args.days.max(1)));
         let reported_at_ms = today - day * DAY + rng.gen_range(7 * HOUR..21 * HOUR);
+        let near = placed.get(&category).is_some_and(|ps| {
+            ps.iter().any(|&(la, lo, at)| {
+                at.abs_diff(reported_at_ms) < DEDUPE_WINDOW_MS
+                    && metres(la, lo, lat, lon) < DEDUPE_RADIUS_M
+            })
+        });
+        if near {
+            continue;
+        }
+        placed
+            .entry(category.clone())
+            .or_default()
+            .push((lat, lon, reported_at_ms));
         let fate = fate(args.seed, &source_id);
         let late = rng.gen_bool(LATE_SHARE);
         let spec = catalog
@@ -547,6 +575,19 @@ mod tests {
                 );
                 assert!(e.at_ms <= UNTIL);
                 last = e.at_ms;
+            }
+        }
+    }
+
+    #[test]
+    fn no_report_repeats_a_nearby_report_of_its_category_within_a_day() {
+        let (clues, _) = history(1500, UNTIL);
+        for (i, a) in clues.iter().enumerate() {
+            for b in &clues[..i] {
+                let near = a.category == b.category
+                    && a.reported_at_ms.abs_diff(b.reported_at_ms) < 24 * HOUR
+                    && metres(a.lat, a.lon, b.lat, b.lon) < 50.0;
+                assert!(!near, "{} repeats {}", a.source_id, b.source_id);
             }
         }
     }
