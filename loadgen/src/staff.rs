@@ -328,15 +328,18 @@ impl Api {
     ) -> anyhow::Result<Outcome> {
         let url = format!("{}/v1/clues/{clue_id}/transitions", self.ingest);
         let mut wait = Duration::from_millis(100);
+        let mut poll: Option<String> = None;
         for _ in 0..PATIENCE {
-            let r = self
-                .http
-                .post(&url)
-                .bearer_auth(token)
-                .header("Idempotency-Key", key)
-                .json(body)
-                .send()
-                .await?;
+            // A 202 means the verdict was not in yet: it is asked for at the URL given.
+            let request = match &poll {
+                None => self
+                    .http
+                    .post(&url)
+                    .header("Idempotency-Key", key)
+                    .json(body),
+                Some(location) => self.http.get(location),
+            };
+            let r = request.bearer_auth(token).send().await?;
             let http = r.status().as_u16();
             match http {
                 200 => {
@@ -345,6 +348,15 @@ impl Api {
                         status: v["status"].as_str().unwrap_or_default().to_owned(),
                         seq: v["seq"].as_u64().unwrap_or(0) as u32,
                     });
+                }
+                202 => {
+                    let location = r
+                        .headers()
+                        .get("location")
+                        .and_then(|l| l.to_str().ok())
+                        .context("a 202 without a Location")?;
+                    poll = Some(format!("{}{location}", self.ingest));
+                    tokio::time::sleep(retry_after(&r).unwrap_or(wait)).await;
                 }
                 403 | 404 | 409 => {
                     let v: Value = r.json().await.unwrap_or(Value::Null);
@@ -363,7 +375,7 @@ impl Api {
                 }
             }
         }
-        anyhow::bail!("ingest stayed unavailable for {}", body["action"])
+        anyhow::bail!("no verdict on {} for {clue_id}", body["action"])
     }
 }
 
