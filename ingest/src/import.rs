@@ -46,7 +46,7 @@ use futures::StreamExt;
 use gridclue_core::roles::role_actions;
 use gridclue_core::tokens::{TokenKind, TokenRecord};
 use gridclue_core::wire::{self, Actor, ActorKind, Channel, Command, CommandEnvelope};
-use gridclue_core::{Action, ClueId, CommandId, ReporterGroup};
+use gridclue_core::{ClueId, CommandId, ReporterGroup};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -103,32 +103,9 @@ struct ImportClue {
     reported_at: String,
     #[serde(default)]
     reporter_group: Option<String>,
+    /// Each entry: `at` and `by` (and `duplicate_of_source_id`), the rest a transition's body.
     #[serde(default)]
-    timeline: Vec<ImportEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ImportEntry {
-    action: String,
-    at: String,
-    by: ImportActor,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    note: Option<String>,
-    #[serde(default)]
-    department: Option<String>,
-    #[serde(default)]
-    duplicate_of: Option<String>,
-    #[serde(default)]
-    duplicate_of_source_id: Option<String>,
-    #[serde(default)]
-    hours: Option<u32>,
-    #[serde(default)]
-    rating: Option<u8>,
-    #[serde(default)]
-    photos: Vec<String>,
+    timeline: Vec<serde_json::Map<String, Value>>,
 }
 
 #[derive(Deserialize)]
@@ -286,8 +263,12 @@ async fn import(state: &AppState, parts: &Parts, body: Body) -> Result<Response,
             Outcome::Refused { source_id, error } => {
                 errors += 1;
                 let error = state.reject(error);
-                json!({"source_id": source_id, "status": "error", "code": error.code(),
-                       "detail": error.to_string(), "retryable": error.is_retryable()})
+                let mut r = json!({"source_id": source_id, "status": "error", "code": error.code(),
+                       "detail": error.to_string(), "retryable": error.is_retryable()});
+                if let ApiError::InvalidField { field, .. } = &error {
+                    r["field"] = json!(field);
+                }
+                r
             }
             Outcome::Ready(p) => match sent.get(&i) {
                 Some(Ok(n)) => {
@@ -417,59 +398,101 @@ fn prepare(
         command: Command::Report(report),
     }];
     let mut last = reported_at_ms;
-    for (i, e) in c.timeline.into_iter().enumerate() {
-        let at = |detail: String| {
-            ApiError::invalid("invalid_timeline", format!("timeline[{i}]: {detail}"))
+    for (i, mut fields) in c.timeline.into_iter().enumerate() {
+        let bad = |field: &str, detail: String| ApiError::InvalidField {
+            code: "invalid_timeline",
+            field: format!("timeline[{i}].{field}"),
+            detail: format!("timeline[{i}]: {detail}"),
         };
-        let at_ms = parse_time(&format!("timeline[{i}].at"), &e.at)?;
+        let at_ms = match fields.remove("at") {
+            Some(Value::String(t)) => parse_time(&format!("timeline[{i}].at"), &t)?,
+            _ => return Err(bad("at", "at (RFC 3339) is required".into())),
+        };
         if at_ms < last {
-            return Err(at(
+            return Err(bad(
+                "at",
                 "goes back in time (each action at or after the one before, and after the report)"
                     .into(),
             ));
         }
         if at_ms > now_ms + skew {
-            return Err(at("is in the future".into()));
+            return Err(bad("at", "is in the future".into()));
         }
         last = at_ms;
-        let action = Action::transition(&e.action)
-            .ok_or_else(|| at(format!("{:?} is not an action", e.action)))?;
-        let actor = match e.by.role.as_str() {
+        let by: ImportActor = fields
+            .remove("by")
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| bad("by", format!("by: {e}")))?
+            .ok_or_else(|| bad("by", "by ({role, scope?}) is required".into()))?;
+        if let Some(sid) = fields.remove("duplicate_of_source_id") {
+            let sid = sid
+                .as_str()
+                .filter(|s| is_name(s, 100))
+                .ok_or_else(|| bad("duplicate_of_source_id", "must be a source_id".into()))?;
+            if fields.contains_key("duplicate_of") {
+                return Err(bad(
+                    "duplicate_of",
+                    "give duplicate_of or duplicate_of_source_id, not both".into(),
+                ));
+            }
+            fields.insert(
+                "duplicate_of".into(),
+                json!(imported_clue_id(source, sid).to_string()),
+            );
+        }
+        // The action and its fields: exactly a live transition's body and rules.
+        let body = serde_json::to_vec(&fields).expect("JSON objects serialize");
+        let command = crate::transitions::parse_request(&body, clue_id, &state.catalog).map_err(
+            |e| match e {
+                ApiError::InvalidField {
+                    code,
+                    field,
+                    detail,
+                } => ApiError::InvalidField {
+                    code,
+                    field: format!("timeline[{i}].{field}"),
+                    detail: format!("timeline[{i}]: {detail}"),
+                },
+                other => bad("action", other.to_string()),
+            },
+        )?;
+        let action = command.action();
+        let actor = match by.role.as_str() {
             "reporter" => reporter.clone(),
             role => {
-                let kind = match role {
-                    "street" => ActorKind::Street,
-                    "department" => ActorKind::Department,
-                    "district" => ActorKind::District,
+                let (kind, token_kind) = match role {
+                    "street" => (ActorKind::Street, TokenKind::Street),
+                    "department" => (ActorKind::Department, TokenKind::Department),
+                    "district" => (ActorKind::District, TokenKind::District),
                     other => {
-                        return Err(at(format!(
-                            "by.role {other:?} is not street, department, district or reporter"
-                        )))
+                        return Err(bad(
+                            "by.role",
+                            format!("{other:?} is not street, department, district or reporter"),
+                        ))
                     }
-                };
-                let token_kind = match kind {
-                    ActorKind::Street => TokenKind::Street,
-                    ActorKind::Department => TokenKind::Department,
-                    _ => TokenKind::District,
                 };
                 gridclue_core::tokens::check_scope(
                     token_kind,
-                    e.by.scope.as_deref(),
+                    by.scope.as_deref(),
                     Some(&state.catalog),
                 )
-                .map_err(|err| at(format!("by.scope: {err}")))?;
+                .map_err(|err| bad("by.scope", err.to_string()))?;
                 Actor {
                     kind,
                     id: token.id.clone(),
                     group: None,
-                    scope: e.by.scope.clone(),
+                    scope: by.scope.clone(),
                 }
             }
         };
         if !role_actions(actor.kind).contains(&action) {
-            return Err(at(format!("a {} does not {action}", e.by.role)));
+            return Err(ApiError::InvalidField {
+                code: "role_not_allowed",
+                field: format!("timeline[{i}].by.role"),
+                detail: format!("timeline[{i}]: a {} does not {action}", by.role),
+            });
         }
-        let command = command_of(action, e, source, &state.catalog).map_err(at)?;
         commands.push(CommandEnvelope {
             v: wire::SCHEMA_VERSION,
             command_id: imported_command_id(clue_id, i),
@@ -483,104 +506,6 @@ fn prepare(
         source_id: c.source_id,
         clue_id,
         commands,
-    })
-}
-
-/// The command of one timeline action, with the fields the action needs (a live transition's
-/// rules: reasons for refusals, a known department to dispatch to, 1–5 for a rating…).
-fn command_of(
-    action: Action,
-    e: ImportEntry,
-    source: &str,
-    catalog: &gridclue_core::Catalog,
-) -> Result<Command, String> {
-    const MAX_TEXT: usize = 2_000;
-    let text = |name: &str, v: Option<String>, required: bool| -> Result<String, String> {
-        let v = v.unwrap_or_default().trim().to_owned();
-        if required && v.is_empty() {
-            return Err(format!("{action} needs a {name}"));
-        }
-        if v.chars().count() > MAX_TEXT {
-            return Err(format!("{name} is longer than {MAX_TEXT} characters"));
-        }
-        Ok(v)
-    };
-    let hours = |v: Option<u32>| match v {
-        Some(h) if (1..=2_000).contains(&h) => Ok(h),
-        _ => Err(format!("{action} needs hours, 1–2000 working hours")),
-    };
-    Ok(match action {
-        Action::Accept => Command::Accept,
-        Action::Reject => Command::Reject {
-            reason: text("reason", e.reason, true)?,
-        },
-        Action::Merge => {
-            let target = match (e.duplicate_of, e.duplicate_of_source_id) {
-                (Some(id), None) => id
-                    .parse::<ClueId>()
-                    .map_err(|_| "duplicate_of must be a clue id (UUID)".to_owned())?,
-                (None, Some(sid)) => imported_clue_id(source, &sid),
-                _ => {
-                    return Err(
-                        "merge needs one of duplicate_of or duplicate_of_source_id".to_owned()
-                    )
-                }
-            };
-            Command::Merge {
-                duplicate_of: target,
-            }
-        }
-        Action::Dispatch => {
-            let department = e.department.unwrap_or_default();
-            if catalog.department(&department).is_none() {
-                return Err(format!(
-                    "dispatch needs a department of the category table, not {department:?}"
-                ));
-            }
-            Command::Dispatch { department }
-        }
-        Action::Start => Command::Start,
-        Action::Handle => {
-            if e.photos.len() > crate::validate::MAX_PHOTOS {
-                return Err(format!("at most {} photos", crate::validate::MAX_PHOTOS));
-            }
-            Command::Handle {
-                note: text("note", e.note, false)?,
-                photos: e.photos,
-            }
-        }
-        Action::Return => Command::Return {
-            reason: text("reason", e.reason, true)?,
-        },
-        Action::VerifyOk => Command::VerifyOk,
-        Action::VerifyFail => Command::VerifyFail {
-            reason: text("reason", e.reason, true)?,
-        },
-        Action::RequestPostpone => Command::RequestPostpone {
-            reason: text("reason", e.reason, true)?,
-            working_hours: hours(e.hours)?,
-        },
-        Action::ApprovePostpone => Command::ApprovePostpone {
-            note: text("note", e.note, false)?,
-            working_hours: e.hours.map(|h| hours(Some(h))).transpose()?,
-        },
-        Action::DenyPostpone => Command::DenyPostpone {
-            reason: text("reason", e.reason, true)?,
-        },
-        Action::Supervise => Command::Supervise {
-            note: text("note", e.note, false)?,
-        },
-        Action::Withdraw => Command::Withdraw {
-            reason: text("reason", e.reason, false)?,
-        },
-        Action::Rate => match e.rating {
-            Some(r @ 1..=5) => Command::Rate {
-                rating: r,
-                note: text("note", e.note, false)?,
-            },
-            _ => return Err("rate needs a rating from 1 to 5".to_owned()),
-        },
-        Action::Report => return Err("report is not an action of a timeline".to_owned()),
     })
 }
 

@@ -124,10 +124,10 @@ async fn a_historical_clue_becomes_its_commands_with_their_times_and_roles() {
             s("accepted", ""),
             s("error", "unknown_category"),
             s("error", "invalid_timeline"),
-            s("error", "invalid_timeline"),
+            s("error", "role_not_allowed"),
             s("error", "reported_at_in_future"),
-            s("error", "invalid_timeline"),
-            s("error", "invalid_timeline"),
+            s("error", "missing_field"),
+            s("error", "unknown_department"),
             s("error", "duplicate_source_id"),
         ],
         "{answer:#}"
@@ -140,6 +140,10 @@ async fn a_historical_clue_becomes_its_commands_with_their_times_and_roles() {
         ),
         (json!(1), json!(7), json!(9))
     );
+    // Errors name the entry and field of the timeline.
+    assert_eq!(answer["results"][2]["field"], "timeline[2].at");
+    assert_eq!(answer["results"][5]["field"], "timeline[0].reason");
+    assert_eq!(answer["results"][6]["field"], "timeline[1].department");
     let clue = imported_clue_id("old-city-system", "2026-10-000123");
     assert_eq!(answer["results"][0]["clue_id"], clue.to_string());
 
