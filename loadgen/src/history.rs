@@ -231,9 +231,9 @@ pub fn timeline(s: &Setting<'_>, calendar: &Calendar, rng: &mut StdRng) -> (Vec<
         }
         End::Merged => match s.merge_into {
             Some(target) => {
-                let e = story.push("merge", taken, street(s.street));
-                e.duplicate_of_source_id = Some(target.to_owned());
-                e.reason = Some("同一问题重复上报");
+                story
+                    .push("merge", taken, street(s.street))
+                    .duplicate_of_source_id = Some(target.to_owned());
             }
             None => {
                 story.push("reject", taken, street(s.street)).reason = Some("重复上报");

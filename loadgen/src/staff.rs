@@ -279,15 +279,15 @@ impl Api {
             .collect())
     }
 
-    /// Waits until the queues stop growing (the clues just loaded have reached the projection),
-    /// at most `limit`.
+    /// Waits until the queues hold work and stop growing (the clues just loaded have reached
+    /// the projection), at most `limit`.
     async fn settle(&self, district: &str, limit: Duration) -> anyhow::Result<()> {
         let until = Instant::now() + limit;
         let mut last = self.totals(district).await?;
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(700)).await;
             let now = self.totals(district).await?;
-            if now == last {
+            if now == last && now.values().any(|&n| n > 0) {
                 return Ok(());
             }
             last = now;
@@ -617,7 +617,7 @@ impl Cast<'_> {
                     Some(target) if target != id => Some(vec![step(
                         street,
                         id,
-                        json!({"action": "merge", "duplicate_of": target, "reason": "同一问题重复上报"}),
+                        json!({"action": "merge", "duplicate_of": target}),
                         s,
                         0,
                     )]),

@@ -154,6 +154,26 @@ async fn the_staff_work_every_clue_to_the_end_its_fate_names() {
         assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     }
 
+    // The staff start once every clue has reached the projection.
+    let ch = app.clickhouse().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: u64 = ch
+            .query("SELECT count() FROM clues FINAL WHERE placement = 'inside'")
+            .fetch_one()
+            .await
+            .unwrap();
+        if n == chosen.len() as u64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} of {} clues projected",
+            chosen.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     let dir = gridclue_tests::Scratch::new("staff");
     let args = StaffArgs {
         ingest_url: app.ingest_url.clone(),
@@ -174,7 +194,6 @@ async fn the_staff_work_every_clue_to_the_end_its_fate_names() {
         .await
         .expect("the staff finish");
 
-    let ch = app.clickhouse().await;
     let rows: Vec<Row> = ch
         .query(
             "SELECT toString(clue_id) AS id, status, rework_count, returned_count, \
