@@ -288,13 +288,13 @@ SELECT arrayJoin(arrayFilter(q -> has(?, q), [
                    status = 'handled', 'verify', ''),
            if(postpone_pending = 1 AND status IN ('reported', 'accepted', 'dispatched', 'in_progress', 'handled'), 'postpone', '')
        ])) AS queue,
-       id, version, status, grid_code, community_code, street_code, category, at_department,
+       id, version, status, channel, grid_code, community_code, street_code, category, at_department,
        reported_at_ms, accepted_at_ms, deadline_ms, yellow_at_ms, updated_at_ms,
        rework_count, returned_count, postpone_count, postpone_pending, postpone_requested_hours,
        supervise_count
 FROM
 (
-    SELECT toString(clue_id) AS id, version, status, grid_code, community_code, street_code, category,
+    SELECT toString(clue_id) AS id, version, status, channel, grid_code, community_code, street_code, category,
            if(assigned_department != '', assigned_department, department) AS at_department,
            reported_at_ms, accepted_at_ms, deadline_ms, yellow_at_ms, updated_at_ms,
            rework_count, returned_count, postpone_count, postpone_pending,
@@ -324,6 +324,7 @@ pub struct WorkRow {
     pub id: String,
     pub version: u32,
     pub status: String,
+    pub channel: String,
     pub grid_code: String,
     pub community_code: String,
     pub street_code: String,
@@ -399,6 +400,9 @@ pub struct WorkItem {
     /// the clue knows whether the queue has caught up with its action).
     pub seq: u32,
     pub status: String,
+    /// How the report came in: `api`, `web`, `open311`, or `import` (history from an older
+    /// system).
+    pub channel: String,
     pub category: String,
     pub category_name: Option<String>,
     pub category_name_en: Option<String>,
@@ -496,6 +500,7 @@ fn item(row: WorkRow, reference: &Reference, calendar: &Calendar, now_ms: u64) -
         clue_id: row.id,
         seq: row.version,
         status: row.status,
+        channel: row.channel,
         category: row.category,
         street_code: row.street_code,
         community_code: row.community_code,

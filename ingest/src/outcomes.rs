@@ -210,6 +210,9 @@ async fn positioned_consumer(brokers: &str, topic: &str) -> anyhow::Result<Strea
         .set("group.id", "gridclue-ingest-outcomes")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
+        // librdkafka's mock broker holds every fetch for the whole wait: with the 500 ms default
+        // each verdict (and so each transition's answer) would arrive up to half a second late.
+        .set("fetch.wait.max.ms", "50")
         .create()
         .context("creating the verdicts consumer")?;
     let mut tpl = TopicPartitionList::new();

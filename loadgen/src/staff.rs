@@ -49,7 +49,7 @@ pub struct StaffArgs {
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
     /// Transitions in flight at once.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Rounds of reading the queues and acting at most (each round moves clues one step or more).
     #[arg(long, default_value_t = 40)]
@@ -174,6 +174,9 @@ pub fn fate(seed: u64, clue_id: &str) -> Fate {
 pub struct WorkItem {
     pub clue_id: String,
     pub status: String,
+    /// `import` for history: its reporter of record is not the demo rider.
+    #[serde(default)]
+    pub channel: String,
     pub category: String,
     pub street_code: String,
     #[serde(default)]
@@ -597,6 +600,8 @@ impl Cast<'_> {
         let s = self.seed;
         match f.end {
             End::Reported => None,
+            // Imported history has no rider to take it back: it waits, as a street would leave it.
+            End::Withdrawn if item.channel == "import" => None,
             End::Withdrawn => Some(vec![step(
                 self.reporter,
                 id,

@@ -74,6 +74,7 @@ fn clue(street: &str, minute: u64, status: &str) -> ClueRow {
         community_code: grid[..12].to_owned(),
         street_code: street.into(),
         category: "garbage_pile".into(),
+        channel: "api".into(),
         department: "greening_city_appearance".into(),
         routed_department: "greening_city_appearance".into(),
         reported_at_ms: T0 + minute * 60_000,
@@ -173,7 +174,9 @@ async fn fixture() -> Fixture {
     closed.closed_at_ms = now;
     add("a_closed", closed);
     add("a_withdrawn", at(clue(a, 8, "x"), 1, "withdrawn", ""));
-    add("b_reported", clue(b, 9, "reported"));
+    let mut imported = clue(b, 9, "reported");
+    imported.channel = "import".into();
+    add("b_reported", imported);
     let mut pending = at(
         running(clue(b, 10, "x"), now, green.0, green.1),
         5,
@@ -468,6 +471,8 @@ async fn items_carry_place_category_deadline_remaining_hours_and_light() {
     assert_eq!(fresh["deadline"], Value::Null);
     assert_eq!(fresh["remaining_working_hours"], Value::Null);
     assert_eq!(fresh["reported_at"], "2026-11-02T00:01:00+08:00");
+    assert_eq!(fresh["channel"], "api");
+    assert_eq!(item("b_reported")["channel"], "import");
     let pending = item("b_in_progress_water_postpone_pending");
     assert_eq!(pending["postpone_requested_hours"], 8);
     assert_eq!(pending["supervise_count"], 2);
