@@ -763,7 +763,8 @@ impl Cast<'_> {
             self.seed,
             0,
         )];
-        if let Some(rating) = f.rating {
+        // Only the demo rider's own clues are rated by the demo rider (history has no rider).
+        if let Some(rating) = f.rating.filter(|_| item.channel != "import") {
             steps.push(step(
                 self.reporter,
                 id,
