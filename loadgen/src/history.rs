@@ -133,6 +133,11 @@ pub struct HistoricalClue {
     pub deadline_ms: u64,
 }
 
+/// Times go out as RFC 3339 to the second: plans are made with exactly those instants.
+fn whole_seconds(ms: u64) -> u64 {
+    ms / 1000 * 1000
+}
+
 /// RFC 3339 in China Standard Time.
 pub fn rfc3339(ms: u64) -> String {
     let t = chrono::DateTime::from_timestamp_millis((ms + OFFSET_MS) as i64)
@@ -148,6 +153,7 @@ struct Story<'a> {
 
 impl Story<'_> {
     fn push(&mut self, action: &'static str, at_ms: u64, by: By) -> &mut Entry {
+        let at_ms = whole_seconds(at_ms);
         self.entries.push(Entry {
             action,
             at: rfc3339(at_ms),
@@ -165,9 +171,11 @@ impl Story<'_> {
 
     /// `fraction` of the working time `span_ms` after `from_ms`.
     fn after(&self, from_ms: u64, span_ms: u64, fraction: f64) -> u64 {
-        self.calendar
-            .add_working_ms(from_ms, (span_ms as f64 * fraction) as u64)
-            .unwrap_or(from_ms)
+        whole_seconds(
+            self.calendar
+                .add_working_ms(from_ms, (span_ms as f64 * fraction) as u64)
+                .unwrap_or(from_ms),
+        )
     }
 }
 
@@ -399,7 +407,7 @@ pub fn plan(
         let category = pick_category(&codes, &mut rng);
         let description = DESCRIPTIONS[rng.gen_range(0..DESCRIPTIONS.len())];
         let day = rng.gen_range(1..=u64::from(args.days.max(1)));
-        let reported_at_ms = today - day * DAY + rng.gen_range(7 * HOUR..21 * HOUR);
+        let reported_at_ms = whole_seconds(today - day * DAY + rng.gen_range(7 * HOUR..21 * HOUR));
         // Whatever the time between them: an import is not read strictly in time order (its
         // clues are sent concurrently), and the dedupe stage compares by the order it reads.
         let near = placed.get(&category).is_some_and(|ps| {

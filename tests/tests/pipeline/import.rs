@@ -211,3 +211,121 @@ async fn imported_history_keeps_its_times_and_is_imported_once() {
     assert_eq!(events().await, before);
     app.stop().await;
 }
+
+/// The status a timeline leaves its clue in (the last action that changes it).
+fn status_after(timeline: &[gridclue_loadgen::history::Entry]) -> &'static str {
+    let mut status = "reported";
+    for e in timeline {
+        status = match e.action {
+            "accept" | "return" => "accepted",
+            "dispatch" | "verify_fail" => "dispatched",
+            "start" => "in_progress",
+            "handle" => "handled",
+            "verify_ok" => "closed",
+            "reject" => "rejected",
+            "merge" => "duplicate",
+            "withdraw" => "withdrawn",
+            _ => status,
+        };
+    }
+    status
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct Outcome {
+    id: String,
+    status: String,
+    closed_at_ms: u64,
+    deadline_ms: u64,
+    rework_count: u16,
+    postpone_count: u16,
+    rating: u8,
+}
+
+/// A generated month (`gridclue-load history`) goes through the import and the processor without
+/// one refusal: every clue ends where its timeline says, closed on time or late as planned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_generated_month_is_imported_without_a_refusal() {
+    let app = spawn_app().await;
+    let data = gridclue_tests::data_dir();
+    let args = gridclue_loadgen::history::HistoryArgs {
+        ingest_url: app.ingest_url.clone(),
+        district_token: app.district_token.clone(),
+        map: data.join("district/grids.geojson").display().to_string(),
+        data_dir: data.clone(),
+        seed: 5,
+        days: 30,
+        count: 120,
+        batch: 50,
+        source: "generated".into(),
+        until_ms: Some(gridclue_core::wire::now_ms()),
+    };
+    let (grids, _) = gridclue_loadgen::map::load_map(&args.map).unwrap();
+    let catalog = Catalog::load(&data.join("categories.json")).unwrap();
+    let calendar = Calendar::load(&data.join("calendar.json")).unwrap();
+    let clues =
+        gridclue_loadgen::history::plan(&args, &grids, &catalog, &calendar, args.until_ms.unwrap());
+    gridclue_loadgen::history::run(args)
+        .await
+        .expect("every generated clue is accepted by the import");
+
+    let ch = app.clickhouse().await;
+    let ids: Vec<String> = clues
+        .iter()
+        .map(|c| gridclue_ingest::import::imported_clue_id("generated", &c.source_id).to_string())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let rows = loop {
+        let rows: Vec<Outcome> = ch
+            .query(
+                "SELECT toString(clue_id) AS id, status, closed_at_ms, deadline_ms, rework_count, \
+                 postpone_count, rating FROM clues FINAL",
+            )
+            .fetch_all()
+            .await
+            .unwrap();
+        let settled = clues.iter().zip(&ids).all(|(c, id)| {
+            rows.iter()
+                .any(|r| &r.id == id && r.status == status_after(&c.timeline))
+        });
+        if settled {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every clue reached the status its timeline says"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (mut on_time, mut late) = (0, 0);
+    for (c, id) in clues.iter().zip(&ids) {
+        let r = rows.iter().find(|r| &r.id == id).unwrap();
+        let has = |a: &str| c.timeline.iter().filter(|e| e.action == a).count() as u16;
+        assert_eq!(r.rework_count, has("verify_fail"), "{}", c.source_id);
+        assert_eq!(r.postpone_count, has("approve_postpone"), "{}", c.source_id);
+        let rated = c.timeline.iter().find_map(|e| e.rating).unwrap_or(0);
+        assert_eq!(r.rating, rated, "{}", c.source_id);
+        if r.status == "closed" {
+            // The processor's deadline (from the historical acceptance, after approved
+            // postponements) is the one the history was planned against.
+            assert_eq!(r.deadline_ms, c.deadline_ms, "{}", c.source_id);
+            if c.late {
+                assert!(
+                    r.closed_at_ms > r.deadline_ms,
+                    "{} planned late",
+                    c.source_id
+                );
+                late += 1;
+            } else {
+                assert!(
+                    r.closed_at_ms <= r.deadline_ms,
+                    "{} planned on time",
+                    c.source_id
+                );
+                on_time += 1;
+            }
+        }
+    }
+    assert!(on_time > 0 && late > 0, "on time {on_time}, late {late}");
+    app.stop().await;
+}
