@@ -110,12 +110,12 @@ fn tokens(config: &IngestConfig, action: TokenCmd) -> anyhow::Result<()> {
         },
         TokenCmd::List => {
             println!(
-                "{:<18} {:<10} {:<14} {:<22} {:<8} name",
+                "{:<18} {:<10} {:<14} {:<24} {:<8} name",
                 "id", "kind", "group", "scope", "revoked"
             );
             for t in admin.list()? {
                 println!(
-                    "{:<18} {:<10} {:<14} {:<22} {:<8} {}",
+                    "{:<18} {:<10} {:<14} {:<24} {:<8} {}",
                     t.id,
                     t.kind.as_str(),
                     t.group.map(|g| g.as_str()).unwrap_or("-"),
