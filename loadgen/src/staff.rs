@@ -518,6 +518,8 @@ struct Known {
     /// The seq of the last fact an action of ours produced, per clue: a queue item with an
     /// older seq is the projection a moment behind, and is left for the next round.
     seq: HashMap<String, u32>,
+    /// The status our last action left each clue in.
+    status: HashMap<String, String>,
     /// A clue accepted per (street, category): later repeats are merged into it.
     merge_targets: HashMap<(String, String), String>,
     /// Clues whose postponement was asked for (once per clue, whatever the district decides).
@@ -541,6 +543,15 @@ struct Tally {
     applied: BTreeMap<String, u64>,
     refused: BTreeMap<String, u64>,
 }
+
+/// The statuses whose clues wait in some queue.
+const OPEN: [&str; 5] = [
+    "reported",
+    "accepted",
+    "dispatched",
+    "in_progress",
+    "handled",
+];
 
 /// What the staff do this round: each clue's steps, sent in order.
 #[derive(Default)]
@@ -781,7 +792,9 @@ impl Cast<'_> {
 async fn plan_round(api: &Api, cast: &Cast<'_>, known: &Known) -> anyhow::Result<Round> {
     let mut round = Round::default();
     // A clue's steps go out only when the queue shows the state our last action left.
-    let take = |item: &WorkItem, round: &mut Round| {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut take = |item: &WorkItem, round: &mut Round| {
+        seen.insert(item.clue_id.clone());
         if known.given_up.contains(&item.clue_id) {
             return false;
         }
@@ -820,6 +833,15 @@ async fn plan_round(api: &Api, cast: &Cast<'_>, known: &Known) -> anyhow::Result
             round.steps.push(cast.decide_postponement(&item));
         }
     }
+    // An open clue sits in exactly one of the queues read above; one we moved that is in none
+    // of them was between two queues while they were read one after the other.
+    round.behind += known
+        .status
+        .iter()
+        .filter(|(id, status)| {
+            OPEN.contains(&status.as_str()) && !seen.contains(*id) && !known.given_up.contains(*id)
+        })
+        .count();
     Ok(round)
 }
 
@@ -865,11 +887,14 @@ fn learn(known: &mut Known, tally: &mut Tally, done: &[(Step, Outcome)]) -> u64 
     for (s, outcome) in done {
         let action = s.action().to_owned();
         match outcome {
-            Outcome::Applied { seq, .. } => {
+            Outcome::Applied { status, seq } => {
                 applied += 1;
                 *tally.applied.entry(action.clone()).or_default() += 1;
                 let known_seq = known.seq.entry(s.clue_id.clone()).or_default();
-                *known_seq = (*known_seq).max(*seq);
+                if *seq >= *known_seq {
+                    *known_seq = *seq;
+                    known.status.insert(s.clue_id.clone(), status.clone());
+                }
                 match action.as_str() {
                     "accept" => {
                         if let Some(place) = &s.place {
