@@ -168,9 +168,26 @@ fn plan(
                 expect_ok: true,
             }
         };
+        let mut planned = planned;
+        // Every new clue (not a retry, which repeats an earlier one exactly) gets a clue id of
+        // its own derived from the seed, so a fresh stack loaded with the same seed holds the
+        // same clues under the same ids (and the staff give them the same fates).
+        if planned.idempotency_key == format!("load-{}-{i}", args.seed) {
+            planned.body["clue_id"] = json!(clue_id(args.seed, i).to_string());
+        }
         out.push(planned);
     }
     out
+}
+
+/// The clue id of the `i`-th clue of a seed's load.
+fn clue_id(seed: u64, i: u64) -> uuid::Uuid {
+    const LOAD_NAMESPACE: uuid::Uuid =
+        uuid::Uuid::from_u128(0x7f3e_2a91_c4d8_4b6f_a0e5_18b2_9c3d_5e71);
+    uuid::Uuid::new_v5(
+        &LOAD_NAMESPACE,
+        format!("gridclue-load/{seed}/{i}").as_bytes(),
+    )
 }
 
 #[derive(Default)]

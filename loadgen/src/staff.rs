@@ -897,11 +897,16 @@ fn learn(known: &mut Known, tally: &mut Tally, done: &[(Step, Outcome)]) -> u64 
                 }
                 match action.as_str() {
                     "accept" => {
+                        // The smallest id, not the first answered: the same target whatever
+                        // order concurrent answers come back in.
                         if let Some(place) = &s.place {
-                            known
+                            let target = known
                                 .merge_targets
                                 .entry(place.clone())
                                 .or_insert_with(|| s.clue_id.clone());
+                            if s.clue_id < *target {
+                                *target = s.clue_id.clone();
+                            }
                         }
                     }
                     "request_postpone" => {
