@@ -1,9 +1,12 @@
-//! gridclue-dashboard-api: the read side. Street offices and the district query the ClickHouse
-//! projection through it with bearer tokens (`district`: every street; `street`: one street).
+//! gridclue-dashboard-api: the read side. Street offices, departments and the district query the
+//! ClickHouse projection through it with bearer tokens (`district`: every street; `street`: one
+//! street; `department`: its own work queue).
 //!
 //! - [`app`]: the axum router (testable with `tower::ServiceExt::oneshot`).
 //! - [`run`]: serves the router on a listener until a shutdown signal.
 //! - [`summary`]: `GET /v1/summary` — its SQL and how the answer is assembled.
+//! - [`work`]: `GET /v1/work` — the work queues of a street office, a department or the
+//!   district.
 //! - [`reference`]: street and category names.
 //! - [`error`]: `ApiError`, rendered as problem+json.
 
@@ -11,6 +14,7 @@ pub mod error;
 pub mod metrics;
 pub mod reference;
 pub mod summary;
+pub mod work;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,15 +22,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{MatchedPath, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use gridclue_core::calendar::Calendar;
 use gridclue_core::ch::ChSettings;
 use gridclue_core::config::{self, ConfigError, Secret};
-use gridclue_core::tokens::{TokenKind, TokenStore};
+use gridclue_core::tokens::{TokenKind, TokenRecord, TokenStore};
 use serde::{Deserialize, Serialize};
 
 pub use error::ApiError;
@@ -46,7 +52,7 @@ pub struct DashboardConfig {
     pub clickhouse_password: Secret,
     /// A file holding the password (first line), instead of `clickhouse_password`.
     pub clickhouse_password_file: String,
-    /// Directory holding `categories.json` and `district/grids.geojson`.
+    /// Directory holding `categories.json`, `calendar.json` and `district/grids.geojson`.
     pub data_dir: String,
     /// The token file written by `gridclue-ingest tokens …` (re-read when it changes).
     pub tokens_file: String,
@@ -86,15 +92,23 @@ pub struct AppState {
     pub ch: clickhouse::Client,
     pub tokens: TokenStore,
     pub reference: Arc<Reference>,
+    /// The working-time calendar (remaining working hours of deadlines).
+    pub calendar: Arc<Calendar>,
     pub metrics: DashboardMetrics,
 }
 
 impl AppState {
-    pub fn new(ch: clickhouse::Client, tokens: TokenStore, reference: Reference) -> Self {
+    pub fn new(
+        ch: clickhouse::Client,
+        tokens: TokenStore,
+        reference: Reference,
+        calendar: Calendar,
+    ) -> Self {
         Self {
             ch,
             tokens,
             reference: Arc::new(reference),
+            calendar: Arc::new(calendar),
             metrics: DashboardMetrics::new(),
         }
     }
@@ -102,18 +116,25 @@ impl AppState {
     /// Builds the state from configuration: connects to ClickHouse (retrying until it answers
     /// is the caller's business), loads reference data and opens the token file.
     pub async fn from_config(config: &DashboardConfig) -> anyhow::Result<Self> {
-        let reference = Reference::load(Path::new(&config.data_dir))?;
+        let data = Path::new(&config.data_dir);
+        let reference = Reference::load(data)?;
+        let calendar = Calendar::load(&data.join("calendar.json"))?;
         let tokens = TokenStore::open(&config.tokens_file)?;
         let ch = gridclue_core::ch::connect(&config.ch_settings()?).await?;
-        Ok(Self::new(ch, tokens, reference))
+        Ok(Self::new(ch, tokens, reference, calendar))
     }
 
-    /// Authenticates the request's bearer token and returns what it may read.
-    fn scope(&self, headers: &HeaderMap) -> Result<Scope, ApiError> {
+    /// Authenticates the request's bearer token.
+    fn token(&self, headers: &HeaderMap) -> Result<TokenRecord, ApiError> {
         let header = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let record = self.tokens.authenticate(header)?;
+        Ok(self.tokens.authenticate(header)?)
+    }
+
+    /// Authenticates the request's bearer token and returns which statistics it may read.
+    fn scope(&self, headers: &HeaderMap) -> Result<Scope, ApiError> {
+        let record = self.token(headers)?;
         match record.kind {
             TokenKind::District => Ok(Scope::District),
             TokenKind::Street => match record.scope {
@@ -128,13 +149,14 @@ impl AppState {
     }
 }
 
-/// The router: `/healthz`, `/readyz`, `/metrics`, `/v1/summary`.
+/// The router: `/healthz`, `/readyz`, `/metrics`, `/v1/summary`, `/v1/work`.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
         .route("/v1/summary", get(get_summary))
+        .route("/v1/work", get(get_work))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -198,6 +220,35 @@ async fn get_summary(
         scope,
         &cells,
         &state.reference,
+        gridclue_core::wire::now_ms(),
+    )))
+}
+
+async fn get_work(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<work::Work>, ApiError> {
+    let scope = work::WorkScope::of(&state.token(&headers)?)?;
+    let Query(pairs) =
+        query.map_err(|e| ApiError::invalid_parameter("(query string)", e.body_text()))?;
+    let plan = work::plan(&scope, work::Params::parse(&pairs)?)?;
+    let started = Instant::now();
+    let found = work::query(&state.ch, &plan).await.map_err(|e| {
+        tracing::warn!(error = %e, "work queue query failed");
+        ApiError::Unavailable
+    })?;
+    state
+        .metrics
+        .query_duration
+        .with_label_values(&["work"])
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Json(work::assemble(
+        scope,
+        &plan,
+        found,
+        &state.reference,
+        &state.calendar,
         gridclue_core::wire::now_ms(),
     )))
 }

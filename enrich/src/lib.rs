@@ -4,7 +4,6 @@
 //!
 //! Modules:
 //! - [`geoindex`] — exact grid assignment (pure, synchronous).
-//! - [`calendar`] — the working-time calendar and deadlines (pure).
 //! - [`processor`] — command + state → next state + outputs (pure, synchronous).
 //! - [`dedupe`] — the district-wide dedupe rule, a fold over a street-keyed log (pure).
 //! - [`runner`] — the Kafka loop of the processor (consume, decide, produce, commit after acks).
@@ -14,7 +13,6 @@
 //! - [`metrics`] — Prometheus metrics.
 //! - [`config`] — configuration.
 
-pub mod calendar;
 pub mod config;
 pub mod dedupe;
 pub mod dedupe_runner;
@@ -54,7 +52,7 @@ pub fn build_processor(config: &EnrichConfig) -> anyhow::Result<processor::Proce
     let data = Path::new(&config.data_dir);
     let index = load_map(config)?;
     let catalog = Catalog::load(&data.join("categories.json"))?;
-    let calendar = calendar::Calendar::load(&data.join("calendar.json"))?;
+    let calendar = gridclue_core::calendar::Calendar::load(&data.join("calendar.json"))?;
     Ok(processor::Processor {
         index: Arc::new(index),
         catalog,

@@ -394,6 +394,7 @@ fn channel_name(c: gridclue_core::wire::Channel) -> &'static str {
         Channel::Api => "api",
         Channel::Web => "web",
         Channel::Open311 => "open311",
+        Channel::Import => "import",
     }
 }
 

@@ -657,6 +657,7 @@ fn reference() -> Reference {
                 name_en: "Garbage pile".into(),
             },
         ],
+        ..Reference::default()
     }
 }
 
@@ -689,6 +690,7 @@ async fn dashboard_refuses_missing_invalid_revoked_and_reporter_tokens() {
         db.client.clone(),
         gridclue_core::tokens::TokenStore::open(&t.path).unwrap(),
         reference,
+        gridclue_core::calendar::Calendar::load(&data_dir().join("calendar.json")).unwrap(),
     );
     let app = gridclue_dashboard_api::app(state);
 
@@ -836,6 +838,9 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
         ch: db.client.clone(),
         tokens: gridclue_core::tokens::TokenStore::open(&t.path).unwrap(),
         reference: std::sync::Arc::new(reference.clone()),
+        calendar: std::sync::Arc::new(
+            gridclue_core::calendar::Calendar::load(&data_dir().join("calendar.json")).unwrap(),
+        ),
         metrics: DashboardMetrics::new(),
     };
     let app = gridclue_dashboard_api::app(state);
