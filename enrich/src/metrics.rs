@@ -19,6 +19,8 @@ pub struct EnrichMetrics {
     pub verdicts: IntCounterVec,
     pub open_cases: IntGauge,
     pub pending_clues: IntGauge,
+    /// 1 while a partition is not consumed because a Kafka log it depends on was reset.
+    pub log_reset_detected: IntGaugeVec,
 }
 
 impl EnrichMetrics {
@@ -84,6 +86,15 @@ impl EnrichMetrics {
                  growing means the dedupe stage is behind",
             )
             .expect("valid metric"),
+            log_reset_detected: IntGaugeVec::new(
+                Opts::new(
+                    names::ENRICH_LOG_RESET_DETECTED,
+                    "1 while a partition is not consumed because its Kafka log (or its state \
+                     changelog) was reset (run gridclue-enrich rebase)",
+                ),
+                &["topic", "partition"],
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.commands.clone()) as Box<dyn prometheus::core::Collector>,
@@ -97,6 +108,7 @@ impl EnrichMetrics {
             Box::new(m.verdicts.clone()),
             Box::new(m.open_cases.clone()),
             Box::new(m.pending_clues.clone()),
+            Box::new(m.log_reset_detected.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }

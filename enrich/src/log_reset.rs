@@ -1,0 +1,687 @@
+//! Reset Kafka logs in enrich: found before anything is skipped, refused, and rebased
+//! deliberately (`gridclue-enrich rebase`).
+//!
+//! What enrich keeps of a log's position, and how a reset shows:
+//!
+//! - **Commands** (`clues.commands`, the processor's group): the group's committed offset, and
+//!   per clue the position of the last command handled (`applied_offset` in the changelog).
+//!   Commands at or below a clue's position are taken as handled. A reset commands log shows as
+//!   a committed offset beyond the partition's high watermark, or a state that has handled
+//!   commands at positions the log does not reach.
+//! - **State** (`clues.state`): every commit of the processor records, in its metadata, where
+//!   the changelog partition ended after the state written for the committed commands
+//!   ([`CommitNote::state_end`]). A changelog that ends before that lost state.
+//! - **Dedupe** (`clues.dedupe`, the dedupe stage's group): a committed offset beyond the high
+//!   watermark.
+//!
+//! Everything enrich stores lives in the same Kafka cluster as the logs, so a new cluster
+//! brings an empty group and an empty changelog together: nothing is skipped, and the cluster id
+//! needs no check here (the sink, which keeps positions in ClickHouse, checks it).
+//!
+//! A partition found reset is not consumed (paused; others flow), is logged once, and shows in
+//! `gridclue_enrich_log_reset_detected{topic,partition}` and `/readyz` until enrich restarts
+//! after `gridclue-enrich rebase`. The rebase joins the group (so every enrich must be stopped),
+//! and commits for each partition a position in the new log:
+//!
+//! - commands: the new log's start, with a new **base**: positions are `base + offset`, and the
+//!   new base puts the new log's commands after every position the state has handled, so none
+//!   is taken as handled by its offset. Commands of the old log found again in the new one are
+//!   still recognised by their command id (the processor remembers each clue's recent command
+//!   ids) and change nothing; outbox entries the old log had not committed are produced again.
+//! - state: the changelog as it is now is accepted (state lost with it is gone: commands for
+//!   those clues go to the DLQ as unknown clues, not silently).
+//! - dedupe: the new log's start (its verdicts are idempotent by command id).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::EnrichConfig;
+
+const NOTE_PREFIX: &str = "gridclue-enrich/1";
+
+/// What a commit of the processor's group records beside the commands offset (as the commit's
+/// metadata).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitNote {
+    /// Added to a command's offset to give its position in the partition's history, the
+    /// positions the state's `applied_offset` holds (0 until a rebase).
+    pub base: i64,
+    /// Where the changelog partition ended after the state written for the committed commands.
+    pub state_end: Option<i64>,
+    /// Set by a rebase: outbox entries at or after this position are produced again when the
+    /// partition's state is next restored.
+    pub resend_from: Option<i64>,
+}
+
+impl CommitNote {
+    pub fn encode(&self) -> String {
+        let mut s = format!("{NOTE_PREFIX} base={}", self.base);
+        if let Some(e) = self.state_end {
+            s.push_str(&format!(" state_end={e}"));
+        }
+        if let Some(r) = self.resend_from {
+            s.push_str(&format!(" resend_from={r}"));
+        }
+        s
+    }
+
+    /// Reads a commit's metadata; anything else (a commit of an older release, none) is the
+    /// default note.
+    pub fn decode(metadata: &str) -> Self {
+        let mut note = Self::default();
+        let mut words = metadata.split_whitespace();
+        if words.next() != Some(NOTE_PREFIX) {
+            return note;
+        }
+        for word in words {
+            let Some((key, value)) = word.split_once('=') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<i64>() else {
+                continue;
+            };
+            match key {
+                "base" => note.base = value,
+                "state_end" => note.state_end = Some(value),
+                "resend_from" => note.resend_from = Some(value),
+                _ => {}
+            }
+        }
+        note
+    }
+}
+
+/// A group's committed position of one partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: Option<i64>,
+    pub note: CommitNote,
+}
+
+/// Why a partition's log is taken for a reset one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResetKind {
+    /// The group's committed offset is beyond the partition's high watermark.
+    CommittedBeyondEnd,
+    /// The state changelog ends before the end the last commit recorded.
+    ChangelogShort,
+    /// The state has handled commands at offsets the commands log does not reach.
+    AppliedBeyondEnd,
+}
+
+/// A partition enrich refuses to consume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogReset {
+    /// The log found reset (`clues.commands`, `clues.state` or `clues.dedupe`)…
+    pub topic: String,
+    pub partition: i32,
+    /// …the consumer group whose partition is refused…
+    pub group: String,
+    /// …the position enrich holds in that log (committed offset, recorded changelog end, or
+    /// the highest handled command's offset), and the log's watermarks.
+    pub position: i64,
+    pub low: i64,
+    pub high: i64,
+    pub kind: ResetKind,
+}
+
+impl fmt::Display for LogReset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (topic, p, position, high) = (&self.topic, self.partition, self.position, self.high);
+        let what = match self.kind {
+            ResetKind::CommittedBeyondEnd => {
+                format!("group {} committed offset {position}", self.group)
+            }
+            ResetKind::ChangelogShort => {
+                format!(
+                    "the last commit of group {} recorded state up to offset {position}",
+                    self.group
+                )
+            }
+            ResetKind::AppliedBeyondEnd => {
+                format!("the state handled commands up to offset {position}")
+            }
+        };
+        write!(
+            f,
+            "log reset on {topic} partition {p}: {what}, but the high watermark is {high} (low {}); \
+             not consumed until `gridclue-enrich rebase --topic {topic} --partition {p}` (with \
+             enrich stopped) and a restart",
+            self.low
+        )
+    }
+}
+
+/// A partition's low and high watermarks.
+pub type Watermarks = (i64, i64);
+
+/// What the processor knows of a commands partition and its changelog partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessorEvidence {
+    pub committed: Committed,
+    pub commands: Watermarks,
+    pub state: Watermarks,
+    /// The highest position handled in the partition's state (None: no state).
+    pub max_applied: Option<i64>,
+}
+
+/// Topic names and group of the processor (for the reports).
+#[derive(Clone, Debug)]
+pub struct ProcessorLogs<'a> {
+    pub commands_topic: &'a str,
+    pub state_topic: &'a str,
+    pub group: &'a str,
+}
+
+/// The resets a processor partition shows (none: consume it).
+pub fn judge_processor(
+    logs: &ProcessorLogs<'_>,
+    partition: i32,
+    e: &ProcessorEvidence,
+) -> Vec<LogReset> {
+    let mut out = Vec::new();
+    let commands = |position: i64, kind: ResetKind| LogReset {
+        topic: logs.commands_topic.to_owned(),
+        partition,
+        group: logs.group.to_owned(),
+        position,
+        low: e.commands.0,
+        high: e.commands.1,
+        kind,
+    };
+    if let Some(c) = e.committed.offset {
+        if c > e.commands.1 {
+            out.push(commands(c, ResetKind::CommittedBeyondEnd));
+        }
+    }
+    if let Some(a) = e.max_applied {
+        let offset = a - e.committed.note.base;
+        if offset >= e.commands.1 {
+            out.push(commands(offset, ResetKind::AppliedBeyondEnd));
+        }
+    }
+    if let Some(end) = e.committed.note.state_end {
+        if end > e.state.1 {
+            out.push(LogReset {
+                topic: logs.state_topic.to_owned(),
+                partition,
+                group: logs.group.to_owned(),
+                position: end,
+                low: e.state.0,
+                high: e.state.1,
+                kind: ResetKind::ChangelogShort,
+            });
+        }
+    }
+    out
+}
+
+/// The reset a dedupe partition shows, if any.
+pub fn judge_dedupe(
+    topic: &str,
+    group: &str,
+    partition: i32,
+    committed: &Committed,
+    wm: Watermarks,
+) -> Option<LogReset> {
+    let c = committed.offset?;
+    (c > wm.1).then(|| LogReset {
+        topic: topic.to_owned(),
+        partition,
+        group: group.to_owned(),
+        position: c,
+        low: wm.0,
+        high: wm.1,
+        kind: ResetKind::CommittedBeyondEnd,
+    })
+}
+
+/// What the processor's partition is rebased to: the commit that replaces the group's.
+pub fn rebased_processor_commit(
+    e: &ProcessorEvidence,
+    resets: &[LogReset],
+    force: bool,
+) -> (i64, CommitNote) {
+    let old = e.committed.note;
+    let commands_reset = force
+        || resets.iter().any(|r| {
+            matches!(
+                r.kind,
+                ResetKind::CommittedBeyondEnd | ResetKind::AppliedBeyondEnd
+            )
+        });
+    if !commands_reset {
+        // Only the changelog was short: keep the commands position, accept the changelog.
+        let offset = e.committed.offset.unwrap_or(e.commands.0);
+        return (
+            offset,
+            CommitNote {
+                state_end: Some(e.state.1),
+                ..old
+            },
+        );
+    }
+    let start = e.commands.0;
+    let committed_position = e.committed.offset.map(|c| old.base + c);
+    // The new log's first command comes after every handled position and after the old
+    // committed position.
+    let first = e
+        .max_applied
+        .map_or(i64::MIN, |a| a + 1)
+        .max(committed_position.unwrap_or(i64::MIN))
+        .max(old.base + start);
+    (
+        start,
+        CommitNote {
+            base: first - start,
+            state_end: Some(e.state.1),
+            resend_from: committed_position,
+        },
+    )
+}
+
+/// Committed offsets (with notes) of `partitions` of `topic` for `group`, and their watermarks.
+/// Reads the group's offsets without joining it.
+pub fn positions(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> anyhow::Result<HashMap<i32, (Committed, Watermarks)>> {
+    let client: BaseConsumer = gridclue_core::kafka::consumer_config(brokers, group)
+        .create()
+        .context("creating a reader of the group's offsets")?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = client
+        .committed_offsets(tpl, timeout)
+        .with_context(|| format!("committed offsets of group {group} on {topic}"))?;
+    let mut out = HashMap::new();
+    for el in committed.elements() {
+        let wm = client
+            .fetch_watermarks(topic, el.partition(), timeout)
+            .with_context(|| format!("watermarks of {topic}/{}", el.partition()))?;
+        out.insert(el.partition(), (committed_of(&el), wm));
+    }
+    Ok(out)
+}
+
+fn committed_of(el: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>) -> Committed {
+    Committed {
+        offset: match el.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        },
+        note: CommitNote::decode(el.metadata()),
+    }
+}
+
+/// Joins `group` on `topic` as its only member, hands the committed positions of every
+/// partition to `decide`, and commits what it returns (offset and optional metadata per
+/// partition). Fails when another member holds any partition: every consumer of the group must
+/// be stopped first.
+pub fn commit_as_sole_member(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+    decide: impl FnOnce(&HashMap<i32, Committed>) -> anyhow::Result<Vec<(i32, i64, Option<String>)>>,
+) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = gridclue_core::kafka::consumer_config(brokers, group)
+        .create()
+        .context("creating a member of the group")?;
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("metadata of {topic}"))?;
+    let all: HashSet<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    anyhow::ensure!(!all.is_empty(), "topic {topic} not found");
+    consumer.subscribe(&[topic])?;
+    let deadline = Instant::now() + timeout;
+    let mut owned: HashSet<i32> = HashSet::new();
+    tracing::info!(
+        group,
+        topic,
+        "joining the group (every consumer of it must be stopped)"
+    );
+    while owned != all {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "group {group} gave this command partitions {owned:?} of {topic}, not all {}: other \
+             members hold the rest; stop every gridclue-enrich first",
+            all.len()
+        );
+        if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+            tracing::warn!(error = %e, "consumer error while joining");
+        }
+        let assignment = consumer.assignment()?;
+        if assignment.count() > 0 {
+            // Nothing is read: the command only commits.
+            consumer.pause(&assignment)?;
+        }
+        owned = assignment
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in &all {
+        tpl.add_partition(topic, *p);
+    }
+    let committed: HashMap<i32, Committed> = consumer
+        .committed_offsets(tpl, timeout)?
+        .elements()
+        .iter()
+        .map(|el| (el.partition(), committed_of(el)))
+        .collect();
+    tracing::debug!(group, "all partitions assigned");
+    let commits = decide(&committed)?;
+    if !commits.is_empty() {
+        let mut tpl = TopicPartitionList::new();
+        for (p, offset, metadata) in &commits {
+            let mut el = tpl.add_partition(topic, *p);
+            el.set_offset(Offset::Offset(*offset))?;
+            if let Some(m) = metadata {
+                el.set_metadata(m);
+            }
+        }
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .with_context(|| format!("committing the new positions for group {group}"))?;
+    }
+    consumer.unsubscribe();
+    tracing::debug!(group, "committed; leaving the group");
+    drop(consumer);
+    tracing::debug!(group, "left the group");
+    Ok(())
+}
+
+/// What `gridclue-enrich rebase` did with one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RebaseOutcome {
+    Rebased {
+        partition: i32,
+        group: String,
+        /// The commit before and after.
+        before: Committed,
+        after: Committed,
+        /// What was found (empty when forced on a partition that was not reset).
+        resets: Vec<LogReset>,
+    },
+    /// Named, but not reset: left alone (`force` rebases it anyway).
+    NotReset { partition: i32 },
+}
+
+/// Rebases reset partitions of `topic` (`clues.commands` or `clues.state`: the processor's
+/// partition, both logs together; `clues.dedupe`: the dedupe stage's); `partitions` `None`
+/// means every partition found reset. Every enrich must be stopped (the command joins the
+/// group to commit); start them again afterwards.
+pub async fn rebase(
+    config: &EnrichConfig,
+    topic: &str,
+    partitions: Option<Vec<i32>>,
+    force: bool,
+) -> anyhow::Result<Vec<RebaseOutcome>> {
+    let config = config.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || rebase_blocking(&config, &topic, partitions, force)).await?
+}
+
+fn rebase_blocking(
+    config: &EnrichConfig,
+    topic: &str,
+    partitions: Option<Vec<i32>>,
+    force: bool,
+) -> anyhow::Result<Vec<RebaseOutcome>> {
+    let timeout = Duration::from_millis(config.restore_timeout_ms.max(30_000));
+    let brokers = &config.kafka_brokers;
+    let processor = topic == config.commands_topic || topic == config.state_topic;
+    let (group, consumed) = if processor {
+        (&config.group_id, &config.commands_topic)
+    } else if topic == config.dedupe_topic {
+        (&config.dedupe_group_id, &config.dedupe_topic)
+    } else {
+        anyhow::bail!(
+            "{topic} is none of {}, {}, {}",
+            config.commands_topic,
+            config.state_topic,
+            config.dedupe_topic
+        );
+    };
+    let mut outcomes = Vec::new();
+    commit_as_sole_member(brokers, group, consumed, timeout, |committed| {
+        let mut ids: Vec<i32> = committed.keys().copied().collect();
+        ids.sort_unstable();
+        let named = partitions.is_some();
+        if let Some(only) = &partitions {
+            for p in only {
+                anyhow::ensure!(ids.contains(p), "{consumed} has no partition {p}");
+            }
+            ids.retain(|p| only.contains(p));
+        }
+        let probe: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()?;
+        let states = if processor {
+            crate::runner::max_applied(brokers, &config.state_topic, &ids, timeout)?
+        } else {
+            HashMap::new()
+        };
+        let mut commits = Vec::new();
+        for p in ids {
+            let before = committed.get(&p).cloned().unwrap_or_default();
+            let wm = probe.fetch_watermarks(consumed, p, timeout)?;
+            let (resets, after) = if processor {
+                let (max_applied, state) = states.get(&p).copied().unwrap_or((None, (0, 0)));
+                let evidence = ProcessorEvidence {
+                    committed: before.clone(),
+                    commands: wm,
+                    state,
+                    max_applied,
+                };
+                let logs = ProcessorLogs {
+                    commands_topic: &config.commands_topic,
+                    state_topic: &config.state_topic,
+                    group,
+                };
+                let resets = judge_processor(&logs, p, &evidence);
+                let (offset, note) = rebased_processor_commit(&evidence, &resets, force);
+                (
+                    resets,
+                    Committed {
+                        offset: Some(offset),
+                        note,
+                    },
+                )
+            } else {
+                let resets: Vec<LogReset> = judge_dedupe(consumed, group, p, &before, wm)
+                    .into_iter()
+                    .collect();
+                (
+                    resets,
+                    Committed {
+                        offset: Some(wm.0),
+                        note: CommitNote::default(),
+                    },
+                )
+            };
+            if resets.is_empty() && !force {
+                if named {
+                    outcomes.push(RebaseOutcome::NotReset { partition: p });
+                }
+                continue;
+            }
+            let offset = after.offset.expect("a rebase commits an offset");
+            let metadata = processor.then(|| after.note.encode());
+            commits.push((p, offset, metadata));
+            outcomes.push(RebaseOutcome::Rebased {
+                partition: p,
+                group: group.clone(),
+                before,
+                after,
+                resets,
+            });
+        }
+        Ok(commits)
+    })?;
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logs() -> ProcessorLogs<'static> {
+        ProcessorLogs {
+            commands_topic: "clues.commands",
+            state_topic: "clues.state",
+            group: "g",
+        }
+    }
+
+    fn committed(offset: i64, base: i64, state_end: Option<i64>) -> Committed {
+        Committed {
+            offset: Some(offset),
+            note: CommitNote {
+                base,
+                state_end,
+                resend_from: None,
+            },
+        }
+    }
+
+    #[test]
+    fn notes_round_trip_and_foreign_metadata_is_the_default() {
+        let note = CommitNote {
+            base: 1040,
+            state_end: Some(77),
+            resend_from: Some(1040),
+        };
+        assert_eq!(CommitNote::decode(&note.encode()), note);
+        let plain = CommitNote::default();
+        assert_eq!(CommitNote::decode(&plain.encode()), plain);
+        assert_eq!(CommitNote::decode(""), plain);
+        assert_eq!(CommitNote::decode("someone else's base=5"), plain);
+    }
+
+    #[test]
+    fn a_consistent_partition_is_consumed() {
+        let e = ProcessorEvidence {
+            committed: committed(40, 0, Some(12)),
+            commands: (0, 45),
+            state: (0, 12),
+            max_applied: Some(39),
+        };
+        assert!(judge_processor(&logs(), 1, &e).is_empty());
+        // Nothing committed yet, no state: a fresh partition.
+        assert!(judge_processor(&logs(), 1, &ProcessorEvidence::default()).is_empty());
+    }
+
+    #[test]
+    fn each_kind_of_reset_is_found_and_named() {
+        let e = ProcessorEvidence {
+            committed: committed(1040, 0, Some(30)),
+            commands: (0, 40),
+            state: (0, 12),
+            max_applied: Some(39),
+        };
+        let resets = judge_processor(&logs(), 1, &e);
+        let kinds: Vec<_> = resets
+            .iter()
+            .map(|r| (r.topic.as_str(), r.kind.clone()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("clues.commands", ResetKind::CommittedBeyondEnd),
+                ("clues.state", ResetKind::ChangelogShort)
+            ]
+        );
+        let text = resets[0].to_string();
+        for part in [
+            "clues.commands partition 1",
+            "committed offset 1040",
+            "high watermark is 40",
+            "gridclue-enrich rebase --topic clues.commands --partition 1",
+        ] {
+            assert!(text.contains(part), "{text}");
+        }
+        // A commands log re-created under a state that survived, the group's offsets gone.
+        let e = ProcessorEvidence {
+            committed: Committed::default(),
+            commands: (0, 5),
+            state: (0, 12),
+            max_applied: Some(39),
+        };
+        let resets = judge_processor(&logs(), 2, &e);
+        assert_eq!(resets.len(), 1);
+        assert_eq!(
+            (resets[0].kind.clone(), resets[0].position),
+            (ResetKind::AppliedBeyondEnd, 39)
+        );
+        // Positions are compared net of the base.
+        let e = ProcessorEvidence {
+            committed: committed(10, 1000, None),
+            commands: (0, 12),
+            state: (0, 3),
+            max_applied: Some(1011),
+        };
+        assert!(judge_processor(&logs(), 2, &e).is_empty());
+    }
+
+    #[test]
+    fn a_rebase_puts_the_new_log_after_every_handled_position() {
+        let e = ProcessorEvidence {
+            committed: committed(1040, 0, Some(12)),
+            commands: (0, 40),
+            state: (0, 12),
+            max_applied: Some(39),
+        };
+        let resets = judge_processor(&logs(), 1, &e);
+        let (offset, note) = rebased_processor_commit(&e, &resets, false);
+        assert_eq!(offset, 0);
+        assert_eq!(note.base, 1040, "after the old committed position");
+        assert_eq!(note.resend_from, Some(1040));
+        assert_eq!(note.state_end, Some(12));
+        // A state ahead of the commit (a crash before the commit) pushes the base further.
+        let e = ProcessorEvidence {
+            max_applied: Some(2000),
+            ..e
+        };
+        let (_, note) = rebased_processor_commit(&e, &resets, false);
+        assert_eq!(note.base, 2001);
+        // Only the changelog short: the commands position stays.
+        let e = ProcessorEvidence {
+            committed: committed(30, 7, Some(50)),
+            commands: (0, 40),
+            state: (0, 12),
+            max_applied: Some(36),
+        };
+        let resets = judge_processor(&logs(), 1, &e);
+        assert_eq!(resets.len(), 1);
+        let (offset, note) = rebased_processor_commit(&e, &resets, false);
+        assert_eq!((offset, note.base, note.state_end), (30, 7, Some(12)));
+    }
+
+    #[test]
+    fn a_dedupe_partition_is_reset_only_past_its_end() {
+        let c = committed(50, 0, None);
+        assert!(judge_dedupe("clues.dedupe", "d", 0, &c, (0, 50)).is_none());
+        let r = judge_dedupe("clues.dedupe", "d", 0, &c, (0, 20)).unwrap();
+        assert_eq!((r.position, r.high), (50, 20));
+        assert!(judge_dedupe("clues.dedupe", "d", 0, &Committed::default(), (0, 0)).is_none());
+    }
+}
