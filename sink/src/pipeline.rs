@@ -213,6 +213,8 @@ pub(crate) struct Pipeline {
     /// Partitions sent to a new position: their messages are dropped until the poller's
     /// `Released` marker.
     seeking: HashSet<i32>,
+    /// The generation of the last rebalance applied (orders to the poller carry it).
+    applied_generation: u64,
     /// Replay only: partitions whose end was reached.
     done: HashSet<i32>,
     /// Replay only: facts inserted.
@@ -299,6 +301,7 @@ impl Pipeline {
             readiness,
             held: HashMap::new(),
             seeking: HashSet::new(),
+            applied_generation: 0,
             done: HashSet::new(),
             inserted: 0,
         })
@@ -405,6 +408,9 @@ impl Pipeline {
                 generation,
                 messages,
             }) => {
+                // Rebalances before these messages first: a partition assigned afresh is no
+                // longer held or moving, and its messages must not be dropped.
+                self.apply_notes();
                 let (held, seeking) = (&self.held, &self.seeking);
                 self.stash.extend(
                     messages
@@ -471,6 +477,7 @@ impl Pipeline {
     fn apply_notes(&mut self) {
         let notes: Vec<(u64, Note)> = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
         for (generation, note) in notes {
+            self.applied_generation = self.applied_generation.max(generation);
             match note {
                 Note::Assigned(ps) => {
                     for p in ps {
@@ -516,7 +523,7 @@ impl Pipeline {
                 return Ok(());
             }
         }
-        if !self.ensure_loaded(p, offset).await? || !self.assigned.contains(&p) {
+        if !self.ensure_loaded(p, offset, generation).await? || !self.assigned.contains(&p) {
             return Ok(()); // held, moved, or revoked while loading
         }
         let batch = &mut self.batch;
@@ -590,7 +597,7 @@ impl Pipeline {
     /// ownership: judges its log and loads its clue states. Returns whether the message (and
     /// the partition) is to be handled now: not when the log was reset (the partition is held)
     /// or when the partition must first be read from another position.
-    async fn ensure_loaded(&mut self, p: i32, offset: i64) -> Result<bool, Stop> {
+    async fn ensure_loaded(&mut self, p: i32, offset: i64, generation: u64) -> Result<bool, Stop> {
         if self.partitions.contains_key(&p) {
             return Ok(true);
         }
@@ -601,7 +608,12 @@ impl Pipeline {
             if matches!(self.mode, Mode::Replay { .. }) {
                 return Err(Stop::Refused(reset));
             }
-            self.hold(p, reset);
+        }
+        if self.stale(p, generation) {
+            return Ok(false); // reassigned meanwhile: judged again at its next message
+        }
+        if let Some(reset) = inspection.reset() {
+            self.hold(p, reset, generation);
             return Ok(false);
         }
         let state = self.load_state(&inspection).await?;
@@ -616,9 +628,12 @@ impl Pipeline {
         // A log nothing was stored from yet is read from its start: the group's committed
         // offset may be a position in the log before a rebase.
         let from_start = state.log > 0 && state.resume_after.is_none();
+        if self.stale(p, generation) {
+            return Ok(false);
+        }
         self.partitions.insert(p, state);
         if from_start && offset > inspection.broker.low {
-            self.move_to(p, inspection.broker.low);
+            self.move_to(p, inspection.broker.low, generation);
             return Ok(false);
         }
         Ok(true)
@@ -693,8 +708,14 @@ impl Pipeline {
         })
     }
 
+    /// Whether partition `p` was revoked since `generation` (the loop's view is out of date).
+    fn stale(&mut self, p: i32, generation: u64) -> bool {
+        self.apply_notes();
+        !self.assigned.contains(&p) || self.revoked_at.get(&p).is_some_and(|r| generation < *r)
+    }
+
     /// Stops consuming a partition whose log was reset, and reports it (once).
-    fn hold(&mut self, p: i32, reset: LogReset) {
+    fn hold(&mut self, p: i32, reset: LogReset, generation: u64) {
         tracing::error!(
             topic = %reset.topic,
             partition = p,
@@ -712,7 +733,10 @@ impl Pipeline {
             .block(&hold_key(&reset.topic, p), reset.to_string());
         self.stash.retain(|(_, m)| m.partition() != p);
         if let Some(poller) = &self.poller {
-            poller.control(Control::Hold(p));
+            poller.control(Control::Hold {
+                partition: p,
+                generation,
+            });
         }
         self.held.insert(
             p,
@@ -744,7 +768,7 @@ impl Pipeline {
     }
 
     /// Has the poller read the partition from `offset` on; its messages read before are dropped.
-    fn move_to(&mut self, p: i32, offset: i64) {
+    fn move_to(&mut self, p: i32, offset: i64, generation: u64) {
         tracing::info!(
             partition = p,
             offset,
@@ -756,6 +780,7 @@ impl Pipeline {
             poller.control(Control::Release {
                 partition: p,
                 offset,
+                generation,
             });
         }
     }
@@ -775,10 +800,15 @@ impl Pipeline {
             .map(|(p, _)| *p)
             .collect();
         for p in due {
+            self.apply_notes();
+            let generation = self.applied_generation;
+            if !self.held.contains_key(&p) {
+                continue; // revoked or reassigned meanwhile
+            }
             self.fence(p).await?;
             let inspection = self.inspect_retrying(p).await?;
-            if !self.assigned.contains(&p) || !self.held.contains_key(&p) {
-                continue; // revoked meanwhile
+            if self.stale(p, generation) || !self.held.contains_key(&p) {
+                continue; // revoked or reassigned meanwhile
             }
             if inspection.reset().is_some() {
                 tracing::debug!(partition = p, "the partition's log is still reset");
@@ -803,7 +833,7 @@ impl Pipeline {
                 self.clear_report(&reset);
             }
             self.partitions.insert(p, state);
-            self.move_to(p, from);
+            self.move_to(p, from, generation);
         }
         Ok(())
     }

@@ -48,13 +48,19 @@ pub(crate) enum Item {
     },
 }
 
-/// What the loop asks of the poller for one partition.
+/// What the loop asks of the poller for one partition, decided under the assignment of
+/// `generation` (an order from before a later rebalance is ignored: the loop judges a
+/// partition afresh after a rebalance).
 #[derive(Debug)]
 pub(crate) enum Control {
     /// Stop fetching the partition until it is released.
-    Hold(i32),
+    Hold { partition: i32, generation: u64 },
     /// Fetch the partition again, from `offset`.
-    Release { partition: i32, offset: i64 },
+    Release {
+        partition: i32,
+        offset: i64,
+        generation: u64,
+    },
 }
 
 /// Counts rebalances; the consumer context bumps it in its callbacks, which run inside `poll`,
@@ -167,9 +173,21 @@ impl Steering {
         generation: u64,
     ) {
         while let Ok(order) = self.orders.try_recv() {
-            let partition = match order {
-                Control::Hold(p) | Control::Release { partition: p, .. } => p,
+            let (partition, decided) = match order {
+                Control::Hold {
+                    partition,
+                    generation,
+                }
+                | Control::Release {
+                    partition,
+                    generation,
+                    ..
+                } => (partition, generation),
             };
+            if decided < generation {
+                tracing::debug!(partition, "order from before a rebalance ignored");
+                continue;
+            }
             for item in pending.iter_mut() {
                 if let Item::Messages { messages, .. } = item {
                     messages.retain(|m| m.partition() != partition);
@@ -178,13 +196,13 @@ impl Steering {
             pending
                 .retain(|i| !matches!(i, Item::Messages { messages, .. } if messages.is_empty()));
             match order {
-                Control::Hold(p) => {
-                    self.held.insert(p);
-                    if let Err(e) = consumer.pause(&self.one(p)) {
-                        tracing::warn!(error = %e, partition = p, "cannot pause a held partition");
+                Control::Hold { .. } => {
+                    self.held.insert(partition);
+                    if let Err(e) = consumer.pause(&self.one(partition)) {
+                        tracing::warn!(error = %e, partition, "cannot pause a held partition");
                     }
                 }
-                Control::Release { partition, offset } => {
+                Control::Release { offset, .. } => {
                     // Seek while paused, so nothing is fetched from the old position meanwhile.
                     let _ = consumer.pause(&self.one(partition));
                     let result = consumer.seek(
