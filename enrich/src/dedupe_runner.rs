@@ -230,6 +230,7 @@ impl DedupeRunner {
         if missing.is_empty() {
             return Ok(());
         }
+        let read_under: HashMap<i32, u64> = missing.iter().map(|p| (*p, epochs.get(*p))).collect();
         let (brokers, group, topic) = (
             self.config.kafka_brokers.clone(),
             self.config.dedupe_group_id.clone(),
@@ -252,7 +253,7 @@ impl DedupeRunner {
             );
             if let Some(reset) = reset {
                 self.revoked.remove(&p);
-                refusals.refuse(consumer, p, epochs.get(p), vec![reset]);
+                refusals.refuse(consumer, p, read_under[&p], vec![reset]);
             }
         }
         Ok(())

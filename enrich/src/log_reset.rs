@@ -23,11 +23,15 @@
 //! after `gridclue-enrich rebase`. The rebase joins the group (so every enrich must be stopped),
 //! and commits for each partition a position in the new log:
 //!
-//! - commands: the new log's start, with a new **base**: positions are `base + offset`, and the
-//!   new base puts the new log's commands after every position the state has handled, so none
-//!   is taken as handled by its offset. Commands of the old log found again in the new one are
-//!   still recognised by their command id (the processor remembers each clue's recent command
-//!   ids) and change nothing; outbox entries the old log had not committed are produced again.
+//! - commands: where the handled part of the log ends. The rebase reads the records at the
+//!   highest positions the state handled that are still in the log: when one is the command
+//!   that clue handled (its command id is among the clue's remembered ones), the log is the same
+//!   log as far as that offset (truncated, or a position committed wrongly) and consumption
+//!   resumes right after it, so no old command is decided again; when one belongs to another
+//!   clue, or nothing can be proven, the log is a new one and is read from its start. Either
+//!   way a new **base** (positions are `base + offset`) puts what is read after every position
+//!   the state has handled, so no new command is taken as handled by its offset; outbox entries
+//!   the old log had not committed are produced again.
 //! - state: the changelog as it is now is accepted (state lost with it is gone: commands for
 //!   those clues go to the DLQ as unknown clues, not silently).
 //! - dedupe: the new log's start (its verdicts are idempotent by command id).
@@ -38,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::EnrichConfig;
@@ -242,10 +247,13 @@ pub fn judge_dedupe(
 }
 
 /// What the processor's partition is rebased to: the commit that replaces the group's.
+/// `same_until` is the offset up to which the current log is proven to be the log the state
+/// handled ([`prove_same_log`]).
 pub fn rebased_processor_commit(
     e: &ProcessorEvidence,
     resets: &[LogReset],
     force: bool,
+    same_until: Option<i64>,
 ) -> (i64, CommitNote) {
     let old = e.committed.note;
     let commands_reset = force
@@ -266,23 +274,104 @@ pub fn rebased_processor_commit(
             },
         );
     }
-    let start = e.commands.0;
-    let committed_position = e.committed.offset.map(|c| old.base + c);
-    // The new log's first command comes after every handled position and after the old
-    // committed position.
-    let first = e
+    let start = same_until.map_or(e.commands.0, |o| o + 1);
+    // Everything read from `start` on comes after every handled position.
+    let base = e
         .max_applied
-        .map_or(i64::MIN, |a| a + 1)
-        .max(committed_position.unwrap_or(i64::MIN))
-        .max(old.base + start);
+        .map_or(old.base, |a| old.base.max(a + 1 - start));
     (
         start,
         CommitNote {
-            base: first - start,
+            base,
             state_end: Some(e.state.1),
-            resend_from: committed_position,
+            resend_from: e.committed.offset.map(|c| old.base + c),
         },
     )
+}
+
+/// What the state says a clue handled: its position and the command ids it remembers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handled {
+    pub clue: gridclue_core::ClueId,
+    pub position: i64,
+    pub recent: Vec<gridclue_core::CommandId>,
+}
+
+/// A record's key and payload, or `None` when no record has exactly the offset asked for.
+pub type RecordAt = Option<(Option<String>, Vec<u8>)>;
+
+/// How many handled positions [`prove_same_log`] looks at before it gives up.
+pub const PROOF_TRIES: usize = 32;
+
+/// Whether the commands log (watermarks `wm`) is the log the state handled, and as far as which
+/// offset: the records at the highest handled positions (`base + offset`) still in the log are
+/// read with `record_at`.
+/// `Some(o)`: the record at `o` is the command its clue handled. `None`: a record there belongs
+/// to another clue (a new log), or nothing could be proven within [`PROOF_TRIES`] records (a
+/// handled command the clue does not remember, such as a refused one, proves nothing).
+pub fn prove_same_log(
+    handled: &[Handled],
+    base: i64,
+    wm: Watermarks,
+    mut record_at: impl FnMut(i64) -> anyhow::Result<RecordAt>,
+) -> anyhow::Result<Option<i64>> {
+    let mut candidates: Vec<(i64, &Handled)> = handled
+        .iter()
+        .map(|h| (h.position - base, h))
+        .filter(|(o, _)| wm.0 <= *o && *o < wm.1)
+        .collect();
+    candidates.sort_by_key(|(o, _)| std::cmp::Reverse(*o));
+    for (offset, h) in candidates.into_iter().take(PROOF_TRIES) {
+        let Some((key, payload)) = record_at(offset)? else {
+            continue;
+        };
+        if key.as_deref() != Some(h.clue.to_string().as_str()) {
+            return Ok(None);
+        }
+        if gridclue_core::wire::CommandEnvelope::decode(&payload)
+            .is_ok_and(|cmd| h.recent.contains(&cmd.command_id))
+        {
+            return Ok(Some(offset));
+        }
+    }
+    Ok(None)
+}
+
+/// Reads single records of one partition (for [`prove_same_log`]).
+fn record_reader(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> anyhow::Result<impl FnMut(i64) -> anyhow::Result<RecordAt>> {
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "gridclue-enrich-rebase-check")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()?;
+    let topic = topic.to_owned();
+    Ok(move |offset: i64| {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+        reader.assign(&tpl)?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let Some(m) = reader.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let m = m?;
+            if m.partition() != partition || m.offset() < offset {
+                continue;
+            }
+            if m.offset() != offset {
+                return Ok(None);
+            }
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+            return Ok(Some((key, m.payload().unwrap_or_default().to_vec())));
+        }
+        anyhow::bail!("reading {topic} partition {partition} at offset {offset} timed out")
+    })
 }
 
 /// Committed offsets (with notes) of `partitions` of `topic` for `group`, and their watermarks.
@@ -409,6 +498,18 @@ pub fn commit_as_sole_member(
     Ok(())
 }
 
+/// Where a rebased partition is consumed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// The committed position stays (only the changelog was rebased).
+    Kept,
+    /// Right after this offset: the log is proven to be the one the state handled as far as
+    /// here.
+    After(i64),
+    /// From the log's start: a new log (or one nothing could be proven of).
+    FromStart,
+}
+
 /// What `gridclue-enrich rebase` did with one partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RebaseOutcome {
@@ -418,6 +519,8 @@ pub enum RebaseOutcome {
         /// The commit before and after.
         before: Committed,
         after: Committed,
+        /// Where consumption resumes.
+        resume: Resume,
         /// What was found (empty when forced on a partition that was not reset).
         resets: Vec<LogReset>,
     },
@@ -476,7 +579,7 @@ fn rebase_blocking(
             .set("bootstrap.servers", brokers)
             .create()?;
         let states = if processor {
-            crate::runner::max_applied(brokers, &config.state_topic, &ids, timeout)?
+            crate::runner::handled(brokers, &config.state_topic, &ids, timeout)?
         } else {
             HashMap::new()
         };
@@ -484,13 +587,14 @@ fn rebase_blocking(
         for p in ids {
             let before = committed.get(&p).cloned().unwrap_or_default();
             let wm = probe.fetch_watermarks(consumed, p, timeout)?;
+            let mut resume = Resume::FromStart;
             let (resets, after) = if processor {
-                let (max_applied, state) = states.get(&p).copied().unwrap_or((None, (0, 0)));
+                let (handled, state) = states.get(&p).cloned().unwrap_or_default();
                 let evidence = ProcessorEvidence {
                     committed: before.clone(),
                     commands: wm,
                     state,
-                    max_applied,
+                    max_applied: handled.iter().map(|h| h.position).max(),
                 };
                 let logs = ProcessorLogs {
                     commands_topic: &config.commands_topic,
@@ -498,7 +602,23 @@ fn rebase_blocking(
                     group,
                 };
                 let resets = judge_processor(&logs, p, &evidence);
-                let (offset, note) = rebased_processor_commit(&evidence, &resets, force);
+                let commands_reset = force
+                    || resets.iter().any(|r| {
+                        matches!(
+                            r.kind,
+                            ResetKind::CommittedBeyondEnd | ResetKind::AppliedBeyondEnd
+                        )
+                    });
+                let mut same_until = None;
+                if commands_reset {
+                    let reader = record_reader(brokers, consumed, p, timeout)?;
+                    same_until = prove_same_log(&handled, before.note.base, wm, reader)?;
+                    resume = same_until.map_or(Resume::FromStart, Resume::After);
+                } else {
+                    resume = Resume::Kept;
+                }
+                let (offset, note) =
+                    rebased_processor_commit(&evidence, &resets, force, same_until);
                 (
                     resets,
                     Committed {
@@ -532,6 +652,7 @@ fn rebase_blocking(
                 group: group.clone(),
                 before,
                 after,
+                resume,
                 resets,
             });
         }
@@ -643,7 +764,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rebase_puts_the_new_log_after_every_handled_position() {
+    fn a_rebase_resumes_after_the_proven_part_or_at_the_start_after_every_handled_position() {
         let e = ProcessorEvidence {
             committed: committed(1040, 0, Some(12)),
             commands: (0, 40),
@@ -651,17 +772,29 @@ mod tests {
             max_applied: Some(39),
         };
         let resets = judge_processor(&logs(), 1, &e);
-        let (offset, note) = rebased_processor_commit(&e, &resets, false);
-        assert_eq!(offset, 0);
-        assert_eq!(note.base, 1040, "after the old committed position");
-        assert_eq!(note.resend_from, Some(1040));
+        // A new log: from its start, every offset after the handled positions.
+        let (offset, note) = rebased_processor_commit(&e, &resets, false, None);
+        assert_eq!((offset, note.base), (0, 40));
+        assert_eq!(
+            note.resend_from,
+            Some(1040),
+            "the old log's uncommitted outbox"
+        );
         assert_eq!(note.state_end, Some(12));
+        // The same log as far as offset 39 (a position committed beyond it): right after it,
+        // positions as before.
+        let (offset, note) = rebased_processor_commit(&e, &resets, false, Some(39));
+        assert_eq!((offset, note.base), (40, 0));
+        // Proven only up to 30 while the state handled up to 39 (a truncated log): after 30,
+        // and what is read there comes after position 39.
+        let (offset, note) = rebased_processor_commit(&e, &resets, false, Some(30));
+        assert_eq!((offset, note.base), (31, 9));
         // A state ahead of the commit (a crash before the commit) pushes the base further.
-        let e = ProcessorEvidence {
+        let ahead = ProcessorEvidence {
             max_applied: Some(2000),
-            ..e
+            ..e.clone()
         };
-        let (_, note) = rebased_processor_commit(&e, &resets, false);
+        let (_, note) = rebased_processor_commit(&ahead, &resets, false, None);
         assert_eq!(note.base, 2001);
         // Only the changelog short: the commands position stays.
         let e = ProcessorEvidence {
@@ -672,8 +805,77 @@ mod tests {
         };
         let resets = judge_processor(&logs(), 1, &e);
         assert_eq!(resets.len(), 1);
-        let (offset, note) = rebased_processor_commit(&e, &resets, false);
+        let (offset, note) = rebased_processor_commit(&e, &resets, false, None);
         assert_eq!((offset, note.base, note.state_end), (30, 7, Some(12)));
+    }
+
+    fn command(clue: gridclue_core::ClueId, id: u128) -> Vec<u8> {
+        gridclue_core::wire::CommandEnvelope {
+            v: gridclue_core::wire::SCHEMA_VERSION,
+            command_id: gridclue_core::CommandId(uuid::Uuid::from_u128(id)),
+            clue_id: clue,
+            issued_at_ms: 0,
+            actor: gridclue_core::wire::Actor {
+                kind: gridclue_core::wire::ActorKind::Staff,
+                id: "t".into(),
+                group: None,
+            },
+            command: gridclue_core::wire::Command::Accept,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn the_same_log_is_proven_by_a_handled_command_and_disproven_by_another_clue() {
+        let (a, b) = (
+            gridclue_core::ClueId::new_random(),
+            gridclue_core::ClueId::new_random(),
+        );
+        let handled = |clue, position, ids: &[u128]| Handled {
+            clue,
+            position,
+            recent: ids
+                .iter()
+                .map(|i| gridclue_core::CommandId(uuid::Uuid::from_u128(*i)))
+                .collect(),
+        };
+        // a handled command 7 at offset 20 (base 0); b's last command, at 25, was refused (not
+        // remembered): it proves nothing, so 20 is looked at next.
+        let state = [handled(a, 20, &[7]), handled(b, 25, &[8])];
+        let log: HashMap<i64, (Option<String>, Vec<u8>)> = HashMap::from([
+            (20, (Some(a.to_string()), command(a, 7))),
+            (25, (Some(b.to_string()), command(b, 9))),
+        ]);
+        let mut reads = Vec::new();
+        let mut read = |o: i64| {
+            reads.push(o);
+            Ok(log.get(&o).cloned())
+        };
+        assert_eq!(
+            prove_same_log(&state, 0, (0, 30), &mut read).unwrap(),
+            Some(20)
+        );
+        assert_eq!(reads, vec![25, 20]);
+        // Positions are offsets plus the base; positions outside the log are not read.
+        let shifted = [handled(a, 120, &[7]), handled(b, 500, &[8])];
+        assert_eq!(
+            prove_same_log(&shifted, 100, (0, 30), |o| Ok(log.get(&o).cloned())).unwrap(),
+            Some(20)
+        );
+        // Another clue's record at a handled position: a new log.
+        let other = HashMap::from([(25, (Some(a.to_string()), command(a, 8)))]);
+        assert_eq!(
+            prove_same_log(&state, 0, (0, 30), |o| Ok(other.get(&o).cloned())).unwrap(),
+            None
+        );
+        // Nothing handled inside the log: nothing proven.
+        assert_eq!(
+            prove_same_log(&state, 0, (0, 5), |_| -> anyhow::Result<_> {
+                panic!("nothing to read")
+            })
+            .unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gridclue_enrich::log_reset::RebaseOutcome;
+use gridclue_enrich::log_reset::{RebaseOutcome, Resume};
 use gridclue_enrich::EnrichConfig;
 
 #[derive(Parser)]
@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
                         group,
                         before,
                         after,
+                        resume,
                         resets,
                     } => {
                         println!(
@@ -77,6 +78,14 @@ async fn main() -> anyhow::Result<()> {
                              (base {} → {})",
                             before.offset, after.offset, before.note.base, after.note.base
                         );
+                        match resume {
+                            Resume::After(o) => println!(
+                                "  the log is the one the state handled as far as offset {o}: \
+                                 resuming after it"
+                            ),
+                            Resume::FromStart => println!("  read from the log's start"),
+                            Resume::Kept => println!("  the commands position stays"),
+                        }
                         for r in resets {
                             println!("  was: {r}");
                         }

@@ -279,6 +279,9 @@ impl Runner {
         if missing.is_empty() {
             return Ok(());
         }
+        // The batch was read under these epochs: a refusal is forgotten if the partition is
+        // revoked while it is judged.
+        let read_under: HashMap<i32, u64> = missing.keys().map(|p| (*p, epochs.get(*p))).collect();
         let t0 = Instant::now();
         let brokers = self.config.kafka_brokers.clone();
         let topic = self.config.state_topic.clone();
@@ -367,7 +370,7 @@ impl Runner {
             };
             let resets = log_reset::judge_processor(&logs, p, &evidence);
             if !resets.is_empty() {
-                refusals.refuse(consumer, p, epochs.get(p), resets);
+                refusals.refuse(consumer, p, read_under[&p], resets);
                 continue;
             }
             tracing::info!(
@@ -616,21 +619,33 @@ fn max_applied_of<'a>(states: impl Iterator<Item = &'a ClueState>) -> Option<i64
     states.map(|s| s.applied_offset).filter(|a| *a >= 0).max()
 }
 
-/// Per changelog partition: the highest position handled in its state, and its watermarks.
-pub(crate) fn max_applied(
+/// Per changelog partition: what its state handled (each clue's position and remembered
+/// command ids), and its watermarks.
+pub(crate) fn handled(
     brokers: &str,
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
-) -> anyhow::Result<HashMap<i32, (Option<i64>, Watermarks)>> {
+) -> anyhow::Result<HashMap<i32, (Vec<log_reset::Handled>, Watermarks)>> {
     let (records, watermarks) = read_changelog(brokers, topic, partitions, timeout)?;
     Ok(partitions
         .iter()
         .map(|p| {
-            let applied = records
+            let handled = records
                 .get(p)
-                .and_then(|clues| max_applied_of(clues.values().map(|r| &r.state)));
-            (*p, (applied, watermarks.get(p).copied().unwrap_or((0, 0))))
+                .map(|clues| {
+                    clues
+                        .values()
+                        .filter(|r| r.state.applied_offset >= 0)
+                        .map(|r| log_reset::Handled {
+                            clue: r.clue_id,
+                            position: r.state.applied_offset,
+                            recent: r.state.recent_commands.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (*p, (handled, watermarks.get(p).copied().unwrap_or((0, 0))))
         })
         .collect())
 }

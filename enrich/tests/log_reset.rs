@@ -12,7 +12,7 @@ use common::*;
 use gridclue_core::service::Readiness;
 use gridclue_core::wire::EventEnvelope;
 use gridclue_enrich::dedupe_runner::DedupeRunner;
-use gridclue_enrich::log_reset::{self, CommitNote, RebaseOutcome, ResetKind};
+use gridclue_enrich::log_reset::{self, CommitNote, RebaseOutcome, ResetKind, Resume};
 use gridclue_enrich::metrics::EnrichMetrics;
 use gridclue_enrich::runner::{Runner, StateRecord};
 use gridclue_enrich::EnrichConfig;
@@ -285,28 +285,46 @@ async fn reset_positions_are_refused_until_rebased_and_then_every_fact_appears_o
         );
     }
     assert_eq!(outcomes[0], RebaseOutcome::NotReset { partition: 0 });
-    let rebased: Vec<(i32, ResetKind, log_reset::Committed)> = outcomes[1..]
+    let rebased: Vec<(i32, ResetKind, log_reset::Committed, Resume)> = outcomes[1..]
         .iter()
         .map(|o| match o {
             RebaseOutcome::Rebased {
                 partition,
                 resets,
                 after,
+                resume,
                 ..
-            } => (*partition, resets[0].kind.clone(), after.clone()),
+            } => (*partition, resets[0].kind.clone(), after.clone(), *resume),
             other => panic!("{other:?}"),
         })
         .collect();
-    let (p1, kind, after) = &rebased[0];
+    // Commands partition 1 is still the log the state handled (only its committed position
+    // was wrong): it resumes right after the last command handled, not from its start (where
+    // commands refused the first time would be decided again).
+    let (p1, kind, after, resume) = &rebased[0];
     assert_eq!((*p1, kind), (1, &ResetKind::CommittedBeyondEnd));
-    assert_eq!(after.offset, Some(0), "commands from the new log's start");
-    assert_eq!(after.note.base, beyond_commands, "after every old position");
-    let (p2, kind, after) = &rebased[1];
-    assert_eq!((*p2, kind), (2, &ResetKind::ChangelogShort));
+    let first_end = beyond_commands - 1000;
+    let Resume::After(proven) = resume else {
+        panic!("partition 1 not proven the same log: {resume:?}");
+    };
+    assert!(
+        *proven < first_end,
+        "{proven} within the first workload's records"
+    );
+    assert_eq!(after.offset, Some(proven + 1));
+    assert_eq!(after.note.base, 0, "positions as before");
+    let (p2, kind, after, resume) = &rebased[1];
+    assert_eq!(
+        (*p2, kind, *resume),
+        (2, &ResetKind::ChangelogShort, Resume::Kept)
+    );
     assert_eq!(after.offset, c2.0, "the commands position stays");
     assert_eq!(after.note.state_end, Some(lost_state_end - 50));
-    let (d0, kind, after) = &rebased[2];
-    assert_eq!((*d0, kind), (0, &ResetKind::CommittedBeyondEnd));
+    let (d0, kind, after, resume) = &rebased[2];
+    assert_eq!(
+        (*d0, kind, *resume),
+        (0, &ResetKind::CommittedBeyondEnd, Resume::FromStart)
+    );
     assert_eq!(after.offset, Some(0));
 
     let r = Running::start(&cfg);
@@ -529,9 +547,13 @@ async fn a_restarted_commands_log_under_a_surviving_state_is_refused_then_applie
         .iter()
         .map(|o| match o {
             RebaseOutcome::Rebased {
-                partition, resets, ..
+                partition,
+                resets,
+                resume,
+                ..
             } => {
                 assert_eq!(resets[0].kind, ResetKind::AppliedBeyondEnd);
+                assert_eq!(*resume, Resume::FromStart, "a new log");
                 *partition
             }
             other => panic!("{other:?}"),
