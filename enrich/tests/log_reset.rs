@@ -34,6 +34,7 @@ fn cluster() -> MockCluster<'static, DefaultProducerContext> {
         ("clues.events", PARTITIONS),
         ("clues.state", PARTITIONS),
         ("clues.dedupe", DEDUPE_PARTITIONS),
+        ("clues.outcomes", PARTITIONS),
         ("clues.dlq", 1),
     ] {
         mock.create_topic(topic, partitions, 1).unwrap();
@@ -166,6 +167,9 @@ async fn reset_positions_are_refused_until_rebased_and_then_every_fact_appears_o
         data_dir: data_dir(),
         batch_max: 40,
         restore_timeout_ms: 20_000,
+        // The workloads' deadlines (2025) have all passed: overdue facts, emitted when the
+        // processor's clock says so, are no part of the reference run's facts.
+        overdue_grace_ms: u64::MAX,
         ..EnrichConfig::default()
     };
     let producer = producer(&bootstrap);
@@ -437,6 +441,9 @@ async fn a_restarted_commands_log_under_a_surviving_state_is_refused_then_applie
         data_dir: data_dir(),
         batch_max: 40,
         restore_timeout_ms: 20_000,
+        // The workloads' deadlines (2025) have all passed: overdue facts, emitted when the
+        // processor's clock says so, are no part of the reference run's facts.
+        overdue_grace_ms: u64::MAX,
         ..EnrichConfig::default()
     };
     let r = Running::start(&cfg);
