@@ -659,6 +659,7 @@ fn prepared_rows(
     let source = rows::Source {
         topic: "clues.events".into(),
         partition: 0,
+        log: 0,
         offset: 0,
     };
     'outer: for seq in 0..6u32 {
@@ -753,6 +754,7 @@ fn fold(facts: u64) -> String {
     let source = rows::Source {
         topic: "clues.events".into(),
         partition: 0,
+        log: 0,
         offset: 0,
     };
     let t = Instant::now();
