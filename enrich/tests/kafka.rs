@@ -18,28 +18,8 @@ use gridclue_enrich::metrics::EnrichMetrics;
 use gridclue_enrich::runner::{Runner, StateRecord};
 use gridclue_enrich::EnrichConfig;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-const PARTITIONS: i32 = 4;
-/// Fewer than the streets (13), so partitions hold several streets' logs.
-const DEDUPE_PARTITIONS: i32 = 3;
-
-fn cluster() -> MockCluster<'static, DefaultProducerContext> {
-    let mock = MockCluster::new(1).unwrap();
-    for (topic, partitions) in [
-        ("clues.commands", PARTITIONS),
-        ("clues.events", PARTITIONS),
-        ("clues.state", PARTITIONS),
-        ("clues.dedupe", DEDUPE_PARTITIONS),
-        ("clues.outcomes", PARTITIONS),
-        ("clues.dlq", 1),
-    ] {
-        mock.create_topic(topic, partitions, 1).unwrap();
-    }
-    mock
-}
 
 fn config(bootstrap: &str, batch_max: usize) -> EnrichConfig {
     EnrichConfig {

@@ -18,29 +18,9 @@ use gridclue_enrich::metrics::EnrichMetrics;
 use gridclue_enrich::runner::{Runner, StateRecord};
 use gridclue_enrich::EnrichConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-const PARTITIONS: i32 = 4;
-const DEDUPE_PARTITIONS: i32 = 3;
-
-fn cluster() -> MockCluster<'static, DefaultProducerContext> {
-    let mock = MockCluster::new(1).unwrap();
-    for (topic, partitions) in [
-        ("clues.commands", PARTITIONS),
-        ("clues.events", PARTITIONS),
-        ("clues.state", PARTITIONS),
-        ("clues.dedupe", DEDUPE_PARTITIONS),
-        ("clues.outcomes", PARTITIONS),
-        ("clues.dlq", 1),
-    ] {
-        mock.create_topic(topic, partitions, 1).unwrap();
-    }
-    mock
-}
 
 struct Running {
     processor: JoinHandle<anyhow::Result<()>>,

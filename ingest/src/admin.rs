@@ -360,17 +360,7 @@ impl AppState {
     /// Authenticates an administering token (district, or street for its riders).
     fn admin(&self, parts: &Parts) -> Result<Admin, ApiError> {
         self.limit_ip(parts)?;
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let token = self.tokens.authenticate(header).map_err(|e| {
-            ApiError::Unauthorized(match e {
-                gridclue_core::tokens::AuthError::Missing => "a bearer token is required",
-                gridclue_core::tokens::AuthError::Invalid => "the bearer token is not valid",
-                gridclue_core::tokens::AuthError::Revoked => "the bearer token has been revoked",
-            })
-        })?;
+        let token = self.bearer(&parts.headers)?;
         self.limit_token(&token)?;
         match (token.kind, token.scope.clone()) {
             (TokenKind::District, _) => Ok(Admin::District(token)),

@@ -245,34 +245,33 @@ impl AppState {
             })
     }
 
-    /// Authenticates an `Authorization: Bearer` header as a reporter.
-    pub(crate) fn reporter(&self, headers: &HeaderMap) -> Result<TokenRecord, ApiError> {
+    /// Authenticates an `Authorization: Bearer` header, of any token kind.
+    pub(crate) fn bearer(&self, headers: &HeaderMap) -> Result<TokenRecord, ApiError> {
         let header = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        self.check_reporter(self.tokens.authenticate(header))
+        Ok(self.tokens.authenticate(header)?)
+    }
+
+    /// Authenticates an `Authorization: Bearer` header as a reporter.
+    pub(crate) fn reporter(&self, headers: &HeaderMap) -> Result<TokenRecord, ApiError> {
+        self.check_reporter(self.bearer(headers))
     }
 
     /// Authenticates a bare token (Open311's `api_key`) as a reporter.
     pub(crate) fn reporter_key(&self, key: &str) -> Result<TokenRecord, ApiError> {
         let key = key.trim();
         if key.is_empty() {
-            return self.check_reporter(Err(AuthError::Missing));
+            return self.check_reporter(Err(AuthError::Missing.into()));
         }
-        self.check_reporter(self.tokens.authenticate_token(key))
+        self.check_reporter(self.tokens.authenticate_token(key).map_err(ApiError::from))
     }
 
     fn check_reporter(
         &self,
-        result: Result<TokenRecord, AuthError>,
+        result: Result<TokenRecord, ApiError>,
     ) -> Result<TokenRecord, ApiError> {
-        let token = result.map_err(|e| {
-            ApiError::Unauthorized(match e {
-                AuthError::Missing => "a bearer token is required",
-                AuthError::Invalid => "the bearer token is not valid",
-                AuthError::Revoked => "the bearer token has been revoked",
-            })
-        })?;
+        let token = result?;
         if token.kind != TokenKind::Reporter {
             return Err(ApiError::Forbidden("submit or read clues"));
         }

@@ -63,6 +63,17 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<gridclue_core::tokens::AuthError> for ApiError {
+    fn from(e: gridclue_core::tokens::AuthError) -> Self {
+        use gridclue_core::tokens::AuthError;
+        ApiError::Unauthorized(match e {
+            AuthError::Missing => "a bearer token is required",
+            AuthError::Invalid => "the bearer token is not valid",
+            AuthError::Revoked => "the bearer token has been revoked",
+        })
+    }
+}
+
 impl ApiError {
     pub fn invalid(code: &'static str, detail: impl Into<String>) -> Self {
         ApiError::Invalid {

@@ -38,7 +38,7 @@ use std::collections::{HashMap, HashSet};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::DateTime;
@@ -146,17 +146,7 @@ fn is_name(s: &str, max: usize) -> bool {
 impl AppState {
     fn district(&self, parts: &Parts) -> Result<TokenRecord, ApiError> {
         self.limit_ip(parts)?;
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let token = self.tokens.authenticate(header).map_err(|e| {
-            ApiError::Unauthorized(match e {
-                gridclue_core::tokens::AuthError::Missing => "a bearer token is required",
-                gridclue_core::tokens::AuthError::Invalid => "the bearer token is not valid",
-                gridclue_core::tokens::AuthError::Revoked => "the bearer token has been revoked",
-            })
-        })?;
+        let token = self.bearer(&parts.headers)?;
         self.limit_token(&token)?;
         if token.kind != TokenKind::District {
             return Err(ApiError::Forbidden("import history (district tokens only)"));

@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gridclue_core::category::Catalog;
@@ -440,19 +440,6 @@ fn pending(state: &AppState, clue: ClueId, command: CommandId, action: Action) -
     r
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<TokenRecord, ApiError> {
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    state.tokens.authenticate(header).map_err(|e| {
-        ApiError::Unauthorized(match e {
-            gridclue_core::tokens::AuthError::Missing => "a bearer token is required",
-            gridclue_core::tokens::AuthError::Invalid => "the bearer token is not valid",
-            gridclue_core::tokens::AuthError::Revoked => "the bearer token has been revoked",
-        })
-    })
-}
-
 pub async fn post_transition(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -473,7 +460,7 @@ async fn transition(
     id: &str,
 ) -> Result<Response, ApiError> {
     state.limit_ip(parts)?;
-    let token = authenticate(state, &parts.headers)?;
+    let token = state.bearer(&parts.headers)?;
     state.limit_token(&token)?;
     let clue: ClueId = id.parse().map_err(|_| ApiError::NotFound)?;
     require_media_type(&parts.headers, "application/json")?;
@@ -539,7 +526,7 @@ async fn poll(
     command: &str,
 ) -> Result<Response, ApiError> {
     state.limit_ip(parts)?;
-    let token = authenticate(state, &parts.headers)?;
+    let token = state.bearer(&parts.headers)?;
     state.limit_token(&token)?;
     let clue: ClueId = clue.parse().map_err(|_| ApiError::NotFound)?;
     let command = CommandId(command.parse().map_err(|_| ApiError::NotFound)?);

@@ -18,9 +18,32 @@ use gridclue_enrich::processor::{ClueState, DecideCtx, Output, Processor};
 use gridclue_enrich::EnrichConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use uuid::Uuid;
+
+pub const PARTITIONS: i32 = 4;
+/// Fewer than the streets (13), so partitions hold several streets' logs.
+pub const DEDUPE_PARTITIONS: i32 = 3;
+
+/// A one-broker mock cluster with every topic the processor and the dedupe stage need (it
+/// refuses to start when one is missing).
+pub fn cluster() -> MockCluster<'static, DefaultProducerContext> {
+    let mock = MockCluster::new(1).unwrap();
+    for (topic, partitions) in [
+        ("clues.commands", PARTITIONS),
+        ("clues.events", PARTITIONS),
+        ("clues.state", PARTITIONS),
+        ("clues.dedupe", DEDUPE_PARTITIONS),
+        ("clues.outcomes", PARTITIONS),
+        ("clues.dlq", 1),
+    ] {
+        mock.create_topic(topic, partitions, 1).unwrap();
+    }
+    mock
+}
 
 pub fn data_dir() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
