@@ -9,6 +9,8 @@ use uuid::Uuid;
 /// Namespace for clue ids derived from a reporter's idempotency key, so that retries through
 /// any ingest replica map to the same clue without shared state.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_2c3e_9b0d_4e7a_8c5b_1d2e_3f40_5a6b);
+/// Namespace for the command ids of transitions derived from an idempotency key.
+const TRANSITION_NAMESPACE: Uuid = Uuid::from_u128(0x2f7c_91a4_5e3b_4d08_b6c1_7a9e_0d2f_4c85);
 
 /// A clue's identity. Kafka key of every command and event of that clue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -65,6 +67,22 @@ impl CommandId {
     /// recognisably the same command.
     pub fn for_dedupe_verdict(clue: ClueId) -> Self {
         Self(Uuid::new_v5(&clue.0, b"dedupe-verdict"))
+    }
+
+    /// The transition an actor asked for on a clue under an idempotency key: a retry with the
+    /// same key is the same command (and gets the first answer), whatever ingest replica it
+    /// reaches; different actors or clues never share one.
+    pub fn for_transition(actor_id: &str, clue: ClueId, key: &str) -> Self {
+        let name = format!("{actor_id}\u{1f}{clue}\u{1f}{key}");
+        Self(Uuid::new_v5(&TRANSITION_NAMESPACE, name.as_bytes()))
+    }
+
+    /// The overdue fact of one deadline of a clue: the same deadline always gives the same id.
+    pub fn for_overdue(clue: ClueId, deadline_ms: u64) -> Self {
+        Self(Uuid::new_v5(
+            &clue.0,
+            format!("overdue-{deadline_ms}").as_bytes(),
+        ))
     }
 }
 
@@ -179,6 +197,18 @@ mod tests {
             ClueId::from_idempotency_key(&a, "k1"),
             ClueId::from_idempotency_key(&a, "k2")
         );
+    }
+
+    #[test]
+    fn transition_ids_are_stable_per_actor_clue_and_key() {
+        let (c1, c2) = (ClueId::new_random(), ClueId::new_random());
+        let id = CommandId::for_transition("tok_a", c1, "k");
+        assert_eq!(id, CommandId::for_transition("tok_a", c1, "k"));
+        assert_ne!(id, CommandId::for_transition("tok_b", c1, "k"));
+        assert_ne!(id, CommandId::for_transition("tok_a", c2, "k"));
+        assert_ne!(id, CommandId::for_transition("tok_a", c1, "k2"));
+        assert_eq!(CommandId::for_overdue(c1, 5), CommandId::for_overdue(c1, 5));
+        assert_ne!(CommandId::for_overdue(c1, 5), CommandId::for_overdue(c1, 6));
     }
 
     #[test]

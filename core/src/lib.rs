@@ -6,6 +6,8 @@
 //! - [`grid`] — the 15-digit municipal unit-grid code and its street/community prefixes.
 //! - [`category`] — category codes and the category catalog (`data/categories.json`).
 //! - [`status`] — the closed-loop status machine as a pure function.
+//! - [`roles`] — who may take which action on which clue (pure; 403 before 409).
+//! - [`light`] — the deadline's traffic light (green, yellow, red), one definition for all.
 //! - [`wire`] — the versioned JSON contract of the Kafka topics (commands, events, DLQ).
 //! - [`config`] — defaults → optional file → `GRIDCLUE_*` environment.
 //! - [`secrets`] — keyed hashing of tokens and reporter phone numbers.
@@ -22,6 +24,8 @@ pub mod geo;
 pub mod grid;
 pub mod ids;
 pub mod kafka;
+pub mod light;
+pub mod roles;
 pub mod secrets;
 pub mod service;
 pub mod status;
@@ -33,4 +37,5 @@ pub use category::{Catalog, CategoryCode};
 pub use geo::GeoPoint;
 pub use grid::GridCode;
 pub use ids::{ClueId, CommandId, ReporterGroup, ReporterId};
+pub use light::Light;
 pub use status::{Action, Status, TransitionError};

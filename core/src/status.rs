@@ -3,12 +3,14 @@
 //! ```text
 //! reported ─accept→ accepted ─dispatch→ dispatched ─start→ in_progress ─handle→ handled
 //! reported ─reject→ rejected        accepted ─reject→ rejected
-//! reported ─merge→ duplicate
+//! reported ─merge→ duplicate        reported ─withdraw (the reporter)→ withdrawn
 //! dispatched | in_progress ─return (退回)→ accepted      (the dispatcher re-dispatches)
 //! handled ─verify_ok→ closed        handled ─verify_fail (返工)→ dispatched
-//! any open state ─postpone→ the same state (a new deadline)
+//! any open state ─request_postpone | approve_postpone | deny_postpone | supervise→ the same state
+//! closed ─rate→ closed              (回访: the one action on a terminal clue)
 //! ```
-//! `closed`, `rejected` and `duplicate` are terminal.
+//! `closed`, `rejected`, `duplicate` and `withdrawn` are terminal. Who may take which action on
+//! which clue is [`crate::roles`]'s question; this module only knows statuses.
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,10 +28,12 @@ pub enum Status {
     Closed,
     Rejected,
     Duplicate,
+    /// Withdrawn by its reporter before acceptance.
+    Withdrawn,
 }
 
 impl Status {
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 9] = [
         Status::Reported,
         Status::Accepted,
         Status::Dispatched,
@@ -38,6 +42,7 @@ impl Status {
         Status::Closed,
         Status::Rejected,
         Status::Duplicate,
+        Status::Withdrawn,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,11 +55,15 @@ impl Status {
             Status::Closed => "closed",
             Status::Rejected => "rejected",
             Status::Duplicate => "duplicate",
+            Status::Withdrawn => "withdrawn",
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Closed | Status::Rejected | Status::Duplicate)
+        matches!(
+            self,
+            Status::Closed | Status::Rejected | Status::Duplicate | Status::Withdrawn
+        )
     }
 
     /// Open311's two-valued status.
@@ -79,36 +88,81 @@ impl FromStr for Status {
     }
 }
 
-/// What a command asks the status machine to do.
+/// What a command asks the status machine to do: the report itself, or one of the
+/// [`Action::TRANSITIONS`] a client may ask for by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Report,
+    /// 受理/立案 (street).
     Accept,
+    /// 不予立案 (street).
     Reject,
+    /// Into another clue, as its duplicate (street).
     Merge,
+    /// 派遣 to a department (street).
     Dispatch,
-    Start,
-    Handle,
-    Return,
+    /// 核查通过 → closed (street).
     VerifyOk,
+    /// 核查不通过 → rework (返工) by the same department (street).
     VerifyFail,
-    Postpone,
+    /// 签收 (department).
+    Start,
+    /// 处置完毕 (department).
+    Handle,
+    /// 退回: not ours, or the wrong place (department).
+    Return,
+    /// 申请延期 (department).
+    RequestPostpone,
+    /// 延期审批 (district).
+    ApprovePostpone,
+    DenyPostpone,
+    /// 督办 (district).
+    Supervise,
+    /// The reporter takes back a clue not yet accepted.
+    Withdraw,
+    /// 回访满意度: the reporter rates a closed clue 1–5.
+    Rate,
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    /// Every action, the report included.
+    pub const ALL: [Action; 16] = [
         Action::Report,
         Action::Accept,
         Action::Reject,
         Action::Merge,
         Action::Dispatch,
+        Action::VerifyOk,
+        Action::VerifyFail,
         Action::Start,
         Action::Handle,
         Action::Return,
+        Action::RequestPostpone,
+        Action::ApprovePostpone,
+        Action::DenyPostpone,
+        Action::Supervise,
+        Action::Withdraw,
+        Action::Rate,
+    ];
+
+    /// The actions a client may ask for (`POST /v1/clues/{id}/transitions`), by these names.
+    pub const TRANSITIONS: [Action; 15] = [
+        Action::Accept,
+        Action::Reject,
+        Action::Merge,
+        Action::Dispatch,
         Action::VerifyOk,
         Action::VerifyFail,
-        Action::Postpone,
+        Action::Start,
+        Action::Handle,
+        Action::Return,
+        Action::RequestPostpone,
+        Action::ApprovePostpone,
+        Action::DenyPostpone,
+        Action::Supervise,
+        Action::Withdraw,
+        Action::Rate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,13 +172,35 @@ impl Action {
             Action::Reject => "reject",
             Action::Merge => "merge",
             Action::Dispatch => "dispatch",
+            Action::VerifyOk => "verify_ok",
+            Action::VerifyFail => "verify_fail",
             Action::Start => "start",
             Action::Handle => "handle",
             Action::Return => "return",
-            Action::VerifyOk => "verify_ok",
-            Action::VerifyFail => "verify_fail",
-            Action::Postpone => "postpone",
+            Action::RequestPostpone => "request_postpone",
+            Action::ApprovePostpone => "approve_postpone",
+            Action::DenyPostpone => "deny_postpone",
+            Action::Supervise => "supervise",
+            Action::Withdraw => "withdraw",
+            Action::Rate => "rate",
         }
+    }
+
+    /// The transition a client names (`None` for unknown names and for `report`).
+    pub fn transition(name: &str) -> Option<Action> {
+        Self::TRANSITIONS.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// Whether the action leaves the status as it is wherever it is allowed.
+    pub fn keeps_status(self) -> bool {
+        matches!(
+            self,
+            Action::RequestPostpone
+                | Action::ApprovePostpone
+                | Action::DenyPostpone
+                | Action::Supervise
+                | Action::Rate
+        )
     }
 }
 
@@ -171,14 +247,18 @@ pub fn next_status(current: Option<Status>, action: Action) -> Result<Status, Tr
     if action == A::Report {
         return Err(TransitionError::AlreadyReported);
     }
+    if (from, action) == (S::Closed, A::Rate) {
+        return Ok(S::Closed);
+    }
     if from.is_terminal() {
         return Err(TransitionError::Terminal { from, action });
     }
     let to = match (from, action) {
-        (_, A::Postpone) => from,
+        (_, A::RequestPostpone | A::ApprovePostpone | A::DenyPostpone | A::Supervise) => from,
         (S::Reported, A::Accept) => S::Accepted,
         (S::Reported | S::Accepted, A::Reject) => S::Rejected,
         (S::Reported, A::Merge) => S::Duplicate,
+        (S::Reported, A::Withdraw) => S::Withdrawn,
         (S::Accepted, A::Dispatch) => S::Dispatched,
         (S::Dispatched, A::Start) => S::InProgress,
         (S::Dispatched | S::InProgress, A::Return) => S::Accepted,
@@ -201,19 +281,24 @@ mod tests {
         (S::Reported, A::Accept, S::Accepted),
         (S::Reported, A::Reject, S::Rejected),
         (S::Reported, A::Merge, S::Duplicate),
-        (S::Reported, A::Postpone, S::Reported),
+        (S::Reported, A::Withdraw, S::Withdrawn),
         (S::Accepted, A::Dispatch, S::Dispatched),
         (S::Accepted, A::Reject, S::Rejected),
-        (S::Accepted, A::Postpone, S::Accepted),
         (S::Dispatched, A::Start, S::InProgress),
         (S::Dispatched, A::Return, S::Accepted),
-        (S::Dispatched, A::Postpone, S::Dispatched),
         (S::InProgress, A::Handle, S::Handled),
         (S::InProgress, A::Return, S::Accepted),
-        (S::InProgress, A::Postpone, S::InProgress),
         (S::Handled, A::VerifyOk, S::Closed),
         (S::Handled, A::VerifyFail, S::Dispatched),
-        (S::Handled, A::Postpone, S::Handled),
+        (S::Closed, A::Rate, S::Closed),
+    ];
+
+    /// Actions that keep the status, allowed in every open state.
+    const KEEPING: [Action; 4] = [
+        A::RequestPostpone,
+        A::ApprovePostpone,
+        A::DenyPostpone,
+        A::Supervise,
     ];
 
     #[test]
@@ -222,9 +307,15 @@ mod tests {
         for from in S::ALL {
             for action in A::ALL {
                 let got = next_status(Some(from), action);
-                match LEGAL.iter().find(|(f, a, _)| *f == from && *a == action) {
-                    Some((_, _, to)) => {
-                        assert_eq!(got, Ok(*to), "{from} --{action}-->");
+                let keeping = (from.is_open() && KEEPING.contains(&action)).then_some(from);
+                let legal = LEGAL
+                    .iter()
+                    .find(|(f, a, _)| *f == from && *a == action)
+                    .map(|(_, _, to)| *to)
+                    .or(keeping);
+                match legal {
+                    Some(to) => {
+                        assert_eq!(got, Ok(to), "{from} --{action}-->");
                         legal_seen += 1;
                     }
                     None if action == A::Report => {
@@ -237,7 +328,8 @@ mod tests {
                 }
             }
         }
-        assert_eq!(legal_seen, LEGAL.len());
+        let open = S::ALL.iter().filter(|s| s.is_open()).count();
+        assert_eq!(legal_seen, LEGAL.len() + open * KEEPING.len());
     }
 
     #[test]
@@ -283,6 +375,50 @@ mod tests {
         assert_eq!(
             t.to_string(),
             "the clue is closed, a terminal state; accept is not possible"
+        );
+    }
+
+    #[test]
+    fn transitions_are_named_exactly_and_report_is_not_one() {
+        let names: Vec<&str> = A::TRANSITIONS.iter().map(|a| a.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "reject",
+                "merge",
+                "dispatch",
+                "verify_ok",
+                "verify_fail",
+                "start",
+                "handle",
+                "return",
+                "request_postpone",
+                "approve_postpone",
+                "deny_postpone",
+                "supervise",
+                "withdraw",
+                "rate"
+            ]
+        );
+        for a in A::TRANSITIONS {
+            assert_eq!(A::transition(a.as_str()), Some(a));
+            assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{a}\""));
+        }
+        assert_eq!(A::transition("report"), None);
+        assert_eq!(A::transition("postpone"), None);
+        assert_eq!(A::transition("Accept"), None);
+    }
+
+    #[test]
+    fn withdrawn_is_terminal() {
+        assert!(S::Withdrawn.is_terminal());
+        assert_eq!(
+            next_status(Some(S::Withdrawn), A::Accept),
+            Err(TransitionError::Terminal {
+                from: S::Withdrawn,
+                action: A::Accept
+            })
         );
     }
 

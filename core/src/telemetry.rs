@@ -28,6 +28,8 @@ pub mod names {
     pub const ENRICH_DEDUPE_VERDICTS_TOTAL: &str = "gridclue_enrich_dedupe_verdicts_total";
     pub const ENRICH_DEDUPE_OPEN_CASES: &str = "gridclue_enrich_dedupe_open_cases";
     pub const ENRICH_PENDING_CLUES: &str = "gridclue_enrich_pending_clues";
+    pub const ENRICH_TRANSITION_OUTCOMES_TOTAL: &str = "gridclue_enrich_transition_outcomes_total";
+    pub const ENRICH_OVERDUE_TOTAL: &str = "gridclue_enrich_overdue_total";
     // sink
     pub const SINK_ROWS_INSERTED_TOTAL: &str = "gridclue_sink_rows_inserted_total";
     pub const SINK_BATCHES_INSERTED_TOTAL: &str = "gridclue_sink_batches_inserted_total";

@@ -8,31 +8,63 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::category::Catalog;
 use crate::ids::ReporterGroup;
 use crate::secrets::{digest_eq, token_hash};
+use crate::wire::{Actor, ActorKind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenKind {
     /// A grid member who submits clues.
     Reporter,
-    /// Reads every street's numbers.
+    /// The district command centre: reads every street's numbers and acts on every clue.
     District,
-    /// Reads one street's numbers (`scope` holds the 9-digit street code).
+    /// A street office: reads and acts on one street's clues (`scope` holds the 9-digit street
+    /// code).
     Street,
+    /// A department: acts on the clues dispatched to it (`scope` holds the department code of
+    /// the category table).
+    Department,
+}
+
+impl TokenKind {
+    pub const ALL: [TokenKind; 4] = [
+        TokenKind::Reporter,
+        TokenKind::District,
+        TokenKind::Street,
+        TokenKind::Department,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Reporter => "reporter",
+            TokenKind::District => "district",
+            TokenKind::Street => "street",
+            TokenKind::Department => "department",
+        }
+    }
+
+    /// The role commands of this token's holder act in.
+    pub fn actor_kind(self) -> ActorKind {
+        match self {
+            TokenKind::Reporter => ActorKind::Reporter,
+            TokenKind::District => ActorKind::District,
+            TokenKind::Street => ActorKind::Street,
+            TokenKind::Department => ActorKind::Department,
+        }
+    }
 }
 
 impl std::str::FromStr for TokenKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "reporter" => Ok(TokenKind::Reporter),
-            "district" => Ok(TokenKind::District),
-            "street" => Ok(TokenKind::Street),
-            _ => Err(format!(
-                "unknown token kind {s:?} (reporter, district, street)"
-            )),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown token kind {s:?} (reporter, district, street, department)")
+            })
     }
 }
 
@@ -53,6 +85,63 @@ pub struct TokenRecord {
     pub revoked: bool,
     #[serde(default)]
     pub created_at_ms: u64,
+}
+
+impl TokenRecord {
+    /// The actor of the commands this token issues: its role, public id and scope (never the
+    /// secret).
+    pub fn actor(&self) -> Actor {
+        Actor {
+            kind: self.kind.actor_kind(),
+            id: self.id.clone(),
+            group: self.group,
+            scope: self.scope.clone(),
+        }
+    }
+}
+
+/// Checks a token's scope for its kind: a street code (9 digits) for street tokens, a
+/// department code of `catalog` for department tokens, none for the others.
+pub fn check_scope(
+    kind: TokenKind,
+    scope: Option<&str>,
+    catalog: Option<&Catalog>,
+) -> Result<(), TokenError> {
+    match (kind, scope) {
+        (TokenKind::Street, Some(s)) if s.len() == 9 && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(())
+        }
+        (TokenKind::Street, _) => Err(TokenError::Scope(
+            "a street token needs a 9-digit street code as scope".into(),
+        )),
+        (TokenKind::Department, Some(d)) => {
+            let shaped = !d.is_empty()
+                && d.len() <= 64
+                && d.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            match catalog {
+                _ if !shaped => Err(TokenError::Scope(format!(
+                    "department scope {d:?} is not a department code (lowercase letters and '_')"
+                ))),
+                Some(c) if c.department(d).is_none() => {
+                    let known: Vec<&str> =
+                        c.departments().iter().map(|d| d.code.as_str()).collect();
+                    Err(TokenError::Scope(format!(
+                        "unknown department {d:?}; the category table has: {}",
+                        known.join(", ")
+                    )))
+                }
+                _ => Ok(()),
+            }
+        }
+        (TokenKind::Department, None) => Err(TokenError::Scope(
+            "a department token needs a department code as scope".into(),
+        )),
+        (TokenKind::Reporter | TokenKind::District, Some(_)) => Err(TokenError::Scope(format!(
+            "a {} token takes no scope",
+            kind.as_str()
+        ))),
+        (TokenKind::Reporter | TokenKind::District, None) => Ok(()),
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -76,8 +165,8 @@ pub enum TokenError {
     Malformed { path: String, detail: String },
     #[error("no token with id {0}")]
     UnknownId(String),
-    #[error("a street token needs a 9-digit street code as scope")]
-    Scope,
+    #[error("{0}")]
+    Scope(String),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -121,6 +210,8 @@ impl TokenFile {
     }
 
     /// Adds a new token and returns the secret (shown once, never stored) with its record.
+    /// The scope is checked for its shape ([`check_scope`] without a catalog); callers that
+    /// have the category table check department codes against it first.
     pub fn issue(
         &mut self,
         kind: TokenKind,
@@ -128,14 +219,7 @@ impl TokenFile {
         scope: Option<String>,
         name: &str,
     ) -> Result<(String, TokenRecord), TokenError> {
-        if kind == TokenKind::Street {
-            let ok = scope
-                .as_deref()
-                .is_some_and(|s| s.len() == 9 && s.bytes().all(|b| b.is_ascii_digit()));
-            if !ok {
-                return Err(TokenError::Scope);
-            }
-        }
+        check_scope(kind, scope.as_deref(), None)?;
         let mut rng = rand::thread_rng();
         let mut secret = [0u8; 32];
         rng.fill_bytes(&mut secret);
@@ -357,7 +441,7 @@ mod tests {
         let mut f = TokenFile::default();
         assert!(matches!(
             f.issue(TokenKind::Street, None, None, "s"),
-            Err(TokenError::Scope)
+            Err(TokenError::Scope(_))
         ));
         assert!(f
             .issue(TokenKind::Street, None, Some("310199003".into()), "s")
@@ -366,5 +450,44 @@ mod tests {
             f.revoke("tok_missing"),
             Err(TokenError::UnknownId(_))
         ));
+    }
+
+    #[test]
+    fn department_tokens_need_a_department_of_the_category_table() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/categories.json");
+        let catalog = Catalog::load(&path).unwrap();
+        let check = |scope| check_scope(TokenKind::Department, scope, Some(&catalog));
+        assert!(check(Some("water_affairs")).is_ok());
+        let err = check(Some("sewers")).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown department") && err.contains("water_affairs"),
+            "{err}"
+        );
+        assert!(check(Some("Water")).is_err());
+        assert!(check(None).is_err());
+        assert!(check_scope(TokenKind::District, Some("x"), None).is_err());
+        assert!(check_scope(TokenKind::Reporter, None, None).is_ok());
+
+        let mut f = TokenFile::default();
+        let (_, rec) = f
+            .issue(
+                TokenKind::Department,
+                None,
+                Some("water_affairs".into()),
+                "d",
+            )
+            .unwrap();
+        let actor = rec.actor();
+        assert_eq!(actor.kind, ActorKind::Department);
+        assert_eq!(actor.scope.as_deref(), Some("water_affairs"));
+        assert_eq!(actor.id, rec.id);
+        assert!(f.issue(TokenKind::Department, None, None, "d").is_err());
+        for k in TokenKind::ALL {
+            assert_eq!(k.as_str().parse::<TokenKind>(), Ok(k));
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
+        }
     }
 }

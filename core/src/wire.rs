@@ -11,6 +11,7 @@ use crate::category::{CategoryCode, Urgency};
 use crate::geo::GeoPoint;
 use crate::grid::GridCode;
 use crate::ids::{ClueId, CommandId, ReporterGroup};
+use crate::roles::{RefusalClass, RefusalReason};
 use crate::status::{Action, Status};
 
 pub const SCHEMA_VERSION: u16 = 1;
@@ -26,6 +27,9 @@ pub const STATE_TOPIC: &str = "clues.state";
 /// Placed reports and closed cases keyed by owner street, for enrich's dedupe stage (retention
 /// must exceed the dedupe window: the stage rebuilds its state by reading it).
 pub const DEDUPE_TOPIC: &str = "clues.dedupe";
+/// The processor's verdict on every client transition (keyed by clue id), for the gateway that
+/// waits to answer the client. Short retention is enough: a verdict is read within seconds.
+pub const OUTCOMES_TOPIC: &str = "clues.outcomes";
 
 /// Topic names. Defaults are the production names; tests may prefix them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,10 +42,17 @@ pub struct Topics {
     /// Placed reports by owner street, for cross-partition dedupe.
     #[serde(default = "default_dedupe_topic")]
     pub dedupe: String,
+    /// Verdicts on client transitions, for the gateway.
+    #[serde(default = "default_outcomes_topic")]
+    pub outcomes: String,
 }
 
 fn default_dedupe_topic() -> String {
     DEDUPE_TOPIC.into()
+}
+
+fn default_outcomes_topic() -> String {
+    OUTCOMES_TOPIC.into()
 }
 
 impl Default for Topics {
@@ -52,26 +63,65 @@ impl Default for Topics {
             dlq: DLQ_TOPIC.into(),
             state: STATE_TOPIC.into(),
             dedupe: DEDUPE_TOPIC.into(),
+            outcomes: OUTCOMES_TOPIC.into(),
         }
     }
 }
 
-/// Who issued a command.
+/// Who issued a command (and, on facts, who caused them).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
     pub kind: ActorKind,
-    /// Reporter id (a token's public id) or staff account; never a phone number or a name.
+    /// The token's public, non-secret id (`tok_…`; for reporters also the reporter id), or
+    /// `system`; never a secret, a phone number or a name.
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<ReporterGroup>,
+    /// What the actor may act on: the 9-digit street code of a street office, the department
+    /// code of a department; none for reporters, the district and the system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+impl Actor {
+    /// The processor itself (dedupe verdicts, overdue facts).
+    pub fn system() -> Self {
+        Self {
+            kind: ActorKind::System,
+            id: "system".into(),
+            group: None,
+            scope: None,
+        }
+    }
+}
+
+/// The role an actor acts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActorKind {
     Reporter,
+    /// Staff of records written before roles existed; acts as the district.
     Staff,
     System,
+    /// A street office (街镇): its own street's clues.
+    Street,
+    /// A department (职能部门): clues dispatched to it.
+    Department,
+    /// The district command centre (区指挥中心): every clue.
+    District,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Reporter => "reporter",
+            ActorKind::Staff => "staff",
+            ActorKind::System => "system",
+            ActorKind::Street => "street",
+            ActorKind::Department => "department",
+            ActorKind::District => "district",
+        }
+    }
 }
 
 /// A request to change a clue, on `clues.commands`.
@@ -129,6 +179,9 @@ pub enum Command {
     Start,
     Handle {
         note: String,
+        /// References (URLs) of photos of the finished work.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        photos: Vec<String>,
     },
     Return {
         reason: String,
@@ -137,10 +190,42 @@ pub enum Command {
     VerifyFail {
         reason: String,
     },
-    /// Extends the deadline by the given working hours (缓办/延期).
+    /// Records written before postponements needed approval: extends the deadline by the given
+    /// working hours at once (as an approved postponement).
     Postpone {
         reason: String,
         working_hours: u32,
+    },
+    /// A department asks for `working_hours` more (申请延期); the district decides.
+    RequestPostpone {
+        reason: String,
+        working_hours: u32,
+    },
+    /// The district grants the pending request: the deadline moves by its working hours, or by
+    /// `working_hours` when given.
+    ApprovePostpone {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        note: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        working_hours: Option<u32>,
+    },
+    DenyPostpone {
+        reason: String,
+    },
+    /// 督办: the district marks the clue and the people on it are told.
+    Supervise {
+        note: String,
+    },
+    /// The reporter takes back a clue that was not accepted yet.
+    Withdraw {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+    },
+    /// The reporter rates a closed clue (回访满意度), 1–5.
+    Rate {
+        rating: u8,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        note: String,
     },
     /// Internal (issued by enrich's dedupe stage, never accepted from clients): the verdict on
     /// a placed report, which completes it: `duplicate_of` the open case it repeats, or none.
@@ -163,7 +248,12 @@ impl Command {
             Command::Return { .. } => Action::Return,
             Command::VerifyOk => Action::VerifyOk,
             Command::VerifyFail { .. } => Action::VerifyFail,
-            Command::Postpone { .. } => Action::Postpone,
+            Command::Postpone { .. } | Command::ApprovePostpone { .. } => Action::ApprovePostpone,
+            Command::RequestPostpone { .. } => Action::RequestPostpone,
+            Command::DenyPostpone { .. } => Action::DenyPostpone,
+            Command::Supervise { .. } => Action::Supervise,
+            Command::Withdraw { .. } => Action::Withdraw,
+            Command::Rate { .. } => Action::Rate,
             // The verdict completes the report it answers.
             Command::DedupeVerdict { .. } => Action::Report,
         }
@@ -173,6 +263,7 @@ impl Command {
     pub fn type_name(&self) -> &'static str {
         match self {
             Command::DedupeVerdict { .. } => "dedupe_verdict",
+            Command::Postpone { .. } => "postpone",
             other => other.action().as_str(),
         }
     }
@@ -233,9 +324,13 @@ pub enum Fact {
     Reported(Box<Reported>),
     /// The SLA clock starts here: `deadline_ms` = the accept's issue time + the category's limit
     /// in working time (absent only in records written before deadlines moved to acceptance).
+    /// `yellow_at_ms`: when only 20% of the limit's working time remains (see
+    /// [`crate::light`]; absent in older records).
     Accepted {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         deadline_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        yellow_at_ms: Option<u64>,
     },
     Rejected {
         reason: String,
@@ -249,6 +344,8 @@ pub enum Fact {
     Started,
     Handled {
         note: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        photos: Vec<String>,
     },
     Returned {
         reason: String,
@@ -257,8 +354,43 @@ pub enum Fact {
     VerifyFailed {
         reason: String,
     },
+    /// An approved postponement (延期): the deadline moved to `deadline_ms`.
     Postponed {
         reason: String,
+        deadline_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        yellow_at_ms: Option<u64>,
+        /// How many working hours were granted (absent in older records).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        working_hours: Option<u32>,
+    },
+    /// A department asked for more time; the district decides.
+    PostponeRequested {
+        reason: String,
+        working_hours: u32,
+    },
+    /// The district refused the pending request; the deadline stays.
+    PostponeDenied {
+        reason: String,
+    },
+    /// 督办 by the district.
+    Supervised {
+        note: String,
+    },
+    /// Taken back by the reporter before acceptance (terminal).
+    Withdrawn {
+        #[serde(default)]
+        reason: String,
+    },
+    /// The reporter's satisfaction with a closed clue, 1–5.
+    Rated {
+        rating: u8,
+        #[serde(default)]
+        note: String,
+    },
+    /// The deadline `deadline_ms` passed with the clue still open: emitted once per deadline (a
+    /// postponement gives a new deadline, which may pass again).
+    Overdue {
         deadline_ms: u64,
     },
 }
@@ -277,6 +409,12 @@ impl Fact {
             Fact::Verified => "verified",
             Fact::VerifyFailed { .. } => "verify_failed",
             Fact::Postponed { .. } => "postponed",
+            Fact::PostponeRequested { .. } => "postpone_requested",
+            Fact::PostponeDenied { .. } => "postpone_denied",
+            Fact::Supervised { .. } => "supervised",
+            Fact::Withdrawn { .. } => "withdrawn",
+            Fact::Rated { .. } => "rated",
+            Fact::Overdue { .. } => "overdue",
         }
     }
 }
@@ -295,8 +433,50 @@ pub struct EventEnvelope {
     pub processed_at_ms: u64,
     /// The clue's status after this fact.
     pub status: Status,
+    /// Who caused the fact (absent in records written before roles existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
     #[serde(flatten)]
     pub fact: Fact,
+}
+
+/// The processor's verdict on one client transition, on `clues.outcomes` (key = clue id). The
+/// same command id always gets the same verdict: a repeated command is answered from the
+/// clue's memory of recent verdicts, not decided again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeRecord {
+    pub v: u16,
+    pub command_id: CommandId,
+    pub clue_id: ClueId,
+    pub action: Action,
+    /// The public id of the token that asked (only its holder may read the verdict back).
+    #[serde(default)]
+    pub actor_id: String,
+    /// When the processor decided.
+    pub decided_at_ms: u64,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Applied: the clue's status, seq and deadline right after the command's fact.
+    Applied {
+        status: Status,
+        seq: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
+    },
+    /// Refused: nothing changed.
+    Refused {
+        class: RefusalClass,
+        reason: RefusalReason,
+        detail: String,
+        /// The clue's status when refused (absent for an unknown clue).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<Status>,
+    },
 }
 
 /// Why a record went to the DLQ. Codes are stable and bounded.
@@ -321,6 +501,8 @@ pub enum DlqReason {
     ClickhouseRejected,
     /// Too many commands for a clue whose report is still waiting for its dedupe verdict.
     TooManyPending,
+    /// The actor's role or scope does not allow the command on this clue.
+    Forbidden,
 }
 
 impl DlqReason {
@@ -336,6 +518,7 @@ impl DlqReason {
             DlqReason::UnknownCategory => "unknown_category",
             DlqReason::ClickhouseRejected => "clickhouse_rejected",
             DlqReason::TooManyPending => "too_many_pending",
+            DlqReason::Forbidden => "forbidden",
         }
     }
 }
@@ -436,6 +619,16 @@ impl EventEnvelope {
     }
 }
 
+impl OutcomeRecord {
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes, "outcome")
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("outcomes always serialize")
+    }
+}
+
 impl DlqRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         decode(bytes, "DLQ record")
@@ -469,6 +662,7 @@ mod tests {
                 kind: ActorKind::Reporter,
                 id: "tok_1".into(),
                 group: Some(ReporterGroup::FoodDelivery),
+                scope: None,
             },
             command: Command::Report(Report {
                 category: CategoryCode::parse("manhole_cover").unwrap(),
@@ -538,6 +732,7 @@ mod tests {
             occurred_at_ms: 1,
             processed_at_ms: 2,
             status: Status::Reported,
+            actor: None,
             fact: Fact::Reported(Box::new(Reported {
                 category: CategoryCode::parse("garbage_pile").unwrap(),
                 location: GeoPoint::new(31.2, 121.5).unwrap(),
@@ -562,6 +757,172 @@ mod tests {
         assert_eq!(json["type"], "reported");
         assert_eq!(json["placement"]["kind"], "inside");
         assert_eq!(EventEnvelope::decode(&bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn records_written_before_the_closed_loop_still_decode() {
+        let clue = ClueId::new_random();
+        let cmd = |body: &str| {
+            format!(
+                r#"{{"v":1,"command_id":"{}","clue_id":"{clue}","issued_at_ms":5,"actor":{{"kind":"staff","id":"ops"}},{body}}}"#,
+                CommandId::new_random()
+            )
+        };
+        let old =
+            CommandEnvelope::decode(cmd(r#""type":"handle","note":"done""#).as_bytes()).unwrap();
+        assert_eq!(
+            old.command,
+            Command::Handle {
+                note: "done".into(),
+                photos: vec![]
+            }
+        );
+        assert_eq!(
+            (old.actor.kind, old.actor.scope.as_deref()),
+            (ActorKind::Staff, None)
+        );
+        let legacy = CommandEnvelope::decode(
+            cmd(r#""type":"postpone","reason":"r","working_hours":4"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(legacy.command.action(), Action::ApprovePostpone);
+        assert_eq!(legacy.command.type_name(), "postpone");
+
+        let event = |body: &str| {
+            format!(
+                r#"{{"v":1,"clue_id":"{clue}","seq":1,"command_id":"{}","occurred_at_ms":1,"processed_at_ms":2,"status":"accepted",{body}}}"#,
+                CommandId::new_random()
+            )
+        };
+        let e = EventEnvelope::decode(event(r#""type":"accepted","deadline_ms":9"#).as_bytes())
+            .unwrap();
+        assert_eq!(
+            (e.actor, e.fact),
+            (
+                None,
+                Fact::Accepted {
+                    deadline_ms: Some(9),
+                    yellow_at_ms: None
+                }
+            )
+        );
+        let e = EventEnvelope::decode(
+            event(r#""type":"postponed","reason":"r","deadline_ms":9"#).as_bytes(),
+        )
+        .unwrap();
+        assert!(matches!(
+            e.fact,
+            Fact::Postponed {
+                yellow_at_ms: None,
+                working_hours: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn closed_loop_commands_facts_and_outcomes_round_trip() {
+        let mut c = report_command();
+        c.actor = Actor {
+            kind: ActorKind::Department,
+            id: "tok_d".into(),
+            group: None,
+            scope: Some("water_affairs".into()),
+        };
+        for command in [
+            Command::RequestPostpone {
+                reason: "parts".into(),
+                working_hours: 8,
+            },
+            Command::ApprovePostpone {
+                note: String::new(),
+                working_hours: None,
+            },
+            Command::DenyPostpone {
+                reason: "no".into(),
+            },
+            Command::Supervise { note: "快".into() },
+            Command::Withdraw {
+                reason: String::new(),
+            },
+            Command::Rate {
+                rating: 5,
+                note: "好".into(),
+            },
+            Command::Handle {
+                note: "done".into(),
+                photos: vec!["https://p/1.jpg".into()],
+            },
+        ] {
+            c.command = command;
+            let json: serde_json::Value = serde_json::from_slice(&c.encode()).unwrap();
+            assert_eq!(json["type"], c.command.action().as_str());
+            assert_eq!(json["actor"]["kind"], "department");
+            assert_eq!(CommandEnvelope::decode(&c.encode()).unwrap(), c);
+        }
+        for fact in [
+            Fact::PostponeRequested {
+                reason: "r".into(),
+                working_hours: 4,
+            },
+            Fact::PostponeDenied { reason: "r".into() },
+            Fact::Supervised { note: "n".into() },
+            Fact::Withdrawn { reason: "".into() },
+            Fact::Rated {
+                rating: 3,
+                note: "".into(),
+            },
+            Fact::Overdue { deadline_ms: 77 },
+        ] {
+            let e = EventEnvelope {
+                v: SCHEMA_VERSION,
+                clue_id: c.clue_id,
+                seq: 4,
+                command_id: c.command_id,
+                occurred_at_ms: 1,
+                processed_at_ms: 2,
+                status: Status::Dispatched,
+                actor: Some(Actor::system()),
+                fact,
+            };
+            let json: serde_json::Value = serde_json::from_slice(&e.encode()).unwrap();
+            assert_eq!(json["type"], e.fact.type_name());
+            assert_eq!(EventEnvelope::decode(&e.encode()).unwrap(), e);
+        }
+        let applied = OutcomeRecord {
+            v: SCHEMA_VERSION,
+            command_id: c.command_id,
+            clue_id: c.clue_id,
+            action: Action::Start,
+            actor_id: "tok_d".into(),
+            decided_at_ms: 3,
+            verdict: Verdict::Applied {
+                status: Status::InProgress,
+                seq: 3,
+                deadline_ms: Some(99),
+            },
+        };
+        let json: serde_json::Value = serde_json::from_slice(&applied.encode()).unwrap();
+        assert_eq!(
+            (json["outcome"].as_str(), json["action"].as_str()),
+            (Some("applied"), Some("start"))
+        );
+        assert_eq!(OutcomeRecord::decode(&applied.encode()).unwrap(), applied);
+        let refused = OutcomeRecord {
+            verdict: Verdict::Refused {
+                class: RefusalClass::Forbidden,
+                reason: RefusalReason::OtherStreet,
+                detail: "x".into(),
+                status: Some(Status::Reported),
+            },
+            ..applied
+        };
+        let json: serde_json::Value = serde_json::from_slice(&refused.encode()).unwrap();
+        assert_eq!(
+            (json["class"].as_str(), json["reason"].as_str()),
+            (Some("forbidden"), Some("other_street"))
+        );
+        assert_eq!(OutcomeRecord::decode(&refused.encode()).unwrap(), refused);
     }
 
     #[test]

@@ -123,6 +123,7 @@ impl AppState {
                 )),
             },
             TokenKind::Reporter => Err(ApiError::Forbidden("read statistics (reporter token)")),
+            TokenKind::Department => Err(ApiError::Forbidden("read statistics (department token)")),
         }
     }
 }

@@ -41,7 +41,7 @@ use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer};
 
 pub use gridclue_core::wire::{
     COMMANDS_TOPIC as TOPIC_COMMANDS, DEDUPE_TOPIC as TOPIC_DEDUPE, DLQ_TOPIC as TOPIC_DLQ,
-    EVENTS_TOPIC as TOPIC_EVENTS, STATE_TOPIC as TOPIC_STATE,
+    EVENTS_TOPIC as TOPIC_EVENTS, OUTCOMES_TOPIC as TOPIC_OUTCOMES, STATE_TOPIC as TOPIC_STATE,
 };
 
 /// Number of brokers the dev broker runs.
@@ -143,8 +143,8 @@ pub fn replication_factor_for(brokers: i32) -> i32 {
     brokers.clamp(1, 3)
 }
 
-/// The pipeline's topics: `clues.commands`, `clues.events`, `clues.state` and `clues.dedupe`
-/// with `partitions` partitions each, and `clues.dlq` with one.
+/// The pipeline's topics: `clues.commands`, `clues.events`, `clues.state`, `clues.dedupe` and
+/// `clues.outcomes` with `partitions` partitions each, and `clues.dlq` with one.
 pub fn standard_topics(partitions: i32, replication_factor: i32) -> Vec<TopicSpec> {
     vec![
         TopicSpec::new(TOPIC_COMMANDS, partitions, replication_factor),
@@ -152,6 +152,7 @@ pub fn standard_topics(partitions: i32, replication_factor: i32) -> Vec<TopicSpe
         TopicSpec::new(TOPIC_DLQ, DLQ_PARTITIONS, replication_factor),
         TopicSpec::new(TOPIC_STATE, partitions, replication_factor),
         TopicSpec::new(TOPIC_DEDUPE, partitions, replication_factor),
+        TopicSpec::new(TOPIC_OUTCOMES, partitions, replication_factor),
     ]
 }
 
@@ -430,6 +431,7 @@ mod tests {
                 ("clues.dlq", 1, 3),
                 ("clues.state", 6, 3),
                 ("clues.dedupe", 6, 3),
+                ("clues.outcomes", 6, 3),
             ]
         );
     }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use gridclue_devstack::{
     read_addr_file, start_standard_cluster, verify_topics, TopicSpec, DEFAULT_PARTITIONS,
-    DLQ_PARTITIONS, TOPIC_COMMANDS, TOPIC_DEDUPE, TOPIC_DLQ, TOPIC_EVENTS, TOPIC_STATE,
+    DLQ_PARTITIONS, TOPIC_COMMANDS, TOPIC_DEDUPE, TOPIC_DLQ, TOPIC_EVENTS, TOPIC_OUTCOMES,
+    TOPIC_STATE,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -88,6 +89,7 @@ async fn in_process_cluster_serves_topics_and_roundtrips_a_message() {
         (TOPIC_DLQ, DLQ_PARTITIONS),
         (TOPIC_STATE, DEFAULT_PARTITIONS),
         (TOPIC_DEDUPE, DEFAULT_PARTITIONS),
+        (TOPIC_OUTCOMES, DEFAULT_PARTITIONS),
     ] {
         let t = md
             .topics()

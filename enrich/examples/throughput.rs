@@ -41,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         ("clues.events", PARTITIONS),
         ("clues.state", PARTITIONS),
         ("clues.dedupe", 6),
+        ("clues.outcomes", PARTITIONS),
         ("clues.dlq", 1),
     ] {
         mock.create_topic(t, p, 1)?;
@@ -80,6 +81,7 @@ fn main() -> anyhow::Result<()> {
     let t0_ms = 1_741_568_400_000u64;
     let mut commands: Vec<(String, Vec<u8>)> = Vec::with_capacity(clues * 3 / 2);
     let actor = Actor {
+        scope: None,
         kind: ActorKind::Reporter,
         id: "tok_load".into(),
         group: None,

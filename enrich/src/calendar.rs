@@ -211,6 +211,38 @@ impl Calendar {
         None
     }
 
+    /// The working time between two instants (0 when `to_ms <= from_ms`).
+    pub fn working_ms_between(&self, from_ms: u64, to_ms: u64) -> u64 {
+        if to_ms <= from_ms {
+            return 0;
+        }
+        let (from, to) = (
+            from_ms as i64 + self.offset_ms,
+            to_ms as i64 + self.offset_ms,
+        );
+        let mut total = 0i64;
+        for day in from.div_euclid(DAY_MS)..=to.div_euclid(DAY_MS) {
+            if !self.is_working_day(day) {
+                continue;
+            }
+            for &(a, b) in &self.periods {
+                let (ps, pe) = (day * DAY_MS + a * MINUTE_MS, day * DAY_MS + b * MINUTE_MS);
+                total += (pe.min(to) - ps.max(from)).max(0);
+            }
+        }
+        total as u64
+    }
+
+    /// When only `fraction` of the working time from `start_ms` to `deadline_ms` remains (the
+    /// deadline's light turns yellow there).
+    pub fn remaining_fraction_at(&self, start_ms: u64, deadline_ms: u64, fraction: f64) -> u64 {
+        let limit = self.working_ms_between(start_ms, deadline_ms);
+        let elapsed = (limit as f64 * (1.0 - fraction)).round() as u64;
+        self.add_working_ms(start_ms, elapsed)
+            .unwrap_or(deadline_ms)
+            .min(deadline_ms)
+    }
+
     /// The end of working hours on the `days`-th working day after the day of `start_ms` (the
     /// start day itself is not counted). With `days == 0`, the end of working hours on the start
     /// day if it is a working day, else on the next working day.
@@ -262,6 +294,42 @@ mod tests {
     fn show(ms: u64) -> String {
         let t = chrono::DateTime::from_timestamp_millis(ms as i64 + 8 * 3_600_000).unwrap();
         t.format("%Y-%m-%d %H:%M %a").to_string()
+    }
+
+    #[test]
+    fn working_time_between_is_the_inverse_of_adding_it() {
+        let cal = shipped();
+        // Friday 17:00 → Monday 14:00 is 4 working hours; the holiday week counts nothing.
+        assert_eq!(
+            cal.working_ms_between(at("2025-03-07 17:00"), at("2025-03-10 14:00")),
+            4 * 3_600_000
+        );
+        assert_eq!(
+            cal.working_ms_between(at("2025-10-01 09:00"), at("2025-10-08 18:00")),
+            0
+        );
+        assert_eq!(
+            cal.working_ms_between(at("2025-03-10 10:00"), at("2025-03-10 09:00")),
+            0
+        );
+        for (start, hours) in [
+            ("2025-03-07 17:00", 4),
+            ("2025-09-30 16:00", 9),
+            ("2025-03-10 12:30", 1),
+        ] {
+            let end = cal.add_working_hours(at(start), hours).unwrap();
+            assert_eq!(
+                cal.working_ms_between(at(start), end),
+                u64::from(hours) * 3_600_000,
+                "{start} + {hours} h"
+            );
+        }
+        // 20% (48 min) of a 4-working-hour limit from Friday 17:00 is left at Monday 11:42:
+        // 18 min before lunch and 30 min after it.
+        assert_eq!(
+            show(cal.remaining_fraction_at(at("2025-03-07 17:00"), at("2025-03-10 14:00"), 0.2)),
+            "2025-03-10 11:42 Mon"
+        );
     }
 
     #[test]

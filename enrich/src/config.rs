@@ -24,6 +24,13 @@ pub struct EnrichConfig {
     /// Placed reports and closed cases keyed by street, for the dedupe stage; its retention
     /// must exceed the dedupe window.
     pub dedupe_topic: String,
+    /// Verdicts on client transitions, for the gateway (keyed by clue id).
+    pub outcomes_topic: String,
+    /// How often the processor looks for deadlines that passed (also when no command comes).
+    pub overdue_tick_ms: u64,
+    /// How long after a deadline a clue still open counts as overdue: commands issued before
+    /// the deadline but not yet consumed (lag) get this long to arrive.
+    pub overdue_grace_ms: u64,
     /// Consumer group of the dedupe stage.
     pub dedupe_group_id: String,
     pub data_dir: String,
@@ -53,6 +60,9 @@ impl Default for EnrichConfig {
             dlq_topic: gridclue_core::wire::DLQ_TOPIC.into(),
             state_topic: gridclue_core::wire::STATE_TOPIC.into(),
             dedupe_topic: gridclue_core::wire::DEDUPE_TOPIC.into(),
+            outcomes_topic: gridclue_core::wire::OUTCOMES_TOPIC.into(),
+            overdue_tick_ms: 1_000,
+            overdue_grace_ms: 5_000,
             dedupe_group_id: "gridclue-enrich-dedupe".into(),
             data_dir: "data".into(),
             batch_max: 1_000,

@@ -94,8 +94,14 @@ impl DedupeRunner {
         self.ready.store(true, Ordering::SeqCst);
         tracing::info!(topic = %self.config.dedupe_topic, "dedupe stage consuming");
         loop {
-            let Some(batch) =
-                next_batch(&consumer, &epochs, self.config.batch_max, &mut shutdown).await?
+            let Some(batch) = next_batch(
+                &consumer,
+                &epochs,
+                self.config.batch_max,
+                None,
+                &mut shutdown,
+            )
+            .await?
             else {
                 break;
             };
@@ -170,6 +176,7 @@ impl DedupeRunner {
                 kind: ActorKind::System,
                 id: DEDUPE_ACTOR.into(),
                 group: None,
+                scope: None,
             },
             command: Command::DedupeVerdict {
                 duplicate_of: verdict.duplicate_of,

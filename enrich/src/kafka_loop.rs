@@ -170,17 +170,23 @@ pub(crate) async fn send_all(
     Ok(delivered)
 }
 
-/// Waits for the next message (or `shutdown`: `None`), then collects more until `max` or a 2 ms
-/// gap. Messages fetched before their partition was revoked are dropped: the new owner handles
-/// them from the last committed offset. May return an empty batch.
+/// Waits for the next message (or `shutdown`: `None`; or `idle` without a message: an empty
+/// batch), then collects more until `max` or a 2 ms gap. Messages fetched before their partition
+/// was revoked are dropped: the new owner handles them from the last committed offset. May
+/// return an empty batch.
 pub(crate) async fn next_batch(
     consumer: &StreamConsumer<LoopContext>,
     epochs: &Epochs,
     max: usize,
+    idle: Option<Duration>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Vec<OwnedMessage>>> {
+    // `recv` is cancellation safe: a message is never lost when the idle timer wins.
     let first = tokio::select! {
         _ = shutdown.changed() => return Ok(None),
+        _ = tokio::time::sleep(idle.unwrap_or_default()), if idle.is_some() => {
+            return Ok(Some(Vec::new()))
+        }
         m = consumer.recv() => m,
     };
     let first = match first {

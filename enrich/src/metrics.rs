@@ -19,6 +19,8 @@ pub struct EnrichMetrics {
     pub verdicts: IntCounterVec,
     pub open_cases: IntGauge,
     pub pending_clues: IntGauge,
+    pub outcomes: IntCounterVec,
+    pub overdue: IntCounter,
 }
 
 impl EnrichMetrics {
@@ -84,6 +86,17 @@ impl EnrichMetrics {
                  growing means the dedupe stage is behind",
             )
             .expect("valid metric"),
+            outcomes: counter_vec(
+                names::ENRICH_TRANSITION_OUTCOMES_TOTAL,
+                "Verdicts on client transitions (repeats included), by outcome (applied, \
+                 forbidden, conflict, not_found, unavailable)",
+                "outcome",
+            ),
+            overdue: IntCounter::new(
+                names::ENRICH_OVERDUE_TOTAL,
+                "Overdue facts emitted (deadlines passed with the clue open)",
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.commands.clone()) as Box<dyn prometheus::core::Collector>,
@@ -97,6 +110,8 @@ impl EnrichMetrics {
             Box::new(m.verdicts.clone()),
             Box::new(m.open_cases.clone()),
             Box::new(m.pending_clues.clone()),
+            Box::new(m.outcomes.clone()),
+            Box::new(m.overdue.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }

@@ -13,26 +13,44 @@
 //! acts on a clue at once sees the same result as one that waits. Points outside the district
 //! and unknown categories are answered at once (an `outside` fact; a refusal).
 //!
+//! # The closed loop
+//!
+//! Every other command is a transition a person asked for. The processor, the one writer per
+//! clue, checks the actor's role and scope against the clue ([`gridclue_core::roles`]: a street
+//! office acts on its street's clues, a department on clues dispatched to it now, a reporter on
+//! its own; 403), then the status machine (409), then what the status does not say (a
+//! postponement needs a running deadline and at most one request pending, an approval needs a
+//! request, a clue is rated once, a dispatch names a known department; 409). Each transition gets
+//! a verdict ([`OutcomeRecord`], for the gateway waiting to answer the client), and the clue
+//! remembers the verdicts of its recent commands: a repeated command id is answered with the
+//! same verdict again and changes nothing, even if the clue moved on meanwhile.
+//!
 //! # Deadlines
 //!
 //! The SLA clock starts at acceptance: the `accepted` fact carries `deadline_ms` = the accept's
-//! issue time + the category's limit in working time ([`crate::calendar`]). A postponement
-//! (缓办/延期) extends the current deadline by its working hours, in working time; before
-//! acceptance there is no deadline to extend, and it is refused.
+//! issue time + the category's limit in working time ([`crate::calendar`]), and `yellow_at_ms`,
+//! when only 20% of that working time remains ([`gridclue_core::light`]). An approved
+//! postponement (延期) extends the current deadline by its working hours, in working time, and
+//! moves `yellow_at_ms` with it. [`Processor::overdue`] gives the `overdue` fact of a deadline
+//! that passed with the clue open, once per deadline: the clue remembers which deadline it was
+//! emitted for (in its state, hence in the changelog), so neither a restart nor a replay emits it
+//! again; a postponement gives a new deadline that may pass in its turn.
 //!
 //! # Cases leaving the loop
 //!
-//! When a case (inside, not a duplicate) becomes terminal — closed, rejected, merged — a
-//! [`DedupeKind::Closed`] forward tells the dedupe stage that later reports no longer duplicate
-//! it.
+//! When a case (inside, not a duplicate) becomes terminal — closed, rejected, merged, withdrawn —
+//! a [`DedupeKind::Closed`] forward tells the dedupe stage that later reports no longer
+//! duplicate it.
 
 use std::sync::Arc;
 
 use gridclue_core::category::{Catalog, CategoryCode};
-use gridclue_core::status::{next_status, TransitionError};
+use gridclue_core::light::YELLOW_FRACTION;
+use gridclue_core::roles::{self, ClueScope, Refusal, RefusalReason};
+use gridclue_core::status::TransitionError;
 use gridclue_core::wire::{
-    Command, CommandEnvelope, DlqReason, EventEnvelope, Fact, Placement, Report, Reported,
-    SCHEMA_VERSION,
+    Actor, Command, CommandEnvelope, DlqReason, EventEnvelope, Fact, OutcomeRecord, Placement,
+    Report, Reported, Verdict, SCHEMA_VERSION,
 };
 use gridclue_core::{ClueId, CommandId, Status};
 use serde::{Deserialize, Serialize};
@@ -43,6 +61,8 @@ use crate::geoindex::{Assignment, GeoIndex};
 
 /// How many recent command ids a clue remembers to recognise repeats.
 const REMEMBERED_COMMANDS: usize = 16;
+/// How many verdicts on recent transitions a clue remembers, to answer a retry the same way.
+pub const REMEMBERED_OUTCOMES: usize = 32;
 /// How many commands a pending clue keeps for after its verdict.
 pub const MAX_DEFERRED: usize = 32;
 
@@ -57,6 +77,10 @@ pub struct ReportInfo {
     pub street_code: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate_of: Option<ClueId>,
+    /// The reporter (a token's public id; empty in states written before it was kept, whose
+    /// reporters can then neither withdraw nor rate).
+    #[serde(default)]
+    pub reporter_id: String,
 }
 
 /// A placed report waiting for its dedupe verdict, and the commands that came meanwhile.
@@ -94,6 +118,26 @@ pub struct ClueState {
     /// recognised as a repeat). Commands at or below it are not handled again.
     #[serde(default = "minus_one")]
     pub applied_offset: i64,
+    /// The department the clue is dispatched to now (none before dispatch and after a return).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    /// When the SLA clock started (the accept's issue time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_at_ms: Option<u64>,
+    /// When only 20% of the current limit's working time remains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yellow_at_ms: Option<u64>,
+    /// The working hours a department asked for, while the district has not decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postpone_requested_hours: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<u8>,
+    /// The deadline an `overdue` fact was emitted for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue_for: Option<u64>,
+    /// Verdicts on the clue's recent transitions, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<OutcomeRecord>,
 }
 
 fn minus_one() -> i64 {
@@ -101,11 +145,54 @@ fn minus_one() -> i64 {
 }
 
 impl ClueState {
+    fn new(status: Status, report: Option<ReportInfo>, offset: i64) -> Self {
+        Self {
+            status,
+            seq: 0,
+            deadline_ms: None,
+            recent_commands: Vec::new(),
+            report,
+            pending: None,
+            applied_offset: offset,
+            department: None,
+            accepted_at_ms: None,
+            yellow_at_ms: None,
+            postpone_requested_hours: None,
+            rating: None,
+            overdue_for: None,
+            outcomes: Vec::new(),
+        }
+    }
+
     /// Whether the clue is a case: placed inside the district and not a duplicate.
     fn is_case(&self) -> bool {
         self.report
             .as_ref()
             .is_some_and(|r| r.inside && r.duplicate_of.is_none())
+    }
+
+    /// What decides who may act on the clue.
+    pub fn scope(&self) -> ClueScope<'_> {
+        let report = self.report.as_ref();
+        ClueScope {
+            street_code: report.map_or("", |r| r.street_code.as_str()),
+            department: self.department.as_deref(),
+            reporter_id: report.map_or("", |r| r.reporter_id.as_str()),
+        }
+    }
+
+    /// The earliest instant an `overdue` fact may be due for this clue (`None`: none may be).
+    pub fn overdue_due_at(&self) -> Option<u64> {
+        let deadline = self.deadline_ms?;
+        let open = self.pending.is_none() && self.status.is_open();
+        (open && self.overdue_for != Some(deadline)).then_some(deadline)
+    }
+
+    fn remember_outcome(&mut self, outcome: OutcomeRecord) {
+        self.outcomes.push(outcome);
+        if self.outcomes.len() > REMEMBERED_OUTCOMES {
+            self.outcomes.remove(0);
+        }
     }
 }
 
@@ -119,6 +206,8 @@ pub enum Output {
         detail: String,
         deferred: Option<Box<Deferred>>,
     },
+    /// The verdict on a transition, for the client waiting for it (again for a repeat).
+    Outcome(Box<OutcomeRecord>),
     /// Nothing visible yet: a report waiting for its verdict, or a command kept for after it.
     Held,
     /// A repeat of a command already handled: nothing to do.
@@ -181,13 +270,22 @@ pub struct Processor {
     pub dedupe: DedupeConfig,
 }
 
-fn transition_reason(e: TransitionError) -> DlqReason {
-    match e {
-        TransitionError::UnknownClue => DlqReason::UnknownClue,
-        TransitionError::Terminal { .. } => DlqReason::TerminalState,
-        TransitionError::AlreadyReported | TransitionError::Illegal { .. } => {
-            DlqReason::IllegalTransition
-        }
+/// The DLQ reason of a refused transition.
+fn dlq_reason(reason: RefusalReason) -> DlqReason {
+    match reason {
+        RefusalReason::RoleNotAllowed
+        | RefusalReason::OtherStreet
+        | RefusalReason::NotAssigned
+        | RefusalReason::NotOwnClue => DlqReason::Forbidden,
+        RefusalReason::UnknownClue => DlqReason::UnknownClue,
+        RefusalReason::TerminalState => DlqReason::TerminalState,
+        RefusalReason::TooManyPending => DlqReason::TooManyPending,
+        RefusalReason::IllegalTransition
+        | RefusalReason::NoDeadline
+        | RefusalReason::PostponementPending
+        | RefusalReason::NoPostponementPending
+        | RefusalReason::AlreadyRated
+        | RefusalReason::UnknownDepartment => DlqReason::IllegalTransition,
     }
 }
 
@@ -209,6 +307,60 @@ fn refused(reason: DlqReason, detail: String) -> Decision {
     })
 }
 
+/// Whether a command is a transition a client asked for (and so gets a verdict).
+fn is_transition(cmd: &CommandEnvelope) -> bool {
+    !matches!(
+        cmd.command,
+        Command::Report(_) | Command::DedupeVerdict { .. }
+    )
+}
+
+fn verdict_of(cmd: &CommandEnvelope, ctx: &DecideCtx, verdict: Verdict) -> OutcomeRecord {
+    OutcomeRecord {
+        v: SCHEMA_VERSION,
+        command_id: cmd.command_id,
+        clue_id: cmd.clue_id,
+        action: cmd.command.action(),
+        actor_id: cmd.actor.id.clone(),
+        decided_at_ms: ctx.now_ms,
+        verdict,
+    }
+}
+
+/// A refusal nothing is remembered for (the clue does not exist, or the same command may
+/// succeed later): its DLQ record and, for a transition, its verdict.
+fn refused_now(cmd: &CommandEnvelope, ctx: &DecideCtx, refusal: Refusal) -> Decision {
+    let mut d = refused(dlq_reason(refusal.reason), refusal.detail.clone());
+    if is_transition(cmd) {
+        d.outputs.push(Output::Outcome(Box::new(verdict_of(
+            cmd,
+            ctx,
+            refused_verdict(&refusal, None),
+        ))));
+    }
+    d
+}
+
+fn refused_verdict(refusal: &Refusal, status: Option<Status>) -> Verdict {
+    Verdict::Refused {
+        class: refusal.class(),
+        reason: refusal.reason,
+        detail: refusal.detail.clone(),
+        status,
+    }
+}
+
+/// A command the clue has seen: a transition is answered with its first verdict again, and
+/// nothing is applied.
+fn repeat(s: &ClueState, cmd: &CommandEnvelope) -> Option<Decision> {
+    if let Some(o) = s.outcomes.iter().find(|o| o.command_id == cmd.command_id) {
+        return Some(unchanged(Output::Outcome(Box::new(o.clone()))));
+    }
+    s.recent_commands
+        .contains(&cmd.command_id)
+        .then(|| unchanged(Output::Repeat))
+}
+
 fn remember(recent: &mut Vec<CommandId>, id: CommandId) {
     recent.push(id);
     if recent.len() > REMEMBERED_COMMANDS {
@@ -223,8 +375,8 @@ impl Processor {
         cmd: &CommandEnvelope,
         ctx: &DecideCtx,
     ) -> Decision {
-        if state.is_some_and(|s| s.recent_commands.contains(&cmd.command_id)) {
-            return unchanged(Output::Repeat);
+        if let Some(repeat) = state.and_then(|s| repeat(s, cmd)) {
+            return repeat;
         }
         match (state, &cmd.command) {
             (Some(s), Command::DedupeVerdict { duplicate_of }) => match &s.pending {
@@ -241,15 +393,10 @@ impl Processor {
                 None => self.apply(s, cmd, ctx),
             },
             (None, Command::Report(report)) => self.place(cmd, report, ctx),
-            (None, _) => refused(
-                DlqReason::UnknownClue,
-                TransitionError::UnknownClue.to_string(),
-            ),
+            (None, _) => refused_now(cmd, ctx, Refusal::from(TransitionError::UnknownClue)),
         }
     }
 
-    /// Places and routes a new report: outside the district it is answered at once; inside, the
-    /// clue waits for the dedupe stage's verdict.
     fn place(&self, cmd: &CommandEnvelope, report: &Report, ctx: &DecideCtx) -> Decision {
         let Some(category) = self.catalog.get(report.category.as_str()) else {
             return refused(
@@ -302,20 +449,15 @@ impl Processor {
             photos: report.photos.clone(),
             channel: report.channel,
         };
-        let mut state = ClueState {
-            status: Status::Reported,
-            seq: 0,
-            deadline_ms: None,
-            recent_commands: vec![cmd.command_id],
-            report: Some(ReportInfo {
-                category: report.category.clone(),
-                inside: kind != AssignmentKind::Outside,
-                street_code: street_code.clone(),
-                duplicate_of: None,
-            }),
-            pending: None,
-            applied_offset: ctx.offset,
+        let info = ReportInfo {
+            category: report.category.clone(),
+            inside: kind != AssignmentKind::Outside,
+            street_code: street_code.clone(),
+            duplicate_of: None,
+            reporter_id: cmd.actor.id.clone(),
         };
+        let mut state = ClueState::new(Status::Reported, Some(info), ctx.offset);
+        state.recent_commands.push(cmd.command_id);
         if kind == AssignmentKind::Outside {
             // Recorded and flagged, then closed off: no street owns it, so it can never enter
             // the loop.
@@ -328,6 +470,7 @@ impl Processor {
                 occurred_at_ms: cmd.issued_at_ms,
                 processed_at_ms: ctx.now_ms,
                 status: Status::Rejected,
+                actor: Some(cmd.actor.clone()),
                 fact: Fact::Reported(Box::new(fact)),
             };
             return Decision {
@@ -383,13 +526,14 @@ impl Processor {
         // A command kept twice (a producer retry) is recognised as a repeat when it is applied,
         // exactly as it would have been without the wait.
         if pending.deferred.len() >= MAX_DEFERRED {
-            return refused(
-                DlqReason::TooManyPending,
+            let refusal = Refusal::new(
+                RefusalReason::TooManyPending,
                 format!(
                     "the clue's report is still being deduplicated and already has \
                      {MAX_DEFERRED} commands waiting; retry later"
                 ),
             );
+            return refused_now(cmd, ctx, refusal);
         }
         let mut next = s.clone();
         if let Some(p) = &mut next.pending {
@@ -426,12 +570,10 @@ impl Processor {
         fact.duplicate_of = duplicate_of;
         let mut state = ClueState {
             status,
-            seq: 0,
-            deadline_ms: None,
-            recent_commands: s.recent_commands.clone(),
             report: s.report.clone().map(|r| ReportInfo { duplicate_of, ..r }),
             pending: None,
             applied_offset: ctx.offset,
+            ..s.clone()
         };
         remember(&mut state.recent_commands, cmd.command_id);
         let mut outputs = vec![Output::Event(Box::new(EventEnvelope {
@@ -442,6 +584,7 @@ impl Processor {
             occurred_at_ms: pending.issued_at_ms,
             processed_at_ms: ctx.now_ms,
             status,
+            actor: Some(reporter_actor(&pending.fact)),
             fact: Fact::Reported(Box::new(fact)),
         }))];
         let mut forwards = Vec::new();
@@ -464,7 +607,7 @@ impl Processor {
                     detail,
                     deferred: Some(Box::new(d.clone())),
                 }),
-                Output::Event(_) => Some(o),
+                Output::Event(_) | Output::Outcome(_) => Some(o),
                 Output::Held | Output::Repeat => None,
             }));
         }
@@ -480,92 +623,31 @@ impl Processor {
 
     /// Applies a command to an existing clue that is not waiting for a verdict.
     fn apply(&self, s: &ClueState, cmd: &CommandEnvelope, ctx: &DecideCtx) -> Decision {
-        if s.recent_commands.contains(&cmd.command_id) {
+        if let Some(repeat) = repeat(s, cmd) {
+            return repeat;
+        }
+        if !is_transition(cmd) {
+            // A retried report under a fresh command id is still the same clue; a verdict for a
+            // completed report was issued again.
             return unchanged(Output::Repeat);
         }
-        let next = match next_status(Some(s.status), cmd.command.action()) {
-            Ok(next) => next,
-            // A retried report under a fresh command id is still the same clue.
-            Err(TransitionError::AlreadyReported) => return unchanged(Output::Repeat),
-            Err(e) => return refused(transition_reason(e), e.to_string()),
+        let action = cmd.command.action();
+        let status = match roles::check(&cmd.actor, action, s.status, &s.scope()) {
+            Ok(status) => status,
+            Err(refusal) => return self.refuse(s, cmd, ctx, refusal),
         };
-        let current_deadline = s.deadline_ms;
-        let (fact, deadline_ms) = match &cmd.command {
-            Command::Report(_) | Command::DedupeVerdict { .. } => {
-                unreachable!("reports and verdicts of existing clues are repeats")
-            }
-            Command::Accept => {
-                // The SLA clock starts now.
-                let deadline = s
-                    .report
-                    .as_ref()
-                    .and_then(|r| self.catalog.get(r.category.as_str()))
-                    .and_then(|c| self.calendar.deadline(cmd.issued_at_ms, c.deadline));
-                (
-                    Fact::Accepted {
-                        deadline_ms: deadline,
-                    },
-                    deadline,
-                )
-            }
-            Command::Reject { reason } => (
-                Fact::Rejected {
-                    reason: reason.clone(),
-                },
-                None,
-            ),
-            Command::Merge { duplicate_of } => (
-                Fact::Merged {
-                    duplicate_of: *duplicate_of,
-                },
-                None,
-            ),
-            Command::Dispatch { department } => (
-                Fact::Dispatched {
-                    department: department.clone(),
-                },
-                current_deadline,
-            ),
-            Command::Start => (Fact::Started, current_deadline),
-            Command::Handle { note } => (Fact::Handled { note: note.clone() }, current_deadline),
-            Command::Return { reason } => (
-                Fact::Returned {
-                    reason: reason.clone(),
-                },
-                current_deadline,
-            ),
-            Command::VerifyOk => (Fact::Verified, current_deadline),
-            Command::VerifyFail { reason } => (
-                Fact::VerifyFailed {
-                    reason: reason.clone(),
-                },
-                current_deadline,
-            ),
-            Command::Postpone {
-                reason,
-                working_hours,
-            } => {
-                let Some(base) = current_deadline else {
-                    return refused(
-                        DlqReason::IllegalTransition,
-                        "nothing to postpone: the deadline starts when the clue is accepted".into(),
-                    );
-                };
-                let deadline = self
-                    .calendar
-                    .add_working_hours(base, *working_hours)
-                    .unwrap_or(base + u64::from(*working_hours) * 3_600_000);
-                (
-                    Fact::Postponed {
-                        reason: reason.clone(),
-                        deadline_ms: deadline,
-                    },
-                    Some(deadline),
-                )
-            }
+        let mut next = ClueState {
+            status,
+            seq: s.seq + 1,
+            applied_offset: ctx.offset,
+            ..s.clone()
+        };
+        let fact = match self.transition(&mut next, s, cmd) {
+            Ok(fact) => fact,
+            Err(refusal) => return self.refuse(s, cmd, ctx, refusal),
         };
         let mut forwards = Vec::new();
-        if s.is_case() && !s.status.is_terminal() && next.is_terminal() {
+        if s.is_case() && !s.status.is_terminal() && status.is_terminal() {
             if let Some(r) = &s.report {
                 forwards.push(Forward {
                     street_code: r.street_code.clone(),
@@ -577,34 +659,291 @@ impl Processor {
                 });
             }
         }
-        let mut recent = s.recent_commands.clone();
-        remember(&mut recent, cmd.command_id);
-        let seq = s.seq + 1;
+        remember(&mut next.recent_commands, cmd.command_id);
         let event = EventEnvelope {
             v: SCHEMA_VERSION,
             clue_id: cmd.clue_id,
-            seq,
+            seq: next.seq,
             command_id: cmd.command_id,
             occurred_at_ms: cmd.issued_at_ms,
             processed_at_ms: ctx.now_ms,
-            status: next,
+            status,
+            actor: Some(cmd.actor.clone()),
             fact,
         };
+        let outcome = verdict_of(
+            cmd,
+            ctx,
+            Verdict::Applied {
+                status,
+                seq: next.seq,
+                deadline_ms: next.deadline_ms,
+            },
+        );
+        next.remember_outcome(outcome.clone());
         Decision {
-            next: Some(ClueState {
-                status: next,
-                seq,
-                deadline_ms,
-                recent_commands: recent,
-                report: s.report.clone(),
-                pending: None,
-                applied_offset: ctx.offset,
-            }),
-            outputs: vec![Output::Event(Box::new(event))],
+            next: Some(next),
+            outputs: vec![
+                Output::Event(Box::new(event)),
+                Output::Outcome(Box::new(outcome)),
+            ],
             forwards,
             assignment: None,
             duplicate_of: None,
         }
+    }
+
+    /// A refused transition on an existing clue: remembered, so a retry of the same command gets
+    /// the same refusal even after the clue moved on.
+    fn refuse(
+        &self,
+        s: &ClueState,
+        cmd: &CommandEnvelope,
+        ctx: &DecideCtx,
+        refusal: Refusal,
+    ) -> Decision {
+        let outcome = verdict_of(cmd, ctx, refused_verdict(&refusal, Some(s.status)));
+        let mut next = s.clone();
+        next.applied_offset = ctx.offset;
+        next.remember_outcome(outcome.clone());
+        Decision {
+            next: Some(next),
+            outputs: vec![
+                Output::Rejected {
+                    reason: dlq_reason(refusal.reason),
+                    detail: refusal.detail,
+                    deferred: None,
+                },
+                Output::Outcome(Box::new(outcome)),
+            ],
+            forwards: Vec::new(),
+            assignment: None,
+            duplicate_of: None,
+        }
+    }
+
+    /// The fact of a transition the role, scope and status allow, with what it changes in
+    /// `next`; or the refusal of what the status does not say (409).
+    fn transition(
+        &self,
+        next: &mut ClueState,
+        s: &ClueState,
+        cmd: &CommandEnvelope,
+    ) -> Result<Fact, Refusal> {
+        let conflict = |reason, detail: &str| Err(Refusal::new(reason, detail));
+        let fact = match &cmd.command {
+            Command::Report(_) | Command::DedupeVerdict { .. } => {
+                unreachable!("reports and verdicts are not transitions")
+            }
+            Command::Accept => {
+                // The SLA clock starts now.
+                let deadline = s
+                    .report
+                    .as_ref()
+                    .and_then(|r| self.catalog.get(r.category.as_str()))
+                    .and_then(|c| self.calendar.deadline(cmd.issued_at_ms, c.deadline));
+                next.accepted_at_ms = Some(cmd.issued_at_ms);
+                next.deadline_ms = deadline;
+                next.yellow_at_ms = deadline.map(|d| self.yellow_at(cmd.issued_at_ms, d));
+                Fact::Accepted {
+                    deadline_ms: deadline,
+                    yellow_at_ms: next.yellow_at_ms,
+                }
+            }
+            Command::Reject { reason } => Fact::Rejected {
+                reason: reason.clone(),
+            },
+            Command::Merge { duplicate_of } => {
+                if *duplicate_of == cmd.clue_id {
+                    return conflict(
+                        RefusalReason::IllegalTransition,
+                        "a clue cannot be merged into itself",
+                    );
+                }
+                Fact::Merged {
+                    duplicate_of: *duplicate_of,
+                }
+            }
+            Command::Dispatch { department } => {
+                if self.catalog.department(department).is_none() {
+                    return Err(Refusal::new(
+                        RefusalReason::UnknownDepartment,
+                        format!("no department {department:?} in the category table"),
+                    ));
+                }
+                next.department = Some(department.clone());
+                Fact::Dispatched {
+                    department: department.clone(),
+                }
+            }
+            Command::Start => Fact::Started,
+            Command::Handle { note, photos } => Fact::Handled {
+                note: note.clone(),
+                photos: photos.clone(),
+            },
+            Command::Return { reason } => {
+                // Back to the dispatcher: no department holds it until it is dispatched again.
+                next.department = None;
+                Fact::Returned {
+                    reason: reason.clone(),
+                }
+            }
+            Command::VerifyOk => Fact::Verified,
+            // Rework goes back to the department that handled it.
+            Command::VerifyFail { reason } => Fact::VerifyFailed {
+                reason: reason.clone(),
+            },
+            Command::RequestPostpone {
+                reason,
+                working_hours,
+            } => {
+                if s.deadline_ms.is_none() {
+                    return conflict(
+                        RefusalReason::NoDeadline,
+                        "nothing to postpone: the deadline starts when the clue is accepted",
+                    );
+                }
+                if s.postpone_requested_hours.is_some() {
+                    return conflict(
+                        RefusalReason::PostponementPending,
+                        "a postponement request already waits for the district's decision",
+                    );
+                }
+                next.postpone_requested_hours = Some(*working_hours);
+                Fact::PostponeRequested {
+                    reason: reason.clone(),
+                    working_hours: *working_hours,
+                }
+            }
+            Command::ApprovePostpone {
+                note,
+                working_hours,
+            } => {
+                let Some(requested) = s.postpone_requested_hours else {
+                    return conflict(
+                        RefusalReason::NoPostponementPending,
+                        "no postponement request waits for a decision",
+                    );
+                };
+                let hours = working_hours.unwrap_or(requested);
+                next.postpone_requested_hours = None;
+                self.postpone(next, s, note.clone(), hours)?
+            }
+            Command::Postpone {
+                reason,
+                working_hours,
+            } => self.postpone(next, s, reason.clone(), *working_hours)?,
+            Command::DenyPostpone { reason } => {
+                if s.postpone_requested_hours.is_none() {
+                    return conflict(
+                        RefusalReason::NoPostponementPending,
+                        "no postponement request waits for a decision",
+                    );
+                }
+                next.postpone_requested_hours = None;
+                Fact::PostponeDenied {
+                    reason: reason.clone(),
+                }
+            }
+            Command::Supervise { note } => Fact::Supervised { note: note.clone() },
+            Command::Withdraw { reason } => Fact::Withdrawn {
+                reason: reason.clone(),
+            },
+            Command::Rate { rating, note } => {
+                if !(1..=5).contains(rating) {
+                    return conflict(
+                        RefusalReason::IllegalTransition,
+                        "a rating is a whole number from 1 to 5",
+                    );
+                }
+                if s.rating.is_some() {
+                    return conflict(RefusalReason::AlreadyRated, "the clue is rated already");
+                }
+                next.rating = Some(*rating);
+                Fact::Rated {
+                    rating: *rating,
+                    note: note.clone(),
+                }
+            }
+        };
+        Ok(fact)
+    }
+
+    /// Moves the running deadline by `hours` working hours (an approved postponement).
+    fn postpone(
+        &self,
+        next: &mut ClueState,
+        s: &ClueState,
+        reason: String,
+        hours: u32,
+    ) -> Result<Fact, Refusal> {
+        let Some(base) = s.deadline_ms else {
+            return Err(Refusal::new(
+                RefusalReason::NoDeadline,
+                "nothing to postpone: the deadline starts when the clue is accepted",
+            ));
+        };
+        let deadline = self
+            .calendar
+            .add_working_hours(base, hours)
+            .unwrap_or(base + u64::from(hours) * 3_600_000);
+        next.deadline_ms = Some(deadline);
+        next.yellow_at_ms = Some(self.yellow_at(s.accepted_at_ms.unwrap_or(base), deadline));
+        Ok(Fact::Postponed {
+            reason,
+            deadline_ms: deadline,
+            yellow_at_ms: next.yellow_at_ms,
+            working_hours: Some(hours),
+        })
+    }
+
+    /// When only 20% of the working time from `start_ms` to `deadline_ms` remains.
+    fn yellow_at(&self, start_ms: u64, deadline_ms: u64) -> u64 {
+        self.calendar
+            .remaining_fraction_at(start_ms, deadline_ms, YELLOW_FRACTION)
+    }
+
+    /// The `overdue` fact of a clue whose deadline is before `cutoff_ms` with the clue still
+    /// open, unless it was emitted for that deadline already; with the clue's next state. The
+    /// fact is stamped at the deadline (when the clue became overdue; processed at `now_ms`) and
+    /// identified by the clue, its seq and a command id derived from the deadline.
+    pub fn overdue(
+        &self,
+        clue_id: ClueId,
+        s: &ClueState,
+        cutoff_ms: u64,
+        now_ms: u64,
+    ) -> Option<(ClueState, EventEnvelope)> {
+        let deadline = s.overdue_due_at().filter(|d| *d < cutoff_ms)?;
+        let next = ClueState {
+            seq: s.seq + 1,
+            overdue_for: Some(deadline),
+            ..s.clone()
+        };
+        let event = EventEnvelope {
+            v: SCHEMA_VERSION,
+            clue_id,
+            seq: next.seq,
+            command_id: CommandId::for_overdue(clue_id, deadline),
+            occurred_at_ms: deadline,
+            processed_at_ms: now_ms,
+            status: s.status,
+            actor: Some(Actor::system()),
+            fact: Fact::Overdue {
+                deadline_ms: deadline,
+            },
+        };
+        Some((next, event))
+    }
+}
+
+/// The reporter of a report, as the actor of its fact.
+fn reporter_actor(fact: &Reported) -> Actor {
+    Actor {
+        kind: gridclue_core::wire::ActorKind::Reporter,
+        id: fact.reporter_id.clone(),
+        group: fact.reporter_group,
+        scope: None,
     }
 }
 

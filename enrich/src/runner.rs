@@ -6,9 +6,18 @@
 //! 2. write the new state of every clue the batch touched to the `clues.state` changelog
 //!    (compacted; key = clue id; **the same partition number** as the command), each record
 //!    carrying the batch's outputs for that clue (an outbox), and await the acks;
-//! 3. produce the facts (`clues.events`), rejections (`clues.dlq`) and what the dedupe stage
-//!    must learn (`clues.dedupe`, keyed by street), and await the acks;
+//! 3. produce the facts (`clues.events`), rejections (`clues.dlq`), the verdicts on client
+//!    transitions (`clues.outcomes`) and what the dedupe stage must learn (`clues.dedupe`, keyed
+//!    by street), and await the acks;
 //! 4. commit the batch's offsets.
+//!
+//! Between batches, and at least every `overdue_tick_ms` when no command comes, the loop looks
+//! for deadlines that passed ([`Processor::overdue`]) in every partition it owns (restoring the
+//! state of owned partitions that had no command since their assignment) and emits their
+//! `overdue` facts the same way: state (with the fact in its outbox) first, then the fact. The
+//! state remembers the deadline the fact was emitted for, so a restart or a replay never emits it
+//! again; the outbox entry carries the partition's next command offset, so a crash between the
+//! two writes re-emits the same fact (same seq) after the restart.
 //!
 //! On a partition's first message after an assignment (start, restart, rebalance) its state is
 //! restored by reading its changelog partition to the end. Commands at or below a clue's
@@ -34,11 +43,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gridclue_core::kafka::KafkaSettings;
-use gridclue_core::wire::{self, CommandEnvelope, DlqReason, DlqRecord, EventEnvelope};
+use gridclue_core::wire::{
+    self, CommandEnvelope, DlqReason, DlqRecord, EventEnvelope, OutcomeRecord, Verdict,
+};
 use gridclue_core::ClueId;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -78,6 +90,7 @@ pub enum OutboxOutput {
     Event(EventEnvelope),
     Dlq(DlqRecord),
     Dedupe(Forward),
+    Outcome(OutcomeRecord),
 }
 
 struct PartitionState {
@@ -87,6 +100,18 @@ struct PartitionState {
     pending: usize,
     /// The changelog partition's end after our last write (or after the restore).
     changelog_end: i64,
+    /// The offset after the last command handled (where a restart would resume).
+    next_offset: i64,
+    /// The earliest deadline of an open clue that has no overdue fact yet (none: no deadline to
+    /// watch), so a tick looks at the clues only when one may be due.
+    next_due: Option<u64>,
+}
+
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 pub struct Runner {
@@ -142,9 +167,17 @@ impl Runner {
         consumer.subscribe(&[self.config.commands_topic.as_str()])?;
         self.ready.store(true, Ordering::SeqCst);
         tracing::info!(topic = %self.config.commands_topic, "consuming commands");
+        let tick = Duration::from_millis(self.config.overdue_tick_ms.max(10));
+        let mut last_tick = Instant::now();
         loop {
-            let Some(batch) =
-                next_batch(&consumer, &epochs, self.config.batch_max, &mut shutdown).await?
+            let Some(batch) = next_batch(
+                &consumer,
+                &epochs,
+                self.config.batch_max,
+                Some(tick),
+                &mut shutdown,
+            )
+            .await?
             else {
                 break;
             };
@@ -152,6 +185,10 @@ impl Runner {
             set_aside_revoked(&mut self.partitions, &mut self.revoked, &epochs, |ps| {
                 ps.epoch
             });
+            if last_tick.elapsed() >= tick {
+                self.emit_overdue(&epochs, &producer).await?;
+                last_tick = Instant::now();
+            }
             if batch.is_empty() {
                 continue;
             }
@@ -181,10 +218,11 @@ impl Runner {
     /// the dedupe topic exists.
     async fn check_topics(&self) -> anyhow::Result<()> {
         let kafka = self.config.kafka();
-        let (commands, state, dedupe) = (
+        let (commands, state, dedupe, outcomes) = (
             self.config.commands_topic.clone(),
             self.config.state_topic.clone(),
             self.config.dedupe_topic.clone(),
+            self.config.outcomes_topic.clone(),
         );
         let timeout = Duration::from_millis(self.config.restore_timeout_ms.min(30_000));
         tokio::task::spawn_blocking(move || {
@@ -215,6 +253,13 @@ impl Runner {
                      longer than the dedupe window plus a day)"
                 );
             }
+            // Clients waiting for their transitions would time out on every one.
+            if count(&outcomes)? == 0 {
+                anyhow::bail!(
+                    "outcomes topic {outcomes} does not exist: create it (keyed by clue id, a \
+                     day's retention is plenty)"
+                );
+            }
             Ok(())
         })
         .await?
@@ -226,7 +271,18 @@ impl Runner {
         epochs: &Epochs,
         producer: &FutureProducer,
     ) -> anyhow::Result<()> {
-        let mut missing = restart_offsets(batch, |p| self.partitions.contains_key(&p));
+        let missing = restart_offsets(batch, |p| self.partitions.contains_key(&p));
+        self.restore(missing, epochs, producer).await
+    }
+
+    /// Restores the state of partitions (each with the offset consumption (re)starts at), reusing
+    /// what we held where nobody wrote to the changelog since.
+    async fn restore(
+        &mut self,
+        mut missing: BTreeMap<i32, i64>,
+        epochs: &Epochs,
+        producer: &FutureProducer,
+    ) -> anyhow::Result<()> {
         if missing.is_empty() {
             return Ok(());
         }
@@ -279,11 +335,14 @@ impl Runner {
                     .filter(|r| r.state.pending.is_some())
                     .count(),
                 changelog_end: ends.get(&p).copied().unwrap_or(0),
+                next_offset: from_offset,
+                next_due: None,
             };
             for (id, rec) in records {
                 for entry in rec.outbox.iter().filter(|e| e.offset >= from_offset) {
                     resend.push(self.outgoing(&entry.output));
                 }
+                ps.next_due = earliest(ps.next_due, rec.state.overdue_due_at());
                 ps.clues.insert(id, rec.state);
             }
             tracing::info!(
@@ -385,6 +444,7 @@ impl Runner {
             .partitions
             .get_mut(&p)
             .expect("partition restored before its commands are handled");
+        ps.next_offset = ps.next_offset.max(offset + 1);
         let state = ps.clues.get(&cmd.clue_id);
         if state.is_some_and(|s| s.applied_offset >= offset) {
             // Handled by a previous owner; its outputs were re-emitted from the outbox.
@@ -411,6 +471,7 @@ impl Runner {
                     (true, false) => ps.pending = ps.pending.saturating_sub(1),
                     _ => {}
                 }
+                ps.next_due = earliest(ps.next_due, next.overdue_due_at());
                 ps.clues.insert(cmd.clue_id, next);
             }
             None => {
@@ -457,6 +518,14 @@ impl Runner {
                     };
                     produced.push(OutboxOutput::Dlq(self.dlq_record(&source, reason, detail)));
                 }
+                Output::Outcome(outcome) => {
+                    let label = match &outcome.verdict {
+                        Verdict::Applied { .. } => "applied",
+                        Verdict::Refused { class, .. } => class_label(*class),
+                    };
+                    self.metrics.outcomes.with_label_values(&[label]).inc();
+                    produced.push(OutboxOutput::Outcome(*outcome));
+                }
                 Output::Held | Output::Repeat => {}
             }
         }
@@ -482,7 +551,95 @@ impl Runner {
                 key: Some(f.street_code.clone()),
                 payload: f.record.encode(),
             },
+            OutboxOutput::Outcome(o) => Outgoing {
+                topic: self.config.outcomes_topic.clone(),
+                partition: None,
+                key: Some(o.clue_id.to_string()),
+                payload: o.encode(),
+            },
         }
+    }
+
+    /// Emits the `overdue` facts of deadlines that passed (more than the grace ago) in the
+    /// partitions we own: state first, then the facts.
+    async fn emit_overdue(
+        &mut self,
+        epochs: &Epochs,
+        producer: &FutureProducer,
+    ) -> anyhow::Result<()> {
+        // Deadlines pass in partitions no command came to since their assignment, too.
+        let unrestored: Vec<i32> = epochs
+            .assigned
+            .lock()
+            .map(|a| {
+                a.iter()
+                    .filter(|p| !self.partitions.contains_key(p))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !unrestored.is_empty() {
+            let (kafka, group, topic) = (
+                self.config.kafka(),
+                self.config.group_id.clone(),
+                self.config.commands_topic.clone(),
+            );
+            let timeout = Duration::from_millis(self.config.restore_timeout_ms.min(30_000));
+            let committed = tokio::task::spawn_blocking(move || {
+                committed_offsets(&kafka, &group, &topic, &unrestored, timeout)
+            })
+            .await??;
+            self.restore(committed, epochs, producer).await?;
+        }
+        let now = wire::now_ms();
+        let cutoff = now.saturating_sub(self.config.overdue_grace_ms);
+        let mut due = Vec::new();
+        for (&p, ps) in &mut self.partitions {
+            if ps.next_due.is_none_or(|d| d >= cutoff) {
+                continue;
+            }
+            let mut next_due = None;
+            for (&id, state) in ps.clues.iter_mut() {
+                if let Some((next, event)) = self.processor.overdue(id, state, cutoff, now) {
+                    *state = next;
+                    let record = StateRecord {
+                        v: STATE_VERSION,
+                        clue_id: id,
+                        state: state.clone(),
+                        outbox: vec![OutboxEntry {
+                            offset: ps.next_offset,
+                            output: OutboxOutput::Event(event),
+                        }],
+                    };
+                    due.push((p, record));
+                }
+                next_due = earliest(next_due, state.overdue_due_at());
+            }
+            ps.next_due = next_due;
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let (mut states, mut events) = (Vec::new(), Vec::new());
+        for (p, record) in &due {
+            events.push(self.outgoing(&record.outbox[0].output));
+            states.push(Outgoing {
+                topic: self.config.state_topic.clone(),
+                partition: Some(*p),
+                key: Some(record.clue_id.to_string()),
+                payload: serde_json::to_vec(record).expect("state records serialize"),
+            });
+        }
+        for (p, offset) in send_all(producer, &states).await? {
+            if let Some(ps) = self.partitions.get_mut(&p) {
+                ps.changelog_end = ps.changelog_end.max(offset + 1);
+            }
+        }
+        send_all(producer, &events).await?;
+        self.metrics.overdue.inc_by(events.len() as u64);
+        self.metrics.events.inc_by(events.len() as u64);
+        tracing::info!(facts = events.len(), "overdue facts emitted");
+        Ok(())
     }
 
     fn event_out(&self, event: &EventEnvelope) -> Outgoing {
@@ -502,6 +659,50 @@ impl Runner {
         self.metrics.dlq.with_label_values(&[reason.as_str()]).inc();
         source.dlq_record("enrich", reason, detail)
     }
+}
+
+fn class_label(class: gridclue_core::roles::RefusalClass) -> &'static str {
+    use gridclue_core::roles::RefusalClass as C;
+    match class {
+        C::Forbidden => "forbidden",
+        C::Conflict => "conflict",
+        C::NotFound => "not_found",
+        C::Unavailable => "unavailable",
+    }
+}
+
+/// The group's committed offsets of `partitions` of `topic` (0 where none is committed: the
+/// whole partition is consumed then).
+fn committed_offsets(
+    kafka: &KafkaSettings,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    // Never subscribes: it only asks the group coordinator, without joining the group.
+    let client: BaseConsumer = gridclue_core::kafka::reader_config(kafka)
+        .set("group.id", group)
+        .create()
+        .context("creating a committed-offsets client")?;
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = client
+        .committed_offsets(tpl, timeout)
+        .with_context(|| format!("committed offsets of {topic}"))?;
+    Ok(committed
+        .elements()
+        .iter()
+        .map(|el| {
+            let offset = match el.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            };
+            (el.partition(), offset)
+        })
+        .collect())
 }
 
 /// Per partition: the latest record of each clue, and the partition's end offset.

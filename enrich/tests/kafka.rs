@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gridclue_core::wire::{DlqReason, DlqRecord};
+use gridclue_core::wire::{Command, CommandEnvelope, DlqReason, DlqRecord, EventEnvelope, Fact};
 use gridclue_enrich::dedupe::{DedupeKind, DedupeRecord};
 use gridclue_enrich::dedupe_runner::DedupeRunner;
 use gridclue_enrich::metrics::EnrichMetrics;
@@ -33,6 +33,7 @@ fn cluster() -> MockCluster<'static, DefaultProducerContext> {
         ("clues.events", PARTITIONS),
         ("clues.state", PARTITIONS),
         ("clues.dedupe", DEDUPE_PARTITIONS),
+        ("clues.outcomes", PARTITIONS),
         ("clues.dlq", 1),
     ] {
         mock.create_topic(topic, partitions, 1).unwrap();
@@ -47,6 +48,9 @@ fn config(bootstrap: &str, batch_max: usize) -> EnrichConfig {
         data_dir: data_dir(),
         batch_max,
         restore_timeout_ms: 20_000,
+        // The workload's deadlines (2025) have all passed: overdue facts, emitted when the
+        // processor's clock says so, would interleave with the reference run's facts.
+        overdue_grace_ms: u64::MAX,
         ..EnrichConfig::default()
     }
 }
@@ -222,7 +226,8 @@ async fn verify(bootstrap: &str, w: &Workload) {
             .filter(|e| matches!(
                 e.fact,
                 gridclue_core::wire::Fact::Accepted {
-                    deadline_ms: Some(_)
+                    deadline_ms: Some(_),
+                    ..
                 }
             ))
             .count()
@@ -453,6 +458,7 @@ async fn a_missing_dedupe_topic_is_refused_at_start() {
         ("clues.commands", PARTITIONS),
         ("clues.events", PARTITIONS),
         ("clues.state", PARTITIONS),
+        ("clues.outcomes", PARTITIONS),
         ("clues.dlq", 1),
     ] {
         mock.create_topic(topic, partitions, 1).unwrap();
@@ -539,5 +545,143 @@ async fn reports_wait_for_the_dedupe_stage_and_the_gauge_shows_them() {
     stop.send(true).unwrap();
     processor_task.await.unwrap().unwrap();
     dedupe_task.await.unwrap().unwrap();
+    drop(mock);
+}
+
+/// Sends one command to a chosen partition of the commands topic.
+async fn send_command(
+    producer: &rdkafka::producer::FutureProducer,
+    partition: i32,
+    cmd: &CommandEnvelope,
+) {
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to("clues.commands")
+                .partition(partition)
+                .key(&cmd.clue_id.to_string())
+                .payload(&cmd.encode()),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+/// The overdue facts on `clues.events`, once `want` clues have one.
+async fn overdue_facts(bootstrap: &str, want: usize) -> Vec<EventEnvelope> {
+    let b = bootstrap.to_owned();
+    let got = tokio::task::spawn_blocking(move || {
+        read_all(
+            &b,
+            "clues.events",
+            PARTITIONS,
+            Duration::from_secs(60),
+            |got| {
+                let clues: std::collections::HashSet<_> = got
+                    .iter()
+                    .filter_map(|b| EventEnvelope::decode(b).ok())
+                    .filter(|e| matches!(e.fact, Fact::Overdue { .. }))
+                    .map(|e| e.clue_id)
+                    .collect();
+                clues.len() >= want
+            },
+        )
+    })
+    .await
+    .unwrap();
+    got.iter()
+        .filter_map(|b| EventEnvelope::decode(b).ok())
+        .filter(|e| matches!(e.fact, Fact::Overdue { .. }))
+        .collect()
+}
+
+/// A clue accepted long ago (its deadline passed) gets one overdue fact from the processor's
+/// clock, without any command after its accept; a processor killed and restarted emits no second
+/// one for that deadline (the state it restores remembers it). The restarted processor does look
+/// at that partition although no command came to it since the restart: a second clue there,
+/// whose deadline the first processor's grace kept it from counting yet, gets its fact from it.
+/// Copies re-sent from the outbox carry the same identity and content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overdue_is_emitted_once_per_deadline_across_a_restart() {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let p = processor();
+    let limit = p.catalog.get("garbage_pile").unwrap().deadline;
+    let producer = producer(&bootstrap);
+    let accepted_at = |n: u128, rng: u64, at: u64| {
+        let clue = gridclue_core::ClueId(uuid::Uuid::from_u128(n));
+        let (lat, lon) = inside_point(&p, &mut Rng(rng));
+        [
+            envelope(clue, report("garbage_pile", lat, lon), at - 60_000),
+            envelope(clue, Command::Accept, at),
+        ]
+    };
+    // A: due in 2025. B: accepted recently enough that its deadline passed less than a day ago.
+    let now = gridclue_core::wire::now_ms();
+    let mut b_at = now - 4 * 86_400_000;
+    while p.calendar.deadline(b_at + 600_000, limit).unwrap() < now - 60_000 {
+        b_at += 600_000;
+    }
+    let (a, b) = (accepted_at(1, 11, MONDAY_9AM), accepted_at(2, 12, b_at));
+    let a_deadline = p.calendar.deadline(MONDAY_9AM, limit).unwrap();
+    let b_deadline = p.calendar.deadline(b_at, limit).unwrap();
+    assert!(a_deadline < b_deadline && b_deadline < now);
+
+    // The first processor counts deadlines older than ten minutes before B's only.
+    let first_cfg = EnrichConfig {
+        overdue_tick_ms: 100,
+        overdue_grace_ms: now - b_deadline + 600_000,
+        ..config(&bootstrap, 100)
+    };
+    let r = start(&first_cfg);
+    for cmd in a.iter().chain(&b) {
+        send_command(&producer, 0, cmd).await;
+    }
+    let got = overdue_facts(&bootstrap, 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].clue_id, a[0].clue_id);
+    assert_eq!(
+        got[0].fact,
+        Fact::Overdue {
+            deadline_ms: a_deadline
+        }
+    );
+    assert_eq!(
+        (got[0].seq, got[0].status, got[0].occurred_at_ms),
+        (2, gridclue_core::Status::Accepted, a_deadline)
+    );
+    assert_eq!(r.metrics.overdue.get(), 1);
+    r.kill().await;
+
+    let r = start(&EnrichConfig {
+        overdue_grace_ms: 0,
+        ..first_cfg
+    });
+    let got = overdue_facts(&bootstrap, 2).await;
+    let of = |clue| -> Vec<EventEnvelope> {
+        got.iter()
+            .filter(|e| e.clue_id == clue)
+            .cloned()
+            .map(normalized)
+            .collect()
+    };
+    let of_b = of(b[0].clue_id);
+    assert_eq!(
+        of_b[0].fact,
+        Fact::Overdue {
+            deadline_ms: b_deadline
+        }
+    );
+    let of_a = of(a[0].clue_id);
+    assert!(
+        of_a.iter().all(|e| *e == of_a[0]),
+        "one overdue fact of A, copies identical: {of_a:?}"
+    );
+    assert_eq!(
+        r.metrics.overdue.get(),
+        1,
+        "the restarted processor emitted B's only"
+    );
+    r.stop().await;
     drop(mock);
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use gridclue_core::wire::{Command, CommandEnvelope, DlqReason, Fact, Placement};
+use gridclue_core::wire::{Command, CommandEnvelope, DlqReason, Fact, Placement, Verdict};
 use gridclue_core::{ClueId, CommandId, Status};
 use gridclue_enrich::dedupe::{DedupeKind, DedupeStage};
 use gridclue_enrich::processor::{ClueState, DecideCtx, Decision, Output, Processor, MAX_DEFERRED};
@@ -108,12 +108,19 @@ impl<'a> Pipeline<'a> {
 }
 
 impl Outcome {
-    /// The single fact the command led to (for a report: its verdict's).
+    /// The single fact the command led to (for a report: its verdict's), beside a transition's
+    /// verdict that says it was applied.
     fn fact(&self) -> (&Fact, Status) {
         let d = self.verdict.as_ref().unwrap_or(&self.decision);
-        assert_eq!(d.outputs.len(), 1, "{:?}", d.outputs);
-        match &d.outputs[0] {
-            Output::Event(e) => (&e.fact, e.status),
+        match &d.outputs[..] {
+            [Output::Event(e)] => (&e.fact, e.status),
+            [Output::Event(e), Output::Outcome(o)] => {
+                assert!(
+                    matches!(o.verdict, Verdict::Applied { status, seq, .. } if status == e.status && seq == e.seq),
+                    "{o:?}"
+                );
+                (&e.fact, e.status)
+            }
             other => panic!("expected a fact, got {other:?}"),
         }
     }
@@ -125,15 +132,31 @@ impl Outcome {
         }
     }
 
+    /// The DLQ reason of a refused command; a transition's verdict says refused too, and the
+    /// clue changed in nothing but its memory of the verdict.
     fn refusal(&self) -> DlqReason {
-        assert!(self.decision.next.is_none());
+        if let Some(next) = &self.decision.next {
+            assert!(next
+                .outcomes
+                .last()
+                .is_some_and(|o| matches!(o.verdict, Verdict::Refused { .. })));
+        }
         match &self.decision.outputs[..] {
             [Output::Rejected {
                 reason,
                 detail,
                 deferred: None,
-            }] => {
+            }, rest @ ..] => {
                 assert!(!detail.is_empty());
+                match rest {
+                    [] => {}
+                    [Output::Outcome(o)] => {
+                        assert!(
+                            matches!(&o.verdict, Verdict::Refused { detail: d, .. } if d == detail)
+                        )
+                    }
+                    other => panic!("expected at most a verdict after the refusal, got {other:?}"),
+                }
                 *reason
             }
             other => panic!("expected a refusal, got {other:?}"),
@@ -241,7 +264,9 @@ fn the_deadline_starts_at_acceptance_in_working_time() {
         a.fact(),
         (
             &Fact::Accepted {
-                deadline_ms: Some(local("2025-03-10 10:30"))
+                deadline_ms: Some(local("2025-03-10 10:30")),
+                // 20% of the 2 working hours (24 min) remain at 10:06.
+                yellow_at_ms: Some(local("2025-03-10 10:06")),
             },
             Status::Accepted
         )
@@ -354,10 +379,13 @@ fn duplicates_are_found_across_partitions_and_closed_cases_leave_the_stage() {
     for (i, cmd) in [
         Command::Accept,
         Command::Dispatch {
-            department: "city_mgmt".into(),
+            department: "greening_city_appearance".into(),
         },
         Command::Start,
-        Command::Handle { note: "ok".into() },
+        Command::Handle {
+            note: "ok".into(),
+            photos: vec![],
+        },
     ]
     .into_iter()
     .enumerate()
@@ -394,18 +422,23 @@ fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
     line.apply(
         clue(1),
         Command::Dispatch {
-            department: "city_mgmt".into(),
+            department: "greening_city_appearance".into(),
         },
         t + 120_000,
     );
     // The verdict: the report's fact, then the kept commands in their order, as if they had
     // come after it; the deadline counts from the accept's own time.
+    // Each kept transition gets its verdict; the accept kept twice is answered twice, alike.
     let v = line.deliver_verdict();
     let facts: Vec<(u32, &str, Status)> = v
         .outputs
         .iter()
         .map(|o| match o {
             Output::Event(e) => (e.seq, e.fact.type_name(), e.status),
+            Output::Outcome(o) => match o.verdict {
+                Verdict::Applied { status, seq, .. } => (seq, o.action.as_str(), status),
+                _ => panic!("{o:?}"),
+            },
             other => panic!("{other:?}"),
         })
         .collect();
@@ -414,19 +447,25 @@ fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
         vec![
             (0, "reported", Status::Reported),
             (1, "accepted", Status::Accepted),
+            (1, "accept", Status::Accepted),
+            (1, "accept", Status::Accepted),
             (2, "dispatched", Status::Dispatched),
+            (2, "dispatch", Status::Dispatched),
         ]
     );
     let Output::Event(e) = &v.outputs[1] else {
         unreachable!()
     };
+    let deadline = p
+        .calendar
+        .deadline(t + 60_000, p.catalog.get("garbage_pile").unwrap().deadline)
+        .unwrap();
     assert_eq!(e.occurred_at_ms, t + 60_000);
     assert_eq!(
         e.fact,
         Fact::Accepted {
-            deadline_ms: p
-                .calendar
-                .deadline(t + 60_000, p.catalog.get("garbage_pile").unwrap().deadline)
+            deadline_ms: Some(deadline),
+            yellow_at_ms: Some(p.calendar.remaining_fraction_at(t + 60_000, deadline, 0.2)),
         }
     );
     // The verdict again (a re-sent one) changes nothing.
@@ -449,7 +488,17 @@ fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
             reason: DlqReason::TerminalState,
             deferred: Some(d),
             ..
-        }] => {
+        }, Output::Outcome(o)] => {
+            assert!(matches!(
+                o.verdict,
+                Verdict::Refused {
+                    class: gridclue_core::roles::RefusalClass::Conflict,
+                    reason: gridclue_core::roles::RefusalReason::TerminalState,
+                    status: Some(Status::Duplicate),
+                    ..
+                }
+            ));
+            assert_eq!(o.command_id, d.command.command_id);
             assert_eq!(e.status, Status::Duplicate);
             assert_eq!(d.offset, kept_at);
             assert!(matches!(d.command.command, Command::Accept));
@@ -463,6 +512,7 @@ fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
         let d = line.apply(
             clue(3),
             Command::Handle {
+                photos: vec![],
                 note: format!("{i}"),
             },
             t + 10 + i,

@@ -75,6 +75,7 @@ async fn the_map_reloads_without_a_restart() {
         ("clues.events", 2),
         ("clues.state", 2),
         ("clues.dedupe", 2),
+        ("clues.outcomes", 2),
         ("clues.dlq", 1),
     ] {
         mock.create_topic(t, p, 1).unwrap();

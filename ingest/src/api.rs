@@ -300,6 +300,7 @@ impl AppState {
                 kind: ActorKind::Reporter,
                 id: reporter.to_string(),
                 group: token.group,
+                scope: None,
             },
             command: Command::Report(report),
         };

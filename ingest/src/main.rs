@@ -1,6 +1,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gridclue_core::tokens::{TokenFile, TokenKind};
+use gridclue_core::category::Catalog;
+use gridclue_core::tokens::{check_scope, TokenFile, TokenKind};
 use gridclue_core::ReporterGroup;
 use gridclue_ingest::IngestConfig;
 
@@ -26,12 +27,14 @@ enum Cmd {
 enum TokenCmd {
     /// Issue a token; prints only the token on stdout.
     Issue {
+        /// reporter, street, department or district.
         #[arg(long, default_value = "reporter")]
         kind: TokenKind,
         /// Reporter group: courier, food_delivery, ride_hailing, truck, grid_member.
         #[arg(long)]
         group: Option<ReporterGroup>,
-        /// Street code (9 digits) for street tokens.
+        /// Street code (9 digits) for street tokens; department code of the category table
+        /// (data/categories.json) for department tokens.
         #[arg(long)]
         scope: Option<String>,
         #[arg(long, default_value = "")]
@@ -76,6 +79,11 @@ fn tokens(config: &IngestConfig, action: TokenCmd) -> anyhow::Result<()> {
                 (_, Some(_)) => anyhow::bail!("--group applies to reporter tokens only"),
                 (_, None) => None,
             };
+            if kind == TokenKind::Department {
+                let path = std::path::Path::new(&config.data_dir).join("categories.json");
+                let catalog = Catalog::load(&path)?;
+                check_scope(kind, scope.as_deref(), Some(&catalog))?;
+            }
             let (token, record) = file.issue(kind, group, scope, &name)?;
             file.write(path)?;
             eprintln!(

@@ -105,6 +105,7 @@ impl FactGen {
     fn report(&self, i: u64, clue: ClueId, at: u64) -> EventEnvelope {
         let g = self.grids[(i as usize * 7919) % self.grids.len()];
         EventEnvelope {
+            actor: None,
             v: 1,
             clue_id: clue,
             seq: 0,
@@ -135,7 +136,13 @@ impl FactGen {
 
     fn lifecycle(clue: ClueId, seq: u32, at: u64) -> EventEnvelope {
         let (fact, status) = match seq {
-            1 => (Fact::Accepted { deadline_ms: None }, Status::Accepted),
+            1 => (
+                Fact::Accepted {
+                    deadline_ms: None,
+                    yellow_at_ms: None,
+                },
+                Status::Accepted,
+            ),
             2 => (
                 Fact::Dispatched {
                     department: "city_mgmt".into(),
@@ -145,6 +152,7 @@ impl FactGen {
             3 => (Fact::Started, Status::InProgress),
             4 => (
                 Fact::Handled {
+                    photos: vec![],
                     note: "cleared".into(),
                 },
                 Status::Handled,
@@ -152,6 +160,7 @@ impl FactGen {
             _ => (Fact::Verified, Status::Closed),
         };
         EventEnvelope {
+            actor: None,
             v: 1,
             clue_id: clue,
             seq,

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "report_photos",
         sql: include_str!("../migrations/0004_report_photos.sql"),
     },
+    Migration {
+        version: 5,
+        name: "closed_loop",
+        sql: include_str!("../migrations/0005_closed_loop.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \

@@ -55,8 +55,18 @@ pub struct EventRow {
     pub report_delta: i8,
     /// +1 for a report that is a case, -1 when such a case is rejected or merged, else 0.
     pub case_delta: i8,
-    /// The report's photo URLs (report facts only).
+    /// The photo URLs of a report or of a handled fact.
     pub photos: Vec<String>,
+    /// Who caused the fact: role (`reporter`, `street`, `department`, `district`, `system`;
+    /// empty for records older than roles), the street or department it acted for, and the
+    /// token's public id.
+    pub actor_role: String,
+    pub actor_scope: String,
+    pub actor_id: String,
+    /// The rating of a `rated` fact (else 0).
+    pub rating: u8,
+    /// The working hours of a postponement request or approval (else 0).
+    pub working_hours: u32,
 }
 
 impl EventRow {
@@ -74,6 +84,9 @@ impl EventRow {
             + self.detail.len()
             + self.kafka_topic.len()
             + self.photos.iter().map(|p| p.len() + 2).sum::<usize>()
+            + self.actor_role.len()
+            + self.actor_scope.len()
+            + self.actor_id.len()
     }
 }
 
@@ -118,6 +131,30 @@ pub struct ClueRow {
     pub routed_department: String,
     /// Whether the clue was a case right after its report.
     pub report_case: u8,
+    /// When only 20% of the limit's working time remains (0: no deadline, or an older row).
+    pub yellow_at_ms: u64,
+    /// The department the clue is dispatched to now (empty before dispatch and after a return).
+    pub assigned_department: String,
+    pub withdrawn_at_ms: u64,
+    pub returned_count: u16,
+    /// Verifications, passed or failed.
+    pub verify_count: u16,
+    pub supervise_count: u16,
+    pub supervised_at_ms: u64,
+    pub postpone_request_count: u16,
+    pub postpone_denied_count: u16,
+    /// A postponement request waits for the district's decision.
+    pub postpone_pending: u8,
+    pub postpone_requested_hours: u32,
+    /// Deadlines that passed with the clue open.
+    pub overdue_count: u16,
+    /// 1–5, 0 when not rated.
+    pub rating: u8,
+    pub rated_at_ms: u64,
+    /// The action behind the latest fact caused by a person (`accept`, `supervise`, …).
+    pub last_action: String,
+    pub last_actor_role: String,
+    pub last_action_at_ms: u64,
 }
 
 impl ClueRow {
@@ -135,6 +172,9 @@ impl ClueRow {
             + self.reporter_id.len()
             + self.reporter_group.len()
             + self.channel.len()
+            + self.assigned_department.len()
+            + self.last_action.len()
+            + self.last_actor_role.len()
     }
 }
 
@@ -238,28 +278,80 @@ pub fn apply(state: Option<ClueRow>, env: &EventEnvelope, partition: i32) -> Clu
         return row;
     }
     let at = env.occurred_at_ms;
+    let bump = |n: &mut u16| *n = n.saturating_add(1);
     match &env.fact {
-        Fact::Reported(_) | Fact::Rejected { .. } | Fact::Started | Fact::Returned { .. } => {}
-        Fact::Accepted { deadline_ms } => {
+        Fact::Reported(_) | Fact::Rejected { .. } | Fact::Started => {}
+        Fact::Accepted {
+            deadline_ms,
+            yellow_at_ms,
+        } => {
             row.accepted_at_ms = at;
             if let Some(d) = deadline_ms {
                 row.deadline_ms = *d;
             }
+            row.yellow_at_ms = yellow_at_ms.unwrap_or(0);
         }
         Fact::Merged { duplicate_of } => row.duplicate_of = Some(duplicate_of.as_uuid()),
         Fact::Dispatched { department } => {
             row.department = department.clone();
+            row.assigned_department = department.clone();
             if row.dispatched_at_ms == 0 {
                 row.dispatched_at_ms = at;
             }
         }
-        Fact::Handled { .. } => row.handled_at_ms = at,
-        Fact::Verified => row.closed_at_ms = at,
-        Fact::VerifyFailed { .. } => row.rework_count = row.rework_count.saturating_add(1),
-        Fact::Postponed { deadline_ms, .. } => {
-            row.deadline_ms = *deadline_ms;
-            row.postpone_count = row.postpone_count.saturating_add(1);
+        Fact::Returned { .. } => {
+            row.assigned_department.clear();
+            bump(&mut row.returned_count);
         }
+        Fact::Handled { .. } => row.handled_at_ms = at,
+        Fact::Verified => {
+            row.closed_at_ms = at;
+            bump(&mut row.verify_count);
+        }
+        Fact::VerifyFailed { .. } => {
+            bump(&mut row.rework_count);
+            bump(&mut row.verify_count);
+        }
+        Fact::Postponed {
+            deadline_ms,
+            yellow_at_ms,
+            ..
+        } => {
+            row.deadline_ms = *deadline_ms;
+            row.yellow_at_ms = yellow_at_ms.unwrap_or(0);
+            bump(&mut row.postpone_count);
+            row.postpone_pending = 0;
+            row.postpone_requested_hours = 0;
+        }
+        Fact::PostponeRequested { working_hours, .. } => {
+            bump(&mut row.postpone_request_count);
+            row.postpone_pending = 1;
+            row.postpone_requested_hours = *working_hours;
+        }
+        Fact::PostponeDenied { .. } => {
+            bump(&mut row.postpone_denied_count);
+            row.postpone_pending = 0;
+            row.postpone_requested_hours = 0;
+        }
+        Fact::Supervised { .. } => {
+            bump(&mut row.supervise_count);
+            row.supervised_at_ms = at;
+        }
+        Fact::Withdrawn { .. } => row.withdrawn_at_ms = at,
+        Fact::Rated { rating, .. } => {
+            row.rating = *rating;
+            row.rated_at_ms = at;
+        }
+        Fact::Overdue { .. } => bump(&mut row.overdue_count),
+    }
+    if let Some(action) = person_action(&env.fact) {
+        row.last_action = action.into();
+        row.last_actor_role = env
+            .actor
+            .as_ref()
+            .map(|a| a.kind.as_str().to_owned())
+            .unwrap_or_default();
+        row.last_action_at_ms = at;
     }
     row.version = env.seq;
     row.status = env.status.as_str().into();
@@ -267,6 +359,31 @@ pub fn apply(state: Option<ClueRow>, env: &EventEnvelope, partition: i32) -> Clu
     row.kafka_partition = partition;
     row.is_case = u8::from(is_case(&row));
     row
+}
+
+/// The action of a person behind a fact (`None` for the processor's overdue facts).
+fn person_action(fact: &Fact) -> Option<&'static str> {
+    use gridclue_core::Action as A;
+    let action = match fact {
+        Fact::Reported(_) => A::Report,
+        Fact::Accepted { .. } => A::Accept,
+        Fact::Rejected { .. } => A::Reject,
+        Fact::Merged { .. } => A::Merge,
+        Fact::Dispatched { .. } => A::Dispatch,
+        Fact::Started => A::Start,
+        Fact::Handled { .. } => A::Handle,
+        Fact::Returned { .. } => A::Return,
+        Fact::Verified => A::VerifyOk,
+        Fact::VerifyFailed { .. } => A::VerifyFail,
+        Fact::Postponed { .. } => A::ApprovePostpone,
+        Fact::PostponeRequested { .. } => A::RequestPostpone,
+        Fact::PostponeDenied { .. } => A::DenyPostpone,
+        Fact::Supervised { .. } => A::Supervise,
+        Fact::Withdrawn { .. } => A::Withdraw,
+        Fact::Rated { .. } => A::Rate,
+        Fact::Overdue { .. } => return None,
+    };
+    Some(action.as_str())
 }
 
 fn channel_name(c: gridclue_core::wire::Channel) -> &'static str {
@@ -287,19 +404,27 @@ pub fn event_row(env: &EventEnvelope, clue: &ClueRow, source: &Source) -> EventR
             r.deadline_ms.unwrap_or(0),
             r.duplicate_of.map(|d| d.as_uuid()),
         ),
-        Fact::Rejected { reason } | Fact::Returned { reason } | Fact::VerifyFailed { reason } => {
-            (reason.clone(), 0, None)
+        Fact::Rejected { reason }
+        | Fact::Returned { reason }
+        | Fact::VerifyFailed { reason }
+        | Fact::PostponeRequested { reason, .. }
+        | Fact::PostponeDenied { reason }
+        | Fact::Withdrawn { reason } => (reason.clone(), 0, None),
+        Fact::Handled { note, .. } | Fact::Supervised { note } | Fact::Rated { note, .. } => {
+            (note.clone(), 0, None)
         }
-        Fact::Handled { note } => (note.clone(), 0, None),
         Fact::Merged { duplicate_of } => (String::new(), 0, Some(duplicate_of.as_uuid())),
         Fact::Dispatched { department } => (department.clone(), 0, None),
         Fact::Postponed {
             reason,
             deadline_ms,
+            ..
         } => (reason.clone(), *deadline_ms, None),
-        Fact::Accepted { deadline_ms } => (String::new(), deadline_ms.unwrap_or(0), None),
+        Fact::Accepted { deadline_ms, .. } => (String::new(), deadline_ms.unwrap_or(0), None),
+        Fact::Overdue { deadline_ms } => (String::new(), *deadline_ms, None),
         Fact::Started | Fact::Verified => (String::new(), 0, None),
     };
+    let actor = env.actor.as_ref();
     let counted = clue.placement == "inside" || clue.placement == "outside";
     let (report_delta, case_delta) = match &env.fact {
         Fact::Reported(_) => (i8::from(counted), clue.report_case as i8),
@@ -335,7 +460,22 @@ pub fn event_row(env: &EventEnvelope, clue: &ClueRow, source: &Source) -> EventR
         case_delta,
         photos: match &env.fact {
             Fact::Reported(r) => r.photos.clone(),
+            Fact::Handled { photos, .. } => photos.clone(),
             _ => Vec::new(),
+        },
+        actor_role: actor
+            .map(|a| a.kind.as_str().to_owned())
+            .unwrap_or_default(),
+        actor_scope: actor.and_then(|a| a.scope.clone()).unwrap_or_default(),
+        actor_id: actor.map(|a| a.id.clone()).unwrap_or_default(),
+        rating: match &env.fact {
+            Fact::Rated { rating, .. } => *rating,
+            _ => 0,
+        },
+        working_hours: match &env.fact {
+            Fact::PostponeRequested { working_hours, .. } => *working_hours,
+            Fact::Postponed { working_hours, .. } => working_hours.unwrap_or(0),
+            _ => 0,
         },
     }
 }
@@ -356,6 +496,7 @@ pub(crate) mod tests {
             occurred_at_ms: 1_000,
             processed_at_ms: 1_010,
             status: Status::Reported,
+            actor: None,
             fact: Fact::Reported(Box::new(Reported {
                 category: CategoryCode::parse("garbage_pile").unwrap(),
                 location: GeoPoint::new(31.2, 121.5).unwrap(),
@@ -407,6 +548,7 @@ pub(crate) mod tests {
             &r,
             Fact::Accepted {
                 deadline_ms: Some(40_000),
+                yellow_at_ms: Some(35_000),
             },
             Status::Accepted,
         );
@@ -438,6 +580,8 @@ pub(crate) mod tests {
             Fact::Postponed {
                 reason: "rain".into(),
                 deadline_ms: 50_000,
+                yellow_at_ms: None,
+                working_hours: None,
             },
             Status::Accepted,
         );
@@ -490,7 +634,14 @@ pub(crate) mod tests {
         let r = report(ClueId::new_random(), inside());
         let s0 = apply(None, &r, 0);
         assert_eq!(deltas(&r, &s0), (1, 1));
-        let a = next(&r, Fact::Accepted { deadline_ms: None }, Status::Accepted);
+        let a = next(
+            &r,
+            Fact::Accepted {
+                deadline_ms: None,
+                yellow_at_ms: None,
+            },
+            Status::Accepted,
+        );
         let s1 = apply(Some(s0), &a, 0);
         assert_eq!(deltas(&a, &s1), (0, 0));
         let j = next(&a, Fact::Rejected { reason: "x".into() }, Status::Rejected);
@@ -529,11 +680,174 @@ pub(crate) mod tests {
         // A lifecycle fact whose report was never seen changes no count.
         let lone = next(
             &report(ClueId::new_random(), inside()),
-            Fact::Accepted { deadline_ms: None },
+            Fact::Accepted {
+                deadline_ms: None,
+                yellow_at_ms: None,
+            },
             Status::Accepted,
         );
         let v0 = apply(None, &lone, 0);
         assert_eq!(deltas(&lone, &v0), (0, 0));
+    }
+
+    #[test]
+    fn closed_loop_facts_fold_into_counts_and_the_last_action() {
+        use gridclue_core::wire::{Actor, ActorKind};
+        let staff = |kind, scope: &str| Actor {
+            kind,
+            id: "tok_x".into(),
+            group: None,
+            scope: (!scope.is_empty()).then(|| scope.to_owned()),
+        };
+        let r = report(ClueId::new_random(), inside());
+        let mut env = r.clone();
+        let mut row = apply(None, &r, 0);
+        let mut step = |fact: Fact, status: Status, actor: Option<Actor>| {
+            env = EventEnvelope {
+                actor,
+                ..next(&env, fact, status)
+            };
+            row = apply(Some(row.clone()), &env, 0);
+            let ev = event_row(
+                &env,
+                &row,
+                &Source {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 0,
+                },
+            );
+            (row.clone(), ev)
+        };
+        let street = || Some(staff(ActorKind::Street, "310199003"));
+        let dept = || Some(staff(ActorKind::Department, "water_affairs"));
+        let district = || Some(staff(ActorKind::District, ""));
+        step(
+            Fact::Accepted {
+                deadline_ms: Some(9_000),
+                yellow_at_ms: Some(8_000),
+            },
+            Status::Accepted,
+            street(),
+        );
+        let (s, _) = step(
+            Fact::Dispatched {
+                department: "water_affairs".into(),
+            },
+            Status::Dispatched,
+            street(),
+        );
+        assert_eq!(s.assigned_department, "water_affairs");
+        let (s, ev) = step(
+            Fact::Returned {
+                reason: "not ours".into(),
+            },
+            Status::Accepted,
+            dept(),
+        );
+        assert_eq!((s.assigned_department.as_str(), s.returned_count), ("", 1));
+        assert_eq!(
+            (
+                ev.actor_role.as_str(),
+                ev.actor_scope.as_str(),
+                ev.detail.as_str()
+            ),
+            ("department", "water_affairs", "not ours")
+        );
+        let (s, ev) = step(
+            Fact::PostponeRequested {
+                reason: "parts".into(),
+                working_hours: 8,
+            },
+            Status::Accepted,
+            dept(),
+        );
+        assert_eq!(
+            (
+                s.postpone_pending,
+                s.postpone_requested_hours,
+                ev.working_hours
+            ),
+            (1, 8, 8)
+        );
+        let (s, _) = step(
+            Fact::Postponed {
+                reason: "ok".into(),
+                deadline_ms: 20_000,
+                yellow_at_ms: Some(17_000),
+                working_hours: Some(8),
+            },
+            Status::Accepted,
+            district(),
+        );
+        assert_eq!(
+            (
+                s.postpone_pending,
+                s.postpone_count,
+                s.deadline_ms,
+                s.yellow_at_ms
+            ),
+            (0, 1, 20_000, 17_000)
+        );
+        step(
+            Fact::PostponeRequested {
+                reason: "again".into(),
+                working_hours: 4,
+            },
+            Status::Accepted,
+            dept(),
+        );
+        let (s, _) = step(
+            Fact::PostponeDenied {
+                reason: "no".into(),
+            },
+            Status::Accepted,
+            district(),
+        );
+        assert_eq!(
+            (
+                s.postpone_pending,
+                s.postpone_request_count,
+                s.postpone_denied_count
+            ),
+            (0, 2, 1)
+        );
+        let (s, _) = step(
+            Fact::Supervised { note: "快".into() },
+            Status::Accepted,
+            district(),
+        );
+        assert_eq!(
+            (
+                s.supervise_count,
+                s.last_action.as_str(),
+                s.last_actor_role.as_str()
+            ),
+            (1, "supervise", "district")
+        );
+        let (s, ev) = step(
+            Fact::Overdue {
+                deadline_ms: 20_000,
+            },
+            Status::Accepted,
+            Some(Actor::system()),
+        );
+        assert_eq!((s.overdue_count, ev.deadline_ms), (1, 20_000));
+        assert_eq!(
+            s.last_action, "supervise",
+            "overdue is not a person's action"
+        );
+        let (s, ev) = step(
+            Fact::Rated {
+                rating: 4,
+                note: String::new(),
+            },
+            Status::Closed,
+            None,
+        );
+        assert_eq!((s.rating, ev.rating), (4, 4));
+        // Folding the same fact again changes no count.
+        assert_eq!(apply(Some(s.clone()), &env, 0), s);
     }
 
     #[test]
@@ -559,7 +873,14 @@ pub(crate) mod tests {
     #[test]
     fn lifecycle_before_report_is_unknown_placement() {
         let r = report(ClueId::new_random(), inside());
-        let a = next(&r, Fact::Accepted { deadline_ms: None }, Status::Accepted);
+        let a = next(
+            &r,
+            Fact::Accepted {
+                deadline_ms: None,
+                yellow_at_ms: None,
+            },
+            Status::Accepted,
+        );
         let s = apply(None, &a, 1);
         assert_eq!(
             (s.placement.as_str(), s.inside, s.version),

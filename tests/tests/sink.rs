@@ -55,6 +55,7 @@ struct Story {
 
 fn report(clue: ClueId, placement: Placement, category: &str, at_ms: u64) -> EventEnvelope {
     EventEnvelope {
+        actor: None,
         v: SCHEMA_VERSION,
         clue_id: clue,
         seq: 0,
@@ -131,21 +132,28 @@ impl Story {
 
     /// Accepted → dispatched → started → handled → closed.
     fn closed(self) -> Self {
-        self.then(Fact::Accepted { deadline_ms: None }, Status::Accepted)
-            .then(
-                Fact::Dispatched {
-                    department: "city_mgmt".into(),
-                },
-                Status::Dispatched,
-            )
-            .then(Fact::Started, Status::InProgress)
-            .then(
-                Fact::Handled {
-                    note: "done".into(),
-                },
-                Status::Handled,
-            )
-            .then(Fact::Verified, Status::Closed)
+        self.then(
+            Fact::Accepted {
+                deadline_ms: None,
+                yellow_at_ms: None,
+            },
+            Status::Accepted,
+        )
+        .then(
+            Fact::Dispatched {
+                department: "city_mgmt".into(),
+            },
+            Status::Dispatched,
+        )
+        .then(Fact::Started, Status::InProgress)
+        .then(
+            Fact::Handled {
+                photos: vec![],
+                note: "done".into(),
+            },
+            Status::Handled,
+        )
+        .then(Fact::Verified, Status::Closed)
     }
 
     fn street(&self) -> Option<String> {
@@ -177,7 +185,13 @@ fn stories(per_street: usize) -> Vec<Story> {
             let s = Story::inside(g, category);
             out.push(match j % 4 {
                 0 => s.closed(),
-                1 => s.then(Fact::Accepted { deadline_ms: None }, Status::Accepted),
+                1 => s.then(
+                    Fact::Accepted {
+                        deadline_ms: None,
+                        yellow_at_ms: None,
+                    },
+                    Status::Accepted,
+                ),
                 2 => s.then(
                     Fact::Rejected {
                         reason: "not a city problem".into(),
@@ -790,13 +804,23 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
         Status::Duplicate,
     );
     let closed = Story::inside(gb, "manhole_cover").closed();
-    let open = Story::inside(gb, "manhole_cover")
-        .then(Fact::Accepted { deadline_ms: None }, Status::Accepted);
+    let open = Story::inside(gb, "manhole_cover").then(
+        Fact::Accepted {
+            deadline_ms: None,
+            yellow_at_ms: None,
+        },
+        Status::Accepted,
+    );
     let outside = Story::outside(ga, "garbage_pile");
     // A lifecycle fact whose report never arrived counts nowhere.
     let orphan = {
-        let mut s = Story::inside(gb, "garbage_pile")
-            .then(Fact::Accepted { deadline_ms: None }, Status::Accepted);
+        let mut s = Story::inside(gb, "garbage_pile").then(
+            Fact::Accepted {
+                deadline_ms: None,
+                yellow_at_ms: None,
+            },
+            Status::Accepted,
+        );
         s.facts.remove(0);
         s
     };
@@ -1185,8 +1209,13 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
     let topic = "clues.events";
     let grids = grids_by_street();
     let (street, gs) = grids.iter().next().unwrap();
-    let case = Story::inside(gs[0], "garbage_pile")
-        .then(Fact::Accepted { deadline_ms: None }, Status::Accepted);
+    let case = Story::inside(gs[0], "garbage_pile").then(
+        Fact::Accepted {
+            deadline_ms: None,
+            yellow_at_ms: None,
+        },
+        Status::Accepted,
+    );
     let rejected = Story::inside(gs[1], "manhole_cover").then(
         Fact::Rejected {
             reason: "duplicate call".into(),
@@ -1272,9 +1301,9 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
     assert_eq!((events_before, clues_before), (5, 3));
 
     // The new release: migration 3 alters both tables and backfills the aggregates; 4 adds the
-    // report photos column.
+    // report photos column; 5 the closed loop's columns (actors, supervision, postponements…).
     let report = gridclue_sink::migrations::apply(&db.client).await.unwrap();
-    assert_eq!(report.applied, vec![3, 4]);
+    assert_eq!(report.applied, vec![3, 4, 5]);
     assert_eq!(
         db.scalar("SELECT count() FROM clue_events").await,
         events_before
@@ -1293,6 +1322,17 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
     assert_eq!(
         (row.routed_department.as_str(), row.report_case),
         ("city_mgmt", 1)
+    );
+    // Rows older than the closed-loop columns read as "none yet".
+    assert_eq!(
+        (
+            row.supervise_count,
+            row.postpone_pending,
+            row.rating,
+            row.last_action.as_str(),
+            row.yellow_at_ms
+        ),
+        (0, 0, 0, "", 0)
     );
     let old_numbers = Numbers {
         reports: 2,
@@ -1355,8 +1395,13 @@ async fn a_row_clickhouse_refuses_goes_to_the_dlq_and_the_partition_keeps_flowin
     let mut before: Vec<Story> = gs[..10]
         .iter()
         .map(|g| {
-            Story::inside(*g, "garbage_pile")
-                .then(Fact::Accepted { deadline_ms: None }, Status::Accepted)
+            Story::inside(*g, "garbage_pile").then(
+                Fact::Accepted {
+                    deadline_ms: None,
+                    yellow_at_ms: None,
+                },
+                Status::Accepted,
+            )
         })
         .collect();
     let mut poison = Story::inside(gs[10], "food_safety");

@@ -74,6 +74,7 @@ pub fn envelope(clue: ClueId, command: Command, at_ms: u64) -> CommandEnvelope {
         clue_id: clue,
         issued_at_ms: at_ms,
         actor: Actor {
+            scope: None,
             kind: ActorKind::Staff,
             id: "tester".into(),
             group: None,
@@ -166,6 +167,7 @@ pub fn workload(
                 },
                 Command::Start,
                 Command::Handle {
+                    photos: vec![],
                     note: "done".into(),
                 },
                 Command::VerifyOk,
@@ -295,7 +297,7 @@ pub fn simulate(
                             assert!(facts.insert((e.clue_id, e.seq), normalized(*e)).is_none());
                         }
                         Output::Rejected { .. } => refusals += 1,
-                        Output::Repeat | Output::Held => {}
+                        Output::Repeat | Output::Held | Output::Outcome(_) => {}
                     }
                 }
             }

@@ -101,6 +101,7 @@ async fn send_commands(bootstrap: &str, clue: &str, commands: Vec<Command>) {
                 kind: ActorKind::Staff,
                 id: "street-office-test".into(),
                 group: None,
+                scope: None,
             },
             command,
         };
@@ -167,6 +168,7 @@ async fn a_restarted_stack_keeps_its_counts_counts_new_clues_and_closes_old_ones
             Command::Start,
             Command::Handle {
                 note: "repaired".into(),
+                photos: Vec::new(),
             },
             Command::VerifyOk,
         ],
