@@ -79,6 +79,10 @@ pub struct AppInner {
     /// The read model (ClickHouse); `None` when not configured: reads answer 503.
     pub reads: Option<Arc<ReadStore>>,
     pub open311_reads_require_key: bool,
+    /// The processor's verdicts on transitions (fed by [`crate::outcomes::consume`]).
+    pub outcomes: Arc<crate::outcomes::Outcomes>,
+    /// How long a transition request waits for its verdict before answering 202.
+    pub transition_wait: Duration,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -91,6 +95,14 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/clues", post(post_clue))
         .route("/v1/clues:batch", post(crate::batch::post_batch))
         .route("/v1/clues/{id}", get(crate::reads::get_clue))
+        .route(
+            "/v1/clues/{id}/transitions",
+            post(crate::transitions::post_transition),
+        )
+        .route(
+            "/v1/clues/{id}/transitions/{command_id}",
+            get(crate::transitions::get_transition),
+        )
         .route("/v1/categories", get(list_categories))
         .route("/v1/service-area", get(service_area))
         .nest("/open311/v2", crate::open311::routes())

@@ -16,6 +16,13 @@ pub struct IngestConfig {
     /// librdkafka settings for every Kafka client (security, SASL, TLS…).
     pub kafka_extra: KafkaExtra,
     pub commands_topic: String,
+    /// The clue processor's verdicts on transitions, read from its end by every instance.
+    pub outcomes_topic: String,
+    /// How long a transition request waits for the processor's verdict before answering 202
+    /// with a URL to poll.
+    pub transition_wait_ms: u64,
+    /// How many recent verdicts this instance remembers (for polls and retries).
+    pub outcomes_capacity: usize,
     /// Directory holding `categories.json` and `district/grids.geojson`.
     pub data_dir: String,
     pub tokens_file: String,
@@ -79,6 +86,9 @@ impl Default for IngestConfig {
             kafka_brokers: "127.0.0.1:9092".into(),
             kafka_extra: KafkaExtra::default(),
             commands_topic: gridclue_core::wire::COMMANDS_TOPIC.into(),
+            outcomes_topic: gridclue_core::wire::OUTCOMES_TOPIC.into(),
+            transition_wait_ms: 2_000,
+            outcomes_capacity: 100_000,
             data_dir: "data".into(),
             tokens_file: "var/tokens.json".into(),
             secret_file: "var/secret.key".into(),

@@ -2,8 +2,22 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use gridclue_core::roles::{RefusalClass, RefusalReason};
+use gridclue_core::{Action, CommandId, Status};
 
 pub use gridclue_core::service::PROBLEM_CONTENT_TYPE;
+
+/// The clue processor refused a transition.
+#[derive(Debug)]
+pub struct Refused {
+    pub class: RefusalClass,
+    pub reason: RefusalReason,
+    pub detail: String,
+    pub command_id: CommandId,
+    pub action: Action,
+    /// The clue's status when refused (none for an unknown clue).
+    pub clue_status: Option<Status>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -19,6 +33,15 @@ pub enum ApiError {
     InvalidJson(String),
     #[error("{detail}")]
     Invalid { code: &'static str, detail: String },
+    /// A transition request whose field `field` is missing, of the wrong type or out of range.
+    #[error("{detail}")]
+    InvalidField {
+        code: &'static str,
+        field: String,
+        detail: String,
+    },
+    #[error("{}", .0.detail)]
+    Refused(Box<Refused>),
     #[error("this Idempotency-Key or clue_id was already used for a different clue")]
     IdempotencyConflict,
     #[error("too many requests from this {scope}; retry after {retry_after_secs} s")]
@@ -55,7 +78,12 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
-            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid { .. } | ApiError::InvalidField { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::Refused(r) => {
+                StatusCode::from_u16(r.class.http_status()).unwrap_or(StatusCode::CONFLICT)
+            }
             ApiError::IdempotencyConflict => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
@@ -75,7 +103,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::InvalidJson(_) => "invalid_json",
-            ApiError::Invalid { code, .. } => code,
+            ApiError::Invalid { code, .. } | ApiError::InvalidField { code, .. } => code,
+            ApiError::Refused(r) => r.reason.as_str(),
             ApiError::IdempotencyConflict => "idempotency_key_reused",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound => "not_found",
@@ -94,7 +123,7 @@ impl ApiError {
             ApiError::RateLimited { .. }
                 | ApiError::BrokerUnavailable { .. }
                 | ApiError::ReadsUnavailable(_)
-        )
+        ) || matches!(self, ApiError::Refused(r) if r.class == RefusalClass::Unavailable)
     }
 
     /// Seconds for a `Retry-After` header, for the errors that carry one.
@@ -105,6 +134,7 @@ impl ApiError {
             }
             | ApiError::BrokerUnavailable { retry_after_secs } => Some(*retry_after_secs),
             ApiError::ReadsUnavailable(_) => Some(5),
+            ApiError::Refused(r) if r.class == RefusalClass::Unavailable => Some(1),
             _ => None,
         }
     }
@@ -117,6 +147,13 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::InvalidJson(_) => "Malformed request",
             ApiError::Invalid { .. } => "Invalid clue",
+            ApiError::InvalidField { .. } => "Invalid transition",
+            ApiError::Refused(r) => match r.class {
+                RefusalClass::Forbidden => "Not allowed for this token",
+                RefusalClass::Conflict => "Not possible in the clue's current state",
+                RefusalClass::NotFound => "No such clue",
+                RefusalClass::Unavailable => "Not possible right now",
+            },
             ApiError::IdempotencyConflict => "Idempotency key reused",
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::NotFound | ApiError::NoRoute => "Not found",
@@ -129,6 +166,32 @@ impl ApiError {
     }
 }
 
+/// A problem+json response like the shared builder's, with extra members.
+fn problem_with(
+    status: StatusCode,
+    code: &str,
+    title: &str,
+    detail: &str,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Response {
+    let mut body = serde_json::json!({
+        "type": format!("{}{code}", gridclue_core::service::PROBLEM_TYPE_BASE),
+        "code": code,
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    if let Some(obj) = body.as_object_mut() {
+        obj.extend(extra);
+    }
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+    );
+    response
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -136,8 +199,26 @@ impl IntoResponse for ApiError {
             // Logged once here; the client gets a generic body.
             tracing::error!(error = %cause, "request failed");
         }
-        let mut response =
-            gridclue_core::service::problem(status, self.code(), self.title(), &self.to_string());
+        let extra = match &self {
+            ApiError::InvalidField { field, .. } => serde_json::json!({ "field": field }),
+            ApiError::Refused(r) => serde_json::json!({
+                "command_id": r.command_id.to_string(),
+                "action": r.action,
+                "clue_status": r.clue_status,
+            }),
+            _ => serde_json::Value::Null,
+        };
+        let mut response = match extra {
+            serde_json::Value::Object(extra) => {
+                problem_with(status, self.code(), self.title(), &self.to_string(), extra)
+            }
+            _ => gridclue_core::service::problem(
+                status,
+                self.code(),
+                self.title(),
+                &self.to_string(),
+            ),
+        };
         let headers = response.headers_mut();
         if let Some(secs) = self.retry_after_secs() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));

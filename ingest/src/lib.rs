@@ -9,6 +9,9 @@
 //! - [`page`]: the embedded mobile reporting page.
 //! - [`ratelimit`]: token buckets per token and per client address; client address resolution.
 //! - [`recent`]: recently acknowledged clue ids (retries, batch duplicates).
+//! - [`transitions`]: `POST /v1/clues/{id}/transitions` (the closed loop's actions) and the poll
+//!   of their verdicts.
+//! - [`outcomes`]: the clue processor's verdicts, read from `clues.outcomes`.
 //! - [`validate`]: parsing a client's clue into a typed report, with specific error codes.
 //! - [`bounds`]: the district's bounding box for edge validation.
 //! - [`producer`]: sends commands to Kafka and waits for acks=all.
@@ -23,11 +26,13 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod open311;
+pub mod outcomes;
 pub mod page;
 pub mod producer;
 pub mod ratelimit;
 pub mod reads;
 pub mod recent;
+pub mod transitions;
 pub mod validate;
 
 use std::future::Future;
@@ -104,6 +109,8 @@ pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
         recent: Arc::new(recent::RecentIds::new(config.recent_ids_capacity)),
         reads,
         open311_reads_require_key: config.open311_reads_require_key,
+        outcomes: Arc::new(outcomes::Outcomes::new(config.outcomes_capacity)),
+        transition_wait: Duration::from_millis(config.transition_wait_ms),
     }))
 }
 
@@ -115,13 +122,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let state = build_state(&config)?;
     let producer = state.producer.clone();
+    let verdicts = tokio::spawn(outcomes::consume(
+        state.outcomes.clone(),
+        config.kafka_brokers.clone(),
+        config.outcomes_topic.clone(),
+    ));
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
-    axum::serve(
+    let served = axum::serve(
         listener,
         api::app(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await?;
+    .await;
+    verdicts.abort();
+    served?;
     tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await?;
     tracing::info!("ingest stopped");
     Ok(())

@@ -13,6 +13,7 @@ pub struct IngestMetrics {
     pub in_flight: IntGauge,
     pub batch_items: IntCounterVec,
     pub read_duration: HistogramVec,
+    pub transitions: IntCounterVec,
 }
 
 impl IngestMetrics {
@@ -71,8 +72,18 @@ impl IngestMetrics {
             &["query", "outcome"],
         )
         .expect("valid metric");
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                names::INGEST_TRANSITIONS_TOTAL,
+                "Transition requests answered, by action and result (applied, forbidden, \
+                 conflict, not_found, unavailable, pending)",
+            ),
+            &["action", "result"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(transitions.clone()),
             Box::new(request_duration.clone()),
             Box::new(produce_duration.clone()),
             Box::new(rejected.clone()),
@@ -91,6 +102,7 @@ impl IngestMetrics {
             in_flight,
             batch_items,
             read_duration,
+            transitions,
         }
     }
 }

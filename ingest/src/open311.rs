@@ -16,7 +16,7 @@
 //! - `GET requests/{id}.{json,xml}`: one request (a one-element list, as the spec says).
 //!
 //! `status` is `open` for every state of the closed loop before its end and `closed` for
-//! closed, rejected and duplicate clues; `status_notes` carries the detailed state.
+//! closed, rejected, duplicate and withdrawn clues; `status_notes` carries the detailed state.
 //! `agency_responsible` is the responsible department's name, `expected_datetime` the
 //! working-time deadline, `address` "<street> <community> <grid code>" from the map and
 //! `address_id` the unit grid's code (both empty for points outside the district). Reads need no key unless `open311_reads_require_key` is set.
@@ -54,7 +54,7 @@ const OPEN_STATUSES: [&str; 5] = [
     "in_progress",
     "handled",
 ];
-const CLOSED_STATUSES: [&str; 3] = ["closed", "rejected", "duplicate"];
+const CLOSED_STATUSES: [&str; 4] = ["closed", "rejected", "duplicate", "withdrawn"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -634,6 +634,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.statuses.len(), OPEN_STATUSES.len());
+        for status in gridclue_core::Status::ALL {
+            let name = status.as_str();
+            assert_eq!(OPEN_STATUSES.contains(&name), status.is_open(), "{name}");
+            assert_eq!(
+                CLOSED_STATUSES.contains(&name),
+                status.is_terminal(),
+                "{name}"
+            );
+        }
         assert_eq!(f.categories, ["a", "b", "c"]);
         let f = filter_from(
             &pairs("start_date=2026-01-01T00:00:00Z&end_date=2026-01-31T00:00:00%2B08:00"),

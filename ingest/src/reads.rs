@@ -47,13 +47,17 @@ pub struct ClueRow {
     pub reported_at_ms: u64,
     pub deadline_ms: u64,
     pub updated_at_ms: u64,
+    pub accepted_at_ms: u64,
+    pub yellow_at_ms: u64,
+    pub rating: u8,
 }
 
 /// Aliases differ from column names on purpose: a ClickHouse alias shadows the column of the
 /// same name in WHERE.
 const CLUE_COLUMNS: &str = "toString(clue_id) AS id, status, placement, grid_code, \
     community_code, street_code, lat, lon, category, department, reporter_id, channel, \
-    ifNull(toString(duplicate_of), '') AS dup_of, reported_at_ms, deadline_ms, updated_at_ms";
+    ifNull(toString(duplicate_of), '') AS dup_of, reported_at_ms, deadline_ms, updated_at_ms, \
+    accepted_at_ms, yellow_at_ms, rating";
 
 /// One fact of a clue's history, from `clue_events`.
 #[derive(Clone, Debug, PartialEq, clickhouse::Row, Deserialize)]
@@ -65,6 +69,12 @@ pub struct FactRow {
     pub detail: String,
     pub deadline_ms: u64,
     pub photos: Vec<String>,
+    /// Who caused the fact: role and the street or department it acted for (empty for facts
+    /// older than roles).
+    pub actor_role: String,
+    pub actor_scope: String,
+    pub rating: u8,
+    pub working_hours: u32,
 }
 
 /// What the reporter wrote and attached: the report fact's text and photo URLs.
@@ -179,7 +189,8 @@ impl ReadStore {
             self.client()
                 .await?
                 .query(
-                    "SELECT seq, fact_type, status, occurred_at_ms, detail, deadline_ms, photos \
+                    "SELECT seq, fact_type, status, occurred_at_ms, detail, deadline_ms, photos, \
+                     actor_role, actor_scope, rating, working_hours \
                      FROM clue_events FINAL WHERE clue_id = toUUID(?) ORDER BY seq",
                 )
                 .bind(id.to_string())
@@ -307,20 +318,45 @@ async fn reporter_view(state: &AppState, parts: &Parts, id: &str) -> Result<Resp
     let history: Vec<_> = history
         .iter()
         .map(|f| {
-            json!({
+            let mut entry = json!({
                 "seq": f.seq,
                 "type": f.fact_type,
                 "status": f.status,
                 "at": rfc3339(f.occurred_at_ms),
                 "detail": f.detail,
-                "deadline": if matches!(f.fact_type.as_str(), "accepted" | "postponed") { optional_time(f.deadline_ms) } else { serde_json::Value::Null },
-            })
+                "deadline": if matches!(f.fact_type.as_str(), "accepted" | "postponed" | "overdue") { optional_time(f.deadline_ms) } else { serde_json::Value::Null },
+                "by": actor_view(state, f),
+            });
+            let extra = match f.fact_type.as_str() {
+                "rated" => Some(("rating", json!(f.rating))),
+                "postpone_requested" | "postponed" => {
+                    Some(("working_hours", json!(f.working_hours)))
+                }
+                "handled" => Some(("photos", json!(f.photos))),
+                _ => None,
+            };
+            if let (Some((k, v)), Some(obj)) = (extra, entry.as_object_mut()) {
+                obj.insert(k.into(), v);
+            }
+            entry
         })
         .collect();
+    let status = clue.status.parse::<gridclue_core::Status>().ok();
+    let light = status.and_then(|s| {
+        gridclue_core::light::clue_light(
+            s,
+            gridclue_core::wire::now_ms(),
+            clue.accepted_at_ms,
+            clue.yellow_at_ms,
+            clue.deadline_ms,
+        )
+    });
     Ok(Json(json!({
         "clue_id": clue.id,
         "status": clue.status,
-        "open": !matches!(clue.status.as_str(), "closed" | "rejected" | "duplicate"),
+        "open": status.is_some_and(|s| s.is_open()),
+        "light": light,
+        "rating": (clue.rating > 0).then_some(clue.rating),
         "category": clue.category,
         "category_name_zh": category.map(|c| c.name_zh.as_str()),
         "category_name_en": category.map(|c| c.name_en.as_str()),
@@ -340,6 +376,24 @@ async fn reporter_view(state: &AppState, parts: &Parts, id: &str) -> Result<Resp
         "history": history,
     }))
     .into_response())
+}
+
+/// Who caused a fact, as the reporter sees it: the role, and the department's or street's code
+/// (with the department's name); never a token id.
+fn actor_view(state: &AppState, f: &FactRow) -> serde_json::Value {
+    if f.actor_role.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let scope = (!f.actor_scope.is_empty()).then_some(f.actor_scope.as_str());
+    let department = (f.actor_role == "department")
+        .then(|| scope.and_then(|d| state.catalog.department(d)))
+        .flatten();
+    json!({
+        "role": f.actor_role,
+        "scope": scope,
+        "name_zh": department.map(|d| d.name_zh.as_str()),
+        "name_en": department.map(|d| d.name_en.as_str()),
+    })
 }
 
 #[cfg(test)]

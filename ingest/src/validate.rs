@@ -139,7 +139,7 @@ impl Rules<'_> {
     }
 }
 
-fn is_photo_ref(p: &str) -> bool {
+pub(crate) fn is_photo_ref(p: &str) -> bool {
     if p.len() > MAX_PHOTO_REF_LEN {
         return false;
     }

@@ -17,6 +17,10 @@ pub struct TestApp {
     pub sink_url: String,
     pub reporter_token: String,
     pub district_token: String,
+    /// A street office's token for every street of the map, by street code.
+    pub street_tokens: std::collections::BTreeMap<String, String>,
+    /// A token for every department of the category table, by department code.
+    pub department_tokens: std::collections::BTreeMap<String, String>,
     pub http: reqwest::Client,
     pub database: String,
     stop: watch::Sender<bool>,
@@ -30,6 +34,8 @@ pub struct TestApp {
 pub struct StoppedApp {
     reporter_token: String,
     district_token: String,
+    street_tokens: std::collections::BTreeMap<String, String>,
+    department_tokens: std::collections::BTreeMap<String, String>,
     database: String,
     scratch: Scratch,
 }
@@ -70,10 +76,42 @@ pub async fn spawn_app_on(broker: Broker) -> TestApp {
     let (district_token, _) = tokens
         .issue(TokenKind::District, None, None, "district")
         .unwrap();
+    let streets: std::collections::BTreeSet<String> = crate::geometry::load_grids()
+        .into_iter()
+        .map(|g| g.street_code)
+        .collect();
+    let street_tokens = streets
+        .into_iter()
+        .map(|code| {
+            let (t, _) = tokens
+                .issue(TokenKind::Street, None, Some(code.clone()), "street office")
+                .unwrap();
+            (code, t)
+        })
+        .collect();
+    let catalog =
+        gridclue_core::category::Catalog::load(&data_dir().join("categories.json")).unwrap();
+    let department_tokens = catalog
+        .departments()
+        .iter()
+        .map(|d| {
+            let (t, _) = tokens
+                .issue(
+                    TokenKind::Department,
+                    None,
+                    Some(d.code.clone()),
+                    &d.name_en,
+                )
+                .unwrap();
+            (d.code.clone(), t)
+        })
+        .collect();
     tokens.write(&tokens_file).unwrap();
     let stopped = StoppedApp {
         reporter_token,
         district_token,
+        street_tokens,
+        department_tokens,
         database: unique_database("e2e"),
         scratch,
     };
@@ -86,6 +124,8 @@ impl StoppedApp {
         let StoppedApp {
             reporter_token,
             district_token,
+            street_tokens,
+            department_tokens,
             database,
             scratch,
         } = self;
@@ -147,6 +187,8 @@ impl StoppedApp {
             sink_url,
             reporter_token,
             district_token,
+            street_tokens,
+            department_tokens,
             http: reqwest::Client::new(),
             database,
             stop,
@@ -218,6 +260,41 @@ impl TestApp {
         }
     }
 
+    /// `POST /v1/clues/{clue}/transitions` as `token`; a 202 is followed to its verdict by
+    /// polling its `Location`, as a client does. Returns the final status and body.
+    pub async fn transition(
+        &self,
+        token: &str,
+        clue: &str,
+        body: Value,
+        idempotency_key: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/clues/{clue}/transitions", self.ingest_url))
+            .bearer_auth(token)
+            .json(&body);
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let mut r = req.send().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while r.status() == 202 {
+            let location = r.headers()["location"].to_str().unwrap().to_owned();
+            assert!(Instant::now() < deadline, "no verdict on {body} after 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            r = self
+                .http
+                .get(format!("{}{location}", self.ingest_url))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+        }
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
     pub async fn summary(&self) -> Value {
         let r = self
             .http
@@ -256,6 +333,8 @@ impl TestApp {
         let stopped = StoppedApp {
             reporter_token: self.reporter_token,
             district_token: self.district_token,
+            street_tokens: self.street_tokens,
+            department_tokens: self.department_tokens,
             database: self.database,
             scratch: self.scratch,
         };
