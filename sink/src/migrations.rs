@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "closed_loop",
         sql: include_str!("../migrations/0005_closed_loop.sql"),
     },
+    Migration {
+        version: 6,
+        name: "indicators",
+        sql: include_str!("../migrations/0006_indicators.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \

@@ -153,7 +153,7 @@ impl Story {
             },
             Status::Handled,
         )
-        .then(Fact::Verified, Status::Closed)
+        .then(Fact::Verified { working_ms: None }, Status::Closed)
     }
 
     fn street(&self) -> Option<String> {
@@ -1301,9 +1301,10 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
     assert_eq!((events_before, clues_before), (5, 3));
 
     // The new release: migration 3 alters both tables and backfills the aggregates; 4 adds the
-    // report photos column; 5 the closed loop's columns (actors, supervision, postponements…).
+    // report photos column; 5 the closed loop's columns (actors, supervision, postponements…);
+    // 6 the working time of closures.
     let report = gridclue_sink::migrations::apply(&db.client).await.unwrap();
-    assert_eq!(report.applied, vec![3, 4, 5]);
+    assert_eq!(report.applied, vec![3, 4, 5, 6]);
     assert_eq!(
         db.scalar("SELECT count() FROM clue_events").await,
         events_before
