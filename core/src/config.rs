@@ -76,6 +76,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "RETRY_MAX_MS",
     "INSERT_TIMEOUT_MS",
     "DLQ_TIMEOUT_MS",
+    "SCORE_WEIGHTS",
     // the config file itself, scripts, dev broker, load tool, tests
     "CONFIG",
     "LOG_FORMAT",

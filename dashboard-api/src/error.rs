@@ -12,6 +12,9 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("this token may not {0}")]
     Forbidden(&'static str),
+    /// A query parameter that is unknown, repeated or malformed; `detail` names it.
+    #[error("query parameter `{name}`: {detail}")]
+    InvalidParameter { name: String, detail: String },
     #[error("the statistics store is not available; retry later")]
     Unavailable,
     #[error("internal error")]
@@ -29,10 +32,18 @@ impl From<AuthError> for ApiError {
 }
 
 impl ApiError {
+    pub fn invalid_parameter(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        ApiError::InvalidParameter {
+            name: name.into(),
+            detail: detail.into(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -43,6 +54,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::InvalidParameter { .. } => "invalid_parameter",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -52,6 +64,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized(_) => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
+            ApiError::InvalidParameter { .. } => "Invalid query parameter",
             ApiError::Unavailable => "Service unavailable",
             ApiError::Internal(_) => "Internal error",
         }

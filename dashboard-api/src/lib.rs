@@ -4,10 +4,12 @@
 //! - [`app`]: the axum router (testable with `tower::ServiceExt::oneshot`).
 //! - [`run`]: serves the router on a listener until a shutdown signal.
 //! - [`summary`]: `GET /v1/summary` — its SQL and how the answer is assembled.
+//! - [`indicators`]: `GET /v1/indicators` — the governance indicators (docs/ARCHITECTURE.md §6).
 //! - [`reference`]: street and category names.
 //! - [`error`]: `ApiError`, rendered as problem+json.
 
 pub mod error;
+pub mod indicators;
 pub mod metrics;
 pub mod reference;
 pub mod summary;
@@ -18,7 +20,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{MatchedPath, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +29,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use gridclue_core::ch::ChSettings;
 use gridclue_core::config::{self, ConfigError, Secret};
-use gridclue_core::tokens::{TokenKind, TokenStore};
+use gridclue_core::tokens::{TokenKind, TokenRecord, TokenStore};
 use serde::{Deserialize, Serialize};
 
 pub use error::ApiError;
@@ -50,6 +53,8 @@ pub struct DashboardConfig {
     pub data_dir: String,
     /// The token file written by `gridclue-ingest tokens …` (re-read when it changes).
     pub tokens_file: String,
+    /// The weights of the indicators' composite score (docs/ARCHITECTURE.md §6).
+    pub score_weights: indicators::ScoreWeights,
 }
 
 impl Default for DashboardConfig {
@@ -63,6 +68,7 @@ impl Default for DashboardConfig {
             clickhouse_password_file: String::new(),
             data_dir: "data".into(),
             tokens_file: "var/tokens.json".into(),
+            score_weights: indicators::ScoreWeights::default(),
         }
     }
 }
@@ -87,6 +93,7 @@ pub struct AppState {
     pub tokens: TokenStore,
     pub reference: Arc<Reference>,
     pub metrics: DashboardMetrics,
+    pub score_weights: indicators::ScoreWeights,
 }
 
 impl AppState {
@@ -96,6 +103,7 @@ impl AppState {
             tokens,
             reference: Arc::new(reference),
             metrics: DashboardMetrics::new(),
+            score_weights: indicators::ScoreWeights::default(),
         }
     }
 
@@ -105,15 +113,22 @@ impl AppState {
         let reference = Reference::load(Path::new(&config.data_dir))?;
         let tokens = TokenStore::open(&config.tokens_file)?;
         let ch = gridclue_core::ch::connect(&config.ch_settings()?).await?;
-        Ok(Self::new(ch, tokens, reference))
+        let mut state = Self::new(ch, tokens, reference);
+        state.score_weights = config.score_weights;
+        Ok(state)
     }
 
-    /// Authenticates the request's bearer token and returns what it may read.
-    fn scope(&self, headers: &HeaderMap) -> Result<Scope, ApiError> {
+    /// Authenticates the request's bearer token.
+    fn token(&self, headers: &HeaderMap) -> Result<TokenRecord, ApiError> {
         let header = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let record = self.tokens.authenticate(header)?;
+        Ok(self.tokens.authenticate(header)?)
+    }
+
+    /// Authenticates the request's bearer token and returns which statistics it may read.
+    fn scope(&self, headers: &HeaderMap) -> Result<Scope, ApiError> {
+        let record = self.token(headers)?;
         match record.kind {
             TokenKind::District => Ok(Scope::District),
             TokenKind::Street => match record.scope {
@@ -135,6 +150,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
         .route("/v1/summary", get(get_summary))
+        .route("/v1/indicators", get(get_indicators))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -199,6 +215,37 @@ async fn get_summary(
         &cells,
         &state.reference,
         gridclue_core::wire::now_ms(),
+    )))
+}
+
+async fn get_indicators(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<indicators::Answer>, ApiError> {
+    let reader = indicators::Reader::of(&state.token(&headers)?)?;
+    let Query(pairs) =
+        query.map_err(|e| ApiError::invalid_parameter("(query string)", e.body_text()))?;
+    let plan = indicators::plan(
+        &reader,
+        indicators::Params::parse(&pairs)?,
+        gridclue_core::wire::now_ms(),
+    )?;
+    let started = Instant::now();
+    let counts = indicators::query(&state.ch, &plan).await.map_err(|e| {
+        tracing::warn!(error = %e, "indicators query failed");
+        ApiError::Unavailable
+    })?;
+    state
+        .metrics
+        .query_duration
+        .with_label_values(&["indicators"])
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Json(indicators::assemble(
+        &plan,
+        counts,
+        &state.reference,
+        &state.score_weights,
     )))
 }
 

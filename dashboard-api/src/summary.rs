@@ -244,6 +244,7 @@ mod tests {
                     name_en: "Garbage pile".into(),
                 },
             ],
+            ..Reference::default()
         }
     }
 

@@ -657,6 +657,7 @@ fn reference() -> Reference {
                 name_en: "Garbage pile".into(),
             },
         ],
+        ..Reference::default()
     }
 }
 
@@ -837,6 +838,7 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
         tokens: gridclue_core::tokens::TokenStore::open(&t.path).unwrap(),
         reference: std::sync::Arc::new(reference.clone()),
         metrics: DashboardMetrics::new(),
+        score_weights: Default::default(),
     };
     let app = gridclue_dashboard_api::app(state);
 
