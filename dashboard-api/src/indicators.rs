@@ -93,13 +93,14 @@ impl By {
         Self::ALL.into_iter().find(|b| b.as_str() == s)
     }
 
-    /// The `clue_events` column of the group (a fixed name, never user input).
-    fn column(self) -> &'static str {
+    /// The group of a clue from its facts (fixed SQL, never user input): its street,
+    /// community and category never change; its department is the one on its latest fact.
+    fn key_sql(self) -> &'static str {
         match self {
-            By::Street => "street_code",
-            By::Community => "community_code",
-            By::Department => "department",
-            By::Category => "category",
+            By::Street => "any(street_code)",
+            By::Community => "any(community_code)",
+            By::Department => "argMax(department, seq)",
+            By::Category => "any(category)",
         }
     }
 }
@@ -419,7 +420,9 @@ const FACT_TYPES: &str = "'reported', 'merged', 'accepted', 'rejected', 'withdra
 
 /// The query of `by`: one row per group, from one row per clue (see the module docs). Values are
 /// bound in this order: as_of (due), as_of (overdue), from, to (reports), from, to (cohort),
-/// as_of (the facts read), street ×2 (empty: every street).
+/// as_of (the facts read), to (the facts of clues reported before it: a case accepted or a
+/// report received before `to` was reported before `to`), street ×2 (empty: every street).
+/// Rows written before `reported_at_ms` existed hold 0 there and are always read.
 pub fn sql(by: By) -> String {
     format!(
         "SELECT key, \
@@ -440,8 +443,7 @@ pub fn sql(by: By) -> String {
        countIf(in_reports AND duplicate) AS duplicates \
 FROM ( \
     SELECT clue_id, \
-           argMax({col}, seq) AS key, \
-           argMax(street_code, seq) AS street, \
+           {key} AS key, \
            max(inside) AS placed_inside, \
            countIf(fact_type = 'reported') > 0 AS has_report, \
            minIf(occurred_at_ms, fact_type = 'reported') AS reported_at, \
@@ -462,12 +464,13 @@ FROM ( \
            has_report AND reported_at >= ? AND reported_at < ? AS in_reports, \
            has_accept AND NOT left_loop AND accepted_at >= ? AND accepted_at < ? AS in_cohort \
     FROM clue_events \
-    WHERE occurred_at_ms <= ? AND fact_type IN ({FACT_TYPES}) \
+    WHERE occurred_at_ms <= ? AND reported_at_ms < ? AND (? = '' OR street_code = ?) \
+      AND fact_type IN ({FACT_TYPES}) \
     GROUP BY clue_id \
-    HAVING placed_inside = 1 AND (in_cohort OR in_reports) AND (? = '' OR street = ?) \
+    HAVING placed_inside = 1 AND (in_cohort OR in_reports) \
 ) \
 GROUP BY key",
-        col = by.column()
+        key = by.key_sql()
     )
 }
 
@@ -486,6 +489,7 @@ pub async fn query(
         .bind(plan.from_ms)
         .bind(plan.to_ms)
         .bind(plan.as_of_ms)
+        .bind(plan.to_ms)
         .bind(&street)
         .bind(&street)
         .fetch_all()
@@ -591,5 +595,168 @@ pub fn assemble(
         weights: *weights,
         rows,
         total: Indicators::from_counts(&total, total_name, weights),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(query: &str) -> Vec<(String, String)> {
+        query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect()
+    }
+
+    fn parse(query: &str) -> Result<Params, String> {
+        Params::parse(&pairs(query)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn periods_are_china_dates_and_bounded() {
+        let p = parse("from=2026-11-02&to=2026-11-09").unwrap();
+        assert_eq!((p.by, p.as_of_ms, p.street), (By::Street, None, None));
+        // Midnight in China is 16:00 UTC the day before.
+        assert_eq!(china_midnight_ms(p.from), 1_793_548_800_000);
+        assert_eq!(
+            china_time(1_793_548_800_000),
+            "2026-11-02T00:00:00.000+08:00"
+        );
+        assert!(parse("from=2024-02-29&to=2027-02-28").is_ok());
+        let err = parse("from=2024-02-29&to=2027-03-01").unwrap_err();
+        assert!(err.starts_with("query parameter `to`"), "{err}");
+        let err = parse("from=2026-11-09&to=2026-11-09").unwrap_err();
+        assert_eq!(err, "query parameter `to`: must be after from");
+    }
+
+    #[test]
+    fn as_of_is_an_rfc3339_instant_or_epoch_millis() {
+        let at = |v: &str| parse(&format!("from=2026-11-02&to=2026-11-09&as_of={v}"));
+        let want = Some(1_793_851_200_000);
+        assert_eq!(at("1793851200000").unwrap().as_of_ms, want);
+        assert_eq!(at("2026-11-05T12:00:00+08:00").unwrap().as_of_ms, want);
+        // An unencoded '+' arrives as a space.
+        assert_eq!(at("2026-11-05T12:00:00 08:00").unwrap().as_of_ms, want);
+        assert_eq!(at("2026-11-05T04:00:00Z").unwrap().as_of_ms, want);
+        assert!(at("2026-11-05 12:00").unwrap_err().contains("`as_of`"));
+        assert!(at("").unwrap_err().contains("`as_of`"));
+    }
+
+    #[test]
+    fn a_street_token_reads_its_own_street() {
+        let p = parse("from=2026-11-02&to=2026-11-09").unwrap();
+        let own = Reader::Street("310199001".into());
+        assert_eq!(
+            plan(&own, p.clone(), 5).unwrap().street.as_deref(),
+            Some("310199001")
+        );
+        let other = parse("from=2026-11-02&to=2026-11-09&street=310199002").unwrap();
+        assert!(matches!(
+            plan(&own, other.clone(), 5),
+            Err(ApiError::Forbidden(_))
+        ));
+        let district = plan(&Reader::District, other, 5).unwrap();
+        assert_eq!(
+            (district.street.as_deref(), district.as_of_ms),
+            (Some("310199002"), 5)
+        );
+    }
+
+    fn counts(accepted: u64, due: u64, closed: u64, on_time: u64) -> Counts {
+        Counts {
+            key: "k".into(),
+            accepted,
+            due,
+            closed,
+            closed_on_time: on_time,
+            ..Counts::default()
+        }
+    }
+
+    #[test]
+    fn zero_denominators_give_null_and_the_score_counts_them_as_zero() {
+        let w = ScoreWeights::default();
+        // Nothing due: no closure or on-time rate, no score; 0 of 2 postponed is a rate of 0.
+        let none_due = Indicators::from_counts(&counts(2, 0, 0, 0), "n".into(), &w);
+        assert_eq!(
+            (
+                none_due.closure_rate,
+                none_due.score,
+                none_due.postpone_rate
+            ),
+            (None, None, Some(0.0))
+        );
+        assert_eq!(none_due.rework_rate, None);
+        assert_eq!(none_due.mean_hours_to_close, None);
+        // 4 due, 3 closed, 2 on time, nothing verified (rework null → counted as 0), 1 of 4
+        // postponed: 50·0.5 + 30·0.75 + 10·1 + 10·0.75 = 65.
+        let c = Counts {
+            postponed: 1,
+            ..counts(4, 4, 3, 2)
+        };
+        let i = Indicators::from_counts(&c, "n".into(), &w);
+        assert_eq!(i.score, Some(65.0));
+        let custom = ScoreWeights {
+            on_time: 100.0,
+            closure: 0.0,
+            rework: 0.0,
+            postpone: 0.0,
+        };
+        assert_eq!(
+            Indicators::from_counts(&c, "n".into(), &custom).score,
+            Some(50.0)
+        );
+    }
+
+    #[test]
+    fn rows_rank_by_score_with_shared_ranks_and_null_scores_last() {
+        let plan = plan(
+            &Reader::District,
+            parse("from=2026-11-02&to=2026-11-09&by=department").unwrap(),
+            0,
+        )
+        .unwrap();
+        let row = |key: &str, c: Counts| Counts {
+            key: key.into(),
+            ..c
+        };
+        let answer = assemble(
+            &plan,
+            vec![
+                row("b", counts(2, 2, 1, 1)),
+                row("a", counts(2, 2, 1, 1)),
+                row("c", counts(2, 2, 2, 2)),
+                row("d", counts(1, 0, 0, 0)),
+            ],
+            &Reference::default(),
+            &ScoreWeights::default(),
+        );
+        let ranked: Vec<(&str, Option<u32>)> = answer
+            .rows
+            .iter()
+            .map(|r| (r.key.as_str(), r.rank))
+            .collect();
+        assert_eq!(
+            ranked,
+            vec![("c", Some(1)), ("a", Some(2)), ("b", Some(2)), ("d", None)]
+        );
+        assert_eq!(
+            (answer.total.accepted, answer.total.due, answer.total.closed),
+            (7, 6, 4)
+        );
+        // Unknown codes are named by their code.
+        assert_eq!(answer.rows[0].name, "c");
+    }
+
+    #[test]
+    fn every_placeholder_is_bound() {
+        for by in By::ALL {
+            assert_eq!(sql(by).matches('?').count(), 10, "{by:?}");
+        }
     }
 }

@@ -39,9 +39,9 @@ pub struct History {
 #[derive(Clone, Debug)]
 pub struct ReportSpec {
     pub grid: GridCode,
-    pub category: &'static str,
+    pub category: String,
     /// The department the report is routed to.
-    pub department: &'static str,
+    pub department: String,
     pub reporter_id: String,
     pub reporter_group: Option<ReporterGroup>,
     /// Set for a report the dedupe stage found to repeat an open case.
@@ -73,14 +73,14 @@ impl History {
             status,
             actor: Some(reporter),
             fact: Fact::Reported(Box::new(Reported {
-                category: CategoryCode::parse(spec.category).expect("a category code"),
+                category: CategoryCode::parse(&spec.category).expect("a category code"),
                 location: GeoPoint::new(31.2, 121.5).expect("a point"),
                 placement: Placement::Inside {
                     grid_code: spec.grid,
                     on_boundary: false,
                 },
                 map_version: "test".into(),
-                department: spec.department.into(),
+                department: spec.department.clone(),
                 urgency: Urgency::Normal,
                 deadline_ms: None,
                 reporter_id: spec.reporter_id.clone(),

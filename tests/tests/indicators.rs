@@ -75,11 +75,11 @@ fn first_grid(street: &str) -> GridCode {
     GridCode::parse(code).unwrap()
 }
 
-fn spec(street: &str, category: &'static str, department: &'static str) -> ReportSpec {
+fn spec(street: &str, category: &str, department: &str) -> ReportSpec {
     ReportSpec {
         grid: first_grid(street),
-        category,
-        department,
+        category: category.into(),
+        department: department.into(),
         reporter_id: "tok_rider".into(),
         reporter_group: None,
         duplicate_of: None,
