@@ -77,6 +77,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "INSERT_TIMEOUT_MS",
     "DLQ_TIMEOUT_MS",
     "SCORE_WEIGHTS",
+    "POINTS",
     // the config file itself, scripts, dev broker, load tool, tests
     "CONFIG",
     "LOG_FORMAT",

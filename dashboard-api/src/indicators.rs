@@ -147,7 +147,7 @@ fn date(name: &str, value: &str) -> Result<NaiveDate, ApiError> {
 
 /// An instant: RFC 3339 with an offset (`2026-11-05T12:00:00+08:00`, a `+` sent unencoded in a
 /// query string arrives as a space and is read as `+`), or epoch milliseconds.
-fn instant(name: &str, value: &str) -> Result<u64, ApiError> {
+pub(crate) fn instant(name: &str, value: &str) -> Result<u64, ApiError> {
     let bad = || {
         ApiError::invalid_parameter(
             name,

@@ -5,6 +5,8 @@
 //! - [`run`]: serves the router on a listener until a shutdown signal.
 //! - [`summary`]: `GET /v1/summary` — its SQL and how the answer is assembled.
 //! - [`indicators`]: `GET /v1/indicators` — the governance indicators (docs/ARCHITECTURE.md §6).
+//! - [`reporters`]: the reporter loop — `GET /v1/my/clues`, `GET /v1/my/points`,
+//!   `POST /v1/reporters/{reporter_id}/redemptions`, `GET /v1/leaderboard`.
 //! - [`reference`]: street and category names.
 //! - [`error`]: `ApiError`, rendered as problem+json.
 
@@ -12,6 +14,7 @@ pub mod error;
 pub mod indicators;
 pub mod metrics;
 pub mod reference;
+pub mod reporters;
 pub mod summary;
 
 use std::future::Future;
@@ -20,12 +23,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath};
 use axum::extract::{MatchedPath, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use gridclue_core::ch::ChSettings;
 use gridclue_core::config::{self, ConfigError, Secret};
@@ -55,6 +60,8 @@ pub struct DashboardConfig {
     pub tokens_file: String,
     /// The weights of the indicators' composite score (docs/ARCHITECTURE.md §6).
     pub score_weights: indicators::ScoreWeights,
+    /// Reporters' points per reason (docs/ARCHITECTURE.md §6).
+    pub points: reporters::PointRules,
 }
 
 impl Default for DashboardConfig {
@@ -69,6 +76,7 @@ impl Default for DashboardConfig {
             data_dir: "data".into(),
             tokens_file: "var/tokens.json".into(),
             score_weights: indicators::ScoreWeights::default(),
+            points: reporters::PointRules::default(),
         }
     }
 }
@@ -94,6 +102,9 @@ pub struct AppState {
     pub reference: Arc<Reference>,
     pub metrics: DashboardMetrics,
     pub score_weights: indicators::ScoreWeights,
+    pub points: reporters::PointRules,
+    /// Serialises redemptions per reporter (this process is their single writer).
+    pub redemption_locks: reporters::RedemptionLocks,
 }
 
 impl AppState {
@@ -104,6 +115,8 @@ impl AppState {
             reference: Arc::new(reference),
             metrics: DashboardMetrics::new(),
             score_weights: indicators::ScoreWeights::default(),
+            points: reporters::PointRules::default(),
+            redemption_locks: reporters::RedemptionLocks::default(),
         }
     }
 
@@ -115,6 +128,7 @@ impl AppState {
         let ch = gridclue_core::ch::connect(&config.ch_settings()?).await?;
         let mut state = Self::new(ch, tokens, reference);
         state.score_weights = config.score_weights;
+        state.points = config.points;
         Ok(state)
     }
 
@@ -124,6 +138,14 @@ impl AppState {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         Ok(self.tokens.authenticate(header)?)
+    }
+
+    /// Records how long a query took.
+    fn observe(&self, query: &str, started: Instant) {
+        self.metrics
+            .query_duration
+            .with_label_values(&[query])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Authenticates the request's bearer token and returns which statistics it may read.
@@ -151,6 +173,13 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics_handler))
         .route("/v1/summary", get(get_summary))
         .route("/v1/indicators", get(get_indicators))
+        .route("/v1/my/clues", get(get_my_clues))
+        .route("/v1/my/points", get(get_my_points))
+        .route("/v1/leaderboard", get(get_leaderboard))
+        .route(
+            "/v1/reporters/{reporter_id}/redemptions",
+            post(post_redemption).layer(DefaultBodyLimit::max(REDEMPTION_BODY_LIMIT)),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -247,6 +276,118 @@ async fn get_indicators(
         &state.reference,
         &state.score_weights,
     )))
+}
+
+fn query_pairs(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let Query(pairs) =
+        query.map_err(|e| ApiError::invalid_parameter("(query string)", e.body_text()))?;
+    Ok(pairs)
+}
+
+fn unavailable(what: &'static str) -> impl Fn(clickhouse::error::Error) -> ApiError {
+    move |e| {
+        tracing::warn!(error = %e, query = what, "query failed");
+        ApiError::Unavailable
+    }
+}
+
+async fn get_my_clues(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<reporters::MyClues>, ApiError> {
+    let reporter = reporters::reporter_of(&state.token(&headers)?)?;
+    let params = reporters::MyParams::parse(&query_pairs(query)?)?;
+    let started = Instant::now();
+    let answer = reporters::my_clues(
+        &state.ch,
+        &reporter,
+        &params,
+        &state.reference,
+        gridclue_core::wire::now_ms(),
+    )
+    .await
+    .map_err(unavailable("my_clues"))?;
+    state.observe("my_clues", started);
+    Ok(Json(answer))
+}
+
+async fn get_my_points(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<reporters::Points>, ApiError> {
+    let reporter = reporters::reporter_of(&state.token(&headers)?)?;
+    let started = Instant::now();
+    let answer = reporters::points(&state.ch, &reporter, &state.points)
+        .await
+        .map_err(unavailable("my_points"))?;
+    state.observe("my_points", started);
+    Ok(Json(answer))
+}
+
+async fn get_leaderboard(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<reporters::Leaderboard>, ApiError> {
+    state.token(&headers)?;
+    let params = reporters::BoardParams::parse(&query_pairs(query)?)?;
+    let started = Instant::now();
+    let answer = reporters::leaderboard(
+        &state.ch,
+        &state.tokens.current(),
+        &state.points,
+        &params,
+        gridclue_core::wire::now_ms(),
+    )
+    .await
+    .map_err(unavailable("leaderboard"))?;
+    state.observe("leaderboard", started);
+    Ok(Json(answer))
+}
+
+/// The largest redemption request body accepted.
+const REDEMPTION_BODY_LIMIT: usize = 4 * 1024;
+
+async fn post_redemption(
+    State(state): State<AppState>,
+    UrlPath(reporter_id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Result<Json<reporters::RedemptionRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let token = state.token(&headers)?;
+    if token.kind != TokenKind::District {
+        return Err(ApiError::Forbidden("redeem points (not a district token)"));
+    }
+    if !reporters::known_reporter(&state.tokens.current(), &reporter_id) {
+        return Err(ApiError::NotFound(format!(
+            "no reporter {reporter_id:?} in the token file"
+        )));
+    }
+    let key = reporters::idempotency_key(headers.get("idempotency-key"))?;
+    let Json(request) = body.map_err(|e| ApiError::invalid_body("(body)", e.body_text()))?;
+    request.check()?;
+    let (redemption, replayed) = reporters::redeem(
+        &state.ch,
+        &state.redemption_locks,
+        &state.points,
+        &reporter_id,
+        &key,
+        &request,
+        &token.id,
+        gridclue_core::wire::now_ms(),
+    )
+    .await?;
+    let mut response = (StatusCode::CREATED, Json(redemption)).into_response();
+    if replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
 }
 
 /// Serves until `shutdown` completes, then drains in-flight requests.

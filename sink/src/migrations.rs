@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "indicators",
         sql: include_str!("../migrations/0006_indicators.sql"),
     },
+    Migration {
+        version: 7,
+        name: "redemptions",
+        sql: include_str!("../migrations/0007_redemptions.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \

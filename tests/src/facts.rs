@@ -97,6 +97,19 @@ impl History {
         }
     }
 
+    /// A clue reported at `at_ms` at a point outside the district (its nearest grid
+    /// `spec.grid`).
+    pub fn reported_outside(spec: &ReportSpec, at_ms: u64) -> Self {
+        let mut h = Self::reported(spec, at_ms);
+        if let Fact::Reported(r) = &mut h.facts[0].fact {
+            r.placement = Placement::Outside {
+                nearest_grid_code: Some(spec.grid),
+                distance_m: 250.0,
+            };
+        }
+        h
+    }
+
     /// Adds the next fact, at `at_ms`, leaving the clue in `status`.
     pub fn then(mut self, at_ms: u64, fact: Fact, status: Status) -> Self {
         let last = self.facts.last().expect("a report first").clone();

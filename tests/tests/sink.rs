@@ -16,7 +16,7 @@ use gridclue_core::wire::{
 };
 use gridclue_core::{CategoryCode, ClueId, CommandId, GeoPoint, GridCode, ReporterGroup, Status};
 use gridclue_dashboard_api::reference::{CategoryName, Reference};
-use gridclue_dashboard_api::{AppState, DashboardMetrics};
+use gridclue_dashboard_api::AppState;
 use gridclue_sink::rows::ClueRow;
 use gridclue_sink::store::InsertTimeouts;
 use gridclue_sink::{SinkConfig, SinkMetrics};
@@ -833,13 +833,11 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
     )
     .await;
     let t = tokens(&b);
-    let state = AppState {
-        ch: db.client.clone(),
-        tokens: gridclue_core::tokens::TokenStore::open(&t.path).unwrap(),
-        reference: std::sync::Arc::new(reference.clone()),
-        metrics: DashboardMetrics::new(),
-        score_weights: Default::default(),
-    };
+    let state = AppState::new(
+        db.client.clone(),
+        gridclue_core::tokens::TokenStore::open(&t.path).unwrap(),
+        reference.clone(),
+    );
     let app = gridclue_dashboard_api::app(state);
 
     let (status, _, s) = get(app.clone(), "/v1/summary", Some(&t.district)).await;
@@ -1304,9 +1302,9 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
 
     // The new release: migration 3 alters both tables and backfills the aggregates; 4 adds the
     // report photos column; 5 the closed loop's columns (actors, supervision, postponements…);
-    // 6 the working time of closures.
+    // 6 the working time of closures; 7 the redemptions of points.
     let report = gridclue_sink::migrations::apply(&db.client).await.unwrap();
-    assert_eq!(report.applied, vec![3, 4, 5, 6]);
+    assert_eq!(report.applied, vec![3, 4, 5, 6, 7]);
     assert_eq!(
         db.scalar("SELECT count() FROM clue_events").await,
         events_before
