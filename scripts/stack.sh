@@ -309,23 +309,54 @@ ensure_broker() {
     [ -z "$restored" ] || info "devbroker: restored $restored"
 }
 
-# Issues the demo reporter and district tokens once; later runs reuse var/demo-tokens.env.
-# Sets REPORTER_TOKEN and DISTRICT_TOKEN.
+# Issues the demo tokens once — a reporter, the district command centre, one street office
+# (GRIDCLUE_DEMO_STREET_CODE, default the map's first street) and one department
+# (GRIDCLUE_DEMO_DEPARTMENT_CODE, default greening_city_appearance); later runs reuse
+# var/demo-tokens.env and issue only what it lacks (or a street/department that changed).
+# Sets REPORTER_TOKEN, DISTRICT_TOKEN, STREET_TOKEN, STREET_CODE, DEPARTMENT_TOKEN and
+# DEPARTMENT_CODE.
 ensure_tokens() {
     step "demo tokens"
-    REPORTER_TOKEN=""
-    DISTRICT_TOKEN=""
+    local want_street want_department issued="" first_street=""
+    # one feature per line: the first line's street code
+    first_street="$(grep -m1 -o '"street_code": *"[0-9]\{9\}"' "$DATA_DIR/district/grids.geojson" || true)"
+    want_street="${GRIDCLUE_DEMO_STREET_CODE:-${first_street//[^0-9]/}}"
+    want_department="${GRIDCLUE_DEMO_DEPARTMENT_CODE:-greening_city_appearance}"
+    [ -n "$want_street" ] || die "no street code found in $(rel "$DATA_DIR")/district/grids.geojson"
+    REPORTER_TOKEN="" DISTRICT_TOKEN="" STREET_TOKEN="" STREET_CODE="" DEPARTMENT_TOKEN="" DEPARTMENT_CODE=""
     if [ -s "$DEMO_TOKENS_FILE" ] && [ -s "$TOKENS_FILE" ]; then
-        REPORTER_TOKEN="$(sed -n 's/^GRIDCLUE_DEMO_REPORTER_TOKEN=//p' "$DEMO_TOKENS_FILE")"
-        DISTRICT_TOKEN="$(sed -n 's/^GRIDCLUE_DEMO_DISTRICT_TOKEN=//p' "$DEMO_TOKENS_FILE")"
+        REPORTER_TOKEN="$(demo_value REPORTER_TOKEN)"
+        DISTRICT_TOKEN="$(demo_value DISTRICT_TOKEN)"
+        STREET_TOKEN="$(demo_value STREET_TOKEN)"
+        STREET_CODE="$(demo_value STREET_CODE)"
+        DEPARTMENT_TOKEN="$(demo_value DEPARTMENT_TOKEN)"
+        DEPARTMENT_CODE="$(demo_value DEPARTMENT_CODE)"
     fi
-    if [ -n "$REPORTER_TOKEN" ] && [ -n "$DISTRICT_TOKEN" ]; then
+    [ "$STREET_CODE" = "$want_street" ] || STREET_TOKEN=""
+    [ "$DEPARTMENT_CODE" = "$want_department" ] || DEPARTMENT_TOKEN=""
+    if [ -n "$REPORTER_TOKEN" ] && [ -n "$DISTRICT_TOKEN" ] && [ -n "$STREET_TOKEN" ] && [ -n "$DEPARTMENT_TOKEN" ]; then
         info "reusing tokens from $(rel "$DEMO_TOKENS_FILE")"
         return 0
     fi
     common_env "${BROKERS:-}"
-    REPORTER_TOKEN="$(issue_token --kind reporter --group food_delivery --name demo-rider)"
-    DISTRICT_TOKEN="$(issue_token --kind district --name demo-district)"
+    if [ -z "$REPORTER_TOKEN" ]; then
+        REPORTER_TOKEN="$(issue_token --kind reporter --group food_delivery --name demo-rider)"
+        issued+=" reporter"
+    fi
+    if [ -z "$DISTRICT_TOKEN" ]; then
+        DISTRICT_TOKEN="$(issue_token --kind district --name demo-district-command-centre)"
+        issued+=" district"
+    fi
+    if [ -z "$STREET_TOKEN" ]; then
+        STREET_TOKEN="$(issue_token --kind street --scope "$want_street" --name "demo-street-$want_street")"
+        issued+=" street:$want_street"
+    fi
+    if [ -z "$DEPARTMENT_TOKEN" ]; then
+        DEPARTMENT_TOKEN="$(issue_token --kind department --scope "$want_department" --name "demo-$want_department")"
+        issued+=" department:$want_department"
+    fi
+    STREET_CODE="$want_street"
+    DEPARTMENT_CODE="$want_department"
     local tmp
     tmp="$(mktemp "$VAR_DIR/.demo-tokens.env.XXXXXX")"
     chmod 600 "$tmp"
@@ -333,9 +364,13 @@ ensure_tokens() {
         echo "# Demo tokens issued by scripts/stack.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ); reused by later runs."
         echo "GRIDCLUE_DEMO_REPORTER_TOKEN=$REPORTER_TOKEN"
         echo "GRIDCLUE_DEMO_DISTRICT_TOKEN=$DISTRICT_TOKEN"
+        echo "GRIDCLUE_DEMO_STREET_TOKEN=$STREET_TOKEN"
+        echo "GRIDCLUE_DEMO_STREET_CODE=$STREET_CODE"
+        echo "GRIDCLUE_DEMO_DEPARTMENT_TOKEN=$DEPARTMENT_TOKEN"
+        echo "GRIDCLUE_DEMO_DEPARTMENT_CODE=$DEPARTMENT_CODE"
     } >"$tmp"
     mv -f "$tmp" "$DEMO_TOKENS_FILE"
-    info "issued a reporter and a district token ($(rel "$DEMO_TOKENS_FILE"))"
+    info "issued demo tokens:$issued ($(rel "$DEMO_TOKENS_FILE"))"
     # services that read the tokens file load it at start: restart the running ones
     local name
     for name in ingest dashboard-api; do
@@ -344,6 +379,11 @@ ensure_tokens() {
             stop_proc "$name"
         fi
     done
+}
+
+# demo_value NAME — the value of GRIDCLUE_DEMO_NAME in var/demo-tokens.env.
+demo_value() {
+    sed -n "s/^GRIDCLUE_DEMO_$1=//p" "$DEMO_TOKENS_FILE"
 }
 
 # issue_token ARGS… — prints the token gridclue-ingest printed (its only stdout line).
@@ -415,6 +455,10 @@ write_stack_env() {
         echo "GRIDCLUE_SECRET_FILE=$SECRET_FILE"
         echo "GRIDCLUE_DEMO_REPORTER_TOKEN=$REPORTER_TOKEN"
         echo "GRIDCLUE_DEMO_DISTRICT_TOKEN=$DISTRICT_TOKEN"
+        echo "GRIDCLUE_DEMO_STREET_TOKEN=$STREET_TOKEN"
+        echo "GRIDCLUE_DEMO_STREET_CODE=$STREET_CODE"
+        echo "GRIDCLUE_DEMO_DEPARTMENT_TOKEN=$DEPARTMENT_TOKEN"
+        echo "GRIDCLUE_DEMO_DEPARTMENT_CODE=$DEPARTMENT_CODE"
     } >"$tmp"
     mv -f "$tmp" "$STACK_ENV_FILE"
 }

@@ -62,7 +62,7 @@ use crate::geoindex::{Assignment, GeoIndex};
 /// How many recent command ids a clue remembers to recognise repeats.
 const REMEMBERED_COMMANDS: usize = 16;
 /// How many verdicts on recent transitions a clue remembers, to answer a retry the same way.
-pub const REMEMBERED_OUTCOMES: usize = 32;
+pub const REMEMBERED_OUTCOMES: usize = 16;
 /// How many commands a pending clue keeps for after its verdict.
 pub const MAX_DEFERRED: usize = 32;
 

@@ -124,7 +124,7 @@ pub async fn run(
     let producer = state.producer.clone();
     let verdicts = tokio::spawn(outcomes::consume(
         state.outcomes.clone(),
-        config.kafka_brokers.clone(),
+        config.kafka(),
         config.outcomes_topic.clone(),
     ));
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");

@@ -101,14 +101,14 @@ fn tokens(config: &IngestConfig, action: TokenCmd) -> anyhow::Result<()> {
         }
         TokenCmd::List => {
             println!(
-                "{:<18} {:<9} {:<14} {:<10} {:<8} name",
+                "{:<18} {:<10} {:<14} {:<24} {:<8} name",
                 "id", "kind", "group", "scope", "revoked"
             );
             for t in &file.tokens {
                 println!(
-                    "{:<18} {:<9} {:<14} {:<10} {:<8} {}",
+                    "{:<18} {:<10} {:<14} {:<24} {:<8} {}",
                     t.id,
-                    format!("{:?}", t.kind).to_lowercase(),
+                    t.kind.as_str(),
                     t.group.map(|g| g.as_str()).unwrap_or("-"),
                     t.scope.as_deref().unwrap_or("-"),
                     t.revoked,

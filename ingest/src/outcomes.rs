@@ -15,11 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use gridclue_core::kafka::KafkaSettings;
 use gridclue_core::wire::OutcomeRecord;
 use gridclue_core::{Action, ClueId, CommandId};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 
 /// Verdicts seen recently, and the requests waiting for theirs.
@@ -143,9 +144,9 @@ impl Outcomes {
 
 /// Consumes `topic` from its end into `outcomes` until the task is aborted; (re)connects until
 /// the topic can be read.
-pub async fn consume(outcomes: Arc<Outcomes>, brokers: String, topic: String) {
+pub async fn consume(outcomes: Arc<Outcomes>, kafka: KafkaSettings, topic: String) {
     loop {
-        match positioned_consumer(&brokers, &topic).await {
+        match positioned_consumer(&kafka, &topic).await {
             Ok(consumer) => {
                 outcomes.ready.store(true, Ordering::Release);
                 tracing::info!(%topic, "reading transition verdicts");
@@ -174,11 +175,10 @@ pub async fn consume(outcomes: Arc<Outcomes>, brokers: String, topic: String) {
 }
 
 /// A consumer assigned every partition of `topic` at its current end.
-async fn positioned_consumer(brokers: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
-    let (b, t) = (brokers.to_owned(), topic.to_owned());
+async fn positioned_consumer(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<StreamConsumer> {
+    let (k, t) = (kafka.clone(), topic.to_owned());
     let ends = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(i32, i64)>> {
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &b)
+        let client: BaseConsumer = gridclue_core::kafka::client_config(&k)
             .create()
             .context("creating a metadata client")?;
         let timeout = Duration::from_secs(5);
@@ -205,11 +205,8 @@ async fn positioned_consumer(brokers: &str, topic: &str) -> anyhow::Result<Strea
     .await??;
     // Assigned, never subscribed: the group id only satisfies the client, no group is joined
     // and nothing is committed.
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: StreamConsumer = gridclue_core::kafka::reader_config(kafka)
         .set("group.id", "gridclue-ingest-outcomes")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
         .create()
         .context("creating the verdicts consumer")?;
     let mut tpl = TopicPartitionList::new();

@@ -119,3 +119,65 @@ fn a_typo_in_the_configuration_stops_the_service_at_start() {
         "clickhouse_url",
     );
 }
+
+/// Street and department tokens carry their scope; a department must be one of the category
+/// table's, checked when the token is issued.
+#[test]
+fn staff_tokens_are_issued_with_a_checked_scope() {
+    let dir =
+        std::env::temp_dir().join(format!("gridclue-ingest-cli-staff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tokens.json");
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
+    let issue = |args: &[&str]| {
+        let mut all = vec!["tokens", "issue"];
+        all.extend_from_slice(args);
+        Command::new(env!("CARGO_BIN_EXE_gridclue-ingest"))
+            .args(&all)
+            .env_remove("GRIDCLUE_CONFIG")
+            .env("GRIDCLUE_TOKENS_FILE", &file)
+            .env("GRIDCLUE_DATA_DIR", &data)
+            .output()
+            .expect("running gridclue-ingest")
+    };
+    let out = issue(&["--kind", "department", "--scope", "water_affairs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let record = TokenStore::open(&file)
+        .unwrap()
+        .authenticate_token(&token)
+        .unwrap();
+    let actor = record.actor();
+    assert_eq!(
+        (actor.kind.as_str(), actor.scope.as_deref()),
+        ("department", Some("water_affairs"))
+    );
+
+    let out = issue(&["--kind", "department", "--scope", "sewers"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown department") && err.contains("water_affairs"),
+        "{err}"
+    );
+    assert!(!issue(&["--kind", "department"]).status.success());
+    assert!(issue(&["--kind", "street", "--scope", "310199003"])
+        .status
+        .success());
+    assert!(!issue(&["--kind", "street", "--scope", "3101"])
+        .status
+        .success());
+    assert!(!issue(&["--kind", "district", "--scope", "310199003"])
+        .status
+        .success());
+    let listing = String::from_utf8(cli(&file, &["tokens", "list"]).stdout).unwrap();
+    assert!(
+        listing.contains("department") && listing.contains("water_affairs"),
+        "{listing}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -197,12 +197,14 @@ fn placement_name(p: &Placement) -> &'static str {
     }
 }
 
-/// Whether a clue in this state counts as a case (docs/ARCHITECTURE.md §5).
+/// Whether a clue in this state counts as a case (docs/ARCHITECTURE.md §5). A report its reporter withdrew
+/// before acceptance never entered the loop: not a case either, like a rejected one.
 pub fn is_case(row: &ClueRow) -> bool {
     row.inside == 1
         && row.duplicate_of.is_none()
         && row.status != Status::Rejected.as_str()
         && row.status != Status::Duplicate.as_str()
+        && row.status != Status::Withdrawn.as_str()
 }
 
 /// The state of a clue whose report has not been seen (a lifecycle fact came first).
@@ -431,7 +433,9 @@ pub fn event_row(env: &EventEnvelope, clue: &ClueRow, source: &Source) -> EventR
     let counted = clue.placement == "inside" || clue.placement == "outside";
     let (report_delta, case_delta) = match &env.fact {
         Fact::Reported(_) => (i8::from(counted), clue.report_case as i8),
-        Fact::Rejected { .. } | Fact::Merged { .. } => (0, -(clue.report_case as i8)),
+        Fact::Rejected { .. } | Fact::Merged { .. } | Fact::Withdrawn { .. } => {
+            (0, -(clue.report_case as i8))
+        }
         _ => (0, 0),
     };
     EventRow {
@@ -655,6 +659,20 @@ pub(crate) mod tests {
         let s2 = apply(Some(s1), &j, 0);
         assert_eq!(deltas(&j, &s2), (0, -1));
         assert_eq!((s2.report_case, s2.is_case), (1, 0));
+
+        // Withdrawn by its reporter before acceptance: still a report, no longer a case.
+        let r = report(ClueId::new_random(), inside());
+        let w0 = apply(None, &r, 0);
+        let w = next(
+            &r,
+            Fact::Withdrawn {
+                reason: String::new(),
+            },
+            Status::Withdrawn,
+        );
+        let w1 = apply(Some(w0), &w, 0);
+        assert_eq!(deltas(&w, &w1), (0, -1));
+        assert_eq!((w1.report_case, w1.is_case), (1, 0));
 
         // A report that is a duplicate from the start counts as a report, never as a case.
         let mut d = report(ClueId::new_random(), inside());

@@ -163,7 +163,7 @@ async fn a_restarted_stack_keeps_its_counts_counts_new_clues_and_closes_old_ones
         vec![
             Command::Accept,
             Command::Dispatch {
-                department: "city_mgmt".into(),
+                department: "urban_management".into(),
             },
             Command::Start,
             Command::Handle {
