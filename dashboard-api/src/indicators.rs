@@ -420,9 +420,12 @@ const FACT_TYPES: &str = "'reported', 'merged', 'accepted', 'rejected', 'withdra
 
 /// The query of `by`: one row per group, from one row per clue (see the module docs). Values are
 /// bound in this order: as_of (due), as_of (overdue), from, to (reports), from, to (cohort),
-/// as_of (the facts read), to (the facts of clues reported before it: a case accepted or a
-/// report received before `to` was reported before `to`), street ×2 (empty: every street).
-/// Rows written before `reported_at_ms` existed hold 0 there and are always read.
+/// then which facts are read: as_of; to (facts of clues reported before it: a case accepted or
+/// a report received before `to` was reported before `to`; rows written before
+/// `reported_at_ms` existed hold 0 there and are always read); from (facts from it on: every
+/// fact a cohort case needs is at or after its acceptance, except its report, which matters only
+/// for a report in the period — or, in records older than deadlines at acceptance, for the
+/// deadline it carries); street ×2 (empty: every street).
 pub fn sql(by: By) -> String {
     format!(
         "SELECT key, \
@@ -464,7 +467,9 @@ FROM ( \
            has_report AND reported_at >= ? AND reported_at < ? AS in_reports, \
            has_accept AND NOT left_loop AND accepted_at >= ? AND accepted_at < ? AS in_cohort \
     FROM clue_events \
-    WHERE occurred_at_ms <= ? AND reported_at_ms < ? AND (? = '' OR street_code = ?) \
+    WHERE occurred_at_ms <= ? AND reported_at_ms < ? \
+      AND (occurred_at_ms >= ? OR (fact_type = 'reported' AND deadline_ms > 0)) \
+      AND (? = '' OR street_code = ?) \
       AND fact_type IN ({FACT_TYPES}) \
     GROUP BY clue_id \
     HAVING placed_inside = 1 AND (in_cohort OR in_reports) \
@@ -490,6 +495,7 @@ pub async fn query(
         .bind(plan.to_ms)
         .bind(plan.as_of_ms)
         .bind(plan.to_ms)
+        .bind(plan.from_ms)
         .bind(&street)
         .bind(&street)
         .fetch_all()
@@ -756,7 +762,7 @@ mod tests {
     #[test]
     fn every_placeholder_is_bound() {
         for by in By::ALL {
-            assert_eq!(sql(by).matches('?').count(), 10, "{by:?}");
+            assert_eq!(sql(by).matches('?').count(), 11, "{by:?}");
         }
     }
 }

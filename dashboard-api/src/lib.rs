@@ -380,6 +380,15 @@ async fn post_redemption(
         gridclue_core::wire::now_ms(),
     )
     .await?;
+    if !replayed {
+        tracing::info!(
+            reporter_id = %redemption.reporter_id,
+            points = redemption.points,
+            balance_after = redemption.balance_after,
+            by = %token.id,
+            "points redeemed"
+        );
+    }
     let mut response = (StatusCode::CREATED, Json(redemption)).into_response();
     if replayed {
         response.headers_mut().insert(

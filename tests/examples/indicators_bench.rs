@@ -9,7 +9,9 @@
 //!     --clickhouse-url http://127.0.0.1:26123 --facts 1000000 --runs 50
 //! ```
 //! Point it at a ClickHouse of its own (not the shared test server): the timings are the
-//! server's, and a loaded server both skews them and slows everyone else's tests.
+//! server's, and a loaded server both skews them and slows everyone else's tests. With
+//! `--keep-db` the database stays; `--database NAME` times the queries on such a kept database
+//! again without filling it.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +31,7 @@ struct Args {
     facts: u64,
     runs: usize,
     keep_db: bool,
+    database: Option<String>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -37,6 +40,7 @@ fn args() -> anyhow::Result<Args> {
         facts: 1_000_000,
         runs: 50,
         keep_db: false,
+        database: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,8 +53,9 @@ fn args() -> anyhow::Result<Args> {
             "--facts" => a.facts = value()?.parse()?,
             "--runs" => a.runs = value()?.parse()?,
             "--keep-db" => a.keep_db = true,
+            "--database" => a.database = Some(value()?),
             other => anyhow::bail!(
-                "unknown argument {other} (--clickhouse-url, --facts, --runs, --keep-db)"
+                "unknown argument {other} (--clickhouse-url, --facts, --runs, --keep-db, --database)"
             ),
         }
     }
@@ -131,7 +136,7 @@ fn history(rng: &mut Rng, grids: &[GridCode], catalog: &Catalog, at: u64, last: 
     h
 }
 
-async fn fill(db: &TestDb, target: u64) -> anyhow::Result<(u64, u64)> {
+async fn fill(db: &TestDb, target: u64) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(data_dir().join("district/grids.geojson"))?;
     let map: serde_json::Value = serde_json::from_str(&text)?;
     let grids: Vec<GridCode> = map["features"]
@@ -168,7 +173,7 @@ async fn fill(db: &TestDb, target: u64) -> anyhow::Result<(u64, u64)> {
             );
         }
     }
-    Ok((facts, clues))
+    Ok(())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -179,14 +184,35 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
-    let db = TestDb::create_at(&args.clickhouse_url, "indicators_bench").await;
-    gridclue_sink::migrations::apply(&db.client).await?;
-    eprintln!("filling {} with {} facts…", db.database, args.facts);
-    let (facts, clues) = fill(&db, args.facts).await?;
-    db.execute("OPTIMIZE TABLE clue_events FINAL").await;
-    let parts = db
-        .scalar("SELECT count() FROM system.parts WHERE active AND database = currentDatabase() AND table = 'clue_events'")
-        .await;
+    let mut kept = None;
+    let client = match &args.database {
+        Some(database) => {
+            let settings = gridclue_core::ch::ChSettings {
+                url: args.clickhouse_url.clone(),
+                database: database.clone(),
+                user: "default".into(),
+                password: Default::default(),
+            };
+            gridclue_core::ch::connect(&settings).await?
+        }
+        None => {
+            let db = TestDb::create_at(&args.clickhouse_url, "indicators_bench").await;
+            gridclue_sink::migrations::apply(&db.client).await?;
+            eprintln!("filling {} with {} facts…", db.database, args.facts);
+            fill(&db, args.facts).await?;
+            db.execute("OPTIMIZE TABLE clue_events FINAL").await;
+            let client = db.client.clone();
+            kept = Some(db);
+            client
+        }
+    };
+    let scalar = |sql: &'static str| {
+        let client = client.clone();
+        async move { client.query(sql).fetch_one::<u64>().await }
+    };
+    let facts = scalar("SELECT count() FROM clue_events").await?;
+    let clues = scalar("SELECT uniqExact(clue_id) FROM clue_events").await?;
+    let parts = scalar("SELECT count() FROM system.parts WHERE active AND database = currentDatabase() AND table = 'clue_events'").await?;
 
     let dir = Scratch::new("indicators-bench");
     let path = dir.0.join("tokens.json");
@@ -194,7 +220,7 @@ async fn main() -> anyhow::Result<()> {
     let (district, _) = f.issue(TokenKind::District, None, None, "bench")?;
     f.write(&path)?;
     let state = AppState::new(
-        db.client.clone(),
+        client.clone(),
         TokenStore::open(&path)?,
         Reference::load(&data_dir())?,
     );
@@ -239,9 +265,11 @@ async fn main() -> anyhow::Result<()> {
             ms(*times.last().expect("runs")),
         );
     }
-    if args.keep_db {
-        eprintln!("keeping {}", db.database);
-        std::env::set_var("GRIDCLUE_TEST_KEEP_DB", "1");
+    if let Some(db) = kept {
+        if args.keep_db {
+            eprintln!("keeping {}", db.database);
+            std::env::set_var("GRIDCLUE_TEST_KEEP_DB", "1");
+        }
     }
     Ok(())
 }

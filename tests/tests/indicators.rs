@@ -33,7 +33,8 @@
 //! - B3 accepted 11-03 09:00, deadline 11-06 09:00, rework 11-04, closed 11-05 10:00 (8 h).
 //!
 //! Street C (street vending, routed to urban_management): C1 accepted 11-05 09:00, deadline
-//! 11-30; C2 accepted 11-06 09:00 without a deadline. Both open: nothing is due (every rate
+//! 11-30; C2 accepted 11-06 09:00 without a deadline; C3 reported 10-28 (before the period),
+//! accepted 11-03 09:00, deadline 12-30, supervised 11-04. All open: nothing is due (every rate
 //! with due as denominator is null, the score is null). Every other street has no clue.
 
 use std::collections::BTreeMap;
@@ -215,6 +216,12 @@ fn histories(streets: &[String; 3]) -> BTreeMap<&'static str, History> {
     h.insert(
         "C2",
         History::reported(&c, t("2026-11-06 08:00")).accepted(t("2026-11-06 09:00"), None),
+    );
+    h.insert(
+        "C3",
+        History::reported(&c, t("2026-10-28 09:00"))
+            .accepted(t("2026-11-03 09:00"), Some(t("2026-12-30 09:00")))
+            .supervised(t("2026-11-04 09:00")),
     );
     h
 }
@@ -418,7 +425,8 @@ fn street_b_late() -> Expect {
 
 fn street_c_late() -> Expect {
     Expect {
-        counts: [2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0],
+        // C1, C2, C3; C3's report (10-28) is not one of the period's reports.
+        counts: [3, 0, 0, 0, 0, 0, 0, 1, 0, 0, 2, 0],
         closure_rate: None,
         on_time_rate: None,
         rework_rate: None,
@@ -446,18 +454,18 @@ fn nothing() -> Expect {
 
 fn district_late() -> Expect {
     Expect {
-        counts: [12, 9, 6, 4, 6, 2, 2, 1, 3, 3, 17, 2],
+        counts: [13, 9, 6, 4, 6, 2, 2, 2, 3, 3, 17, 2],
         closure_rate: Some(6.0 / 9.0),
         on_time_rate: Some(4.0 / 9.0),
         rework_rate: Some(2.0 / 6.0),
-        postpone_rate: Some(2.0 / 12.0),
+        postpone_rate: Some(2.0 / 13.0),
         duplicate_rate: Some(2.0 / 17.0),
         // (5 + 14 + 20 + 16 + 7 + 8) / 6
         mean_hours_to_close: Some(70.0 / 6.0),
         // (5 + 3 + 4) / 3
         satisfaction: Some(4.0),
-        // 22.222… + 20 + 6.666… + 8.333…
-        score: Some(57.222_222_222_222),
+        // 22.222… + 20 + 6.666… + 8.461538…
+        score: Some(57.350_427_350_427),
     }
 }
 
@@ -534,7 +542,8 @@ async fn indicators_by_street_as_of_an_instant() {
     check(
         row(&mid, c),
         &Expect {
-            counts: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+            // C1 and C3 (supervised 11-04); C1's report.
+            counts: [2, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0],
             postpone_rate: Some(0.0),
             duplicate_rate: Some(0.0),
             ..nothing()
@@ -602,20 +611,21 @@ async fn indicators_by_department_follow_the_department_as_of() {
         },
         "greening",
     );
-    // urban_management: A4, A5 (dispatched there last, on 11-06), C1, C2.
+    // urban_management: A4, A5 (dispatched there last, on 11-06), C1, C2, C3 (its report is
+    // not one of the period's).
     check(
         row(&answer, "urban_management"),
         &Expect {
-            counts: [4, 2, 1, 1, 1, 0, 1, 1, 1, 0, 4, 0],
+            counts: [5, 2, 1, 1, 1, 0, 1, 2, 1, 0, 4, 0],
             closure_rate: Some(0.5),
             on_time_rate: Some(0.5),
             rework_rate: Some(0.0),
-            postpone_rate: Some(0.25),
+            postpone_rate: Some(0.2),
             duplicate_rate: Some(0.0),
             mean_hours_to_close: Some(16.0),
             satisfaction: None,
-            // 25 + 15 + 10 + 7.5
-            score: Some(57.5),
+            // 25 + 15 + 10 + 8
+            score: Some(58.0),
         },
         "urban management",
     );
@@ -760,7 +770,7 @@ async fn bad_parameters_are_400s_naming_them() {
     // Exactly three years is allowed.
     let three = f.answer("from=2024-01-01&to=2027-01-01", &f.district).await;
     // As of now: A8 and A10 join the cohort, B2 left it (rejected).
-    assert_eq!(three["total"]["accepted"], 13);
+    assert_eq!(three["total"]["accepted"], 14);
 }
 
 #[tokio::test]
