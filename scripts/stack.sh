@@ -17,7 +17,8 @@
 #   published its address (120);
 #   GRIDCLUE_READY_TIMEOUT seconds per service (90); GRIDCLUE_STOP_TIMEOUT seconds (15);
 #   GRIDCLUE_SKIP_BUILD=1 to use the binaries as they are; GRIDCLUE_BIN_DIR ($CARGO_TARGET_DIR/debug, else target/debug);
-#   GRIDCLUE_DEMO_COUNT (5000), GRIDCLUE_DEMO_RATE (500); RUST_LOG (info).
+#   GRIDCLUE_DEMO_COUNT (5000), GRIDCLUE_DEMO_RATE (500), GRIDCLUE_DEMO_SEED (2026),
+#   GRIDCLUE_DEMO_HISTORY_COUNT (1500); RUST_LOG (info).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -61,13 +62,34 @@ service_port() {
 service_url() { echo "http://127.0.0.1:$(service_port "$1")"; }
 binary_of() { echo "$BIN_DIR/gridclue-$1"; }
 
-# The demo load, in one place: adjust here when the loader's flags change.
+# The demo load, in one place: adjust here when the loader's flags change. A past month of
+# history is imported (back-dated, exactly once), the riders post today's clues, then the staff
+# work them through the closed loop (street offices, departments, the district; staff tokens are
+# issued once through the admin API and kept in var/).
 run_demo_load() {
+    step "importing a past month of history (${GRIDCLUE_DEMO_HISTORY_COUNT:-1500} clues over 30 days)"
+    (cd "$REPO_ROOT" && "$BIN_DIR/gridclue-load" history \
+        --ingest-url "$GRIDCLUE_INGEST_URL" \
+        --district-token "$GRIDCLUE_DEMO_DISTRICT_TOKEN" \
+        --data-dir "$DATA_DIR" \
+        --count "${GRIDCLUE_DEMO_HISTORY_COUNT:-1500}" \
+        --days 30 \
+        --seed "${GRIDCLUE_DEMO_SEED:-2026}") || return
+    step "riders post today's clues (${GRIDCLUE_DEMO_COUNT:-5000} at ${GRIDCLUE_DEMO_RATE:-500}/s)"
     (cd "$REPO_ROOT" && "$BIN_DIR/gridclue-load" \
         --ingest-url "$GRIDCLUE_INGEST_URL" \
         --token "$GRIDCLUE_DEMO_REPORTER_TOKEN" \
         --count "${GRIDCLUE_DEMO_COUNT:-5000}" \
-        --rate "${GRIDCLUE_DEMO_RATE:-500}")
+        --rate "${GRIDCLUE_DEMO_RATE:-500}" \
+        --seed "${GRIDCLUE_DEMO_SEED:-2026}") || return
+    step "the staff work the clues (street offices, departments, the district)"
+    (cd "$REPO_ROOT" && "$BIN_DIR/gridclue-load" staff \
+        --ingest-url "$GRIDCLUE_INGEST_URL" \
+        --dashboard-url "$GRIDCLUE_DASHBOARD_URL" \
+        --district-token "$GRIDCLUE_DEMO_DISTRICT_TOKEN" \
+        --reporter-token "$GRIDCLUE_DEMO_REPORTER_TOKEN" \
+        --tokens-file "$VAR_DIR/demo-staff-tokens.json" \
+        --seed "${GRIDCLUE_DEMO_SEED:-2026}")
 }
 
 # --- output -------------------------------------------------------------------------------------
@@ -581,7 +603,6 @@ cmd_demo() {
     . "$STACK_ENV_FILE"
     set +a
     [ -x "$BIN_DIR/gridclue-load" ] || die "$(rel "$BIN_DIR/gridclue-load") not built"
-    step "loading demo clues (${GRIDCLUE_DEMO_COUNT:-5000} at ${GRIDCLUE_DEMO_RATE:-500}/s)"
     run_demo_load || die "the demo loader failed"
 
     step "summary ($GRIDCLUE_DASHBOARD_URL/v1/summary)"

@@ -78,6 +78,8 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "RETRY_MAX_MS",
     "INSERT_TIMEOUT_MS",
     "DLQ_TIMEOUT_MS",
+    "LOG_CHECK_TIMEOUT_MS",
+    "LOG_RESET_RECHECK_MS",
     "SCORE_WEIGHTS",
     "POINTS",
     // the config file itself, scripts, dev broker, load tool, tests

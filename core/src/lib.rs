@@ -1,6 +1,7 @@
 //! gridclue-core: the domain and the contracts every gridclue service shares.
 //!
 //! Modules:
+//! - [`calendar`] — the district's working-time calendar and deadlines (pure).
 //! - [`ids`] — identifiers (`ClueId`, `CommandId`, `ReporterId`) and the reporter group.
 //! - [`geo`] — validated WGS84 points.
 //! - [`grid`] — the 15-digit municipal unit-grid code and its street/community prefixes.
@@ -17,6 +18,7 @@
 //! - [`kafka`] — rdkafka client configuration builders.
 //! - [`ch`] — ClickHouse client builder that adapts to the server version.
 
+pub mod calendar;
 pub mod category;
 pub mod ch;
 pub mod config;

@@ -2,8 +2,9 @@
 //! problem-details body of its errors (RFC 9457), and the probe routes of the services whose
 //! HTTP side is only for operations.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -37,24 +38,85 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+/// What `/readyz` answers: ready once the service has started and nothing blocks it. A blocker
+/// is a condition an operator must resolve (a partition the service refuses to consume, …),
+/// named in the 503 body.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    started: Arc<AtomicBool>,
+    blockers: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl Readiness {
+    /// Readiness whose "started" part is `started` (shared with the code that sets it).
+    pub fn new(started: Arc<AtomicBool>) -> Self {
+        Self {
+            started,
+            blockers: Arc::default(),
+        }
+    }
+
+    pub fn set_started(&self, started: bool) {
+        self.started.store(started, Ordering::Release);
+    }
+
+    /// Records (or replaces) the blocker `key`, described by `why`.
+    pub fn block(&self, key: &str, why: String) {
+        self.lock().insert(key.to_owned(), why);
+    }
+
+    pub fn unblock(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// What blocks readiness now, in key order.
+    pub fn blockers(&self) -> Vec<String> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.started.load(Ordering::Acquire) && self.lock().is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        // The map stays consistent whatever panicked while holding it (single inserts/removes).
+        self.blockers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[derive(Clone)]
 struct Probes {
-    ready: Arc<AtomicBool>,
+    readiness: Readiness,
     registry: Registry,
 }
 
 /// `/healthz` (the process answers), `/readyz` (200 once `ready` is set, 503 before) and
 /// `/metrics` (the registry in Prometheus text format).
 pub fn probe_routes(ready: Arc<AtomicBool>, registry: Registry) -> Router {
+    readiness_routes(Readiness::new(ready), registry)
+}
+
+/// Like [`probe_routes`], with `/readyz` answering 503 and one line per blocker while anything
+/// blocks `readiness`.
+pub fn readiness_routes(readiness: Readiness, registry: Registry) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(|State(p): State<Probes>| async move {
-                if p.ready.load(Ordering::Acquire) {
-                    (StatusCode::OK, "ready")
+                let blockers = p.readiness.blockers();
+                if !p.readiness.started.load(Ordering::Acquire) {
+                    (StatusCode::SERVICE_UNAVAILABLE, "starting".to_owned())
+                } else if !blockers.is_empty() {
+                    let mut body = String::from("not ready:\n");
+                    for b in blockers {
+                        body.push_str("- ");
+                        body.push_str(&b);
+                        body.push('\n');
+                    }
+                    (StatusCode::SERVICE_UNAVAILABLE, body)
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    (StatusCode::OK, "ready".to_owned())
                 }
             }),
         )
@@ -67,7 +129,10 @@ pub fn probe_routes(ready: Arc<AtomicBool>, registry: Registry) -> Router {
                 )
             }),
         )
-        .with_state(Probes { ready, registry })
+        .with_state(Probes {
+            readiness,
+            registry,
+        })
 }
 
 #[derive(Serialize)]
@@ -125,6 +190,41 @@ mod tests {
         let r = app.oneshot(get("/metrics")).await.unwrap();
         let text = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
         assert!(String::from_utf8_lossy(&text).contains("gridclue_test_total 1"));
+    }
+
+    #[tokio::test]
+    async fn readyz_names_what_blocks_readiness() {
+        let readiness = Readiness::new(Arc::new(AtomicBool::new(true)));
+        let app = readiness_routes(readiness.clone(), Registry::new());
+        let readyz = || async {
+            let r = app
+                .clone()
+                .oneshot(
+                    axum::http::Request::get("/readyz")
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = r.status();
+            let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        };
+        assert_eq!(readyz().await.0, StatusCode::OK);
+        readiness.block("a", "partition 3 refused".into());
+        readiness.block("b", "partition 5 refused".into());
+        let (status, body) = readyz().await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("- partition 3 refused\n- partition 5 refused"),
+            "{body}"
+        );
+        assert!(!readiness.is_ready());
+        readiness.unblock("a");
+        readiness.unblock("b");
+        assert_eq!(readyz().await.0, StatusCode::OK);
+        readiness.set_started(false);
+        assert_eq!(readyz().await.0, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[tokio::test]

@@ -31,6 +31,7 @@ pub mod names {
     pub const ENRICH_PENDING_CLUES: &str = "gridclue_enrich_pending_clues";
     pub const ENRICH_TRANSITION_OUTCOMES_TOTAL: &str = "gridclue_enrich_transition_outcomes_total";
     pub const ENRICH_OVERDUE_TOTAL: &str = "gridclue_enrich_overdue_total";
+    pub const ENRICH_LOG_RESET_DETECTED: &str = "gridclue_enrich_log_reset_detected";
     // sink
     pub const SINK_ROWS_INSERTED_TOTAL: &str = "gridclue_sink_rows_inserted_total";
     pub const SINK_BATCHES_INSERTED_TOTAL: &str = "gridclue_sink_batches_inserted_total";
@@ -42,6 +43,7 @@ pub mod names {
     pub const SINK_PAUSED: &str = "gridclue_sink_paused";
     pub const SINK_DLQ_TOTAL: &str = "gridclue_sink_dlq_total";
     pub const SINK_SKIPPED_TOTAL: &str = "gridclue_sink_skipped_total";
+    pub const SINK_LOG_RESET_DETECTED: &str = "gridclue_sink_log_reset_detected";
     // dashboard-api
     pub const DASHBOARD_REQUESTS_TOTAL: &str = "gridclue_dashboard_requests_total";
     pub const DASHBOARD_QUERY_DURATION_SECONDS: &str = "gridclue_dashboard_query_duration_seconds";

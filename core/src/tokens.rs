@@ -337,6 +337,21 @@ impl TokenStore {
         }
     }
 
+    /// Re-reads the file now, whatever its modification time and the check interval say: a
+    /// process that just changed the file itself (token administration) sees the change on its
+    /// next request, not a check interval later.
+    pub fn reload(&self) -> Result<(), TokenError> {
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let file = Arc::new(TokenFile::read(&self.path)?);
+        let mut guard = self.cached.write().expect("token cache lock");
+        guard.mtime = mtime;
+        guard.checked_at = Instant::now();
+        guard.file = file;
+        Ok(())
+    }
+
     /// Checks an `Authorization` header value (`Bearer <token>`).
     pub fn authenticate(&self, header: Option<&str>) -> Result<TokenRecord, AuthError> {
         let token = header

@@ -143,6 +143,8 @@ pub enum Channel {
     Api,
     Web,
     Open311,
+    /// A historical record imported from an older system (back-dated; `POST /v1/import/clues`).
+    Import,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

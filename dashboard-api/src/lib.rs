@@ -1,9 +1,12 @@
-//! gridclue-dashboard-api: the read side. Street offices and the district query the ClickHouse
-//! projection through it with bearer tokens (`district`: every street; `street`: one street).
+//! gridclue-dashboard-api: the read side. Street offices, departments and the district query the
+//! ClickHouse projection through it with bearer tokens (`district`: every street; `street`: one
+//! street; `department`: its own work queue).
 //!
 //! - [`app`]: the axum router (testable with `tower::ServiceExt::oneshot`).
 //! - [`run`]: serves the router on a listener until a shutdown signal.
 //! - [`summary`]: `GET /v1/summary` — its SQL and how the answer is assembled.
+//! - [`work`]: `GET /v1/work` — the work queues of a street office, a department or the
+//!   district.
 //! - [`indicators`]: `GET /v1/indicators` — the governance indicators (docs/ARCHITECTURE.md §6).
 //! - [`reporters`]: the reporter loop — `GET /v1/my/clues`, `GET /v1/my/points`,
 //!   `POST /v1/reporters/{reporter_id}/redemptions`, `GET /v1/leaderboard`.
@@ -16,6 +19,7 @@ pub mod metrics;
 pub mod reference;
 pub mod reporters;
 pub mod summary;
+pub mod work;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +36,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use gridclue_core::calendar::Calendar;
 use gridclue_core::ch::ChSettings;
 use gridclue_core::config::{self, ConfigError, Secret};
 use gridclue_core::tokens::{TokenKind, TokenRecord, TokenStore};
@@ -54,7 +59,7 @@ pub struct DashboardConfig {
     pub clickhouse_password: Secret,
     /// A file holding the password (first line), instead of `clickhouse_password`.
     pub clickhouse_password_file: String,
-    /// Directory holding `categories.json` and `district/grids.geojson`.
+    /// Directory holding `categories.json`, `calendar.json` and `district/grids.geojson`.
     pub data_dir: String,
     /// The token file written by `gridclue-ingest tokens …` (re-read when it changes).
     pub tokens_file: String,
@@ -100,6 +105,8 @@ pub struct AppState {
     pub ch: clickhouse::Client,
     pub tokens: TokenStore,
     pub reference: Arc<Reference>,
+    /// The working-time calendar (remaining working hours of deadlines).
+    pub calendar: Arc<Calendar>,
     pub metrics: DashboardMetrics,
     pub score_weights: indicators::ScoreWeights,
     pub points: reporters::PointRules,
@@ -108,11 +115,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(ch: clickhouse::Client, tokens: TokenStore, reference: Reference) -> Self {
+    pub fn new(
+        ch: clickhouse::Client,
+        tokens: TokenStore,
+        reference: Reference,
+        calendar: Calendar,
+    ) -> Self {
         Self {
             ch,
             tokens,
             reference: Arc::new(reference),
+            calendar: Arc::new(calendar),
             metrics: DashboardMetrics::new(),
             score_weights: indicators::ScoreWeights::default(),
             points: reporters::PointRules::default(),
@@ -123,10 +136,12 @@ impl AppState {
     /// Builds the state from configuration: connects to ClickHouse (retrying until it answers
     /// is the caller's business), loads reference data and opens the token file.
     pub async fn from_config(config: &DashboardConfig) -> anyhow::Result<Self> {
-        let reference = Reference::load(Path::new(&config.data_dir))?;
+        let data = Path::new(&config.data_dir);
+        let reference = Reference::load(data)?;
+        let calendar = Calendar::load(&data.join("calendar.json"))?;
         let tokens = TokenStore::open(&config.tokens_file)?;
         let ch = gridclue_core::ch::connect(&config.ch_settings()?).await?;
-        let mut state = Self::new(ch, tokens, reference);
+        let mut state = Self::new(ch, tokens, reference, calendar);
         state.score_weights = config.score_weights;
         state.points = config.points;
         Ok(state)
@@ -165,13 +180,14 @@ impl AppState {
     }
 }
 
-/// The router: `/healthz`, `/readyz`, `/metrics`, `/v1/summary`.
+/// The router: `/healthz`, `/readyz`, `/metrics`, `/v1/summary`, `/v1/work`.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
         .route("/v1/summary", get(get_summary))
+        .route("/v1/work", get(get_work))
         .route("/v1/indicators", get(get_indicators))
         .route("/v1/my/clues", get(get_my_clues))
         .route("/v1/my/points", get(get_my_points))
@@ -397,6 +413,35 @@ async fn post_redemption(
         );
     }
     Ok(response)
+}
+
+async fn get_work(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<work::Work>, ApiError> {
+    let scope = work::WorkScope::of(&state.token(&headers)?)?;
+    let Query(pairs) =
+        query.map_err(|e| ApiError::invalid_parameter("(query string)", e.body_text()))?;
+    let plan = work::plan(&scope, work::Params::parse(&pairs)?)?;
+    let started = Instant::now();
+    let found = work::query(&state.ch, &plan).await.map_err(|e| {
+        tracing::warn!(error = %e, "work queue query failed");
+        ApiError::Unavailable
+    })?;
+    state
+        .metrics
+        .query_duration
+        .with_label_values(&["work"])
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Json(work::assemble(
+        scope,
+        &plan,
+        found,
+        &state.reference,
+        &state.calendar,
+        gridclue_core::wire::now_ms(),
+    )))
 }
 
 /// Serves until `shutdown` completes, then drains in-flight requests.

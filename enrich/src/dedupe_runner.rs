@@ -12,6 +12,9 @@
 //! acks), and the fold decides the rest exactly as the first run would have (see
 //! [`crate::dedupe`]). A verdict that is sent twice is one command id: the clue processor
 //! applies it once. Records that do not decode go to the DLQ with a reason code and are passed.
+//!
+//! A partition whose committed offset is beyond its high watermark (the log was reset) is held
+//! and reported instead (see [`crate::log_reset`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gridclue_core::kafka::KafkaSettings;
+use gridclue_core::service::Readiness;
 use gridclue_core::wire::{
     self, Actor, ActorKind, Command, CommandEnvelope, DlqReason, SCHEMA_VERSION,
 };
@@ -33,8 +37,9 @@ use crate::config::EnrichConfig;
 use crate::dedupe::{DedupeConfig, DedupeRecord, DedupeStage, Verdict};
 use crate::kafka_loop::{
     next_batch, next_offsets, read_partitions, restart_offsets, send_all, set_aside_revoked,
-    Epochs, LoopContext, Outgoing, Source,
+    Epochs, LoopContext, Outgoing, Refusals, Source,
 };
+use crate::log_reset;
 use crate::metrics::EnrichMetrics;
 
 /// The actor id on verdict commands.
@@ -47,6 +52,8 @@ pub struct DedupeRunner {
     pub ready: Arc<AtomicBool>,
     /// How many partitions of the dedupe topic this stage owns right now.
     pub owned_partitions: Arc<AtomicUsize>,
+    /// Where partitions held because their log was reset are reported for `/readyz`.
+    pub readiness: Readiness,
     stages: HashMap<i32, Held>,
     /// Stages of revoked partitions, reused if the partition comes back exactly where they
     /// stopped.
@@ -68,9 +75,16 @@ impl DedupeRunner {
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
             owned_partitions: Arc::new(AtomicUsize::new(0)),
+            readiness: Readiness::default(),
             stages: HashMap::new(),
             revoked: HashMap::new(),
         }
+    }
+
+    /// Reports held partitions to `readiness` (shared with the service's `/readyz`).
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
     }
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -93,8 +107,13 @@ impl DedupeRunner {
         consumer.subscribe(&[self.config.dedupe_topic.as_str()])?;
         self.ready.store(true, Ordering::SeqCst);
         tracing::info!(topic = %self.config.dedupe_topic, "dedupe stage consuming");
+        let mut refusals = Refusals::new(
+            &self.config.dedupe_topic,
+            self.metrics.clone(),
+            self.readiness.clone(),
+        );
         loop {
-            let Some(batch) = next_batch(
+            let Some(mut batch) = next_batch(
                 &consumer,
                 &epochs,
                 self.config.batch_max,
@@ -106,6 +125,14 @@ impl DedupeRunner {
                 break;
             };
             set_aside_revoked(&mut self.stages, &mut self.revoked, &epochs, |h| h.epoch);
+            refusals.forget_revoked(&epochs);
+            batch.retain(|m| !refusals.contains(m.partition()));
+            if batch.is_empty() {
+                continue;
+            }
+            self.refuse_reset(&batch, &epochs, &consumer, &mut refusals)
+                .await?;
+            batch.retain(|m| !refusals.contains(m.partition()));
             if batch.is_empty() {
                 continue;
             }
@@ -118,7 +145,7 @@ impl DedupeRunner {
                     .map(|h| h.stage.open_cases() as i64)
                     .sum(),
             );
-            if let Err(e) = consumer.commit(&next_offsets(&batch)?, CommitMode::Async) {
+            if let Err(e) = consumer.commit(&next_offsets(&batch, |_| None)?, CommitMode::Async) {
                 // The next owner starts earlier and sends some verdicts again: harmless.
                 tracing::warn!(error = %e, "committing dedupe offsets failed");
             }
@@ -194,6 +221,50 @@ impl DedupeRunner {
         self.metrics.dlq.with_label_values(&[reason.as_str()]).inc();
         let record = Source::of(m).dlq_record("enrich-dedupe", reason, detail);
         Outgoing::dlq(&self.config.dlq_topic, &record)
+    }
+
+    /// Judges every partition the batch has records of and we hold no stage for: one whose
+    /// committed offset is beyond its high watermark is refused.
+    async fn refuse_reset(
+        &mut self,
+        batch: &[OwnedMessage],
+        epochs: &Epochs,
+        consumer: &StreamConsumer<LoopContext>,
+        refusals: &mut Refusals,
+    ) -> anyhow::Result<()> {
+        let missing: Vec<i32> = restart_offsets(batch, |p| self.stages.contains_key(&p))
+            .into_keys()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let read_under: HashMap<i32, u64> = missing.iter().map(|p| (*p, epochs.get(*p))).collect();
+        let (kafka, group, topic) = (
+            self.config.kafka(),
+            self.config.dedupe_group_id.clone(),
+            self.config.dedupe_topic.clone(),
+        );
+        let timeout = Duration::from_millis(self.config.restore_timeout_ms);
+        let parts = missing.clone();
+        let positions = tokio::task::spawn_blocking(move || {
+            log_reset::positions(&kafka, &group, &topic, &parts, timeout)
+        })
+        .await??;
+        for p in missing {
+            let (committed, wm) = positions.get(&p).cloned().unwrap_or_default();
+            let reset = log_reset::judge_dedupe(
+                &self.config.dedupe_topic,
+                &self.config.dedupe_group_id,
+                p,
+                &committed,
+                wm,
+            );
+            if let Some(reset) = reset {
+                self.revoked.remove(&p);
+                refusals.refuse(consumer, p, read_under[&p], vec![reset]);
+            }
+        }
+        Ok(())
     }
 
     /// Rebuilds the stage of every partition the batch has records of and we hold none for. A

@@ -1,6 +1,6 @@
 //! Kafka plumbing shared by the processor's and the dedupe stage's loops: consumers that track
-//! revocations, batch collection, produce-and-await, offsets to commit, and reading partitions
-//! from their start.
+//! revocations, batch collection, produce-and-await, offsets to commit, reading partitions from
+//! their start, and holding partitions whose log was reset.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,12 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::future::join_all;
 use gridclue_core::kafka::KafkaSettings;
+use gridclue_core::service::Readiness;
 use gridclue_core::wire::{self, DlqReason, DlqRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
+
+use crate::log_reset::LogReset;
+use crate::metrics::EnrichMetrics;
 
 /// A record to produce.
 pub(crate) struct Outgoing {
@@ -123,8 +127,13 @@ impl ConsumerContext for LoopContext {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            // librdkafka keeps a partition paused across a revocation; an assigned partition is
+            // judged afresh, so it starts unpaused.
+            if let Err(e) = consumer.resume(tpl) {
+                tracing::warn!(error = %e, "cannot resume assigned partitions");
+            }
             self.owned.fetch_add(tpl.count(), Ordering::SeqCst);
             if let Ok(mut a) = self.epochs.assigned.lock() {
                 a.extend(tpl.elements().iter().map(|el| el.partition()));
@@ -224,7 +233,7 @@ pub(crate) async fn next_batch(
 
 /// Reads partitions of `topic` from their first retained record up to `until` (exclusive; `None`
 /// = their end when the call starts), handing each record to `on_record` in offset order per
-/// partition. Returns every partition's end offset (high watermark) at the start.
+/// partition. Returns every partition's watermarks (low, high) at the start.
 pub(crate) fn read_partitions(
     kafka: &KafkaSettings,
     topic: &str,
@@ -232,19 +241,19 @@ pub(crate) fn read_partitions(
     partitions: &[(i32, Option<i64>)],
     timeout: Duration,
     mut on_record: impl FnMut(&BorrowedMessage<'_>),
-) -> anyhow::Result<HashMap<i32, i64>> {
+) -> anyhow::Result<HashMap<i32, (i64, i64)>> {
     let consumer: BaseConsumer = gridclue_core::kafka::reader_config(kafka)
         .set("group.id", group_id)
         .create()
         .with_context(|| format!("creating a reader of {topic}"))?;
-    let mut ends: HashMap<i32, i64> = HashMap::new();
+    let mut watermarks: HashMap<i32, (i64, i64)> = HashMap::new();
     let mut stop_at: HashMap<i32, i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for &(p, until) in partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, timeout)
             .with_context(|| format!("watermarks of {topic}/{p}"))?;
-        ends.insert(p, high);
+        watermarks.insert(p, (low, high));
         let end = until.unwrap_or(high).min(high);
         if end > low {
             stop_at.insert(p, end);
@@ -252,7 +261,7 @@ pub(crate) fn read_partitions(
         }
     }
     if stop_at.is_empty() {
-        return Ok(ends);
+        return Ok(watermarks);
     }
     consumer.assign(&tpl)?;
     let deadline = Instant::now() + timeout;
@@ -273,7 +282,7 @@ pub(crate) fn read_partitions(
             pending.remove(&m.partition());
         }
     }
-    Ok(ends)
+    Ok(watermarks)
 }
 
 /// Sets aside the state of partitions revoked since it was taken (`epoch_of` it is older than
@@ -314,8 +323,12 @@ pub(crate) fn restart_offsets(
     first
 }
 
-/// Per partition, the offset after the batch's last message.
-pub(crate) fn next_offsets(batch: &[OwnedMessage]) -> anyhow::Result<TopicPartitionList> {
+/// Per partition, the offset after the batch's last message, with the metadata `note` gives for
+/// the partition.
+pub(crate) fn next_offsets(
+    batch: &[OwnedMessage],
+    note: impl Fn(i32) -> Option<String>,
+) -> anyhow::Result<TopicPartitionList> {
     let mut highest: HashMap<(String, i32), i64> = HashMap::new();
     for m in batch {
         let e = highest
@@ -325,7 +338,95 @@ pub(crate) fn next_offsets(batch: &[OwnedMessage]) -> anyhow::Result<TopicPartit
     }
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), offset) in highest {
-        tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1))?;
+        let mut el = tpl.add_partition(&topic, partition);
+        el.set_offset(Offset::Offset(offset + 1))?;
+        if let Some(n) = note(partition) {
+            el.set_metadata(n);
+        }
     }
     Ok(tpl)
+}
+
+/// Partitions of the consumed topic a loop does not consume because a log they depend on was
+/// reset: paused, reported once (error log, `gridclue_enrich_log_reset_detected`, `/readyz`),
+/// and forgotten when the partition is revoked (its next owner judges it afresh).
+pub(crate) struct Refusals {
+    topic: String,
+    metrics: EnrichMetrics,
+    readiness: Readiness,
+    /// Per refused partition: the epoch it was refused in, and what was found.
+    refused: HashMap<i32, (u64, Vec<LogReset>)>,
+}
+
+impl Refusals {
+    pub(crate) fn new(topic: &str, metrics: EnrichMetrics, readiness: Readiness) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            metrics,
+            readiness,
+            refused: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn contains(&self, partition: i32) -> bool {
+        self.refused.contains_key(&partition)
+    }
+
+    pub(crate) fn refuse<C: ConsumerContext>(
+        &mut self,
+        consumer: &StreamConsumer<C>,
+        partition: i32,
+        epoch: u64,
+        resets: Vec<LogReset>,
+    ) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, partition);
+        if let Err(e) = consumer.pause(&tpl) {
+            // Not fatal: the loop drops the partition's messages and commits nothing of it.
+            tracing::warn!(error = %e, partition, "cannot pause a refused partition");
+        }
+        for r in &resets {
+            tracing::error!(
+                topic = %r.topic,
+                partition = r.partition,
+                group = %r.group,
+                position = r.position,
+                high_watermark = r.high,
+                low_watermark = r.low,
+                "{r}"
+            );
+            self.report(r, true);
+        }
+        self.refused.insert(partition, (epoch, resets));
+    }
+
+    /// Forgets refusals of partitions revoked since.
+    pub(crate) fn forget_revoked(&mut self, epochs: &Epochs) {
+        let gone: Vec<i32> = self
+            .refused
+            .iter()
+            .filter(|(p, (epoch, _))| epochs.get(**p) != *epoch)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in gone {
+            if let Some((_, resets)) = self.refused.remove(&p) {
+                for r in &resets {
+                    self.report(r, false);
+                }
+            }
+        }
+    }
+
+    fn report(&self, r: &LogReset, on: bool) {
+        let key = format!("log_reset/{}/{}/{}", r.group, r.topic, r.partition);
+        self.metrics
+            .log_reset_detected
+            .with_label_values(&[&r.topic, &r.partition.to_string()])
+            .set(i64::from(on));
+        if on {
+            self.readiness.block(&key, r.to_string());
+        } else {
+            self.readiness.unblock(&key);
+        }
+    }
 }

@@ -4,29 +4,30 @@
 //!
 //! Modules:
 //! - [`geoindex`] — exact grid assignment (pure, synchronous).
-//! - [`calendar`] — the working-time calendar and deadlines (pure).
 //! - [`processor`] — command + state → next state + outputs (pure, synchronous).
 //! - [`dedupe`] — the district-wide dedupe rule, a fold over a street-keyed log (pure).
 //! - [`runner`] — the Kafka loop of the processor (consume, decide, produce, commit after acks).
 //! - [`dedupe_runner`] — the Kafka loop of the dedupe stage (rebuild, fold, send verdicts).
 //! - `kafka_loop` — what both loops share: batches, revocations, produce-and-await, reading a
-//!   partition from its start.
+//!   partition from its start, holding partitions whose log was reset.
+//! - [`log_reset`] — finding reset Kafka logs before anything is skipped, and rebasing them
+//!   (`gridclue-enrich rebase`).
 //! - [`metrics`] — Prometheus metrics.
 //! - [`config`] — configuration.
 
-pub mod calendar;
 pub mod config;
 pub mod dedupe;
 pub mod dedupe_runner;
 pub mod geoindex;
 mod kafka_loop;
+pub mod log_reset;
 pub mod metrics;
 pub mod processor;
 pub mod runner;
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -36,6 +37,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use gridclue_core::category::Catalog;
+use gridclue_core::service::Readiness;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 
@@ -54,7 +56,7 @@ pub fn build_processor(config: &EnrichConfig) -> anyhow::Result<processor::Proce
     let data = Path::new(&config.data_dir);
     let index = load_map(config)?;
     let catalog = Catalog::load(&data.join("categories.json"))?;
-    let calendar = calendar::Calendar::load(&data.join("calendar.json"))?;
+    let calendar = gridclue_core::calendar::Calendar::load(&data.join("calendar.json"))?;
     Ok(processor::Processor {
         index: Arc::new(index),
         catalog,
@@ -97,7 +99,7 @@ struct Probe {
 }
 
 /// The shared probe routes plus `POST /admin/reload-map`.
-fn probe_app(ready: Arc<AtomicBool>, metrics: &metrics::EnrichMetrics, probe: Probe) -> Router {
+fn probe_app(ready: Readiness, metrics: &metrics::EnrichMetrics, probe: Probe) -> Router {
     let admin = Router::new()
         .route(
             "/admin/reload-map",
@@ -125,7 +127,7 @@ fn probe_app(ready: Arc<AtomicBool>, metrics: &metrics::EnrichMetrics, probe: Pr
             }),
         )
         .with_state(probe);
-    gridclue_core::service::probe_routes(ready, metrics.registry.clone()).merge(admin)
+    gridclue_core::service::readiness_routes(ready, metrics.registry.clone()).merge(admin)
 }
 
 /// Runs the processor until `shutdown` resolves or the loop fails.
@@ -158,17 +160,20 @@ pub async fn run(
         busy: Arc::new(Mutex::new(())),
     };
     let reload_on_sighup = config.reload_on_sighup;
+    let ready = Readiness::default();
     let dedupe =
-        dedupe_runner::DedupeRunner::new(config.clone(), processor.dedupe, metrics.clone());
-    let runner = runner::Runner::new(config, processor, metrics.clone()).with_map_updates(maps_rx);
-    let ready = Arc::new(AtomicBool::new(false));
+        dedupe_runner::DedupeRunner::new(config.clone(), processor.dedupe, metrics.clone())
+            .with_readiness(ready.clone());
+    let runner = runner::Runner::new(config, processor, metrics.clone())
+        .with_map_updates(maps_rx)
+        .with_readiness(ready.clone());
     let both_ready = {
         let (ready, a, b) = (ready.clone(), runner.ready.clone(), dedupe.ready.clone());
         tokio::spawn(async move {
             while !(a.load(Ordering::SeqCst) && b.load(Ordering::SeqCst)) {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
-            ready.store(true, Ordering::SeqCst);
+            ready.set_started(true);
         })
     };
     let probe = Probe {

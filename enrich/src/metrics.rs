@@ -21,6 +21,8 @@ pub struct EnrichMetrics {
     pub pending_clues: IntGauge,
     pub outcomes: IntCounterVec,
     pub overdue: IntCounter,
+    /// 1 while a partition is not consumed because a Kafka log it depends on was reset.
+    pub log_reset_detected: IntGaugeVec,
 }
 
 impl EnrichMetrics {
@@ -97,6 +99,15 @@ impl EnrichMetrics {
                 "Overdue facts emitted (deadlines passed with the clue open)",
             )
             .expect("valid metric"),
+            log_reset_detected: IntGaugeVec::new(
+                Opts::new(
+                    names::ENRICH_LOG_RESET_DETECTED,
+                    "1 while a partition is not consumed because its Kafka log (or its state \
+                     changelog) was reset (run gridclue-enrich rebase)",
+                ),
+                &["topic", "partition"],
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.commands.clone()) as Box<dyn prometheus::core::Collector>,
@@ -112,6 +123,7 @@ impl EnrichMetrics {
             Box::new(m.pending_clues.clone()),
             Box::new(m.outcomes.clone()),
             Box::new(m.overdue.clone()),
+            Box::new(m.log_reset_detected.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
         }

@@ -28,7 +28,7 @@
 //! # Deadlines
 //!
 //! The SLA clock starts at acceptance: the `accepted` fact carries `deadline_ms` = the accept's
-//! issue time + the category's limit in working time ([`crate::calendar`]), and `yellow_at_ms`,
+//! issue time + the category's limit in working time ([`gridclue_core::calendar`]), and `yellow_at_ms`,
 //! when only 20% of that working time remains ([`gridclue_core::light`]). An approved
 //! postponement (延期) extends the current deadline by its working hours, in working time, and
 //! moves `yellow_at_ms` with it. [`Processor::overdue`] gives the `overdue` fact of a deadline
@@ -55,9 +55,9 @@ use gridclue_core::wire::{
 use gridclue_core::{ClueId, CommandId, Status};
 use serde::{Deserialize, Serialize};
 
-use crate::calendar::Calendar;
 use crate::dedupe::{DedupeConfig, DedupeKind, DedupeRecord, DEDUPE_VERSION};
 use crate::geoindex::{Assignment, GeoIndex};
+use gridclue_core::calendar::Calendar;
 
 /// How many recent command ids a clue remembers to recognise repeats.
 const REMEMBERED_COMMANDS: usize = 16;

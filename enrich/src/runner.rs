@@ -35,6 +35,12 @@
 //! processed: the new owner processes them from the last committed offset. A partition that
 //! comes back keeps its in-memory state if its changelog still ends where our last write left
 //! it; otherwise it is restored from the changelog.
+//!
+//! Positions: a clue's `applied_offset` holds the position of its last handled command, the
+//! command's offset plus the partition's base (0 until a rebase, see [`crate::log_reset`]),
+//! and every commit carries the base and the changelog's end in its metadata. Before a
+//! partition is consumed after an assignment, the committed offset, the state and the
+//! changelog are judged against the logs' watermarks; a partition whose log was reset is held.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -43,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gridclue_core::kafka::KafkaSettings;
+use gridclue_core::service::Readiness;
 use gridclue_core::wire::{
     self, CommandEnvelope, DlqReason, DlqRecord, EventEnvelope, OutcomeRecord, Verdict,
 };
@@ -58,8 +65,9 @@ use crate::config::EnrichConfig;
 use crate::geoindex::GeoIndex;
 use crate::kafka_loop::{
     next_batch, next_offsets, read_partitions, restart_offsets, send_all, set_aside_revoked,
-    Epochs, LoopContext, Outgoing, Source,
+    Epochs, LoopContext, Outgoing, Refusals, Source,
 };
+use crate::log_reset::{self, CommitNote, ProcessorEvidence, ProcessorLogs, Watermarks};
 use crate::metrics::EnrichMetrics;
 use crate::processor::{key_matches, ClueState, DecideCtx, Forward, Output, Processor};
 
@@ -79,7 +87,8 @@ pub struct StateRecord {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
-    /// Offset of the command in its partition of the commands topic.
+    /// Position of the command in its partition of the commands topic (its offset plus the
+    /// partition's base).
     pub offset: i64,
     pub output: OutboxOutput,
 }
@@ -95,6 +104,8 @@ pub enum OutboxOutput {
 
 struct PartitionState {
     epoch: u64,
+    /// Added to a command's offset to give its position (see [`CommitNote::base`]).
+    base: i64,
     clues: HashMap<ClueId, ClueState>,
     /// How many of the clues wait for their dedupe verdict.
     pending: usize,
@@ -121,6 +132,8 @@ pub struct Runner {
     pub ready: Arc<AtomicBool>,
     /// How many partitions of the commands topic this processor owns right now.
     pub owned_partitions: Arc<AtomicUsize>,
+    /// Where partitions held because a log was reset are reported for `/readyz`.
+    pub readiness: Readiness,
     maps: Option<watch::Receiver<Arc<GeoIndex>>>,
     partitions: HashMap<i32, PartitionState>,
     /// State of revoked partitions, reused if the partition comes back and nobody wrote to its
@@ -136,10 +149,17 @@ impl Runner {
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
             owned_partitions: Arc::new(AtomicUsize::new(0)),
+            readiness: Readiness::default(),
             maps: None,
             partitions: HashMap::new(),
             revoked: HashMap::new(),
         }
+    }
+
+    /// Reports held partitions to `readiness` (shared with the service's `/readyz`).
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
     }
 
     /// Maps published on this channel replace the processor's map between batches.
@@ -169,8 +189,13 @@ impl Runner {
         tracing::info!(topic = %self.config.commands_topic, "consuming commands");
         let tick = Duration::from_millis(self.config.overdue_tick_ms.max(10));
         let mut last_tick = Instant::now();
+        let mut refusals = Refusals::new(
+            &self.config.commands_topic,
+            self.metrics.clone(),
+            self.readiness.clone(),
+        );
         loop {
-            let Some(batch) = next_batch(
+            let Some(mut batch) = next_batch(
                 &consumer,
                 &epochs,
                 self.config.batch_max,
@@ -185,8 +210,11 @@ impl Runner {
             set_aside_revoked(&mut self.partitions, &mut self.revoked, &epochs, |ps| {
                 ps.epoch
             });
+            refusals.forget_revoked(&epochs);
+            batch.retain(|m| !refusals.contains(m.partition()));
             if last_tick.elapsed() >= tick {
-                self.emit_overdue(&epochs, &producer).await?;
+                self.emit_overdue(&epochs, &producer, &consumer, &mut refusals)
+                    .await?;
                 last_tick = Instant::now();
             }
             if batch.is_empty() {
@@ -202,9 +230,24 @@ impl Runner {
                     );
                 }
             }
-            self.restore_missing(&batch, &epochs, &producer).await?;
+            self.restore_missing(&batch, &epochs, &producer, &consumer, &mut refusals)
+                .await?;
+            batch.retain(|m| !refusals.contains(m.partition()));
+            if batch.is_empty() {
+                continue;
+            }
             self.process_batch(&batch, &producer).await?;
-            if let Err(e) = consumer.commit(&next_offsets(&batch)?, CommitMode::Async) {
+            let note = |p: i32| {
+                self.partitions.get(&p).map(|ps| {
+                    CommitNote {
+                        base: ps.base,
+                        state_end: Some(ps.changelog_end),
+                        resend_from: None,
+                    }
+                    .encode()
+                })
+            };
+            if let Err(e) = consumer.commit(&next_offsets(&batch, note)?, CommitMode::Async) {
                 // The next owner starts from an older offset: its commands are recognised as
                 // handled (applied_offset) and nothing is decided twice.
                 tracing::warn!(error = %e, "committing offsets failed");
@@ -265,33 +308,59 @@ impl Runner {
         .await?
     }
 
+    /// Restores (or keeps) the state of every partition the batch has commands of and we hold
+    /// none for, after judging the partition's logs; a partition whose log was reset is refused.
     async fn restore_missing(
         &mut self,
         batch: &[OwnedMessage],
         epochs: &Epochs,
         producer: &FutureProducer,
+        consumer: &StreamConsumer<LoopContext>,
+        refusals: &mut Refusals,
     ) -> anyhow::Result<()> {
         let missing = restart_offsets(batch, |p| self.partitions.contains_key(&p));
-        self.restore(missing, epochs, producer).await
+        self.restore(missing, epochs, producer, consumer, refusals)
+            .await
     }
 
-    /// Restores the state of partitions (each with the offset consumption (re)starts at), reusing
-    /// what we held where nobody wrote to the changelog since.
+    /// Restores the state of partitions (each with the offset consumption (re)starts at),
+    /// reusing what we held where nobody wrote to the changelog since, after judging each
+    /// partition's logs; a partition whose log was reset is refused.
     async fn restore(
         &mut self,
         mut missing: BTreeMap<i32, i64>,
         epochs: &Epochs,
         producer: &FutureProducer,
+        consumer: &StreamConsumer<LoopContext>,
+        refusals: &mut Refusals,
     ) -> anyhow::Result<()> {
         if missing.is_empty() {
             return Ok(());
         }
+        // The batch was read under these epochs: a refusal is forgotten if the partition is
+        // revoked while it is judged.
+        let read_under: HashMap<i32, u64> = missing.keys().map(|p| (*p, epochs.get(*p))).collect();
         let t0 = Instant::now();
         let kafka = self.config.kafka();
         let topic = self.config.state_topic.clone();
         let timeout = Duration::from_millis(self.config.restore_timeout_ms);
-        // A partition that comes back whose changelog nobody wrote to since we had it: our
-        // state is current (every output of ours was acknowledged before we let it go).
+        let positions = {
+            let (k, g, t) = (
+                kafka.clone(),
+                self.config.group_id.clone(),
+                self.config.commands_topic.clone(),
+            );
+            let parts: Vec<i32> = missing.keys().copied().collect();
+            tokio::task::spawn_blocking(move || log_reset::positions(&k, &g, &t, &parts, timeout))
+                .await??
+        };
+        let committed = |p: i32| positions.get(&p).cloned().unwrap_or_default();
+        // Candidates: the state, the changelog's watermarks, and (restored ones) the outbox.
+        let mut found: BTreeMap<i32, (PartitionState, Watermarks, Option<Vec<OutboxEntry>>)> =
+            BTreeMap::new();
+        // A partition that comes back whose changelog nobody wrote to since we had it, with
+        // the base we had: our state is current (every output of ours was acknowledged before
+        // we let it go).
         if !self.revoked.is_empty() {
             let cached: Vec<(i32, i64)> = missing
                 .keys()
@@ -301,56 +370,88 @@ impl Runner {
             let unchanged =
                 tokio::task::spawn_blocking(move || changelog_unchanged(&k, &t, &cached, timeout))
                     .await??;
-            for p in unchanged {
-                if let Some(mut ps) = self.revoked.remove(&p) {
+            for (p, state_wm) in unchanged {
+                let same_base = self
+                    .revoked
+                    .get(&p)
+                    .is_some_and(|ps| ps.base == committed(p).0.note.base);
+                if let Some(mut ps) = self.revoked.remove(&p).filter(|_| same_base) {
                     ps.epoch = epochs.get(p);
-                    tracing::info!(
-                        partition = p,
-                        clues = ps.clues.len(),
-                        "partition state kept"
-                    );
-                    self.partitions.insert(p, ps);
                     missing.remove(&p);
+                    found.insert(p, (ps, state_wm, None));
                 }
             }
             for p in missing.keys() {
                 self.revoked.remove(p);
             }
         }
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let parts: Vec<i32> = missing.keys().copied().collect();
-        let (restored, ends) =
-            tokio::task::spawn_blocking(move || read_changelog(&kafka, &topic, &parts, timeout))
-                .await??;
-        let mut resend = Vec::new();
-        for (p, from_offset) in missing {
-            let records = restored.get(&p).cloned().unwrap_or_default();
-            let mut ps = PartitionState {
-                epoch: epochs.get(p),
-                clues: HashMap::with_capacity(records.len()),
-                pending: records
-                    .values()
-                    .filter(|r| r.state.pending.is_some())
-                    .count(),
-                changelog_end: ends.get(&p).copied().unwrap_or(0),
-                next_offset: from_offset,
-                next_due: None,
-            };
-            for (id, rec) in records {
-                for entry in rec.outbox.iter().filter(|e| e.offset >= from_offset) {
-                    resend.push(self.outgoing(&entry.output));
+        if !missing.is_empty() {
+            let parts: Vec<i32> = missing.keys().copied().collect();
+            let (restored, watermarks) = tokio::task::spawn_blocking(move || {
+                read_changelog(&kafka, &topic, &parts, timeout)
+            })
+            .await??;
+            for (&p, &from_offset) in &missing {
+                let records = restored.get(&p).cloned().unwrap_or_default();
+                let state_wm = watermarks.get(&p).copied().unwrap_or((0, 0));
+                let base = committed(p).0.note.base;
+                let mut ps = PartitionState {
+                    epoch: epochs.get(p),
+                    base,
+                    pending: records
+                        .values()
+                        .filter(|r| r.state.pending.is_some())
+                        .count(),
+                    changelog_end: state_wm.1,
+                    clues: HashMap::with_capacity(records.len()),
+                    next_offset: base + from_offset,
+                    next_due: None,
+                };
+                let mut outbox = Vec::new();
+                for (id, rec) in records {
+                    outbox.extend(rec.outbox);
+                    ps.next_due = earliest(ps.next_due, rec.state.overdue_due_at());
+                    ps.clues.insert(id, rec.state);
                 }
-                ps.next_due = earliest(ps.next_due, rec.state.overdue_due_at());
-                ps.clues.insert(id, rec.state);
+                found.insert(p, (ps, state_wm, Some(outbox)));
+            }
+        }
+        let logs = ProcessorLogs {
+            commands_topic: &self.config.commands_topic,
+            state_topic: &self.config.state_topic,
+            group: &self.config.group_id,
+        };
+        let mut resend = Vec::new();
+        for (p, (ps, state_wm, outbox)) in found {
+            let (committed, commands_wm) = committed(p);
+            let evidence = ProcessorEvidence {
+                committed: committed.clone(),
+                commands: commands_wm,
+                state: state_wm,
+                max_applied: max_applied_of(ps.clues.values()),
+            };
+            let resets = log_reset::judge_processor(&logs, p, &evidence);
+            if !resets.is_empty() {
+                refusals.refuse(consumer, p, read_under[&p], resets);
+                continue;
             }
             tracing::info!(
                 partition = p,
-                from_offset,
                 clues = ps.clues.len(),
-                "partition state restored"
+                base = ps.base,
+                restored = outbox.is_some(),
+                "partition state ready"
             );
+            if let Some(outbox) = outbox {
+                // Outbox entries of commands at or after the restart position (or the position
+                // a rebase recorded): a crash may have hit between their state and their
+                // outputs.
+                let first = ps.base + missing.get(&p).copied().unwrap_or(0);
+                let from = committed.note.resend_from.unwrap_or(first);
+                for entry in outbox.iter().filter(|e| e.offset >= from) {
+                    resend.push(self.outgoing(&entry.output));
+                }
+            }
             self.partitions.insert(p, ps);
         }
         if !resend.is_empty() {
@@ -444,9 +545,10 @@ impl Runner {
             .partitions
             .get_mut(&p)
             .expect("partition restored before its commands are handled");
-        ps.next_offset = ps.next_offset.max(offset + 1);
+        let position = ps.base + offset;
+        ps.next_offset = ps.next_offset.max(position + 1);
         let state = ps.clues.get(&cmd.clue_id);
-        if state.is_some_and(|s| s.applied_offset >= offset) {
+        if state.is_some_and(|s| s.applied_offset >= position) {
             // Handled by a previous owner; its outputs were re-emitted from the outbox.
             return None;
         }
@@ -465,7 +567,9 @@ impl Runner {
         );
         let was_pending = state.is_some_and(|s| s.pending.is_some());
         match decision.next {
-            Some(next) => {
+            Some(mut next) => {
+                // The processor records the offset; the state keeps the position.
+                next.applied_offset = position;
                 match (was_pending, next.pending.is_some()) {
                     (false, true) => ps.pending += 1,
                     (true, false) => ps.pending = ps.pending.saturating_sub(1),
@@ -476,7 +580,7 @@ impl Runner {
             }
             None => {
                 if let Some(s) = ps.clues.get_mut(&cmd.clue_id) {
-                    s.applied_offset = offset;
+                    s.applied_offset = position;
                 }
             }
         }
@@ -536,7 +640,10 @@ impl Runner {
         let entry = touched.entry((p, cmd.clue_id)).or_default();
         for output in produced {
             outputs.push(self.outgoing(&output));
-            entry.push(OutboxEntry { offset, output });
+            entry.push(OutboxEntry {
+                offset: position,
+                output,
+            });
         }
         Some(cmd.issued_at_ms)
     }
@@ -566,14 +673,17 @@ impl Runner {
         &mut self,
         epochs: &Epochs,
         producer: &FutureProducer,
+        consumer: &StreamConsumer<LoopContext>,
+        refusals: &mut Refusals,
     ) -> anyhow::Result<()> {
-        // Deadlines pass in partitions no command came to since their assignment, too.
+        // Deadlines pass in partitions no command came to since their assignment, too (not in
+        // those refused for a reset log: they wait for a rebase).
         let unrestored: Vec<i32> = epochs
             .assigned
             .lock()
             .map(|a| {
                 a.iter()
-                    .filter(|p| !self.partitions.contains_key(p))
+                    .filter(|p| !self.partitions.contains_key(p) && !refusals.contains(**p))
                     .copied()
                     .collect()
             })
@@ -589,7 +699,8 @@ impl Runner {
                 committed_offsets(&kafka, &group, &topic, &unrestored, timeout)
             })
             .await??;
-            self.restore(committed, epochs, producer).await?;
+            self.restore(committed, epochs, producer, consumer, refusals)
+                .await?;
         }
         let now = wire::now_ms();
         let cutoff = now.saturating_sub(self.config.overdue_grace_ms);
@@ -705,19 +816,56 @@ fn committed_offsets(
         .collect())
 }
 
-/// Per partition: the latest record of each clue, and the partition's end offset.
+/// Per partition: the latest record of each clue, and the partition's watermarks.
 type Changelog = (
     HashMap<i32, HashMap<ClueId, StateRecord>>,
-    HashMap<i32, i64>,
+    HashMap<i32, Watermarks>,
 );
 
-/// Which of the partitions' changelogs still end where they ended when we last wrote them.
+/// The highest position handled in a partition's state, if any.
+fn max_applied_of<'a>(states: impl Iterator<Item = &'a ClueState>) -> Option<i64> {
+    states.map(|s| s.applied_offset).filter(|a| *a >= 0).max()
+}
+
+/// Per changelog partition: what its state handled (each clue's position and remembered
+/// command ids), and its watermarks.
+pub(crate) fn handled(
+    kafka: &KafkaSettings,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> anyhow::Result<HashMap<i32, (Vec<log_reset::Handled>, Watermarks)>> {
+    let (records, watermarks) = read_changelog(kafka, topic, partitions, timeout)?;
+    Ok(partitions
+        .iter()
+        .map(|p| {
+            let handled = records
+                .get(p)
+                .map(|clues| {
+                    clues
+                        .values()
+                        .filter(|r| r.state.applied_offset >= 0)
+                        .map(|r| log_reset::Handled {
+                            clue: r.clue_id,
+                            position: r.state.applied_offset,
+                            recent: r.state.recent_commands.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (*p, (handled, watermarks.get(p).copied().unwrap_or((0, 0))))
+        })
+        .collect())
+}
+
+/// Which of the partitions' changelogs still end where they ended when we last wrote them, with
+/// their watermarks.
 fn changelog_unchanged(
     kafka: &KafkaSettings,
     topic: &str,
     partitions: &[(i32, i64)],
     timeout: Duration,
-) -> anyhow::Result<Vec<i32>> {
+) -> anyhow::Result<Vec<(i32, Watermarks)>> {
     if partitions.is_empty() {
         return Ok(Vec::new());
     }
@@ -726,11 +874,11 @@ fn changelog_unchanged(
         .context("creating a metadata client")?;
     let mut out = Vec::new();
     for &(p, end) in partitions {
-        let (_, high) = client
+        let (low, high) = client
             .fetch_watermarks(topic, p, timeout)
             .with_context(|| format!("watermarks of {topic}/{p}"))?;
         if high == end {
-            out.push(p);
+            out.push((p, (low, high)));
         }
     }
     Ok(out)
@@ -746,7 +894,7 @@ fn read_changelog(
     let mut out: HashMap<i32, HashMap<ClueId, StateRecord>> =
         partitions.iter().map(|p| (*p, HashMap::new())).collect();
     let whole: Vec<(i32, Option<i64>)> = partitions.iter().map(|p| (*p, None)).collect();
-    let ends = read_partitions(
+    let watermarks = read_partitions(
         kafka,
         topic,
         "gridclue-enrich-restore",
@@ -785,5 +933,5 @@ fn read_changelog(
             }
         },
     )?;
-    Ok((out, ends))
+    Ok((out, watermarks))
 }

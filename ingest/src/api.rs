@@ -63,6 +63,8 @@ impl std::ops::Deref for AppState {
 pub struct AppInner {
     pub catalog: Arc<Catalog>,
     pub tokens: TokenStore,
+    /// Changes to the token file (issue, revoke) with their audit log.
+    pub token_admin: crate::admin::TokenAdmin,
     pub secret: SecretKey,
     /// The district's bounding box plus the accepted margin (validation).
     pub bounds: BoundingBox,
@@ -94,6 +96,7 @@ pub fn app(state: AppState) -> Router {
         .route("/report-sw.js", get(crate::page::service_worker))
         .route("/v1/clues", post(post_clue))
         .route("/v1/clues:batch", post(crate::batch::post_batch))
+        .route("/v1/import/clues", post(crate::import::post_import))
         .route("/v1/clues/{id}", get(crate::reads::get_clue))
         .route(
             "/v1/clues/{id}/transitions",
@@ -106,6 +109,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/categories", get(list_categories))
         .route("/v1/service-area", get(service_area))
         .nest("/open311/v2", crate::open311::routes())
+        .merge(crate::admin::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -1,9 +1,12 @@
 //! gridclue-ingest: the HTTP command gateway riders and other systems submit clues to.
 //!
 //! Modules:
+//! - [`admin`]: token administration over HTTP (district; street offices for their riders) with
+//!   an audit log, and the file store the CLI shares.
 //! - [`api`]: the axum router (`app`), the single-clue handler and the intake steps shared by
 //!   every write endpoint.
 //! - [`batch`]: `POST /v1/clues:batch` (a phone's offline queue).
+//! - [`import`]: `POST /v1/import/clues` — a district's back-dated history, exactly once.
 //! - [`open311`]: Open311 GeoReport v2 (JSON and XML).
 //! - [`reads`]: the reporter's view and Open311 reads from ClickHouse.
 //! - [`page`]: the embedded mobile reporting page.
@@ -19,11 +22,13 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`config`]: the configuration (defaults, file, environment).
 
+pub mod admin;
 pub mod api;
 pub mod batch;
 pub mod bounds;
 pub mod config;
 pub mod error;
+pub mod import;
 pub mod metrics;
 pub mod open311;
 pub mod outcomes;
@@ -97,6 +102,7 @@ pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
     Ok(api::AppState::new(api::AppInner {
         catalog: Arc::new(catalog),
         tokens: tokens.with_check_interval(Duration::from_secs(1)),
+        token_admin: admin::TokenAdmin::new(&config.tokens_file),
         secret,
         bounds,
         area,

@@ -1,8 +1,9 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gridclue_core::category::Catalog;
-use gridclue_core::tokens::{check_scope, TokenFile, TokenKind};
+use gridclue_core::tokens::TokenKind;
 use gridclue_core::ReporterGroup;
+use gridclue_ingest::admin::{AuditActor, Revoked, TokenAdmin};
 use gridclue_ingest::IngestConfig;
 
 #[derive(Parser)]
@@ -63,9 +64,11 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The CLI changes the token file through the same locked, audited path as the HTTP admin
+/// routes (the audit names the operating-system user).
 fn tokens(config: &IngestConfig, action: TokenCmd) -> anyhow::Result<()> {
-    let path = std::path::Path::new(&config.tokens_file);
-    let mut file = TokenFile::read(path)?;
+    let admin = TokenAdmin::new(&config.tokens_file);
+    let path = admin.tokens_path().to_owned();
     match action {
         TokenCmd::Issue {
             kind,
@@ -79,32 +82,38 @@ fn tokens(config: &IngestConfig, action: TokenCmd) -> anyhow::Result<()> {
                 (_, Some(_)) => anyhow::bail!("--group applies to reporter tokens only"),
                 (_, None) => None,
             };
-            if kind == TokenKind::Department {
+            let catalog = if kind == TokenKind::Department {
                 let path = std::path::Path::new(&config.data_dir).join("categories.json");
-                let catalog = Catalog::load(&path)?;
-                check_scope(kind, scope.as_deref(), Some(&catalog))?;
-            }
-            let (token, record) = file.issue(kind, group, scope, &name)?;
-            file.write(path)?;
+                Some(Catalog::load(&path)?)
+            } else {
+                None
+            };
+            let (token, record) = admin.issue(
+                &AuditActor::cli(),
+                kind,
+                group,
+                scope,
+                &name,
+                catalog.as_ref(),
+            )?;
             eprintln!(
-                "issued {} ({:?}) to {}",
+                "issued {} ({}) to {}",
                 record.id,
-                record.kind,
+                record.kind.as_str(),
                 path.display()
             );
             println!("{token}");
         }
-        TokenCmd::Revoke { id } => {
-            file.revoke(&id)?;
-            file.write(path)?;
-            eprintln!("revoked {id}");
-        }
+        TokenCmd::Revoke { id } => match admin.revoke(&AuditActor::cli(), &id)? {
+            Revoked::Now(_) => eprintln!("revoked {id}"),
+            Revoked::Already(_) => eprintln!("{id} was already revoked"),
+        },
         TokenCmd::List => {
             println!(
                 "{:<18} {:<10} {:<14} {:<24} {:<8} name",
                 "id", "kind", "group", "scope", "revoked"
             );
-            for t in &file.tokens {
+            for t in admin.list()? {
                 println!(
                     "{:<18} {:<10} {:<14} {:<24} {:<8} {}",
                     t.id,

@@ -183,6 +183,28 @@ impl ReadStore {
         .await
     }
 
+    /// Which of these clue ids the projection holds.
+    pub async fn existing(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, ReadError> {
+        self.timed("existing", async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT DISTINCT toString(clue_id) AS id FROM clues \
+                     WHERE has(?, toString(clue_id))",
+                )
+                .bind(ids)
+                .fetch_all::<String>()
+                .await
+                .map_err(|e| ReadError::Query(e.to_string()))?;
+            Ok(rows.into_iter().collect())
+        })
+        .await
+    }
+
     /// Every fact of one clue, in order.
     pub async fn history(&self, id: ClueId) -> Result<Vec<FactRow>, ReadError> {
         self.timed("history", async {

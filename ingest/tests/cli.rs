@@ -4,6 +4,7 @@
 use std::process::Command;
 
 use gridclue_core::tokens::{AuthError, TokenStore};
+use gridclue_ingest::admin::{AuditAction, AuditActor, TokenAdmin};
 
 fn cli(tokens_file: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_gridclue-ingest"))
@@ -70,6 +71,77 @@ fn issue_list_revoke() {
         &["tokens", "issue", "--kind", "district", "--group", "truck"],
     );
     assert!(!out.status.success(), "groups belong to reporter tokens");
+
+    // Every change the CLI made is in the audit log, by the CLI's user.
+    let audit = TokenAdmin::new(&file).audit().unwrap();
+    let actions: Vec<AuditAction> = audit.iter().map(|e| e.action).collect();
+    assert_eq!(
+        actions,
+        vec![AuditAction::Issue, AuditAction::Issue, AuditAction::Revoke]
+    );
+    assert!(audit
+        .iter()
+        .all(|e| matches!(e.actor, AuditActor::Cli { .. })));
+    assert_eq!(audit[2].token.id, record.id);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// CLI processes and an in-process administrator issuing at the same time lose no token and
+/// no audit entry (the file lock serialises them across processes).
+#[test]
+fn concurrent_cli_processes_and_the_admin_lose_no_change() {
+    let dir = std::env::temp_dir().join(format!(
+        "gridclue-ingest-cli-concurrent-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tokens.json");
+    let processes: Vec<_> = (0..4)
+        .map(|p| {
+            let file = file.clone();
+            std::thread::spawn(move || {
+                for i in 0..5 {
+                    let name = format!("cli-{p}-{i}");
+                    let out = cli(&file, &["tokens", "issue", "--name", &name]);
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            })
+        })
+        .collect();
+    let admin = TokenAdmin::new(&file);
+    let actor = AuditActor::Cli {
+        user: "in-process".into(),
+    };
+    for i in 0..10 {
+        admin
+            .issue(
+                &actor,
+                gridclue_core::tokens::TokenKind::Reporter,
+                None,
+                None,
+                &format!("admin-{i}"),
+                None,
+            )
+            .unwrap();
+    }
+    for p in processes {
+        p.join().unwrap();
+    }
+    let tokens = admin.list().unwrap();
+    assert_eq!(tokens.len(), 30, "4 × 5 from the CLI and 10 in process");
+    let audit = admin.audit().unwrap();
+    assert_eq!(audit.len(), 30);
+    for t in &tokens {
+        assert!(
+            audit.iter().any(|e| e.token.id == t.id),
+            "{} audited",
+            t.name
+        );
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

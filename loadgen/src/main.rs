@@ -3,24 +3,51 @@
 //! clues), with a category mix, some near-duplicates (same category within metres of an earlier
 //! clue), some client retries (same Idempotency-Key), some points outside the district and some
 //! invalid clues. Reports throughput and latency percentiles.
+//!
+//! `gridclue-load staff …` then plays the district's staff on those clues
+//! ([`gridclue_loadgen::staff`]).
+
+use gridclue_loadgen::map::{load_map, pick_category, point_in, GridShape, DESCRIPTIONS};
+use gridclue_loadgen::staff;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use geo::{BoundingRect, Contains};
-use geo_types::{Geometry, MultiPolygon, Point, Polygon};
+use geo_types::{MultiPolygon, Point};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-#[derive(Parser, Clone)]
+#[derive(Parser)]
 #[command(
     name = "gridclue-load",
-    about = "Post demo clues through the ingest API"
+    about = "Post demo clues through the ingest API, and play the staff who work them",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    load: Args,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Work the loaded clues through the closed loop as street offices, departments, the
+    /// district and the rider would (through the public API).
+    Staff(staff::StaffArgs),
+    /// Import a believable past month: historical clues with their timelines of actions,
+    /// back-dated, through the district's import endpoint.
+    History(gridclue_loadgen::history::HistoryArgs),
+}
+
+/// Posting clues (the default command).
+#[derive(clap::Args, Clone)]
 struct Args {
     #[arg(
         long,
@@ -58,100 +85,6 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     batch: usize,
 }
-
-struct GridShape {
-    street: String,
-    polygon: Polygon<f64>,
-}
-
-fn load_map(path: &str) -> anyhow::Result<(Vec<GridShape>, MultiPolygon<f64>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    let json: Value = serde_json::from_str(&text)?;
-    let mut grids = Vec::new();
-    for f in json["features"].as_array().context("no features")? {
-        if f["properties"]["grid_code"].is_null() {
-            continue;
-        }
-        let geometry: Geometry<f64> =
-            serde_json::from_value::<GeoJsonPolygon>(f["geometry"].clone())?.into_polygon()?;
-        let Geometry::Polygon(polygon) = geometry else {
-            continue;
-        };
-        grids.push(GridShape {
-            street: f["properties"]["street_code"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            polygon,
-        });
-    }
-    anyhow::ensure!(!grids.is_empty(), "map {path} has no grids");
-    let all = MultiPolygon::new(grids.iter().map(|g| g.polygon.clone()).collect());
-    Ok((grids, all))
-}
-
-#[derive(serde::Deserialize)]
-struct GeoJsonPolygon {
-    #[serde(rename = "type")]
-    kind: String,
-    coordinates: Vec<Vec<[f64; 2]>>,
-}
-
-impl GeoJsonPolygon {
-    fn into_polygon(self) -> anyhow::Result<Geometry<f64>> {
-        anyhow::ensure!(
-            self.kind == "Polygon",
-            "only Polygon geometries are sampled"
-        );
-        let mut rings = self.coordinates.into_iter().map(|r| {
-            geo_types::LineString::from(r.into_iter().map(|[x, y]| (x, y)).collect::<Vec<_>>())
-        });
-        let exterior = rings.next().context("polygon without rings")?;
-        Ok(Geometry::Polygon(Polygon::new(exterior, rings.collect())))
-    }
-}
-
-fn point_in(poly: &Polygon<f64>, rng: &mut StdRng) -> Option<(f64, f64)> {
-    let r = poly.bounding_rect()?;
-    for _ in 0..200 {
-        let x = rng.gen_range(r.min().x..r.max().x);
-        let y = rng.gen_range(r.min().y..r.max().y);
-        if poly.contains(&Point::new(x, y)) {
-            return Some((x, y));
-        }
-    }
-    None
-}
-
-/// Category codes with rough real-world weights (garbage and vending dominate).
-fn pick_category(codes: &[String], rng: &mut StdRng) -> String {
-    let weight = |c: &str| match c {
-        "garbage_pile" => 8.0,
-        "manhole_cover" => 4.0,
-        "food_safety" => 3.0,
-        _ => 1.5,
-    };
-    let total: f64 = codes.iter().map(|c| weight(c)).sum();
-    let mut x = rng.gen_range(0.0..total);
-    for c in codes {
-        x -= weight(c);
-        if x <= 0.0 {
-            return c.clone();
-        }
-    }
-    codes[0].clone()
-}
-
-const DESCRIPTIONS: &[&str] = &[
-    "路口井盖破损，有行人绊倒风险",
-    "小区门口垃圾堆放多日无人清运",
-    "早餐摊食品无遮盖，卫生堪忧",
-    "消防通道被车辆占用",
-    "路灯不亮，夜间通行不便",
-    "人行道地砖松动",
-    "沿街商铺占道经营",
-    "墙面乱贴小广告",
-];
 
 struct Planned {
     body: Value,
@@ -235,9 +168,26 @@ fn plan(
                 expect_ok: true,
             }
         };
+        let mut planned = planned;
+        // Every new clue (not a retry, which repeats an earlier one exactly) gets a clue id of
+        // its own derived from the seed, so a fresh stack loaded with the same seed holds the
+        // same clues under the same ids (and the staff give them the same fates).
+        if planned.idempotency_key == format!("load-{}-{i}", args.seed) {
+            planned.body["clue_id"] = json!(clue_id(args.seed, i).to_string());
+        }
         out.push(planned);
     }
     out
+}
+
+/// The clue id of the `i`-th clue of a seed's load.
+fn clue_id(seed: u64, i: u64) -> uuid::Uuid {
+    const LOAD_NAMESPACE: uuid::Uuid =
+        uuid::Uuid::from_u128(0x7f3e_2a91_c4d8_4b6f_a0e5_18b2_9c3d_5e71);
+    uuid::Uuid::new_v5(
+        &LOAD_NAMESPACE,
+        format!("gridclue-load/{seed}/{i}").as_bytes(),
+    )
 }
 
 #[derive(Default)]
@@ -270,7 +220,21 @@ impl Tally {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::Staff(args)) => {
+            let (grids, _) = load_map(&args.map)?;
+            let mut streets: Vec<String> = grids.into_iter().map(|g| g.street).collect();
+            streets.sort_unstable();
+            streets.dedup();
+            staff::run(args, streets).await
+        }
+        Some(Cmd::History(args)) => gridclue_loadgen::history::run(args).await,
+        None => load(cli.load).await,
+    }
+}
+
+async fn load(args: Args) -> anyhow::Result<()> {
     let (grids, district) = load_map(&args.map)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -664,6 +664,7 @@ fn prepared_rows(
     let source = rows::Source {
         topic: "clues.events".into(),
         partition: 0,
+        log: 0,
         offset: 0,
     };
     'outer: for seq in 0..6u32 {
@@ -758,6 +759,7 @@ fn fold(facts: u64) -> String {
     let source = rows::Source {
         topic: "clues.events".into(),
         partition: 0,
+        log: 0,
         offset: 0,
     };
     let t = Instant::now();

@@ -5,6 +5,8 @@
 //! - [`store`]: ClickHouse calls and error classification.
 //! - `pipeline`: consume → fold → batch → insert → commit, with backpressure and the DLQ.
 //! - [`replay`]: re-projects a range of the topic (`gridclue-sink replay`).
+//! - [`log_reset`]: finds Kafka logs that were reset before anything is skipped, and starts a
+//!   new log deliberately (`gridclue-sink rebase`).
 //! - [`aggregates`]: checks the aggregate tables against the facts, and rebuilds them
 //!   (`gridclue-sink check-aggregates`, `rebuild-aggregates`).
 //!
@@ -12,7 +14,6 @@
 //! in-process on port 0.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +22,12 @@ use std::net::SocketAddr;
 use gridclue_core::ch::ChSettings;
 use gridclue_core::config::{self, ConfigError, KafkaExtra, Secret};
 use gridclue_core::kafka::KafkaSettings;
+use gridclue_core::service::Readiness;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 pub mod aggregates;
+pub mod log_reset;
 pub mod metrics;
 pub mod migrations;
 mod pipeline;
@@ -76,6 +79,11 @@ pub struct SinkConfig {
     /// How long the DLQ producer may take to get a record acknowledged before retrying.
     #[serde(deserialize_with = "config::positive_ms")]
     pub dlq_timeout_ms: u64,
+    /// How often a partition held because its log was reset is judged again (a rebase is
+    /// picked up within this time).
+    pub log_reset_recheck_ms: u64,
+    /// Timeout of one Kafka look-up of the reset check (watermarks, cluster id, one record).
+    pub log_check_timeout_ms: u64,
 }
 
 impl Default for SinkConfig {
@@ -100,6 +108,8 @@ impl Default for SinkConfig {
             retry_max_ms: 5_000,
             insert_timeout_ms: 30_000,
             dlq_timeout_ms: 30_000,
+            log_reset_recheck_ms: 5_000,
+            log_check_timeout_ms: 10_000,
         }
     }
 }
@@ -173,7 +183,8 @@ async fn migrate_retrying(
 }
 
 /// Runs the sink until `shutdown` completes: serves `/healthz`, `/readyz` (ready once the schema
-/// is migrated and the consumer subscribed) and `/metrics` on `listener`, and projects the
+/// is migrated and the consumer subscribed, and while no partition is held because its Kafka log
+/// was reset) and `/metrics` on `listener`, and projects the
 /// events topic into ClickHouse. On shutdown the pending batch is flushed and committed when
 /// ClickHouse takes it.
 pub async fn run(
@@ -201,9 +212,9 @@ pub async fn run_with_metrics(
             cancel.cancel();
         });
     }
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = Readiness::default();
     let http_stop = CancellationToken::new();
-    let app = gridclue_core::service::probe_routes(ready.clone(), metrics.registry.clone());
+    let app = gridclue_core::service::readiness_routes(ready.clone(), metrics.registry.clone());
     let http = {
         let stop = http_stop.clone();
         tokio::spawn(async move {
@@ -228,7 +239,7 @@ async fn project(
     config: SinkConfig,
     metrics: SinkMetrics,
     cancel: CancellationToken,
-    ready: Arc<AtomicBool>,
+    ready: Readiness,
 ) -> anyhow::Result<()> {
     let Some(client) = connect_retrying(&config.ch_settings()?, &cancel).await? else {
         return Ok(());
@@ -237,12 +248,18 @@ async fn project(
         return Ok(());
     }
     let config = Arc::new(config);
-    let mut pipeline =
-        pipeline::Pipeline::new(config, client, metrics, cancel, pipeline::Mode::Live)?;
+    let mut pipeline = pipeline::Pipeline::new(
+        config,
+        client,
+        metrics,
+        cancel,
+        pipeline::Mode::Live,
+        ready.clone(),
+    )?;
     pipeline.start(&Default::default())?;
-    ready.store(true, Ordering::Release);
+    ready.set_started(true);
     let result = pipeline.run().await;
-    ready.store(false, Ordering::Release);
+    ready.set_started(false);
     result
 }
 

@@ -1,7 +1,8 @@
-//! `gridclue-sink`: run the projection (no arguments), `migrate`, `replay`, `check-aggregates` or
-//! `rebuild-aggregates`.
+//! `gridclue-sink`: run the projection (no arguments), `migrate`, `replay`, `rebase`,
+//! `check-aggregates` or `rebuild-aggregates`.
 
 use clap::{Parser, Subcommand};
+use gridclue_sink::log_reset::{RebaseOutcome, RebaseTarget};
 use gridclue_sink::replay::{replay, ReplayRange};
 use gridclue_sink::SinkConfig;
 
@@ -35,6 +36,20 @@ enum Command {
         /// sink stopped, or into a database no live sink writes to).
         #[arg(long)]
         beyond_committed: bool,
+    },
+    /// Start a new log for partitions of the events topic whose Kafka log was reset (the sink
+    /// refuses them until then): the sink reads the new log from its start, and skips facts
+    /// ClickHouse already holds by their identity. Running sinks pick it up by themselves.
+    Rebase {
+        /// Partitions to rebase; repeat or separate with commas.
+        #[arg(long, value_delimiter = ',', required_unless_present = "all_reset")]
+        partition: Vec<i32>,
+        /// Every partition found reset.
+        #[arg(long, conflicts_with = "partition")]
+        all_reset: bool,
+        /// Rebase the named partitions even if their log does not look reset.
+        #[arg(long, requires = "partition")]
+        force: bool,
     },
     /// Compare the aggregate tables with the facts in clue_events; exit 1 if they differ.
     CheckAggregates,
@@ -81,6 +96,51 @@ async fn main() -> anyhow::Result<()> {
                 "facts written: {} (facts already stored were skipped)",
                 report.facts_inserted
             );
+            Ok(())
+        }
+        Some(Command::Rebase {
+            partition,
+            all_reset,
+            force,
+        }) => {
+            let target = if all_reset {
+                RebaseTarget::AllReset
+            } else {
+                RebaseTarget::Partitions(partition)
+            };
+            let outcomes = gridclue_sink::log_reset::rebase(&config, target, force).await?;
+            if outcomes.is_empty() {
+                println!("no partition of {} is reset", config.events_topic);
+            }
+            let mut left_alone = false;
+            for o in &outcomes {
+                match o {
+                    RebaseOutcome::Rebased {
+                        partition,
+                        from_log,
+                        to_log,
+                        reset,
+                    } => {
+                        println!(
+                            "partition {partition}: log {from_log} → {to_log}; the sink reads the \
+                             new log from its start"
+                        );
+                        if let Some(r) = reset {
+                            println!("  was: {r}");
+                        }
+                    }
+                    RebaseOutcome::NotReset { partition } => {
+                        left_alone = true;
+                        println!(
+                            "partition {partition}: its log is not reset; left alone (--force \
+                             rebases it anyway)"
+                        );
+                    }
+                }
+            }
+            if left_alone {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Some(Command::CheckAggregates) => {

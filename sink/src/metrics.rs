@@ -1,7 +1,9 @@
 //! The sink's Prometheus metrics (names from `gridclue_core::telemetry::names`).
 
 use gridclue_core::telemetry::{names, LATENCY_BUCKETS};
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct SinkMetrics {
@@ -25,6 +27,9 @@ pub struct SinkMetrics {
     pub dlq: IntCounterVec,
     /// Facts skipped because they were already stored, by why (`duplicate`, `resumed`).
     pub skipped: IntCounterVec,
+    /// 1 while a partition is not consumed because its Kafka log was reset, by topic and
+    /// partition.
+    pub log_reset_detected: IntGaugeVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -116,6 +121,18 @@ impl SinkMetrics {
             "Facts not inserted because ClickHouse already holds them, by why",
             &["why"],
         );
+        let log_reset_detected = IntGaugeVec::new(
+            Opts::new(
+                names::SINK_LOG_RESET_DETECTED,
+                "1 while a partition is not consumed because its Kafka log was reset \
+                 (run gridclue-sink rebase)",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(log_reset_detected.clone()))
+            .expect("metric registered once");
         Self {
             registry,
             rows_inserted,
@@ -128,6 +145,7 @@ impl SinkMetrics {
             paused,
             dlq,
             skipped,
+            log_reset_detected,
         }
     }
 

@@ -47,13 +47,18 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 6,
-        name: "indicators",
-        sql: include_str!("../migrations/0006_indicators.sql"),
+        name: "kafka_logs",
+        sql: include_str!("../migrations/0006_kafka_logs.sql"),
     },
     Migration {
         version: 7,
+        name: "indicators",
+        sql: include_str!("../migrations/0007_indicators.sql"),
+    },
+    Migration {
+        version: 8,
         name: "redemptions",
-        sql: include_str!("../migrations/0007_redemptions.sql"),
+        sql: include_str!("../migrations/0008_redemptions.sql"),
     },
 ];
 

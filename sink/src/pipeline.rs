@@ -16,6 +16,11 @@
 //!   all. So every fact reaches `clue_events` once, and the summing aggregates fed from it by
 //!   materialized views stay exact; the tables are ReplacingMergeTrees keyed by identity
 //!   besides, so the latest-state numbers read with `FINAL` are exact whatever happens.
+//! - **A reset log is never skipped in silence**: before a partition is consumed, its stored
+//!   position is judged against the broker's log (see [`crate::log_reset`]); a partition whose
+//!   log was reset is held (not consumed, not committed, others flow), reported once in the log,
+//!   in `gridclue_sink_log_reset_detected` and in `/readyz`, and re-judged every
+//!   `log_reset_recheck_ms` until an operator's rebase lets it be read from the new log's start.
 //! - **Bad input never blocks a partition**: undecodable records, and rows ClickHouse refuses
 //!   as data (found by bisecting the refused batch), go to the DLQ with a reason code; the
 //!   partition's offset moves on past them.
@@ -38,8 +43,9 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::log_reset::{self, Inspection, LogReset, Probe, Verdict};
 use crate::metrics::SinkMetrics;
-use crate::poller::{Generation, Item, Poller};
+use crate::poller::{Control, Generation, Item, Poller};
 use crate::rows::{self, ClueRow, ClueState, EventRow, Source};
 use crate::store::{self, Failure, InsertTimeouts};
 use crate::SinkConfig;
@@ -54,6 +60,8 @@ pub(crate) enum Stop {
     Rejected(clickhouse::error::Error),
     /// The poller thread is gone.
     PollerGone,
+    /// A replay met a partition whose log was reset.
+    Refused(LogReset),
 }
 
 /// A change of partition ownership seen by the consumer callbacks.
@@ -152,9 +160,18 @@ impl Batch {
 }
 
 struct PartitionState {
-    /// Offsets at or below this are already stored in `clue_events`.
+    /// The life of the partition's log being read (stored with every fact).
+    log: u32,
+    /// Offsets of this log at or below this are already stored in `clue_events`.
     resume_after: Option<i64>,
     clues: HashMap<Uuid, ClueState>,
+}
+
+/// A partition the loop does not consume for now.
+struct Held {
+    /// Why: a reset log (reported), or `None` for a release whose seek failed (retried).
+    reset: Option<LogReset>,
+    next_check: Instant,
 }
 
 /// Where the loop reads from.
@@ -188,6 +205,16 @@ pub(crate) struct Pipeline {
     last_flush: Instant,
     paused: bool,
     timeouts: InsertTimeouts,
+    /// Looks at the broker's logs for the reset check.
+    probe: Arc<Probe>,
+    readiness: gridclue_core::service::Readiness,
+    /// Partitions not consumed: reset logs, and releases to retry.
+    held: HashMap<i32, Held>,
+    /// Partitions sent to a new position: their messages are dropped until the poller's
+    /// `Released` marker.
+    seeking: HashSet<i32>,
+    /// The generation of the last rebalance applied (orders to the poller carry it).
+    applied_generation: u64,
     /// Replay only: partitions whose end was reached.
     done: HashSet<i32>,
     /// Replay only: facts inserted.
@@ -224,6 +251,7 @@ impl Pipeline {
         metrics: SinkMetrics,
         cancel: CancellationToken,
         mode: Mode,
+        readiness: gridclue_core::service::Readiness,
     ) -> anyhow::Result<Self> {
         let group = match &mode {
             Mode::Live => cfg.group_id.clone(),
@@ -237,6 +265,10 @@ impl Pipeline {
             send: Duration::from_millis(cfg.insert_timeout_ms),
             end: Duration::from_millis(cfg.insert_timeout_ms),
         };
+        let probe = Arc::new(Probe::new(
+            &cfg.kafka(),
+            Duration::from_millis(cfg.log_check_timeout_ms),
+        )?);
         Ok(Self {
             topic: cfg.events_topic.as_str().into(),
             cfg,
@@ -258,6 +290,11 @@ impl Pipeline {
             last_flush: Instant::now() - Duration::from_secs(3600),
             paused: false,
             timeouts,
+            probe,
+            readiness,
+            held: HashMap::new(),
+            seeking: HashSet::new(),
+            applied_generation: 0,
             done: HashSet::new(),
             inserted: 0,
         })
@@ -281,7 +318,12 @@ impl Pipeline {
                 self.consumer.assign(&tpl)?;
             }
         }
-        let (poller, rx) = Poller::start(self.consumer.clone(), self.generation.clone(), 16);
+        let (poller, rx) = Poller::start(
+            self.consumer.clone(),
+            self.cfg.events_topic.clone(),
+            self.generation.clone(),
+            16,
+        );
         self.poller = Some(poller);
         self.rx = Some(rx);
         Ok(())
@@ -303,14 +345,10 @@ impl Pipeline {
                 // and the facts are read again next time.
                 match self.flush().await {
                     Ok(()) | Err(Stop::Shutdown) => Ok(()),
-                    Err(Stop::Rejected(e)) => Err(e.into()),
-                    Err(Stop::PollerGone) => {
-                        Err(anyhow::anyhow!("the consumer's poll thread stopped"))
-                    }
+                    Err(stop) => Err(stop.into_error()),
                 }
             }
-            Err(Stop::Rejected(e)) => Err(e.into()),
-            Err(Stop::PollerGone) => Err(anyhow::anyhow!("the consumer's poll thread stopped")),
+            Err(stop) => Err(stop.into_error()),
         };
         if let Some(mut poller) = self.poller.take() {
             poller.stop(); // at most one poll timeout
@@ -322,6 +360,7 @@ impl Pipeline {
         enum Event {
             Shutdown,
             Due,
+            Recheck,
             Item(Option<Item>),
         }
         loop {
@@ -336,16 +375,19 @@ impl Pipeline {
                 return Ok(());
             }
             let due = self.due_at();
+            let recheck = self.held.values().map(|h| h.next_check).min();
             let rx = self.rx.as_mut().expect("started");
             let event = tokio::select! {
                 biased;
                 _ = cancelled(&self.cancel) => Event::Shutdown,
                 _ = sleep_until_opt(due) => Event::Due,
+                _ = sleep_until_opt(recheck) => Event::Recheck,
                 item = rx.recv() => Event::Item(item),
             };
             match event {
                 Event::Shutdown => return Err(Stop::Shutdown),
                 Event::Due => self.flush().await?,
+                Event::Recheck => self.recheck_held().await?,
                 Event::Item(item) => self.take(item)?,
             }
         }
@@ -358,9 +400,43 @@ impl Pipeline {
             Some(Item::Messages {
                 generation,
                 messages,
-            }) => self
-                .stash
-                .extend(messages.into_iter().map(|m| (generation, m))),
+            }) => {
+                // Rebalances before these messages first: a partition assigned afresh is no
+                // longer held or moving, and its messages must not be dropped.
+                self.apply_notes();
+                let (held, seeking) = (&self.held, &self.seeking);
+                self.stash.extend(
+                    messages
+                        .into_iter()
+                        .filter(|m| {
+                            !held.contains_key(&m.partition()) && !seeking.contains(&m.partition())
+                        })
+                        .map(|m| (generation, m)),
+                )
+            }
+            Some(Item::Released {
+                partition,
+                generation,
+                result,
+            }) => {
+                let stale = self
+                    .revoked_at
+                    .get(&partition)
+                    .is_some_and(|r| generation < *r);
+                if !stale && self.seeking.remove(&partition) {
+                    if let Err(e) = result {
+                        tracing::warn!(partition, error = %e, "cannot move the partition to its new position; retrying");
+                        self.partitions.remove(&partition);
+                        self.held.insert(
+                            partition,
+                            Held {
+                                reset: None,
+                                next_check: Instant::now() + self.recheck_interval(),
+                            },
+                        );
+                    }
+                }
+            }
             Some(Item::Eof(p)) => {
                 if matches!(self.mode, Mode::Replay { .. }) {
                     // Everything polled before the end marker is already in the stash.
@@ -394,11 +470,13 @@ impl Pipeline {
     fn apply_notes(&mut self) {
         let notes: Vec<(u64, Note)> = std::mem::take(&mut *self.notes.lock().expect("notes lock"));
         for (generation, note) in notes {
+            self.applied_generation = self.applied_generation.max(generation);
             match note {
                 Note::Assigned(ps) => {
                     for p in ps {
                         self.assigned.insert(p);
                         self.partitions.remove(&p);
+                        self.unhold(p);
                     }
                 }
                 Note::Revoked(ps) => {
@@ -406,6 +484,8 @@ impl Pipeline {
                         self.assigned.remove(p);
                         self.partitions.remove(p);
                         self.revoked_at.insert(*p, generation);
+                        // Whoever owns it next judges it afresh.
+                        self.unhold(*p);
                     }
                     self.batch.drop_partitions(&ps);
                     self.stash.retain(|(_, m)| !ps.contains(&m.partition()));
@@ -419,7 +499,12 @@ impl Pipeline {
         let p = msg.partition();
         let offset = msg.offset();
         let stale = self.revoked_at.get(&p).is_some_and(|r| generation < *r);
-        if msg.topic() != &*self.topic || !self.assigned.contains(&p) || stale {
+        if msg.topic() != &*self.topic
+            || !self.assigned.contains(&p)
+            || stale
+            || self.held.contains_key(&p)
+            || self.seeking.contains(&p)
+        {
             return Ok(());
         }
         if let Mode::Replay { ends } = &self.mode {
@@ -431,9 +516,8 @@ impl Pipeline {
                 return Ok(());
             }
         }
-        self.ensure_loaded(p).await?;
-        if !self.assigned.contains(&p) {
-            return Ok(()); // revoked while loading
+        if !self.ensure_loaded(p, offset, generation).await? || !self.assigned.contains(&p) {
+            return Ok(()); // held, moved, or revoked while loading
         }
         let batch = &mut self.batch;
         batch.first_at.get_or_insert_with(Instant::now);
@@ -450,6 +534,7 @@ impl Pipeline {
         let source = Source {
             topic: self.topic.clone(),
             partition: p,
+            log: part.log,
             offset,
         };
         let env = match EventEnvelope::decode(payload) {
@@ -501,12 +586,54 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Loads a partition's clue states and stored position from ClickHouse, once per ownership.
-    async fn ensure_loaded(&mut self, p: i32) -> Result<(), Stop> {
+    /// Prepares a partition at its first message (`offset`) after an assignment, once per
+    /// ownership: judges its log and loads its clue states. Returns whether the message (and
+    /// the partition) is to be handled now: not when the log was reset (the partition is held)
+    /// or when the partition must first be read from another position.
+    async fn ensure_loaded(&mut self, p: i32, offset: i64, generation: u64) -> Result<bool, Stop> {
         if self.partitions.contains_key(&p) {
-            return Ok(());
+            return Ok(true);
         }
         let started = Instant::now();
+        self.fence(p).await?;
+        let inspection = self.inspect_retrying(p).await?;
+        if let Some(reset) = inspection.reset() {
+            if matches!(self.mode, Mode::Replay { .. }) {
+                return Err(Stop::Refused(reset));
+            }
+        }
+        if self.stale(p, generation) {
+            return Ok(false); // reassigned meanwhile: judged again at its next message
+        }
+        if let Some(reset) = inspection.reset() {
+            self.hold(p, reset, generation);
+            return Ok(false);
+        }
+        let state = self.load_state(&inspection).await?;
+        tracing::info!(
+            partition = p,
+            log = state.log,
+            clues = state.clues.len(),
+            resume_after = state.resume_after,
+            ms = started.elapsed().as_millis() as u64,
+            "partition state loaded"
+        );
+        // A log nothing was stored from yet is read from its start: the group's committed
+        // offset may be a position in the log before a rebase.
+        let from_start = state.log > 0 && state.resume_after.is_none();
+        if self.stale(p, generation) {
+            return Ok(false);
+        }
+        self.partitions.insert(p, state);
+        if from_start && offset > inspection.broker.low {
+            self.move_to(p, inspection.broker.low, generation);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Waits until no insert of the partition's previous owner runs on the server.
+    async fn fence(&mut self, p: i32) -> Result<(), Stop> {
         loop {
             let client = self.client.clone();
             let running = self
@@ -516,7 +643,7 @@ impl Pipeline {
                 })
                 .await?;
             if !running {
-                break;
+                return Ok(());
             }
             tracing::info!(
                 partition = p,
@@ -524,34 +651,183 @@ impl Pipeline {
             );
             self.wait_polling(Duration::from_millis(50)).await?;
         }
+    }
+
+    /// Judges the partition's log (see [`log_reset::inspect`]), retrying failed looks at
+    /// ClickHouse or Kafka with backoff.
+    async fn inspect_retrying(&mut self, p: i32) -> Result<Inspection, Stop> {
+        let mut backoff = Duration::from_millis(self.cfg.retry_initial_ms);
+        loop {
+            match log_reset::inspect(&self.client, &self.probe, &self.topic, p).await {
+                Ok(inspection) => return Ok(inspection),
+                Err(e) => {
+                    self.metrics
+                        .retries
+                        .with_label_values(&["transient", "log_check"])
+                        .inc();
+                    tracing::warn!(partition = p, error = %e, backoff_ms = backoff.as_millis() as u64, "checking the partition's log failed; retrying");
+                    self.wait_polling(backoff).await?;
+                    backoff = self.next_backoff(backoff);
+                }
+            }
+        }
+    }
+
+    /// The state of a partition judged consumable: its clues, and its position in the log.
+    async fn load_state(&mut self, inspection: &Inspection) -> Result<PartitionState, Stop> {
+        let Verdict::Consume { resume_after, .. } = inspection.verdict else {
+            unreachable!("only consumable partitions are loaded");
+        };
         let client = self.client.clone();
         let topic = self.topic.clone();
-        let (resume_after, clues) = self
+        let p = inspection.partition;
+        let found = inspection.clone();
+        let clues = self
             .retry("load_partition", move || {
                 let client = client.clone();
                 let topic = topic.clone();
+                let found = found.clone();
                 async move {
-                    let resume = store::stored_offset(&client, &topic, p).await?;
-                    let clues = store::load_partition(&client, &topic, p).await?;
-                    Ok((resume, clues))
+                    log_reset::adopt_cluster(&client, &found).await?;
+                    store::load_partition(&client, &topic, p).await
                 }
             })
             .await?;
         self.resume_all();
-        tracing::info!(
-            partition = p,
-            clues = clues.len(),
+        Ok(PartitionState {
+            log: inspection.stored.log,
             resume_after,
-            ms = started.elapsed().as_millis() as u64,
-            "partition state loaded"
+            clues,
+        })
+    }
+
+    /// Whether partition `p` was revoked since `generation` (the loop's view is out of date).
+    fn stale(&mut self, p: i32, generation: u64) -> bool {
+        self.apply_notes();
+        !self.assigned.contains(&p) || self.revoked_at.get(&p).is_some_and(|r| generation < *r)
+    }
+
+    /// Stops consuming a partition whose log was reset, and reports it (once).
+    fn hold(&mut self, p: i32, reset: LogReset, generation: u64) {
+        tracing::error!(
+            topic = %reset.topic,
+            partition = p,
+            stored_offset = reset.stored_offset,
+            high_watermark = reset.high,
+            low_watermark = reset.low,
+            log = reset.log,
+            "{reset}"
         );
-        self.partitions.insert(
+        self.metrics
+            .log_reset_detected
+            .with_label_values(&[&reset.topic, &p.to_string()])
+            .set(1);
+        self.readiness
+            .block(&hold_key(&reset.topic, p), reset.to_string());
+        self.stash.retain(|(_, m)| m.partition() != p);
+        if let Some(poller) = &self.poller {
+            poller.control(Control::Hold {
+                partition: p,
+                generation,
+            });
+        }
+        self.held.insert(
             p,
-            PartitionState {
-                resume_after,
-                clues,
+            Held {
+                reset: Some(reset),
+                next_check: Instant::now() + self.recheck_interval(),
             },
         );
+    }
+
+    /// Forgets that a partition is held or moving (it was revoked, or assigned afresh).
+    fn unhold(&mut self, p: i32) {
+        self.seeking.remove(&p);
+        if let Some(Held {
+            reset: Some(reset), ..
+        }) = self.held.remove(&p)
+        {
+            self.clear_report(&reset);
+        }
+    }
+
+    fn clear_report(&self, reset: &LogReset) {
+        self.metrics
+            .log_reset_detected
+            .with_label_values(&[&reset.topic, &reset.partition.to_string()])
+            .set(0);
+        self.readiness
+            .unblock(&hold_key(&reset.topic, reset.partition));
+    }
+
+    /// Has the poller read the partition from `offset` on; its messages read before are dropped.
+    fn move_to(&mut self, p: i32, offset: i64, generation: u64) {
+        tracing::info!(
+            partition = p,
+            offset,
+            "reading the partition from a new position"
+        );
+        self.stash.retain(|(_, m)| m.partition() != p);
+        self.seeking.insert(p);
+        if let Some(poller) = &self.poller {
+            poller.control(Control::Release {
+                partition: p,
+                offset,
+                generation,
+            });
+        }
+    }
+
+    fn recheck_interval(&self) -> Duration {
+        Duration::from_millis(self.cfg.log_reset_recheck_ms)
+    }
+
+    /// Judges the held partitions that are due again; releases those now consumable (after a
+    /// rebase: from the new log's start; otherwise after the stored position).
+    async fn recheck_held(&mut self) -> Result<(), Stop> {
+        let now = Instant::now();
+        let due: Vec<i32> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.next_check <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in due {
+            self.apply_notes();
+            let generation = self.applied_generation;
+            if !self.held.contains_key(&p) {
+                continue; // revoked or reassigned meanwhile
+            }
+            self.fence(p).await?;
+            let inspection = self.inspect_retrying(p).await?;
+            if self.stale(p, generation) || !self.held.contains_key(&p) {
+                continue; // revoked or reassigned meanwhile
+            }
+            if inspection.reset().is_some() {
+                tracing::debug!(partition = p, "the partition's log is still reset");
+                let next = Instant::now() + self.recheck_interval();
+                if let Some(h) = self.held.get_mut(&p) {
+                    h.next_check = next;
+                }
+                continue;
+            }
+            let state = self.load_state(&inspection).await?;
+            let from = state.resume_after.map_or(inspection.broker.low, |n| n + 1);
+            tracing::info!(
+                partition = p,
+                log = state.log,
+                from,
+                "the partition's log is consumable again"
+            );
+            if let Some(Held {
+                reset: Some(reset), ..
+            }) = self.held.remove(&p)
+            {
+                self.clear_report(&reset);
+            }
+            self.partitions.insert(p, state);
+            self.move_to(p, from, generation);
+        }
         Ok(())
     }
 
@@ -779,7 +1055,7 @@ impl Pipeline {
                     queue.push_front(right);
                     queue.push_front(chunk);
                 }
-                Err(stop @ (Stop::Shutdown | Stop::PollerGone)) => return Err(stop),
+                Err(stop) => return Err(stop),
             }
         }
         Ok(())
@@ -902,27 +1178,29 @@ impl Pipeline {
             }
             self.wait_polling(Duration::from_millis(100)).await?;
         }
-        let mut ranges: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+        let mut ranges: BTreeMap<(i32, u32), (i64, i64)> = BTreeMap::new();
         for u in chunk.iter() {
             let r = ranges
-                .entry(u.source.partition)
+                .entry((u.source.partition, u.source.log))
                 .or_insert((u.source.offset, u.source.offset));
             r.0 = r.0.min(u.source.offset);
             r.1 = r.1.max(u.source.offset);
         }
-        for (p, (from, to)) in ranges {
+        for ((p, log), (from, to)) in ranges {
             let client = self.client.clone();
             let topic = self.topic.clone();
             let stored = self
                 .retry("check_stored", move || {
                     let client = client.clone();
                     let topic = topic.clone();
-                    async move { store::stored_offset_in(&client, &topic, p, from, to).await }
+                    async move { store::stored_offset_in(&client, &topic, p, log, from, to).await }
                 })
                 .await?;
             if let Some(max) = stored {
                 let before = chunk.len();
-                chunk.retain(|u| u.source.partition != p || u.source.offset > max);
+                chunk.retain(|u| {
+                    u.source.partition != p || u.source.log != log || u.source.offset > max
+                });
                 let kept = before - chunk.len();
                 tracing::info!(
                     partition = p,
@@ -1001,6 +1279,22 @@ impl Pipeline {
             tracing::warn!(error = %e, "offset commit failed (the batch is re-read and skipped)");
         }
     }
+}
+
+impl Stop {
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            Stop::Shutdown => anyhow::anyhow!("stopped"),
+            Stop::Rejected(e) => e.into(),
+            Stop::PollerGone => anyhow::anyhow!("the consumer's poll thread stopped"),
+            Stop::Refused(reset) => anyhow::anyhow!("{reset}"),
+        }
+    }
+}
+
+/// The readiness blocker of a held partition.
+fn hold_key(topic: &str, partition: i32) -> String {
+    format!("log_reset/{topic}/{partition}")
 }
 
 /// Aborts a spawned task when dropped (an early return must not leave an insert running).

@@ -118,6 +118,7 @@ pub async fn replay(config: SinkConfig, range: ReplayRange) -> anyhow::Result<Re
         metrics,
         cancel,
         Mode::Replay { ends },
+        Default::default(),
     )?;
     pipeline.start(&starts)?;
     pipeline.run().await?;

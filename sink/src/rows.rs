@@ -17,6 +17,8 @@ use uuid::Uuid;
 pub struct Source {
     pub topic: Arc<str>,
     pub partition: i32,
+    /// The life of the partition's log the fact was read from (see `log_reset`).
+    pub log: u32,
     pub offset: i64,
 }
 
@@ -47,6 +49,8 @@ pub struct EventRow {
     pub kafka_topic: String,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
+    /// The life of the partition's log the fact was read from (0 until a log is rebased).
+    pub kafka_log: u32,
     /// When the clue was reported (the key of the daily aggregates).
     pub reported_at_ms: u64,
     pub routed_department: String,
@@ -397,6 +401,7 @@ fn channel_name(c: gridclue_core::wire::Channel) -> &'static str {
         Channel::Api => "api",
         Channel::Web => "web",
         Channel::Open311 => "open311",
+        Channel::Import => "import",
     }
 }
 
@@ -460,6 +465,7 @@ pub fn event_row(env: &EventEnvelope, clue: &ClueRow, source: &Source) -> EventR
         kafka_topic: source.topic.to_string(),
         kafka_partition: source.partition,
         kafka_offset: source.offset,
+        kafka_log: source.log,
         reported_at_ms: clue.reported_at_ms,
         routed_department: clue.routed_department.clone(),
         nearest_street_code: clue.nearest_street_code.clone(),
@@ -573,6 +579,7 @@ pub(crate) mod tests {
             &Source {
                 topic: "t".into(),
                 partition: 3,
+                log: 0,
                 offset: 7,
             },
         );
@@ -633,6 +640,7 @@ pub(crate) mod tests {
         let source = Source {
             topic: "t".into(),
             partition: 0,
+            log: 0,
             offset: 0,
         };
         let e = event_row(env, clue, &source);
@@ -739,6 +747,7 @@ pub(crate) mod tests {
                 &Source {
                     topic: "t".into(),
                     partition: 0,
+                    log: 0,
                     offset: 0,
                 },
             );
@@ -881,6 +890,7 @@ pub(crate) mod tests {
         let source = Source {
             topic: "t".into(),
             partition: 0,
+            log: 0,
             offset: 0,
         };
         let s0 = apply(None, &r, 0);

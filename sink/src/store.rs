@@ -190,21 +190,25 @@ pub async fn query_running(client: &Client, query_id: &str) -> Result<bool, ChEr
     Ok(n > 0)
 }
 
-/// The highest offset of `partition` within `[from, to]` stored in `clue_events`, if any.
+/// The highest offset of `partition`'s log `log` within `[from, to]` stored in `clue_events`,
+/// if any.
 pub async fn stored_offset_in(
     client: &Client,
     topic: &str,
     partition: i32,
+    log: u32,
     from: i64,
     to: i64,
 ) -> Result<Option<i64>, ChError> {
     let r: MaxOffset = client
         .query(
             "SELECT count() AS rows, max(kafka_offset) AS max_offset FROM clue_events \
-             WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ? AND kafka_offset <= ?",
+             WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_log = ? \
+             AND kafka_offset >= ? AND kafka_offset <= ?",
         )
         .bind(topic)
         .bind(partition)
+        .bind(log)
         .bind(from)
         .bind(to)
         .fetch_one()
@@ -216,24 +220,6 @@ pub async fn stored_offset_in(
 struct MaxOffset {
     rows: u64,
     max_offset: i64,
-}
-
-/// The highest offset of `topic`/`partition` stored in `clue_events`, if any.
-pub async fn stored_offset(
-    client: &Client,
-    topic: &str,
-    partition: i32,
-) -> Result<Option<i64>, ChError> {
-    let r: MaxOffset = client
-        .query(
-            "SELECT count() AS rows, max(kafka_offset) AS max_offset FROM clue_events \
-             WHERE kafka_topic = ? AND kafka_partition = ?",
-        )
-        .bind(topic)
-        .bind(partition)
-        .fetch_one()
-        .await?;
-    Ok((r.rows > 0).then_some(r.max_offset))
 }
 
 #[derive(clickhouse::Row, serde::Deserialize)]

@@ -223,6 +223,7 @@ async fn main() -> anyhow::Result<()> {
         client.clone(),
         TokenStore::open(&path)?,
         Reference::load(&data_dir())?,
+        gridclue_core::calendar::Calendar::load(&data_dir().join("calendar.json"))?,
     );
     let app = gridclue_dashboard_api::app(state);
     println!(

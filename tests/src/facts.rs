@@ -271,6 +271,7 @@ impl History {
             let source = Source {
                 topic: topic.clone(),
                 partition: 0,
+                log: 0,
                 offset: first_offset + i as i64,
             };
             events.push(event_row(env, &row, &source));

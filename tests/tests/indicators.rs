@@ -252,6 +252,7 @@ async fn fixture() -> Fixture {
         db.client.clone(),
         TokenStore::open(&path).unwrap(),
         reference.clone(),
+        gridclue_core::calendar::Calendar::load(&data_dir().join("calendar.json")).unwrap(),
     );
     Fixture {
         db,

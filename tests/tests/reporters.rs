@@ -166,6 +166,7 @@ async fn fixture() -> Fixture {
         db.client.clone(),
         TokenStore::open(&path).unwrap(),
         Reference::load(&data_dir()).unwrap(),
+        gridclue_core::calendar::Calendar::load(&data_dir().join("calendar.json")).unwrap(),
     );
     Fixture {
         db,

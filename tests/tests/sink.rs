@@ -690,6 +690,7 @@ async fn dashboard_refuses_missing_invalid_revoked_and_reporter_tokens() {
         db.client.clone(),
         gridclue_core::tokens::TokenStore::open(&t.path).unwrap(),
         reference,
+        gridclue_core::calendar::Calendar::load(&data_dir().join("calendar.json")).unwrap(),
     );
     let app = gridclue_dashboard_api::app(state);
 
@@ -745,6 +746,7 @@ async fn write_stories(db: &TestDb, stories: &[Story]) {
     let source = gridclue_sink::rows::Source {
         topic: "clues.events".into(),
         partition: 0,
+        log: 0,
         offset: 0,
     };
     let mut events = Vec::new();
@@ -837,6 +839,7 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
         db.client.clone(),
         gridclue_core::tokens::TokenStore::open(&t.path).unwrap(),
         reference.clone(),
+        gridclue_core::calendar::Calendar::load(&data_dir().join("calendar.json")).unwrap(),
     );
     let app = gridclue_dashboard_api::app(state);
 
@@ -1237,6 +1240,7 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
                 &gridclue_sink::rows::Source {
                     topic: topic.into(),
                     partition: 0,
+                    log: 0,
                     offset,
                 },
             );
@@ -1302,11 +1306,17 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
 
     // The new release: migration 3 alters both tables and backfills the aggregates; 4 adds the
     // report photos column; 5 the closed loop's columns (actors, supervision, postponements…);
-    // 6 the working time of closures; 7 the redemptions of points.
+    // 6 the Kafka log of each fact (the first log for the old rows); 7 the working time of
+    // closures; 8 the redemptions of points.
     let report = gridclue_sink::migrations::apply(&db.client).await.unwrap();
-    assert_eq!(report.applied, vec![3, 4, 5, 6, 7]);
+    assert_eq!(report.applied, vec![3, 4, 5, 6, 7, 8]);
     assert_eq!(
         db.scalar("SELECT count() FROM clue_events").await,
+        events_before
+    );
+    assert_eq!(
+        db.scalar("SELECT count() FROM clue_events WHERE kafka_log = 0")
+            .await,
         events_before
     );
     let row: ClueRow = db
@@ -1376,6 +1386,16 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
     };
     wait_numbers(&db, &want, Duration::from_secs(60)).await;
     assert_audit(&db, 2, "the old facts were not written again").await;
+    // The broker's log is the one the old rows came from: nothing was held, and the cluster is
+    // recorded for the log.
+    assert_eq!(sink.log_reset(0), 0.0);
+    assert_eq!(
+        db.scalar(
+            "SELECT count() FROM kafka_logs WHERE kafka_partition = 0 AND note = 'first seen'"
+        )
+        .await,
+        1
+    );
     sink.stop().await;
 }
 
@@ -1566,4 +1586,290 @@ async fn aggregates_that_drift_from_the_facts_are_found_and_rebuilt() {
     assert!(rebuilt.is_exact(), "{rebuilt:?}");
     assert_eq!(rebuilt, exact);
     assert_eq!(numbers(&db).await, numbers_of(&e));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 9: a reset log is detected, never skipped in silence.
+
+impl RunningSink {
+    /// `gridclue_sink_log_reset_detected` of one partition of the events topic.
+    fn log_reset(&self, partition: i32) -> f64 {
+        self.metrics
+            .log_reset_detected
+            .with_label_values(&["clues.events", &partition.to_string()])
+            .get() as f64
+    }
+
+    async fn readyz(&self) -> (StatusCode, String) {
+        let r = reqwest::get(format!("{}/readyz", self.url)).await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+}
+
+/// Produces every fact of `stories` to `partition`, in order; returns the offsets.
+async fn produce_stories_to(
+    p: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    stories: &[Story],
+) -> Vec<i64> {
+    let mut offsets = Vec::new();
+    for s in stories {
+        for f in &s.facts {
+            offsets.push(produce_to(p, topic, partition, &s.clue.to_string(), &f.encode()).await);
+        }
+    }
+    offsets
+}
+
+fn facts_of(stories: &[Story]) -> u64 {
+    stories.iter().map(|s| s.facts.len() as u64).sum()
+}
+
+/// Commits `offset` for the sink's group on one partition, from outside the group (the group
+/// must not have had members on this broker yet).
+fn commit_standalone(broker: &Broker, config: &SinkConfig, partition: i32, offset: i64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&config.events_topic, partition, Offset::Offset(offset))
+        .unwrap();
+    consumer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    assert_eq!(committed(broker, config, partition), Some(offset));
+}
+
+/// The group's committed offset of one partition, if any.
+fn committed(broker: &Broker, config: &SinkConfig, partition: i32) -> Option<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", &config.group_id)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&config.events_topic, partition);
+    let c = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .unwrap();
+    match c.elements()[0].offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_log_is_refused_until_rebased_and_every_fact_counts_once() {
+    let db = prepared_db("reset").await;
+    let first = Broker::start();
+    let config = SinkConfig {
+        log_reset_recheck_ms: 200,
+        ..sink_config(&first, &db)
+    };
+    let topic = config.events_topic.clone();
+    let all = stories(3);
+    let (old, new) = all.split_at(all.len() / 2);
+    // Old facts on partitions 0, 1 and 2 of the first broker.
+    let old_on: Vec<Vec<Story>> = (0..3)
+        .map(|p| old.iter().skip(p).step_by(3).cloned().collect())
+        .collect();
+    let p = producer(&first);
+    let mut old_offsets = Vec::new();
+    for (part, stories) in old_on.iter().enumerate() {
+        old_offsets.push(produce_stories_to(&p, &topic, part as i32, stories).await);
+    }
+    let sink = start_sink(config.clone()).await;
+    wait_numbers(&db, &numbers_of(&expected(old)), Duration::from_secs(60)).await;
+    sink.stop().await;
+
+    // The broker is replaced by an empty one: partition 0 gets fewer records than were stored
+    // from it, partition 1 more (but other ones), partition 2 the same records again (as a
+    // broker that replays its journal would) and then new ones, partition 3 only new ones.
+    let second = Broker::start();
+    let config = SinkConfig {
+        kafka_brokers: second.bootstrap.clone(),
+        ..config
+    };
+    let p = producer(&second);
+    let (new_p0, rest) = new.split_at(1);
+    let (new_p1, rest) = rest.split_at(12);
+    let (new_p2, new_p3) = rest.split_at(3);
+    let high0 = produce_stories_to(&p, &topic, 0, new_p0).await.len() as i64;
+    let stored0 = *old_offsets[0].last().unwrap();
+    assert!(
+        high0 <= stored0,
+        "partition 0 must end before the stored offset"
+    );
+    let high1 = produce_stories_to(&p, &topic, 1, new_p1).await.len() as i64;
+    assert!(
+        high1 > *old_offsets[1].last().unwrap() + 1,
+        "partition 1 must reach past the stored offset"
+    );
+    let replayed = produce_stories_to(&p, &topic, 2, &old_on[2]).await;
+    assert_eq!(
+        replayed, old_offsets[2],
+        "the same records at the same offsets"
+    );
+    produce_stories_to(&p, &topic, 2, new_p2).await;
+    produce_stories_to(&p, &topic, 3, new_p3).await;
+    // The group's position of partition 1 survived (as on a broker whose topic was re-created
+    // under a group that kept its offsets): within the new log, but not its start.
+    let stale = 5;
+    commit_standalone(&second, &config, 1, stale);
+
+    let sink = start_sink(config.clone()).await;
+    let s = &sink;
+    wait_for(
+        "both reset partitions reported",
+        Duration::from_secs(60),
+        || async move { s.log_reset(0) == 1.0 && s.log_reset(1) == 1.0 },
+    )
+    .await;
+    // The other partitions flow: the replayed records are recognised as stored (the record at
+    // the stored offset is the fact stored from it), the new ones are written.
+    let flowing: Vec<Story> = old.iter().chain(new_p2).chain(new_p3).cloned().collect();
+    wait_numbers(
+        &db,
+        &numbers_of(&expected(&flowing)),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_audit(&db, facts_of(&flowing), "held partitions wrote nothing").await;
+    assert_eq!(sink.log_reset(2), 0.0);
+    assert_eq!(sink.log_reset(3), 0.0);
+    assert_eq!(
+        sink.counter("gridclue_sink_skipped_total", Some(("why", "resumed"))),
+        facts_of(&old_on[2]) as f64,
+        "only the records proven stored were skipped"
+    );
+    assert_eq!(
+        sink.counter("gridclue_sink_skipped_total", Some(("why", "duplicate"))),
+        0.0
+    );
+    assert_eq!(committed(&second, &config, 0), None, "nothing committed");
+    assert_eq!(
+        committed(&second, &config, 1),
+        Some(stale),
+        "nothing committed"
+    );
+    let (status, body) = sink.readyz().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    for part in [
+        format!("clues.events partition 0: stored up to offset {stored0}"),
+        format!("high watermark {high0}"),
+        "clues.events partition 1".to_owned(),
+        "gridclue-sink rebase --partition 1".to_owned(),
+    ] {
+        assert!(body.contains(&part), "{part:?} not in {body}");
+    }
+    assert_eq!(
+        db.scalar(
+            "SELECT count() FROM kafka_logs WHERE kafka_partition = 2 \
+             AND startsWith(note, 'carried over')"
+        )
+        .await,
+        1,
+        "the new cluster id is recorded for the carried-over log"
+    );
+    // A replay refuses a reset partition too.
+    let refused = gridclue_sink::replay::replay(
+        config.clone(),
+        gridclue_sink::replay::ReplayRange {
+            partitions: Some(vec![0]),
+            beyond_committed: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("log reset on clues.events partition 0"),
+        "{refused:#}"
+    );
+
+    // The operator starts a new log for partition 0; the running sink reads it from its start.
+    let outcomes = gridclue_sink::log_reset::rebase(
+        &config,
+        gridclue_sink::log_reset::RebaseTarget::Partitions(vec![0]),
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(
+            outcomes.as_slice(),
+            [gridclue_sink::log_reset::RebaseOutcome::Rebased {
+                partition: 0,
+                from_log: 0,
+                to_log: 1,
+                reset: Some(_),
+            }]
+        ),
+        "{outcomes:?}"
+    );
+    let flowing: Vec<Story> = flowing.iter().chain(new_p0).cloned().collect();
+    wait_numbers(
+        &db,
+        &numbers_of(&expected(&flowing)),
+        Duration::from_secs(60),
+    )
+    .await;
+    wait_for(
+        "partition 0 cleared",
+        Duration::from_secs(10),
+        || async move { s.log_reset(0) == 0.0 },
+    )
+    .await;
+    assert_eq!(sink.log_reset(1), 1.0, "partition 1 is still held");
+    // Partition 1 is rebased with the sink stopped: started again, it reads the new log from
+    // its start, not from the group's stale position.
+    sink.stop().await;
+    let outcomes = gridclue_sink::log_reset::rebase(
+        &config,
+        gridclue_sink::log_reset::RebaseTarget::AllReset,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(
+            outcomes.as_slice(),
+            [gridclue_sink::log_reset::RebaseOutcome::Rebased { partition: 1, .. }]
+        ),
+        "{outcomes:?}"
+    );
+    let sink = start_sink(config.clone()).await;
+    let s = &sink;
+    let e = expected(&all);
+    wait_numbers(&db, &numbers_of(&e), Duration::from_secs(60)).await;
+    assert_audit(&db, e.facts, "every fact written once").await;
+    assert_flow(&db, e.facts).await;
+    assert_eq!(s.readyz().await.0, StatusCode::OK);
+
+    // The old facts published again into the new logs change nothing.
+    produce_stories_to(&p, &topic, 0, &old_on[0]).await;
+    produce_stories_to(&p, &topic, 1, &old_on[1]).await;
+    let copies = (facts_of(&old_on[0]) + facts_of(&old_on[1])) as f64;
+    wait_for("the copies read and skipped", Duration::from_secs(60), || async move {
+        s.counter("gridclue_sink_skipped_total", Some(("why", "duplicate"))) >= copies
+    })
+    .await;
+    assert_eq!(numbers(&db).await, numbers_of(&e));
+    assert_audit(&db, e.facts, "no fact written twice").await;
+    assert_flow(&db, e.facts).await;
+    let again = gridclue_sink::log_reset::rebase(
+        &config,
+        gridclue_sink::log_reset::RebaseTarget::AllReset,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(again.is_empty(), "nothing is reset any more: {again:?}");
+    sink.stop().await;
 }

@@ -319,6 +319,18 @@ impl TestApp {
         }
     }
 
+    /// A client of this stack's ClickHouse database (adapted to the server's version).
+    pub async fn clickhouse(&self) -> clickhouse::Client {
+        gridclue_core::ch::connect(&gridclue_core::ch::ChSettings {
+            url: clickhouse_url(),
+            database: self.database.clone(),
+            user: "default".into(),
+            password: Default::default(),
+        })
+        .await
+        .expect("the test ClickHouse answers")
+    }
+
     /// Stops the services (each must stop cleanly within 30 s) and hands back their broker,
     /// still running, and what a restart needs.
     pub async fn stop_services(self) -> (StoppedApp, Broker) {

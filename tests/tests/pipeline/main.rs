@@ -5,4 +5,6 @@ mod app;
 mod closed_loop;
 mod e2e;
 mod geometry;
+mod import;
 mod restart;
+mod staff;

@@ -19,8 +19,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use chrono::{Datelike, NaiveDate};
-use gridclue_core::category::{Deadline, DeadlineUnit};
 use serde::Deserialize;
+
+use crate::category::{Deadline, DeadlineUnit};
 
 const MINUTE_MS: i64 = 60_000;
 const DAY_MS: i64 = 86_400_000;
@@ -211,28 +212,6 @@ impl Calendar {
         None
     }
 
-    /// The working time between two instants (0 when `to_ms <= from_ms`).
-    pub fn working_ms_between(&self, from_ms: u64, to_ms: u64) -> u64 {
-        if to_ms <= from_ms {
-            return 0;
-        }
-        let (from, to) = (
-            from_ms as i64 + self.offset_ms,
-            to_ms as i64 + self.offset_ms,
-        );
-        let mut total = 0i64;
-        for day in from.div_euclid(DAY_MS)..=to.div_euclid(DAY_MS) {
-            if !self.is_working_day(day) {
-                continue;
-            }
-            for &(a, b) in &self.periods {
-                let (ps, pe) = (day * DAY_MS + a * MINUTE_MS, day * DAY_MS + b * MINUTE_MS);
-                total += (pe.min(to) - ps.max(from)).max(0);
-            }
-        }
-        total as u64
-    }
-
     /// When only `fraction` of the working time from `start_ms` to `deadline_ms` remains (the
     /// deadline's light turns yellow there).
     pub fn remaining_fraction_at(&self, start_ms: u64, deadline_ms: u64, fraction: f64) -> u64 {
@@ -265,6 +244,32 @@ impl Calendar {
             }
         }
         None
+    }
+
+    /// Working time between two instants (0 when `to_ms` is not after `from_ms`): the inverse
+    /// of [`Calendar::add_working_ms`], used for the working time left before a deadline and
+    /// the length of a time limit. Spans longer than the search horizon are cut at it.
+    pub fn working_ms_between(&self, from_ms: u64, to_ms: u64) -> u64 {
+        if to_ms <= from_ms {
+            return 0;
+        }
+        let (from, to) = (
+            from_ms as i64 + self.offset_ms,
+            to_ms as i64 + self.offset_ms,
+        );
+        let first_day = from.div_euclid(DAY_MS);
+        let last_day = to.div_euclid(DAY_MS).min(first_day + MAX_DAYS);
+        let mut total = 0i64;
+        for day in first_day..=last_day {
+            if !self.is_working_day(day) {
+                continue;
+            }
+            for &(a, b) in &self.periods {
+                let (ps, pe) = (day * DAY_MS + a * MINUTE_MS, day * DAY_MS + b * MINUTE_MS);
+                total += (pe.min(to) - ps.max(from)).max(0);
+            }
+        }
+        total as u64
     }
 
     /// The deadline of a category's limit, counted from `start_ms`.
@@ -470,6 +475,47 @@ mod tests {
             .filter(|&d| cal.is_working_day(d))
             .count();
         assert_eq!(y2025, 248);
+    }
+
+    #[test]
+    fn working_time_between_instants() {
+        let cal = shipped();
+        let hour = 3_600_000;
+        let table = [
+            // Friday 17:00 → Monday 14:00: half an hour on Friday, 3.5 h on Monday.
+            ("2025-03-07 17:00", "2025-03-10 14:00", 4 * hour),
+            // Inside the lunch break, and across it.
+            ("2025-03-10 12:10", "2025-03-10 13:20", 0),
+            ("2025-03-10 11:00", "2025-03-10 14:30", 2 * hour),
+            // A whole working day, from midnight to midnight.
+            ("2025-03-10 00:00", "2025-03-11 00:00", 7 * hour),
+            // The National Day week is not working time.
+            ("2025-10-01 00:00", "2025-10-09 00:00", 0),
+            // Backwards or empty spans are zero.
+            ("2025-03-10 14:00", "2025-03-10 10:00", 0),
+            ("2025-03-10 10:00", "2025-03-10 10:00", 0),
+        ];
+        for (from, to, want) in table {
+            assert_eq!(
+                cal.working_ms_between(at(from), at(to)),
+                want,
+                "{from} → {to}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Adding working time and measuring it back gives the same amount.
+        #[test]
+        fn working_time_added_is_measured_back(
+            start in 1_735_660_800_000u64..1_798_732_800_000u64,
+            minutes in 1u64..20_000,
+        ) {
+            let cal = shipped();
+            let d = minutes * 60_000;
+            let end = cal.add_working_ms(start, d).unwrap();
+            proptest::prop_assert_eq!(cal.working_ms_between(start, end), d);
+        }
     }
 
     #[test]

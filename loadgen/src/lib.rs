@@ -1,0 +1,9 @@
+//! gridclue-loadgen: the demo loader's library part (the `gridclue-load` binary posts clues).
+//!
+//! - [`history`]: a past month of clues with their timelines, imported (`gridclue-load history`).
+//! - [`map`]: the district map as the loader samples it.
+//! - [`staff`]: plays a district's staff through the public API (`gridclue-load staff`).
+
+pub mod history;
+pub mod map;
+pub mod staff;
