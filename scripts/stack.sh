@@ -638,6 +638,17 @@ PY
         printf '%s\n' "$body"
     fi
 
+    # A service that is up but not ready (e.g. a Kafka log reset held by the sink or enrich) is
+    # said out loud: its numbers above are not complete.
+    local name notready=0 why
+    for name in sink enrich; do
+        why="$(curl -sS --max-time 5 "$(service_url "$name")/readyz" 2>/dev/null || true)"
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$(service_url "$name")/readyz")" != 200 ]; then
+            printf 'warning: %s is not ready; the numbers above are incomplete:\n%s\n' "$name" "$why" >&2
+            notready=1
+        fi
+    done
+
     cat <<EOF
 
 Where to look:
@@ -651,6 +662,7 @@ Where to look:
   environment      . $(rel "$STACK_ENV_FILE")
   stop             make down
 EOF
+    [ "$notready" -eq 0 ] || die "not every service is ready (see the warnings above and the README's rebase commands)"
 }
 
 case "${1:-}" in
