@@ -80,6 +80,8 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "DLQ_TIMEOUT_MS",
     "LOG_CHECK_TIMEOUT_MS",
     "LOG_RESET_RECHECK_MS",
+    "SCORE_WEIGHTS",
+    "POINTS",
     // the config file itself, scripts, dev broker, load tool, tests
     "CONFIG",
     "LOG_FORMAT",

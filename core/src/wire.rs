@@ -352,7 +352,13 @@ pub enum Fact {
     Returned {
         reason: String,
     },
-    Verified,
+    /// Closed after a passed verification (核查通过). `working_ms`: the working time from the
+    /// acceptance to this closure by the district calendar, measured once by the clue processor
+    /// (absent in records written before it did, and for a clue closed without an acceptance).
+    Verified {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        working_ms: Option<u64>,
+    },
     VerifyFailed {
         reason: String,
     },
@@ -408,7 +414,7 @@ impl Fact {
             Fact::Started => "started",
             Fact::Handled { .. } => "handled",
             Fact::Returned { .. } => "returned",
-            Fact::Verified => "verified",
+            Fact::Verified { .. } => "verified",
             Fact::VerifyFailed { .. } => "verify_failed",
             Fact::Postponed { .. } => "postponed",
             Fact::PostponeRequested { .. } => "postpone_requested",
@@ -808,6 +814,8 @@ mod tests {
                 }
             )
         );
+        let e = EventEnvelope::decode(event(r#""type":"verified""#).as_bytes()).unwrap();
+        assert_eq!(e.fact, Fact::Verified { working_ms: None });
         let e = EventEnvelope::decode(
             event(r#""type":"postponed","reason":"r","deadline_ms":9"#).as_bytes(),
         )
@@ -875,6 +883,9 @@ mod tests {
                 note: "".into(),
             },
             Fact::Overdue { deadline_ms: 77 },
+            Fact::Verified {
+                working_ms: Some(4 * 3_600_000),
+            },
         ] {
             let e = EventEnvelope {
                 v: SCHEMA_VERSION,

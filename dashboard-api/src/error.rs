@@ -15,6 +15,17 @@ pub enum ApiError {
     /// A query parameter that is unknown, repeated or malformed; `detail` names it.
     #[error("query parameter `{name}`: {detail}")]
     InvalidParameter { name: String, detail: String },
+    /// A request body (or a required header) that is missing or malformed; `field` names it.
+    #[error("`{field}`: {detail}")]
+    InvalidBody { field: String, detail: String },
+    #[error("{0}")]
+    NotFound(String),
+    /// A redemption larger than the reporter's balance: nothing was spent.
+    #[error("the balance is {balance} points; {requested} cannot be redeemed")]
+    InsufficientPoints { balance: i64, requested: u32 },
+    /// An `Idempotency-Key` already used for a different request.
+    #[error("Idempotency-Key {0:?} was used for a different request")]
+    IdempotencyKeyReused(String),
     #[error("the statistics store is not available; retry later")]
     Unavailable,
     #[error("internal error")]
@@ -39,11 +50,23 @@ impl ApiError {
         }
     }
 
+    pub fn invalid_body(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        ApiError::InvalidBody {
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::InvalidBody { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::InsufficientPoints { .. } | ApiError::IdempotencyKeyReused(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -55,6 +78,10 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::InvalidParameter { .. } => "invalid_parameter",
+            ApiError::InvalidBody { .. } => "invalid_body",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::InsufficientPoints { .. } => "insufficient_points",
+            ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -65,6 +92,10 @@ impl ApiError {
             ApiError::Unauthorized(_) => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::InvalidParameter { .. } => "Invalid query parameter",
+            ApiError::InvalidBody { .. } => "Invalid request",
+            ApiError::NotFound(_) => "Not found",
+            ApiError::InsufficientPoints { .. } => "Insufficient points",
+            ApiError::IdempotencyKeyReused(_) => "Idempotency-Key reused",
             ApiError::Unavailable => "Service unavailable",
             ApiError::Internal(_) => "Internal error",
         }

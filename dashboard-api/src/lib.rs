@@ -7,12 +7,17 @@
 //! - [`summary`]: `GET /v1/summary` — its SQL and how the answer is assembled.
 //! - [`work`]: `GET /v1/work` — the work queues of a street office, a department or the
 //!   district.
+//! - [`indicators`]: `GET /v1/indicators` — the governance indicators (docs/ARCHITECTURE.md §6).
+//! - [`reporters`]: the reporter loop — `GET /v1/my/clues`, `GET /v1/my/points`,
+//!   `POST /v1/reporters/{reporter_id}/redemptions`, `GET /v1/leaderboard`.
 //! - [`reference`]: street and category names.
 //! - [`error`]: `ApiError`, rendered as problem+json.
 
 pub mod error;
+pub mod indicators;
 pub mod metrics;
 pub mod reference;
+pub mod reporters;
 pub mod summary;
 pub mod work;
 
@@ -22,12 +27,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath};
 use axum::extract::{MatchedPath, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use gridclue_core::calendar::Calendar;
 use gridclue_core::ch::ChSettings;
@@ -56,6 +63,10 @@ pub struct DashboardConfig {
     pub data_dir: String,
     /// The token file written by `gridclue-ingest tokens …` (re-read when it changes).
     pub tokens_file: String,
+    /// The weights of the indicators' composite score (docs/ARCHITECTURE.md §6).
+    pub score_weights: indicators::ScoreWeights,
+    /// Reporters' points per reason (docs/ARCHITECTURE.md §6).
+    pub points: reporters::PointRules,
 }
 
 impl Default for DashboardConfig {
@@ -69,6 +80,8 @@ impl Default for DashboardConfig {
             clickhouse_password_file: String::new(),
             data_dir: "data".into(),
             tokens_file: "var/tokens.json".into(),
+            score_weights: indicators::ScoreWeights::default(),
+            points: reporters::PointRules::default(),
         }
     }
 }
@@ -95,6 +108,10 @@ pub struct AppState {
     /// The working-time calendar (remaining working hours of deadlines).
     pub calendar: Arc<Calendar>,
     pub metrics: DashboardMetrics,
+    pub score_weights: indicators::ScoreWeights,
+    pub points: reporters::PointRules,
+    /// Serialises redemptions per reporter (this process is their single writer).
+    pub redemption_locks: reporters::RedemptionLocks,
 }
 
 impl AppState {
@@ -110,6 +127,9 @@ impl AppState {
             reference: Arc::new(reference),
             calendar: Arc::new(calendar),
             metrics: DashboardMetrics::new(),
+            score_weights: indicators::ScoreWeights::default(),
+            points: reporters::PointRules::default(),
+            redemption_locks: reporters::RedemptionLocks::default(),
         }
     }
 
@@ -121,7 +141,10 @@ impl AppState {
         let calendar = Calendar::load(&data.join("calendar.json"))?;
         let tokens = TokenStore::open(&config.tokens_file)?;
         let ch = gridclue_core::ch::connect(&config.ch_settings()?).await?;
-        Ok(Self::new(ch, tokens, reference, calendar))
+        let mut state = Self::new(ch, tokens, reference, calendar);
+        state.score_weights = config.score_weights;
+        state.points = config.points;
+        Ok(state)
     }
 
     /// Authenticates the request's bearer token.
@@ -130,6 +153,14 @@ impl AppState {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         Ok(self.tokens.authenticate(header)?)
+    }
+
+    /// Records how long a query took.
+    fn observe(&self, query: &str, started: Instant) {
+        self.metrics
+            .query_duration
+            .with_label_values(&[query])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Authenticates the request's bearer token and returns which statistics it may read.
@@ -157,6 +188,14 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics_handler))
         .route("/v1/summary", get(get_summary))
         .route("/v1/work", get(get_work))
+        .route("/v1/indicators", get(get_indicators))
+        .route("/v1/my/clues", get(get_my_clues))
+        .route("/v1/my/points", get(get_my_points))
+        .route("/v1/leaderboard", get(get_leaderboard))
+        .route(
+            "/v1/reporters/{reporter_id}/redemptions",
+            post(post_redemption).layer(DefaultBodyLimit::max(REDEMPTION_BODY_LIMIT)),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -222,6 +261,158 @@ async fn get_summary(
         &state.reference,
         gridclue_core::wire::now_ms(),
     )))
+}
+
+async fn get_indicators(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<indicators::Answer>, ApiError> {
+    let reader = indicators::Reader::of(&state.token(&headers)?)?;
+    let Query(pairs) =
+        query.map_err(|e| ApiError::invalid_parameter("(query string)", e.body_text()))?;
+    let plan = indicators::plan(
+        &reader,
+        indicators::Params::parse(&pairs)?,
+        gridclue_core::wire::now_ms(),
+    )?;
+    let started = Instant::now();
+    let counts = indicators::query(&state.ch, &plan).await.map_err(|e| {
+        tracing::warn!(error = %e, "indicators query failed");
+        ApiError::Unavailable
+    })?;
+    state
+        .metrics
+        .query_duration
+        .with_label_values(&["indicators"])
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Json(indicators::assemble(
+        &plan,
+        counts,
+        &state.reference,
+        &state.score_weights,
+    )))
+}
+
+fn query_pairs(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let Query(pairs) =
+        query.map_err(|e| ApiError::invalid_parameter("(query string)", e.body_text()))?;
+    Ok(pairs)
+}
+
+fn unavailable(what: &'static str) -> impl Fn(clickhouse::error::Error) -> ApiError {
+    move |e| {
+        tracing::warn!(error = %e, query = what, "query failed");
+        ApiError::Unavailable
+    }
+}
+
+async fn get_my_clues(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<reporters::MyClues>, ApiError> {
+    let reporter = reporters::reporter_of(&state.token(&headers)?)?;
+    let params = reporters::MyParams::parse(&query_pairs(query)?)?;
+    let started = Instant::now();
+    let answer = reporters::my_clues(
+        &state.ch,
+        &reporter,
+        &params,
+        &state.reference,
+        gridclue_core::wire::now_ms(),
+    )
+    .await
+    .map_err(unavailable("my_clues"))?;
+    state.observe("my_clues", started);
+    Ok(Json(answer))
+}
+
+async fn get_my_points(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<reporters::Points>, ApiError> {
+    let reporter = reporters::reporter_of(&state.token(&headers)?)?;
+    let started = Instant::now();
+    let answer = reporters::points(&state.ch, &reporter, &state.points)
+        .await
+        .map_err(unavailable("my_points"))?;
+    state.observe("my_points", started);
+    Ok(Json(answer))
+}
+
+async fn get_leaderboard(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<reporters::Leaderboard>, ApiError> {
+    state.token(&headers)?;
+    let params = reporters::BoardParams::parse(&query_pairs(query)?)?;
+    let started = Instant::now();
+    let answer = reporters::leaderboard(
+        &state.ch,
+        &state.tokens.current(),
+        &state.points,
+        &params,
+        gridclue_core::wire::now_ms(),
+    )
+    .await
+    .map_err(unavailable("leaderboard"))?;
+    state.observe("leaderboard", started);
+    Ok(Json(answer))
+}
+
+/// The largest redemption request body accepted.
+const REDEMPTION_BODY_LIMIT: usize = 4 * 1024;
+
+async fn post_redemption(
+    State(state): State<AppState>,
+    UrlPath(reporter_id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Result<Json<reporters::RedemptionRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let token = state.token(&headers)?;
+    if token.kind != TokenKind::District {
+        return Err(ApiError::Forbidden("redeem points (not a district token)"));
+    }
+    if !reporters::known_reporter(&state.tokens.current(), &reporter_id) {
+        return Err(ApiError::NotFound(format!(
+            "no reporter {reporter_id:?} in the token file"
+        )));
+    }
+    let key = reporters::idempotency_key(headers.get("idempotency-key"))?;
+    let Json(request) = body.map_err(|e| ApiError::invalid_body("(body)", e.body_text()))?;
+    request.check()?;
+    let (redemption, replayed) = reporters::redeem(
+        &state.ch,
+        &state.redemption_locks,
+        &state.points,
+        &reporter_id,
+        &key,
+        &request,
+        &token.id,
+        gridclue_core::wire::now_ms(),
+    )
+    .await?;
+    if !replayed {
+        tracing::info!(
+            reporter_id = %redemption.reporter_id,
+            points = redemption.points,
+            balance_after = redemption.balance_after,
+            by = %token.id,
+            "points redeemed"
+        );
+    }
+    let mut response = (StatusCode::CREATED, Json(redemption)).into_response();
+    if replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
 }
 
 async fn get_work(

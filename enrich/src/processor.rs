@@ -788,7 +788,11 @@ impl Processor {
                     reason: reason.clone(),
                 }
             }
-            Command::VerifyOk => Fact::Verified,
+            Command::VerifyOk => Fact::Verified {
+                working_ms: s
+                    .accepted_at_ms
+                    .map(|accepted| self.calendar.working_ms_between(accepted, cmd.issued_at_ms)),
+            },
             // Rework goes back to the department that handled it.
             Command::VerifyFail { reason } => Fact::VerifyFailed {
                 reason: reason.clone(),

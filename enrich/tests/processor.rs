@@ -314,6 +314,49 @@ fn the_deadline_starts_at_acceptance_in_working_time() {
 }
 
 #[test]
+fn a_closure_carries_the_working_time_since_acceptance() {
+    let p = processor();
+    let mut line = Pipeline::new(&p);
+    let (lat, lon) = inside_point(&p, &mut Rng(6));
+    line.apply(
+        clue(1),
+        report("garbage_pile", lat, lon),
+        local("2025-03-07 16:00"),
+    );
+    line.apply(clue(1), Command::Accept, local("2025-03-07 17:00"));
+    for (cmd, at) in [
+        (
+            Command::Dispatch {
+                department: "greening_city_appearance".into(),
+            },
+            "2025-03-07 17:10",
+        ),
+        (Command::Start, "2025-03-08 10:00"),
+        (
+            Command::Handle {
+                note: "cleared".into(),
+                photos: vec![],
+            },
+            "2025-03-10 11:00",
+        ),
+    ] {
+        line.apply(clue(1), cmd, local(at));
+    }
+    // Friday 17:00 → Monday 14:00: 30 min on Friday (until 17:30), none on the weekend, then
+    // 09:00–12:00 and 13:30–14:00 on Monday: 4 working hours, the lunch break left out.
+    let closed = line.apply(clue(1), Command::VerifyOk, local("2025-03-10 14:00"));
+    assert_eq!(
+        closed.fact(),
+        (
+            &Fact::Verified {
+                working_ms: Some(4 * 3_600_000)
+            },
+            Status::Closed
+        )
+    );
+}
+
+#[test]
 fn a_report_outside_the_district_is_flagged_at_once_with_the_nearest_grid() {
     let p = processor();
     let mut line = Pipeline::new(&p);

@@ -157,7 +157,12 @@ impl FactGen {
                 },
                 Status::Handled,
             ),
-            _ => (Fact::Verified, Status::Closed),
+            _ => (
+                Fact::Verified {
+                    working_ms: Some(7 * 3_600_000),
+                },
+                Status::Closed,
+            ),
         };
         EventEnvelope {
             actor: None,

@@ -50,6 +50,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "kafka_logs",
         sql: include_str!("../migrations/0006_kafka_logs.sql"),
     },
+    Migration {
+        version: 7,
+        name: "indicators",
+        sql: include_str!("../migrations/0007_indicators.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "redemptions",
+        sql: include_str!("../migrations/0008_redemptions.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \

@@ -71,6 +71,9 @@ pub struct EventRow {
     pub rating: u8,
     /// The working hours of a postponement request or approval (else 0).
     pub working_hours: u32,
+    /// On a `verified` fact: the working time from acceptance to closure (docs/ARCHITECTURE.md
+    /// §6, mean_hours_to_close); null on other facts and where the fact does not carry it.
+    pub working_ms: Option<u64>,
 }
 
 impl EventRow {
@@ -310,7 +313,7 @@ pub fn apply(state: Option<ClueRow>, env: &EventEnvelope, partition: i32) -> Clu
             bump(&mut row.returned_count);
         }
         Fact::Handled { .. } => row.handled_at_ms = at,
-        Fact::Verified => {
+        Fact::Verified { .. } => {
             row.closed_at_ms = at;
             bump(&mut row.verify_count);
         }
@@ -379,7 +382,7 @@ fn person_action(fact: &Fact) -> Option<&'static str> {
         Fact::Started => A::Start,
         Fact::Handled { .. } => A::Handle,
         Fact::Returned { .. } => A::Return,
-        Fact::Verified => A::VerifyOk,
+        Fact::Verified { .. } => A::VerifyOk,
         Fact::VerifyFailed { .. } => A::VerifyFail,
         Fact::Postponed { .. } => A::ApprovePostpone,
         Fact::PostponeRequested { .. } => A::RequestPostpone,
@@ -429,7 +432,7 @@ pub fn event_row(env: &EventEnvelope, clue: &ClueRow, source: &Source) -> EventR
         } => (reason.clone(), *deadline_ms, None),
         Fact::Accepted { deadline_ms, .. } => (String::new(), deadline_ms.unwrap_or(0), None),
         Fact::Overdue { deadline_ms } => (String::new(), *deadline_ms, None),
-        Fact::Started | Fact::Verified => (String::new(), 0, None),
+        Fact::Started | Fact::Verified { .. } => (String::new(), 0, None),
     };
     let actor = env.actor.as_ref();
     let counted = clue.placement == "inside" || clue.placement == "outside";
@@ -486,6 +489,10 @@ pub fn event_row(env: &EventEnvelope, clue: &ClueRow, source: &Source) -> EventR
             Fact::PostponeRequested { working_hours, .. } => *working_hours,
             Fact::Postponed { working_hours, .. } => working_hours.unwrap_or(0),
             _ => 0,
+        },
+        working_ms: match &env.fact {
+            Fact::Verified { working_ms } => *working_ms,
+            _ => None,
         },
     }
 }
@@ -875,6 +882,34 @@ pub(crate) mod tests {
         assert_eq!((s.rating, ev.rating), (4, 4));
         // Folding the same fact again changes no count.
         assert_eq!(apply(Some(s.clone()), &env, 0), s);
+    }
+
+    #[test]
+    fn the_working_time_of_a_closure_is_on_its_fact_only() {
+        let r = report(ClueId::new_random(), inside());
+        let source = Source {
+            topic: "t".into(),
+            partition: 0,
+            log: 0,
+            offset: 0,
+        };
+        let s0 = apply(None, &r, 0);
+        assert_eq!(event_row(&r, &s0, &source).working_ms, None);
+        let closed = next(
+            &r,
+            Fact::Verified {
+                working_ms: Some(4 * 3_600_000),
+            },
+            Status::Closed,
+        );
+        let s1 = apply(Some(s0), &closed, 0);
+        let ev = event_row(&closed, &s1, &source);
+        assert_eq!(
+            (ev.fact_type.as_str(), ev.working_ms),
+            ("verified", Some(4 * 3_600_000))
+        );
+        let legacy = next(&r, Fact::Verified { working_ms: None }, Status::Closed);
+        assert_eq!(event_row(&legacy, &s1, &source).working_ms, None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! port 0.
 
 pub mod ch;
+pub mod facts;
 
 use std::path::{Path, PathBuf};
 

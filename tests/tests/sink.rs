@@ -16,7 +16,7 @@ use gridclue_core::wire::{
 };
 use gridclue_core::{CategoryCode, ClueId, CommandId, GeoPoint, GridCode, ReporterGroup, Status};
 use gridclue_dashboard_api::reference::{CategoryName, Reference};
-use gridclue_dashboard_api::{AppState, DashboardMetrics};
+use gridclue_dashboard_api::AppState;
 use gridclue_sink::rows::ClueRow;
 use gridclue_sink::store::InsertTimeouts;
 use gridclue_sink::{SinkConfig, SinkMetrics};
@@ -153,7 +153,7 @@ impl Story {
             },
             Status::Handled,
         )
-        .then(Fact::Verified, Status::Closed)
+        .then(Fact::Verified { working_ms: None }, Status::Closed)
     }
 
     fn street(&self) -> Option<String> {
@@ -835,15 +835,12 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
     )
     .await;
     let t = tokens(&b);
-    let state = AppState {
-        ch: db.client.clone(),
-        tokens: gridclue_core::tokens::TokenStore::open(&t.path).unwrap(),
-        reference: std::sync::Arc::new(reference.clone()),
-        calendar: std::sync::Arc::new(
-            gridclue_core::calendar::Calendar::load(&data_dir().join("calendar.json")).unwrap(),
-        ),
-        metrics: DashboardMetrics::new(),
-    };
+    let state = AppState::new(
+        db.client.clone(),
+        gridclue_core::tokens::TokenStore::open(&t.path).unwrap(),
+        reference.clone(),
+        gridclue_core::calendar::Calendar::load(&data_dir().join("calendar.json")).unwrap(),
+    );
     let app = gridclue_dashboard_api::app(state);
 
     let (status, _, s) = get(app.clone(), "/v1/summary", Some(&t.district)).await;
@@ -1309,9 +1306,10 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
 
     // The new release: migration 3 alters both tables and backfills the aggregates; 4 adds the
     // report photos column; 5 the closed loop's columns (actors, supervision, postponements…);
-    // 6 the Kafka log of each fact (the first log for the old rows).
+    // 6 the Kafka log of each fact (the first log for the old rows); 7 the working time of
+    // closures; 8 the redemptions of points.
     let report = gridclue_sink::migrations::apply(&db.client).await.unwrap();
-    assert_eq!(report.applied, vec![3, 4, 5, 6]);
+    assert_eq!(report.applied, vec![3, 4, 5, 6, 7, 8]);
     assert_eq!(
         db.scalar("SELECT count() FROM clue_events").await,
         events_before

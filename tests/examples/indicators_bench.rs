@@ -1,0 +1,276 @@
+//! Benchmark (not a test) of `GET /v1/indicators`: fills a fresh database with synthetic clue
+//! histories written through the sink's own fold and row code (a year of reports over the
+//! shipped map and category table: duplicates, rejections, withdrawals, reworks,
+//! postponements, supervision, ratings, open and overdue cases), then times the endpoint through
+//! the dashboard-api router for several periods and groupings and prints p50 / p99 / max.
+//!
+//! ```text
+//! cargo run -p gridclue-tests --example indicators_bench -- \
+//!     --clickhouse-url http://127.0.0.1:26123 --facts 1000000 --runs 50
+//! ```
+//! Point it at a ClickHouse of its own (not the shared test server): the timings are the
+//! server's, and a loaded server both skews them and slows everyone else's tests. With
+//! `--keep-db` the database stays; `--database NAME` times the queries on such a kept database
+//! again without filling it.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use gridclue_core::tokens::{TokenFile, TokenKind, TokenStore};
+use gridclue_core::{Catalog, ClueId, GridCode};
+use gridclue_dashboard_api::{AppState, Reference};
+use gridclue_sink::rows::{ClueRow, EventRow};
+use gridclue_tests::ch::TestDb;
+use gridclue_tests::facts::{china, write_rows, History, ReportSpec};
+use gridclue_tests::{data_dir, Scratch};
+use tower::ServiceExt;
+
+struct Args {
+    clickhouse_url: String,
+    facts: u64,
+    runs: usize,
+    keep_db: bool,
+    database: Option<String>,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        clickhouse_url: "http://127.0.0.1:26123".into(),
+        facts: 1_000_000,
+        runs: 50,
+        keep_db: false,
+        database: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--clickhouse-url" => a.clickhouse_url = value()?,
+            "--facts" => a.facts = value()?.parse()?,
+            "--runs" => a.runs = value()?.parse()?,
+            "--keep-db" => a.keep_db = true,
+            "--database" => a.database = Some(value()?),
+            other => anyhow::bail!(
+                "unknown argument {other} (--clickhouse-url, --facts, --runs, --keep-db, --database)"
+            ),
+        }
+    }
+    Ok(a)
+}
+
+/// A small deterministic generator (xorshift), so runs are comparable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+const HOUR: u64 = 3_600_000;
+
+/// One synthetic clue history reported at `at`.
+fn history(rng: &mut Rng, grids: &[GridCode], catalog: &Catalog, at: u64, last: ClueId) -> History {
+    let categories = catalog.categories();
+    let category = &categories[rng.below(categories.len() as u64) as usize];
+    let reporter = format!("tok_{}", rng.below(2_000));
+    let duplicate = rng.chance(8);
+    let spec = ReportSpec {
+        grid: grids[rng.below(grids.len() as u64) as usize],
+        category: category.code.to_string(),
+        department: category.department.clone(),
+        reporter_id: reporter,
+        reporter_group: None,
+        duplicate_of: duplicate.then_some(last),
+    };
+    let h = History::reported(&spec, at);
+    if duplicate {
+        return h;
+    }
+    match rng.below(100) {
+        0..=3 => return h.rejected(at + HOUR),
+        4..=5 => return h.withdrawn(at + HOUR / 2),
+        _ => {}
+    }
+    let accepted = at + HOUR;
+    let limit = (4 + rng.below(40)) * HOUR;
+    let mut deadline = accepted + limit;
+    let mut h = h
+        .accepted(accepted, Some(deadline))
+        .dispatched(accepted + HOUR / 2, &category.department);
+    if rng.chance(5) {
+        h = h.supervised(accepted + HOUR);
+    }
+    if rng.chance(10) {
+        deadline += 24 * HOUR;
+        h = h.postponed(accepted + 2 * HOUR, deadline);
+    }
+    if rng.chance(15) {
+        return h;
+    }
+    let took = limit * (50 + rng.below(80)) / 100;
+    let mut t = accepted + took;
+    h = h.handled(t - HOUR);
+    if rng.chance(15) {
+        h = h.reworked(t);
+        t += 4 * HOUR;
+        h = h.handled(t - HOUR);
+    }
+    h = h.closed(t, took / HOUR);
+    if rng.chance(60) {
+        h = h.rated(t + 24 * HOUR, 1 + rng.below(5) as u8);
+    }
+    h
+}
+
+async fn fill(db: &TestDb, target: u64) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(data_dir().join("district/grids.geojson"))?;
+    let map: serde_json::Value = serde_json::from_str(&text)?;
+    let grids: Vec<GridCode> = map["features"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["properties"]["grid_code"].as_str())
+        .filter_map(|g| GridCode::parse(g).ok())
+        .collect();
+    let catalog = Catalog::load(&data_dir().join("categories.json"))?;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let year_start = china("2026-01-01 00:00");
+    let year_ms = 365 * 24 * HOUR;
+    let (mut facts, mut clues) = (0u64, 0u64);
+    let mut last = ClueId::new_random();
+    let (mut events, mut states): (Vec<EventRow>, Vec<ClueRow>) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    while facts < target {
+        let at = year_start + rng.below(year_ms);
+        let h = history(&mut rng, &grids, &catalog, at, last);
+        last = h.clue;
+        let (e, mut c) = h.rows(facts as i64);
+        facts += e.len() as u64;
+        clues += 1;
+        events.extend(e);
+        states.push(c.pop().expect("a row per fact"));
+        if events.len() >= 200_000 || facts >= target {
+            write_rows(&db.client, &events, &states).await;
+            events.clear();
+            states.clear();
+            eprintln!(
+                "  {facts} facts, {clues} clues written ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let mut kept = None;
+    let client = match &args.database {
+        Some(database) => {
+            let settings = gridclue_core::ch::ChSettings {
+                url: args.clickhouse_url.clone(),
+                database: database.clone(),
+                user: "default".into(),
+                password: Default::default(),
+            };
+            gridclue_core::ch::connect(&settings).await?
+        }
+        None => {
+            let db = TestDb::create_at(&args.clickhouse_url, "indicators_bench").await;
+            gridclue_sink::migrations::apply(&db.client).await?;
+            eprintln!("filling {} with {} facts…", db.database, args.facts);
+            fill(&db, args.facts).await?;
+            db.execute("OPTIMIZE TABLE clue_events FINAL").await;
+            let client = db.client.clone();
+            kept = Some(db);
+            client
+        }
+    };
+    let scalar = |sql: &'static str| {
+        let client = client.clone();
+        async move { client.query(sql).fetch_one::<u64>().await }
+    };
+    let facts = scalar("SELECT count() FROM clue_events").await?;
+    let clues = scalar("SELECT uniqExact(clue_id) FROM clue_events").await?;
+    let parts = scalar("SELECT count() FROM system.parts WHERE active AND database = currentDatabase() AND table = 'clue_events'").await?;
+
+    let dir = Scratch::new("indicators-bench");
+    let path = dir.0.join("tokens.json");
+    let mut f = TokenFile::default();
+    let (district, _) = f.issue(TokenKind::District, None, None, "bench")?;
+    f.write(&path)?;
+    let state = AppState::new(
+        client.clone(),
+        TokenStore::open(&path)?,
+        Reference::load(&data_dir())?,
+        gridclue_core::calendar::Calendar::load(&data_dir().join("calendar.json"))?,
+    );
+    let app = gridclue_dashboard_api::app(state);
+    println!(
+        "{facts} facts, {clues} clues, {parts} part(s); {} runs per query (after 2 warm-up runs)",
+        args.runs
+    );
+    println!("| query | p50 ms | p99 ms | max ms | rows |");
+    println!("|---|---|---|---|---|");
+    for query in [
+        "from=2026-01-01&to=2027-01-01&by=street",
+        "from=2026-01-01&to=2027-01-01&by=department",
+        "from=2026-01-01&to=2027-01-01&by=community",
+        "from=2026-06-01&to=2026-07-01&by=street",
+        "from=2026-06-01&to=2026-07-01&by=category&as_of=2026-06-20T12:00:00%2B08:00",
+    ] {
+        let mut times = Vec::with_capacity(args.runs);
+        let mut rows = 0;
+        for run in 0..args.runs + 2 {
+            let req = Request::get(format!("/v1/indicators?{query}"))
+                .header(header::AUTHORIZATION, format!("Bearer {district}"))
+                .body(Body::empty())?;
+            let t = Instant::now();
+            let resp = app.clone().oneshot(req).await?;
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), 64 << 20).await?;
+            let elapsed = t.elapsed();
+            anyhow::ensure!(status == StatusCode::OK, "{query}: {status}");
+            let answer: serde_json::Value = serde_json::from_slice(&body)?;
+            rows = answer["rows"].as_array().map_or(0, Vec::len);
+            if run >= 2 {
+                times.push(elapsed);
+            }
+        }
+        times.sort();
+        let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+        println!(
+            "| `{query}` | {} | {} | {} | {rows} |",
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.99)),
+            ms(*times.last().expect("runs")),
+        );
+    }
+    if let Some(db) = kept {
+        if args.keep_db {
+            eprintln!("keeping {}", db.database);
+            std::env::set_var("GRIDCLUE_TEST_KEEP_DB", "1");
+        }
+    }
+    Ok(())
+}
