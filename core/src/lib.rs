@@ -17,6 +17,8 @@
 //! - [`tokens`] — bearer tokens stored as hashes, reloaded when the file changes.
 //! - [`kafka`] — rdkafka client configuration builders.
 //! - [`ch`] — ClickHouse client builder that adapts to the server version.
+//! - [`rng`] — the one deterministic pseudo-random generator (SplitMix64) for maps, demo data,
+//!   benchmarks and tests.
 
 pub mod calendar;
 pub mod category;
@@ -27,6 +29,7 @@ pub mod grid;
 pub mod ids;
 pub mod kafka;
 pub mod light;
+pub mod rng;
 pub mod roles;
 pub mod secrets;
 pub mod service;

@@ -29,7 +29,7 @@ use crate::model::{
     Community, CommunityCode, District, ExcludedArea, Grid, GridCode, Street, StreetCode,
 };
 use crate::names::NamePool;
-use crate::rng::Rng;
+use gridclue_core::rng::Rng;
 
 /// Parameters of [`generate`].
 #[derive(Debug, Clone, PartialEq)]
@@ -956,7 +956,7 @@ pub fn generate(params: &GenerateParams) -> Result<District, GenerateError> {
                 polygon: Polygon::new(pond, vec![]),
             });
         }
-        let Some(code) = grid_code[g].clone() else {
+        let Some(code) = grid_code[g] else {
             return Err(GenerateError::CodeSpace(format!("grid {g} got no code")));
         };
         grids.push(Grid {

@@ -434,11 +434,11 @@ pub(crate) fn assemble(
                     }
                 };
                 let s = streets
-                    .entry(grid.street_code.clone())
+                    .entry(grid.street_code)
                     .or_insert_with(|| street_name.clone());
                 note("street", grid.street_code.to_string(), s, street_name);
                 let c = communities
-                    .entry(grid.community_code.clone())
+                    .entry(grid.community_code)
                     .or_insert_with(|| community_name.clone());
                 note(
                     "community",

@@ -22,7 +22,6 @@ pub mod geojson;
 pub mod geom;
 pub mod model;
 mod names;
-mod rng;
 pub mod stats;
 pub mod validate;
 

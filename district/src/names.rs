@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::rng::Rng;
+use gridclue_core::rng::Rng;
 
 const FIRST: &[&str] = &[
     "东", "西", "南", "北", "新", "华", "锦", "春", "金", "银", "松", "竹", "梅", "兰", "康", "乐",

@@ -90,7 +90,7 @@ pub fn stats(d: &District) -> Stats {
             (
                 &s.code,
                 StreetStats {
-                    code: s.code.clone(),
+                    code: s.code,
                     name: s.name.clone(),
                     kind: s.kind(),
                     communities: 0,

@@ -493,10 +493,7 @@ impl Hasher for BitsHasher {
         self.0 = (self.0.rotate_left(26) ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
     fn finish(&self) -> u64 {
-        let z = self.0;
-        let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        gridclue_core::rng::mix(self.0)
     }
 }
 
@@ -518,7 +515,7 @@ struct Piece {
 
 fn feature_ref(d: &District, k: usize) -> FeatureRef {
     if k < d.grids.len() {
-        FeatureRef::Grid(d.grids[k].grid_code.clone())
+        FeatureRef::Grid(d.grids[k].grid_code)
     } else {
         let index = k - d.grids.len();
         FeatureRef::Excluded {
@@ -755,7 +752,7 @@ fn check_codes(d: &District, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
     for (code, count) in &grid_count {
         if *count > 1 {
             problems.push(Problem::DuplicateGridCode {
-                code: (*code).clone(),
+                code: *(*code),
                 count: *count,
             });
         }
@@ -763,7 +760,7 @@ fn check_codes(d: &District, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
     let mut streets: BTreeSet<&StreetCode> = BTreeSet::new();
     for s in &d.streets {
         if !streets.insert(&s.code) {
-            problems.push(Problem::DuplicateStreet(s.code.clone()));
+            problems.push(Problem::DuplicateStreet(s.code));
         }
         if s.name.trim().is_empty() {
             problems.push(Problem::EmptyName {
@@ -785,18 +782,18 @@ fn check_codes(d: &District, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
     let mut street_has_comm: BTreeSet<&StreetCode> = BTreeSet::new();
     for c in &d.communities {
         if !communities.insert(&c.code) {
-            problems.push(Problem::DuplicateCommunity(c.code.clone()));
+            problems.push(Problem::DuplicateCommunity(c.code));
         }
         if c.street_code != c.code.street_code() {
             problems.push(Problem::CommunityStreetMismatch {
-                community: c.code.clone(),
-                street: c.street_code.clone(),
+                community: c.code,
+                street: c.street_code,
             });
         }
         if !streets.contains(&c.street_code) {
             problems.push(Problem::UnknownStreet {
                 from: format!("community {}", c.code),
-                street: c.street_code.clone(),
+                street: c.street_code,
             });
         }
         street_has_comm.insert(&c.street_code);
@@ -825,28 +822,28 @@ fn check_codes(d: &District, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
     for g in &d.grids {
         if g.community_code != g.grid_code.community_code() {
             problems.push(Problem::PrefixMismatch {
-                grid: g.grid_code.clone(),
+                grid: g.grid_code,
                 field: "community_code",
                 value: g.community_code.to_string(),
             });
         }
         if g.street_code != g.grid_code.street_code() {
             problems.push(Problem::PrefixMismatch {
-                grid: g.grid_code.clone(),
+                grid: g.grid_code,
                 field: "street_code",
                 value: g.street_code.to_string(),
             });
         }
         if !communities.contains(&g.community_code) {
             problems.push(Problem::UnknownCommunity {
-                grid: g.grid_code.clone(),
-                community: g.community_code.clone(),
+                grid: g.grid_code,
+                community: g.community_code,
             });
         }
         if !streets.contains(&g.street_code) {
             problems.push(Problem::UnknownStreet {
                 from: format!("grid {}", g.grid_code),
-                street: g.street_code.clone(),
+                street: g.street_code,
             });
         }
         comm_has_grid.insert(&g.community_code);
@@ -854,19 +851,19 @@ fn check_codes(d: &District, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
             if g.grid_code.admin_division() != main {
                 problems.push(Problem::MixedAdminDivision {
                     expected: main.clone(),
-                    grid: g.grid_code.clone(),
+                    grid: g.grid_code,
                 });
             }
         }
     }
     for c in &d.communities {
         if !comm_has_grid.contains(&c.code) {
-            warnings.push(Problem::EmptyCommunity(c.code.clone()));
+            warnings.push(Problem::EmptyCommunity(c.code));
         }
     }
     for s in &d.streets {
         if !street_has_comm.contains(&s.code) {
-            warnings.push(Problem::EmptyStreet(s.code.clone()));
+            warnings.push(Problem::EmptyStreet(s.code));
         }
     }
 }
@@ -1275,7 +1272,7 @@ pub fn validate_with_progress(
         for (code, roots) in comm_roots {
             if roots.len() > 1 {
                 warnings.push(Problem::CommunityNotContiguous {
-                    code: code.clone(),
+                    code: *code,
                     parts: roots.len(),
                 });
             }
@@ -1283,7 +1280,7 @@ pub fn validate_with_progress(
         for (code, roots) in street_roots {
             if roots.len() > 1 {
                 warnings.push(Problem::StreetNotContiguous {
-                    code: code.clone(),
+                    code: *code,
                     parts: roots.len(),
                 });
             }

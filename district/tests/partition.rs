@@ -147,7 +147,7 @@ fn validate_detects_an_injected_overlap() {
     let k = central_grid(&d);
     push_vertex(&mut d, k, 5, 25.0);
     let ps = problems(&d);
-    let me = FeatureRef::Grid(d.grids[k].grid_code.clone());
+    let me = FeatureRef::Grid(d.grids[k].grid_code);
     let overlaps: Vec<&Problem> = ps
         .iter()
         .filter(|p| matches!(p, Problem::Overlap { a, b, area_m2, .. } if (*a == me || *b == me) && *area_m2 > 10.0))
@@ -165,7 +165,7 @@ fn validate_detects_an_injected_gap() {
     let k = central_grid(&d);
     push_vertex(&mut d, k, 5, -25.0);
     let ps = problems(&d);
-    let me = FeatureRef::Grid(d.grids[k].grid_code.clone());
+    let me = FeatureRef::Grid(d.grids[k].grid_code);
     assert!(
         ps.iter().any(
             |p| matches!(p, Problem::Gap { near, area_m2, .. } if near.contains(&me) && *area_m2 > 10.0)
@@ -224,13 +224,13 @@ fn validate_detects_a_stacked_duplicate_polygon() {
 #[test]
 fn validate_detects_a_duplicate_code() {
     let mut d = map_1k().clone();
-    d.grids[1].grid_code = d.grids[0].grid_code.clone();
-    d.grids[1].community_code = d.grids[0].community_code.clone();
-    d.grids[1].street_code = d.grids[0].street_code.clone();
+    d.grids[1].grid_code = d.grids[0].grid_code;
+    d.grids[1].community_code = d.grids[0].community_code;
+    d.grids[1].street_code = d.grids[0].street_code;
     let ps = problems(&d);
     assert!(
         ps.contains(&Problem::DuplicateGridCode {
-            code: d.grids[0].grid_code.clone(),
+            code: d.grids[0].grid_code,
             count: 2
         }),
         "{ps:#?}"
@@ -245,8 +245,7 @@ fn validate_detects_hierarchy_mismatches() {
         .iter()
         .find(|c| c.code != d.grids[0].community_code)
         .unwrap()
-        .code
-        .clone();
+        .code;
     d.grids[0].community_code = other;
     let ps = problems(&d);
     assert!(

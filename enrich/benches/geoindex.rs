@@ -11,20 +11,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use geo::Contains;
 use geo_types::Point;
+use gridclue_core::rng::Rng;
 use gridclue_district::{generate, District, GenerateParams};
 use gridclue_enrich::geoindex::{GeoIndex, Located};
-
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// Points uniform over the map's bounding box (mostly inside the district, some outside or in
 /// lakes), as (lon, lat).
@@ -38,12 +27,12 @@ fn points(d: &District, n: usize, seed: u64) -> Vec<(f64, f64)> {
             maxy = maxy.max(c.y);
         }
     }
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     (0..n)
         .map(|_| {
             (
-                minx + (maxx - minx) * rng.unit(),
-                miny + (maxy - miny) * rng.unit(),
+                minx + (maxx - minx) * rng.f64(),
+                miny + (maxy - miny) * rng.f64(),
             )
         })
         .collect()

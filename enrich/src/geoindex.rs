@@ -109,8 +109,6 @@ pub struct IndexStats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("grid code {0}: {1}")]
-    Code(String, gridclue_core::grid::GridCodeError),
     #[error("the map has no grids")]
     Empty,
     #[error("the map has a non-finite coordinate in grid {0}")]
@@ -263,8 +261,7 @@ impl GeoIndex {
     pub fn build_with(district: &District, params: IndexParams) -> Result<Self, IndexError> {
         let mut grids = Vec::with_capacity(district.grids.len());
         for g in &district.grids {
-            let code = GridCode::parse(g.grid_code.as_str())
-                .map_err(|e| IndexError::Code(g.grid_code.as_str().to_owned(), e))?;
+            let code = g.grid_code;
             let finite = std::iter::once(g.polygon.exterior())
                 .chain(g.polygon.interiors())
                 .all(|r| r.0.iter().all(|c| c.x.is_finite() && c.y.is_finite()));
@@ -884,13 +881,13 @@ mod tests {
         District {
             map_version: "test".into(),
             streets: vec![Street {
-                code: street.clone(),
+                code: street,
                 name: "测试街道".into(),
             }],
             communities: vec![Community {
-                code: community.clone(),
+                code: community,
                 name: "测试社区".into(),
-                street_code: street.clone(),
+                street_code: street,
             }],
             grids: polys
                 .into_iter()
@@ -901,8 +898,8 @@ mod tests {
                         i + 1
                     ))
                     .unwrap(),
-                    community_code: community.clone(),
-                    street_code: street.clone(),
+                    community_code: community,
+                    street_code: street,
                     polygon,
                 })
                 .collect(),
@@ -1061,7 +1058,7 @@ mod tests {
             assert_eq!(
                 index.assign(p.x(), p.y()),
                 Assignment::Inside {
-                    grid: GridCode::parse(g.grid_code.as_str()).unwrap(),
+                    grid: g.grid_code,
                     on_boundary: false
                 }
             );

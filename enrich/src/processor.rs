@@ -432,7 +432,7 @@ impl Processor {
         };
         let street_code = placement
             .grid()
-            .map(|g| g.street_code().to_owned())
+            .map(|g| g.street_code().to_string())
             .unwrap_or_default();
         let fact = Reported {
             category: report.category.clone(),

@@ -44,7 +44,7 @@ impl<'a> Clue<'a> {
     /// dedupe verdict (a case).
     fn reported(p: &'a Processor, n: u128, at: u64) -> Self {
         let id = ClueId(Uuid::from_u128(n));
-        let (lat, lon) = inside_point(p, &mut Rng(n as u64));
+        let (lat, lon) = inside_point(p, &mut Rng::new(n as u64));
         let mut c = Self {
             p,
             id,

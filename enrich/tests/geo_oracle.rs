@@ -15,26 +15,9 @@
 
 use geo::{Contains, Intersects};
 use geo_types::{Coord, Point, Polygon};
+use gridclue_core::rng::Rng;
 use gridclue_district::{generate, District, GenerateParams};
 use gridclue_enrich::geoindex::{nearest_by_scan, Assignment, GeoIndex, Located};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 struct Oracle<'a> {
     polys: Vec<(&'a Polygon<f64>, [f64; 4])>,
@@ -133,7 +116,7 @@ fn check(district: &District, n: usize, seed: u64) -> Tally {
         }
     }
     let (dx, dy) = (maxx - minx, maxy - miny);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut tally = Tally::default();
     for k in 0..n {
         let ring = rings[rng.below(rings.len())];
@@ -142,8 +125,8 @@ fn check(district: &District, n: usize, seed: u64) -> Tally {
         let (x, y) = match k % 10 {
             // Uniform over the bounding box grown by 5 % on every side.
             0..=2 => (
-                minx - 0.05 * dx + 1.1 * dx * rng.unit(),
-                miny - 0.05 * dy + 1.1 * dy * rng.unit(),
+                minx - 0.05 * dx + 1.1 * dx * rng.f64(),
+                miny - 0.05 * dy + 1.1 * dy * rng.f64(),
             ),
             // Exactly a vertex.
             3 | 4 => (a.x, a.y),
@@ -160,14 +143,14 @@ fn check(district: &District, n: usize, seed: u64) -> Tally {
                     1 => v,
                     _ => v.next_up(),
                 };
-                let r = rng.next();
+                let r = rng.next_u64();
                 (nudge(a.x, r), nudge(a.y, r / 3))
             }
             // Off an edge by 1e-12..1e-6 degrees (~0.1 µm .. 10 cm), either side.
             _ => {
-                let t = rng.unit();
-                let off = 10f64.powf(-12.0 + 6.0 * rng.unit())
-                    * if rng.next().is_multiple_of(2) {
+                let t = rng.f64();
+                let off = 10f64.powf(-12.0 + 6.0 * rng.f64())
+                    * if rng.next_u64().is_multiple_of(2) {
                         1.0
                     } else {
                         -1.0

@@ -472,7 +472,7 @@ async fn reports_wait_for_the_dedupe_stage_and_the_gauge_shows_them() {
     let bootstrap = mock.bootstrap_servers();
     let p = processor();
     let cfg = config(&bootstrap, 50);
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     let mut w = Workload {
         partitions: vec![Vec::new(); PARTITIONS as usize],
     };
@@ -590,7 +590,7 @@ async fn overdue_is_emitted_once_per_deadline_across_a_restart() {
     let producer = producer(&bootstrap);
     let accepted_at = |n: u128, rng: u64, at: u64| {
         let clue = gridclue_core::ClueId(uuid::Uuid::from_u128(n));
-        let (lat, lon) = inside_point(&p, &mut Rng(rng));
+        let (lat, lon) = inside_point(&p, &mut Rng::new(rng));
         [
             envelope(clue, report("garbage_pile", lat, lon), at - 60_000),
             envelope(clue, Command::Accept, at),

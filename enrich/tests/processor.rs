@@ -175,7 +175,7 @@ fn a_report_is_placed_routed_and_held_for_its_verdict() {
     let mut line = Pipeline::new(&p);
     line.auto_verdicts = false;
     line.partition = 3;
-    let (lat, lon) = inside_point(&p, &mut Rng(5));
+    let (lat, lon) = inside_point(&p, &mut Rng::new(5));
     let at = local("2025-03-07 17:00");
     let d = line.apply(clue(1), report("manhole_cover", lat, lon), at);
     // Nothing visible yet: the placement goes to the dedupe stage, keyed by the owner street.
@@ -224,15 +224,13 @@ fn a_report_is_placed_routed_and_held_for_its_verdict() {
         panic!("placed {:?}", r.placement);
     };
     assert!(!on_boundary);
-    assert_eq!(grid_code.street_code(), street_code);
+    assert_eq!(grid_code.street_code().as_str(), street_code);
     // The owner street is the grid's street: the grid code's first 9 digits, which the map
     // files under that street.
     let path = std::path::Path::new(&data_dir()).join("district/grids.geojson");
     let district = gridclue_district::load_geojson(&path).unwrap();
-    let g = district
-        .grid(&gridclue_district::GridCode::parse(grid_code.as_str()).unwrap())
-        .unwrap();
-    assert_eq!(g.street_code.as_str(), grid_code.street_code());
+    let g = district.grid(grid_code).unwrap();
+    assert_eq!(g.street_code, grid_code.street_code());
     let state = &line.states[&clue(1)];
     assert!(state.pending.is_none());
     assert_eq!((state.status, state.seq), (Status::Reported, 0));
@@ -242,7 +240,7 @@ fn a_report_is_placed_routed_and_held_for_its_verdict() {
 fn the_deadline_starts_at_acceptance_in_working_time() {
     let p = processor();
     let mut line = Pipeline::new(&p);
-    let (lat, lon) = inside_point(&p, &mut Rng(5));
+    let (lat, lon) = inside_point(&p, &mut Rng::new(5));
     line.apply(
         clue(1),
         report("manhole_cover", lat, lon),
@@ -317,7 +315,7 @@ fn the_deadline_starts_at_acceptance_in_working_time() {
 fn a_closure_carries_the_working_time_since_acceptance() {
     let p = processor();
     let mut line = Pipeline::new(&p);
-    let (lat, lon) = inside_point(&p, &mut Rng(6));
+    let (lat, lon) = inside_point(&p, &mut Rng::new(6));
     line.apply(
         clue(1),
         report("garbage_pile", lat, lon),
@@ -381,7 +379,7 @@ fn a_report_outside_the_district_is_flagged_at_once_with_the_nearest_grid() {
 fn duplicates_are_found_across_partitions_and_closed_cases_leave_the_stage() {
     let p = processor();
     let mut line = Pipeline::new(&p);
-    let (lat, lon) = inside_point(&p, &mut Rng(9));
+    let (lat, lon) = inside_point(&p, &mut Rng::new(9));
     let t0 = MONDAY_9AM;
     let hour = 3_600_000;
     line.partition = 0;
@@ -449,7 +447,7 @@ fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
     let p = processor();
     let mut line = Pipeline::new(&p);
     line.auto_verdicts = false;
-    let (lat, lon) = inside_point(&p, &mut Rng(21));
+    let (lat, lon) = inside_point(&p, &mut Rng::new(21));
     let t = local("2025-03-10 09:00");
     line.apply(clue(1), report("garbage_pile", lat, lon), t);
     let accept = line.apply(clue(1), Command::Accept, t + 60_000);
@@ -570,7 +568,7 @@ fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
 fn repeats_are_no_ops_and_refusals_carry_reasons() {
     let p = processor();
     let mut line = Pipeline::new(&p);
-    let (lat, lon) = inside_point(&p, &mut Rng(3));
+    let (lat, lon) = inside_point(&p, &mut Rng::new(3));
     line.apply(clue(1), report("litter_bin", lat, lon), MONDAY_9AM);
     // The same report again (same command id), and under another command id: no-ops.
     let again = line.apply(clue(1), report("litter_bin", lat, lon), MONDAY_9AM);

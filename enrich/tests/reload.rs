@@ -120,7 +120,7 @@ async fn the_map_reloads_without_a_restart() {
             "gridclue_enrich_map_info{{version=\"{old_version}\"}} 1"
         )]
     );
-    let (lat, lon) = inside_point(&p, &mut Rng(1));
+    let (lat, lon) = inside_point(&p, &mut Rng::new(1));
     let v = report_and_read_version(&bootstrap, ClueId::new_random(), MONDAY_9AM, lat, lon).await;
     assert_eq!(v, old_version);
 

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use gridclue_core::rng::mix;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -94,13 +95,6 @@ pub struct Fate {
     pub supervise: bool,
     /// The rider's rating once it is closed.
     pub rating: Option<u8>,
-}
-
-/// A 64-bit mix (SplitMix64's finaliser): the same input gives the same output on every machine.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Deterministic draws for one clue: the n-th draw is a fraction in [0, 1).

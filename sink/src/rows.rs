@@ -261,7 +261,7 @@ fn fill_report(row: &mut ClueRow, r: &Reported, env: &EventEnvelope) {
         } => {
             row.distance_m = *distance_m;
             row.nearest_street_code = nearest_grid_code
-                .map(|g| g.street_code().to_owned())
+                .map(|g| g.street_code().to_string())
                 .unwrap_or_default();
         }
     }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use gridclue_core::rng::Rng;
 use gridclue_core::tokens::{TokenFile, TokenKind, TokenStore};
 use gridclue_core::{Catalog, ClueId, GridCode};
 use gridclue_dashboard_api::{AppState, Reference};
@@ -62,34 +63,16 @@ fn args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-/// A small deterministic generator (xorshift), so runs are comparable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 const HOUR: u64 = 3_600_000;
 
 /// One synthetic clue history reported at `at`.
 fn history(rng: &mut Rng, grids: &[GridCode], catalog: &Catalog, at: u64, last: ClueId) -> History {
     let categories = catalog.categories();
-    let category = &categories[rng.below(categories.len() as u64) as usize];
+    let category = &categories[rng.below(categories.len())];
     let reporter = format!("tok_{}", rng.below(2_000));
-    let duplicate = rng.chance(8);
+    let duplicate = rng.chance(0.08);
     let spec = ReportSpec {
-        grid: grids[rng.below(grids.len() as u64) as usize],
+        grid: grids[rng.below(grids.len())],
         category: category.code.to_string(),
         department: category.department.clone(),
         reporter_id: reporter,
@@ -106,31 +89,31 @@ fn history(rng: &mut Rng, grids: &[GridCode], catalog: &Catalog, at: u64, last: 
         _ => {}
     }
     let accepted = at + HOUR;
-    let limit = (4 + rng.below(40)) * HOUR;
+    let limit = (4 + rng.below(40) as u64) * HOUR;
     let mut deadline = accepted + limit;
     let mut h = h
         .accepted(accepted, Some(deadline))
         .dispatched(accepted + HOUR / 2, &category.department);
-    if rng.chance(5) {
+    if rng.chance(0.05) {
         h = h.supervised(accepted + HOUR);
     }
-    if rng.chance(10) {
+    if rng.chance(0.10) {
         deadline += 24 * HOUR;
         h = h.postponed(accepted + 2 * HOUR, deadline);
     }
-    if rng.chance(15) {
+    if rng.chance(0.15) {
         return h;
     }
-    let took = limit * (50 + rng.below(80)) / 100;
+    let took = limit * (50 + rng.below(80) as u64) / 100;
     let mut t = accepted + took;
     h = h.handled(t - HOUR);
-    if rng.chance(15) {
+    if rng.chance(0.15) {
         h = h.reworked(t);
         t += 4 * HOUR;
         h = h.handled(t - HOUR);
     }
     h = h.closed(t, took / HOUR);
-    if rng.chance(60) {
+    if rng.chance(0.60) {
         h = h.rated(t + 24 * HOUR, 1 + rng.below(5) as u8);
     }
     h
@@ -147,7 +130,7 @@ async fn fill(db: &TestDb, target: u64) -> anyhow::Result<()> {
         .filter_map(|g| GridCode::parse(g).ok())
         .collect();
     let catalog = Catalog::load(&data_dir().join("categories.json"))?;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let year_start = china("2026-01-01 00:00");
     let year_ms = 365 * 24 * HOUR;
     let (mut facts, mut clues) = (0u64, 0u64);
@@ -155,7 +138,7 @@ async fn fill(db: &TestDb, target: u64) -> anyhow::Result<()> {
     let (mut events, mut states): (Vec<EventRow>, Vec<ClueRow>) = (Vec::new(), Vec::new());
     let started = Instant::now();
     while facts < target {
-        let at = year_start + rng.below(year_ms);
+        let at = year_start + rng.below(year_ms as usize) as u64;
         let h = history(&mut rng, &grids, &catalog, at, last);
         last = h.clue;
         let (e, mut c) = h.rows(facts as i64);

@@ -40,7 +40,7 @@ fn grids_by_street() -> BTreeMap<String, Vec<GridCode>> {
     for f in map["features"].as_array().unwrap() {
         if let Some(code) = f["properties"]["grid_code"].as_str() {
             let g = GridCode::parse(code).unwrap();
-            out.entry(g.street_code().to_owned()).or_default().push(g);
+            out.entry(g.street_code().to_string()).or_default().push(g);
         }
     }
     out
@@ -158,7 +158,7 @@ impl Story {
 
     fn street(&self) -> Option<String> {
         match &self.facts[0].fact {
-            Fact::Reported(r) => r.placement.grid().map(|g| g.street_code().to_owned()),
+            Fact::Reported(r) => r.placement.grid().map(|g| g.street_code().to_string()),
             _ => None,
         }
     }

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gridclue_core::category::CategoryCode;
+pub use gridclue_core::rng::Rng;
 use gridclue_core::wire::{
     Actor, ActorKind, Channel, Command, CommandEnvelope, EventEnvelope, Report, SCHEMA_VERSION,
 };
@@ -60,24 +61,6 @@ pub fn processor() -> Processor {
     .unwrap()
 }
 
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Monday 2025-03-10 09:00 in UTC+8, as epoch ms.
 pub const MONDAY_9AM: u64 = 1_741_568_400_000;
 
@@ -121,7 +104,7 @@ pub fn report(category: &str, lat: f64, lon: f64) -> Command {
 /// A point strictly inside some grid, as (lat, lon).
 pub fn inside_point(p: &Processor, rng: &mut Rng) -> (f64, f64) {
     loop {
-        let (lat, lon) = (31.13 + 0.14 * rng.unit(), 121.42 + 0.16 * rng.unit());
+        let (lat, lon) = (31.13 + 0.14 * rng.f64(), 121.42 + 0.16 * rng.f64());
         if let Located::Inside {
             on_boundary: false, ..
         } = p.index.locate(lon, lat)
@@ -152,7 +135,7 @@ pub fn workload(
     clues_per_partition: usize,
     seed: u64,
 ) -> Workload {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let categories = [
         "manhole_cover",
         "garbage_pile",
@@ -165,15 +148,15 @@ pub fn workload(
         let mut queues: Vec<(ClueId, Vec<Command>)> = Vec::new();
         for _ in 0..clues_per_partition {
             let clue = ClueId(Uuid::from_u128(
-                u128::from(rng.next()) << 64 | u128::from(rng.next()),
+                u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()),
             ));
             let r = rng.below(100);
             let (cat, lat, lon) = if r < 30 && !placed.is_empty() {
                 let (c, la, lo) = placed[rng.below(placed.len())];
                 (
                     c,
-                    la + 0.0001 * (rng.unit() - 0.5),
-                    lo + 0.0001 * (rng.unit() - 0.5),
+                    la + 0.0001 * (rng.f64() - 0.5),
+                    lo + 0.0001 * (rng.f64() - 0.5),
                 )
             } else if r < 33 {
                 (categories[rng.below(4)], 30.5, 120.9)
