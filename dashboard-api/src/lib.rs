@@ -10,6 +10,7 @@
 //! - [`indicators`]: `GET /v1/indicators` — the governance indicators (docs/ARCHITECTURE.md §6).
 //! - [`reporters`]: the reporter loop — `GET /v1/my/clues`, `GET /v1/my/points`,
 //!   `POST /v1/reporters/{reporter_id}/redemptions`, `GET /v1/leaderboard`.
+//! - [`web`]: the web dashboard at `/dashboard` (embedded page, ECharts and district map).
 //! - [`reference`]: street and category names.
 //! - [`error`]: `ApiError`, rendered as problem+json.
 
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod reference;
 pub mod reporters;
 pub mod summary;
+pub mod web;
 pub mod work;
 
 use std::future::Future;
@@ -112,6 +114,8 @@ pub struct AppState {
     pub points: reporters::PointRules,
     /// Serialises redemptions per reporter (this process is their single writer).
     pub redemption_locks: reporters::RedemptionLocks,
+    /// The district map the web dashboard draws (`None`: `/dashboard/map.json` is a 404).
+    pub district_map: Option<Arc<web::DistrictMap>>,
 }
 
 impl AppState {
@@ -130,6 +134,7 @@ impl AppState {
             score_weights: indicators::ScoreWeights::default(),
             points: reporters::PointRules::default(),
             redemption_locks: reporters::RedemptionLocks::default(),
+            district_map: None,
         }
     }
 
@@ -144,6 +149,7 @@ impl AppState {
         let mut state = Self::new(ch, tokens, reference, calendar);
         state.score_weights = config.score_weights;
         state.points = config.points;
+        state.district_map = Some(web::load_district_map(data)?);
         Ok(state)
     }
 
@@ -180,9 +186,10 @@ impl AppState {
     }
 }
 
-/// The router: `/healthz`, `/readyz`, `/metrics`, `/v1/summary`, `/v1/work`.
+/// The router: `/healthz`, `/readyz`, `/metrics`, the `/v1/…` API and the `/dashboard` page.
 pub fn app(state: AppState) -> Router {
     Router::new()
+        .merge(web::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
