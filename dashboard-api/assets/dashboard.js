@@ -291,32 +291,54 @@
     const street = viewStreet();
     const grid = state.filter.grid;
     const area = { street, grid };
-    const [now, before, deptNow, deptBefore, cats, rankings, trend, heat, overdue, dueSoon] =
-      await Promise.all([
-        api("/v1/indicators", { ...p, by: "street", street }),
-        api("/v1/indicators", { ...prev, by: "street", street }),
+    const [now, cats, rankStreet, rankDept, trend, heat, overdue, dueSoon] = await Promise.all([
+      api("/v1/indicators", { ...p, by: "street", street }),
+      api("/v1/indicators", { ...p, by: "category", street }),
+      // The street ranking stays whole (the selected street is highlighted in it).
+      api("/v1/rankings", { ...p, by: "street", street: state.scopeStreet }),
+      api("/v1/rankings", { ...p, by: "department", street }),
+      api("/v1/trend", { ...p, bucket: bucketOf(p), ...area }),
+      api("/v1/heatmap", { ...p }),
+      api("/v1/lists/overdue", { ...area, limit: LIST_LIMIT }),
+      api("/v1/lists/due_soon", { ...area, limit: LIST_LIMIT }),
+    ]);
+    for (const r of [now, cats]) {
+      if (!r.ok) throw new Error(`/v1/indicators: ${r.status} ${(r.body && r.body.detail) || ""}`);
+    }
+    // Without `/v1/rankings`, the previous period comes from `/v1/indicators` (as of now).
+    const ranking = { street: rankStreet, department: rankDept, fallback: rankStreet.missing };
+    if (ranking.fallback) {
+      const [all, before, deptNow, deptBefore] = await Promise.all([
+        api("/v1/indicators", { ...p, by: "street", street: state.scopeStreet }),
+        api("/v1/indicators", { ...prev, by: "street", street: state.scopeStreet }),
         api("/v1/indicators", { ...p, by: "department", street }),
         api("/v1/indicators", { ...prev, by: "department", street }),
-        api("/v1/indicators", { ...p, by: "category", street }),
-        api("/v1/rankings", { ...p, by: "street" }),
-        api("/v1/trend", { ...p, bucket: bucketOf(p), ...area }),
-        api("/v1/heatmap", { ...p }),
-        api("/v1/lists/overdue", { ...area, limit: LIST_LIMIT }),
-        api("/v1/lists/due_soon", { ...area, limit: LIST_LIMIT }),
       ]);
-    for (const r of [now, before, deptNow, deptBefore, cats]) {
-      if (!r.ok) throw new Error(`/v1/indicators: ${r.status} ${(r.body && r.body.detail) || ""}`);
+      ranking.street = withPrevious(all.body, before.body);
+      ranking.department = withPrevious(deptNow.body, deptBefore.body);
     }
     let lists = { overdue, dueSoon, fallback: false };
     if (overdue.missing || dueSoon.missing) lists = await listsFromWork(street);
-    const d = { now: now.body, before: before.body, deptNow: deptNow.body, deptBefore: deptBefore.body,
-      cats: cats.body, rankings, trend, heat, lists };
+    const d = { now: now.body, cats: cats.body, ranking, trend, heat, lists };
     // A view asked for while this one loaded replaces it: keep only the latest.
     if (street === viewStreet() && grid === state.filter.grid && p === state.period) state.data = d;
     document.body.dataset.from = p.from;
     document.body.dataset.to = p.to;
     document.body.dataset.street = street || "";
     document.body.dataset.grid = grid || "";
+  }
+
+  // `/v1/rankings`' shape built from two `/v1/indicators` answers: each row with `previous` and
+  // the change of its score.
+  function withPrevious(current, before) {
+    const prev = new Map(before.rows.map((r) => [r.key, r]));
+    const rows = current.rows.map((r) => {
+      const p = prev.get(r.key) || null;
+      const score = r.score !== null && p && p.score !== null ? r.score - p.score : null;
+      const rank = r.rank !== null && p && p.rank !== null ? p.rank - r.rank : null;
+      return { ...r, previous: p, change: { score, rank } };
+    });
+    return { ok: true, missing: false, body: { rows, targets: {} } };
   }
 
   const bucketOf = (p) => {
@@ -355,10 +377,10 @@
     renderMap();
   }
 
-  function targetsOf(rankings) {
-    // `/v1/rankings` carries the configured targets; without it tiles show no target line.
-    if (!rankings || !rankings.ok || !rankings.body) return {};
-    return rankings.body.targets || {};
+  // `/v1/rankings` carries the configured targets; without it tiles show no target line.
+  function targetsOf(ranking) {
+    const r = ranking.street;
+    return (r && r.ok && r.body && r.body.targets) || {};
   }
 
   function renderTiles() {
@@ -373,7 +395,7 @@
       rework_rate: total.rework_rate,
       score: total.score,
     };
-    const targets = targetsOf(state.data.rankings);
+    const targets = targetsOf(state.data.ranking);
     for (const tile of $$("#kpis .tile")) {
       const k = tile.dataset.kpi;
       const v = values[k];
@@ -391,7 +413,7 @@
         if (v !== null && v !== undefined) {
           const met = lowerIsBetter ? v <= target : v >= target;
           line.classList.add(met ? "met" : "missed");
-          if (!lowerIsBetter && target > 0) line.textContent += ` · ${((v / target) * 100).toFixed(0)}% ${t("of_target")}`;
+          line.textContent += met ? " ✓" : " ✗";
         }
       } else if (state.filter.grid && k === "reports") {
         line.textContent = t("tiles_of_street");
@@ -402,21 +424,22 @@
   function renderRanking() {
     const byStreet = state.rankBy === "street";
     for (const b of $$(".tab")) b.classList.toggle("active", b.dataset.rank === state.rankBy);
-    const now = byStreet ? state.data.now : state.data.deptNow;
-    const before = byStreet ? state.data.before : state.data.deptBefore;
-    const prev = new Map(before.rows.map((r) => [r.key, r]));
+    const answer = state.data.ranking[state.rankBy];
     const body = $("#rank-table tbody");
     body.replaceChildren();
-    for (const r of now.rows) {
-      const p = prev.get(r.key);
-      const change = r.score !== null && p && p.score !== null ? r.score - p.score : null;
+    $("#rank-note").textContent = !answer.ok ? String(answer.status)
+      : state.data.ranking.fallback ? t("not_available") + " (/v1/rankings) → /v1/indicators" : "";
+    for (const r of answer.ok ? answer.body.rows : []) {
+      const p = r.previous;
+      const change = r.change ? r.change.score : null;
       const arrow = change === null ? el("span", { class: "muted" }, "–")
         : change > 0 ? el("span", { class: "up" }, `▲ ${change.toFixed(1)}`)
         : change < 0 ? el("span", { class: "down" }, `▼ ${(-change).toFixed(1)}`)
         : el("span", { class: "muted" }, "= 0.0");
       if (p) arrow.title = `${t("prev")}: ${fmtScore(p.score)} (#${p.rank ?? "–"})`;
+      const moved = r.change && r.change.rank ? (r.change.rank > 0 ? ` ↑${r.change.rank}` : ` ↓${-r.change.rank}`) : "";
       const tr = el("tr", { "data-key": r.key },
-        el("td", {}, r.rank ?? "–"), el("td", {}, r.name || r.key),
+        el("td", {}, `${r.rank ?? "–"}${moved}`), el("td", {}, r.name || r.key),
         el("td", { "data-value": String(r.score) }, fmtScore(r.score)),
         el("td", {}, fmtRate(r.on_time_rate)), el("td", {}, fmtRate(r.closure_rate)),
         el("td", {}, fmtInt(r.overdue_open)), el("td", { class: "change" }, arrow));
@@ -454,13 +477,8 @@
     }, true);
   }
 
-  // The first array of objects in an answer (the new routes' row lists).
-  function rowsOf(body) {
-    if (!body) return [];
-    if (Array.isArray(body)) return body;
-    for (const k of ["rows", "buckets", "items", "grids", "cells"]) if (Array.isArray(body[k])) return body[k];
-    return [];
-  }
+  // The rows of an answer (`items` of the work queues the lists fall back on).
+  const rowsOf = (body) => (body && (body.rows || body.items)) || [];
 
   function renderTrend() {
     const tr = state.data.trend;
@@ -472,10 +490,8 @@
     }
     $("#trend-note").textContent = "";
     const rows = rowsOf(tr.body);
-    const label = (r) => {
-      const at = r.start_ms ?? r.bucket_ms ?? r.at_ms;
-      return at !== undefined ? fmtTime(at).slice(0, state.data.trend.body.bucket === "hour" ? 11 : 5) : String(r.start ?? r.bucket ?? r.key);
-    };
+    const hourly = tr.body.bucket === "hour";
+    const label = (r) => (r.start_ms !== undefined ? fmtTime(r.start_ms).slice(0, hourly ? 11 : 5) : String(r.start));
     const series = ["reports", "accepted", "closed", "overdue"].filter((k) => rows.some((r) => k in r));
     const colors = { reports: "#3fa7ff", accepted: "#a78bfa", closed: "#37d39b", overdue: "#ff5b5b" };
     c.setOption({
@@ -506,20 +522,18 @@
       return;
     }
     const items = rowsOf(answer.body);
-    const total = answer.body.total ?? items.length;
-    $(countSel).textContent = String(total);
-    $(countSel).dataset.value = String(total);
+    const more = answer.body.next_cursor ? "+" : "";
+    $(countSel).textContent = `${items.length}${more}`;
     if (!items.length) ul.append(el("li", { class: "empty" }, t("none")));
     for (const it of items) {
       const category = (state.lang === "en" && it.category_name_en) || it.category_name || it.category;
-      const place = [it.street_name, it.community_name, it.grid_code].filter(Boolean).join(" · ");
+      const place = [it.street_name, it.community_name, it.grid ?? it.grid_code].filter(Boolean).join(" · ");
       const dept = it.department_name || it.department || "";
-      const hours = it.remaining_working_hours;
-      const due = hours !== null && hours !== undefined ? `${hours > 0 ? "" : "+"}${Math.abs(hours).toFixed(1)}h` : fmtTime(it.deadline_ms);
+      const due = fmtTime(it.deadline_ms);
       const li = el("li", { class: it.light || light, "data-clue": it.clue_id },
         el("span", {}, category), el("span", { class: "due" }, due),
         el("span", { class: "where" }, `${place}${dept ? " · " + dept : ""}`));
-      li.title = `${it.clue_id} · ${t("k_overdue")}: ${fmtTime(it.deadline_ms)}`;
+      li.title = it.clue_id;
       li.addEventListener("click", () => showTimeline(it.clue_id));
       ul.append(li);
     }
@@ -535,9 +549,11 @@
       box.append(el("li", {}, r && r.missing ? t("not_available") : String(r ? r.status : t("unreachable"))));
       return;
     }
-    for (const f of rowsOf(r.body).length ? rowsOf(r.body) : r.body.facts || []) {
-      const who = f.actor_role || (f.actor && f.actor.kind) || "";
-      box.append(el("li", {}, `${fmtTime(f.occurred_at_ms ?? f.at_ms)} · ${f.type || f.fact || f.action || ""} · ${f.status || ""} ${who ? "· " + who : ""} ${f.note || f.reason || ""}`));
+    for (const f of r.body.facts || []) {
+      const who = [f.actor_role, f.actor].filter(Boolean).join(" ");
+      const extra = [f.department, f.deadline && `→ ${f.deadline.slice(0, 16).replace("T", " ")}`, f.rating && `★${f.rating}`, f.note]
+        .filter(Boolean).join(" · ");
+      box.append(el("li", {}, [fmtTime(f.at_ms), f.kind, f.status, who, extra].filter(Boolean).join(" · ")));
     }
   }
 
@@ -572,9 +588,7 @@
     const values = new Map();
     if (!h || !h.ok) return null;
     for (const r of rowsOf(h.body)) {
-      const code = r.grid_code ?? r.grid ?? r.key;
-      const v = r.count ?? r.reports ?? r.value;
-      if (code) values.set(code, v);
+      values.set(r.grid, r.count);
     }
     return values;
   }

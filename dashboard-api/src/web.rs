@@ -468,6 +468,154 @@ mod tests {
         assert_eq!(doc["map_version"], "v1");
     }
 
+    fn state_with_map() -> AppState {
+        let tokens = std::env::temp_dir().join(format!(
+            "gridclue-web-test-tokens-{}.json",
+            std::process::id()
+        ));
+        gridclue_core::tokens::TokenFile::default()
+            .write(&tokens)
+            .unwrap();
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
+        let mut state = AppState::new(
+            clickhouse::Client::default(),
+            gridclue_core::tokens::TokenStore::open(&tokens).unwrap(),
+            crate::Reference::default(),
+            gridclue_core::calendar::Calendar::load(&data.join("calendar.json")).unwrap(),
+        );
+        state.district_map = Some(load_district_map(&data).unwrap());
+        state
+    }
+
+    async fn get(path: &str, if_none_match: Option<&HeaderValue>) -> Response {
+        use tower::ServiceExt;
+        let mut req = axum::http::Request::get(path);
+        if let Some(tag) = if_none_match {
+            req = req.header(header::IF_NONE_MATCH, tag);
+        }
+        crate::app(state_with_map())
+            .oneshot(req.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn body_of(r: Response) -> Vec<u8> {
+        axum::body::to_bytes(r.into_body(), 8 << 20)
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
+    #[tokio::test]
+    async fn the_page_is_served_with_a_policy_that_allows_no_inline_script() {
+        let r = get("/dashboard", None).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let h = r.headers().clone();
+        assert_eq!(h[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        let script_src = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with("script-src"))
+            .unwrap();
+        assert_eq!(script_src, "script-src 'self'");
+        assert!(csp.contains("connect-src 'self'") && csp.contains("default-src 'none'"));
+        let html = String::from_utf8(body_of(r).await).unwrap();
+        // Every script is a file of ours; none is inline; no handler attributes.
+        let scripts: Vec<&str> = html.split("<script").skip(1).collect();
+        assert_eq!(scripts.len(), 2);
+        for s in scripts {
+            assert!(
+                s.trim_start().starts_with("src=\"/dashboard/assets/"),
+                "{s}"
+            );
+            assert!(s.contains("></script>"), "{s}");
+        }
+        assert!(!html.contains(" onclick=") && !html.contains(" onload="));
+        assert!(html.contains(&format!("/dashboard/assets/{ECHARTS_DIR}/echarts.min.js")));
+    }
+
+    #[tokio::test]
+    async fn assets_have_their_types_and_the_versioned_library_is_cached_for_good() {
+        let lib = get(
+            &format!("/dashboard/assets/{ECHARTS_DIR}/echarts.min.js"),
+            None,
+        )
+        .await;
+        assert_eq!(lib.status(), StatusCode::OK);
+        assert_eq!(
+            lib.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(
+            lib.headers()[header::CACHE_CONTROL],
+            "public, max-age=31536000, immutable"
+        );
+        let tag = lib.headers()[header::ETAG].clone();
+        assert!(body_of(lib)
+            .await
+            .starts_with(b"\n/*\n* Licensed to the Apache Software Foundation"));
+        // Revalidation with the ETag: 304 and no body.
+        let again = get(
+            &format!("/dashboard/assets/{ECHARTS_DIR}/echarts.min.js"),
+            Some(&tag),
+        )
+        .await;
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert!(body_of(again).await.is_empty());
+
+        let js = get("/dashboard/assets/dashboard.js", None).await;
+        assert_eq!(
+            js.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(js.headers()[header::CACHE_CONTROL], "no-cache");
+        let css = get("/dashboard/assets/dashboard.css", None).await;
+        assert_eq!(
+            css.headers()[header::CONTENT_TYPE],
+            "text/css; charset=utf-8"
+        );
+        let license = get(&format!("/dashboard/assets/{ECHARTS_DIR}/LICENSE"), None).await;
+        assert_eq!(
+            license.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        assert!(String::from_utf8(body_of(license).await)
+            .unwrap()
+            .contains("Apache License"));
+
+        let missing = get("/dashboard/assets/../src/lib.rs", None).await;
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            missing.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
+
+    #[test]
+    fn the_vendored_library_is_the_recorded_release() {
+        let readme = include_str!("../assets/echarts-6.1.0/README.md");
+        let digest = hex::encode(Sha256::digest(
+            include_bytes!("../assets/echarts-6.1.0/echarts.min.js").as_slice(),
+        ));
+        assert!(
+            readme.contains(&format!("| `echarts.min.js` | `{digest}` |")),
+            "assets/{ECHARTS_DIR}/README.md records another sha256 than {digest}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_map_is_served_as_json_with_every_street() {
+        let r = get("/dashboard/map.json", None).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let doc: Value = serde_json::from_slice(&body_of(r).await).unwrap();
+        assert_eq!(doc["streets"].as_array().unwrap().len(), 13);
+        assert_eq!(doc["geojson"]["type"], "FeatureCollection");
+    }
+
     #[test]
     fn the_shipped_map_outlines_thirteen_streets() {
         let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
