@@ -114,11 +114,12 @@ pub async fn query(
     now_ms: u64,
 ) -> clickhouse::error::Result<Vec<Cell>> {
     let street = filters.street.clone().unwrap_or_default();
+    // Placeholders bind in text order: the select list's first, then the subquery's.
     let q = client
         .query(&sql(by))
-        .bind(&street)
-        .bind(&street)
         .bind(now_ms)
+        .bind(&street)
+        .bind(&street)
         .bind(period.from_ms())
         .bind(period.to_ms());
     crate::params::bind_filters(q, filters).fetch_all().await
@@ -423,7 +424,7 @@ mod tests {
     #[test]
     fn every_placeholder_is_bound() {
         for by in By::ALL {
-            // street ×2, now, from, to, then the filters.
+            // now, street ×2, from, to, then the filters.
             assert_eq!(
                 sql(by).matches('?').count(),
                 5 + Filters::default().binds().len()

@@ -62,7 +62,7 @@ impl List {
             List::DueSoon => format!(
                 "{open} AND deadline_ms > 0 AND deadline_ms >= ? \
                  AND ? >= least(if(yellow_at_ms = 0, \
-                     deadline_ms - toUInt64(if(deadline_ms > accepted_at_ms, deadline_ms - accepted_at_ms, 0) * {YELLOW_FRACTION}), \
+                     toUInt64(deadline_ms - toUInt64(if(deadline_ms > accepted_at_ms, deadline_ms - accepted_at_ms, 0) * {YELLOW_FRACTION})), \
                      yellow_at_ms), deadline_ms)"
             ),
             List::Stale => open,

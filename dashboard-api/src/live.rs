@@ -102,7 +102,8 @@ pub fn month_of(now_ms: u64) -> PeriodDates {
 }
 
 /// Per street: the month's reports and cases, open and overdue cases now, and the earliest
-/// deadline of an open case not yet passed (0: none). Bound: from, to, from, to, now, now.
+/// deadline of an open case not yet passed (0: none). Bound: from, to, from, to, now, now,
+/// then the subquery's street filter ("": every street).
 fn state_sql() -> String {
     let open = OPEN_STATUSES_SQL;
     format!(
@@ -160,14 +161,14 @@ async fn compute(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::Result<(Sna
     let states: Vec<StreetState> = deps
         .ch
         .query(&state_sql())
-        .bind("")
-        .bind("")
         .bind(from_ms)
         .bind(to_ms)
         .bind(from_ms)
         .bind(to_ms)
         .bind(now_ms)
         .bind(now_ms)
+        .bind("")
+        .bind("")
         .fetch_all()
         .await?;
     let plan = indicators::plan(
