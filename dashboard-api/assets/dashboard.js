@@ -501,7 +501,7 @@
       grid: { left: 8, right: 16, top: 28, bottom: 8, containLabel: true },
       xAxis: { type: "category", data: rows.map(label), ...AXIS },
       yAxis: { type: "value", minInterval: 1, ...AXIS },
-      series: series.map((k) => ({ name: t(k), type: "line", smooth: true, showSymbol: false,
+      series: series.map((k) => ({ name: t(k), type: "line", showSymbol: false,
         data: rows.map((r) => r[k]), itemStyle: { color: colors[k] } })),
     }, true);
   }
