@@ -30,9 +30,9 @@ pub mod rankings;
 pub mod reference;
 pub mod reporters;
 pub mod summary;
-pub mod web;
 pub mod timeline;
 pub mod trend;
+pub mod web;
 pub mod work;
 
 use std::future::Future;

@@ -378,12 +378,36 @@ async fn dashboard_shows_the_api_numbers_and_filters_by_a_clicked_street() {
             .map(|r| r["clue_id"].clone())
             .collect()
     };
-    let red = get_json(&http, &format!("{url}/v1/lists/overdue?limit=50"), &district).await;
-    let yellow = get_json(&http, &format!("{url}/v1/lists/due_soon?limit=50"), &district).await;
+    let red = get_json(
+        &http,
+        &format!("{url}/v1/lists/overdue?limit=50"),
+        &district,
+    )
+    .await;
+    let yellow = get_json(
+        &http,
+        &format!("{url}/v1/lists/due_soon?limit=50"),
+        &district,
+    )
+    .await;
     assert_eq!(list_ids(&red), serde_json::json!([ids["A2"]]), "{red}");
-    assert_eq!(list_ids(&yellow), serde_json::json!([ids["A3"]]), "{yellow}");
-    assert_eq!(shown["district"]["overdue"], list_ids(&red), "{}", shown["district"]);
-    assert_eq!(shown["district"]["yellow"], list_ids(&yellow), "{}", shown["district"]);
+    assert_eq!(
+        list_ids(&yellow),
+        serde_json::json!([ids["A3"]]),
+        "{yellow}"
+    );
+    assert_eq!(
+        shown["district"]["overdue"],
+        list_ids(&red),
+        "{}",
+        shown["district"]
+    );
+    assert_eq!(
+        shown["district"]["yellow"],
+        list_ids(&yellow),
+        "{}",
+        shown["district"]
+    );
 
     // After clicking street A in the ranking: its numbers.
     let a = &shown["street_a"];
