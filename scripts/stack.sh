@@ -652,6 +652,9 @@ PY
     cat <<EOF
 
 Where to look:
+  dashboard        $GRIDCLUE_DASHBOARD_URL/dashboard   (wall screen: $GRIDCLUE_DASHBOARD_URL/dashboard?wall=1)
+                   sign in with the district token  $GRIDCLUE_DEMO_DISTRICT_TOKEN
+                   or street $GRIDCLUE_DEMO_STREET_CODE's token  $GRIDCLUE_DEMO_STREET_TOKEN
   reporting page   $GRIDCLUE_INGEST_URL/report?token=\$GRIDCLUE_DEMO_REPORTER_TOKEN (token from var/stack.env)
   open311          $GRIDCLUE_INGEST_URL/open311/v2/services.json
   summary (JSON)   curl -H "Authorization: Bearer \$GRIDCLUE_DEMO_DISTRICT_TOKEN" $GRIDCLUE_DASHBOARD_URL/v1/summary

@@ -82,6 +82,10 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "LOG_RESET_RECHECK_MS",
     "SCORE_WEIGHTS",
     "POINTS",
+    "TARGETS",
+    "STREAM_POLL_MS",
+    "STREAM_MAX_PER_TOKEN",
+    "STREAM_MAX_TOTAL",
     // the config file itself, scripts, dev broker, load tool, tests
     "CONFIG",
     "LOG_FORMAT",

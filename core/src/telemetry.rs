@@ -47,6 +47,9 @@ pub mod names {
     // dashboard-api
     pub const DASHBOARD_REQUESTS_TOTAL: &str = "gridclue_dashboard_requests_total";
     pub const DASHBOARD_QUERY_DURATION_SECONDS: &str = "gridclue_dashboard_query_duration_seconds";
+    pub const DASHBOARD_STREAM_QUERIES_TOTAL: &str = "gridclue_dashboard_stream_queries_total";
+    pub const DASHBOARD_STREAM_POLLS_TOTAL: &str = "gridclue_dashboard_stream_polls_total";
+    pub const DASHBOARD_STREAM_SUBSCRIBERS: &str = "gridclue_dashboard_stream_subscribers";
 }
 
 /// Latency buckets (seconds) from 0.5 ms to 10 s.

@@ -26,6 +26,9 @@ pub enum ApiError {
     /// An `Idempotency-Key` already used for a different request.
     #[error("Idempotency-Key {0:?} was used for a different request")]
     IdempotencyKeyReused(String),
+    /// A token holding its maximum of open live streams (or the service holding its own).
+    #[error("at most {limit} live streams may be open at once; close one first")]
+    TooManyStreams { limit: usize },
     #[error("the statistics store is not available; retry later")]
     Unavailable,
     #[error("internal error")]
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::InsufficientPoints { .. } | ApiError::IdempotencyKeyReused(_) => {
                 StatusCode::CONFLICT
             }
+            ApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -82,6 +86,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::InsufficientPoints { .. } => "insufficient_points",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
+            ApiError::TooManyStreams { .. } => "too_many_streams",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -96,6 +101,7 @@ impl ApiError {
             ApiError::NotFound(_) => "Not found",
             ApiError::InsufficientPoints { .. } => "Insufficient points",
             ApiError::IdempotencyKeyReused(_) => "Idempotency-Key reused",
+            ApiError::TooManyStreams { .. } => "Too many streams",
             ApiError::Unavailable => "Service unavailable",
             ApiError::Internal(_) => "Internal error",
         }

@@ -10,15 +10,29 @@
 //! - [`indicators`]: `GET /v1/indicators` — the governance indicators (docs/ARCHITECTURE.md §6).
 //! - [`reporters`]: the reporter loop — `GET /v1/my/clues`, `GET /v1/my/points`,
 //!   `POST /v1/reporters/{reporter_id}/redemptions`, `GET /v1/leaderboard`.
+//! - [`web`]: the web dashboard at `/dashboard` (embedded page, ECharts and district map).
+//! - dashboard queries: [`breakdown`] (`GET /v1/breakdown`, `GET /v1/heatmap`), [`trend`],
+//!   [`rankings`], [`lists`] (`GET /v1/lists/{list}`), [`timeline`]
+//!   (`GET /v1/clues/{clue_id}/timeline`), their shared parameters ([`params`]) and CSV
+//!   exports ([`csv`]); [`live`]: `GET /v1/stream`, live numbers from one shared query loop.
 //! - [`reference`]: street and category names.
 //! - [`error`]: `ApiError`, rendered as problem+json.
 
+pub mod breakdown;
+pub mod csv;
 pub mod error;
 pub mod indicators;
+pub mod lists;
+pub mod live;
 pub mod metrics;
+pub mod params;
+pub mod rankings;
 pub mod reference;
 pub mod reporters;
 pub mod summary;
+pub mod timeline;
+pub mod trend;
+pub mod web;
 pub mod work;
 
 use std::future::Future;
@@ -41,6 +55,8 @@ use gridclue_core::ch::ChSettings;
 use gridclue_core::config::{self, ConfigError, Secret};
 use gridclue_core::tokens::{TokenKind, TokenRecord, TokenStore};
 use serde::{Deserialize, Serialize};
+
+mod dashboard;
 
 pub use error::ApiError;
 pub use metrics::DashboardMetrics;
@@ -67,6 +83,13 @@ pub struct DashboardConfig {
     pub score_weights: indicators::ScoreWeights,
     /// Reporters' points per reason (docs/ARCHITECTURE.md §6).
     pub points: reporters::PointRules,
+    /// Targets of the indicators (`GET /v1/rankings`: actual ÷ target).
+    pub targets: rankings::Targets,
+    /// How often the live numbers' loop polls ClickHouse (`GET /v1/stream`).
+    pub stream_poll_ms: u64,
+    /// Open `GET /v1/stream` connections per token, and in all.
+    pub stream_max_per_token: usize,
+    pub stream_max_total: usize,
 }
 
 impl Default for DashboardConfig {
@@ -82,11 +105,32 @@ impl Default for DashboardConfig {
             tokens_file: "var/tokens.json".into(),
             score_weights: indicators::ScoreWeights::default(),
             points: reporters::PointRules::default(),
+            targets: rankings::Targets::default(),
+            stream_poll_ms: 300,
+            stream_max_per_token: 8,
+            stream_max_total: 2_000,
         }
     }
 }
 
 impl DashboardConfig {
+    fn stream_settings(&self) -> anyhow::Result<live::StreamSettings> {
+        anyhow::ensure!(
+            (50..=10_000).contains(&self.stream_poll_ms),
+            "stream_poll_ms = {}: must be 50–10000",
+            self.stream_poll_ms
+        );
+        anyhow::ensure!(
+            self.stream_max_per_token >= 1 && self.stream_max_total >= 1,
+            "stream_max_per_token and stream_max_total must be at least 1"
+        );
+        Ok(live::StreamSettings {
+            poll: std::time::Duration::from_millis(self.stream_poll_ms),
+            max_per_token: self.stream_max_per_token,
+            max_total: self.stream_max_total,
+        })
+    }
+
     pub fn ch_settings(&self) -> Result<ChSettings, ConfigError> {
         Ok(ChSettings {
             url: self.clickhouse_url.clone(),
@@ -103,6 +147,9 @@ impl DashboardConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub ch: clickhouse::Client,
+    /// The same connection for the dashboard queries: read-only (`readonly=2`: settings may be
+    /// set, nothing written) and cut off after [`QUERY_TIMEOUT_SECS`].
+    pub read: clickhouse::Client,
     pub tokens: TokenStore,
     pub reference: Arc<Reference>,
     /// The working-time calendar (remaining working hours of deadlines).
@@ -112,7 +159,15 @@ pub struct AppState {
     pub points: reporters::PointRules,
     /// Serialises redemptions per reporter (this process is their single writer).
     pub redemption_locks: reporters::RedemptionLocks,
+    /// The district map the web dashboard draws (`None`: `/dashboard/map.json` is a 404).
+    pub district_map: Option<Arc<web::DistrictMap>>,
+    pub targets: rankings::Targets,
+    /// The live numbers shared by every `/v1/stream` subscriber.
+    pub live: live::Live,
 }
+
+/// The longest a dashboard query may run in ClickHouse (`max_execution_time`).
+pub const QUERY_TIMEOUT_SECS: u32 = 10;
 
 impl AppState {
     pub fn new(
@@ -121,8 +176,13 @@ impl AppState {
         reference: Reference,
         calendar: Calendar,
     ) -> Self {
+        let read = ch
+            .clone()
+            .with_setting("readonly", "2")
+            .with_setting("max_execution_time", QUERY_TIMEOUT_SECS.to_string());
         Self {
             ch,
+            read,
             tokens,
             reference: Arc::new(reference),
             calendar: Arc::new(calendar),
@@ -130,7 +190,28 @@ impl AppState {
             score_weights: indicators::ScoreWeights::default(),
             points: reporters::PointRules::default(),
             redemption_locks: reporters::RedemptionLocks::default(),
+            district_map: None,
+            targets: rankings::Targets::default(),
+            live: live::Live::new(live::StreamSettings::default()),
         }
+    }
+
+    /// Starts the one query loop behind `/v1/stream` (once per state); it stops with `cancel`.
+    pub fn start_live_numbers(
+        &self,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        live::spawn(
+            &self.live,
+            live::LoopDeps {
+                ch: self.read.clone(),
+                reference: self.reference.clone(),
+                weights: self.score_weights,
+                metrics: self.metrics.clone(),
+                poll: self.live.settings.poll,
+            },
+            cancel,
+        )
     }
 
     /// Builds the state from configuration: connects to ClickHouse (retrying until it answers
@@ -144,6 +225,10 @@ impl AppState {
         let mut state = Self::new(ch, tokens, reference, calendar);
         state.score_weights = config.score_weights;
         state.points = config.points;
+        state.district_map = Some(web::load_district_map(data)?);
+        config.targets.check().map_err(anyhow::Error::msg)?;
+        state.targets = config.targets;
+        state.live = live::Live::new(config.stream_settings()?);
         Ok(state)
     }
 
@@ -180,9 +265,10 @@ impl AppState {
     }
 }
 
-/// The router: `/healthz`, `/readyz`, `/metrics`, `/v1/summary`, `/v1/work`.
+/// The router: `/healthz`, `/readyz`, `/metrics`, the `/v1/…` API and the `/dashboard` page.
 pub fn app(state: AppState) -> Router {
     Router::new()
+        .merge(web::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
@@ -192,6 +278,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/my/clues", get(get_my_clues))
         .route("/v1/my/points", get(get_my_points))
         .route("/v1/leaderboard", get(get_leaderboard))
+        .route("/v1/breakdown", get(dashboard::get_breakdown))
+        .route("/v1/trend", get(dashboard::get_trend))
+        .route("/v1/rankings", get(dashboard::get_rankings))
+        .route("/v1/lists/{list}", get(dashboard::get_list))
+        .route("/v1/heatmap", get(dashboard::get_heatmap))
+        .route("/v1/clues/{clue_id}/timeline", get(dashboard::get_timeline))
+        .route("/v1/stream", get(dashboard::get_stream))
         .route(
             "/v1/reporters/{reporter_id}/redemptions",
             post(post_redemption).layer(DefaultBodyLimit::max(REDEMPTION_BODY_LIMIT)),
@@ -479,10 +572,18 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
     };
+    let live_loop = state.start_live_numbers(cancel.clone());
     tracing::info!(addr = %listener.local_addr()?, streets = state.reference.streets.len(), "dashboard-api listening");
     axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .with_graceful_shutdown({
+            let cancel = cancel.clone();
+            async move { cancel.cancelled().await }
+        })
         .await?;
+    cancel.cancel();
+    if let Some(handle) = live_loop {
+        handle.await.ok();
+    }
     tracing::info!("dashboard-api stopped");
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! The dashboard API's Prometheus metrics (names from `gridclue_core::telemetry::names`).
 
 use gridclue_core::telemetry::{names, LATENCY_BUCKETS};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct DashboardMetrics {
@@ -10,6 +12,13 @@ pub struct DashboardMetrics {
     pub requests: IntCounterVec,
     /// ClickHouse query duration by query name.
     pub query_duration: HistogramVec,
+    /// ClickHouse queries of the live numbers' loop (probes and recomputations): one loop for
+    /// every `/v1/stream` subscriber.
+    pub stream_queries: IntCounter,
+    /// Polls of that loop.
+    pub stream_polls: IntCounter,
+    /// Open `/v1/stream` connections.
+    pub stream_subscribers: IntGauge,
 }
 
 impl DashboardMetrics {
@@ -38,10 +47,35 @@ impl DashboardMetrics {
         registry
             .register(Box::new(query_duration.clone()))
             .expect("metric registered once");
+        let stream_queries = IntCounter::new(
+            names::DASHBOARD_STREAM_QUERIES_TOTAL,
+            "ClickHouse queries of the live numbers loop (shared by every stream)",
+        )
+        .expect("valid metric");
+        let stream_polls = IntCounter::new(
+            names::DASHBOARD_STREAM_POLLS_TOTAL,
+            "Polls of the live numbers loop",
+        )
+        .expect("valid metric");
+        let stream_subscribers = IntGauge::new(
+            names::DASHBOARD_STREAM_SUBSCRIBERS,
+            "Open /v1/stream connections",
+        )
+        .expect("valid metric");
+        for m in [
+            Box::new(stream_queries.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(stream_polls.clone()),
+            Box::new(stream_subscribers.clone()),
+        ] {
+            registry.register(m).expect("metric registered once");
+        }
         Self {
             registry,
             requests,
             query_duration,
+            stream_queries,
+            stream_polls,
+            stream_subscribers,
         }
     }
 }

@@ -1,0 +1,263 @@
+//! The handlers of the dashboard routes: authenticate, parse, check the scope, query, answer JSON
+//! or CSV. What each route computes lives in its module.
+
+use std::time::Instant;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gridclue_core::ClueId;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::indicators::Reader;
+use crate::params::{self, Args, Filters, Format, Period, FILTER_NAMES};
+use crate::{breakdown, csv, lists, live, rankings, timeline, trend};
+use crate::{query_pairs, unavailable, AppState};
+
+type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+/// Known parameter names: the route's own plus the filters.
+fn with_filters(own: &[&'static str]) -> Vec<&'static str> {
+    own.iter().copied().chain(FILTER_NAMES).collect()
+}
+
+/// The answer as JSON, or as CSV of its `rows` (and `total`, when `with_total`) under
+/// `columns`.
+fn answer<T: Serialize>(
+    format: Format,
+    body: &T,
+    columns: impl FnOnce() -> Vec<String>,
+    filename: String,
+    with_total: bool,
+) -> Result<Response, ApiError> {
+    match format {
+        Format::Json => Ok(Json(body).into_response()),
+        Format::Csv => {
+            let value = serde_json::to_value(body).map_err(|e| ApiError::Internal(e.into()))?;
+            let mut rows: Vec<Value> = value["rows"].as_array().cloned().unwrap_or_default();
+            if with_total {
+                rows.push(value["total"].clone());
+            }
+            Ok(csv::response(&filename, csv::table(&columns(), &rows)))
+        }
+    }
+}
+
+fn period_name(p: &Period) -> String {
+    format!("{}_{}", p.from, p.to)
+}
+
+pub(crate) async fn get_breakdown(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Response, ApiError> {
+    let reader = params::reader(&state.token(&headers)?)?;
+    let pairs = query_pairs(query)?;
+    let args = Args::parse(&pairs, &with_filters(&["by", "from", "to", "format"]))?;
+    let format = Format::of(&args, &headers)?;
+    let by = match args.get("by") {
+        None => breakdown::By::Street,
+        Some(v) => breakdown::By::parse(v).ok_or_else(|| {
+            ApiError::invalid_parameter(
+                "by",
+                format!("{v:?} is not a grouping (street, community, grid, category, department, group)"),
+            )
+        })?,
+    };
+    let period = Period::parse(&args, None)?;
+    let filters = Filters::parse(&args, &reader, &state.reference)?;
+    let now_ms = gridclue_core::wire::now_ms();
+    let started = Instant::now();
+    let cells = breakdown::query(&state.read, by, &period, &filters, now_ms)
+        .await
+        .map_err(unavailable("breakdown"))?;
+    state.observe("breakdown", started);
+    let body = breakdown::assemble(by, &period, filters, &cells, &state.reference, now_ms);
+    let filename = format!(
+        "gridclue-breakdown-{}-{}.csv",
+        by.as_str(),
+        period_name(&period)
+    );
+    answer(format, &body, breakdown::csv_columns, filename, true)
+}
+
+pub(crate) async fn get_trend(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Response, ApiError> {
+    let reader = params::reader(&state.token(&headers)?)?;
+    let pairs = query_pairs(query)?;
+    let args = Args::parse(&pairs, &with_filters(&["bucket", "from", "to", "format"]))?;
+    let format = Format::of(&args, &headers)?;
+    let bucket = match args.get("bucket") {
+        None => trend::Bucket::Day,
+        Some(v) => trend::Bucket::parse(v).ok_or_else(|| {
+            ApiError::invalid_parameter(
+                "bucket",
+                format!("{v:?} is not a bucket (hour, day, week, month)"),
+            )
+        })?,
+    };
+    let period = Period::parse(&args, bucket.max_days())?;
+    let filters = Filters::parse(&args, &reader, &state.reference)?;
+    let started = Instant::now();
+    let hours = trend::query(&state.read, &period, &filters)
+        .await
+        .map_err(unavailable("trend"))?;
+    state.observe("trend", started);
+    let body = trend::assemble(bucket, &period, filters, &hours);
+    let filename = format!(
+        "gridclue-trend-{}-{}.csv",
+        bucket.as_str(),
+        period_name(&period)
+    );
+    answer(format, &body, trend::csv_columns, filename, false)
+}
+
+pub(crate) async fn get_rankings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Response, ApiError> {
+    let reader = params::reader(&state.token(&headers)?)?;
+    let pairs = query_pairs(query)?;
+    let args = Args::parse(&pairs, &["by", "from", "to", "as_of", "street", "format"])?;
+    let format = Format::of(&args, &headers)?;
+    let params = rankings::parse(&args)?;
+    let (current, previous) = rankings::plans(&reader, params, gridclue_core::wire::now_ms())?;
+    let started = Instant::now();
+    let (now_counts, before_counts) = tokio::try_join!(
+        crate::indicators::query(&state.read, &current),
+        crate::indicators::query(&state.read, &previous),
+    )
+    .map_err(unavailable("rankings"))?;
+    state.observe("rankings", started);
+    let w = &state.score_weights;
+    let body = rankings::assemble(
+        crate::indicators::assemble(&current, now_counts, &state.reference, w),
+        crate::indicators::assemble(&previous, before_counts, &state.reference, w),
+        &previous,
+        &state.targets,
+    );
+    let filename = format!(
+        "gridclue-rankings-{}-{}_{}.csv",
+        current.params.by.as_str(),
+        current.params.from,
+        current.params.to
+    );
+    let targets = state.targets;
+    answer(
+        format,
+        &body,
+        || rankings::csv_columns(&targets),
+        filename,
+        false,
+    )
+}
+
+pub(crate) async fn get_list(
+    State(state): State<AppState>,
+    UrlPath(list): UrlPath<String>,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Response, ApiError> {
+    let reader = params::reader(&state.token(&headers)?)?;
+    let list = lists::List::parse(&list).ok_or_else(|| {
+        ApiError::invalid_parameter(
+            "list",
+            format!("{list:?} is not a list (overdue, due_soon, stale, newest)"),
+        )
+    })?;
+    let pairs = query_pairs(query)?;
+    let args = Args::parse(&pairs, &with_filters(&["limit", "cursor", "format"]))?;
+    let format = Format::of(&args, &headers)?;
+    let limit = lists::parse_limit(args.get("limit"))?;
+    let cursor = lists::parse_cursor(list, args.get("cursor"))?;
+    let filters = Filters::parse(&args, &reader, &state.reference)?;
+    let now_ms = gridclue_core::wire::now_ms();
+    let started = Instant::now();
+    let rows = lists::query(&state.read, list, &filters, limit, cursor.as_ref(), now_ms)
+        .await
+        .map_err(unavailable("lists"))?;
+    state.observe("lists", started);
+    let body = lists::assemble(list, filters, rows, limit, &state.reference, now_ms);
+    let filename = format!("gridclue-list-{}.csv", list.as_str());
+    answer(format, &body, lists::csv_columns, filename, false)
+}
+
+pub(crate) async fn get_heatmap(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Response, ApiError> {
+    let reader = params::reader(&state.token(&headers)?)?;
+    let pairs = query_pairs(query)?;
+    let args = Args::parse(&pairs, &["from", "to", "category", "street", "format"])?;
+    let format = Format::of(&args, &headers)?;
+    let period = Period::parse(&args, None)?;
+    let filters = Filters::parse(&args, &reader, &state.reference)?;
+    let started = Instant::now();
+    let body = breakdown::heatmap(&state.read, &period, &filters)
+        .await
+        .map_err(unavailable("heatmap"))?;
+    state.observe("heatmap", started);
+    let filename = format!("gridclue-heatmap-{}.csv", period_name(&period));
+    answer(
+        format,
+        &body,
+        || csv::columns(&["grid", "count"]),
+        filename,
+        false,
+    )
+}
+
+pub(crate) async fn get_timeline(
+    State(state): State<AppState>,
+    UrlPath(clue_id): UrlPath<String>,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Response, ApiError> {
+    let reader = params::reader(&state.token(&headers)?)?;
+    let pairs = query_pairs(query)?;
+    Args::parse(&pairs, &[])?;
+    let id: ClueId = clue_id
+        .parse()
+        .map_err(|_| ApiError::invalid_parameter("clue_id", "must be a clue id (a UUID)"))?;
+    let id = id.to_string();
+    let started = Instant::now();
+    let rows = timeline::query(&state.read, &id)
+        .await
+        .map_err(unavailable("timeline"))?;
+    state.observe("timeline", started);
+    let not_found = || ApiError::NotFound(format!("no clue {id}"));
+    if rows.is_empty() {
+        return Err(not_found());
+    }
+    if let Reader::Street(own) = &reader {
+        // Another street's clue is answered like a clue that does not exist.
+        if timeline::street_of(&rows) != Some(own.as_str()) {
+            return Err(not_found());
+        }
+    }
+    let body = timeline::assemble(id.clone(), rows, &state.tokens.current());
+    Ok(Json(body).into_response())
+}
+
+pub(crate) async fn get_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Response, ApiError> {
+    let token = state.token(&headers)?;
+    let reader = params::reader(&token)?;
+    let pairs = query_pairs(query)?;
+    Args::parse(&pairs, &[])?;
+    let sse = live::subscribe(&state.live, reader, &token.id, &state.metrics)?;
+    Ok(sse.into_response())
+}

@@ -1,0 +1,372 @@
+//! `GET /v1/lists/{list}`: the clues a dashboard lists, a page at a time, read from the latest
+//! state of every clue (`clues FINAL`) at request time.
+//!
+//! | list | which clues | order |
+//! |---|---|---|
+//! | `overdue` | red: open, deadline before now | deadline (most overdue first) |
+//! | `due_soon` | yellow: open, ≤ 20% of the limit left, deadline not passed | deadline |
+//! | `stale` | open, least recently updated | last fact's time |
+//! | `newest` | every report | report time, newest first |
+//!
+//! Red and yellow are `gridclue_core::light` written as SQL: red once `deadline < now`; yellow
+//! from `min(yellow_at, deadline)` on, `yellow_at` being the instant the clue processor stored
+//! (for rows older than it, 20% of the elapsed time from acceptance, truncated to whole
+//! milliseconds as `light::yellow_at_fallback` does). Each row's light is then computed with
+//! `light::clue_light` itself, and the tests check that it agrees with the list.
+//!
+//! Pages are keyset pages: each list's order is (sort key, clue id), and the cursor is the last
+//! row's place in it.
+
+use gridclue_core::light::{clue_light, Light, YELLOW_FRACTION};
+use gridclue_core::{ClueId, Status};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::indicators::china_time;
+use crate::params::{Filters, DEPARTMENT_NOW_SQL, OPEN_STATUSES_SQL};
+use crate::reference::Reference;
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum List {
+    Overdue,
+    DueSoon,
+    Stale,
+    Newest,
+}
+
+impl List {
+    pub const ALL: [List; 4] = [List::Overdue, List::DueSoon, List::Stale, List::Newest];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            List::Overdue => "overdue",
+            List::DueSoon => "due_soon",
+            List::Stale => "stale",
+            List::Newest => "newest",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<List> {
+        Self::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
+    /// Which clues (fixed SQL; `now` is bound twice for `due_soon`, once for `overdue`).
+    fn condition(self) -> String {
+        let open = format!("status IN {OPEN_STATUSES_SQL}");
+        match self {
+            List::Overdue => format!("{open} AND deadline_ms > 0 AND deadline_ms < ?"),
+            List::DueSoon => format!(
+                "{open} AND deadline_ms > 0 AND deadline_ms >= ? \
+                 AND ? >= least(if(yellow_at_ms = 0, \
+                     toUInt64(deadline_ms - toUInt64(if(deadline_ms > accepted_at_ms, deadline_ms - accepted_at_ms, 0) * {YELLOW_FRACTION})), \
+                     yellow_at_ms), deadline_ms)"
+            ),
+            List::Stale => open,
+            List::Newest => "1".into(),
+        }
+    }
+
+    fn now_binds(self) -> usize {
+        match self {
+            List::Overdue => 1,
+            List::DueSoon => 2,
+            List::Stale | List::Newest => 0,
+        }
+    }
+
+    fn sort_key(self) -> &'static str {
+        match self {
+            List::Overdue | List::DueSoon => "deadline_ms",
+            List::Stale => "updated_at_ms",
+            List::Newest => "reported_at_ms",
+        }
+    }
+
+    fn descending(self) -> bool {
+        self == List::Newest
+    }
+}
+
+/// A place in a list's order: after the clue `clue_id` whose sort key is `key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub list: List,
+    pub key: u64,
+    pub clue_id: String,
+}
+
+impl Cursor {
+    /// `<list>:<sort key>:<clue id>`.
+    pub fn encode(&self) -> String {
+        format!("{}:{}:{}", self.list.as_str(), self.key, self.clue_id)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.splitn(3, ':');
+        let list = List::parse(parts.next()?)?;
+        let key = parts.next()?.parse().ok()?;
+        let clue_id: ClueId = parts.next()?.parse().ok()?;
+        Some(Self {
+            list,
+            key,
+            clue_id: clue_id.to_string(),
+        })
+    }
+}
+
+pub fn parse_limit(value: Option<&str>) -> Result<u32, ApiError> {
+    match value {
+        None => Ok(DEFAULT_LIMIT),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid_parameter(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_LIMIT}"),
+                )
+            }),
+    }
+}
+
+pub fn parse_cursor(list: List, value: Option<&str>) -> Result<Option<Cursor>, ApiError> {
+    let Some(v) = value else { return Ok(None) };
+    let cursor = Cursor::decode(v).ok_or_else(|| {
+        ApiError::invalid_parameter(
+            "cursor",
+            "is not a cursor this API gave out (pass next_cursor back unchanged)",
+        )
+    })?;
+    if cursor.list != list {
+        return Err(ApiError::invalid_parameter(
+            "cursor",
+            format!(
+                "belongs to the {} list, not {}",
+                cursor.list.as_str(),
+                list.as_str()
+            ),
+        ));
+    }
+    Ok(Some(cursor))
+}
+
+/// Bound: street ×2, the filters, now (per list), has-cursor, key ×2, id, limit.
+fn sql(list: List) -> String {
+    let inner = crate::breakdown::clues_sql(&format!(
+        "toString(clue_id) AS id, street_code, community_code, grid_code, category, \
+         {DEPARTMENT_NOW_SQL} AS department_now, status, accepted_at_ms, deadline_ms, \
+         yellow_at_ms, updated_at_ms, reported_at_ms"
+    ));
+    let (cmp, dir) = if list.descending() {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    let key = list.sort_key();
+    format!(
+        "SELECT id, street_code, community_code, grid_code, category, department_now, status, \
+                accepted_at_ms, deadline_ms, yellow_at_ms, updated_at_ms, reported_at_ms, \
+                {key} AS sort_key \
+         FROM ({inner}) \
+         WHERE {filters} AND {condition} \
+           AND (? = 0 OR {key} {cmp} ? OR ({key} = ? AND id {cmp} ?)) \
+         ORDER BY {key} {dir}, id {dir} \
+         LIMIT ?",
+        filters = Filters::sql("department_now"),
+        condition = list.condition(),
+    )
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
+pub struct ListRow {
+    pub id: String,
+    pub street_code: String,
+    pub community_code: String,
+    pub grid_code: String,
+    pub category: String,
+    pub department_now: String,
+    pub status: String,
+    pub accepted_at_ms: u64,
+    pub deadline_ms: u64,
+    pub yellow_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub reported_at_ms: u64,
+    pub sort_key: u64,
+}
+
+/// Reads up to `limit + 1` rows (the extra one says a next page exists).
+pub async fn query(
+    client: &clickhouse::Client,
+    list: List,
+    filters: &Filters,
+    limit: u32,
+    after: Option<&Cursor>,
+    now_ms: u64,
+) -> clickhouse::error::Result<Vec<ListRow>> {
+    let street = filters.street.clone().unwrap_or_default();
+    let mut q = client.query(&sql(list)).bind(&street).bind(&street);
+    q = crate::params::bind_filters(q, filters);
+    for _ in 0..list.now_binds() {
+        q = q.bind(now_ms);
+    }
+    let (has, key, id) = after.map_or((0u8, 0, ""), |c| (1, c.key, c.clue_id.as_str()));
+    q.bind(has)
+        .bind(key)
+        .bind(key)
+        .bind(id)
+        .bind(limit + 1)
+        .fetch_all()
+        .await
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Item {
+    pub clue_id: String,
+    pub street: String,
+    pub street_name: Option<String>,
+    pub community: String,
+    pub community_name: Option<String>,
+    pub grid: String,
+    pub category: String,
+    pub category_name: Option<String>,
+    pub department: String,
+    pub department_name: Option<String>,
+    pub status: String,
+    pub deadline: Option<String>,
+    pub deadline_ms: Option<u64>,
+    pub light: Option<Light>,
+    pub updated_at: String,
+    pub updated_at_ms: u64,
+    pub reported_at: String,
+    pub reported_at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Page {
+    pub list: List,
+    pub as_of_ms: u64,
+    pub filters: Filters,
+    pub rows: Vec<Item>,
+    pub next_cursor: Option<String>,
+}
+
+fn item(r: ListRow, reference: &Reference, now_ms: u64) -> Item {
+    let status: Option<Status> = r.status.parse().ok();
+    let light =
+        status.and_then(|s| clue_light(s, now_ms, r.accepted_at_ms, r.yellow_at_ms, r.deadline_ms));
+    let running = light.is_some();
+    Item {
+        street_name: reference.street_name(&r.street_code).map(str::to_owned),
+        community_name: reference
+            .community_name(&r.community_code)
+            .map(str::to_owned),
+        category_name: reference.category(&r.category).map(|c| c.name_zh.clone()),
+        department_name: reference
+            .department(&r.department_now)
+            .map(|d| d.name_zh.clone()),
+        deadline: running.then(|| china_time(r.deadline_ms)),
+        deadline_ms: running.then_some(r.deadline_ms),
+        light,
+        updated_at: china_time(r.updated_at_ms),
+        reported_at: china_time(r.reported_at_ms),
+        clue_id: r.id,
+        street: r.street_code,
+        community: r.community_code,
+        grid: r.grid_code,
+        category: r.category,
+        department: r.department_now,
+        status: r.status,
+        updated_at_ms: r.updated_at_ms,
+        reported_at_ms: r.reported_at_ms,
+    }
+}
+
+pub fn assemble(
+    list: List,
+    filters: Filters,
+    mut rows: Vec<ListRow>,
+    limit: u32,
+    reference: &Reference,
+    now_ms: u64,
+) -> Page {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = rows.last().filter(|_| more).map(|last| {
+        Cursor {
+            list,
+            key: last.sort_key,
+            clue_id: last.id.clone(),
+        }
+        .encode()
+    });
+    Page {
+        list,
+        as_of_ms: now_ms,
+        filters,
+        rows: rows
+            .into_iter()
+            .map(|r| item(r, reference, now_ms))
+            .collect(),
+        next_cursor,
+    }
+}
+
+pub fn csv_columns() -> Vec<String> {
+    crate::csv::columns(&[
+        "clue_id",
+        "street",
+        "street_name",
+        "community",
+        "community_name",
+        "grid",
+        "category",
+        "category_name",
+        "department",
+        "department_name",
+        "status",
+        "deadline",
+        "light",
+        "updated_at",
+        "reported_at",
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_name_their_list() {
+        let id = ClueId::new_random().to_string();
+        let c = Cursor {
+            list: List::DueSoon,
+            key: 17,
+            clue_id: id.clone(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c.clone()));
+        assert!(parse_cursor(List::DueSoon, Some(&c.encode()))
+            .unwrap()
+            .is_some());
+        let err = parse_cursor(List::Overdue, Some(&c.encode()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("query parameter `cursor`"), "{err}");
+        assert!(parse_cursor(List::Overdue, Some("overdue:x:y")).is_err());
+        assert!(parse_limit(Some("0")).is_err());
+        assert!(parse_limit(Some("501")).is_err());
+        assert_eq!(parse_limit(None).unwrap(), DEFAULT_LIMIT);
+    }
+
+    #[test]
+    fn every_placeholder_is_bound() {
+        for list in List::ALL {
+            let binds = 2 + Filters::default().binds().len() + list.now_binds() + 5;
+            assert_eq!(sql(list).matches('?').count(), binds, "{list:?}");
+        }
+    }
+}

@@ -1,0 +1,569 @@
+//! `GET /v1/stream`: live numbers over Server-Sent Events, from ONE query loop per process.
+//!
+//! The loop ([`spawn`], started by `run`) polls ClickHouse every `stream_poll_ms` with a probe
+//! that reads only metadata (`system.parts` of `clue_events` and `clues`: rows and block
+//! numbers, which any insert changes) and recomputes the numbers only when the probe changed or
+//! when time alone changed them: the earliest deadline of an open case passed (overdue counts
+//! and rates move) or the month ended. A snapshot whose numbers differ from the last one is
+//! published on a `watch` channel; every subscriber narrows that one snapshot to its scope and
+//! sends an event when *its* numbers changed. So N streams cost one loop, and the loop's
+//! queries are counted (`gridclue_dashboard_stream_queries_total`) to show it.
+//!
+//! The numbers: the current China month's reports and cases (`clues FINAL`, as in
+//! `/v1/breakdown`), open and overdue cases now, and the month's closure, on-time and rework
+//! rates and score from `crate::indicators` (the one definition), by street and for the district.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use chrono::{Datelike, Months, NaiveDate};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::indicators::{
+    self, china_midnight_ms, china_time, Reader, ScoreWeights, CHINA_OFFSET_SECS,
+};
+use crate::metrics::DashboardMetrics;
+use crate::params::OPEN_STATUSES_SQL;
+use crate::reference::Reference;
+
+/// How the stream is bounded and how often the loop polls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamSettings {
+    pub poll: Duration,
+    pub max_per_token: usize,
+    pub max_total: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_millis(300),
+            max_per_token: 8,
+            max_total: 2_000,
+        }
+    }
+}
+
+/// The key numbers of one street or of the district.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Kpis {
+    pub reports: u64,
+    pub cases: u64,
+    pub open: u64,
+    pub overdue: u64,
+    pub closure_rate: Option<f64>,
+    pub on_time_rate: Option<f64>,
+    pub rework_rate: Option<f64>,
+    pub score: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StreetKpis {
+    pub street: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub kpis: Kpis,
+}
+
+/// What the loop computed, for everyone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    pub as_of_ms: u64,
+    pub period: PeriodDates,
+    pub district: Kpis,
+    pub streets: Vec<StreetKpis>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PeriodDates {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+/// The China calendar month holding `now_ms`.
+pub fn month_of(now_ms: u64) -> PeriodDates {
+    let local = chrono::DateTime::from_timestamp_millis(
+        now_ms as i64 + i64::from(CHINA_OFFSET_SECS) * 1000,
+    )
+    .expect("a representable instant")
+    .date_naive();
+    let from = local.with_day(1).expect("day 1 exists");
+    PeriodDates {
+        from,
+        to: from + Months::new(1),
+    }
+}
+
+/// Per street: the month's reports and cases, open and overdue cases now, and the earliest
+/// deadline of an open case not yet passed (0: none). Bound: from, to, from, to, now, now,
+/// then the subquery's street filter ("": every street).
+fn state_sql() -> String {
+    let open = OPEN_STATUSES_SQL;
+    format!(
+        "SELECT street_code AS street, \
+                countIf(reported_at_ms >= ? AND reported_at_ms < ?) AS reports, \
+                countIf(is_case = 1 AND reported_at_ms >= ? AND reported_at_ms < ?) AS cases, \
+                countIf(status IN {open}) AS open, \
+                countIf(status IN {open} AND deadline_ms > 0 AND deadline_ms < ?) AS overdue, \
+                minIf(deadline_ms, status IN {open} AND deadline_ms >= ?) AS next_deadline_ms \
+         FROM ({inner}) \
+         GROUP BY street",
+        inner = crate::breakdown::clues_sql(
+            "street_code, reported_at_ms, is_case, status, deadline_ms"
+        ),
+    )
+}
+
+/// Metadata only: changes with every insert into the facts or the clue states.
+const PROBE_SQL: &str = "\
+SELECT toUInt64(sum(rows)) AS rows, toUInt64(sum(max_block_number)) AS blocks, toUInt64(count()) AS parts \
+FROM system.parts WHERE database = currentDatabase() AND table IN ('clue_events', 'clues') AND active";
+
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
+struct Probe {
+    rows: u64,
+    blocks: u64,
+    parts: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
+struct StreetState {
+    street: String,
+    reports: u64,
+    cases: u64,
+    open: u64,
+    overdue: u64,
+    next_deadline_ms: u64,
+}
+
+/// What the loop reads with.
+pub struct LoopDeps {
+    pub ch: clickhouse::Client,
+    pub reference: Arc<Reference>,
+    pub weights: ScoreWeights,
+    pub metrics: DashboardMetrics,
+    pub poll: Duration,
+}
+
+/// Computes a snapshot at `now_ms` (two queries) and the instant after which time alone changes
+/// it.
+async fn compute(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::Result<(Snapshot, u64)> {
+    let period = month_of(now_ms);
+    let (from_ms, to_ms) = (china_midnight_ms(period.from), china_midnight_ms(period.to));
+    deps.metrics.stream_queries.inc();
+    let states: Vec<StreetState> = deps
+        .ch
+        .query(&state_sql())
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind("")
+        .bind("")
+        .fetch_all()
+        .await?;
+    let plan = indicators::plan(
+        &Reader::District,
+        indicators::Params {
+            from: period.from,
+            to: period.to,
+            as_of_ms: Some(now_ms),
+            by: indicators::By::Street,
+            street: None,
+        },
+        now_ms,
+    )
+    .expect("the district reads every street");
+    deps.metrics.stream_queries.inc();
+    let counts = indicators::query(&deps.ch, &plan).await?;
+    let answer = indicators::assemble(&plan, counts, &deps.reference, &deps.weights);
+
+    let state_of: HashMap<&str, &StreetState> =
+        states.iter().map(|s| (s.street.as_str(), s)).collect();
+    let kpis = |row: &indicators::Indicators, s: Option<&StreetState>| Kpis {
+        reports: s.map_or(0, |s| s.reports),
+        cases: s.map_or(0, |s| s.cases),
+        open: s.map_or(0, |s| s.open),
+        overdue: s.map_or(0, |s| s.overdue),
+        closure_rate: row.closure_rate,
+        on_time_rate: row.on_time_rate,
+        rework_rate: row.rework_rate,
+        score: row.score,
+    };
+    let mut streets: Vec<StreetKpis> = answer
+        .rows
+        .iter()
+        .map(|row| StreetKpis {
+            street: row.key.clone(),
+            name: row.name.clone(),
+            kpis: kpis(row, state_of.get(row.key.as_str()).copied()),
+        })
+        .collect();
+    // Streets with open cases but no case in the month's cohort.
+    for s in &states {
+        if !streets.iter().any(|k| k.street == s.street) {
+            let zero = indicators::Indicators::from_counts(
+                &indicators::Counts::default(),
+                String::new(),
+                &deps.weights,
+            );
+            streets.push(StreetKpis {
+                street: s.street.clone(),
+                name: deps
+                    .reference
+                    .street_name(&s.street)
+                    .unwrap_or(&s.street)
+                    .to_owned(),
+                kpis: kpis(&zero, Some(s)),
+            });
+        }
+    }
+    streets.sort_by(|a, b| a.street.cmp(&b.street));
+    let mut district = kpis(&answer.total, None);
+    for s in &states {
+        district.reports += s.reports;
+        district.cases += s.cases;
+        district.open += s.open;
+        district.overdue += s.overdue;
+    }
+    let next_deadline = states
+        .iter()
+        .map(|s| s.next_deadline_ms)
+        .filter(|d| *d > 0)
+        .min()
+        .unwrap_or(u64::MAX);
+    let changes_after = next_deadline.min(to_ms - 1);
+    Ok((
+        Snapshot {
+            as_of_ms: now_ms,
+            period,
+            district,
+            streets,
+        },
+        changes_after,
+    ))
+}
+
+/// The numbers a snapshot holds, without the instant (what "changed" compares).
+fn same_numbers(a: &Snapshot, b: &Snapshot) -> bool {
+    a.period == b.period && a.district == b.district && a.streets == b.streets
+}
+
+/// What the loop publishes: the latest numbers (none before the first computation).
+type Published = Option<Arc<Snapshot>>;
+
+/// The shared channel, the sender waiting for [`spawn`], and the stream slots.
+#[derive(Clone)]
+pub struct Live {
+    rx: watch::Receiver<Published>,
+    tx: Arc<Mutex<Option<watch::Sender<Published>>>>,
+    slots: Arc<Mutex<Slots>>,
+    pub settings: StreamSettings,
+}
+
+#[derive(Default)]
+struct Slots {
+    by_token: HashMap<String, usize>,
+    total: usize,
+}
+
+impl Live {
+    pub fn new(settings: StreamSettings) -> Self {
+        let (tx, rx) = watch::channel(None);
+        Self {
+            rx,
+            tx: Arc::new(Mutex::new(Some(tx))),
+            slots: Arc::default(),
+            settings,
+        }
+    }
+
+    /// Takes one of the token's stream slots (429 when it holds its maximum, or the service
+    /// does); the slot is given back when the guard drops (the stream ends or the client left).
+    fn acquire(&self, token_id: &str, metrics: &DashboardMetrics) -> Result<SlotGuard, ApiError> {
+        let mut slots = self.slots.lock().expect("slots lock");
+        let held = slots.by_token.get(token_id).copied().unwrap_or(0);
+        if held >= self.settings.max_per_token || slots.total >= self.settings.max_total {
+            return Err(ApiError::TooManyStreams {
+                limit: if held >= self.settings.max_per_token {
+                    self.settings.max_per_token
+                } else {
+                    self.settings.max_total
+                },
+            });
+        }
+        *slots.by_token.entry(token_id.to_owned()).or_default() += 1;
+        slots.total += 1;
+        metrics.stream_subscribers.inc();
+        Ok(SlotGuard {
+            slots: self.slots.clone(),
+            token_id: token_id.to_owned(),
+            metrics: metrics.clone(),
+        })
+    }
+}
+
+struct SlotGuard {
+    slots: Arc<Mutex<Slots>>,
+    token_id: String,
+    metrics: DashboardMetrics,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut slots = self.slots.lock().expect("slots lock");
+        if let Some(n) = slots.by_token.get_mut(&self.token_id) {
+            *n -= 1;
+            if *n == 0 {
+                slots.by_token.remove(&self.token_id);
+            }
+        }
+        slots.total -= 1;
+        self.metrics.stream_subscribers.dec();
+    }
+}
+
+/// Starts the one query loop (once; later calls return `None`). It stops with `cancel`, which
+/// also ends every stream (their channel closes).
+pub fn spawn(
+    live: &Live,
+    deps: LoopDeps,
+    cancel: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let tx = live.tx.lock().expect("sender lock").take()?;
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(deps.poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_probe: Option<Probe> = None;
+        let mut changes_after = 0u64;
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            deps.metrics.stream_polls.inc();
+            deps.metrics.stream_queries.inc();
+            let probe = match deps.ch.query(PROBE_SQL).fetch_one::<Probe>().await {
+                Ok(p) => p,
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "live numbers: probe failed; retrying");
+                    }
+                    failing = true;
+                    continue;
+                }
+            };
+            let now_ms = gridclue_core::wire::now_ms();
+            if last_probe.as_ref() == Some(&probe) && now_ms <= changes_after {
+                continue;
+            }
+            match compute(&deps, now_ms).await {
+                Ok((snapshot, after)) => {
+                    if failing {
+                        tracing::info!("live numbers: ClickHouse answers again");
+                    }
+                    failing = false;
+                    last_probe = Some(probe);
+                    changes_after = after;
+                    let changed = tx
+                        .borrow()
+                        .as_ref()
+                        .is_none_or(|old| !same_numbers(old, &snapshot));
+                    if changed {
+                        tx.send_replace(Some(Arc::new(snapshot)));
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "live numbers: query failed; retrying");
+                    }
+                    failing = true;
+                }
+            }
+        }
+        tracing::info!("live numbers loop stopped");
+    }))
+}
+
+/// One subscriber's event: the snapshot narrowed to its scope.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Numbers {
+    pub as_of: String,
+    pub as_of_ms: u64,
+    pub period: PeriodDates,
+    pub scope: crate::summary::Scope,
+    pub kpis: Kpis,
+    pub by_street: Vec<StreetKpis>,
+}
+
+pub fn view(snapshot: &Snapshot, reader: &Reader) -> Numbers {
+    let (scope, kpis, by_street) = match reader {
+        Reader::District => (
+            crate::summary::Scope::District,
+            snapshot.district.clone(),
+            snapshot.streets.clone(),
+        ),
+        Reader::Street(own) => {
+            let mine: Vec<StreetKpis> = snapshot
+                .streets
+                .iter()
+                .filter(|s| &s.street == own)
+                .cloned()
+                .collect();
+            (
+                crate::summary::Scope::Street {
+                    street_code: own.clone(),
+                },
+                mine.first().map(|s| s.kpis.clone()).unwrap_or_default(),
+                mine,
+            )
+        }
+    };
+    Numbers {
+        as_of: china_time(snapshot.as_of_ms),
+        as_of_ms: snapshot.as_of_ms,
+        period: snapshot.period,
+        scope,
+        kpis,
+        by_street,
+    }
+}
+
+struct Subscriber {
+    rx: watch::Receiver<Published>,
+    reader: Reader,
+    last: Option<Numbers>,
+    first: bool,
+    _slot: SlotGuard,
+}
+
+/// The event stream of one subscriber: the current numbers at once (when the loop has computed
+/// any), then an event whenever the subscriber's numbers change.
+pub fn subscribe(
+    live: &Live,
+    reader: Reader,
+    token_id: &str,
+    metrics: &DashboardMetrics,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let slot = live.acquire(token_id, metrics)?;
+    let start = Subscriber {
+        rx: live.rx.clone(),
+        reader,
+        last: None,
+        first: true,
+        _slot: slot,
+    };
+    let stream = futures::stream::unfold(start, |mut s| async move {
+        loop {
+            if !s.first && s.rx.changed().await.is_err() {
+                return None;
+            }
+            s.first = false;
+            let Some(snapshot) = s.rx.borrow_and_update().clone() else {
+                continue;
+            };
+            let numbers = view(&snapshot, &s.reader);
+            let changed = s.last.as_ref().is_none_or(|last| {
+                last.period != numbers.period
+                    || last.kpis != numbers.kpis
+                    || last.by_street != numbers.by_street
+            });
+            if !changed {
+                continue;
+            }
+            let event = Event::default()
+                .event("numbers")
+                .json_data(&numbers)
+                .unwrap_or_else(|_| Event::default().comment("unserialisable numbers"));
+            s.last = Some(numbers);
+            return Some((Ok(event), s));
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keep-alive"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_month_is_the_china_calendar_month() {
+        // 2026-11-30 16:30 UTC is 2026-12-01 00:30 in China.
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-30T16:30:00Z")
+            .unwrap()
+            .timestamp_millis() as u64;
+        let m = month_of(at);
+        assert_eq!(
+            (m.from.to_string(), m.to.to_string()),
+            ("2026-12-01".into(), "2027-01-01".into())
+        );
+    }
+
+    #[test]
+    fn a_street_sees_its_own_street_only() {
+        let k = |n| Kpis {
+            reports: n,
+            ..Kpis::default()
+        };
+        let snapshot = Snapshot {
+            as_of_ms: 1,
+            period: month_of(1),
+            district: k(5),
+            streets: vec![
+                StreetKpis {
+                    street: "310199001".into(),
+                    name: "a".into(),
+                    kpis: k(2),
+                },
+                StreetKpis {
+                    street: "310199002".into(),
+                    name: "b".into(),
+                    kpis: k(3),
+                },
+            ],
+        };
+        let v = view(&snapshot, &Reader::Street("310199002".into()));
+        assert_eq!((v.kpis.reports, v.by_street.len()), (3, 1));
+        let v = view(&snapshot, &Reader::District);
+        assert_eq!((v.kpis.reports, v.by_street.len()), (5, 2));
+    }
+
+    #[test]
+    fn stream_slots_are_bounded_per_token_and_given_back() {
+        let live = Live::new(StreamSettings {
+            max_per_token: 2,
+            ..StreamSettings::default()
+        });
+        let m = DashboardMetrics::new();
+        let a = live.acquire("tok_a", &m).unwrap();
+        let _b = live.acquire("tok_a", &m).unwrap();
+        assert!(matches!(
+            live.acquire("tok_a", &m),
+            Err(ApiError::TooManyStreams { limit: 2 })
+        ));
+        assert!(live.acquire("tok_b", &m).is_ok());
+        drop(a);
+        assert!(live.acquire("tok_a", &m).is_ok());
+        assert_eq!(m.stream_subscribers.get(), 1);
+    }
+
+    #[test]
+    fn every_placeholder_is_bound() {
+        assert_eq!(state_sql().matches('?').count(), 8);
+        assert_eq!(PROBE_SQL.matches('?').count(), 0);
+    }
+}

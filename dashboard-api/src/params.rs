@@ -1,0 +1,408 @@
+//! What the dashboard routes share: who reads (district or one street), the query parameters
+//! every route parses the same way (periods, place/category/department filters, the answer's
+//! format), and the per-route check that nothing unknown or repeated was sent.
+
+use std::collections::BTreeMap;
+
+use axum::http::{header, HeaderMap};
+use chrono::{Months, NaiveDate};
+use gridclue_core::tokens::{TokenKind, TokenRecord};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::indicators::{china_midnight_ms, Reader, MAX_PERIOD_MONTHS};
+use crate::reference::Reference;
+
+/// Whose dashboards a token reads: the district every street's, a street office its own.
+pub fn reader(token: &TokenRecord) -> Result<Reader, ApiError> {
+    match (token.kind, &token.scope) {
+        (TokenKind::District, _) => Ok(Reader::District),
+        (TokenKind::Street, Some(street)) => Ok(Reader::Street(street.clone())),
+        (TokenKind::Street, None) => Err(ApiError::Forbidden(
+            "read dashboards (street token without a street)",
+        )),
+        (TokenKind::Reporter, _) => Err(ApiError::Forbidden("read dashboards (reporter token)")),
+        (TokenKind::Department, _) => {
+            Err(ApiError::Forbidden("read dashboards (department token)"))
+        }
+    }
+}
+
+/// The query parameters of one request by name, after checking that each is known to the route
+/// and given once (else a 400 naming it).
+pub struct Args<'a> {
+    values: BTreeMap<&'a str, &'a str>,
+}
+
+impl<'a> Args<'a> {
+    pub fn parse(pairs: &'a [(String, String)], known: &[&str]) -> Result<Self, ApiError> {
+        let mut values = BTreeMap::new();
+        for (name, value) in pairs {
+            if !known.contains(&name.as_str()) {
+                return Err(ApiError::invalid_parameter(
+                    name,
+                    format!("unknown (known: {})", known.join(", ")),
+                ));
+            }
+            if values.insert(name.as_str(), value.as_str()).is_some() {
+                return Err(ApiError::invalid_parameter(name, "given more than once"));
+            }
+        }
+        Ok(Self { values })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.values.get(name).copied()
+    }
+
+    pub fn required(&self, name: &str) -> Result<&'a str, ApiError> {
+        self.get(name)
+            .ok_or_else(|| ApiError::invalid_parameter(name, "is required"))
+    }
+}
+
+/// The parameters every filtered route accepts besides its own.
+pub const FILTER_NAMES: [&str; 5] = ["street", "community", "grid", "category", "department"];
+
+/// A period `[from, to)` of China dates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Period {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+impl Period {
+    /// `from` and `to` (required, `YYYY-MM-DD`), `to` after `from` and at most `max_days` days
+    /// later (None: at most 3 years).
+    pub fn parse(args: &Args<'_>, max_days: Option<i64>) -> Result<Self, ApiError> {
+        let date = |name: &str| {
+            NaiveDate::parse_from_str(args.required(name)?, "%Y-%m-%d").map_err(|_| {
+                ApiError::invalid_parameter(name, "must be a date YYYY-MM-DD (China time)")
+            })
+        };
+        let (from, to) = (date("from")?, date("to")?);
+        if to <= from {
+            return Err(ApiError::invalid_parameter("to", "must be after from"));
+        }
+        match max_days {
+            Some(days) if (to - from).num_days() > days => Err(ApiError::invalid_parameter(
+                "to",
+                format!("the period from `from` to `to` may span at most {days} days here"),
+            )),
+            None if from
+                .checked_add_months(Months::new(MAX_PERIOD_MONTHS))
+                .is_none_or(|limit| to > limit) =>
+            {
+                Err(ApiError::invalid_parameter(
+                    "to",
+                    "the period from `from` to `to` may span at most 3 years",
+                ))
+            }
+            _ => Ok(Self { from, to }),
+        }
+    }
+
+    pub fn from_ms(&self) -> u64 {
+        china_midnight_ms(self.from)
+    }
+
+    pub fn to_ms(&self) -> u64 {
+        china_midnight_ms(self.to)
+    }
+
+    pub fn days(&self) -> i64 {
+        (self.to - self.from).num_days()
+    }
+}
+
+/// Place, category and department filters; `None` = any. The street is set for a street
+/// token even when the request did not name it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Filters {
+    pub street: Option<String>,
+    pub community: Option<String>,
+    pub grid: Option<String>,
+    pub category: Option<String>,
+    pub department: Option<String>,
+}
+
+fn digits(args: &Args<'_>, name: &str, len: usize, what: &str) -> Result<Option<String>, ApiError> {
+    match args.get(name) {
+        None => Ok(None),
+        Some(v) if v.len() == len && v.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(v.into())),
+        Some(_) => Err(ApiError::invalid_parameter(
+            name,
+            format!("must be a {len}-digit {what} code"),
+        )),
+    }
+}
+
+impl Filters {
+    /// Parses the filters present in `args` (codes checked against the reference data) and
+    /// applies the reader's scope: a street token reads its street (a street, community or grid
+    /// of another street is a 403).
+    pub fn parse(
+        args: &Args<'_>,
+        reader: &Reader,
+        reference: &Reference,
+    ) -> Result<Self, ApiError> {
+        let mut f = Filters {
+            street: digits(args, "street", 9, "street")?,
+            community: digits(args, "community", 12, "community")?,
+            grid: digits(args, "grid", 15, "grid")?,
+            category: args.get("category").map(str::to_owned),
+            department: args.get("department").map(str::to_owned),
+        };
+        if let Reader::Street(own) = reader {
+            let outside =
+                |code: &Option<String>| code.as_ref().is_some_and(|c| !c.starts_with(own));
+            if outside(&f.street) || outside(&f.community) || outside(&f.grid) {
+                return Err(ApiError::Forbidden(
+                    "read another street's numbers (street token)",
+                ));
+            }
+            f.street = Some(own.clone());
+        }
+        if let Some(s) = &f.street {
+            if reference.street_name(s).is_none() && !reference.streets.is_empty() {
+                return Err(ApiError::invalid_parameter(
+                    "street",
+                    format!("no street {s} on the map"),
+                ));
+            }
+        }
+        if let Some(c) = &f.community {
+            if reference.community_name(c).is_none() && !reference.communities.is_empty() {
+                return Err(ApiError::invalid_parameter(
+                    "community",
+                    format!("no community {c} on the map"),
+                ));
+            }
+        }
+        if let Some(c) = &f.category {
+            if reference.category(c).is_none() {
+                return Err(ApiError::invalid_parameter(
+                    "category",
+                    format!("{c:?} is not a category of the catalog"),
+                ));
+            }
+        }
+        if let Some(d) = &f.department {
+            if reference.department(d).is_none() {
+                return Err(ApiError::invalid_parameter(
+                    "department",
+                    format!("{d:?} is not a department of the catalog"),
+                ));
+            }
+        }
+        Ok(f)
+    }
+
+    /// The values bound for [`Filters::SQL`], in order ("" = any).
+    pub fn binds(&self) -> [String; 10] {
+        let v = |o: &Option<String>| o.clone().unwrap_or_default();
+        let (s, c, g, k, d) = (
+            v(&self.street),
+            v(&self.community),
+            v(&self.grid),
+            v(&self.category),
+            v(&self.department),
+        );
+        [
+            s.clone(),
+            s,
+            c.clone(),
+            c,
+            g.clone(),
+            g,
+            k.clone(),
+            k,
+            d.clone(),
+            d,
+        ]
+    }
+
+    /// The filter condition over columns `street_code`, `community_code`, `grid_code`,
+    /// `category` and `<department>` (fixed SQL; the values are bound, see [`Filters::binds`]).
+    pub fn sql(department_column: &str) -> String {
+        format!(
+            "(? = '' OR street_code = ?) AND (? = '' OR community_code = ?) \
+             AND (? = '' OR grid_code = ?) AND (? = '' OR category = ?) \
+             AND (? = '' OR {department_column} = ?)"
+        )
+    }
+}
+
+/// Binds the filter values onto a query, in the order of [`Filters::sql`].
+pub fn bind_filters(mut q: clickhouse::query::Query, f: &Filters) -> clickhouse::query::Query {
+    for v in f.binds() {
+        q = q.bind(v);
+    }
+    q
+}
+
+/// The answer's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+impl Format {
+    /// `?format=json|csv`; without it, `Accept: text/csv` asks for CSV.
+    pub fn of(args: &Args<'_>, headers: &HeaderMap) -> Result<Self, ApiError> {
+        match args.get("format") {
+            Some("json") => Ok(Format::Json),
+            Some("csv") => Ok(Format::Csv),
+            Some(_) => Err(ApiError::invalid_parameter("format", "must be json or csv")),
+            None => {
+                let accept = headers
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let csv = accept
+                    .split(',')
+                    .any(|m| m.split(';').next().is_some_and(|t| t.trim() == "text/csv"));
+                Ok(if csv { Format::Csv } else { Format::Json })
+            }
+        }
+    }
+}
+
+/// The statuses of a clue still in the loop (not closed, rejected, duplicate or withdrawn).
+pub const OPEN_STATUSES_SQL: &str =
+    "('reported', 'accepted', 'dispatched', 'in_progress', 'handled')";
+
+/// A clue's department now: the one it is dispatched to, else the one it was routed (or last
+/// dispatched) to — as in the work queues.
+pub const DEPARTMENT_NOW_SQL: &str =
+    "if(assigned_department != '', assigned_department, department)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::Street;
+
+    fn pairs(q: &str) -> Vec<(String, String)> {
+        q.split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect()
+    }
+
+    fn reference() -> Reference {
+        Reference {
+            streets: vec![
+                Street {
+                    code: "310199001".into(),
+                    name: "甲".into(),
+                },
+                Street {
+                    code: "310199002".into(),
+                    name: "乙".into(),
+                },
+            ],
+            ..Reference::default()
+        }
+    }
+
+    #[test]
+    fn unknown_and_repeated_parameters_are_named() {
+        let p = pairs("from=2026-01-01&bogus=1");
+        let err = Args::parse(&p, &["from"]).err().unwrap().to_string();
+        assert!(err.starts_with("query parameter `bogus`"), "{err}");
+        let p = pairs("from=2026-01-01&from=2026-01-02");
+        let err = Args::parse(&p, &["from"]).err().unwrap().to_string();
+        assert_eq!(err, "query parameter `from`: given more than once");
+    }
+
+    #[test]
+    fn periods_are_ordered_and_bounded() {
+        let period = |q: &str, max| {
+            let p = pairs(q);
+            Period::parse(&Args::parse(&p, &["from", "to"]).unwrap(), max)
+                .map_err(|e| e.to_string())
+        };
+        let ok = period("from=2026-11-01&to=2026-12-01", Some(31)).unwrap();
+        assert_eq!(ok.days(), 30);
+        assert!(period("from=2026-11-01&to=2026-12-03", Some(31))
+            .unwrap_err()
+            .starts_with("query parameter `to`"));
+        assert!(period("from=2026-11-01&to=2026-11-01", None)
+            .unwrap_err()
+            .contains("must be after from"));
+        assert!(period("from=2026-11-01&to=2029-11-02", None).is_err());
+        assert!(period("from=2026-13-01&to=2027-01-01", None)
+            .unwrap_err()
+            .starts_with("query parameter `from`"));
+        assert!(period("to=2027-01-01", None)
+            .unwrap_err()
+            .starts_with("query parameter `from`: is required"));
+    }
+
+    #[test]
+    fn a_street_token_is_held_to_its_street() {
+        let names = FILTER_NAMES;
+        let parse = |q: &str, reader: &Reader| {
+            let p = pairs(q);
+            Filters::parse(&Args::parse(&p, &names).unwrap(), reader, &reference())
+        };
+        let own = Reader::Street("310199001".into());
+        assert_eq!(
+            parse("", &own).unwrap().street.as_deref(),
+            Some("310199001")
+        );
+        assert!(parse("grid=310199001001001", &own).is_ok());
+        for q in [
+            "street=310199002",
+            "community=310199002001",
+            "grid=310199002001001",
+        ] {
+            assert!(matches!(parse(q, &own), Err(ApiError::Forbidden(_))), "{q}");
+        }
+        assert_eq!(parse("", &Reader::District).unwrap(), Filters::default());
+        let err = parse("street=310199009", &Reader::District)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("query parameter `street`"), "{err}");
+        let err = parse("grid=31019900100100", &Reader::District)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("query parameter `grid`"), "{err}");
+        let err = parse("category=nope", &Reader::District)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("query parameter `category`"), "{err}");
+    }
+
+    #[test]
+    fn csv_is_asked_for_by_parameter_or_accept_header() {
+        let p = pairs("format=csv");
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            Format::of(&Args::parse(&p, &["format"]).unwrap(), &h).unwrap(),
+            Format::Csv
+        );
+        let none: Vec<(String, String)> = Vec::new();
+        let args = Args::parse(&none, &["format"]).unwrap();
+        assert_eq!(Format::of(&args, &h).unwrap(), Format::Json);
+        h.insert(
+            header::ACCEPT,
+            "text/csv;q=0.9, application/json".parse().unwrap(),
+        );
+        assert_eq!(Format::of(&args, &h).unwrap(), Format::Csv);
+        let p = pairs("format=xml");
+        assert!(Format::of(&Args::parse(&p, &["format"]).unwrap(), &h).is_err());
+    }
+
+    #[test]
+    fn every_filter_placeholder_is_bound() {
+        assert_eq!(
+            Filters::sql("department").matches('?').count(),
+            Filters::default().binds().len()
+        );
+    }
+}

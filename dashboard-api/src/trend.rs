@@ -1,0 +1,264 @@
+//! `GET /v1/trend`: reports, acceptances, closures and missed deadlines per hour, day, week
+//! (Monday first) or month, China time, every bucket of the period present.
+//!
+//! Read from the facts (`clue_events`), counted per China hour in ClickHouse and summed into
+//! buckets here (hours nest in days, weeks and months at UTC+8, which has no daylight saving).
+//! Each fact is counted once whatever was stored twice: a clue has one report, one acceptance and
+//! one closure, so those count distinct clues; a clue can miss several deadlines (after a
+//! postponement), so missed deadlines count distinct (clue, seq).
+
+use std::collections::BTreeMap;
+
+use chrono::{Datelike, Duration, Months, NaiveDate};
+use serde::{Deserialize, Serialize};
+
+use crate::indicators::{china_midnight_ms, china_time, CHINA_OFFSET_SECS};
+use crate::params::{Filters, Period};
+
+/// The longest period of hourly buckets, in days.
+pub const MAX_HOURLY_DAYS: i64 = 31;
+const HOUR_MS: u64 = 3_600_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bucket {
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+impl Bucket {
+    pub const ALL: [Bucket; 4] = [Bucket::Hour, Bucket::Day, Bucket::Week, Bucket::Month];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bucket::Hour => "hour",
+            Bucket::Day => "day",
+            Bucket::Week => "week",
+            Bucket::Month => "month",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Bucket> {
+        Self::ALL.into_iter().find(|b| b.as_str() == s)
+    }
+
+    /// The longest period answered with these buckets (None: the general 3 years).
+    pub fn max_days(self) -> Option<i64> {
+        (self == Bucket::Hour).then_some(MAX_HOURLY_DAYS)
+    }
+}
+
+/// The start (epoch ms) of every bucket that overlaps `period`, in order.
+pub fn bucket_starts(bucket: Bucket, period: &Period) -> Vec<u64> {
+    let (from_ms, to_ms) = (period.from_ms(), period.to_ms());
+    if bucket == Bucket::Hour {
+        return (from_ms..to_ms).step_by(HOUR_MS as usize).collect();
+    }
+    let first = first_day(bucket, period.from);
+    let mut starts = Vec::new();
+    let mut day = first;
+    while day < period.to {
+        starts.push(china_midnight_ms(day));
+        day = next_day(bucket, day);
+    }
+    starts
+}
+
+fn first_day(bucket: Bucket, d: NaiveDate) -> NaiveDate {
+    match bucket {
+        Bucket::Hour | Bucket::Day => d,
+        Bucket::Week => d - Duration::days(i64::from(d.weekday().num_days_from_monday())),
+        Bucket::Month => d.with_day(1).expect("day 1 exists"),
+    }
+}
+
+fn next_day(bucket: Bucket, d: NaiveDate) -> NaiveDate {
+    match bucket {
+        Bucket::Hour | Bucket::Day => d + Duration::days(1),
+        Bucket::Week => d + Duration::days(7),
+        Bucket::Month => d + Months::new(1),
+    }
+}
+
+/// The start of the bucket holding the China hour that starts at `hour_ms`.
+fn bucket_of(bucket: Bucket, hour_ms: u64) -> u64 {
+    if bucket == Bucket::Hour {
+        return hour_ms;
+    }
+    let local = chrono::DateTime::from_timestamp_millis(
+        hour_ms as i64 + i64::from(CHINA_OFFSET_SECS) * 1000,
+    )
+    .expect("a representable instant")
+    .date_naive();
+    china_midnight_ms(first_day(bucket, local))
+}
+
+/// Facts per China hour (the hour's start in epoch ms). Bound: from, to, then the filters.
+fn sql() -> String {
+    let offset_ms = i64::from(CHINA_OFFSET_SECS) * 1000;
+    format!(
+        "SELECT toUInt64(intDiv(occurred_at_ms + {offset_ms}, {HOUR_MS}) * {HOUR_MS} - {offset_ms}) AS hour, \
+                uniqExactIf(clue_id, fact_type = 'reported') AS reports, \
+                uniqExactIf(clue_id, fact_type = 'accepted') AS accepted, \
+                uniqExactIf(clue_id, fact_type = 'verified') AS closed, \
+                uniqExactIf(clue_id, seq, fact_type = 'overdue') AS overdue \
+         FROM clue_events \
+         WHERE occurred_at_ms >= ? AND occurred_at_ms < ? AND inside = 1 \
+           AND fact_type IN ('reported', 'accepted', 'verified', 'overdue') \
+           AND {filters} \
+         GROUP BY hour \
+         LIMIT 100000",
+        filters = Filters::sql("department"),
+    )
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct HourCounts {
+    pub hour: u64,
+    pub reports: u64,
+    pub accepted: u64,
+    pub closed: u64,
+    pub overdue: u64,
+}
+
+pub async fn query(
+    client: &clickhouse::Client,
+    period: &Period,
+    filters: &Filters,
+) -> clickhouse::error::Result<Vec<HourCounts>> {
+    let q = client
+        .query(&sql())
+        .bind(period.from_ms())
+        .bind(period.to_ms());
+    crate::params::bind_filters(q, filters).fetch_all().await
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TrendRow {
+    pub start: String,
+    pub start_ms: u64,
+    pub reports: u64,
+    pub accepted: u64,
+    pub closed: u64,
+    pub overdue: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Trend {
+    pub bucket: Bucket,
+    pub from: String,
+    pub to: String,
+    pub filters: Filters,
+    pub rows: Vec<TrendRow>,
+}
+
+/// Sums the hours into the period's buckets (every bucket present, zeros included).
+pub fn assemble(bucket: Bucket, period: &Period, filters: Filters, hours: &[HourCounts]) -> Trend {
+    let mut buckets: BTreeMap<u64, TrendRow> = bucket_starts(bucket, period)
+        .into_iter()
+        .map(|start_ms| {
+            let row = TrendRow {
+                start: china_time(start_ms),
+                start_ms,
+                reports: 0,
+                accepted: 0,
+                closed: 0,
+                overdue: 0,
+            };
+            (start_ms, row)
+        })
+        .collect();
+    for h in hours {
+        if let Some(row) = buckets.get_mut(&bucket_of(bucket, h.hour)) {
+            row.reports += h.reports;
+            row.accepted += h.accepted;
+            row.closed += h.closed;
+            row.overdue += h.overdue;
+        }
+    }
+    Trend {
+        bucket,
+        from: period.from.to_string(),
+        to: period.to.to_string(),
+        filters,
+        rows: buckets.into_values().collect(),
+    }
+}
+
+pub fn csv_columns() -> Vec<String> {
+    crate::csv::columns(&["start", "reports", "accepted", "closed", "overdue"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn period(from: &str, to: &str) -> Period {
+        Period {
+            from: from.parse().unwrap(),
+            to: to.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn buckets_cover_the_period_in_china_time() {
+        let p = period("2026-11-04", "2026-12-02");
+        let weeks: Vec<String> = bucket_starts(Bucket::Week, &p)
+            .into_iter()
+            .map(china_time)
+            .collect();
+        // 2026-11-04 is a Wednesday: its week starts on Monday 11-02.
+        assert_eq!(weeks.first().unwrap(), "2026-11-02T00:00:00.000+08:00");
+        assert_eq!(weeks.last().unwrap(), "2026-11-30T00:00:00.000+08:00");
+        assert_eq!(weeks.len(), 5);
+        let months = bucket_starts(Bucket::Month, &p);
+        assert_eq!(
+            months.iter().map(|m| china_time(*m)).collect::<Vec<_>>(),
+            [
+                "2026-11-01T00:00:00.000+08:00",
+                "2026-12-01T00:00:00.000+08:00"
+            ]
+        );
+        assert_eq!(bucket_starts(Bucket::Day, &p).len(), 28);
+        assert_eq!(
+            bucket_starts(Bucket::Hour, &period("2026-11-04", "2026-11-05")).len(),
+            24
+        );
+    }
+
+    #[test]
+    fn hours_are_summed_into_their_buckets() {
+        let p = period("2026-11-02", "2026-11-04");
+        let h = |t: &str, reports| HourCounts {
+            hour: china_midnight_ms(t.parse().unwrap()) + 23 * HOUR_MS,
+            reports,
+            ..HourCounts::default()
+        };
+        // 23:00 China time on 11-02 is 15:00 UTC the same day: it belongs to 11-02.
+        let t = assemble(
+            Bucket::Day,
+            &p,
+            Filters::default(),
+            &[h("2026-11-02", 2), h("2026-11-03", 5)],
+        );
+        assert_eq!(t.rows.iter().map(|r| r.reports).collect::<Vec<_>>(), [2, 5]);
+        let t = assemble(
+            Bucket::Week,
+            &p,
+            Filters::default(),
+            &[h("2026-11-02", 2), h("2026-11-03", 5)],
+        );
+        assert_eq!(t.rows.len(), 1);
+        assert_eq!(t.rows[0].reports, 7);
+    }
+
+    #[test]
+    fn every_placeholder_is_bound() {
+        assert_eq!(
+            sql().matches('?').count(),
+            2 + Filters::default().binds().len()
+        );
+    }
+}
