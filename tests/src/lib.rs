@@ -6,6 +6,10 @@ pub mod ch;
 pub mod facts;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 
 pub const DEFAULT_TEST_CLICKHOUSE_URL: &str = "http://127.0.0.1:18123";
 
@@ -94,6 +98,98 @@ impl Broker {
             Kafka::Journaled(k) => Some(k.shutdown().expect("journal stops cleanly")),
         }
     }
+}
+
+/// The consumer group of each stage of the stack and the topic it consumes, in pipeline order.
+pub const STAGES: [(&str, &str); 3] = [
+    ("gridclue-enrich", gridclue_core::wire::COMMANDS_TOPIC),
+    ("gridclue-enrich-dedupe", gridclue_core::wire::DEDUPE_TOPIC),
+    ("gridclue-sink", gridclue_core::wire::EVENTS_TOPIC),
+];
+
+impl Broker {
+    /// Waits until every stage has committed the end of every partition of its topic, on two
+    /// looks in a row between which no topic grew: nothing is in flight between the stages any
+    /// more. A check that something did *not* happen runs after this, so that it cannot pass
+    /// merely because an event is late.
+    pub async fn settled(&self, timeout: Duration) {
+        let bootstrap = self.bootstrap.clone();
+        tokio::task::spawn_blocking(move || settle(&bootstrap, timeout))
+            .await
+            .expect("the settle check does not panic");
+    }
+}
+
+fn settle(bootstrap: &str, timeout: Duration) {
+    let groups: Vec<(BaseConsumer, &str)> = STAGES
+        .iter()
+        .map(|(group, topic)| {
+            let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .set("group.id", *group)
+                .set("enable.auto.commit", "false")
+                .create()
+                .expect("a consumer for reading committed offsets");
+            (consumer, *topic)
+        })
+        .collect();
+    let deadline = Instant::now() + timeout;
+    let mut previous_ends = None;
+    loop {
+        let mut ends = Vec::new();
+        let mut behind = Vec::new();
+        for (consumer, topic) in &groups {
+            for (partition, end, committed) in positions(consumer, topic) {
+                if committed < end {
+                    behind.push(format!("{topic}/{partition}: {committed} of {end}"));
+                }
+                ends.push(end);
+            }
+        }
+        if behind.is_empty() && previous_ends.as_ref() == Some(&ends) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stages did not catch up within {timeout:?}: {behind:?}"
+        );
+        previous_ends = behind.is_empty().then_some(ends);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Each partition of `topic` with its end (high watermark) and the offset the consumer's group
+/// committed (0 when it never committed: then nothing was ever consumed there).
+fn positions(consumer: &BaseConsumer, topic: &str) -> Vec<(i32, i64, i64)> {
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .expect("topic metadata");
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, TIMEOUT)
+        .expect("committed offsets");
+    partitions
+        .into_iter()
+        .map(|p| {
+            let (_, end) = consumer
+                .fetch_watermarks(topic, p, TIMEOUT)
+                .expect("watermarks");
+            let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            };
+            (p, end, at)
+        })
+        .collect()
 }
 
 /// A scratch directory removed on drop.

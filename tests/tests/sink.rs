@@ -1084,8 +1084,12 @@ async fn clickhouse_stopped_mid_stream_and_restarted_gives_exact_counts() {
         || async move { s.counter("gridclue_sink_paused", None) == 1.0 },
     )
     .await;
-    // Down for a while: the sink keeps retrying without consuming.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Down for a while: the sink keeps retrying (two more attempts seen) and stays paused.
+    let retried = sink.counter("gridclue_sink_retries_total", None);
+    wait_for("two more retries", Duration::from_secs(60), || async move {
+        s.counter("gridclue_sink_retries_total", None) >= retried + 2.0
+    })
+    .await;
     assert_eq!(sink.counter("gridclue_sink_paused", None), 1.0);
     server.restart();
 

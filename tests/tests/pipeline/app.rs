@@ -319,6 +319,12 @@ impl TestApp {
         }
     }
 
+    /// Waits until every stage has consumed and committed all there is (see
+    /// [`Broker::settled`]): what has not happened by then is not merely late.
+    pub async fn settled(&self) {
+        self.broker.settled(Duration::from_secs(60)).await;
+    }
+
     /// A client of this stack's ClickHouse database (adapted to the server's version).
     pub async fn clickhouse(&self) -> clickhouse::Client {
         gridclue_core::ch::connect(&gridclue_core::ch::ChSettings {

@@ -207,7 +207,7 @@ async fn imported_history_keeps_its_times_and_is_imported_once() {
         vec!["already_imported", "already_imported", "error"]
     );
     assert_eq!(again["commands"], 0);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.settled().await;
     assert_eq!(events().await, before);
     app.stop().await;
 }

@@ -272,7 +272,7 @@ async fn the_staff_work_every_clue_to_the_end_its_fate_names() {
     gridclue_loadgen::staff::run(args, streets)
         .await
         .expect("a second run finishes");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.settled().await;
     let again: Vec<Row> = ch
         .query(
             "SELECT toString(clue_id) AS id, status, rework_count, returned_count, \
