@@ -106,6 +106,7 @@ impl Env {
             retry_after_secs: 2,
             rate_limit_token_per_sec: 0.0,
             rate_limit_ip_per_sec: 0.0,
+            photos_url: self.dir.join("photos").display().to_string(),
             ..IngestConfig::default()
         }
     }
