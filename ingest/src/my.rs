@@ -100,6 +100,9 @@ async fn try_forward(
     if let Some(ct) = content_type {
         h.insert(header::CONTENT_TYPE, ct);
     }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
     Ok(response)
 }

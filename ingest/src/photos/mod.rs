@@ -207,7 +207,10 @@ async fn upload(state: &AppState, parts: &Parts, body: Body) -> Result<Response,
     let store = store(state)?;
     let bytes = read_body(&parts.headers, body, store.max_bytes).await?;
     if bytes.is_empty() {
-        return Err(ApiError::invalid("empty_photo", "the request body is empty"));
+        return Err(ApiError::invalid(
+            "empty_photo",
+            "the request body is empty",
+        ));
     }
     if ImageType::sniff(&bytes) != Some(declared) {
         return Err(ApiError::invalid(
@@ -270,12 +273,12 @@ async fn read(state: &AppState, parts: &Parts, id: &str) -> Result<Response, Api
     state.limit_token(&token)?;
     let id = PhotoId::parse(id).ok_or(ApiError::NotFound)?;
     let store = store(state)?;
-    if !store.exists(&PhotoStore::image_path(&id)).await? || !may_read(state, &token, &id).await?
-    {
+    if !store.exists(&PhotoStore::image_path(&id)).await? || !may_read(state, &token, &id).await? {
         return Err(ApiError::NotFound);
     }
     let bytes = store.get(&id).await?.ok_or(ApiError::NotFound)?;
-    let media_type = ImageType::sniff(&bytes).map_or("application/octet-stream", |t| t.media_type());
+    let media_type =
+        ImageType::sniff(&bytes).map_or("application/octet-stream", |t| t.media_type());
     let mut response = bytes.into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));

@@ -265,7 +265,9 @@ mod tests {
         t.extend_from_slice(&[0x00, 0x01, 0x88, 0x25, 0x00, 0x04, 0, 0, 0, 1, 0, 0, 0, 26]);
         t.extend_from_slice(&[0, 0, 0, 0]);
         // GPS IFD: GPSLatitudeRef (1) = "N".
-        t.extend_from_slice(&[0x00, 0x01, 0x00, 0x01, 0x00, 0x02, 0, 0, 0, 2, b'N', 0, 0, 0]);
+        t.extend_from_slice(&[
+            0x00, 0x01, 0x00, 0x01, 0x00, 0x02, 0, 0, 0, 2, b'N', 0, 0, 0,
+        ]);
         t.extend_from_slice(&[0, 0, 0, 0]);
         t.extend_from_slice(b"GPS 31.2N 121.47E");
         t
@@ -281,7 +283,10 @@ mod tests {
     /// SOI, the given APPn/COM segments, then a decodable 1×1 grey image and EOI.
     fn jpeg(metadata: &[Vec<u8>]) -> Vec<u8> {
         let mut j = vec![0xFF, SOI];
-        j.extend(segment(APP0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"));
+        j.extend(segment(
+            APP0,
+            b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00",
+        ));
         for m in metadata {
             j.extend_from_slice(m);
         }
@@ -330,10 +335,23 @@ mod tests {
         assert!(contains(&photo, b"GPS"));
         let stripped = strip_metadata(ImageType::Jpeg, &photo).unwrap();
         assert_eq!(stripped, jpeg(&[]));
-        for gone in [&b"Exif"[..], b"GPS", b"xmpmeta", b"ICC_PROFILE", b"taken at home"] {
-            assert!(!contains(&stripped, gone), "{}", String::from_utf8_lossy(gone));
+        for gone in [
+            &b"Exif"[..],
+            b"GPS",
+            b"xmpmeta",
+            b"ICC_PROFILE",
+            b"taken at home",
+        ] {
+            assert!(
+                !contains(&stripped, gone),
+                "{}",
+                String::from_utf8_lossy(gone)
+            );
         }
-        assert!(stripped.ends_with(&image_segments()), "the image is unchanged");
+        assert!(
+            stripped.ends_with(&image_segments()),
+            "the image is unchanged"
+        );
         assert_eq!(ImageType::sniff(&stripped), Some(ImageType::Jpeg));
     }
 
@@ -389,7 +407,10 @@ mod tests {
         let photo = png(&[
             png_chunk(b"eXIf", &exif_with_gps()),
             png_chunk(b"tEXt", b"Comment\x00GPS 31.2 121.47"),
-            png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00<x:xmpmeta/>"),
+            png_chunk(
+                b"iTXt",
+                b"XML:com.adobe.xmp\x00\x00\x00\x00\x00<x:xmpmeta/>",
+            ),
             png_chunk(b"zTXt", b"Author\x00\x00x"),
             png_chunk(b"gAMA", &[0, 0, 0xB1, 0x8F]),
         ]);
@@ -430,7 +451,10 @@ mod tests {
         assert_eq!(exif.len() % 2, 1, "an odd length: the chunk is padded");
         let photo = webp(
             VP8X_EXIF_FLAG | VP8X_XMP_FLAG | 0x10,
-            &[webp_chunk(b"EXIF", &exif), webp_chunk(b"XMP ", b"<x:xmpmeta/>")],
+            &[
+                webp_chunk(b"EXIF", &exif),
+                webp_chunk(b"XMP ", b"<x:xmpmeta/>"),
+            ],
         );
         let stripped = strip_metadata(ImageType::Webp, &photo).unwrap();
         assert_eq!(stripped, webp(0x10, &[]));
@@ -454,7 +478,10 @@ mod tests {
             Err(truncated(PNG, "chunk header"))
         );
         assert!(matches!(
-            strip_metadata(ImageType::Png, b"\x89PNG\r\n\x1a\n\0\0\0\0IEND\xae\x42\x60\x82"),
+            strip_metadata(
+                ImageType::Png,
+                b"\x89PNG\r\n\x1a\n\0\0\0\0IEND\xae\x42\x60\x82"
+            ),
             Err(StripError::Malformed { .. })
         ));
         let w = webp(0, &[]);

@@ -3,6 +3,8 @@
 //! in-process servers on port 0.
 #![allow(dead_code)]
 
+pub mod images;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -42,6 +44,12 @@ pub struct Env {
     pub other_reporter_id: String,
     pub revoked: String,
     pub district: String,
+    /// The street office of street 310199001, and one of another street.
+    pub street: String,
+    pub other_street: String,
+    /// The water affairs department, and the urban management department.
+    pub department: String,
+    pub other_department: String,
 }
 
 impl Env {
@@ -82,6 +90,16 @@ impl Env {
         let (district, _) = tokens
             .issue(TokenKind::District, None, None, "district")
             .unwrap();
+        let mut scoped = |kind, scope: &str| {
+            tokens
+                .issue(kind, None, Some(scope.to_owned()), scope)
+                .unwrap()
+                .0
+        };
+        let street = scoped(TokenKind::Street, "310199001");
+        let other_street = scoped(TokenKind::Street, "310199002");
+        let department = scoped(TokenKind::Department, "water_affairs");
+        let other_department = scoped(TokenKind::Department, "urban_management");
         tokens.write(&dir.join("tokens.json")).unwrap();
         Self {
             dir,
@@ -91,6 +109,10 @@ impl Env {
             other_reporter_id: r2.id,
             revoked,
             district,
+            street,
+            other_street,
+            department,
+            other_department,
         }
     }
 
