@@ -21,10 +21,10 @@
       closed: "Closed", rejected: "Rejected", duplicate: "Duplicate", withdrawn: "Withdrawn", outside: "Outside" }
   };
   var ACTION = {
-    zh: { accept: "立案", reject: "不予立案", merge: "合并", dispatch: "派遣", start: "开始处置", handle: "处置完成",
+    zh: { report: "上报", accept: "立案", reject: "不予立案", merge: "合并", dispatch: "派遣", start: "开始处置", handle: "处置完成",
       return: "退回", verify_ok: "核查通过", verify_fail: "返工", withdraw: "撤回", request_postpone: "申请延期",
       approve_postpone: "批准延期", deny_postpone: "不批准延期", supervise: "督办", rate: "评价" },
-    en: { accept: "accepted", reject: "rejected", merge: "merged", dispatch: "dispatched", start: "started", handle: "handled",
+    en: { report: "reported", accept: "accepted", reject: "rejected", merge: "merged", dispatch: "dispatched", start: "started", handle: "handled",
       return: "returned", verify_ok: "verified", verify_fail: "sent back for rework", withdraw: "withdrawn",
       request_postpone: "postponement asked", approve_postpone: "postponed", deny_postpone: "postponement denied",
       supervise: "supervised", rate: "rated" }

@@ -40,8 +40,9 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
-             connect-src 'self'",
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; \
+             script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+             frame-ancestors 'none'",
         ),
     );
     h.insert(
