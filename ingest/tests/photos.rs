@@ -43,7 +43,7 @@ fn sha256_ref(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn photos_are_stripped_stored_once_by_content_and_read_back_by_their_uploader() {
-    let env = Env::new("photos");
+    let env = Env::with_staff("photos");
     let server = Server::start(config(&env)).await;
     let http = reqwest::Client::new();
 
@@ -149,9 +149,12 @@ async fn photos_are_stripped_stored_once_by_content_and_read_back_by_their_uploa
     server.stop().await.unwrap();
 }
 
+/// What is tried, by which token, with which Content-Type and body; the status and code expected.
+type Refusal<'a> = (&'a str, Option<&'a str>, &'a str, Vec<u8>, u16, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_uploads_are_refused_with_problem_details() {
-    let env = Env::new("photos-bad");
+    let env = Env::with_staff("photos-bad");
     let server = Server::start(config(&env)).await;
     let http = reqwest::Client::new();
     let good = jpeg(false, 1);
@@ -161,7 +164,7 @@ async fn bad_uploads_are_refused_with_problem_details() {
     let mut truncated = good.clone();
     truncated.truncate(good.len() - 2);
 
-    let cases: Vec<(&str, Option<&str>, &str, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Refusal<'_>> = vec![
         (
             "no token",
             None,

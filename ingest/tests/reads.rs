@@ -676,7 +676,7 @@ async fn photos_are_read_in_the_scope_of_their_clues() {
     use common::images::{jpeg, png};
     let ch = clickhouse().await;
     let db = database(&ch).await;
-    let env = Env::new("photo-scope");
+    let env = Env::with_staff("photo-scope");
     let server = Server::start(config(&env, "127.0.0.1:9", &ch, &db)).await;
     let http = reqwest::Client::new();
     let upload = |token: String, content_type: &'static str, body: Vec<u8>| {

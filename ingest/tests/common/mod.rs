@@ -44,7 +44,8 @@ pub struct Env {
     pub other_reporter_id: String,
     pub revoked: String,
     pub district: String,
-    /// The street office of street 310199001, and one of another street.
+    /// With [`Env::with_staff`] only (empty otherwise): the street office of street 310199001,
+    /// and one of another street.
     pub street: String,
     pub other_street: String,
     /// The water affairs department, and the urban management department.
@@ -54,6 +55,15 @@ pub struct Env {
 
 impl Env {
     pub fn new(name: &str) -> Self {
+        Self::create(name, false)
+    }
+
+    /// Also street office and department tokens.
+    pub fn with_staff(name: &str) -> Self {
+        Self::create(name, true)
+    }
+
+    fn create(name: &str, staff: bool) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "gridclue-ingest-{name}-{}-{}",
             std::process::id(),
@@ -91,6 +101,9 @@ impl Env {
             .issue(TokenKind::District, None, None, "district")
             .unwrap();
         let mut scoped = |kind, scope: &str| {
+            if !staff {
+                return String::new();
+            }
             tokens
                 .issue(kind, None, Some(scope.to_owned()), scope)
                 .unwrap()

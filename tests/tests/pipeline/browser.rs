@@ -105,7 +105,10 @@ async fn reporting_page_names_the_place_attaches_a_photo_and_lists_my_reports() 
     // office may read it now that the clue refers to it, another street office may not.
     let street = view["street_code"].as_str().unwrap();
     let get = |token: String| {
-        let (http, url) = (app.http.clone(), format!("{}/v1/photos/{photo}", app.ingest_url));
+        let (http, url) = (
+            app.http.clone(),
+            format!("{}/v1/photos/{photo}", app.ingest_url),
+        );
         async move { http.get(url).bearer_auth(token).send().await.unwrap() }
     };
     let r = get(app.reporter_token.clone()).await;
