@@ -67,7 +67,9 @@ fn malformed(kind: &'static str, detail: &'static str) -> StripError {
 }
 
 /// The image without its metadata: for JPEG every APPn segment but the JFIF header (EXIF, XMP,
-/// ICC, maker notes…) and comments; for PNG the `eXIf`, `tEXt`, `iTXt` and `zTXt` chunks; for
+/// ICC, maker notes…) and comments — except that an EXIF orientation other than "upright" is
+/// kept, alone in a minimal EXIF block where the original was, since a phone stores a portrait
+/// photo's rotation there and nowhere else; for PNG the `eXIf`, `tEXt`, `iTXt` and `zTXt` chunks; for
 /// WebP the `EXIF` and `XMP ` chunks (and their flags in `VP8X`). Stripping a stripped image
 /// gives the same bytes, so equal pictures get equal content addresses.
 pub fn strip_metadata(kind: ImageType, bytes: &[u8]) -> Result<Vec<u8>, StripError> {
@@ -83,6 +85,7 @@ const SOI: u8 = 0xD8;
 const EOI: u8 = 0xD9;
 const SOS: u8 = 0xDA;
 const APP0: u8 = 0xE0;
+const APP1: u8 = 0xE1;
 const APP15: u8 = 0xEF;
 const COM: u8 = 0xFE;
 
@@ -92,6 +95,7 @@ fn strip_jpeg(bytes: &[u8]) -> Result<Vec<u8>, StripError> {
     }
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(&[0xFF, SOI]);
+    let mut kept_orientation = false;
     let mut i = 2;
     loop {
         // Markers may be preceded by any number of 0xFF fill bytes.
@@ -139,6 +143,11 @@ fn strip_jpeg(bytes: &[u8]) -> Result<Vec<u8>, StripError> {
         };
         if keep {
             out.extend_from_slice(segment);
+        } else if marker == APP1 && !kept_orientation {
+            if let Some(orientation) = exif_orientation(payload) {
+                out.extend_from_slice(&orientation_segment(orientation));
+                kept_orientation = true;
+            }
         }
         if marker == SOS {
             // Entropy-coded data runs to the next marker that is neither a stuffed 0xFF00
@@ -155,6 +164,59 @@ fn strip_jpeg(bytes: &[u8]) -> Result<Vec<u8>, StripError> {
             out.extend_from_slice(&bytes[start..i]);
         }
     }
+}
+
+const ORIENTATION_TAG: u16 = 0x0112;
+const TIFF_SHORT: u16 = 3;
+
+/// The orientation (2–8; 1, upright, counts as none) an APP1 EXIF payload's first IFD holds.
+fn exif_orientation(payload: &[u8]) -> Option<u16> {
+    let tiff = payload.strip_prefix(b"Exif\0\0")?;
+    let big_endian = match tiff.get(0..2)? {
+        b"MM" => true,
+        b"II" => false,
+        _ => return None,
+    };
+    let u16_at = |i: usize| {
+        let b = tiff.get(i..i.checked_add(2)?)?;
+        Some(if big_endian {
+            u16::from_be_bytes([b[0], b[1]])
+        } else {
+            u16::from_le_bytes([b[0], b[1]])
+        })
+    };
+    let u32_at = |i: usize| {
+        let b = tiff.get(i..i.checked_add(4)?)?;
+        let b = [b[0], b[1], b[2], b[3]];
+        Some(if big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    };
+    if u16_at(2)? != 42 {
+        return None;
+    }
+    let ifd = usize::try_from(u32_at(4)?).ok()?;
+    let entries = usize::from(u16_at(ifd)?);
+    (0..entries).find_map(|k| {
+        let entry = ifd + 2 + 12 * k;
+        let is_orientation = u16_at(entry)? == ORIENTATION_TAG && u16_at(entry + 2)? == TIFF_SHORT;
+        let value = u16_at(entry + 8)?;
+        (is_orientation && (2..=8).contains(&value)).then_some(value)
+    })
+}
+
+/// An APP1 segment with an EXIF block holding only an orientation.
+fn orientation_segment(orientation: u16) -> Vec<u8> {
+    let mut s = vec![0xFF, APP1, 0, 34];
+    s.extend_from_slice(b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01");
+    s.extend_from_slice(&ORIENTATION_TAG.to_be_bytes());
+    s.extend_from_slice(&TIFF_SHORT.to_be_bytes());
+    s.extend_from_slice(&[0, 0, 0, 1]);
+    s.extend_from_slice(&orientation.to_be_bytes());
+    s.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    s
 }
 
 const PNG: &str = "PNG";
@@ -353,6 +415,44 @@ mod tests {
             "the image is unchanged"
         );
         assert_eq!(ImageType::sniff(&stripped), Some(ImageType::Jpeg));
+    }
+
+    /// A little-endian EXIF block (as most phones write) with an orientation and a GPS IFD.
+    fn exif_with_orientation(orientation: u16) -> Vec<u8> {
+        let mut t = b"Exif\0\0II\x2a\0\x08\0\0\0".to_vec();
+        t.extend_from_slice(&[2, 0]);
+        t.extend_from_slice(&[0x12, 0x01, 3, 0, 1, 0, 0, 0]);
+        t.extend_from_slice(&orientation.to_le_bytes());
+        t.extend_from_slice(&[0, 0]);
+        t.extend_from_slice(&[0x25, 0x88, 4, 0, 1, 0, 0, 0, 38, 0, 0, 0]);
+        t.extend_from_slice(&[0, 0, 0, 0]);
+        t.extend_from_slice(&[1, 0, 1, 0, 2, 0, 2, 0, 0, 0, b'N', 0, 0, 0, 0, 0, 0, 0]);
+        t.extend_from_slice(b"GPS 31.2N 121.47E");
+        t
+    }
+
+    #[test]
+    fn jpeg_keeps_only_a_turning_orientation_of_its_exif() {
+        let turned = jpeg(&[segment(0xE1, &exif_with_orientation(6))]);
+        let stripped = strip_metadata(ImageType::Jpeg, &turned).unwrap();
+        assert!(!contains(&stripped, b"GPS"));
+        let kept = orientation_segment(6);
+        assert_eq!(
+            u16::from_be_bytes([kept[2], kept[3]]) as usize,
+            kept.len() - 2
+        );
+        assert_eq!(exif_orientation(&kept[4..]), Some(6), "readable again");
+        assert_eq!(stripped, jpeg(&[kept]));
+        assert_eq!(
+            strip_metadata(ImageType::Jpeg, &stripped).unwrap(),
+            stripped
+        );
+        // Upright is the default: nothing is kept.
+        let upright = jpeg(&[segment(0xE1, &exif_with_orientation(1))]);
+        assert_eq!(
+            strip_metadata(ImageType::Jpeg, &upright).unwrap(),
+            jpeg(&[])
+        );
     }
 
     #[test]
