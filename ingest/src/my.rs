@@ -86,15 +86,16 @@ async fn try_forward(
     let status = StatusCode::from_u16(answer.status().as_u16())
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("dashboard-api status: {e}")))?;
     let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
-    if answer
-        .content_length()
-        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
-    {
-        return Err(ApiError::Internal(anyhow::anyhow!(
-            "dashboard-api answered more than {MAX_ANSWER_BYTES} bytes"
-        )));
+    let mut answer = answer;
+    let mut body = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(unavailable)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "dashboard-api answered more than {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
     }
-    let body = answer.bytes().await.map_err(unavailable)?;
     let mut response = (status, body).into_response();
     let h = response.headers_mut();
     if let Some(ct) = content_type {
