@@ -437,7 +437,10 @@ ensure_service() {
         # The demo load posts hundreds of clues a second through one token from one address:
         # the local stack turns ingest's per-token and per-address limits off (0) unless set.
         envs+=("GRIDCLUE_RATE_LIMIT_TOKEN_PER_SEC=${GRIDCLUE_RATE_LIMIT_TOKEN_PER_SEC:-0}"
-            "GRIDCLUE_RATE_LIMIT_IP_PER_SEC=${GRIDCLUE_RATE_LIMIT_IP_PER_SEC:-0}")
+            "GRIDCLUE_RATE_LIMIT_IP_PER_SEC=${GRIDCLUE_RATE_LIMIT_IP_PER_SEC:-0}"
+            # photos in the stack's var dir; the page's "my reports" tab through dashboard-api
+            "GRIDCLUE_PHOTOS_URL=${GRIDCLUE_PHOTOS_URL:-$VAR_DIR/photos}"
+            "GRIDCLUE_DASHBOARD_URL=$(service_url dashboard-api)")
     fi
     pid="$(proc_pid "$name")"
     if [ -n "$pid" ]; then

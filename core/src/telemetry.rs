@@ -16,6 +16,7 @@ pub mod names {
     pub const INGEST_BATCH_ITEMS_TOTAL: &str = "gridclue_ingest_batch_items_total";
     pub const INGEST_READ_DURATION_SECONDS: &str = "gridclue_ingest_read_duration_seconds";
     pub const INGEST_TRANSITIONS_TOTAL: &str = "gridclue_ingest_transitions_total";
+    pub const INGEST_PHOTOS_TOTAL: &str = "gridclue_ingest_photos_total";
     // enrich
     pub const ENRICH_COMMANDS_TOTAL: &str = "gridclue_enrich_commands_total";
     pub const ENRICH_EVENTS_TOTAL: &str = "gridclue_enrich_events_total";

@@ -1,11 +1,12 @@
-// Service worker of the reporting page: keeps the page, its script and style, the categories and
-// the district's box in a cache so that the page also opens without signal (the clue queue
-// itself lives in localStorage). Network first, cache as fallback; only these GETs are touched,
-// never the API's POSTs.
+// Service worker of the reporting page: keeps the page, its script and style, the categories,
+// the district's box and its grid map in a cache so that the page also opens, and draws its map,
+// without signal (the clue queue itself lives in localStorage, photos in IndexedDB, the last "my
+// reports" answer in localStorage). Network first (the map revalidates with its ETag), cache as
+// fallback; only these GETs are touched, never the API's POSTs or a rider's own data.
 "use strict";
-var CACHE = "gridclue-report-v1";
+var CACHE = "gridclue-report-v2";
 var PAGE = "/report";
-var ASSETS = [PAGE, "/report/app.js", "/report/app.css", "/v1/categories", "/v1/service-area"];
+var ASSETS = [PAGE, "/report/app.js", "/report/app.css", "/v1/categories", "/v1/service-area", "/v1/map/grids.geojson"];
 
 function keyOf(url) {
   var path = new URL(url).pathname;

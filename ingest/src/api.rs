@@ -85,6 +85,12 @@ pub struct AppInner {
     pub outcomes: Arc<crate::outcomes::Outcomes>,
     /// How long a transition request waits for its verdict before answering 202.
     pub transition_wait: Duration,
+    /// The photo store; `None` when `photos_url` is empty (photo routes answer 503).
+    pub photos: Option<Arc<crate::photos::PhotoStore>>,
+    /// dashboard-api, for the page's "my reports" tab; `None` when not configured.
+    pub dashboard: Option<crate::my::DashboardProxy>,
+    /// The district's grid map (GeoJSON) as served to the reporting page, and its ETag.
+    pub map: crate::page::MapFile,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -106,6 +112,11 @@ pub fn app(state: AppState) -> Router {
             "/v1/clues/{id}/transitions/{command_id}",
             get(crate::transitions::get_transition),
         )
+        .route("/v1/photos", post(crate::photos::post_photo))
+        .route("/v1/photos/{id}", get(crate::photos::get_photo))
+        .route("/v1/my/clues", get(crate::my::my_clues))
+        .route("/v1/my/points", get(crate::my::my_points))
+        .route("/v1/map/grids.geojson", get(crate::page::grid_map))
         .route("/v1/categories", get(list_categories))
         .route("/v1/service-area", get(service_area))
         .nest("/open311/v2", crate::open311::routes())

@@ -77,6 +77,27 @@ pub struct IngestConfig {
     /// Public base URL of this service (used in Open311 discovery); empty = relative links.
     #[serde(deserialize_with = "config::http_url_or_empty")]
     pub public_url: String,
+
+    /// Where photos are stored: a directory (relative to the working directory, or
+    /// `file:///absolute/dir`), or an S3-compatible bucket `s3://bucket[/prefix]` configured by
+    /// the `photos_s3_*` settings (credentials left empty come from the usual `AWS_*`
+    /// variables or the instance's role).
+    pub photos_url: String,
+    /// Largest accepted photo upload, bytes.
+    pub photo_max_bytes: usize,
+    /// Endpoint of an S3-compatible store (MinIO, Ceph…); empty = AWS S3.
+    pub photos_s3_endpoint: String,
+    pub photos_s3_region: String,
+    pub photos_s3_access_key_id: String,
+    pub photos_s3_secret_access_key: Secret,
+    /// Allow a plain-http endpoint (a store inside the cluster's network).
+    pub photos_s3_allow_http: bool,
+
+    /// Base URL of dashboard-api, which the reporting page's "my reports" tab reads through
+    /// this service (`GET /v1/my/clues`, `/v1/my/points` are forwarded with the rider's token,
+    /// so the page stays same-origin). Empty: those routes answer 503.
+    #[serde(deserialize_with = "config::http_url_or_empty")]
+    pub dashboard_url: String,
 }
 
 impl Default for IngestConfig {
@@ -111,6 +132,14 @@ impl Default for IngestConfig {
             read_timeout_ms: 3_000,
             open311_reads_require_key: false,
             public_url: String::new(),
+            photos_url: "var/photos".into(),
+            photo_max_bytes: 5 * 1024 * 1024,
+            photos_s3_endpoint: String::new(),
+            photos_s3_region: "us-east-1".into(),
+            photos_s3_access_key_id: String::new(),
+            photos_s3_secret_access_key: Secret::default(),
+            photos_s3_allow_http: false,
+            dashboard_url: String::new(),
         }
     }
 }

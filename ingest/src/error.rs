@@ -59,6 +59,8 @@ pub enum ApiError {
     BrokerUnavailable { retry_after_secs: u64 },
     #[error("clue reads are unavailable: {0}")]
     ReadsUnavailable(&'static str),
+    #[error("the photo store is unavailable; retry later")]
+    PhotoStoreUnavailable,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -99,9 +101,9 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::BrokerUnavailable { .. } | ApiError::ReadsUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::BrokerUnavailable { .. }
+            | ApiError::ReadsUnavailable(_)
+            | ApiError::PhotoStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,6 +125,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::BrokerUnavailable { .. } => "broker_unavailable",
             ApiError::ReadsUnavailable(_) => "reads_unavailable",
+            ApiError::PhotoStoreUnavailable => "photo_store_unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -134,6 +137,7 @@ impl ApiError {
             ApiError::RateLimited { .. }
                 | ApiError::BrokerUnavailable { .. }
                 | ApiError::ReadsUnavailable(_)
+                | ApiError::PhotoStoreUnavailable
         ) || matches!(self, ApiError::Refused(r) if r.class == RefusalClass::Unavailable)
     }
 
@@ -144,7 +148,7 @@ impl ApiError {
                 retry_after_secs, ..
             }
             | ApiError::BrokerUnavailable { retry_after_secs } => Some(*retry_after_secs),
-            ApiError::ReadsUnavailable(_) => Some(5),
+            ApiError::ReadsUnavailable(_) | ApiError::PhotoStoreUnavailable => Some(5),
             ApiError::Refused(r) if r.class == RefusalClass::Unavailable => Some(1),
             _ => None,
         }
@@ -157,6 +161,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::PayloadTooLarge(_) => "Payload too large",
             ApiError::InvalidJson(_) => "Malformed request",
+            ApiError::Invalid {
+                code: "empty_photo" | "photo_type_mismatch" | "invalid_image",
+                ..
+            } => "Invalid photo",
             ApiError::Invalid { .. } => "Invalid clue",
             ApiError::InvalidField { .. } => "Invalid transition",
             ApiError::Refused(r) => match r.class {
@@ -169,9 +177,9 @@ impl ApiError {
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::NotFound | ApiError::NoRoute => "Not found",
             ApiError::MethodNotAllowed => "Method not allowed",
-            ApiError::BrokerUnavailable { .. } | ApiError::ReadsUnavailable(_) => {
-                "Service unavailable"
-            }
+            ApiError::BrokerUnavailable { .. }
+            | ApiError::ReadsUnavailable(_)
+            | ApiError::PhotoStoreUnavailable => "Service unavailable",
             ApiError::Internal(_) => "Internal error",
         }
     }

@@ -9,7 +9,10 @@
 //! - [`import`]: `POST /v1/import/clues` — a district's back-dated history, exactly once.
 //! - [`open311`]: Open311 GeoReport v2 (JSON and XML).
 //! - [`reads`]: the reporter's view and Open311 reads from ClickHouse.
-//! - [`page`]: the embedded mobile reporting page.
+//! - [`page`]: the embedded mobile reporting page and the grid map it draws.
+//! - [`photos`]: `POST /v1/photos` and `GET /v1/photos/{id}` — content-addressed photos with
+//!   their metadata stripped, in an object store.
+//! - [`my`]: the page's "my reports" tab, forwarded to dashboard-api.
 //! - [`ratelimit`]: token buckets per token and per client address; client address resolution.
 //! - [`recent`]: recently acknowledged clue ids (retries, batch duplicates).
 //! - [`transitions`]: `POST /v1/clues/{id}/transitions` (the closed loop's actions) and the poll
@@ -30,9 +33,11 @@ pub mod config;
 pub mod error;
 pub mod import;
 pub mod metrics;
+pub mod my;
 pub mod open311;
 pub mod outcomes;
 pub mod page;
+pub mod photos;
 pub mod producer;
 pub mod ratelimit;
 pub mod reads;
@@ -64,6 +69,20 @@ pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
     let map = data.join("district/grids.geojson");
     let area = bounds::BoundingBox::from_geojson(&map)?;
     let grid_addresses = bounds::grid_addresses(&map)?;
+    let map_file = page::MapFile::load(&map)?;
+    let photos = if config.photos_url.trim().is_empty() {
+        None
+    } else {
+        Some(Arc::new(photos::PhotoStore::from_config(config)?))
+    };
+    let dashboard = if config.dashboard_url.trim().is_empty() {
+        None
+    } else {
+        Some(my::DashboardProxy::new(
+            &config.dashboard_url,
+            Duration::from_millis(config.read_timeout_ms),
+        )?)
+    };
     let bounds = area.expanded(config.bbox_margin_deg);
     let tokens = TokenStore::open(&config.tokens_file)?;
     let secret = SecretKey::load(Path::new(&config.secret_file))
@@ -117,6 +136,9 @@ pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
         open311_reads_require_key: config.open311_reads_require_key,
         outcomes: Arc::new(outcomes::Outcomes::new(config.outcomes_capacity)),
         transition_wait: Duration::from_millis(config.transition_wait_ms),
+        photos,
+        dashboard,
+        map: map_file,
     }))
 }
 

@@ -14,6 +14,7 @@ pub struct IngestMetrics {
     pub batch_items: IntCounterVec,
     pub read_duration: HistogramVec,
     pub transitions: IntCounterVec,
+    pub photos: IntCounterVec,
 }
 
 impl IngestMetrics {
@@ -81,8 +82,17 @@ impl IngestMetrics {
             &["action", "result"],
         )
         .expect("valid metric");
+        let photos = IntCounterVec::new(
+            Opts::new(
+                names::INGEST_PHOTOS_TOTAL,
+                "Photo uploads accepted, by result (stored, already_stored)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(photos.clone()),
             Box::new(transitions.clone()),
             Box::new(request_duration.clone()),
             Box::new(produce_duration.clone()),
@@ -103,6 +113,7 @@ impl IngestMetrics {
             batch_items,
             read_duration,
             transitions,
+            photos,
         }
     }
 }

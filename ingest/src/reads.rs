@@ -86,6 +86,15 @@ pub struct ReportText {
     pub photos: Vec<String>,
 }
 
+/// Who may see a clue that refers to a photo: its reporter, street and departments.
+#[derive(Clone, Debug, PartialEq, clickhouse::Row, Deserialize)]
+pub struct PhotoClue {
+    pub reporter_id: String,
+    pub street_code: String,
+    pub department: String,
+    pub routed_department: String,
+}
+
 /// What an Open311 `GET requests` asks for.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RequestFilter {
@@ -217,6 +226,26 @@ impl ReadStore {
                 )
                 .bind(id.to_string())
                 .fetch_all::<FactRow>()
+                .await
+                .map_err(|e| ReadError::Query(e.to_string()))
+        })
+        .await
+    }
+
+    /// The clues whose facts (report, `handle`) refer to a photo (`sha256:<hex>`, compared
+    /// without regard to the hex's case).
+    pub async fn photo_clues(&self, reference: &str) -> Result<Vec<PhotoClue>, ReadError> {
+        self.timed("photo_clues", async {
+            self.client()
+                .await?
+                .query(
+                    "SELECT reporter_id, street_code, department, routed_department \
+                     FROM clues FINAL WHERE clue_id IN ( \
+                         SELECT clue_id FROM clue_events \
+                         WHERE arrayExists(p -> lower(p) = ?, photos))",
+                )
+                .bind(reference.to_ascii_lowercase())
+                .fetch_all::<PhotoClue>()
                 .await
                 .map_err(|e| ReadError::Query(e.to_string()))
         })

@@ -2,8 +2,9 @@
 //! `scripts/browser-deps.sh`) driven by playwright-core (`tests/browser/report.mjs`, installed
 //! here with `npm ci` from the committed lock file when `node_modules` is missing). The page is
 //! served by an in-process ingest on port 0 in front of a mock cluster; the test checks that the
-//! clues the browser sent — online, queued offline then sent on reconnect, and placed with the
-//! map fallback — are on the commands topic, each exactly once.
+//! clues the browser sent — online, queued offline with a photo then sent on reconnect, and
+//! placed with the map fallback — are on the commands topic, each exactly once, and that the
+//! offline clue's photo was stored.
 //!
 //! Set `GRIDCLUE_BROWSER_SHOTS=<dir>` to keep screenshots of each step.
 
@@ -139,6 +140,16 @@ async fn reporting_page_submits_queues_offline_and_sends_on_reconnect() {
         };
         assert_eq!(r.channel, Channel::Web);
         assert_eq!(r.category.as_str(), category);
+        if clue == offline {
+            let photo = sent["offline_photo"].as_str().unwrap();
+            assert_eq!(r.photos, vec![photo.to_owned()]);
+            let stored = env
+                .dir
+                .join("photos/photos")
+                .join(&photo["sha256:".len()..]);
+            let bytes = std::fs::read(&stored).expect("the photo is in the store");
+            assert!(bytes.starts_with(&[0xFF, 0xD8]), "a JPEG");
+        }
         if clue == pinned {
             // The middle of the district's box.
             assert!((r.location.lat() - 31.199).abs() < 0.01, "{:?}", r.location);

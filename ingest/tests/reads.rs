@@ -667,3 +667,133 @@ async fn open311_client_round_trip() {
     drop(cluster);
     drop_database(&ch, &db).await;
 }
+
+/// Photos are read in the scope of the clues whose facts refer to them: the report's photo and
+/// the department's 处置后 photo of one clue (rider one's, street 310199001, water affairs), and
+/// a photo no clue refers to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photos_are_read_in_the_scope_of_their_clues() {
+    use common::images::{jpeg, png};
+    let ch = clickhouse().await;
+    let db = database(&ch).await;
+    let env = Env::with_staff("photo-scope");
+    let server = Server::start(config(&env, "127.0.0.1:9", &ch, &db)).await;
+    let http = reqwest::Client::new();
+    let upload = |token: String, content_type: &'static str, body: Vec<u8>| {
+        let (http, url) = (http.clone(), server.url.clone());
+        async move {
+            let r = http
+                .post(format!("{url}/v1/photos"))
+                .bearer_auth(token)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            let v: Value = r.json().await.unwrap();
+            v["photo"].as_str().unwrap().to_owned()
+        }
+    };
+    let before = upload(env.reporter.clone(), "image/jpeg", jpeg(true, 7)).await;
+    let after = upload(env.department.clone(), "image/png", png(true)).await;
+    let loose = upload(env.other_reporter.clone(), "image/jpeg", jpeg(false, 9)).await;
+
+    let clue = ClueId::new_random();
+    let at = gridclue_core::wire::now_ms() - 3_600_000;
+    insert(
+        &ch,
+        &db,
+        "clues",
+        &[json!({
+            "clue_id": clue.to_string(), "version": 5, "status": "handled",
+            "placement": "inside", "inside": 1, "grid_code": "310199001001001",
+            "community_code": "310199001001", "street_code": "310199001",
+            "lat": INSIDE.0, "lon": INSIDE.1, "category": "manhole_cover",
+            "department": "water_affairs", "urgency": "urgent", "reporter_id": env.reporter_id,
+            "reporter_group": "food_delivery", "channel": "web", "is_case": 1,
+            "reported_at_ms": at, "deadline_ms": at + 7_200_000, "updated_at_ms": at + 60_000,
+        })],
+    )
+    .await;
+    let fact = |seq: u32, kind: &str, photos: Vec<String>| {
+        json!({
+            "clue_id": clue.to_string(), "seq": seq, "command_id": ClueId::new_random().to_string(),
+            "fact_type": kind, "status": kind, "occurred_at_ms": at + u64::from(seq),
+            "processed_at_ms": at + 5, "placement": "inside", "inside": 1,
+            "grid_code": "310199001001001", "street_code": "310199001",
+            "category": "manhole_cover", "department": "water_affairs", "photos": photos,
+            "kafka_topic": "clues.events", "kafka_partition": 0, "kafka_offset": seq,
+        })
+    };
+    // The report carries its photo with the hex in capitals: the same photo.
+    let before_upper = format!("sha256:{}", before["sha256:".len()..].to_ascii_uppercase());
+    insert(
+        &ch,
+        &db,
+        "clue_events",
+        &[
+            fact(0, "reported", vec![before_upper]),
+            fact(1, "accepted", vec![]),
+            fact(2, "handled", vec![after.clone()]),
+        ],
+    )
+    .await;
+
+    let status = |photo: &str, token: &str| {
+        let (http, url) = (http.clone(), server.url.clone());
+        let (photo, token) = (photo.to_owned(), token.to_owned());
+        async move {
+            http.get(format!("{url}/v1/photos/{photo}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let expectations = [
+        (
+            &before,
+            &env.reporter,
+            200,
+            "rider one uploaded it and reported the clue",
+        ),
+        (&before, &env.other_reporter, 404, "another rider"),
+        (&before, &env.street, 200, "the clue's street office"),
+        (&before, &env.other_street, 404, "another street office"),
+        (&before, &env.department, 200, "the clue's department"),
+        (&before, &env.other_department, 404, "another department"),
+        (&before, &env.district, 200, "the district"),
+        (
+            &after,
+            &env.reporter,
+            200,
+            "the reporter sees the result of their clue",
+        ),
+        (&after, &env.other_reporter, 404, "another rider"),
+        (&after, &env.street, 200, "the clue's street office"),
+        (&after, &env.other_street, 404, "another street office"),
+        (&after, &env.other_department, 404, "another department"),
+        (&loose, &env.other_reporter, 200, "its uploader"),
+        (
+            &loose,
+            &env.reporter,
+            404,
+            "no clue of rider one refers to it",
+        ),
+        (
+            &loose,
+            &env.street,
+            404,
+            "no clue of the street refers to it",
+        ),
+        (&loose, &env.district, 200, "the district"),
+    ];
+    for (photo, token, expected, who) in expectations {
+        assert_eq!(status(photo, token).await, expected, "{photo}: {who}");
+    }
+    server.stop().await.unwrap();
+    drop_database(&ch, &db).await;
+}

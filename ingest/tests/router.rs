@@ -647,3 +647,66 @@ async fn the_reporting_page_and_its_assets_are_served() {
     assert!(area["bbox"]["min_lat"].as_f64().unwrap() < INSIDE.0);
     assert!(area["bbox"]["max_lon"].as_f64().unwrap() > INSIDE.1);
 }
+
+#[tokio::test]
+async fn the_grid_map_is_served_with_its_version_as_etag() {
+    let env = Env::new("map");
+    let app = dead_broker_app(&env, |_| {});
+    let r = call(
+        &app,
+        Request::get("/v1/map/grids.geojson")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/geo+json");
+    assert_eq!(r.headers()["cache-control"], "no-cache");
+    let etag = r.headers()["etag"].clone();
+    let map = body_json(r).await;
+    assert_eq!(
+        etag.to_str().unwrap(),
+        format!("\"{}\"", map["map_version"].as_str().unwrap())
+    );
+    let grids = map["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["properties"]["kind"] == "grid")
+        .count();
+    assert_eq!(grids, 1000, "the shipped district's grids");
+    let r = call(
+        &app,
+        Request::get("/v1/map/grids.geojson")
+            .header("if-none-match", etag.clone())
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert!(body_text(r).await.is_empty());
+}
+
+/// The "my reports" routes need a reporter token, and without a dashboard-api configured they
+/// say so (503, retryable) instead of failing obscurely.
+#[tokio::test]
+async fn my_reports_need_a_reporter_and_a_configured_dashboard() {
+    let env = Env::new("my");
+    let app = dead_broker_app(&env, |_| {});
+    for path in ["/v1/my/clues", "/v1/my/points"] {
+        let get = |token: Option<&str>| {
+            let mut b = Request::get(path);
+            if let Some(t) = token {
+                b = b.header("authorization", format!("Bearer {t}"));
+            }
+            b.body(Body::empty()).unwrap()
+        };
+        let r = call(&app, get(None)).await;
+        expect_problem(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+        let r = call(&app, get(Some(&env.district))).await;
+        expect_problem(r, StatusCode::FORBIDDEN, "forbidden").await;
+        let r = call(&app, get(Some(&env.reporter))).await;
+        assert!(r.headers().contains_key("retry-after"));
+        expect_problem(r, StatusCode::SERVICE_UNAVAILABLE, "reads_unavailable").await;
+    }
+}

@@ -1,10 +1,12 @@
 // Drives ingest's reporting page in headless Debian Chromium (playwright-core):
 //   node report.mjs <ingest-url> <reporter-token> [screenshot-dir]
 // 1. geolocation stubbed: pick a category, submit (2 taps) -> sent through the batch endpoint;
-// 2. network cut: a clue is queued in localStorage, nothing is sent; the page reopened offline
-//    comes from the service worker with the queue intact; network back: the queue is sent;
+// 2. network cut: a clue with a photo is queued (the clue in localStorage, the photo in
+//    IndexedDB), nothing is sent; the page reopened offline comes from the service worker with
+//    the queue intact; network back: the photo is uploaded, then the clue, carrying its sha256;
 // 3. geolocation refused: the map fallback (tap on the drawn map) places the clue.
-// Prints {"online": id, "offline": id, "pinned": id, "pinned_location": {...}} on stdout; the
+// Prints {"online": id, "offline": id, "offline_photo": "sha256:…", "pinned": id,
+// "pinned_location": {...}} on stdout; the
 // Rust test checks those clues on the topic. Exits non-zero on any failed expectation.
 import { chromium } from "playwright-core";
 
@@ -100,11 +102,24 @@ try {
   // Offline: the clue is queued, not sent.
   await context.setOffline(true);
   await page.waitForFunction(() => !navigator.onLine, null, { timeout: STEP_MS });
+  const picture = await page.evaluate(() => {
+    const c = document.createElement("canvas");
+    c.width = 800; c.height = 600;
+    const g = c.getContext("2d");
+    g.fillStyle = "#5a6"; g.fillRect(0, 0, 800, 600);
+    g.fillStyle = "#421"; g.fillRect(200, 250, 400, 200);
+    return c.toDataURL("image/jpeg", 0.9).split(",")[1];
+  });
+  await page.setInputFiles("#photo-input", {
+    name: "pile.jpg", mimeType: "image/jpeg", buffer: Buffer.from(picture, "base64"),
+  });
+  await page.waitForSelector("#photo-preview:not([hidden])", { timeout: STEP_MS });
   await page.tap('.cat[data-code="garbage_pile"]');
   await page.tap("#submit");
   await page.waitForSelector('body[data-queue="1"]', { timeout: STEP_MS });
   const queued = await page.evaluate(() => JSON.parse(localStorage.getItem("gc.queue")));
   expect(queued.length === 1 && queued[0].category === "garbage_pile", "queued in localStorage");
+  expect(typeof queued[0].photo_key === "string" && !queued[0].photos, "its photo waits in IndexedDB");
   expect((await page.textContent("#net")) === "Offline", "offline shown");
   await page.waitForTimeout(1500);
   expect(sent.length === 1, "nothing sent while offline");
@@ -124,6 +139,9 @@ try {
   // (the page was reloaded, so its own sent counter starts again at 0)
   await page.waitForSelector('body[data-queue="0"][data-sent="1"]', { timeout: STEP_MS });
   expect(sent.length === 2 && sent[1].clue_id === result.offline, "the queued clue was sent");
+  expect(Array.isArray(sent[1].photos) && /^sha256:[0-9a-f]{64}$/.test(sent[1].photos[0]),
+    "with the uploaded photo's address: " + JSON.stringify(sent[1]));
+  result.offline_photo = sent[1].photos[0];
   await shot(page, "3-sent");
   expect(pageErrors.length === 0, "no script errors: " + pageErrors.join("; "));
   await context.close();

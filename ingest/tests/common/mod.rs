@@ -3,6 +3,8 @@
 //! in-process servers on port 0.
 #![allow(dead_code)]
 
+pub mod images;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -42,10 +44,26 @@ pub struct Env {
     pub other_reporter_id: String,
     pub revoked: String,
     pub district: String,
+    /// With [`Env::with_staff`] only (empty otherwise): the street office of street 310199001,
+    /// and one of another street.
+    pub street: String,
+    pub other_street: String,
+    /// The water affairs department, and the urban management department.
+    pub department: String,
+    pub other_department: String,
 }
 
 impl Env {
     pub fn new(name: &str) -> Self {
+        Self::create(name, false)
+    }
+
+    /// Also street office and department tokens.
+    pub fn with_staff(name: &str) -> Self {
+        Self::create(name, true)
+    }
+
+    fn create(name: &str, staff: bool) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "gridclue-ingest-{name}-{}-{}",
             std::process::id(),
@@ -82,6 +100,19 @@ impl Env {
         let (district, _) = tokens
             .issue(TokenKind::District, None, None, "district")
             .unwrap();
+        let mut scoped = |kind, scope: &str| {
+            if !staff {
+                return String::new();
+            }
+            tokens
+                .issue(kind, None, Some(scope.to_owned()), scope)
+                .unwrap()
+                .0
+        };
+        let street = scoped(TokenKind::Street, "310199001");
+        let other_street = scoped(TokenKind::Street, "310199002");
+        let department = scoped(TokenKind::Department, "water_affairs");
+        let other_department = scoped(TokenKind::Department, "urban_management");
         tokens.write(&dir.join("tokens.json")).unwrap();
         Self {
             dir,
@@ -91,6 +122,10 @@ impl Env {
             other_reporter_id: r2.id,
             revoked,
             district,
+            street,
+            other_street,
+            department,
+            other_department,
         }
     }
 
@@ -106,6 +141,7 @@ impl Env {
             retry_after_secs: 2,
             rate_limit_token_per_sec: 0.0,
             rate_limit_ip_per_sec: 0.0,
+            photos_url: self.dir.join("photos").display().to_string(),
             ..IngestConfig::default()
         }
     }

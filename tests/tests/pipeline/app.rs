@@ -135,7 +135,8 @@ impl StoppedApp {
         let (stop, rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
-        let (l, ingest_url) = listener().await;
+        let (ingest_listener, ingest_url) = listener().await;
+        let (dashboard_listener, dashboard_url) = listener().await;
         let ingest = gridclue_ingest::IngestConfig {
             kafka_brokers: broker.bootstrap.clone(),
             kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
@@ -144,9 +145,15 @@ impl StoppedApp {
             secret_file: secret_file.display().to_string(),
             clickhouse_url: clickhouse_url(),
             clickhouse_database: database.clone(),
+            photos_url: scratch.0.join("photos").display().to_string(),
+            dashboard_url: dashboard_url.clone(),
             ..Default::default()
         };
-        tasks.push(tokio::spawn(gridclue_ingest::run(l, ingest, stopped(&rx))));
+        tasks.push(tokio::spawn(gridclue_ingest::run(
+            ingest_listener,
+            ingest,
+            stopped(&rx),
+        )));
 
         let (l, _) = listener().await;
         let enrich = gridclue_enrich::EnrichConfig {
@@ -167,7 +174,6 @@ impl StoppedApp {
         };
         tasks.push(tokio::spawn(gridclue_sink::run(l, sink, stopped(&rx))));
 
-        let (l, dashboard_url) = listener().await;
         let dashboard = gridclue_dashboard_api::DashboardConfig {
             clickhouse_url: clickhouse_url(),
             clickhouse_database: database.clone(),
@@ -176,7 +182,7 @@ impl StoppedApp {
             ..Default::default()
         };
         tasks.push(tokio::spawn(gridclue_dashboard_api::run(
-            l,
+            dashboard_listener,
             dashboard,
             stopped(&rx),
         )));

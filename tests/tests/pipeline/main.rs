@@ -2,6 +2,7 @@
 //! mock Kafka cluster.
 
 mod app;
+mod browser;
 mod closed_loop;
 mod e2e;
 mod geometry;
