@@ -164,10 +164,27 @@ pub struct Report {
     pub channel: Channel,
 }
 
+/// What a command asks for: a new report, the dedupe stage's verdict on one, or a step of the
+/// clue's lifecycle. On the wire every kind is one object tagged by `type`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     Report(Report),
+    /// Internal (issued by enrich's dedupe stage, never accepted from clients): the verdict on
+    /// a placed report, which completes it: `duplicate_of` the open case it repeats, or none.
+    DedupeVerdict {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duplicate_of: Option<ClueId>,
+    },
+    /// A step of the closed loop on an existing clue (its `type` is the step's).
+    #[serde(untagged)]
+    Lifecycle(Lifecycle),
+}
+
+/// The steps of the closed loop a role takes on an existing clue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Lifecycle {
     Accept,
     Reject {
         reason: String,
@@ -229,35 +246,44 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         note: String,
     },
-    /// Internal (issued by enrich's dedupe stage, never accepted from clients): the verdict on
-    /// a placed report, which completes it: `duplicate_of` the open case it repeats, or none.
-    DedupeVerdict {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        duplicate_of: Option<ClueId>,
-    },
+}
+
+impl From<Lifecycle> for Command {
+    fn from(step: Lifecycle) -> Self {
+        Command::Lifecycle(step)
+    }
+}
+
+impl Lifecycle {
+    pub fn action(&self) -> Action {
+        match self {
+            Lifecycle::Accept => Action::Accept,
+            Lifecycle::Reject { .. } => Action::Reject,
+            Lifecycle::Merge { .. } => Action::Merge,
+            Lifecycle::Dispatch { .. } => Action::Dispatch,
+            Lifecycle::Start => Action::Start,
+            Lifecycle::Handle { .. } => Action::Handle,
+            Lifecycle::Return { .. } => Action::Return,
+            Lifecycle::VerifyOk => Action::VerifyOk,
+            Lifecycle::VerifyFail { .. } => Action::VerifyFail,
+            Lifecycle::Postpone { .. } | Lifecycle::ApprovePostpone { .. } => {
+                Action::ApprovePostpone
+            }
+            Lifecycle::RequestPostpone { .. } => Action::RequestPostpone,
+            Lifecycle::DenyPostpone { .. } => Action::DenyPostpone,
+            Lifecycle::Supervise { .. } => Action::Supervise,
+            Lifecycle::Withdraw { .. } => Action::Withdraw,
+            Lifecycle::Rate { .. } => Action::Rate,
+        }
+    }
 }
 
 impl Command {
     pub fn action(&self) -> Action {
         match self {
-            Command::Report(_) => Action::Report,
-            Command::Accept => Action::Accept,
-            Command::Reject { .. } => Action::Reject,
-            Command::Merge { .. } => Action::Merge,
-            Command::Dispatch { .. } => Action::Dispatch,
-            Command::Start => Action::Start,
-            Command::Handle { .. } => Action::Handle,
-            Command::Return { .. } => Action::Return,
-            Command::VerifyOk => Action::VerifyOk,
-            Command::VerifyFail { .. } => Action::VerifyFail,
-            Command::Postpone { .. } | Command::ApprovePostpone { .. } => Action::ApprovePostpone,
-            Command::RequestPostpone { .. } => Action::RequestPostpone,
-            Command::DenyPostpone { .. } => Action::DenyPostpone,
-            Command::Supervise { .. } => Action::Supervise,
-            Command::Withdraw { .. } => Action::Withdraw,
-            Command::Rate { .. } => Action::Rate,
             // The verdict completes the report it answers.
-            Command::DedupeVerdict { .. } => Action::Report,
+            Command::Report(_) | Command::DedupeVerdict { .. } => Action::Report,
+            Command::Lifecycle(step) => step.action(),
         }
     }
 
@@ -265,7 +291,7 @@ impl Command {
     pub fn type_name(&self) -> &'static str {
         match self {
             Command::DedupeVerdict { .. } => "dedupe_verdict",
-            Command::Postpone { .. } => "postpone",
+            Command::Lifecycle(Lifecycle::Postpone { .. }) => "postpone",
             other => other.action().as_str(),
         }
     }
@@ -694,7 +720,7 @@ mod tests {
         assert_eq!(CommandEnvelope::decode(&bytes).unwrap(), c);
 
         let mut d = c.clone();
-        d.command = Command::Start;
+        d.command = Command::Lifecycle(Lifecycle::Start);
         assert_eq!(CommandEnvelope::decode(&d.encode()).unwrap(), d);
     }
 
@@ -780,10 +806,10 @@ mod tests {
             CommandEnvelope::decode(cmd(r#""type":"handle","note":"done""#).as_bytes()).unwrap();
         assert_eq!(
             old.command,
-            Command::Handle {
+            Command::Lifecycle(Lifecycle::Handle {
                 note: "done".into(),
                 photos: vec![]
-            }
+            })
         );
         assert_eq!(
             (old.actor.kind, old.actor.scope.as_deref()),
@@ -840,29 +866,29 @@ mod tests {
             scope: Some("water_affairs".into()),
         };
         for command in [
-            Command::RequestPostpone {
+            Command::Lifecycle(Lifecycle::RequestPostpone {
                 reason: "parts".into(),
                 working_hours: 8,
-            },
-            Command::ApprovePostpone {
+            }),
+            Command::Lifecycle(Lifecycle::ApprovePostpone {
                 note: String::new(),
                 working_hours: None,
-            },
-            Command::DenyPostpone {
+            }),
+            Command::Lifecycle(Lifecycle::DenyPostpone {
                 reason: "no".into(),
-            },
-            Command::Supervise { note: "快".into() },
-            Command::Withdraw {
+            }),
+            Command::Lifecycle(Lifecycle::Supervise { note: "快".into() }),
+            Command::Lifecycle(Lifecycle::Withdraw {
                 reason: String::new(),
-            },
-            Command::Rate {
+            }),
+            Command::Lifecycle(Lifecycle::Rate {
                 rating: 5,
                 note: "好".into(),
-            },
-            Command::Handle {
+            }),
+            Command::Lifecycle(Lifecycle::Handle {
                 note: "done".into(),
                 photos: vec!["https://p/1.jpg".into()],
-            },
+            }),
         ] {
             c.command = command;
             let json: serde_json::Value = serde_json::from_slice(&c.encode()).unwrap();

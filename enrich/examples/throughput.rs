@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use gridclue_core::category::CategoryCode;
 use gridclue_core::wire::{
-    Actor, ActorKind, Channel, Command, CommandEnvelope, Report, SCHEMA_VERSION,
+    Actor, ActorKind, Channel, Command, CommandEnvelope, Lifecycle, Report, SCHEMA_VERSION,
 };
 use gridclue_core::{ClueId, CommandId, GeoPoint};
 use gridclue_enrich::dedupe_runner::DedupeRunner;
@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<()> {
             let accept = CommandEnvelope {
                 command_id: CommandId::new_random(),
                 issued_at_ms: report.issued_at_ms + 5,
-                command: Command::Accept,
+                command: Command::Lifecycle(Lifecycle::Accept),
                 ..report
             };
             commands.push((clue.to_string(), accept.encode()));

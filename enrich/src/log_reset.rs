@@ -819,7 +819,7 @@ mod tests {
                 group: None,
                 scope: None,
             },
-            command: gridclue_core::wire::Command::Accept,
+            command: gridclue_core::wire::Lifecycle::Accept.into(),
         }
         .encode()
     }

@@ -49,8 +49,8 @@ use gridclue_core::light::YELLOW_FRACTION;
 use gridclue_core::roles::{self, ClueScope, Refusal, RefusalReason};
 use gridclue_core::status::TransitionError;
 use gridclue_core::wire::{
-    Actor, Command, CommandEnvelope, DlqReason, EventEnvelope, Fact, OutcomeRecord, Placement,
-    Report, Reported, Verdict, SCHEMA_VERSION,
+    Actor, Command, CommandEnvelope, DlqReason, EventEnvelope, Fact, Lifecycle, OutcomeRecord,
+    Placement, Report, Reported, Verdict, SCHEMA_VERSION,
 };
 use gridclue_core::{ClueId, CommandId, Status};
 use serde::{Deserialize, Serialize};
@@ -309,10 +309,7 @@ fn refused(reason: DlqReason, detail: String) -> Decision {
 
 /// Whether a command is a transition a client asked for (and so gets a verdict).
 fn is_transition(cmd: &CommandEnvelope) -> bool {
-    !matches!(
-        cmd.command,
-        Command::Report(_) | Command::DedupeVerdict { .. }
-    )
+    matches!(cmd.command, Command::Lifecycle(_))
 }
 
 fn verdict_of(cmd: &CommandEnvelope, ctx: &DecideCtx, verdict: Verdict) -> OutcomeRecord {
@@ -626,12 +623,12 @@ impl Processor {
         if let Some(repeat) = repeat(s, cmd) {
             return repeat;
         }
-        if !is_transition(cmd) {
+        let Command::Lifecycle(step) = &cmd.command else {
             // A retried report under a fresh command id is still the same clue; a verdict for a
             // completed report was issued again.
             return unchanged(Output::Repeat);
-        }
-        let action = cmd.command.action();
+        };
+        let action = step.action();
         let status = match roles::check(&cmd.actor, action, s.status, &s.scope()) {
             Ok(status) => status,
             Err(refusal) => return self.refuse(s, cmd, ctx, refusal),
@@ -642,7 +639,7 @@ impl Processor {
             applied_offset: ctx.offset,
             ..s.clone()
         };
-        let fact = match self.transition(&mut next, s, cmd) {
+        let fact = match self.transition(&mut next, s, cmd, step) {
             Ok(fact) => fact,
             Err(refusal) => return self.refuse(s, cmd, ctx, refusal),
         };
@@ -729,13 +726,11 @@ impl Processor {
         next: &mut ClueState,
         s: &ClueState,
         cmd: &CommandEnvelope,
+        step: &Lifecycle,
     ) -> Result<Fact, Refusal> {
         let conflict = |reason, detail: &str| Err(Refusal::new(reason, detail));
-        let fact = match &cmd.command {
-            Command::Report(_) | Command::DedupeVerdict { .. } => {
-                unreachable!("reports and verdicts are not transitions")
-            }
-            Command::Accept => {
+        let fact = match step {
+            Lifecycle::Accept => {
                 // The SLA clock starts now.
                 let deadline = s
                     .report
@@ -750,10 +745,10 @@ impl Processor {
                     yellow_at_ms: next.yellow_at_ms,
                 }
             }
-            Command::Reject { reason } => Fact::Rejected {
+            Lifecycle::Reject { reason } => Fact::Rejected {
                 reason: reason.clone(),
             },
-            Command::Merge { duplicate_of } => {
+            Lifecycle::Merge { duplicate_of } => {
                 if *duplicate_of == cmd.clue_id {
                     return conflict(
                         RefusalReason::IllegalTransition,
@@ -764,7 +759,7 @@ impl Processor {
                     duplicate_of: *duplicate_of,
                 }
             }
-            Command::Dispatch { department } => {
+            Lifecycle::Dispatch { department } => {
                 if self.catalog.department(department).is_none() {
                     return Err(Refusal::new(
                         RefusalReason::UnknownDepartment,
@@ -776,28 +771,28 @@ impl Processor {
                     department: department.clone(),
                 }
             }
-            Command::Start => Fact::Started,
-            Command::Handle { note, photos } => Fact::Handled {
+            Lifecycle::Start => Fact::Started,
+            Lifecycle::Handle { note, photos } => Fact::Handled {
                 note: note.clone(),
                 photos: photos.clone(),
             },
-            Command::Return { reason } => {
+            Lifecycle::Return { reason } => {
                 // Back to the dispatcher: no department holds it until it is dispatched again.
                 next.department = None;
                 Fact::Returned {
                     reason: reason.clone(),
                 }
             }
-            Command::VerifyOk => Fact::Verified {
+            Lifecycle::VerifyOk => Fact::Verified {
                 working_ms: s
                     .accepted_at_ms
                     .map(|accepted| self.calendar.working_ms_between(accepted, cmd.issued_at_ms)),
             },
             // Rework goes back to the department that handled it.
-            Command::VerifyFail { reason } => Fact::VerifyFailed {
+            Lifecycle::VerifyFail { reason } => Fact::VerifyFailed {
                 reason: reason.clone(),
             },
-            Command::RequestPostpone {
+            Lifecycle::RequestPostpone {
                 reason,
                 working_hours,
             } => {
@@ -819,7 +814,7 @@ impl Processor {
                     working_hours: *working_hours,
                 }
             }
-            Command::ApprovePostpone {
+            Lifecycle::ApprovePostpone {
                 note,
                 working_hours,
             } => {
@@ -833,11 +828,11 @@ impl Processor {
                 next.postpone_requested_hours = None;
                 self.postpone(next, s, note.clone(), hours)?
             }
-            Command::Postpone {
+            Lifecycle::Postpone {
                 reason,
                 working_hours,
             } => self.postpone(next, s, reason.clone(), *working_hours)?,
-            Command::DenyPostpone { reason } => {
+            Lifecycle::DenyPostpone { reason } => {
                 if s.postpone_requested_hours.is_none() {
                     return conflict(
                         RefusalReason::NoPostponementPending,
@@ -849,11 +844,11 @@ impl Processor {
                     reason: reason.clone(),
                 }
             }
-            Command::Supervise { note } => Fact::Supervised { note: note.clone() },
-            Command::Withdraw { reason } => Fact::Withdrawn {
+            Lifecycle::Supervise { note } => Fact::Supervised { note: note.clone() },
+            Lifecycle::Withdraw { reason } => Fact::Withdrawn {
                 reason: reason.clone(),
             },
-            Command::Rate { rating, note } => {
+            Lifecycle::Rate { rating, note } => {
                 if !(1..=5).contains(rating) {
                     return conflict(
                         RefusalReason::IllegalTransition,

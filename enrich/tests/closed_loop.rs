@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use common::*;
 use gridclue_core::roles::{RefusalClass, RefusalReason};
 use gridclue_core::wire::{
-    Actor, ActorKind, Command, CommandEnvelope, EventEnvelope, Fact, OutcomeRecord, Verdict,
+    Actor, ActorKind, Command, CommandEnvelope, EventEnvelope, Fact, Lifecycle, OutcomeRecord,
+    Verdict,
 };
 use gridclue_core::{Action, ClueId, CommandId, Status};
 use gridclue_enrich::processor::{ClueState, DecideCtx, Output, Processor, REMEMBERED_OUTCOMES};
@@ -161,49 +162,49 @@ fn refused(o: &OutcomeRecord) -> (RefusalClass, RefusalReason) {
 /// A command of each transition, with valid arguments.
 fn command_of(action: Action) -> Command {
     match action {
-        Action::Accept => Command::Accept,
-        Action::Reject => Command::Reject {
+        Action::Accept => Command::Lifecycle(Lifecycle::Accept),
+        Action::Reject => Command::Lifecycle(Lifecycle::Reject {
             reason: "not public space".into(),
-        },
-        Action::Merge => Command::Merge {
+        }),
+        Action::Merge => Command::Lifecycle(Lifecycle::Merge {
             duplicate_of: ClueId(Uuid::from_u128(999)),
-        },
-        Action::Dispatch => Command::Dispatch {
+        }),
+        Action::Dispatch => Command::Lifecycle(Lifecycle::Dispatch {
             department: DEPT.into(),
-        },
-        Action::VerifyOk => Command::VerifyOk,
-        Action::VerifyFail => Command::VerifyFail {
+        }),
+        Action::VerifyOk => Command::Lifecycle(Lifecycle::VerifyOk),
+        Action::VerifyFail => Command::Lifecycle(Lifecycle::VerifyFail {
             reason: "still broken".into(),
-        },
-        Action::Start => Command::Start,
-        Action::Handle => Command::Handle {
+        }),
+        Action::Start => Command::Lifecycle(Lifecycle::Start),
+        Action::Handle => Command::Lifecycle(Lifecycle::Handle {
             note: "replaced".into(),
             photos: vec!["https://photos.example/1.jpg".into()],
-        },
-        Action::Return => Command::Return {
+        }),
+        Action::Return => Command::Lifecycle(Lifecycle::Return {
             reason: "not ours".into(),
-        },
-        Action::RequestPostpone => Command::RequestPostpone {
+        }),
+        Action::RequestPostpone => Command::Lifecycle(Lifecycle::RequestPostpone {
             reason: "parts on order".into(),
             working_hours: 4,
-        },
-        Action::ApprovePostpone => Command::ApprovePostpone {
+        }),
+        Action::ApprovePostpone => Command::Lifecycle(Lifecycle::ApprovePostpone {
             note: String::new(),
             working_hours: None,
-        },
-        Action::DenyPostpone => Command::DenyPostpone {
+        }),
+        Action::DenyPostpone => Command::Lifecycle(Lifecycle::DenyPostpone {
             reason: "no".into(),
-        },
-        Action::Supervise => Command::Supervise {
+        }),
+        Action::Supervise => Command::Lifecycle(Lifecycle::Supervise {
             note: "督办".into(),
-        },
-        Action::Withdraw => Command::Withdraw {
+        }),
+        Action::Withdraw => Command::Lifecycle(Lifecycle::Withdraw {
             reason: String::new(),
-        },
-        Action::Rate => Command::Rate {
+        }),
+        Action::Rate => Command::Lifecycle(Lifecycle::Rate {
             rating: 4,
             note: String::new(),
-        },
+        }),
         Action::Report => unreachable!("not a transition"),
     }
 }
@@ -424,18 +425,18 @@ fn postponements_need_a_request_and_move_the_deadline_in_working_time() {
     let dept = department(DEPT);
     let o = c.act(
         &dept,
-        Command::RequestPostpone {
+        Command::Lifecycle(Lifecycle::RequestPostpone {
             reason: "parts".into(),
             working_hours: 3,
-        },
+        }),
     );
     assert_eq!(applied(&o), Status::InProgress);
     let o = c.act(
         &dept,
-        Command::RequestPostpone {
+        Command::Lifecycle(Lifecycle::RequestPostpone {
             reason: "again".into(),
             working_hours: 3,
-        },
+        }),
     );
     assert_eq!(
         refused(&o),
@@ -477,10 +478,10 @@ fn postponements_need_a_request_and_move_the_deadline_in_working_time() {
     );
     c.act(
         &dept,
-        Command::RequestPostpone {
+        Command::Lifecycle(Lifecycle::RequestPostpone {
             reason: "more".into(),
             working_hours: 8,
-        },
+        }),
     );
     let o = c.act(&district(), command_of(Action::DenyPostpone));
     assert_eq!(applied(&o), Status::InProgress);
@@ -498,35 +499,43 @@ fn a_clue_lives_through_return_rework_postponement_and_supervision_to_closure() 
     let wrong = department("urban_management");
     let right = department(DEPT);
     let steps: Vec<(Actor, Command, Status)> = vec![
-        (street.clone(), Command::Accept, Status::Accepted),
         (
             street.clone(),
-            Command::Dispatch {
-                department: "urban_management".into(),
-            },
-            Status::Dispatched,
-        ),
-        (
-            wrong.clone(),
-            Command::Return {
-                reason: "not ours: a water affairs cover".into(),
-            },
+            Command::Lifecycle(Lifecycle::Accept),
             Status::Accepted,
         ),
         (
             street.clone(),
-            Command::Dispatch {
-                department: DEPT.into(),
-            },
+            Command::Lifecycle(Lifecycle::Dispatch {
+                department: "urban_management".into(),
+            }),
             Status::Dispatched,
         ),
-        (right.clone(), Command::Start, Status::InProgress),
+        (
+            wrong.clone(),
+            Command::Lifecycle(Lifecycle::Return {
+                reason: "not ours: a water affairs cover".into(),
+            }),
+            Status::Accepted,
+        ),
+        (
+            street.clone(),
+            Command::Lifecycle(Lifecycle::Dispatch {
+                department: DEPT.into(),
+            }),
+            Status::Dispatched,
+        ),
         (
             right.clone(),
-            Command::RequestPostpone {
+            Command::Lifecycle(Lifecycle::Start),
+            Status::InProgress,
+        ),
+        (
+            right.clone(),
+            Command::Lifecycle(Lifecycle::RequestPostpone {
                 reason: "cover on order".into(),
                 working_hours: 4,
-            },
+            }),
             Status::InProgress,
         ),
         (
@@ -536,35 +545,43 @@ fn a_clue_lives_through_return_rework_postponement_and_supervision_to_closure() 
         ),
         (
             district(),
-            Command::Supervise {
+            Command::Lifecycle(Lifecycle::Supervise {
                 note: "居民反映强烈".into(),
-            },
+            }),
             Status::InProgress,
         ),
         (right.clone(), command_of(Action::Handle), Status::Handled),
         (
             street.clone(),
-            Command::VerifyFail {
+            Command::Lifecycle(Lifecycle::VerifyFail {
                 reason: "cover rocks".into(),
-            },
+            }),
             Status::Dispatched,
         ),
-        (right.clone(), Command::Start, Status::InProgress),
+        (
+            right.clone(),
+            Command::Lifecycle(Lifecycle::Start),
+            Status::InProgress,
+        ),
         (right.clone(), command_of(Action::Handle), Status::Handled),
-        (street.clone(), Command::VerifyOk, Status::Closed),
+        (
+            street.clone(),
+            Command::Lifecycle(Lifecycle::VerifyOk),
+            Status::Closed,
+        ),
         (
             reporter(),
-            Command::Rate {
+            Command::Lifecycle(Lifecycle::Rate {
                 rating: 5,
                 note: "快".into(),
-            },
+            }),
             Status::Closed,
         ),
     ];
     for (i, (who, command, want)) in steps.into_iter().enumerate() {
         if i == 3 {
             // Returned: the department it was dispatched to holds it no longer.
-            let o = c.act(&wrong, Command::Start);
+            let o = c.act(&wrong, Command::Lifecycle(Lifecycle::Start));
             assert_eq!(
                 refused(&o),
                 (RefusalClass::Forbidden, RefusalReason::NotAssigned)
@@ -608,10 +625,10 @@ fn a_clue_lives_through_return_rework_postponement_and_supervision_to_closure() 
     assert_eq!(roles[14], ActorKind::Reporter);
     let o = c.act(
         &reporter(),
-        Command::Rate {
+        Command::Lifecycle(Lifecycle::Rate {
             rating: 1,
             note: String::new(),
-        },
+        }),
     );
     assert_eq!(
         refused(&o),
@@ -657,7 +674,7 @@ fn a_repeated_command_gets_its_first_verdict_and_applies_nothing() {
     let handle = d.command(&department(DEPT), command_of(Action::Handle));
     let refusal = d.verdict_of(&handle);
     assert_eq!(refused(&refusal).1, RefusalReason::IllegalTransition);
-    applied(&d.act(&department(DEPT), Command::Start));
+    applied(&d.act(&department(DEPT), Command::Lifecycle(Lifecycle::Start)));
     assert_eq!(d.verdict_of(&handle), refusal);
     assert_eq!(d.status(), Status::InProgress);
     // The memory is bounded: verdicts older than the window are forgotten.

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gridclue_core::wire::{Command, CommandEnvelope, DlqReason, DlqRecord, EventEnvelope, Fact};
+use gridclue_core::wire::{
+    Command, CommandEnvelope, DlqReason, DlqRecord, EventEnvelope, Fact, Lifecycle,
+};
 use gridclue_enrich::dedupe::{DedupeKind, DedupeRecord};
 use gridclue_enrich::dedupe_runner::DedupeRunner;
 use gridclue_enrich::metrics::EnrichMetrics;
@@ -593,7 +595,7 @@ async fn overdue_is_emitted_once_per_deadline_across_a_restart() {
         let (lat, lon) = inside_point(&p, &mut Rng::new(rng));
         [
             envelope(clue, report("garbage_pile", lat, lon), at - 60_000),
-            envelope(clue, Command::Accept, at),
+            envelope(clue, Command::Lifecycle(Lifecycle::Accept), at),
         ]
     };
     // A: due in 2025. B: accepted recently enough that its deadline passed less than a day ago.

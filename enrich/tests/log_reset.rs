@@ -483,7 +483,7 @@ async fn a_restarted_commands_log_under_a_surviving_state_is_refused_then_applie
         if reported && accepts.partitions[*partition as usize].len() < 4 {
             let cmd = envelope(
                 rec.clue_id,
-                gridclue_core::wire::Command::Accept,
+                gridclue_core::wire::Lifecycle::Accept.into(),
                 MONDAY_9AM + 86_400_000,
             );
             let ctx = gridclue_enrich::processor::DecideCtx {

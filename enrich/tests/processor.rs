@@ -5,7 +5,9 @@
 mod common;
 
 use common::*;
-use gridclue_core::wire::{Command, CommandEnvelope, DlqReason, Fact, Placement, Verdict};
+use gridclue_core::wire::{
+    Command, CommandEnvelope, DlqReason, Fact, Lifecycle, Placement, Verdict,
+};
 use gridclue_core::{ClueId, CommandId, Status};
 use gridclue_enrich::dedupe::{DedupeKind, DedupeStage};
 use gridclue_enrich::processor::{ClueState, DecideCtx, Decision, Output, Processor, MAX_DEFERRED};
@@ -249,15 +251,19 @@ fn the_deadline_starts_at_acceptance_in_working_time() {
     // Before acceptance there is no deadline to postpone.
     let early = line.apply(
         clue(1),
-        Command::Postpone {
+        Command::Lifecycle(Lifecycle::Postpone {
             reason: "rain".into(),
             working_hours: 2,
-        },
+        }),
         local("2025-03-06 11:00"),
     );
     assert_eq!(early.refusal(), DlqReason::IllegalTransition);
     // Accepted Friday 17:00; a manhole cover is urgent, 2 working hours → Monday 10:30.
-    let a = line.apply(clue(1), Command::Accept, local("2025-03-07 17:00"));
+    let a = line.apply(
+        clue(1),
+        Command::Lifecycle(Lifecycle::Accept),
+        local("2025-03-07 17:00"),
+    );
     assert_eq!(
         a.fact(),
         (
@@ -275,7 +281,11 @@ fn the_deadline_starts_at_acceptance_in_working_time() {
         report("street_light", lat, lon),
         local("2025-03-07 16:00"),
     );
-    let a = line.apply(clue(2), Command::Accept, local("2025-03-07 17:00"));
+    let a = line.apply(
+        clue(2),
+        Command::Lifecycle(Lifecycle::Accept),
+        local("2025-03-07 17:00"),
+    );
     assert_eq!(
         line.states[&clue(2)].deadline_ms,
         Some(local("2025-03-11 17:30"))
@@ -285,10 +295,10 @@ fn the_deadline_starts_at_acceptance_in_working_time() {
     // A postponement extends the current deadline in working time: 10:30 + 4 h → 16:00.
     let d = line.apply(
         clue(1),
-        Command::Postpone {
+        Command::Lifecycle(Lifecycle::Postpone {
             reason: "parts on order".into(),
             working_hours: 4,
-        },
+        }),
         local("2025-03-10 09:00"),
     );
     match d.fact() {
@@ -300,9 +310,9 @@ fn the_deadline_starts_at_acceptance_in_working_time() {
     // Later facts keep the deadline.
     line.apply(
         clue(1),
-        Command::Dispatch {
+        Command::Lifecycle(Lifecycle::Dispatch {
             department: "water_affairs".into(),
-        },
+        }),
         local("2025-03-10 09:05"),
     );
     assert_eq!(
@@ -321,20 +331,24 @@ fn a_closure_carries_the_working_time_since_acceptance() {
         report("garbage_pile", lat, lon),
         local("2025-03-07 16:00"),
     );
-    line.apply(clue(1), Command::Accept, local("2025-03-07 17:00"));
+    line.apply(
+        clue(1),
+        Command::Lifecycle(Lifecycle::Accept),
+        local("2025-03-07 17:00"),
+    );
     for (cmd, at) in [
         (
-            Command::Dispatch {
+            Command::Lifecycle(Lifecycle::Dispatch {
                 department: "greening_city_appearance".into(),
-            },
+            }),
             "2025-03-07 17:10",
         ),
-        (Command::Start, "2025-03-08 10:00"),
+        (Command::Lifecycle(Lifecycle::Start), "2025-03-08 10:00"),
         (
-            Command::Handle {
+            Command::Lifecycle(Lifecycle::Handle {
                 note: "cleared".into(),
                 photos: vec![],
-            },
+            }),
             "2025-03-10 11:00",
         ),
     ] {
@@ -342,7 +356,11 @@ fn a_closure_carries_the_working_time_since_acceptance() {
     }
     // Friday 17:00 → Monday 14:00: 30 min on Friday (until 17:30), none on the weekend, then
     // 09:00–12:00 and 13:30–14:00 on Monday: 4 working hours, the lunch break left out.
-    let closed = line.apply(clue(1), Command::VerifyOk, local("2025-03-10 14:00"));
+    let closed = line.apply(
+        clue(1),
+        Command::Lifecycle(Lifecycle::VerifyOk),
+        local("2025-03-10 14:00"),
+    );
     assert_eq!(
         closed.fact(),
         (
@@ -398,7 +416,11 @@ fn duplicates_are_found_across_partitions_and_closed_cases_leave_the_stage() {
     assert_eq!(b.verdict.as_ref().unwrap().duplicate_of, Some(clue(1)));
     // A duplicate is terminal: it takes no further commands, and closing it tells the stage
     // nothing (it never was a case).
-    let acc = line.apply(clue(2), Command::Accept, t0 + hour + 1);
+    let acc = line.apply(
+        clue(2),
+        Command::Lifecycle(Lifecycle::Accept),
+        t0 + hour + 1,
+    );
     assert_eq!(acc.refusal(), DlqReason::TerminalState);
     assert!(acc.decision.forwards.is_empty());
 
@@ -406,9 +428,9 @@ fn duplicates_are_found_across_partitions_and_closed_cases_leave_the_stage() {
     line.partition = 0;
     let rej = line.apply(
         clue(1),
-        Command::Reject {
+        Command::Lifecycle(Lifecycle::Reject {
             reason: "not ours".into(),
-        },
+        }),
         t0 + 2 * hour,
     );
     assert_eq!(rej.decision.forwards.len(), 1);
@@ -418,15 +440,15 @@ fn duplicates_are_found_across_partitions_and_closed_cases_leave_the_stage() {
     assert_eq!(c.reported().duplicate_of, None);
     // Closing a case through the whole loop tells the stage too.
     for (i, cmd) in [
-        Command::Accept,
-        Command::Dispatch {
+        Command::Lifecycle(Lifecycle::Accept),
+        Command::Lifecycle(Lifecycle::Dispatch {
             department: "greening_city_appearance".into(),
-        },
-        Command::Start,
-        Command::Handle {
+        }),
+        Command::Lifecycle(Lifecycle::Start),
+        Command::Lifecycle(Lifecycle::Handle {
             note: "ok".into(),
             photos: vec![],
-        },
+        }),
     ]
     .into_iter()
     .enumerate()
@@ -434,7 +456,11 @@ fn duplicates_are_found_across_partitions_and_closed_cases_leave_the_stage() {
         let d = line.apply(clue(3), cmd, t0 + 4 * hour + i as u64);
         assert!(d.decision.forwards.is_empty());
     }
-    let closed = line.apply(clue(3), Command::VerifyOk, t0 + 5 * hour);
+    let closed = line.apply(
+        clue(3),
+        Command::Lifecycle(Lifecycle::VerifyOk),
+        t0 + 5 * hour,
+    );
     assert_eq!(closed.fact().1, Status::Closed);
     assert_eq!(closed.decision.forwards.len(), 1);
     let d = line.apply(clue(4), report("garbage_pile", lat, lon), t0 + 6 * hour);
@@ -450,11 +476,11 @@ fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
     let (lat, lon) = inside_point(&p, &mut Rng::new(21));
     let t = local("2025-03-10 09:00");
     line.apply(clue(1), report("garbage_pile", lat, lon), t);
-    let accept = line.apply(clue(1), Command::Accept, t + 60_000);
+    let accept = line.apply(clue(1), Command::Lifecycle(Lifecycle::Accept), t + 60_000);
     assert_eq!(accept.decision.outputs, vec![Output::Held]);
     // The same command again is kept too (it is recognised as a repeat once applied); the
     // report retried under a new command id is a repeat at once.
-    let again = line.apply(clue(1), Command::Accept, t + 60_000);
+    let again = line.apply(clue(1), Command::Lifecycle(Lifecycle::Accept), t + 60_000);
     assert_eq!(again.decision.outputs, vec![Output::Held]);
     let mut retried = envelope(clue(1), report("garbage_pile", lat, lon), t);
     retried.command_id = CommandId::new_random();
@@ -462,9 +488,9 @@ fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
     assert_eq!(d.outputs, vec![Output::Repeat]);
     line.apply(
         clue(1),
-        Command::Dispatch {
+        Command::Lifecycle(Lifecycle::Dispatch {
             department: "greening_city_appearance".into(),
-        },
+        }),
         t + 120_000,
     );
     // The verdict: the report's fact, then the kept commands in their order, as if they had
@@ -521,7 +547,7 @@ fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
     // A duplicate's kept commands are refused, each with its own offset.
     line.apply(clue(2), report("garbage_pile", lat, lon), t + 1_000);
     let kept_at = line.offset;
-    line.apply(clue(2), Command::Accept, t + 2_000);
+    line.apply(clue(2), Command::Lifecycle(Lifecycle::Accept), t + 2_000);
     let v = line.deliver_verdict();
     assert_eq!(v.duplicate_of, Some(clue(1)));
     match &v.outputs[..] {
@@ -542,7 +568,10 @@ fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
             assert_eq!(o.command_id, d.command.command_id);
             assert_eq!(e.status, Status::Duplicate);
             assert_eq!(d.offset, kept_at);
-            assert!(matches!(d.command.command, Command::Accept));
+            assert!(matches!(
+                d.command.command,
+                Command::Lifecycle(Lifecycle::Accept)
+            ));
         }
         other => panic!("{other:?}"),
     }
@@ -552,15 +581,15 @@ fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
     for i in 0..MAX_DEFERRED as u64 {
         let d = line.apply(
             clue(3),
-            Command::Handle {
+            Command::Lifecycle(Lifecycle::Handle {
                 photos: vec![],
                 note: format!("{i}"),
-            },
+            }),
             t + 10 + i,
         );
         assert_eq!(d.decision.outputs, vec![Output::Held]);
     }
-    let over = line.apply(clue(3), Command::Start, t + 5_000);
+    let over = line.apply(clue(3), Command::Lifecycle(Lifecycle::Start), t + 5_000);
     assert_eq!(over.refusal(), DlqReason::TooManyPending);
 }
 
@@ -579,11 +608,13 @@ fn repeats_are_no_ops_and_refusals_carry_reasons() {
     assert_eq!(line.decide(&retried).outputs, vec![Output::Repeat]);
 
     assert_eq!(
-        line.apply(clue(1), Command::VerifyOk, MONDAY_9AM).refusal(),
+        line.apply(clue(1), Command::Lifecycle(Lifecycle::VerifyOk), MONDAY_9AM)
+            .refusal(),
         DlqReason::IllegalTransition
     );
     assert_eq!(
-        line.apply(clue(9), Command::Accept, MONDAY_9AM).refusal(),
+        line.apply(clue(9), Command::Lifecycle(Lifecycle::Accept), MONDAY_9AM)
+            .refusal(),
         DlqReason::UnknownClue
     );
     let stray = line.apply(
@@ -602,12 +633,16 @@ fn repeats_are_no_ops_and_refusals_carry_reasons() {
     );
     line.apply(
         clue(1),
-        Command::Reject { reason: "x".into() },
+        Command::Lifecycle(Lifecycle::Reject { reason: "x".into() }),
         MONDAY_9AM + 1,
     );
     assert_eq!(
-        line.apply(clue(1), Command::Accept, MONDAY_9AM + 2)
-            .refusal(),
+        line.apply(
+            clue(1),
+            Command::Lifecycle(Lifecycle::Accept),
+            MONDAY_9AM + 2
+        )
+        .refusal(),
         DlqReason::TerminalState
     );
     // Seqs count facts only: report 0, reject 1.

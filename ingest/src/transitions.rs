@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gridclue_core::category::Catalog;
 use gridclue_core::tokens::TokenRecord;
-use gridclue_core::wire::{self, Command, CommandEnvelope, OutcomeRecord, Verdict};
+use gridclue_core::wire::{self, Command, CommandEnvelope, Lifecycle, OutcomeRecord, Verdict};
 use gridclue_core::{Action, ClueId, CommandId};
 use serde_json::{json, Map, Value};
 
@@ -207,24 +207,24 @@ pub fn parse_request(bytes: &[u8], clue: ClueId, catalog: &Catalog) -> Result<Co
         action,
     };
     let command = match action {
-        Action::Accept => Command::Accept,
-        Action::VerifyOk => Command::VerifyOk,
-        Action::Start => Command::Start,
-        Action::Reject => Command::Reject {
+        Action::Accept => Command::Lifecycle(Lifecycle::Accept),
+        Action::VerifyOk => Command::Lifecycle(Lifecycle::VerifyOk),
+        Action::Start => Command::Lifecycle(Lifecycle::Start),
+        Action::Reject => Command::Lifecycle(Lifecycle::Reject {
             reason: b.text("reason", true)?,
-        },
-        Action::VerifyFail => Command::VerifyFail {
+        }),
+        Action::VerifyFail => Command::Lifecycle(Lifecycle::VerifyFail {
             reason: b.text("reason", true)?,
-        },
-        Action::Return => Command::Return {
+        }),
+        Action::Return => Command::Lifecycle(Lifecycle::Return {
             reason: b.text("reason", true)?,
-        },
-        Action::DenyPostpone => Command::DenyPostpone {
+        }),
+        Action::DenyPostpone => Command::Lifecycle(Lifecycle::DenyPostpone {
             reason: b.text("reason", true)?,
-        },
-        Action::Withdraw => Command::Withdraw {
+        }),
+        Action::Withdraw => Command::Lifecycle(Lifecycle::Withdraw {
             reason: b.text("reason", false)?,
-        },
+        }),
         Action::Merge => {
             let raw = b.text("duplicate_of", true)?;
             let target: ClueId = raw.parse().map_err(|_| {
@@ -241,9 +241,9 @@ pub fn parse_request(bytes: &[u8], clue: ClueId, catalog: &Catalog) -> Result<Co
                     "a clue cannot be merged into itself",
                 ));
             }
-            Command::Merge {
+            Command::Lifecycle(Lifecycle::Merge {
                 duplicate_of: target,
-            }
+            })
         }
         Action::Dispatch => {
             let department = b.text("department", true)?;
@@ -262,7 +262,7 @@ pub fn parse_request(bytes: &[u8], clue: ClueId, catalog: &Catalog) -> Result<Co
                     ),
                 ));
             }
-            Command::Dispatch { department }
+            Command::Lifecycle(Lifecycle::Dispatch { department })
         }
         Action::Handle => {
             let photos = match b.present("photos") {
@@ -295,26 +295,26 @@ pub fn parse_request(bytes: &[u8], clue: ClueId, catalog: &Catalog) -> Result<Co
                     ))
                 }
             };
-            Command::Handle {
+            Command::Lifecycle(Lifecycle::Handle {
                 note: b.text("note", true)?,
                 photos,
-            }
+            })
         }
-        Action::RequestPostpone => Command::RequestPostpone {
+        Action::RequestPostpone => Command::Lifecycle(Lifecycle::RequestPostpone {
             reason: b.text("reason", true)?,
             working_hours: b.required_integer("hours", 1, MAX_POSTPONE_HOURS)? as u32,
-        },
-        Action::ApprovePostpone => Command::ApprovePostpone {
+        }),
+        Action::ApprovePostpone => Command::Lifecycle(Lifecycle::ApprovePostpone {
             note: b.text("note", false)?,
             working_hours: b.integer("hours", 1, MAX_POSTPONE_HOURS)?.map(|h| h as u32),
-        },
-        Action::Supervise => Command::Supervise {
+        }),
+        Action::Supervise => Command::Lifecycle(Lifecycle::Supervise {
             note: b.text("note", true)?,
-        },
-        Action::Rate => Command::Rate {
+        }),
+        Action::Rate => Command::Lifecycle(Lifecycle::Rate {
             rating: b.required_integer("rating", 1, 5)? as u8,
             note: b.text("note", false)?,
-        },
+        }),
         Action::Report => unreachable!("not a transition"),
     };
     Ok(command)
@@ -579,92 +579,101 @@ mod tests {
     fn every_action_parses_into_its_command() {
         let other = uuid::Uuid::from_u128(2);
         let table: Vec<(String, Command)> = vec![
-            (r#"{"action":"accept"}"#.into(), Command::Accept),
+            (
+                r#"{"action":"accept"}"#.into(),
+                Command::Lifecycle(Lifecycle::Accept),
+            ),
             (
                 r#"{"action":"reject","reason":" not public space "}"#.into(),
-                Command::Reject {
+                Command::Lifecycle(Lifecycle::Reject {
                     reason: "not public space".into(),
-                },
+                }),
             ),
             (
                 format!(r#"{{"action":"merge","duplicate_of":"{other}"}}"#),
-                Command::Merge {
+                Command::Lifecycle(Lifecycle::Merge {
                     duplicate_of: ClueId(other),
-                },
+                }),
             ),
             (
                 r#"{"action":"dispatch","department":"water_affairs"}"#.into(),
-                Command::Dispatch {
+                Command::Lifecycle(Lifecycle::Dispatch {
                     department: "water_affairs".into(),
-                },
+                }),
             ),
-            (r#"{"action":"verify_ok"}"#.into(), Command::VerifyOk),
+            (
+                r#"{"action":"verify_ok"}"#.into(),
+                Command::Lifecycle(Lifecycle::VerifyOk),
+            ),
             (
                 r#"{"action":"verify_fail","reason":"still broken"}"#.into(),
-                Command::VerifyFail {
+                Command::Lifecycle(Lifecycle::VerifyFail {
                     reason: "still broken".into(),
-                },
+                }),
             ),
-            (r#"{"action":"start"}"#.into(), Command::Start),
+            (
+                r#"{"action":"start"}"#.into(),
+                Command::Lifecycle(Lifecycle::Start),
+            ),
             (
                 r#"{"action":"handle","note":"replaced","photos":["https://p.example/1.jpg"]}"#
                     .into(),
-                Command::Handle {
+                Command::Lifecycle(Lifecycle::Handle {
                     note: "replaced".into(),
                     photos: vec!["https://p.example/1.jpg".into()],
-                },
+                }),
             ),
             (
                 r#"{"action":"return","reason":"not ours"}"#.into(),
-                Command::Return {
+                Command::Lifecycle(Lifecycle::Return {
                     reason: "not ours".into(),
-                },
+                }),
             ),
             (
                 r#"{"action":"request_postpone","reason":"parts","hours":8}"#.into(),
-                Command::RequestPostpone {
+                Command::Lifecycle(Lifecycle::RequestPostpone {
                     reason: "parts".into(),
                     working_hours: 8,
-                },
+                }),
             ),
             (
                 r#"{"action":"approve_postpone"}"#.into(),
-                Command::ApprovePostpone {
+                Command::Lifecycle(Lifecycle::ApprovePostpone {
                     note: String::new(),
                     working_hours: None,
-                },
+                }),
             ),
             (
                 r#"{"action":"approve_postpone","hours":4,"note":"ok"}"#.into(),
-                Command::ApprovePostpone {
+                Command::Lifecycle(Lifecycle::ApprovePostpone {
                     note: "ok".into(),
                     working_hours: Some(4),
-                },
+                }),
             ),
             (
                 r#"{"action":"deny_postpone","reason":"no"}"#.into(),
-                Command::DenyPostpone {
+                Command::Lifecycle(Lifecycle::DenyPostpone {
                     reason: "no".into(),
-                },
+                }),
             ),
             (
                 r#"{"action":"supervise","note":"督办"}"#.into(),
-                Command::Supervise {
+                Command::Lifecycle(Lifecycle::Supervise {
                     note: "督办".into(),
-                },
+                }),
             ),
             (
                 r#"{"action":"withdraw"}"#.into(),
-                Command::Withdraw {
+                Command::Lifecycle(Lifecycle::Withdraw {
                     reason: String::new(),
-                },
+                }),
             ),
             (
                 r#"{"action":"rate","rating":5,"note":null}"#.into(),
-                Command::Rate {
+                Command::Lifecycle(Lifecycle::Rate {
                     rating: 5,
                     note: String::new(),
-                },
+                }),
             ),
         ];
         let mut seen: Vec<Action> = Vec::new();

@@ -8,7 +8,7 @@ mod common;
 use axum::http::StatusCode;
 use common::*;
 use gridclue_core::tokens::TokenFile;
-use gridclue_core::wire::{ActorKind, Channel, Command};
+use gridclue_core::wire::{ActorKind, Channel, Command, Lifecycle};
 use gridclue_core::CommandId;
 use gridclue_ingest::import::{imported_clue_id, imported_command_id};
 use gridclue_ingest::{api, build_state};
@@ -191,18 +191,18 @@ async fn a_historical_clue_becomes_its_commands_with_their_times_and_roles() {
     }
     assert!(matches!(
         records[1 + 1].1.command,
-        Command::Dispatch { ref department } if department == "water_affairs"
+        Command::Lifecycle(Lifecycle::Dispatch { ref department }) if department == "water_affairs"
     ));
     assert!(matches!(
         records[4].1.command,
-        Command::RequestPostpone {
+        Command::Lifecycle(Lifecycle::RequestPostpone {
             working_hours: 8,
             ..
-        }
+        })
     ));
     assert!(matches!(
         records[8].1.command,
-        Command::Rate { rating: 4, .. }
+        Command::Lifecycle(Lifecycle::Rate { rating: 4, .. })
     ));
 
     // The same record imported again is the same commands (the processor applies them once).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use gridclue_core::roles::{RefusalClass, RefusalReason};
 use gridclue_core::tokens::{TokenFile, TokenKind};
-use gridclue_core::wire::{ActorKind, Command, OutcomeRecord, Verdict, OUTCOMES_TOPIC};
+use gridclue_core::wire::{ActorKind, Command, Lifecycle, OutcomeRecord, Verdict, OUTCOMES_TOPIC};
 use gridclue_core::{Action, ClueId, CommandId, Status};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
@@ -111,9 +111,9 @@ async fn a_transition_waits_for_its_verdict_and_retries_get_it_without_producing
     );
     assert_eq!(
         cmd.command,
-        Command::Dispatch {
+        Command::Lifecycle(Lifecycle::Dispatch {
             department: "water_affairs".into()
-        }
+        })
     );
     let poll = |token: String| {
         let (http, url) = (http.clone(), format!("{}{location}", server.url));

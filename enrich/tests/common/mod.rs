@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use gridclue_core::category::CategoryCode;
 pub use gridclue_core::rng::Rng;
 use gridclue_core::wire::{
-    Actor, ActorKind, Channel, Command, CommandEnvelope, EventEnvelope, Report, SCHEMA_VERSION,
+    Actor, ActorKind, Channel, Command, CommandEnvelope, EventEnvelope, Lifecycle, Report,
+    SCHEMA_VERSION,
 };
 use gridclue_core::{ClueId, CommandId, GeoPoint};
 use gridclue_enrich::dedupe::{DedupeRecord, DedupeStage};
@@ -167,16 +168,16 @@ pub fn workload(
             placed.push((cat, lat, lon));
             let mut cmds = vec![report(cat, lat, lon)];
             let life = [
-                Command::Accept,
-                Command::Dispatch {
+                Command::Lifecycle(Lifecycle::Accept),
+                Command::Lifecycle(Lifecycle::Dispatch {
                     department: "water_affairs".into(),
-                },
-                Command::Start,
-                Command::Handle {
+                }),
+                Command::Lifecycle(Lifecycle::Start),
+                Command::Lifecycle(Lifecycle::Handle {
                     photos: vec![],
                     note: "done".into(),
-                },
-                Command::VerifyOk,
+                }),
+                Command::Lifecycle(Lifecycle::VerifyOk),
             ];
             let steps = rng.below(life.len() + 1);
             cmds.extend(life.into_iter().take(steps));
@@ -184,15 +185,15 @@ pub fn workload(
                 let at = 1 + rng.below(cmds.len());
                 cmds.insert(
                     at,
-                    Command::Postpone {
+                    Command::Lifecycle(Lifecycle::Postpone {
                         reason: "rain".into(),
                         working_hours: 1 + rng.below(9) as u32,
-                    },
+                    }),
                 );
             }
             if rng.below(6) == 0 {
                 // Illegal here (or terminal): refused with a reason.
-                cmds.insert(1, Command::VerifyOk);
+                cmds.insert(1, Command::Lifecycle(Lifecycle::VerifyOk));
             }
             queues.push((clue, cmds));
         }

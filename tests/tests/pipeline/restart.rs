@@ -8,7 +8,7 @@ use gridclue_core::ch::ChSettings;
 use gridclue_core::kafka::KafkaSettings;
 use gridclue_core::telemetry::names;
 use gridclue_core::wire::{
-    Actor, ActorKind, Command, CommandEnvelope, COMMANDS_TOPIC, SCHEMA_VERSION,
+    Actor, ActorKind, Command, CommandEnvelope, Lifecycle, COMMANDS_TOPIC, SCHEMA_VERSION,
 };
 use gridclue_core::{ClueId, CommandId};
 use gridclue_tests::{clickhouse_url, Broker, Scratch};
@@ -161,16 +161,16 @@ async fn a_restarted_stack_keeps_its_counts_counts_new_clues_and_closes_old_ones
         &bootstrap,
         &target,
         vec![
-            Command::Accept,
-            Command::Dispatch {
+            Command::Lifecycle(Lifecycle::Accept),
+            Command::Lifecycle(Lifecycle::Dispatch {
                 department: "urban_management".into(),
-            },
-            Command::Start,
-            Command::Handle {
+            }),
+            Command::Lifecycle(Lifecycle::Start),
+            Command::Lifecycle(Lifecycle::Handle {
                 note: "repaired".into(),
                 photos: Vec::new(),
-            },
-            Command::VerifyOk,
+            }),
+            Command::Lifecycle(Lifecycle::VerifyOk),
         ],
     )
     .await;
