@@ -211,6 +211,9 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("filling {} with {} facts…", db.database, args.facts);
             fill(&db, args.facts).await?;
             db.execute("OPTIMIZE TABLE clue_events FINAL").await;
+            // The latest-state table as background merges leave it in steady state (the
+            // dashboard's breakdowns and lists read it with FINAL).
+            db.execute("OPTIMIZE TABLE clues FINAL").await;
             let client = db.client.clone();
             kept = Some(db);
             client
@@ -295,6 +298,7 @@ async fn main() -> anyhow::Result<()> {
     for query in &queries {
         let mut times = Vec::with_capacity(args.runs);
         let mut rows = 0;
+        let mut refused = None;
         for run in 0..args.runs + 2 {
             let req = Request::get(query.as_str())
                 .header(header::AUTHORIZATION, format!("Bearer {district}"))
@@ -304,6 +308,11 @@ async fn main() -> anyhow::Result<()> {
             let status = resp.status();
             let body = axum::body::to_bytes(resp.into_body(), 64 << 20).await?;
             let elapsed = t.elapsed();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                // Over the dashboard's max_execution_time: report it and go on.
+                refused = Some(elapsed);
+                break;
+            }
             anyhow::ensure!(status == StatusCode::OK, "{query}: {status}");
             rows = match serde_json::from_slice::<serde_json::Value>(&body) {
                 Ok(answer) if answer["facts"].is_array() => {
@@ -321,8 +330,15 @@ async fn main() -> anyhow::Result<()> {
                 times.push(elapsed);
             }
         }
-        times.sort();
         let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+        if let Some(after) = refused {
+            println!(
+                "| `{query}` | 503 after {} (over max_execution_time) | – | – | – |",
+                ms(after)
+            );
+            continue;
+        }
+        times.sort();
         println!(
             "| `{query}` | {} | {} | {} | {rows} |",
             ms(percentile(&times, 0.5)),
