@@ -1,13 +1,16 @@
-//! Benchmark (not a test) of `GET /v1/indicators`: fills a fresh database with synthetic clue
-//! histories written through the sink's own fold and row code (a year of reports over the
-//! shipped map and category table: duplicates, rejections, withdrawals, reworks,
-//! postponements, supervision, ratings, open and overdue cases), then times the endpoint through
-//! the dashboard-api router for several periods and groupings and prints p50 / p99 / max.
+//! Benchmark (not a test) of `GET /v1/indicators` and the dashboard queries: fills a fresh
+//! database with synthetic clue histories written through the sink's own fold and row code (a
+//! year of reports over the shipped map and category table: duplicates, rejections,
+//! withdrawals, reworks, postponements, supervision, ratings, open and overdue cases), then times
+//! the endpoints through the dashboard-api router and prints p50 / p99 / max.
 //!
 //! ```text
 //! cargo run -p gridclue-tests --example indicators_bench -- \
-//!     --clickhouse-url http://127.0.0.1:26123 --facts 1000000 --runs 50
+//!     --clickhouse-url http://127.0.0.1:26123 --facts 1000000 --runs 50 [--suite dashboard]
 //! ```
+//! `--suite indicators` (default) times `/v1/indicators`; `--suite dashboard` times every
+//! dashboard route (breakdown, trend, rankings, lists, heatmap, timeline) and the live numbers'
+//! snapshot (the two queries the `/v1/stream` loop runs when something changed).
 //! Point it at a ClickHouse of its own (not the shared test server): the timings are the
 //! server's, and a loaded server both skews them and slows everyone else's tests. With
 //! `--keep-db` the database stays; `--database NAME` times the queries on such a kept database
@@ -33,6 +36,7 @@ struct Args {
     runs: usize,
     keep_db: bool,
     database: Option<String>,
+    dashboard: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -42,6 +46,7 @@ fn args() -> anyhow::Result<Args> {
         runs: 50,
         keep_db: false,
         database: None,
+        dashboard: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,8 +60,13 @@ fn args() -> anyhow::Result<Args> {
             "--runs" => a.runs = value()?.parse()?,
             "--keep-db" => a.keep_db = true,
             "--database" => a.database = Some(value()?),
+            "--suite" => match value()?.as_str() {
+                "indicators" => a.dashboard = false,
+                "dashboard" => a.dashboard = true,
+                other => anyhow::bail!("--suite {other}: indicators or dashboard"),
+            },
             other => anyhow::bail!(
-                "unknown argument {other} (--clickhouse-url, --facts, --runs, --keep-db, --database)"
+                "unknown argument {other} (--clickhouse-url, --facts, --runs, --keep-db, --database, --suite)"
             ),
         }
     }
@@ -184,6 +194,9 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("filling {} with {} facts…", db.database, args.facts);
             fill(&db, args.facts).await?;
             db.execute("OPTIMIZE TABLE clue_events FINAL").await;
+            // The latest-state table as background merges leave it in steady state (the
+            // dashboard's breakdowns and lists read it with FINAL).
+            db.execute("OPTIMIZE TABLE clues FINAL").await;
             let client = db.client.clone();
             kept = Some(db);
             client
@@ -208,6 +221,13 @@ async fn main() -> anyhow::Result<()> {
         Reference::load(&data_dir())?,
         gridclue_core::calendar::Calendar::load(&data_dir().join("calendar.json"))?,
     );
+    let live_deps = gridclue_dashboard_api::live::LoopDeps {
+        ch: state.read.clone(),
+        reference: state.reference.clone(),
+        weights: state.score_weights,
+        metrics: state.metrics.clone(),
+        poll: Duration::from_millis(300),
+    };
     let app = gridclue_dashboard_api::app(state);
     println!(
         "{facts} facts, {clues} clues, {parts} part(s); {} runs per query (after 2 warm-up runs)",
@@ -215,17 +235,55 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("| query | p50 ms | p99 ms | max ms | rows |");
     println!("|---|---|---|---|---|");
-    for query in [
-        "from=2026-01-01&to=2027-01-01&by=street",
-        "from=2026-01-01&to=2027-01-01&by=department",
-        "from=2026-01-01&to=2027-01-01&by=community",
-        "from=2026-06-01&to=2026-07-01&by=street",
-        "from=2026-06-01&to=2026-07-01&by=category&as_of=2026-06-20T12:00:00%2B08:00",
-    ] {
+    let queries: Vec<String> = if args.dashboard {
+        let clue: String = client
+            .query("SELECT toString(clue_id) FROM clues LIMIT 1")
+            .fetch_one()
+            .await?;
+        let street = Reference::load(&data_dir())?.streets[0].code.clone();
+        [
+            "/v1/breakdown?from=2026-01-01&to=2027-01-01&by=street",
+            "/v1/breakdown?from=2026-06-01&to=2026-07-01&by=category",
+            "/v1/breakdown?from=2026-06-01&to=2026-07-01&by=grid",
+            "/v1/trend?from=2026-06-01&to=2026-07-01&bucket=day",
+            "/v1/trend?from=2026-01-01&to=2027-01-01&bucket=month",
+            "/v1/trend?from=2026-06-01&to=2026-06-08&bucket=hour",
+            "/v1/rankings?from=2026-06-01&to=2026-07-01&by=street",
+            "/v1/rankings?from=2026-01-01&to=2027-01-01&by=department",
+            "/v1/lists/overdue?limit=50",
+            "/v1/lists/due_soon?limit=50",
+            "/v1/lists/stale?limit=50",
+            "/v1/lists/newest?limit=50",
+            "/v1/heatmap?from=2026-06-01&to=2026-07-01",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([
+            format!("/v1/lists/overdue?limit=50&street={street}"),
+            format!(
+                "/v1/breakdown?from=2026-06-01&to=2026-07-01&by=grid&street={street}&format=csv"
+            ),
+            format!("/v1/clues/{clue}/timeline"),
+        ])
+        .collect()
+    } else {
+        [
+            "from=2026-01-01&to=2027-01-01&by=street",
+            "from=2026-01-01&to=2027-01-01&by=department",
+            "from=2026-01-01&to=2027-01-01&by=community",
+            "from=2026-06-01&to=2026-07-01&by=street",
+            "from=2026-06-01&to=2026-07-01&by=category&as_of=2026-06-20T12:00:00%2B08:00",
+        ]
+        .into_iter()
+        .map(|q| format!("/v1/indicators?{q}"))
+        .collect()
+    };
+    for query in &queries {
         let mut times = Vec::with_capacity(args.runs);
         let mut rows = 0;
+        let mut refused = None;
         for run in 0..args.runs + 2 {
-            let req = Request::get(format!("/v1/indicators?{query}"))
+            let req = Request::get(query.as_str())
                 .header(header::AUTHORIZATION, format!("Bearer {district}"))
                 .body(Body::empty())?;
             let t = Instant::now();
@@ -233,17 +291,58 @@ async fn main() -> anyhow::Result<()> {
             let status = resp.status();
             let body = axum::body::to_bytes(resp.into_body(), 64 << 20).await?;
             let elapsed = t.elapsed();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                // Over the dashboard's max_execution_time: report it and go on.
+                refused = Some(elapsed);
+                break;
+            }
             anyhow::ensure!(status == StatusCode::OK, "{query}: {status}");
-            let answer: serde_json::Value = serde_json::from_slice(&body)?;
-            rows = answer["rows"].as_array().map_or(0, Vec::len);
+            rows = match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(answer) if answer["facts"].is_array() => {
+                    answer["facts"].as_array().map_or(0, Vec::len)
+                }
+                Ok(answer) => answer["rows"].as_array().map_or(0, Vec::len),
+                // CSV: its lines after the header.
+                Err(_) => body
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count()
+                    .saturating_sub(1),
+            };
             if run >= 2 {
                 times.push(elapsed);
+            }
+        }
+        let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+        if let Some(after) = refused {
+            println!(
+                "| `{query}` | 503 after {} (over max_execution_time) | – | – | – |",
+                ms(after)
+            );
+            continue;
+        }
+        times.sort();
+        println!(
+            "| `{query}` | {} | {} | {} | {rows} |",
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.99)),
+            ms(*times.last().expect("runs")),
+        );
+    }
+    if args.dashboard {
+        let mut times = Vec::with_capacity(args.runs);
+        for run in 0..args.runs + 2 {
+            let t = Instant::now();
+            gridclue_dashboard_api::live::snapshot(&live_deps, gridclue_core::wire::now_ms())
+                .await?;
+            if run >= 2 {
+                times.push(t.elapsed());
             }
         }
         times.sort();
         let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
         println!(
-            "| `{query}` | {} | {} | {} | {rows} |",
+            "| live numbers' snapshot (`/v1/stream` recomputation: 2 queries) | {} | {} | {} | 13 |",
             ms(percentile(&times, 0.5)),
             ms(percentile(&times, 0.99)),
             ms(*times.last().expect("runs")),

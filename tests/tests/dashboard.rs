@@ -37,6 +37,7 @@ use axum::http::{header, Request, StatusCode};
 use gridclue_core::tokens::{TokenFile, TokenKind, TokenRecord, TokenStore};
 use gridclue_core::wire::Fact;
 use gridclue_core::{GridCode, ReporterGroup};
+use gridclue_dashboard_api::live::{month_of, Live, StreamSettings};
 use gridclue_dashboard_api::{AppState, Reference};
 use gridclue_tests::ch::TestDb;
 use gridclue_tests::facts::{china, write, write_rows, History, ReportSpec};
@@ -47,7 +48,8 @@ use tower::ServiceExt;
 const HOUR: u64 = 3_600_000;
 
 struct Fixture {
-    _db: TestDb,
+    db: TestDb,
+    state: AppState,
     app: axum::Router,
     district: String,
     street_a: String,
@@ -91,6 +93,10 @@ fn overdue(h: History, deadline_ms: u64) -> History {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(StreamSettings::default()).await
+}
+
+async fn fixture_with(stream: StreamSettings) -> Fixture {
     let db = TestDb::create("dashboard").await;
     gridclue_sink::migrations::apply(&db.client).await.unwrap();
     let reference = Reference::load(&data_dir()).unwrap();
@@ -248,15 +254,17 @@ async fn fixture() -> Fixture {
         write_rows(&db.client, &events, &clues).await;
     }
 
-    let state = AppState::new(
+    let mut state = AppState::new(
         db.client.clone(),
         TokenStore::open(&path).unwrap(),
         reference,
         gridclue_core::calendar::Calendar::load(&data_dir().join("calendar.json")).unwrap(),
     );
+    state.live = Live::new(stream);
     Fixture {
-        _db: db,
-        app: gridclue_dashboard_api::app(state),
+        db,
+        app: gridclue_dashboard_api::app(state.clone()),
+        state,
         district,
         street_a,
         department,
@@ -1125,4 +1133,204 @@ async fn scopes_and_bad_parameters_are_refused_by_name() {
         .as_str()
         .unwrap()
         .starts_with("query parameter `cursor`"));
+}
+
+/// The `numbers` events of one `/v1/stream` response.
+struct Events {
+    body: axum::body::BodyDataStream,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(f: &Fixture, token: &str) -> Result<Self, (StatusCode, Value)> {
+        let req = Request::get("/v1/stream")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = f.app.clone().oneshot(req).await.unwrap();
+        if resp.status() != StatusCode::OK {
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            return Err((status, serde_json::from_slice(&body).unwrap()));
+        }
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+        Ok(Self {
+            body: resp.into_body().into_data_stream(),
+            buffer: String::new(),
+        })
+    }
+
+    /// The next `numbers` event's data, waiting at most until `deadline`.
+    async fn next(&mut self, deadline: tokio::time::Instant) -> Value {
+        use futures::StreamExt;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                if frame.lines().any(|l| l == "event: numbers") {
+                    let data = frame
+                        .lines()
+                        .find_map(|l| l.strip_prefix("data: "))
+                        .expect("a data line");
+                    return serde_json::from_str(data).unwrap();
+                }
+                continue; // a keep-alive comment
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .expect("a numbers event before the deadline")
+                .expect("the stream stays open")
+                .expect("a readable stream");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+fn soon(secs: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(secs)
+}
+
+/// A new report now, in street C (a street with no other clue).
+async fn report_now(f: &Fixture) {
+    let grid = grids_of(&f.streets[2])[0].clone();
+    let s = spec(
+        &grid,
+        "garbage_pile",
+        "greening_city_appearance",
+        &f.reporter_record,
+    );
+    let h = History::reported(&s, gridclue_core::wire::now_ms());
+    write(&f.db.client, &[h]).await;
+}
+
+fn kpi(v: &Value, name: &str) -> u64 {
+    v["kpis"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} in {v}"))
+}
+
+#[tokio::test]
+async fn a_new_fact_changes_the_streamed_numbers_within_a_second() {
+    let f = fixture().await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _loop = f
+        .state
+        .start_live_numbers(cancel.clone())
+        .expect("loop starts");
+    let mut district = Events::open(&f, &f.district).await.unwrap();
+    let first = district.next(soon(10)).await;
+    assert_eq!(first["scope"]["kind"], "district");
+    // Open now: a2, a3, a6, a7, a8, a9, b3, y1, g1; overdue: a2 and b3.
+    assert_eq!((kpi(&first, "open"), kpi(&first, "overdue")), (9, 2));
+    assert_eq!(first["by_street"].as_array().unwrap().len(), 13);
+
+    // The month's numbers are those of /v1/breakdown and /v1/indicators (as of the same instant).
+    let month = month_of(first["as_of_ms"].as_u64().unwrap());
+    assert_eq!(first["period"]["from"], month.from.to_string());
+    let period = format!("from={}&to={}", month.from, month.to);
+    let breakdown = f.ok(&format!("/v1/breakdown?{period}"), &f.district).await;
+    assert_eq!(
+        kpi(&first, "reports"),
+        breakdown["total"]["reports"].as_u64().unwrap()
+    );
+    assert_eq!(
+        kpi(&first, "cases"),
+        breakdown["total"]["cases"].as_u64().unwrap()
+    );
+    let indicators = f
+        .ok(
+            &format!("/v1/indicators?{period}&as_of={}", first["as_of_ms"]),
+            &f.district,
+        )
+        .await;
+    for rate in ["closure_rate", "on_time_rate", "rework_rate", "score"] {
+        assert_eq!(first["kpis"][rate], indicators["total"][rate], "{rate}");
+    }
+
+    // A street office's stream holds its street only: A's open a2, a3, a6–a9, overdue a2.
+    let mut own = Events::open(&f, &f.street_a).await.unwrap();
+    let mine = own.next(soon(10)).await;
+    assert_eq!(mine["scope"]["street_code"], f.streets[0].as_str());
+    assert_eq!(mine["by_street"].as_array().unwrap().len(), 1);
+    assert_eq!((kpi(&mine, "open"), kpi(&mine, "overdue")), (6, 1));
+
+    // ClickHouse acknowledged the insert: the change is streamed within a second.
+    report_now(&f).await;
+    let changed = district.next(soon(1)).await;
+    assert_eq!(kpi(&changed, "reports"), kpi(&first, "reports") + 1);
+    assert_eq!(kpi(&changed, "open"), kpi(&first, "open") + 1);
+    let c = changed["by_street"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["street"] == f.streets[2].as_str())
+        .unwrap();
+    assert_eq!(
+        (c["reports"].as_u64(), c["open"].as_u64()),
+        (Some(1), Some(1))
+    );
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn many_subscribers_share_one_query_loop() {
+    const STREAMS: usize = 50;
+    let poll = std::time::Duration::from_millis(300);
+    let f = fixture_with(StreamSettings {
+        poll,
+        max_per_token: STREAMS,
+        max_total: 2_000,
+    })
+    .await;
+    let m = f.state.metrics.clone();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _loop = f
+        .state
+        .start_live_numbers(cancel.clone())
+        .expect("loop starts");
+    assert!(
+        f.state.start_live_numbers(cancel.clone()).is_none(),
+        "one loop per process"
+    );
+
+    let started = std::time::Instant::now();
+    let (queries, polls) = (m.stream_queries.get(), m.stream_polls.get());
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let mut s = Events::open(&f, &f.district).await.unwrap();
+        s.next(soon(10)).await;
+        streams.push(s);
+    }
+    assert_eq!(m.stream_subscribers.get(), STREAMS as i64);
+    let (status, body) = Events::open(&f, &f.district).await.err().expect("a 429");
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["code"], "too_many_streams");
+
+    report_now(&f).await;
+    let mut reports = Vec::new();
+    for s in &mut streams {
+        reports.push(kpi(&s.next(soon(5)).await, "reports"));
+    }
+    assert!(reports.windows(2).all(|w| w[0] == w[1]), "{reports:?}");
+
+    // One loop: its polls follow the clock, not the number of streams, and each poll costs one
+    // probe plus, when something changed, two queries.
+    let elapsed = started.elapsed();
+    let polls = m.stream_polls.get() - polls;
+    let queries = m.stream_queries.get() - queries;
+    let ticks = (elapsed.as_millis() / poll.as_millis()) as u64 + 2;
+    assert!(
+        polls <= ticks,
+        "{polls} polls in {elapsed:?} with {STREAMS} streams"
+    );
+    assert!(queries <= 3 * polls, "{queries} queries for {polls} polls");
+    assert!(
+        queries >= polls + 2,
+        "the change was computed: {queries} queries, {polls} polls"
+    );
+
+    drop(streams);
+    assert_eq!(m.stream_subscribers.get(), 0);
+    cancel.cancel();
 }
