@@ -32,6 +32,12 @@ pub mod names {
     pub const ENRICH_TRANSITION_OUTCOMES_TOTAL: &str = "gridclue_enrich_transition_outcomes_total";
     pub const ENRICH_OVERDUE_TOTAL: &str = "gridclue_enrich_overdue_total";
     pub const ENRICH_LOG_RESET_DETECTED: &str = "gridclue_enrich_log_reset_detected";
+    // hotspots (the detector service)
+    pub const HOTSPOT_ALERTS_TOTAL: &str = "gridclue_hotspot_alerts_total";
+    pub const HOTSPOT_ALERT_VERSIONS_TOTAL: &str = "gridclue_hotspot_alert_versions_total";
+    pub const HOTSPOT_CASES_TOTAL: &str = "gridclue_hotspot_cases_total";
+    pub const HOTSPOT_OPEN_ALERTS: &str = "gridclue_hotspot_open_alerts";
+    pub const HOTSPOT_DLQ_TOTAL: &str = "gridclue_hotspot_dlq_total";
     // sink
     pub const SINK_ROWS_INSERTED_TOTAL: &str = "gridclue_sink_rows_inserted_total";
     pub const SINK_BATCHES_INSERTED_TOTAL: &str = "gridclue_sink_batches_inserted_total";
@@ -44,6 +50,7 @@ pub mod names {
     pub const SINK_DLQ_TOTAL: &str = "gridclue_sink_dlq_total";
     pub const SINK_SKIPPED_TOTAL: &str = "gridclue_sink_skipped_total";
     pub const SINK_LOG_RESET_DETECTED: &str = "gridclue_sink_log_reset_detected";
+    pub const SINK_ALERT_ROWS_INSERTED_TOTAL: &str = "gridclue_sink_alert_rows_inserted_total";
     // dashboard-api
     pub const DASHBOARD_REQUESTS_TOTAL: &str = "gridclue_dashboard_requests_total";
     pub const DASHBOARD_QUERY_DURATION_SECONDS: &str = "gridclue_dashboard_query_duration_seconds";
