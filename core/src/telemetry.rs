@@ -50,7 +50,6 @@ pub mod names {
     pub const SINK_DLQ_TOTAL: &str = "gridclue_sink_dlq_total";
     pub const SINK_SKIPPED_TOTAL: &str = "gridclue_sink_skipped_total";
     pub const SINK_LOG_RESET_DETECTED: &str = "gridclue_sink_log_reset_detected";
-    pub const SINK_ALERT_ROWS_INSERTED_TOTAL: &str = "gridclue_sink_alert_rows_inserted_total";
     // dashboard-api
     pub const DASHBOARD_REQUESTS_TOTAL: &str = "gridclue_dashboard_requests_total";
     pub const DASHBOARD_QUERY_DURATION_SECONDS: &str = "gridclue_dashboard_query_duration_seconds";
