@@ -57,9 +57,9 @@ pub struct HotspotParams {
     /// Weight of the parent level's rate in a cell's rate, in grid-days of exposure (a cell
     /// with far less history than this mostly gets its parent's rate).
     pub prior_grid_days: f64,
-    /// District-wide cases per grid and year assumed before any history is seen (spread evenly
-    /// over the categories seen so far, at least one).
-    pub prior_cases_per_grid_year: f64,
+    /// Cases per grid, category and year assumed before any history is seen (the district-wide
+    /// rate a new detector starts from; history outweighs it within days).
+    pub prior_cases_per_grid_category_year: f64,
     /// Days over which a category's district-wide level is compared with its baseline (season).
     pub season_days: u32,
     /// Bounds of that seasonal factor.
@@ -78,7 +78,7 @@ impl Default for HotspotParams {
             baseline_days: 365,
             guard_days: 7,
             prior_grid_days: 90.0,
-            prior_cases_per_grid_year: 5.0,
+            prior_cases_per_grid_category_year: 0.25,
             season_days: 28,
             season_min: 0.5,
             season_max: 3.0,
@@ -99,8 +99,7 @@ pub enum ParamsError {
 
 impl HotspotParams {
     pub fn validate(&self) -> Result<(), ParamsError> {
-        if self.windows_days.is_empty() || self.windows_days.iter().any(|w| !(1..=60).contains(w))
-        {
+        if self.windows_days.is_empty() || self.windows_days.iter().any(|w| !(1..=60).contains(w)) {
             return Err(ParamsError::Windows(self.windows_days.clone()));
         }
         for (name, ok) in [
@@ -109,8 +108,8 @@ impl HotspotParams {
             ("baseline_days", self.baseline_days > 0),
             ("prior_grid_days", self.prior_grid_days > 0.0),
             (
-                "prior_cases_per_grid_year",
-                self.prior_cases_per_grid_year > 0.0,
+                "prior_cases_per_grid_category_year",
+                self.prior_cases_per_grid_category_year > 0.0,
             ),
             ("season_days", self.season_days > 0),
             ("close_after_days", self.close_after_days > 0),
@@ -468,11 +467,36 @@ struct OpenAlert {
     clue_ids: Vec<ClueId>,
 }
 
+/// Among the windows `[s, s + len)` that hold `at`, starting at a case time `s` of the sorted
+/// `times`: the earliest-starting one holding the most cases, as (start, count).
+fn fullest_window(times: &[u64], at: u64, len: u64) -> Option<(u64, u32)> {
+    let mut best: Option<(u64, u32)> = None;
+    let mut end = 0;
+    for (i, &start) in times.iter().enumerate() {
+        if start > at {
+            break;
+        }
+        if start + len <= at {
+            continue;
+        }
+        end = end.max(i);
+        while end < times.len() && times[end] < start + len {
+            end += 1;
+        }
+        let count = (end - i) as u32;
+        if best.is_none_or(|(_, c)| count > c) {
+            best = Some((start, count));
+        }
+    }
+    best
+}
+
 /// A window that would raise an alert.
 #[derive(Clone, Debug)]
 struct Signal {
     place: Place,
     window_days: u32,
+    window_start_ms: u64,
     daily_rate: f64,
     p: f64,
 }
@@ -483,8 +507,9 @@ pub struct Detector {
     neighbours: Arc<Neighbours>,
     seen: HashMap<ClueId, u64>,
     by_grid: HashMap<(GridCode, CategoryCode), Times>,
-    by_community: HashMap<(String, CategoryCode), Times>,
-    by_street: HashMap<(String, CategoryCode), Times>,
+    /// Per category: cases by community code, by street code, and in the whole district.
+    by_community: HashMap<CategoryCode, HashMap<String, Times>>,
+    by_street: HashMap<CategoryCode, HashMap<String, Times>>,
     by_district: BTreeMap<CategoryCode, Times>,
     first_at_ms: Option<u64>,
     clock_ms: u64,
@@ -586,10 +611,12 @@ impl Detector {
             times.prune_before(horizon);
         }
         self.by_grid.retain(|_, t| !t.0.is_empty());
-        for times in self.by_community.values_mut() {
-            times.prune_before(horizon);
-        }
-        for times in self.by_street.values_mut() {
+        for times in self
+            .by_community
+            .values_mut()
+            .chain(self.by_street.values_mut())
+            .flat_map(|m| m.values_mut())
+        {
             times.prune_before(horizon);
         }
         for times in self.by_district.values_mut() {
@@ -605,11 +632,15 @@ impl Detector {
             .or_default()
             .insert(at, clue);
         self.by_community
-            .entry((grid.community_code().to_owned(), category.clone()))
+            .entry(category.clone())
+            .or_default()
+            .entry(grid.community_code().to_owned())
             .or_default()
             .insert(at, clue);
         self.by_street
-            .entry((grid.street_code().to_owned(), category.clone()))
+            .entry(category.clone())
+            .or_default()
+            .entry(grid.street_code().to_owned())
             .or_default()
             .insert(at, clue);
         self.by_district
@@ -647,12 +678,12 @@ impl Detector {
             return Vec::new();
         };
         let window_ms = u64::from(signal.window_days) * DAY_MS;
-        let from = (at + 1).saturating_sub(window_ms);
+        let from = signal.window_start_ms;
         let grids = self.neighbours.grids_of(&signal.place);
         let mut members: Vec<(u64, ClueId)> = grids
             .iter()
             .filter_map(|g| self.by_grid.get(&(*g, category.clone())))
-            .flat_map(|t| t.clues(from, at + 1).copied())
+            .flat_map(|t| t.clues(from, from + window_ms).copied())
             .collect();
         members.sort_unstable();
         let mut catchment: HashSet<GridCode> = grids.iter().copied().collect();
@@ -677,8 +708,11 @@ impl Detector {
         vec![fact]
     }
 
-    /// The most significant window at `at` among the grid and the neighbourhoods holding it
-    /// (ties: grid before neighbourhood, shorter window, lower grid code).
+    /// The most significant window holding `at` among the grid and the neighbourhoods holding
+    /// it (ties: grid before neighbourhood, shorter window, lower grid code). Windows holding
+    /// the case rather than ending at it: cases reach the detector slightly out of time order
+    /// (they come from several partitions), and a case that arrives after a later one must
+    /// still be counted with it.
     fn strongest_signal(&self, at: u64, grid: GridCode, category: &CategoryCode) -> Option<Signal> {
         let mut places = vec![Place::Grid(grid), Place::Neighbourhood(grid)];
         places.extend(
@@ -689,22 +723,36 @@ impl Detector {
         );
         let n_windows = self.params.windows_days.len() as f64;
         let mut best: Option<Signal> = None;
+        // Neighbourhoods overlap: each grid's rate is computed once per case.
+        let mut rates: HashMap<GridCode, f64> = HashMap::new();
         for place in places {
             let grids = self.neighbours.grids_of(&place);
             let rate: f64 = grids
                 .iter()
-                .map(|g| self.expected_daily(g, category, at))
+                .map(|g| {
+                    *rates
+                        .entry(*g)
+                        .or_insert_with(|| self.expected_daily(g, category, at))
+                })
                 .sum();
+            let longest = self.params.longest_window_ms();
+            let mut times: Vec<u64> = grids
+                .iter()
+                .filter_map(|g| self.by_grid.get(&(*g, category.clone())))
+                .flat_map(|t| {
+                    t.clues(at.saturating_sub(longest), at + longest)
+                        .map(|e| e.0)
+                })
+                .collect();
+            times.sort_unstable();
             let mut windows = self.params.windows_days.clone();
             windows.sort_unstable();
             windows.dedup();
             for w in windows {
-                let from = (at + 1).saturating_sub(u64::from(w) * DAY_MS);
-                let observed: u32 = grids
-                    .iter()
-                    .filter_map(|g| self.by_grid.get(&(*g, category.clone())))
-                    .map(|t| t.count(from, at + 1))
-                    .sum();
+                let Some((start, observed)) = fullest_window(&times, at, u64::from(w) * DAY_MS)
+                else {
+                    continue;
+                };
                 if observed < self.params.min_count {
                     continue;
                 }
@@ -717,6 +765,7 @@ impl Detector {
                     best = Some(Signal {
                         place,
                         window_days: w,
+                        window_start_ms: start,
                         daily_rate: rate,
                         p,
                     });
@@ -738,8 +787,7 @@ impl Detector {
         let count = |times: Option<&Times>| {
             f64::from(times.map_or(0, |t| t.count(history_start, guard_start)))
         };
-        let categories = self.by_district.len().max(1) as f64;
-        let prior = p.prior_cases_per_grid_year / 365.0 / categories;
+        let prior = p.prior_cases_per_grid_category_year / 365.0;
         let m = p.prior_grid_days;
         let pool = |n: f64, grids: f64, parent: f64| (n + m * parent) / (days * grids + m);
         let district_grids = f64::from(self.neighbours.grid_count().max(1));
@@ -762,7 +810,8 @@ impl Detector {
         let r_street = pool(
             count(
                 self.by_street
-                    .get(&(grid.street_code().to_owned(), category.clone())),
+                    .get(category)
+                    .and_then(|m| m.get(grid.street_code())),
             ),
             street_grids,
             r_district,
@@ -770,7 +819,8 @@ impl Detector {
         let r_community = pool(
             count(
                 self.by_community
-                    .get(&(grid.community_code().to_owned(), category.clone())),
+                    .get(category)
+                    .and_then(|m| m.get(grid.community_code())),
             ),
             community_grids,
             r_street,
@@ -894,7 +944,12 @@ mod tests {
     /// A year of scattered background (one case every ~9 hours, categories and grids cycling)
     /// so that rates are learned; returns the next clue number.
     fn background(d: &mut Detector, days: u64) -> u64 {
-        let categories = ["street_light", "illegal_parking", "road_damage", "litter_bin"];
+        let categories = [
+            "street_light",
+            "illegal_parking",
+            "road_damage",
+            "litter_bin",
+        ];
         let mut n = 1_000_000;
         let mut t = T0;
         while t < T0 + days * DAY_MS {
@@ -1049,7 +1104,14 @@ mod tests {
     #[test]
     fn folding_the_same_log_again_gives_the_same_alerts_and_a_replayed_case_nothing() {
         let log: Vec<HotspotInput> = (0..40u64)
-            .map(|i| case(i, T0 + i * 7 * HOUR, (i % 3) as u32 * 11 + 22, "food_safety"))
+            .map(|i| {
+                case(
+                    i,
+                    T0 + i * 7 * HOUR,
+                    (i % 3) as u32 * 11 + 22,
+                    "food_safety",
+                )
+            })
             .chain([HotspotInput::Tick {
                 v: 1,
                 at_ms: T0 + 30 * DAY_MS,
@@ -1063,9 +1125,34 @@ mod tests {
         assert!(!first.is_empty());
         assert_eq!(first, run(&log));
         // the same cases folded twice in a row (a replayed input) add nothing
-        let doubled: Vec<HotspotInput> =
-            log.iter().flat_map(|i| [i.clone(), i.clone()]).collect();
+        let doubled: Vec<HotspotInput> = log.iter().flat_map(|i| [i.clone(), i.clone()]).collect();
         assert_eq!(first, run(&doubled));
+    }
+
+    #[test]
+    fn the_fullest_window_holding_a_case_is_found() {
+        let h = HOUR;
+        // the case at 10h: windows of 5h holding it start at 6h (6, 8, 10) or 8h (8, 10, 12)
+        let times = [h, 6 * h, 8 * h, 10 * h, 12 * h, 20 * h];
+        assert_eq!(fullest_window(&times, 10 * h, 5 * h), Some((6 * h, 3)));
+        assert_eq!(fullest_window(&times, 20 * h, 5 * h), Some((20 * h, 1)));
+        assert_eq!(fullest_window(&times, 10 * h, 100 * h), Some((h, 6)));
+        assert_eq!(fullest_window(&[], 10 * h, 5 * h), None);
+    }
+
+    #[test]
+    fn a_case_arriving_after_later_ones_still_completes_the_burst() {
+        let mut d = Detector::new(HotspotParams::default(), block());
+        assert!(d
+            .fold(&case(1, T0 + 2 * HOUR, 44, "food_safety"))
+            .is_empty());
+        assert!(d
+            .fold(&case(2, T0 + 3 * HOUR, 45, "food_safety"))
+            .is_empty());
+        // reported first, arrived last
+        let out = d.fold(&case(3, T0 + HOUR, 54, "food_safety"));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].clue_ids, [clue(3), clue(1), clue(2)]);
     }
 
     #[test]

@@ -96,9 +96,10 @@ impl Params {
                     })?)
                 }
                 "category" => {
-                    p.category = Some(CategoryCode::parse(value).map_err(|e| {
-                        ApiError::invalid_parameter(name, e.to_string())
-                    })?)
+                    p.category = Some(
+                        CategoryCode::parse(value)
+                            .map_err(|e| ApiError::invalid_parameter(name, e.to_string()))?,
+                    )
                 }
                 "from" => p.from = Some(date(name, value)?),
                 "to" => p.to = Some(date(name, value)?),

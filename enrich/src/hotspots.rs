@@ -122,7 +122,10 @@ impl HotspotMetrics {
         let m = Self {
             registry: Registry::new(),
             alerts: IntCounterVec::new(
-                Opts::new(names::HOTSPOT_ALERTS_TOTAL, "Hotspot alerts raised, by category"),
+                Opts::new(
+                    names::HOTSPOT_ALERTS_TOTAL,
+                    "Hotspot alerts raised, by category",
+                ),
                 &["category"],
             )
             .expect("valid metric"),
@@ -255,7 +258,7 @@ pub async fn run_with_metrics(
     .await;
     both_ready.abort();
     http.abort();
-    tracing::info!("hotspot detector stopped");
+    tracing::info!("hotspot service stopped");
     result
 }
 
@@ -313,8 +316,14 @@ async fn sequence(
     let tick = Duration::from_millis(config.hotspot_tick_ms);
     let mut last_sent = Instant::now();
     loop {
-        let Some(batch) =
-            next_batch(&consumer, &epochs, config.batch_max, Some(tick), &mut shutdown).await?
+        let Some(batch) = next_batch(
+            &consumer,
+            &epochs,
+            config.batch_max,
+            Some(tick),
+            &mut shutdown,
+        )
+        .await?
         else {
             break;
         };

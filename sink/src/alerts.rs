@@ -83,8 +83,7 @@ pub(crate) async fn project(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let consumer: StreamConsumer =
-        gridclue_core::kafka::consumer_config(&config.kafka(), &config.alerts_group_id)
-            .create()?;
+        gridclue_core::kafka::consumer_config(&config.kafka(), &config.alerts_group_id).create()?;
     consumer.subscribe(&[config.alerts_topic.as_str()])?;
     let dlq: FutureProducer =
         gridclue_core::kafka::producer_config(&config.kafka(), config.dlq_timeout_ms).create()?;
@@ -159,7 +158,9 @@ async fn insert_retrying(
     loop {
         match insert(client, rows).await {
             Ok(()) => return true,
-            Err(e) => tracing::warn!(error = %e, rows = rows.len(), "inserting alerts failed; retrying"),
+            Err(e) => {
+                tracing::warn!(error = %e, rows = rows.len(), "inserting alerts failed; retrying")
+            }
         }
         tokio::select! {
             _ = cancel.cancelled() => return false,
@@ -206,6 +207,10 @@ async fn send_dlq(
         .send(r, Duration::from_millis(config.dlq_timeout_ms))
         .await
         .map_err(|(e, _)| anyhow::anyhow!("sending an undecodable alert to the DLQ: {e}"))?;
-    tracing::warn!(reason = record.reason.as_str(), offset = m.offset(), "undecodable alert sent to the DLQ");
+    tracing::warn!(
+        reason = record.reason.as_str(),
+        offset = m.offset(),
+        "undecodable alert sent to the DLQ"
+    );
     Ok(())
 }

@@ -5,6 +5,7 @@ mod app;
 mod closed_loop;
 mod e2e;
 mod geometry;
+mod hotspots;
 mod import;
 mod restart;
 mod staff;
