@@ -1000,18 +1000,17 @@ mod tests {
     #[test]
     fn a_burst_fires_at_its_third_case() {
         let mut d = Detector::new(HotspotParams::default(), block());
-        let mut n = background(&mut d, 200);
+        let first = background(&mut d, 200);
         let t = T0 + 200 * DAY_MS;
         let mut raised_at = None;
         for (i, (g, dt)) in [(44, 0), (45, 20 * HOUR), (54, 40 * HOUR), (44, 50 * HOUR)]
             .iter()
             .enumerate()
         {
-            let out = d.fold(&case(n, t + dt, *g, "garbage_pile"));
+            let out = d.fold(&case(first + i as u64, t + dt, *g, "garbage_pile"));
             if let Some(a) = out.iter().find(|a| a.state == AlertState::New) {
                 raised_at.get_or_insert((i + 1, a.clone()));
             }
-            n += 1;
         }
         let (at, alert) = raised_at.expect("the burst raised an alert");
         assert_eq!(at, 3, "{alert:?}");

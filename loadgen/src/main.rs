@@ -234,7 +234,7 @@ async fn main() -> anyhow::Result<()> {
             staff::run(args, streets).await
         }
         Some(Cmd::History(args)) => gridclue_loadgen::history::run(args).await,
-        Some(Cmd::Hotspots(args)) => gridclue_loadgen::hotspots::run(args),
+        Some(Cmd::Hotspots(args)) => gridclue_loadgen::hotspots::run(args).await,
         None => {
             anyhow::ensure!(
                 cli.load.token.is_some(),
