@@ -487,55 +487,6 @@ pub async fn run(args: HotspotArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The figures on a small seed stay within the goals' bounds (debug build, shipped map).
-    #[test]
-    fn figures_on_a_small_seed_are_within_bounds() {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-        let (map, _) =
-            crate::map::load_map(&format!("{root}/data/district/grids.geojson")).unwrap();
-        let categories = load_categories(&format!("{root}/data/categories.json")).unwrap();
-        let report = evaluate(
-            &map,
-            &categories,
-            &Scenario {
-                seed: 7,
-                clues_per_year: 5000,
-                outbreaks: 40,
-                params: HotspotParams::default(),
-            },
-        )
-        .unwrap();
-        assert!(
-            (4000..6500).contains(&report.background_clues_per_year),
-            "{report:#?}"
-        );
-        assert!(report.detection_rate >= 0.9, "{report:#?}");
-        assert!(report.median_clues_to_detection <= 3.0, "{report:#?}");
-        assert!(
-            report.quiet_false_alarms_per_street_month <= 0.25,
-            "{report:#?}"
-        );
-        // deterministic by seed
-        let again = evaluate(
-            &map,
-            &categories,
-            &Scenario {
-                seed: 7,
-                clues_per_year: 5000,
-                outbreaks: 40,
-                params: HotspotParams::default(),
-            },
-        )
-        .unwrap();
-        assert_eq!(again.detected, report.detected);
-        assert_eq!(again.quiet_alerts, report.quiet_alerts);
-    }
-}
-
 /// `--live`: posts outbreaks through ingest and times each alert's appearance in
 /// `GET /v1/alerts` after the 202 of the outbreak's third clue (polled every 50 ms).
 async fn live(args: HotspotArgs) -> anyhow::Result<()> {
@@ -655,4 +606,53 @@ async fn live(args: HotspotArgs) -> anyhow::Result<()> {
         "some outbreaks raised no alert"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The figures on a small seed stay within the goals' bounds (debug build, shipped map).
+    #[test]
+    fn figures_on_a_small_seed_are_within_bounds() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let (map, _) =
+            crate::map::load_map(&format!("{root}/data/district/grids.geojson")).unwrap();
+        let categories = load_categories(&format!("{root}/data/categories.json")).unwrap();
+        let report = evaluate(
+            &map,
+            &categories,
+            &Scenario {
+                seed: 7,
+                clues_per_year: 5000,
+                outbreaks: 40,
+                params: HotspotParams::default(),
+            },
+        )
+        .unwrap();
+        assert!(
+            (4000..6500).contains(&report.background_clues_per_year),
+            "{report:#?}"
+        );
+        assert!(report.detection_rate >= 0.9, "{report:#?}");
+        assert!(report.median_clues_to_detection <= 3.0, "{report:#?}");
+        assert!(
+            report.quiet_false_alarms_per_street_month <= 0.25,
+            "{report:#?}"
+        );
+        // deterministic by seed
+        let again = evaluate(
+            &map,
+            &categories,
+            &Scenario {
+                seed: 7,
+                clues_per_year: 5000,
+                outbreaks: 40,
+                params: HotspotParams::default(),
+            },
+        )
+        .unwrap();
+        assert_eq!(again.detected, report.detected);
+        assert_eq!(again.quiet_alerts, report.quiet_alerts);
+    }
 }
