@@ -17,10 +17,10 @@ TEST_ARGS ?=
 
 help:
 	@echo "make demo       up + load the demo clues + print the summary"
-	@echo "make up         build and start ClickHouse, the dev broker and the four services (idempotent)"
+	@echo "make up         build and start ClickHouse, the dev broker and the five services (idempotent)"
 	@echo "make down       stop everything the stack started"
 	@echo "make status     what runs where"
-	@echo "make restart    restart the four services (scripts/stack.sh restart NAME for one)"
+	@echo "make restart    restart the five services (scripts/stack.sh restart NAME for one)"
 	@echo "make test       all tests (starts the local ClickHouse when needed)"
 	@echo "make lint       cargo fmt --check + clippy -D warnings"
 	@echo "make fmt        cargo fmt"

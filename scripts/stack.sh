@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# The local gridclue stack: ClickHouse, the dev broker and the four services, all on 127.0.0.1,
+# The local gridclue stack: ClickHouse, the dev broker and the five services, all on 127.0.0.1,
 # state and logs under var/.
 #
 #   scripts/stack.sh up        build, start whatever is not running, wait until ready (idempotent)
 #   scripts/stack.sh down      stop everything the stack started (by its pid files)
-#   scripts/stack.sh restart [NAME…]   restart the named services (default: all four)
+#   scripts/stack.sh restart [NAME…]   restart the named services (default: all five)
 #   scripts/stack.sh status    what runs, where, and whether it is ready
 #   scripts/stack.sh env       print var/stack.env (eval "$(scripts/stack.sh env)")
 #   scripts/stack.sh demo      up + load the demo clues + print the summary and where to look
 #
 # Environment (all optional):
 #   GRIDCLUE_INGEST_PORT 7401, GRIDCLUE_DASHBOARD_PORT 7402, GRIDCLUE_ENRICH_PORT 7403,
-#   GRIDCLUE_SINK_PORT 7404; GRIDCLUE_CH_HTTP_PORT etc. (see scripts/clickhouse.sh);
+#   GRIDCLUE_SINK_PORT 7404, GRIDCLUE_HOTSPOTS_PORT 7405; GRIDCLUE_CH_HTTP_PORT etc. (see scripts/clickhouse.sh);
 #   GRIDCLUE_CLICKHOUSE_DATABASE (gridclue); GRIDCLUE_DEVBROKER_PARTITIONS (6);
 #   GRIDCLUE_DEVBROKER_START_TIMEOUT seconds until the dev broker has replayed its journal and
 #   published its address (120);
@@ -48,7 +48,7 @@ READY_TIMEOUT="${GRIDCLUE_READY_TIMEOUT:-90}"
 STOP_TIMEOUT="${GRIDCLUE_STOP_TIMEOUT:-15}"
 
 # Services in start order; `down` stops them in reverse (the front door first).
-SERVICES=(sink enrich dashboard-api ingest)
+SERVICES=(sink enrich hotspots dashboard-api ingest)
 
 service_port() {
     case "$1" in
@@ -56,6 +56,7 @@ service_port() {
     dashboard-api) echo "${GRIDCLUE_DASHBOARD_PORT:-7402}" ;;
     enrich) echo "${GRIDCLUE_ENRICH_PORT:-7403}" ;;
     sink) echo "${GRIDCLUE_SINK_PORT:-7404}" ;;
+    hotspots) echo "${GRIDCLUE_HOTSPOTS_PORT:-7405}" ;;
     *) return 1 ;;
     esac
 }
@@ -472,6 +473,7 @@ write_stack_env() {
         echo "GRIDCLUE_DASHBOARD_URL=$(service_url dashboard-api)"
         echo "GRIDCLUE_ENRICH_URL=$(service_url enrich)"
         echo "GRIDCLUE_SINK_URL=$(service_url sink)"
+        echo "GRIDCLUE_HOTSPOTS_URL=$(service_url hotspots)"
         echo "GRIDCLUE_KAFKA_BROKERS=$BROKERS"
         echo "GRIDCLUE_CLICKHOUSE_URL=$CH_URL"
         echo "GRIDCLUE_CLICKHOUSE_DATABASE=$CH_DATABASE"
@@ -491,7 +493,7 @@ write_stack_env() {
 print_table() {
     printf '\n%-14s %-8s %-28s %s\n' SERVICE PID URL LOG
     local name pid
-    for name in ingest dashboard-api enrich sink; do
+    for name in ingest dashboard-api enrich hotspots sink; do
         pid="$(proc_pid "$name")"
         printf '%-14s %-8s %-28s %s\n' "$name" "${pid:--}" "$(service_url "$name")" "$(rel "$(log_file "$name")")"
     done
@@ -524,8 +526,8 @@ cmd_up() {
     step "services"
     # consumers first (both pay the group rebalance in parallel), then the readers and the door
     local name
-    for name in sink enrich; do ensure_service "$name"; done
-    for name in sink enrich; do wait_ready "$name"; done
+    for name in sink enrich hotspots; do ensure_service "$name"; done
+    for name in sink enrich hotspots; do wait_ready "$name"; done
     for name in dashboard-api ingest; do ensure_service "$name"; done
     for name in dashboard-api ingest; do wait_ready "$name"; done
 
@@ -644,7 +646,7 @@ PY
     # A service that is up but not ready (e.g. a Kafka log reset held by the sink or enrich) is
     # said out loud: its numbers above are not complete.
     local name notready=0 why
-    for name in sink enrich; do
+    for name in sink enrich hotspots; do
         why="$(curl -sS --max-time 5 "$(service_url "$name")/readyz" 2>/dev/null || true)"
         if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$(service_url "$name")/readyz")" != 200 ]; then
             printf 'warning: %s is not ready; the numbers above are incomplete:\n%s\n' "$name" "$why" >&2
@@ -661,8 +663,9 @@ Where to look:
   reporting page   $GRIDCLUE_INGEST_URL/report?token=\$GRIDCLUE_DEMO_REPORTER_TOKEN (token from var/stack.env)
   open311          $GRIDCLUE_INGEST_URL/open311/v2/services.json
   summary (JSON)   curl -H "Authorization: Bearer \$GRIDCLUE_DEMO_DISTRICT_TOKEN" $GRIDCLUE_DASHBOARD_URL/v1/summary
+  hotspot alerts   curl -H "Authorization: Bearer \$GRIDCLUE_DEMO_DISTRICT_TOKEN" $GRIDCLUE_DASHBOARD_URL/v1/alerts
   categories       $GRIDCLUE_INGEST_URL/v1/categories
-  metrics          $GRIDCLUE_INGEST_URL/metrics  $GRIDCLUE_ENRICH_URL/metrics  $GRIDCLUE_SINK_URL/metrics  $GRIDCLUE_DASHBOARD_URL/metrics
+  metrics          $GRIDCLUE_INGEST_URL/metrics  $GRIDCLUE_ENRICH_URL/metrics  $GRIDCLUE_HOTSPOTS_URL/metrics  $GRIDCLUE_SINK_URL/metrics  $GRIDCLUE_DASHBOARD_URL/metrics
   ClickHouse       scripts/clickhouse.sh client --database $GRIDCLUE_CLICKHOUSE_DATABASE
   logs             $(rel "$LOG_DIR")/
   environment      . $(rel "$STACK_ENV_FILE")

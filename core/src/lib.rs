@@ -5,6 +5,7 @@
 //! - [`ids`] — identifiers (`ClueId`, `CommandId`, `ReporterId`) and the reporter group.
 //! - [`geo`] — validated WGS84 points.
 //! - [`grid`] — the 15-digit municipal unit-grid code and its street/community prefixes.
+//! - [`hotspot`] — emerging-hotspot detection, a pure fold over cases (alerts).
 //! - [`category`] — category codes and the category catalog (`data/categories.json`).
 //! - [`status`] — the closed-loop status machine as a pure function.
 //! - [`roles`] — who may take which action on which clue (pure; 403 before 409).
@@ -26,6 +27,7 @@ pub mod ch;
 pub mod config;
 pub mod geo;
 pub mod grid;
+pub mod hotspot;
 pub mod ids;
 pub mod kafka;
 pub mod light;

@@ -33,6 +33,12 @@ pub mod names {
     pub const ENRICH_TRANSITION_OUTCOMES_TOTAL: &str = "gridclue_enrich_transition_outcomes_total";
     pub const ENRICH_OVERDUE_TOTAL: &str = "gridclue_enrich_overdue_total";
     pub const ENRICH_LOG_RESET_DETECTED: &str = "gridclue_enrich_log_reset_detected";
+    // hotspots (the detector service)
+    pub const HOTSPOT_ALERTS_TOTAL: &str = "gridclue_hotspot_alerts_total";
+    pub const HOTSPOT_ALERT_VERSIONS_TOTAL: &str = "gridclue_hotspot_alert_versions_total";
+    pub const HOTSPOT_CASES_TOTAL: &str = "gridclue_hotspot_cases_total";
+    pub const HOTSPOT_OPEN_ALERTS: &str = "gridclue_hotspot_open_alerts";
+    pub const HOTSPOT_DLQ_TOTAL: &str = "gridclue_hotspot_dlq_total";
     // sink
     pub const SINK_ROWS_INSERTED_TOTAL: &str = "gridclue_sink_rows_inserted_total";
     pub const SINK_BATCHES_INSERTED_TOTAL: &str = "gridclue_sink_batches_inserted_total";

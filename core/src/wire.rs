@@ -30,6 +30,11 @@ pub const DEDUPE_TOPIC: &str = "clues.dedupe";
 /// The processor's verdict on every client transition (keyed by clue id), for the gateway that
 /// waits to answer the client. Short retention is enough: a verdict is read within seconds.
 pub const OUTCOMES_TOPIC: &str = "clues.outcomes";
+/// The hotspot detector's input: new cases and clock ticks, one partition (its order is the
+/// detector's order; retention must cover the detector's baseline).
+pub const HOTSPOT_INPUT_TOPIC: &str = "clues.hotspot-input";
+/// Hotspot alert versions (key = alert id).
+pub const ALERTS_TOPIC: &str = "clues.alerts";
 
 /// Topic names. Defaults are the production names; tests may prefix them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //!
 //! - [`app`]: the axum router (testable with `tower::ServiceExt::oneshot`).
 //! - [`run`]: serves the router on a listener until a shutdown signal.
+//! - [`alerts`]: `GET /v1/alerts` — emerging-hotspot alerts in their latest version.
 //! - [`summary`]: `GET /v1/summary` — its SQL and how the answer is assembled.
 //! - [`work`]: `GET /v1/work` — the work queues of a street office, a department or the
 //!   district.
@@ -18,6 +19,7 @@
 //! - [`reference`]: street and category names.
 //! - [`error`]: `ApiError`, rendered as problem+json.
 
+pub mod alerts;
 pub mod breakdown;
 pub mod csv;
 pub mod error;
@@ -273,6 +275,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
         .route("/v1/summary", get(get_summary))
+        .route("/v1/alerts", get(get_alerts))
         .route("/v1/work", get(get_work))
         .route("/v1/indicators", get(get_indicators))
         .route("/v1/my/clues", get(get_my_clues))
@@ -354,6 +357,22 @@ async fn get_summary(
         &state.reference,
         gridclue_core::wire::now_ms(),
     )))
+}
+
+async fn get_alerts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<alerts::Alerts>, ApiError> {
+    let scope = state.scope(&headers)?;
+    let params = alerts::Params::parse(&query_pairs(query)?)?;
+    let street = alerts::street_filter(&scope, &params)?;
+    let started = Instant::now();
+    let found = alerts::query(&state.ch, &street, &params)
+        .await
+        .map_err(unavailable("alerts"))?;
+    state.observe("alerts", started);
+    Ok(Json(alerts::assemble(scope, found, &state.reference)))
 }
 
 async fn get_indicators(

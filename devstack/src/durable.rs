@@ -48,9 +48,16 @@ use crate::journal::{
 use crate::{replication_factor_for, start_mock_cluster, DevstackError, MockKafka, TopicSpec};
 
 /// The consumer groups of the pipeline's services (enrich's processor and dedupe stage, the
-/// sink): the groups a dev broker journals unless told otherwise.
-pub const SERVICE_GROUPS: [&str; 3] =
-    ["gridclue-enrich", "gridclue-enrich-dedupe", "gridclue-sink"];
+/// hotspot sequencer and detector, the sink's facts and alerts): the groups a dev broker
+/// journals unless told otherwise.
+pub const SERVICE_GROUPS: [&str; 6] = [
+    "gridclue-enrich",
+    "gridclue-enrich-dedupe",
+    "gridclue-hotspots",
+    "gridclue-hotspots-detector",
+    "gridclue-sink",
+    "gridclue-sink-alerts",
+];
 
 /// Header of the empty records that stand in for offsets the journal never saw.
 pub const GAP_FILLER_HEADER: &str = "gridclue-devbroker-gap";

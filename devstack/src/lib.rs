@@ -40,8 +40,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer};
 
 pub use gridclue_core::wire::{
-    COMMANDS_TOPIC as TOPIC_COMMANDS, DEDUPE_TOPIC as TOPIC_DEDUPE, DLQ_TOPIC as TOPIC_DLQ,
-    EVENTS_TOPIC as TOPIC_EVENTS, OUTCOMES_TOPIC as TOPIC_OUTCOMES, STATE_TOPIC as TOPIC_STATE,
+    ALERTS_TOPIC as TOPIC_ALERTS, COMMANDS_TOPIC as TOPIC_COMMANDS, DEDUPE_TOPIC as TOPIC_DEDUPE,
+    DLQ_TOPIC as TOPIC_DLQ, EVENTS_TOPIC as TOPIC_EVENTS,
+    HOTSPOT_INPUT_TOPIC as TOPIC_HOTSPOT_INPUT, OUTCOMES_TOPIC as TOPIC_OUTCOMES,
+    STATE_TOPIC as TOPIC_STATE,
 };
 
 /// Number of brokers the dev broker runs.
@@ -50,6 +52,8 @@ pub const DEFAULT_BROKERS: i32 = 3;
 pub const DEFAULT_PARTITIONS: i32 = 6;
 /// The dead-letter queue has a single partition: it is inspected and replayed in order.
 pub const DLQ_PARTITIONS: i32 = 1;
+/// The hotspot detector's input has a single partition: its order is the detector's order.
+pub const HOTSPOT_INPUT_PARTITIONS: i32 = 1;
 
 /// How long [`start_mock_cluster`] waits for the new cluster to serve the topics' metadata.
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -144,7 +148,8 @@ pub fn replication_factor_for(brokers: i32) -> i32 {
 }
 
 /// The pipeline's topics: `clues.commands`, `clues.events`, `clues.state`, `clues.dedupe` and
-/// `clues.outcomes` with `partitions` partitions each, and `clues.dlq` with one.
+/// `clues.outcomes` and `clues.alerts` with `partitions` partitions each, and `clues.dlq` and
+/// `clues.hotspot-input` with one.
 pub fn standard_topics(partitions: i32, replication_factor: i32) -> Vec<TopicSpec> {
     vec![
         TopicSpec::new(TOPIC_COMMANDS, partitions, replication_factor),
@@ -153,6 +158,12 @@ pub fn standard_topics(partitions: i32, replication_factor: i32) -> Vec<TopicSpe
         TopicSpec::new(TOPIC_STATE, partitions, replication_factor),
         TopicSpec::new(TOPIC_DEDUPE, partitions, replication_factor),
         TopicSpec::new(TOPIC_OUTCOMES, partitions, replication_factor),
+        TopicSpec::new(
+            TOPIC_HOTSPOT_INPUT,
+            HOTSPOT_INPUT_PARTITIONS,
+            replication_factor,
+        ),
+        TopicSpec::new(TOPIC_ALERTS, partitions, replication_factor),
     ]
 }
 
@@ -432,6 +443,8 @@ mod tests {
                 ("clues.state", 6, 3),
                 ("clues.dedupe", 6, 3),
                 ("clues.outcomes", 6, 3),
+                ("clues.hotspot-input", 1, 3),
+                ("clues.alerts", 6, 3),
             ]
         );
     }

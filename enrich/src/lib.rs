@@ -8,6 +8,8 @@
 //! - [`dedupe`] — the district-wide dedupe rule, a fold over a street-keyed log (pure).
 //! - [`runner`] — the Kafka loop of the processor (consume, decide, produce, commit after acks).
 //! - [`dedupe_runner`] — the Kafka loop of the dedupe stage (rebuild, fold, send verdicts).
+//! - [`hotspots`] — the emerging-hotspot detector service (`gridclue-hotspots`): sequencer
+//!   and detector loops around `gridclue_core::hotspot`.
 //! - `kafka_loop` — what both loops share: batches, revocations, produce-and-await, reading a
 //!   partition from its start, holding partitions whose log was reset.
 //! - [`log_reset`] — finding reset Kafka logs before anything is skipped, and rebasing them
@@ -19,6 +21,7 @@ pub mod config;
 pub mod dedupe;
 pub mod dedupe_runner;
 pub mod geoindex;
+pub mod hotspots;
 mod kafka_loop;
 pub mod log_reset;
 pub mod metrics;

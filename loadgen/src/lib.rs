@@ -1,9 +1,11 @@
 //! gridclue-loadgen: the demo loader's library part (the `gridclue-load` binary posts clues).
 //!
 //! - [`history`]: a past month of clues with their timelines, imported (`gridclue-load history`).
+//! - [`hotspots`]: evaluates the hotspot detector on a synthetic year (`gridclue-load hotspots`).
 //! - [`map`]: the district map as the loader samples it.
 //! - [`staff`]: plays a district's staff through the public API (`gridclue-load staff`).
 
 pub mod history;
+pub mod hotspots;
 pub mod map;
 pub mod staff;

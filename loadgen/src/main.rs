@@ -44,6 +44,9 @@ enum Cmd {
     /// Import a believable past month: historical clues with their timelines of actions,
     /// back-dated, through the district's import endpoint.
     History(gridclue_loadgen::history::HistoryArgs),
+    /// Evaluate the hotspot detector on a synthetic district year with injected outbreaks
+    /// (detection rate, clues to detection, false alarms per street and month).
+    Hotspots(gridclue_loadgen::hotspots::HotspotArgs),
 }
 
 /// Posting clues (the default command).
@@ -55,8 +58,9 @@ struct Args {
         default_value = "http://127.0.0.1:7401"
     )]
     ingest_url: String,
+    /// A reporter token (required to post clues; the subcommands have their own).
     #[arg(long, env = "GRIDCLUE_DEMO_REPORTER_TOKEN")]
-    token: String,
+    token: Option<String>,
     #[arg(long, default_value_t = 5000)]
     count: u64,
     /// Target requests per second (0 = as fast as possible).
@@ -230,7 +234,14 @@ async fn main() -> anyhow::Result<()> {
             staff::run(args, streets).await
         }
         Some(Cmd::History(args)) => gridclue_loadgen::history::run(args).await,
-        None => load(cli.load).await,
+        Some(Cmd::Hotspots(args)) => gridclue_loadgen::hotspots::run(args).await,
+        None => {
+            anyhow::ensure!(
+                cli.load.token.is_some(),
+                "--token (or GRIDCLUE_DEMO_REPORTER_TOKEN) is required to post clues"
+            );
+            load(cli.load).await
+        }
     }
 }
 
@@ -347,7 +358,7 @@ async fn load(args: Args) -> anyhow::Result<()> {
                 let mut request = client
                     .post(url)
                     .header("content-type", "application/json")
-                    .bearer_auth(&args.token)
+                    .bearer_auth(args.token.as_deref().unwrap_or_default())
                     .body(body);
                 if args.batch == 0 {
                     request = request.header("Idempotency-Key", &chunk[0].1.idempotency_key);

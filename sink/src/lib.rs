@@ -7,6 +7,7 @@
 //! - [`replay`]: re-projects a range of the topic (`gridclue-sink replay`).
 //! - [`log_reset`]: finds Kafka logs that were reset before anything is skipped, and starts a
 //!   new log deliberately (`gridclue-sink rebase`).
+//! - [`alerts`]: projects the hotspot alerts of `clues.alerts` (`hotspot_alerts`).
 //! - [`aggregates`]: checks the aggregate tables against the facts, and rebuilds them
 //!   (`gridclue-sink check-aggregates`, `rebuild-aggregates`).
 //!
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 pub mod aggregates;
+pub mod alerts;
 pub mod log_reset;
 pub mod metrics;
 pub mod migrations;
@@ -56,6 +58,9 @@ pub struct SinkConfig {
     pub events_topic: String,
     pub dlq_topic: String,
     pub group_id: String,
+    /// Hotspot alert versions, projected into `hotspot_alerts` by a loop of their own.
+    pub alerts_topic: String,
+    pub alerts_group_id: String,
     /// HTTP address of `/healthz`, `/readyz` and `/metrics`.
     pub listen: SocketAddr,
     /// Flush when a batch holds this many facts…
@@ -99,6 +104,8 @@ impl Default for SinkConfig {
             events_topic: gridclue_core::wire::EVENTS_TOPIC.into(),
             dlq_topic: gridclue_core::wire::DLQ_TOPIC.into(),
             group_id: "gridclue-sink".into(),
+            alerts_topic: gridclue_core::wire::ALERTS_TOPIC.into(),
+            alerts_group_id: "gridclue-sink-alerts".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7404)),
             batch_max_rows: 100_000,
             batch_max_bytes: 64 * 1024 * 1024,
@@ -248,11 +255,17 @@ async fn project(
         return Ok(());
     }
     let config = Arc::new(config);
+    let alerts = tokio::spawn(alerts::project(
+        config.clone(),
+        client.clone(),
+        metrics.clone(),
+        cancel.clone(),
+    ));
     let mut pipeline = pipeline::Pipeline::new(
         config,
         client,
         metrics,
-        cancel,
+        cancel.clone(),
         pipeline::Mode::Live,
         ready.clone(),
     )?;
@@ -260,7 +273,10 @@ async fn project(
     ready.set_started(true);
     let result = pipeline.run().await;
     ready.set_started(false);
-    result
+    // The alerts loop stops on the same signal; a pipeline that failed stops it too.
+    cancel.cancel();
+    let alerts = alerts.await.map_err(anyhow::Error::from).and_then(|r| r);
+    result.and(alerts)
 }
 
 #[cfg(test)]

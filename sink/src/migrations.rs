@@ -60,6 +60,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "redemptions",
         sql: include_str!("../migrations/0008_redemptions.sql"),
     },
+    Migration {
+        version: 9,
+        name: "alerts",
+        sql: include_str!("../migrations/0009_alerts.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \

@@ -1311,9 +1311,9 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
     // The new release: migration 3 alters both tables and backfills the aggregates; 4 adds the
     // report photos column; 5 the closed loop's columns (actors, supervision, postponements…);
     // 6 the Kafka log of each fact (the first log for the old rows); 7 the working time of
-    // closures; 8 the redemptions of points.
+    // closures; 8 the redemptions of points; 9 the hotspot alerts.
     let report = gridclue_sink::migrations::apply(&db.client).await.unwrap();
-    assert_eq!(report.applied, vec![3, 4, 5, 6, 7, 8]);
+    assert_eq!(report.applied, vec![3, 4, 5, 6, 7, 8, 9]);
     assert_eq!(
         db.scalar("SELECT count() FROM clue_events").await,
         events_before

@@ -208,6 +208,11 @@ impl StoppedApp {
 }
 
 impl TestApp {
+    /// The Kafka bootstrap address of the stack's broker.
+    pub fn bootstrap(&self) -> &str {
+        &self.broker.bootstrap
+    }
+
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         for url in [&self.ingest_url, &self.dashboard_url] {

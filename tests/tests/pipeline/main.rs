@@ -6,6 +6,7 @@ mod browser;
 mod closed_loop;
 mod e2e;
 mod geometry;
+mod hotspots;
 mod import;
 mod restart;
 mod staff;

@@ -23,7 +23,15 @@ use crate::geometry::{interior_point, load_grids, TestGrid};
 fn the_dev_broker_journals_the_services_groups() {
     let enrich = gridclue_enrich::EnrichConfig::default();
     let sink = gridclue_sink::SinkConfig::default();
-    let mut services = vec![enrich.group_id, enrich.dedupe_group_id, sink.group_id];
+    let hotspots = gridclue_enrich::hotspots::HotspotConfig::default();
+    let mut services = vec![
+        enrich.group_id,
+        enrich.dedupe_group_id,
+        hotspots.hotspot_group_id,
+        hotspots.detector_group_id,
+        sink.group_id,
+        sink.alerts_group_id,
+    ];
     services.sort();
     let mut journaled: Vec<String> = gridclue_devstack::SERVICE_GROUPS
         .iter()
