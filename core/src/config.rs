@@ -82,6 +82,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "LOG_RESET_RECHECK_MS",
     "SCORE_WEIGHTS",
     "POINTS",
+    "METRICS_INTERVAL_MS",
     // the config file itself, scripts, dev broker, load tool, tests
     "CONFIG",
     "LOG_FORMAT",

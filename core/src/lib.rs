@@ -16,6 +16,7 @@
 //! - [`telemetry`] — tracing set-up and every Prometheus metric name.
 //! - [`tokens`] — bearer tokens stored as hashes, reloaded when the file changes.
 //! - [`kafka`] — rdkafka client configuration builders.
+//! - [`lag`] — consumer-group lag (records and seconds) measured like a lag exporter.
 //! - [`ch`] — ClickHouse client builder that adapts to the server version.
 
 pub mod calendar;
@@ -26,6 +27,7 @@ pub mod geo;
 pub mod grid;
 pub mod ids;
 pub mod kafka;
+pub mod lag;
 pub mod light;
 pub mod roles;
 pub mod secrets;

@@ -135,6 +135,52 @@ pub fn readiness_routes(readiness: Readiness, registry: Registry) -> Router {
         })
 }
 
+/// The gate of an operations endpoint (`/admin/…`): a district token from the token file at
+/// `tokens_file`, read now (admin requests are rare, and a revocation applies at once). 401
+/// without a valid token (also when the file cannot be read: it fails closed), 403 for a token
+/// of another kind.
+pub fn require_admin(
+    tokens_file: &std::path::Path,
+    authorization: Option<&HeaderValue>,
+) -> Result<(), Response> {
+    let unauthorized = |detail: &str| {
+        let mut r = problem(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authentication required",
+            detail,
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r
+    };
+    let token = authorization
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthorized("an admin endpoint needs a district bearer token"))?;
+    let file = crate::tokens::TokenFile::read(tokens_file).map_err(|e| {
+        tracing::warn!(error = %e, "admin request refused: the token file cannot be read");
+        unauthorized("the bearer token is not valid")
+    })?;
+    let record = file
+        .verify(token)
+        .map_err(|e| unauthorized(&e.to_string()))?;
+    if record.kind != crate::tokens::TokenKind::District {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            "only a district token may use an admin endpoint",
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Serialize)]
 struct ProblemBody<'a> {
     #[serde(rename = "type")]

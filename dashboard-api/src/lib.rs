@@ -13,6 +13,7 @@
 //! - [`reference`]: street and category names.
 //! - [`error`]: `ApiError`, rendered as problem+json.
 
+pub mod case_gauges;
 pub mod error;
 pub mod indicators;
 pub mod metrics;
@@ -67,6 +68,9 @@ pub struct DashboardConfig {
     pub score_weights: indicators::ScoreWeights,
     /// Reporters' points per reason (docs/ARCHITECTURE.md §6).
     pub points: reporters::PointRules,
+    /// How often the open/overdue case gauges are refreshed.
+    #[serde(deserialize_with = "config::positive_ms")]
+    pub metrics_interval_ms: u64,
 }
 
 impl Default for DashboardConfig {
@@ -82,6 +86,7 @@ impl Default for DashboardConfig {
             tokens_file: "var/tokens.json".into(),
             score_weights: indicators::ScoreWeights::default(),
             points: reporters::PointRules::default(),
+            metrics_interval_ms: 15_000,
         }
     }
 }
@@ -156,7 +161,7 @@ impl AppState {
     }
 
     /// Records how long a query took.
-    fn observe(&self, query: &str, started: Instant) {
+    pub(crate) fn observe(&self, query: &str, started: Instant) {
         self.metrics
             .query_duration
             .with_label_values(&[query])
@@ -480,9 +485,15 @@ pub async fn run(
         backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
     };
     tracing::info!(addr = %listener.local_addr()?, streets = state.reference.streets.len(), "dashboard-api listening");
-    axum::serve(listener, app(state))
+    let gauges = tokio::spawn(case_gauges::refresh_loop(
+        state.clone(),
+        std::time::Duration::from_millis(config.metrics_interval_ms),
+    ));
+    let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await?;
+        .await;
+    gauges.abort();
+    served?;
     tracing::info!("dashboard-api stopped");
     Ok(())
 }
