@@ -20,20 +20,21 @@ fn main() {
         Ok(c) if !c.trim().is_empty() => c.trim().to_owned(),
         _ => {
             // Rebuild when HEAD moves: HEAD itself (a branch switch), the branch's ref (a
-            // commit) and packed-refs (refs packed by gc).
+            // commit) and packed-refs (refs packed by gc). Only files that exist: cargo reruns
+            // a build script at every build while a watched path is missing.
+            let mut watched = Vec::new();
             if let Some(git_dir) = git(&["rev-parse", "--git-dir"]) {
-                let git_dir = PathBuf::from(git_dir);
-                println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());
-                if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
-                    let common = PathBuf::from(common);
-                    println!(
-                        "cargo:rerun-if-changed={}",
-                        common.join("packed-refs").display()
-                    );
-                    if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
-                        println!("cargo:rerun-if-changed={}", common.join(head_ref).display());
-                    }
+                watched.push(PathBuf::from(git_dir).join("HEAD"));
+            }
+            if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
+                let common = PathBuf::from(common);
+                watched.push(common.join("packed-refs"));
+                if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
+                    watched.push(common.join(head_ref));
                 }
+            }
+            for path in watched.iter().filter(|p| p.exists()) {
+                println!("cargo:rerun-if-changed={}", path.display());
             }
             git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned())
         }

@@ -99,6 +99,13 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "DASHBOARD_URL",
     "ENRICH_URL",
     "SINK_URL",
+    // the build (core/build.rs) and docker-compose.yml
+    "GIT_COMMIT",
+    "ENV_DIR",
+    "IMAGE_TAG",
+    "INGEST_PUBLISH",
+    "DASHBOARD_PUBLISH",
+    "GRAFANA_PUBLISH",
     "CH_HTTP_PORT",
     "CH_TCP_PORT",
     "CH_INTERSERVER_PORT",

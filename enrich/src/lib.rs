@@ -109,7 +109,7 @@ fn probe_app(ready: Readiness, metrics: &metrics::EnrichMetrics, probe: Probe) -
                     tokens_file,
                     headers.get(header::AUTHORIZATION),
                 ) {
-                    return refused;
+                    return refused.into_response();
                 }
                 match p.reloader.reload().await {
                     Ok(version) => (

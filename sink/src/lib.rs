@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 pub mod aggregates;
+pub mod dlq;
 pub mod log_reset;
 pub mod metrics;
 pub mod migrations;

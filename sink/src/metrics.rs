@@ -184,8 +184,16 @@ impl SinkMetrics {
             self.batches_inserted.with_label_values(&[table]);
         }
         self.paused.set(0);
+        // Series rules read with increase() exist from the start (at 0), so the first failure
+        // is an increase, not a new series.
         for reason in gridclue_core::wire::DlqReason::ALL {
             self.dlq.with_label_values(&[reason.as_str()]);
+        }
+        for kind in ["kafka_consume", "kafka_commit", "clickhouse_rejected"] {
+            self.errors.with_label_values(&[kind]);
+        }
+        for kind in ["transient", "schema"] {
+            self.retries.with_label_values(&[kind, "insert"]);
         }
     }
 }

@@ -6,5 +6,6 @@ mod closed_loop;
 mod e2e;
 mod geometry;
 mod import;
+mod ops;
 mod restart;
 mod staff;
