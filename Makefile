@@ -13,7 +13,7 @@ TEST_CLICKHOUSE_URL := http://127.0.0.1:$(CH_HTTP_PORT)
 TEST_PKGS ?= --workspace
 TEST_ARGS ?=
 
-.PHONY: help build up down restart status env demo test lint fmt clickhouse browser-deps clean-var
+.PHONY: help build up down restart status env demo test test-ops ops-deps lint fmt clickhouse browser-deps clean-var
 
 help:
 	@echo "make demo       up + load the demo clues + print the summary"
@@ -21,7 +21,8 @@ help:
 	@echo "make down       stop everything the stack started"
 	@echo "make status     what runs where"
 	@echo "make restart    restart the five services (scripts/stack.sh restart NAME for one)"
-	@echo "make test       all tests (starts the local ClickHouse when needed)"
+	@echo "make test       all tests (starts the local ClickHouse when needed; includes test-ops)"
+	@echo "make test-ops   promtool checks and alert unit tests, docker-compose.yml validation"
 	@echo "make lint       cargo fmt --check + clippy -D warnings"
 	@echo "make fmt        cargo fmt"
 	@echo "make clean-var  down, then delete var/ (data, logs, tokens, secret)"
@@ -53,7 +54,23 @@ clickhouse:
 browser-deps:
 	scripts/browser-deps.sh
 
-test: clickhouse browser-deps
+ops-deps:
+	scripts/ops-deps.sh
+
+# Alert rules, their unit tests and the Prometheus config (promtool), and the compose file
+# (docker-compose config: images cannot be pulled here, the file is validated). The compose file
+# names env files that are kept out of git; the examples stand in for them.
+test-ops: ops-deps
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.yml
+	env_dir="$$(mktemp -d)"; trap 'rm -rf "$$env_dir"' EXIT; \
+		cp deploy/env/gridclue.env.example "$$env_dir/gridclue.env"; \
+		cp deploy/env/grafana.env.example "$$env_dir/grafana.env"; \
+		GRIDCLUE_ENV_DIR="$$env_dir" docker-compose -f docker-compose.yml config -q
+	@echo "test-ops: rules, alert tests and docker-compose.yml OK"
+
+test: clickhouse browser-deps test-ops
 	GRIDCLUE_TEST_CLICKHOUSE_URL=$(TEST_CLICKHOUSE_URL) GRIDCLUE_REQUIRE_BROWSER=1 \
 		$(CARGO) test $(TEST_PKGS) $(TEST_ARGS)
 

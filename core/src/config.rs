@@ -99,6 +99,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "STREAM_POLL_MS",
     "STREAM_MAX_PER_TOKEN",
     "STREAM_MAX_TOTAL",
+    "METRICS_INTERVAL_MS",
     // the config file itself, scripts, dev broker, load tool, tests
     "CONFIG",
     "LOG_FORMAT",
@@ -117,6 +118,13 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "ENRICH_URL",
     "SINK_URL",
     "HOTSPOTS_URL",
+    // the build (core/build.rs) and docker-compose.yml
+    "GIT_COMMIT",
+    "ENV_DIR",
+    "IMAGE_TAG",
+    "INGEST_PUBLISH",
+    "DASHBOARD_PUBLISH",
+    "GRAFANA_PUBLISH",
     "CH_HTTP_PORT",
     "CH_TCP_PORT",
     "CH_INTERSERVER_PORT",

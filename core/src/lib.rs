@@ -17,6 +17,7 @@
 //! - [`telemetry`] — tracing set-up and every Prometheus metric name.
 //! - [`tokens`] — bearer tokens stored as hashes, reloaded when the file changes.
 //! - [`kafka`] — rdkafka client configuration builders.
+//! - [`lag`] — consumer-group lag (records and seconds) measured like a lag exporter.
 //! - [`ch`] — ClickHouse client builder that adapts to the server version.
 //! - [`rng`] — the one deterministic pseudo-random generator (SplitMix64) for maps, demo data,
 //!   benchmarks and tests.
@@ -30,6 +31,7 @@ pub mod grid;
 pub mod hotspot;
 pub mod ids;
 pub mod kafka;
+pub mod lag;
 pub mod light;
 pub mod rng;
 pub mod roles;

@@ -135,6 +135,71 @@ pub fn readiness_routes(readiness: Readiness, registry: Registry) -> Router {
         })
 }
 
+/// Why an operations endpoint refused a request (see [`require_admin`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminRefusal {
+    /// No valid token (401).
+    Unauthorized(String),
+    /// A valid token of another kind than district (403).
+    Forbidden,
+}
+
+impl IntoResponse for AdminRefusal {
+    fn into_response(self) -> Response {
+        match self {
+            AdminRefusal::Unauthorized(detail) => {
+                let mut r = problem(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Authentication required",
+                    &detail,
+                );
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
+            AdminRefusal::Forbidden => problem(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                "only a district token may use an admin endpoint",
+            ),
+        }
+    }
+}
+
+/// The gate of an operations endpoint (`/admin/…`): a district token from the token file at
+/// `tokens_file`, read now (admin requests are rare, and a revocation applies at once). 401
+/// without a valid token (also when the file cannot be read: it fails closed), 403 for a token
+/// of another kind.
+pub fn require_admin(
+    tokens_file: &std::path::Path,
+    authorization: Option<&HeaderValue>,
+) -> Result<(), AdminRefusal> {
+    let token = authorization
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            AdminRefusal::Unauthorized("an admin endpoint needs a district bearer token".into())
+        })?;
+    let file = crate::tokens::TokenFile::read(tokens_file).map_err(|e| {
+        tracing::warn!(error = %e, "admin request refused: the token file cannot be read");
+        AdminRefusal::Unauthorized("the bearer token is not valid".into())
+    })?;
+    let record = file
+        .verify(token)
+        .map_err(|e| AdminRefusal::Unauthorized(e.to_string()))?;
+    if record.kind != crate::tokens::TokenKind::District {
+        return Err(AdminRefusal::Forbidden);
+    }
+    Ok(())
+}
+
 #[derive(Serialize)]
 struct ProblemBody<'a> {
     #[serde(rename = "type")]

@@ -7,6 +7,8 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use tracing_subscriber::EnvFilter;
 
 pub mod names {
+    /// `gridclue_build_info{version,commit} 1` in every service.
+    pub const BUILD_INFO: &str = "gridclue_build_info";
     // ingest
     pub const INGEST_REQUESTS_TOTAL: &str = "gridclue_ingest_requests_total";
     pub const INGEST_REQUEST_DURATION_SECONDS: &str = "gridclue_ingest_request_duration_seconds";
@@ -39,6 +41,8 @@ pub mod names {
     pub const HOTSPOT_CASES_TOTAL: &str = "gridclue_hotspot_cases_total";
     pub const HOTSPOT_OPEN_ALERTS: &str = "gridclue_hotspot_open_alerts";
     pub const HOTSPOT_DLQ_TOTAL: &str = "gridclue_hotspot_dlq_total";
+    pub const ENRICH_CONSUMER_LAG_MESSAGES: &str = "gridclue_enrich_consumer_lag_messages";
+    pub const ENRICH_CONSUMER_LAG_SECONDS: &str = "gridclue_enrich_consumer_lag_seconds";
     // sink
     pub const SINK_ROWS_INSERTED_TOTAL: &str = "gridclue_sink_rows_inserted_total";
     pub const SINK_BATCHES_INSERTED_TOTAL: &str = "gridclue_sink_batches_inserted_total";
@@ -51,12 +55,57 @@ pub mod names {
     pub const SINK_DLQ_TOTAL: &str = "gridclue_sink_dlq_total";
     pub const SINK_SKIPPED_TOTAL: &str = "gridclue_sink_skipped_total";
     pub const SINK_LOG_RESET_DETECTED: &str = "gridclue_sink_log_reset_detected";
+    pub const SINK_CONSUMER_LAG_MESSAGES: &str = "gridclue_sink_consumer_lag_messages";
+    pub const SINK_CONSUMER_LAG_SECONDS: &str = "gridclue_sink_consumer_lag_seconds";
+    /// A fact's command acknowledged by Kafka at ingest → the fact's insert acknowledged by
+    /// ClickHouse (visible to the dashboards).
+    pub const SINK_END_TO_END_FRESHNESS_SECONDS: &str =
+        "gridclue_sink_end_to_end_freshness_seconds";
     // dashboard-api
     pub const DASHBOARD_REQUESTS_TOTAL: &str = "gridclue_dashboard_requests_total";
     pub const DASHBOARD_QUERY_DURATION_SECONDS: &str = "gridclue_dashboard_query_duration_seconds";
     pub const DASHBOARD_STREAM_QUERIES_TOTAL: &str = "gridclue_dashboard_stream_queries_total";
     pub const DASHBOARD_STREAM_POLLS_TOTAL: &str = "gridclue_dashboard_stream_polls_total";
     pub const DASHBOARD_STREAM_SUBSCRIBERS: &str = "gridclue_dashboard_stream_subscribers";
+    /// Open cases (accepted into the loop, not closed) by street, refreshed periodically.
+    pub const DASHBOARD_OPEN_CASES: &str = "gridclue_dashboard_open_cases";
+    /// Open cases past their deadline by street, refreshed periodically.
+    pub const DASHBOARD_OVERDUE_CASES: &str = "gridclue_dashboard_overdue_cases";
+    /// Failed refreshes of the case gauges.
+    pub const DASHBOARD_CASE_GAUGE_ERRORS_TOTAL: &str =
+        "gridclue_dashboard_case_gauge_errors_total";
+}
+
+/// The version every binary was built from.
+pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit every binary was built from (`GRIDCLUE_GIT_COMMIT` at build time, else `git
+/// rev-parse`, else "unknown"; see core/build.rs).
+pub const BUILD_COMMIT: &str = env!("GRIDCLUE_BUILD_COMMIT");
+
+/// Registers what every service exports besides its own metrics: `gridclue_build_info` and, on
+/// Linux, the process collector (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+/// `process_open_fds`, …).
+pub fn register_common(registry: &Registry) {
+    let build = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            names::BUILD_INFO,
+            "The version and commit this binary was built from (value 1)",
+        ),
+        &["version", "commit"],
+    )
+    .expect("valid metric");
+    build
+        .with_label_values(&[BUILD_VERSION, BUILD_COMMIT])
+        .set(1);
+    registry
+        .register(Box::new(build))
+        .expect("metric registered once");
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("metric registered once");
 }
 
 /// Latency buckets (seconds) from 0.5 ms to 10 s.

@@ -470,6 +470,11 @@ pub struct EventEnvelope {
     pub occurred_at_ms: u64,
     /// When the clue processor produced the fact.
     pub processed_at_ms: u64,
+    /// When Kafka acknowledged the command that caused the fact to ingest (the command
+    /// record's timestamp; for a report, the report's, also when the fact follows its dedupe
+    /// verdict). Absent on facts no client command caused (overdue) and in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingested_at_ms: Option<u64>,
     /// The clue's status after this fact.
     pub status: Status,
     /// Who caused the fact (absent in records written before roles existed).
@@ -545,6 +550,20 @@ pub enum DlqReason {
 }
 
 impl DlqReason {
+    pub const ALL: [DlqReason; 11] = [
+        DlqReason::Undecodable,
+        DlqReason::UnsupportedVersion,
+        DlqReason::KeyMismatch,
+        DlqReason::IllegalTransition,
+        DlqReason::UnknownClue,
+        DlqReason::TerminalState,
+        DlqReason::OutsideDistrict,
+        DlqReason::UnknownCategory,
+        DlqReason::ClickhouseRejected,
+        DlqReason::TooManyPending,
+        DlqReason::Forbidden,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DlqReason::Undecodable => "undecodable",
@@ -770,6 +789,7 @@ mod tests {
             command_id: c.command_id,
             occurred_at_ms: 1,
             processed_at_ms: 2,
+            ingested_at_ms: None,
             status: Status::Reported,
             actor: None,
             fact: Fact::Reported(Box::new(Reported {
@@ -925,6 +945,7 @@ mod tests {
                 command_id: c.command_id,
                 occurred_at_ms: 1,
                 processed_at_ms: 2,
+                ingested_at_ms: None,
                 status: Status::Dispatched,
                 actor: Some(Actor::system()),
                 fact,

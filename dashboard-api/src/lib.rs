@@ -22,6 +22,7 @@
 pub mod alerts;
 pub mod breakdown;
 pub mod csv;
+pub mod case_gauges;
 pub mod error;
 pub mod indicators;
 pub mod lists;
@@ -92,6 +93,9 @@ pub struct DashboardConfig {
     /// Open `GET /v1/stream` connections per token, and in all.
     pub stream_max_per_token: usize,
     pub stream_max_total: usize,
+    /// How often the open/overdue case gauges are refreshed.
+    #[serde(deserialize_with = "config::positive_ms")]
+    pub metrics_interval_ms: u64,
 }
 
 impl Default for DashboardConfig {
@@ -111,6 +115,7 @@ impl Default for DashboardConfig {
             stream_poll_ms: 300,
             stream_max_per_token: 8,
             stream_max_total: 2_000,
+            metrics_interval_ms: 15_000,
         }
     }
 }
@@ -243,7 +248,7 @@ impl AppState {
     }
 
     /// Records how long a query took.
-    fn observe(&self, query: &str, started: Instant) {
+    pub(crate) fn observe(&self, query: &str, started: Instant) {
         self.metrics
             .query_duration
             .with_label_values(&[query])
@@ -593,16 +598,22 @@ pub async fn run(
     };
     let live_loop = state.start_live_numbers(cancel.clone());
     tracing::info!(addr = %listener.local_addr()?, streets = state.reference.streets.len(), "dashboard-api listening");
-    axum::serve(listener, app(state))
+    let gauges = tokio::spawn(case_gauges::refresh_loop(
+        state.clone(),
+        std::time::Duration::from_millis(config.metrics_interval_ms),
+    ));
+    let served = axum::serve(listener, app(state))
         .with_graceful_shutdown({
             let cancel = cancel.clone();
             async move { cancel.cancelled().await }
         })
-        .await?;
+        .await;
     cancel.cancel();
+    gauges.abort();
     if let Some(handle) = live_loop {
         handle.await.ok();
     }
+    served?;
     tracing::info!("dashboard-api stopped");
     Ok(())
 }

@@ -2,7 +2,8 @@
 
 use gridclue_core::telemetry::{names, LATENCY_BUCKETS};
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 #[derive(Clone)]
@@ -19,11 +20,40 @@ pub struct DashboardMetrics {
     pub stream_polls: IntCounter,
     /// Open `/v1/stream` connections.
     pub stream_subscribers: IntGauge,
+    /// Open cases by street (refreshed by [`crate::case_gauges`]).
+    pub open_cases: IntGaugeVec,
+    /// Open cases past their deadline by street.
+    pub overdue_cases: IntGaugeVec,
+    pub case_gauge_errors: IntCounter,
 }
 
 impl DashboardMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
+        gridclue_core::telemetry::register_common(&registry);
+        let street_gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["street"]).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        };
+        let open_cases = street_gauge(
+            names::DASHBOARD_OPEN_CASES,
+            "Open cases (in the loop, not closed) by street",
+        );
+        let overdue_cases = street_gauge(
+            names::DASHBOARD_OVERDUE_CASES,
+            "Open cases past their deadline by street",
+        );
+        let case_gauge_errors = IntCounter::new(
+            names::DASHBOARD_CASE_GAUGE_ERRORS_TOTAL,
+            "Failed refreshes of the case gauges",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(case_gauge_errors.clone()))
+            .expect("metric registered once");
         let requests = IntCounterVec::new(
             Opts::new(
                 names::DASHBOARD_REQUESTS_TOTAL,
@@ -76,6 +106,9 @@ impl DashboardMetrics {
             stream_queries,
             stream_polls,
             stream_subscribers,
+            open_cases,
+            overdue_cases,
+            case_gauge_errors,
         }
     }
 }

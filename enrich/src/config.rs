@@ -46,6 +46,12 @@ pub struct EnrichConfig {
     pub dedupe_window_ms: u64,
     /// Reload the district map on SIGHUP (besides `POST /admin/reload-map`).
     pub reload_on_sighup: bool,
+    /// The bearer tokens (`gridclue-ingest tokens …`): `POST /admin/reload-map` takes a district
+    /// token. Read at each admin request; a missing file refuses every one.
+    pub tokens_file: String,
+    /// How often consumer lag is measured for `/metrics`.
+    #[serde(deserialize_with = "config::positive_ms")]
+    pub metrics_interval_ms: u64,
 }
 
 impl Default for EnrichConfig {
@@ -71,6 +77,8 @@ impl Default for EnrichConfig {
             dedupe_radius_m: 50.0,
             dedupe_window_ms: 24 * 3_600_000,
             reload_on_sighup: true,
+            tokens_file: "var/tokens.json".into(),
+            metrics_interval_ms: 5_000,
         }
     }
 }

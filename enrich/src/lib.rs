@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -106,7 +106,14 @@ fn probe_app(ready: Readiness, metrics: &metrics::EnrichMetrics, probe: Probe) -
     let admin = Router::new()
         .route(
             "/admin/reload-map",
-            post(|State(p): State<Probe>| async move {
+            post(|State(p): State<Probe>, headers: HeaderMap| async move {
+                let tokens_file = Path::new(&p.reloader.config.tokens_file);
+                if let Err(refused) = gridclue_core::service::require_admin(
+                    tokens_file,
+                    headers.get(header::AUTHORIZATION),
+                ) {
+                    return refused.into_response();
+                }
                 match p.reloader.reload().await {
                     Ok(version) => (
                         StatusCode::OK,
@@ -163,6 +170,11 @@ pub async fn run(
         busy: Arc::new(Mutex::new(())),
     };
     let reload_on_sighup = config.reload_on_sighup;
+    let (lag_kafka, lag_interval_ms, lag_metrics) =
+        (config.kafka(), config.metrics_interval_ms, metrics.clone());
+    let (lag_group, lag_commands_topic) = (config.group_id.clone(), config.commands_topic.clone());
+    let (lag_dedupe_group, lag_dedupe_topic) =
+        (config.dedupe_group_id.clone(), config.dedupe_topic.clone());
     let ready = Readiness::default();
     let dedupe =
         dedupe_runner::DedupeRunner::new(config.clone(), processor.dedupe, metrics.clone())
@@ -211,6 +223,23 @@ pub async fn run(
     });
     // Both loops stop on shutdown; the first to fail ends `run`, and dropping the set stops the
     // other.
+    let lag_interval = std::time::Duration::from_millis(lag_interval_ms);
+    let monitors = [
+        (lag_group, lag_commands_topic),
+        (lag_dedupe_group, lag_dedupe_topic),
+    ]
+    .into_iter()
+    .map(|(group, topic)| {
+        gridclue_core::lag::spawn_monitor(
+            &lag_kafka,
+            &group,
+            vec![topic],
+            lag_metrics.lag.clone(),
+            lag_interval,
+        )
+    })
+    .collect::<Result<Vec<_>, _>>()
+    .context("creating the consumer lag probes")?;
     let mut loops = tokio::task::JoinSet::new();
     loops.spawn(runner.run(stop_rx.clone()));
     loops.spawn(dedupe.run(stop_rx));
@@ -222,6 +251,9 @@ pub async fn run(
     }
     .await;
     both_ready.abort();
+    for m in monitors {
+        m.abort();
+    }
     http.abort();
     if let Some(h) = hup {
         h.abort();

@@ -23,6 +23,8 @@ pub struct EnrichMetrics {
     pub overdue: IntCounter,
     /// 1 while a partition is not consumed because a Kafka log it depends on was reset.
     pub log_reset_detected: IntGaugeVec,
+    /// Lag of the processor's and the dedupe stage's consumer groups.
+    pub lag: gridclue_core::lag::LagGauges,
 }
 
 impl EnrichMetrics {
@@ -30,8 +32,16 @@ impl EnrichMetrics {
         let counter_vec = |name: &str, help: &str, label: &str| {
             IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
         };
+        let registry = Registry::new();
+        gridclue_core::telemetry::register_common(&registry);
+        let lag = gridclue_core::lag::LagGauges::register(
+            &registry,
+            names::ENRICH_CONSUMER_LAG_MESSAGES,
+            names::ENRICH_CONSUMER_LAG_SECONDS,
+        );
         let m = Self {
-            registry: Registry::new(),
+            registry,
+            lag,
             commands: counter_vec(
                 names::ENRICH_COMMANDS_TOTAL,
                 "Commands consumed, by type",
@@ -126,6 +136,10 @@ impl EnrichMetrics {
             Box::new(m.log_reset_detected.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
+        }
+        // Every reason shows from the start (at 0), so a rule sees the first record go up.
+        for reason in gridclue_core::wire::DlqReason::ALL {
+            m.dlq.with_label_values(&[reason.as_str()]);
         }
         m
     }

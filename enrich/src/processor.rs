@@ -88,6 +88,10 @@ pub struct ReportInfo {
 pub struct PendingReport {
     pub command_id: CommandId,
     pub issued_at_ms: u64,
+    /// When Kafka acknowledged the report to ingest (the report's fact carries it: the report
+    /// was acknowledged then, whenever its verdict comes). Set by the Kafka loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingested_at_ms: Option<u64>,
     /// The report's fact, complete but for `duplicate_of`.
     pub fact: Reported,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -466,6 +470,7 @@ impl Processor {
                 command_id: cmd.command_id,
                 occurred_at_ms: cmd.issued_at_ms,
                 processed_at_ms: ctx.now_ms,
+                ingested_at_ms: None,
                 status: Status::Rejected,
                 actor: Some(cmd.actor.clone()),
                 fact: Fact::Reported(Box::new(fact)),
@@ -481,6 +486,7 @@ impl Processor {
         state.pending = Some(Box::new(PendingReport {
             command_id: cmd.command_id,
             issued_at_ms: cmd.issued_at_ms,
+            ingested_at_ms: None,
             fact,
             deferred: Vec::new(),
         }));
@@ -580,6 +586,7 @@ impl Processor {
             command_id: pending.command_id,
             occurred_at_ms: pending.issued_at_ms,
             processed_at_ms: ctx.now_ms,
+            ingested_at_ms: pending.ingested_at_ms,
             status,
             actor: Some(reporter_actor(&pending.fact)),
             fact: Fact::Reported(Box::new(fact)),
@@ -664,6 +671,7 @@ impl Processor {
             command_id: cmd.command_id,
             occurred_at_ms: cmd.issued_at_ms,
             processed_at_ms: ctx.now_ms,
+            ingested_at_ms: None,
             status,
             actor: Some(cmd.actor.clone()),
             fact,
@@ -926,6 +934,7 @@ impl Processor {
             command_id: CommandId::for_overdue(clue_id, deadline),
             occurred_at_ms: deadline,
             processed_at_ms: now_ms,
+            ingested_at_ms: None,
             status: s.status,
             actor: Some(Actor::system()),
             fact: Fact::Overdue {

@@ -566,8 +566,16 @@ impl Runner {
             },
         );
         let was_pending = state.is_some_and(|s| s.pending.is_some());
+        // When Kafka took the command from ingest: carried by the facts it causes, for the
+        // sink's end-to-end freshness.
+        let ingested_at_ms = m.timestamp().to_millis().map(|t| t.max(0) as u64);
         match decision.next {
             Some(mut next) => {
+                if let Some(pending) = next.pending.as_mut() {
+                    if pending.command_id == cmd.command_id && pending.ingested_at_ms.is_none() {
+                        pending.ingested_at_ms = ingested_at_ms;
+                    }
+                }
                 // The processor records the offset; the state keeps the position.
                 next.applied_offset = position;
                 match (was_pending, next.pending.is_some()) {
@@ -596,8 +604,11 @@ impl Runner {
         let mut produced = Vec::new();
         for output in decision.outputs {
             match output {
-                Output::Event(event) => {
+                Output::Event(mut event) => {
                     self.metrics.events.inc();
+                    if event.command_id == cmd.command_id && event.ingested_at_ms.is_none() {
+                        event.ingested_at_ms = ingested_at_ms;
+                    }
                     produced.push(OutboxOutput::Event(*event));
                 }
                 Output::Rejected {

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use gridclue_core::tokens::TokenKind;
 use gridclue_core::wire::{EventEnvelope, Fact};
 use gridclue_core::ClueId;
 use gridclue_district::{generate, save_geojson, GenerateParams};
@@ -87,9 +88,20 @@ async fn the_map_reloads_without_a_restart() {
     for f in ["categories.json", "calendar.json", "district/grids.geojson"] {
         std::fs::copy(data.join(f), dir.join(f)).unwrap();
     }
+    // The admin endpoint takes a district token; a street token is refused.
+    let tokens_file = dir.join("tokens.json");
+    let mut tokens = gridclue_core::tokens::TokenFile::default();
+    let (district, _) = tokens
+        .issue(TokenKind::District, None, None, "district")
+        .unwrap();
+    let (street, _) = tokens
+        .issue(TokenKind::Street, None, Some("310101001".into()), "street")
+        .unwrap();
+    tokens.write(&tokens_file).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let config = EnrichConfig {
+        tokens_file: tokens_file.display().to_string(),
         kafka_brokers: bootstrap.clone(),
         kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
         data_dir: dir.display().to_string(),
@@ -139,6 +151,28 @@ async fn the_map_reloads_without_a_restart() {
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 401, "no token");
+    let r = http
+        .post(format!("{base}/admin/reload-map"))
+        .bearer_auth(&street)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a street token");
+    let metrics = get_text(&http, format!("{base}/metrics")).await;
+    assert_eq!(
+        map_info(&metrics),
+        vec![format!(
+            "gridclue_enrich_map_info{{version=\"{old_version}\"}} 1"
+        )],
+        "a refused request reloads nothing"
+    );
+    let r = http
+        .post(format!("{base}/admin/reload-map"))
+        .bearer_auth(&district)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["map_version"], "test-map-2");
@@ -165,6 +199,7 @@ async fn the_map_reloads_without_a_restart() {
     .unwrap();
     let r = http
         .post(format!("{base}/admin/reload-map"))
+        .bearer_auth(&district)
         .send()
         .await
         .unwrap();

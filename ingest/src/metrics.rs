@@ -20,6 +20,7 @@ pub struct IngestMetrics {
 impl IngestMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
+        gridclue_core::telemetry::register_common(&registry);
         let requests = IntCounterVec::new(
             Opts::new(
                 names::INGEST_REQUESTS_TOTAL,

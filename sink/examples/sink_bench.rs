@@ -112,6 +112,7 @@ impl FactGen {
             command_id: CommandId::for_report(clue),
             occurred_at_ms: at,
             processed_at_ms: at,
+            ingested_at_ms: None,
             status: Status::Reported,
             fact: Fact::Reported(Box::new(Reported {
                 category: CategoryCode::parse(CATEGORIES[i as usize % CATEGORIES.len()]).unwrap(),
@@ -172,6 +173,7 @@ impl FactGen {
             command_id: CommandId::new_random(),
             occurred_at_ms: at,
             processed_at_ms: at,
+            ingested_at_ms: None,
             status,
             fact,
         }

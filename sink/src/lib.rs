@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod aggregates;
 pub mod alerts;
+pub mod dlq;
 pub mod log_reset;
 pub mod metrics;
 pub mod migrations;
@@ -89,6 +90,9 @@ pub struct SinkConfig {
     pub log_reset_recheck_ms: u64,
     /// Timeout of one Kafka look-up of the reset check (watermarks, cluster id, one record).
     pub log_check_timeout_ms: u64,
+    /// How often consumer lag is measured for `/metrics`.
+    #[serde(deserialize_with = "config::positive_ms")]
+    pub metrics_interval_ms: u64,
 }
 
 impl Default for SinkConfig {
@@ -117,6 +121,7 @@ impl Default for SinkConfig {
             dlq_timeout_ms: 30_000,
             log_reset_recheck_ms: 5_000,
             log_check_timeout_ms: 10_000,
+            metrics_interval_ms: 5_000,
         }
     }
 }
@@ -231,7 +236,15 @@ pub async fn run_with_metrics(
         })
     };
     tracing::info!(config = %gridclue_core::config::redacted(&config), "sink starting");
+    let lag = gridclue_core::lag::spawn_monitor(
+        &config.kafka(),
+        &config.group_id,
+        vec![config.events_topic.clone()],
+        metrics.lag.clone(),
+        std::time::Duration::from_millis(config.metrics_interval_ms),
+    )?;
     let result = project(config, metrics, cancel, ready).await;
+    lag.abort();
     http_stop.cancel();
     match http.await {
         Ok(Ok(())) => {}

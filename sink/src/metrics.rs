@@ -30,7 +30,17 @@ pub struct SinkMetrics {
     /// 1 while a partition is not consumed because its Kafka log was reset, by topic and
     /// partition.
     pub log_reset_detected: IntGaugeVec,
+    /// A fact's command acknowledged at ingest → its insert acknowledged (facts that carry
+    /// the time).
+    pub end_to_end_freshness: Histogram,
+    /// Lag of the sink's consumer group on the events topic.
+    pub lag: gridclue_core::lag::LagGauges,
 }
+
+/// Freshness buckets (seconds): fine below a second (the aim), then up to minutes (backlogs).
+const FRESHNESS_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -43,6 +53,24 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
 impl SinkMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
+        gridclue_core::telemetry::register_common(&registry);
+        let lag = gridclue_core::lag::LagGauges::register(
+            &registry,
+            names::SINK_CONSUMER_LAG_MESSAGES,
+            names::SINK_CONSUMER_LAG_SECONDS,
+        );
+        let end_to_end_freshness = Histogram::with_opts(
+            HistogramOpts::new(
+                names::SINK_END_TO_END_FRESHNESS_SECONDS,
+                "Time from a fact's command acknowledged at ingest to the fact's insert \
+                 acknowledged by ClickHouse (visible to the dashboards)",
+            )
+            .buckets(FRESHNESS_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(end_to_end_freshness.clone()))
+            .expect("metric registered once");
         let rows_inserted = counter_vec(
             &registry,
             names::SINK_ROWS_INSERTED_TOTAL,
@@ -93,9 +121,7 @@ impl SinkMetrics {
                 names::SINK_FRESHNESS_SECONDS,
                 "Time from a fact's occurrence to its insert being acknowledged",
             )
-            .buckets(vec![
-                0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
-            ]),
+            .buckets(FRESHNESS_BUCKETS.to_vec()),
         )
         .expect("valid metric");
         registry
@@ -146,6 +172,8 @@ impl SinkMetrics {
             dlq,
             skipped,
             log_reset_detected,
+            end_to_end_freshness,
+            lag,
         }
     }
 
@@ -156,6 +184,17 @@ impl SinkMetrics {
             self.batches_inserted.with_label_values(&[table]);
         }
         self.paused.set(0);
+        // Series rules read with increase() exist from the start (at 0), so the first failure
+        // is an increase, not a new series.
+        for reason in gridclue_core::wire::DlqReason::ALL {
+            self.dlq.with_label_values(&[reason.as_str()]);
+        }
+        for kind in ["kafka_consume", "kafka_commit", "clickhouse_rejected"] {
+            self.errors.with_label_values(&[kind]);
+        }
+        for kind in ["transient", "schema"] {
+            self.retries.with_label_values(&[kind, "insert"]);
+        }
     }
 }
 

@@ -129,6 +129,8 @@ pub(crate) struct Unit {
     pub source: Source,
     /// The record as read (for the DLQ, should ClickHouse refuse the fact).
     pub message: OwnedMessage,
+    /// When Kafka acknowledged the fact's command to ingest, if the fact says.
+    pub ingested_at_ms: Option<u64>,
 }
 
 #[derive(Default)]
@@ -582,6 +584,7 @@ impl Pipeline {
             prev_stored,
             source,
             message: msg,
+            ingested_at_ms: env.ingested_at_ms,
         });
         Ok(())
     }
@@ -1005,10 +1008,18 @@ impl Pipeline {
     /// Bookkeeping for acknowledged facts.
     fn written(&mut self, units: &[Unit]) {
         let now = now_ms();
+        // Observed locally, published once for the batch.
+        let freshness = self.metrics.freshness.local();
+        let end_to_end = self.metrics.end_to_end_freshness.local();
         for u in units {
             let age = now.saturating_sub(u.event.occurred_at_ms) as f64 / 1000.0;
-            self.metrics.freshness.observe(age);
+            freshness.observe(age);
+            if let Some(ingested) = u.ingested_at_ms {
+                end_to_end.observe(now.saturating_sub(ingested) as f64 / 1000.0);
+            }
         }
+        freshness.flush();
+        end_to_end.flush();
         self.inserted += units.len() as u64;
     }
 

@@ -512,6 +512,7 @@ pub(crate) mod tests {
             command_id: CommandId::for_report(clue),
             occurred_at_ms: 1_000,
             processed_at_ms: 1_010,
+            ingested_at_ms: None,
             status: Status::Reported,
             actor: None,
             fact: Fact::Reported(Box::new(Reported {
@@ -538,6 +539,7 @@ pub(crate) mod tests {
             command_id: CommandId::new_random(),
             occurred_at_ms: env.occurred_at_ms + 100,
             processed_at_ms: env.processed_at_ms + 100,
+            ingested_at_ms: None,
             status,
             fact,
             ..env.clone()

@@ -70,6 +70,7 @@ impl History {
             command_id: CommandId::for_report(clue),
             occurred_at_ms: at_ms,
             processed_at_ms: at_ms + 5,
+            ingested_at_ms: None,
             status,
             actor: Some(reporter),
             fact: Fact::Reported(Box::new(Reported {
@@ -118,6 +119,7 @@ impl History {
             command_id: CommandId::new_random(),
             occurred_at_ms: at_ms,
             processed_at_ms: at_ms + 5,
+            ingested_at_ms: None,
             status,
             actor: None,
             fact,

@@ -62,6 +62,7 @@ fn report(clue: ClueId, placement: Placement, category: &str, at_ms: u64) -> Eve
         command_id: CommandId::for_report(clue),
         occurred_at_ms: at_ms,
         processed_at_ms: at_ms + 3,
+        ingested_at_ms: None,
         status: Status::Reported,
         fact: Fact::Reported(Box::new(Reported {
             category: CategoryCode::parse(category).unwrap(),
@@ -123,6 +124,7 @@ impl Story {
             command_id: CommandId::new_random(),
             occurred_at_ms: gridclue_core::wire::now_ms(),
             processed_at_ms: gridclue_core::wire::now_ms(),
+            ingested_at_ms: None,
             status,
             fact,
             ..last

@@ -11,10 +11,14 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// How often the services refresh their periodic metrics (lag, case gauges) in the tests.
+const METRICS_INTERVAL_MS: u64 = 200;
+
 pub struct TestApp {
     pub ingest_url: String,
     pub dashboard_url: String,
     pub sink_url: String,
+    pub enrich_url: String,
     pub reporter_token: String,
     pub district_token: String,
     /// A street office's token for every street of the map, by street code.
@@ -155,11 +159,13 @@ impl StoppedApp {
             stopped(&rx),
         )));
 
-        let (l, _) = listener().await;
+        let (l, enrich_url) = listener().await;
         let enrich = gridclue_enrich::EnrichConfig {
             kafka_brokers: broker.bootstrap.clone(),
             kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
             data_dir: data.clone(),
+            tokens_file: tokens_file.display().to_string(),
+            metrics_interval_ms: METRICS_INTERVAL_MS,
             ..Default::default()
         };
         tasks.push(tokio::spawn(gridclue_enrich::run(l, enrich, stopped(&rx))));
@@ -170,6 +176,7 @@ impl StoppedApp {
             kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
             clickhouse_url: clickhouse_url(),
             clickhouse_database: database.clone(),
+            metrics_interval_ms: METRICS_INTERVAL_MS,
             ..Default::default()
         };
         tasks.push(tokio::spawn(gridclue_sink::run(l, sink, stopped(&rx))));
@@ -179,6 +186,7 @@ impl StoppedApp {
             clickhouse_database: database.clone(),
             data_dir: data,
             tokens_file: tokens_file.display().to_string(),
+            metrics_interval_ms: METRICS_INTERVAL_MS,
             ..Default::default()
         };
         tasks.push(tokio::spawn(gridclue_dashboard_api::run(
@@ -191,6 +199,7 @@ impl StoppedApp {
             ingest_url,
             dashboard_url,
             sink_url,
+            enrich_url,
             reporter_token,
             district_token,
             street_tokens,

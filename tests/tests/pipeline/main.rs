@@ -8,5 +8,6 @@ mod e2e;
 mod geometry;
 mod hotspots;
 mod import;
+mod ops;
 mod restart;
 mod staff;
