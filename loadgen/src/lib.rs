@@ -2,8 +2,11 @@
 //!
 //! - [`history`]: a past month of clues with their timelines, imported (`gridclue-load history`).
 //! - [`map`]: the district map as the loader samples it.
+//! - [`open`]: open-loop load at a fixed rate with scheduled-time latency and freshness probes
+//!   (`gridclue-load open`).
 //! - [`staff`]: plays a district's staff through the public API (`gridclue-load staff`).
 
 pub mod history;
 pub mod map;
+pub mod open;
 pub mod staff;

@@ -4,6 +4,7 @@
 //! clue), some client retries (same Idempotency-Key), some points outside the district and some
 //! invalid clues. Reports throughput and latency percentiles.
 //!
+//! `gridclue-load open …` is the open-loop load tool for benchmarks ([`gridclue_loadgen::open`]);
 //! `gridclue-load staff …` then plays the district's staff on those clues
 //! ([`gridclue_loadgen::staff`]).
 
@@ -44,6 +45,9 @@ enum Cmd {
     /// Import a believable past month: historical clues with their timelines of actions,
     /// back-dated, through the district's import endpoint.
     History(gridclue_loadgen::history::HistoryArgs),
+    /// Open-loop load at a fixed rate: a realistic mix, latency from the scheduled send time,
+    /// freshness probes, `--find-max` for the highest rate that holds.
+    Open(gridclue_loadgen::open::OpenArgs),
 }
 
 /// Posting clues (the default command).
@@ -230,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
             staff::run(args, streets).await
         }
         Some(Cmd::History(args)) => gridclue_loadgen::history::run(args).await,
+        Some(Cmd::Open(args)) => gridclue_loadgen::open::run(args).await,
         None => load(cli.load).await,
     }
 }
