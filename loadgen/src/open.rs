@@ -420,7 +420,8 @@ pub struct OpenArgs {
     /// Print the report (or the search) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Append the id of every clue that got its 202 (or `accepted`/201) to this file.
+    /// Append every clue that got its 202 (or `accepted`/201) to this file: its id and the
+    /// acknowledgement's Unix time in ms, tab-separated.
     #[arg(long)]
     pub acked_file: Option<PathBuf>,
     /// Raise the rate from `--rate` until a bound fails; report the highest rate that held.
@@ -531,10 +532,13 @@ impl Shared {
         self.clues_acked
             .fetch_add(ids.len() as u64, Ordering::Relaxed);
         if let Some(file) = self.acked.lock().expect("acked lock").as_mut() {
-            let mut text = String::with_capacity(ids.len() * 37);
+            let at_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            let mut text = String::with_capacity(ids.len() * 52);
             for id in ids {
-                text.push_str(id);
-                text.push('\n');
+                text.push_str(&format!("{id}\t{at_ms}\n"));
             }
             // The file is the chaos check's ground truth: failing to write it fails loudly.
             file.write_all(text.as_bytes())
