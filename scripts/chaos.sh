@@ -69,9 +69,12 @@ counts() {
 # lost_in_promise SCENARIO — acked ids not counted whose ack came at most BROKER_PROMISE_MS
 # before one of the scenario's kills.
 lost_in_promise() {
-    local table="chaos_acked_$1" kills
-    kills="$(paste -sd, "$OUT_DIR/$1.kills")"
-    ch "SELECT count() FROM $table WHERE id NOT IN (SELECT toString(clue_id) FROM clue_events WHERE seq = 0) AND arrayExists(k -> acked_ms <= k AND acked_ms + $BROKER_PROMISE_MS >= k, [$kills])" </dev/null
+    local table="chaos_acked_$1" k window=""
+    while read -r k; do
+        [[ "$k" =~ ^[0-9]+$ ]] || die "bad kill time '$k' in $OUT_DIR/$1.kills"
+        window+="${window:+ OR }(acked_ms BETWEEN $((k - BROKER_PROMISE_MS)) AND $k)"
+    done <"$OUT_DIR/$1.kills"
+    ch "SELECT count() FROM $table WHERE id NOT IN (SELECT toString(clue_id) FROM clue_events WHERE seq = 0) AND (${window:-0})" </dev/null
 }
 
 run_scenario() {
