@@ -13,7 +13,7 @@ TEST_CLICKHOUSE_URL := http://127.0.0.1:$(CH_HTTP_PORT)
 TEST_PKGS ?= --workspace
 TEST_ARGS ?=
 
-.PHONY: help build up down restart status env demo test test-ops ops-deps lint fmt clickhouse browser-deps clean-var
+.PHONY: help build up down restart status env demo test test-ops ops-deps lint fmt clickhouse browser-deps clean-var chaos chaos-short
 
 help:
 	@echo "make demo       up + load the demo clues + print the summary"
@@ -23,6 +23,8 @@ help:
 	@echo "make restart    restart the five services (scripts/stack.sh restart NAME for one)"
 	@echo "make test       all tests (starts the local ClickHouse when needed; includes test-ops)"
 	@echo "make test-ops   promtool checks and alert unit tests, docker-compose.yml validation"
+	@echo "make chaos      kill -9 ingest/enrich/sink/dev broker under load, check every 202 counted once"
+	@echo "make chaos-short  the same, one kill each of ingest, enrich and sink (~1.5 min)"
 	@echo "make lint       cargo fmt --check + clippy -D warnings"
 	@echo "make fmt        cargo fmt"
 	@echo "make clean-var  down, then delete var/ (data, logs, tokens, secret)"
@@ -73,6 +75,13 @@ test-ops: ops-deps
 test: clickhouse browser-deps test-ops
 	GRIDCLUE_TEST_CLICKHOUSE_URL=$(TEST_CLICKHOUSE_URL) GRIDCLUE_REQUIRE_BROWSER=1 \
 		$(CARGO) test $(TEST_PKGS) $(TEST_ARGS)
+
+# Both need the stack running (make up) and gridclue-load built (cargo build -p gridclue-loadgen).
+chaos:
+	scripts/chaos.sh
+
+chaos-short:
+	scripts/chaos.sh --short
 
 lint:
 	$(CARGO) fmt --all -- --check

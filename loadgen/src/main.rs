@@ -4,6 +4,7 @@
 //! clue), some client retries (same Idempotency-Key), some points outside the district and some
 //! invalid clues. Reports throughput and latency percentiles.
 //!
+//! `gridclue-load open …` is the open-loop load tool for benchmarks ([`gridclue_loadgen::open`]);
 //! `gridclue-load staff …` then plays the district's staff on those clues
 //! ([`gridclue_loadgen::staff`]).
 
@@ -47,6 +48,9 @@ enum Cmd {
     /// Evaluate the hotspot detector on a synthetic district year with injected outbreaks
     /// (detection rate, clues to detection, false alarms per street and month).
     Hotspots(gridclue_loadgen::hotspots::HotspotArgs),
+    /// Open-loop load at a fixed rate: a realistic mix, latency from the scheduled send time,
+    /// freshness probes, `--find-max` for the highest rate that holds.
+    Open(gridclue_loadgen::open::OpenArgs),
 }
 
 /// Posting clues (the default command).
@@ -235,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Cmd::History(args)) => gridclue_loadgen::history::run(args).await,
         Some(Cmd::Hotspots(args)) => gridclue_loadgen::hotspots::run(args).await,
+        Some(Cmd::Open(args)) => gridclue_loadgen::open::run(args).await,
         None => {
             anyhow::ensure!(
                 cli.load.token.is_some(),
