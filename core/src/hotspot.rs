@@ -193,10 +193,10 @@ impl Neighbours {
             list.sort_unstable();
             list.dedup();
             *grids_per_community
-                .entry(g.community_code().to_owned())
+                .entry(g.community_code().to_string())
                 .or_default() += 1;
             *grids_per_street
-                .entry(g.street_code().to_owned())
+                .entry(g.street_code().to_string())
                 .or_default() += 1;
         }
         let grids = sym.len() as u32;
@@ -634,13 +634,13 @@ impl Detector {
         self.by_community
             .entry(category.clone())
             .or_default()
-            .entry(grid.community_code().to_owned())
+            .entry(grid.community_code().to_string())
             .or_default()
             .insert(at, clue);
         self.by_street
             .entry(category.clone())
             .or_default()
-            .entry(grid.street_code().to_owned())
+            .entry(grid.street_code().to_string())
             .or_default()
             .insert(at, clue);
         self.by_district
@@ -795,14 +795,14 @@ impl Detector {
             *self
                 .neighbours
                 .grids_per_street
-                .get(grid.street_code())
+                .get(grid.street_code().as_str())
                 .unwrap_or(&1),
         );
         let community_grids = f64::from(
             *self
                 .neighbours
                 .grids_per_community
-                .get(grid.community_code())
+                .get(grid.community_code().as_str())
                 .unwrap_or(&1),
         );
         let district_times = self.by_district.get(category);
@@ -811,7 +811,7 @@ impl Detector {
             count(
                 self.by_street
                     .get(category)
-                    .and_then(|m| m.get(grid.street_code())),
+                    .and_then(|m| m.get(grid.street_code().as_str())),
             ),
             street_grids,
             r_district,
@@ -820,7 +820,7 @@ impl Detector {
             count(
                 self.by_community
                     .get(category)
-                    .and_then(|m| m.get(grid.community_code())),
+                    .and_then(|m| m.get(grid.community_code().as_str())),
             ),
             community_grids,
             r_street,
@@ -877,8 +877,8 @@ impl Detector {
             place_kind: a.place.kind(),
             grid_code: centre,
             grids,
-            community_code: centre.community_code().to_owned(),
-            street_code: centre.street_code().to_owned(),
+            community_code: centre.community_code().to_string(),
+            street_code: centre.street_code().to_string(),
             category: a.category.clone(),
             window_start_ms: a.window_start_ms,
             window_end_ms: end,
@@ -1020,7 +1020,7 @@ mod tests {
         assert_eq!(alert.place_kind, PlaceKind::Neighbourhood);
         assert!(alert.expected < 0.5, "{alert:?}");
         assert!(alert.recurrence_days >= 3650.0, "{alert:?}");
-        assert_eq!(alert.street_code, alert.grid_code.street_code());
+        assert_eq!(alert.street_code, alert.grid_code.street_code().as_str());
     }
 
     #[test]
