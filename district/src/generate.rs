@@ -490,16 +490,65 @@ fn check_params(p: &GenerateParams) -> Result<(), GenerateError> {
 }
 
 /// Generates a district. Same parameters ⇒ identical district (and identical GeoJSON).
+///
+/// The phases are the steps of the module documentation. They draw from one random stream in
+/// this order, so reordering them changes every generated map.
 pub fn generate(params: &GenerateParams) -> Result<District, GenerateError> {
     check_params(params)?;
-    let seed = params.seed;
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::new(params.seed);
+    let lake_sizes = draw_lake_sizes(params, &mut rng);
+    let blob = Blob::draw(&mut rng);
+    let (lattice, centre, mut selected) =
+        select_deepest_cells(params, &blob, cells_wanted(params, &lake_sizes));
+    fill_pinholes(lattice.n, &mut selected);
+    let lakes = place_lakes(lattice.n, &selected, &lake_sizes, &mut rng);
+    let land = Land::largest_component(lattice.n, centre, &selected, &lakes.lake_of);
+    let streets = grow_streets(&land, &blob, params.streets, &mut rng)?;
+    let communities = grow_communities(&land, &streets, params.grids, &mut rng);
+    let grid_cells = pair_dominoes(&land, &communities.of_cell, params.grids, &mut rng);
+    let has_pond = choose_ponds(params, &grid_cells, &mut rng);
 
-    // Lakes: sizes are drawn first, they decide how many cells the district needs.
+    let numbers = number_communities(&land, &communities, params);
+    let grid_codes = assign_grid_codes(
+        params,
+        &land,
+        &grid_cells,
+        &communities,
+        &numbers,
+        &streets.number,
+    )?;
+
+    // Names are drawn in code order so that they do not depend on growth order.
+    let mut pool = NamePool::new(params.seed);
+    let street_list = street_records(params, &streets.number, &mut pool)?;
+    let community_list =
+        community_records(params, &land, &streets, &communities, &numbers, &mut pool)?;
+    let mut excluded = lake_areas(&lattice, &lakes.cells, &mut pool);
+    let grids = grid_features(&lattice, &grid_cells, &has_pond, &grid_codes, &mut excluded)?;
+    name_ponds(&mut excluded, &mut pool);
+
+    let mut district = District {
+        map_version: String::new(),
+        streets: street_list,
+        communities: community_list,
+        grids,
+        excluded,
+    };
+    district.sort();
+    district.map_version = params
+        .map_version
+        .clone()
+        .unwrap_or_else(|| district.content_hash());
+    Ok(district)
+}
+
+/// Lake sizes in cells (across, down). They are drawn first: they decide how many cells the
+/// district needs.
+fn draw_lake_sizes(params: &GenerateParams, rng: &mut Rng) -> Vec<(i64, i64)> {
     let lake_count = params
         .lakes
         .unwrap_or_else(|| (params.grids as f64 / 500.0).round().max(1.0) as usize);
-    let lake_dims: Vec<(i64, i64)> = (0..lake_count)
+    (0..lake_count)
         .map(|_| {
             let a = 2 + rng.below(3) as i64;
             let b = 1 + rng.below(3) as i64;
@@ -509,59 +558,87 @@ pub fn generate(params: &GenerateParams) -> Result<District, GenerateError> {
                 (b, a)
             }
         })
-        .collect();
-    let lake_cells: usize = lake_dims.iter().map(|(a, b)| (a * b) as usize).sum();
-    let grid_cells = (params.grids as f64 * (1.0 + DOMINO_SHARE)).round() as usize;
-    let wanted = grid_cells + lake_cells;
+        .collect()
+}
 
-    // Blob: r(θ) = 1 + Σ a_k cos(kθ + φ_k); a cell is "deeper" the smaller |c| / r(θ).
-    let harmonics: Vec<(f64, f64, f64)> = [(2.0, 0.08, 0.2), (3.0, 0.03, 0.12), (4.0, 0.0, 0.06)]
-        .iter()
-        .chain(&[(5.0, 0.0, 0.04)])
-        .map(|&(k, lo, hi)| (k, rng.range(lo, hi), rng.range(0.0, TAU)))
-        .collect();
-    let depth = |p: [f64; 2]| {
+/// Cells the district needs: the grids' cells (some grids are dominoes) plus the lakes'.
+fn cells_wanted(params: &GenerateParams, lake_sizes: &[(i64, i64)]) -> usize {
+    let lake_cells: usize = lake_sizes.iter().map(|(a, b)| (a * b) as usize).sum();
+    let grid_cells = (params.grids as f64 * (1.0 + DOMINO_SHARE)).round() as usize;
+    grid_cells + lake_cells
+}
+
+/// The district's outline: a smooth star-shaped blob r(θ) = 1 + Σ a_k cos(kθ + φ_k).
+struct Blob {
+    /// (k, a_k, φ_k).
+    harmonics: Vec<(f64, f64, f64)>,
+}
+
+impl Blob {
+    fn draw(rng: &mut Rng) -> Self {
+        let harmonics = [(2.0, 0.08, 0.2), (3.0, 0.03, 0.12), (4.0, 0.0, 0.06)]
+            .iter()
+            .chain(&[(5.0, 0.0, 0.04)])
+            .map(|&(k, lo, hi)| (k, rng.range(lo, hi), rng.range(0.0, TAU)))
+            .collect();
+        Blob { harmonics }
+    }
+
+    /// |p| / r(θ): a cell is "deeper" inside the blob the smaller this is.
+    fn depth(&self, p: [f64; 2]) -> f64 {
         let th = p[1].atan2(p[0]);
         let r: f64 = 1.0
-            + harmonics
+            + self
+                .harmonics
                 .iter()
                 .map(|(k, a, ph)| a * (k * th + ph).cos())
                 .sum::<f64>();
         (p[0] * p[0] + p[1] * p[1]).sqrt() / r
-    };
+    }
+}
 
-    // Lattice size: grow until the selected cells stay clear of the lattice border.
+/// The lattice, its cell centres and the `wanted` cells deepest inside the blob. The lattice
+/// grows until the selected cells stay clear of its border.
+fn select_deepest_cells(
+    params: &GenerateParams,
+    blob: &Blob,
+    wanted: usize,
+) -> (Lattice, Vec<[f64; 2]>, Vec<bool>) {
     let mut half = ((wanted as f64 / PI).sqrt() * 1.45).ceil() as usize + 4;
-    let (lat, centre, mut selected) = loop {
+    loop {
         let n = 2 * half;
-        let lat = Lattice::new(params, n);
+        let lattice = Lattice::new(params, n);
         let centre: Vec<[f64; 2]> = (0..n * n)
-            .map(|idx| lat.cell_centre((idx % n) as i64, (idx / n) as i64))
+            .map(|idx| lattice.cell_centre((idx % n) as i64, (idx / n) as i64))
             .collect();
         let mut order: Vec<(f64, u32)> = centre
             .iter()
             .enumerate()
-            .map(|(idx, &p)| (depth(p), idx as u32))
+            .map(|(idx, &p)| (blob.depth(p), idx as u32))
             .collect();
         order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let mut selected = vec![false; n * n];
         for &(_, idx) in order.iter().take(wanted) {
             selected[idx as usize] = true;
         }
-        let touches_border = (0..n * n).any(|idx| {
-            selected[idx] && {
-                let (i, j) = (idx % n, idx / n);
-                i == 0 || j == 0 || i + 1 == n || j + 1 == n
-            }
-        });
-        if !touches_border {
-            break (lat, centre, selected);
+        if !touches_border(n, &selected) {
+            return (lattice, centre, selected);
         }
         half = half * 5 / 4 + 2;
-    };
-    let n = lat.n;
+    }
+}
 
-    // Fill pinholes (an unselected cell with all four neighbours selected).
+fn touches_border(n: usize, selected: &[bool]) -> bool {
+    (0..n * n).any(|idx| {
+        selected[idx] && {
+            let (i, j) = (idx % n, idx / n);
+            i == 0 || j == 0 || i + 1 == n || j + 1 == n
+        }
+    })
+}
+
+/// Selects every pinhole: an unselected cell with all four neighbours selected.
+fn fill_pinholes(n: usize, selected: &mut [bool]) {
     for idx in 0..n * n {
         if !selected[idx]
             && neighbours(n, idx as u32)
@@ -572,21 +649,37 @@ pub fn generate(params: &GenerateParams) -> Result<District, GenerateError> {
             selected[idx] = true;
         }
     }
+}
 
-    // Lakes: rectangles with a margin of district cells all around.
-    let mut lake_of = vec![NONE; n * n];
+struct Lakes {
+    /// Each lake's cells (i, j).
+    cells: Vec<Vec<(i64, i64)>>,
+    /// Lake number of every lattice cell, `NONE` for no lake.
+    lake_of: Vec<u32>,
+}
+
+/// Places the lakes as rectangles with a margin of district cells all around; a lake that
+/// finds no room in 400 random attempts is left out.
+fn place_lakes(n: usize, selected: &[bool], sizes: &[(i64, i64)], rng: &mut Rng) -> Lakes {
+    let mut lakes = Lakes {
+        cells: Vec::new(),
+        lake_of: vec![NONE; n * n],
+    };
     let mut reserved = vec![false; n * n];
     let candidates: Vec<u32> = (0..n * n)
         .filter(|&i| selected[i])
         .map(|i| i as u32)
         .collect();
-    let mut lakes: Vec<Vec<(i64, i64)>> = Vec::new();
-    for &(a, b) in &lake_dims {
+    for &(a, b) in sizes {
         for _attempt in 0..400 {
             let c = candidates[rng.below(candidates.len())] as usize;
             let (i0, j0) = ((c % n) as i64, (c / n) as i64);
-            let fits = (i0 - LAKE_MARGIN..i0 + a + LAKE_MARGIN).all(|i| {
-                (j0 - LAKE_MARGIN..j0 + b + LAKE_MARGIN).all(|j| {
+            let with_margin = (
+                i0 - LAKE_MARGIN..i0 + a + LAKE_MARGIN,
+                j0 - LAKE_MARGIN..j0 + b + LAKE_MARGIN,
+            );
+            let fits = with_margin.0.clone().all(|i| {
+                with_margin.1.clone().all(|j| {
                     i >= 0
                         && j >= 0
                         && (i as usize) < n
@@ -598,33 +691,87 @@ pub fn generate(params: &GenerateParams) -> Result<District, GenerateError> {
             if !fits {
                 continue;
             }
-            let id = lakes.len() as u32;
+            let id = lakes.cells.len() as u32;
             let mut cells = Vec::new();
-            for i in i0 - LAKE_MARGIN..i0 + a + LAKE_MARGIN {
-                for j in j0 - LAKE_MARGIN..j0 + b + LAKE_MARGIN {
+            for i in with_margin.0.clone() {
+                for j in with_margin.1.clone() {
                     let idx = j as usize * n + i as usize;
                     reserved[idx] = true;
                     if (i0..i0 + a).contains(&i) && (j0..j0 + b).contains(&j) {
-                        lake_of[idx] = id;
+                        lakes.lake_of[idx] = id;
                         cells.push((i, j));
                     }
                 }
             }
-            lakes.push(cells);
+            lakes.cells.push(cells);
             break;
         }
     }
+    lakes
+}
 
-    // Land: the largest 4-connected component of selected non-lake cells.
-    let land0: Vec<bool> = (0..n * n)
-        .map(|idx| selected[idx] && lake_of[idx] == NONE)
-        .collect();
-    let is_land0 = |idx: usize| land0[idx];
+/// The district's land: the largest 4-connected component of selected non-lake cells.
+struct Land {
+    /// Cells per lattice row and column.
+    n: usize,
+    /// Centre of every lattice cell, in metres.
+    centre: Vec<[f64; 2]>,
+    /// Whether each lattice cell is land.
+    mask: Vec<bool>,
+    /// The land cells, in index order.
+    cells: Vec<u32>,
+}
+
+impl Land {
+    fn largest_component(
+        n: usize,
+        centre: Vec<[f64; 2]>,
+        selected: &[bool],
+        lake_of: &[u32],
+    ) -> Land {
+        let candidate: Vec<bool> = (0..n * n)
+            .map(|idx| selected[idx] && lake_of[idx] == NONE)
+            .collect();
+        let component = label_components(n, &candidate);
+        let largest = component.largest;
+        let mask: Vec<bool> = (0..n * n)
+            .map(|idx| candidate[idx] && component.of_cell[idx] == largest)
+            .collect();
+        let cells = (0..n * n)
+            .filter(|&idx| mask[idx])
+            .map(|i| i as u32)
+            .collect();
+        Land {
+            n,
+            centre,
+            mask,
+            cells,
+        }
+    }
+
+    fn contains(&self, idx: u32) -> bool {
+        self.mask[idx as usize]
+    }
+
+    fn centre_of(&self, idx: u32) -> [f64; 2] {
+        self.centre[idx as usize]
+    }
+}
+
+struct Components {
+    /// Component number of every cell, `NONE` outside the domain.
+    of_cell: Vec<u32>,
+    /// Number of the largest component (the first one found among equals).
+    largest: u32,
+}
+
+/// Labels the 4-connected components of the cells where `domain` is true.
+fn label_components(n: usize, domain: &[bool]) -> Components {
     let mut comp = vec![NONE; n * n];
     let mut best: (usize, u32) = (0, NONE);
     let mut ncomp = 0u32;
     for start in 0..n * n {
-        if !is_land0(start) || comp[start] != NONE {
+        if !domain[start] || comp[start] != NONE {
             continue;
         }
         let mut stack = vec![start as u32];
@@ -633,7 +780,7 @@ pub fn generate(params: &GenerateParams) -> Result<District, GenerateError> {
         while let Some(c) = stack.pop() {
             size += 1;
             for nb in neighbours(n, c) {
-                if is_land0(nb as usize) && comp[nb as usize] == NONE {
+                if domain[nb as usize] && comp[nb as usize] == NONE {
                     comp[nb as usize] = ncomp;
                     stack.push(nb);
                 }
@@ -644,97 +791,129 @@ pub fn generate(params: &GenerateParams) -> Result<District, GenerateError> {
         }
         ncomp += 1;
     }
-    for idx in 0..n * n {
-        if is_land0(idx) && comp[idx] != best.1 {
-            selected[idx] = false;
-        }
+    Components {
+        of_cell: comp,
+        largest: best.1,
     }
-    let land: Vec<u32> = (0..n * n)
-        .filter(|&idx| selected[idx] && lake_of[idx] == NONE)
-        .map(|i| i as u32)
-        .collect();
-    let is_land = |idx: u32| selected[idx as usize] && lake_of[idx as usize] == NONE;
+}
 
-    // Streets: spread seeds, relax them towards their regions' centres, then grow.
-    let nst = params.streets;
+struct Streets {
+    /// The cell each street grew from.
+    seeds: Vec<u32>,
+    /// Street (index into `seeds`) of every lattice cell, `NONE` off land.
+    of_cell: Vec<u32>,
+    /// Each street's 3-digit number: 001–099 for 街道, 101–199 for 镇.
+    number: Vec<u16>,
+}
+
+/// Streets: spread seeds, relax them towards their regions' centres, grow, then number.
+fn grow_streets(
+    land: &Land,
+    blob: &Blob,
+    count: usize,
+    rng: &mut Rng,
+) -> Result<Streets, GenerateError> {
+    let seeds = place_street_seeds(land, blob, count)?;
+    let weights: Vec<f64> = (0..count).map(|_| rng.range(0.75, 1.3)).collect();
+    let mut of_cell = vec![NONE; land.n * land.n];
+    grow(
+        land.n,
+        |c| land.contains(c),
+        &seeds,
+        &weights,
+        &mut of_cell,
+        0,
+        rng,
+    );
+    let number = number_streets(land, &seeds)?;
+    Ok(Streets {
+        seeds,
+        of_cell,
+        number,
+    })
+}
+
+/// Well-spread street seeds, starting from the deepest land cell: farthest-point sampling,
+/// relaxed six times towards the centres of the regions nearest to them (Lloyd), then moved to
+/// the nearest land cell not taken by another seed.
+fn place_street_seeds(land: &Land, blob: &Blob, count: usize) -> Result<Vec<u32>, GenerateError> {
     let first = *land
+        .cells
         .iter()
         .min_by(|&&a, &&b| {
-            depth(centre[a as usize])
-                .total_cmp(&depth(centre[b as usize]))
+            blob.depth(land.centre_of(a))
+                .total_cmp(&blob.depth(land.centre_of(b)))
                 .then(a.cmp(&b))
         })
         .ok_or_else(|| GenerateError::InvalidParams("empty district".to_owned()))?;
-    let mut seed_pts: Vec<[f64; 2]> = spread_seeds(&land, &centre, first, nst)
+    let mut seed_pts: Vec<[f64; 2]> = spread_seeds(&land.cells, &land.centre, first, count)
         .iter()
-        .map(|&c| centre[c as usize])
+        .map(|&c| land.centre_of(c))
         .collect();
     for _ in 0..6 {
-        let mut acc = vec![(0.0, 0.0, 0usize); seed_pts.len()];
-        for &c in &land {
-            let p = centre[c as usize];
-            let k = (0..seed_pts.len())
-                .min_by(|&a, &b| dist2(p, seed_pts[a]).total_cmp(&dist2(p, seed_pts[b])))
-                .unwrap_or(0);
-            acc[k].0 += p[0];
-            acc[k].1 += p[1];
-            acc[k].2 += 1;
-        }
-        for (k, a) in acc.iter().enumerate() {
-            if a.2 > 0 {
-                seed_pts[k] = [a.0 / a.2 as f64, a.1 / a.2 as f64];
-            }
-        }
+        relax_towards_regions(land, &mut seed_pts);
     }
-    let mut street_seeds: Vec<u32> = Vec::with_capacity(nst);
+    let mut seeds: Vec<u32> = Vec::with_capacity(count);
     for p in &seed_pts {
         let c = land
+            .cells
             .iter()
             .copied()
-            .filter(|c| !street_seeds.contains(c))
+            .filter(|c| !seeds.contains(c))
             .min_by(|&a, &b| {
-                dist2(centre[a as usize], *p)
-                    .total_cmp(&dist2(centre[b as usize], *p))
+                dist2(land.centre_of(a), *p)
+                    .total_cmp(&dist2(land.centre_of(b), *p))
                     .then(a.cmp(&b))
             })
             .ok_or_else(|| GenerateError::InvalidParams("too few cells".to_owned()))?;
-        street_seeds.push(c);
+        seeds.push(c);
     }
-    let weights: Vec<f64> = (0..nst).map(|_| rng.range(0.75, 1.3)).collect();
-    let mut street_of = vec![NONE; n * n];
-    grow(
-        n,
-        is_land,
-        &street_seeds,
-        &weights,
-        &mut street_of,
-        0,
-        &mut rng,
-    );
+    Ok(seeds)
+}
 
-    // Street numbering: the streets nearest the centre are 街道, the outer ones 镇; each group
-    // numbered clockwise from north.
-    let towns = if nst >= 3 {
-        ((nst as f64) * 5.0 / 13.0).round() as usize
+/// One Lloyd step: every point moves to the mean of the land cells nearest to it.
+fn relax_towards_regions(land: &Land, points: &mut [[f64; 2]]) {
+    let mut acc = vec![(0.0, 0.0, 0usize); points.len()];
+    for &c in &land.cells {
+        let p = land.centre_of(c);
+        let k = (0..points.len())
+            .min_by(|&a, &b| dist2(p, points[a]).total_cmp(&dist2(p, points[b])))
+            .unwrap_or(0);
+        acc[k].0 += p[0];
+        acc[k].1 += p[1];
+        acc[k].2 += 1;
+    }
+    for (k, a) in acc.iter().enumerate() {
+        if a.2 > 0 {
+            points[k] = [a.0 / a.2 as f64, a.1 / a.2 as f64];
+        }
+    }
+}
+
+/// Street numbers: the streets nearest the centre are 街道, the outer ones 镇 (about 5/13 of
+/// them); each group numbered clockwise from north.
+fn number_streets(land: &Land, seeds: &[u32]) -> Result<Vec<u16>, GenerateError> {
+    let count = seeds.len();
+    let towns = if count >= 3 {
+        ((count as f64) * 5.0 / 13.0).round() as usize
     } else {
         0
     };
-    let subs = nst - towns;
+    let subs = count - towns;
     if subs > 99 || towns > 99 {
         return Err(GenerateError::CodeSpace(format!(
             "{subs} subdistricts / {towns} towns do not fit in 001–099 / 101–199"
         )));
     }
-    let mut by_dist: Vec<usize> = (0..nst).collect();
+    let seed_centre = |r: usize| land.centre_of(seeds[r]);
+    let mut by_dist: Vec<usize> = (0..count).collect();
     by_dist.sort_by(|&a, &b| {
-        let pa = centre[street_seeds[a] as usize];
-        let pb = centre[street_seeds[b] as usize];
-        dist2(pa, [0.0, 0.0])
-            .total_cmp(&dist2(pb, [0.0, 0.0]))
+        dist2(seed_centre(a), [0.0, 0.0])
+            .total_cmp(&dist2(seed_centre(b), [0.0, 0.0]))
             .then(a.cmp(&b))
     });
     let bearing = |r: usize| {
-        let p = centre[street_seeds[r] as usize];
+        let p = seed_centre(r);
         let b = p[0].atan2(p[1]);
         if b < 0.0 {
             b + TAU
@@ -742,88 +921,107 @@ pub fn generate(params: &GenerateParams) -> Result<District, GenerateError> {
             b
         }
     };
-    let mut street_number = vec![0u16; nst];
+    let mut number = vec![0u16; count];
     for (group, base) in [(&by_dist[..subs], 1u16), (&by_dist[subs..], 101u16)] {
         let mut g = group.to_vec();
         g.sort_by(|&a, &b| bearing(a).total_cmp(&bearing(b)).then(a.cmp(&b)));
         for (k, &r) in g.iter().enumerate() {
-            street_number[r] = base + k as u16;
+            number[r] = base + k as u16;
         }
     }
+    Ok(number)
+}
 
-    // Communities inside each street.
-    let cells_per_grid = land.len() as f64 / params.grids as f64;
-    let mut comm_of = vec![NONE; n * n];
-    let mut comm_street: Vec<usize> = Vec::new();
-    let mut comm_seed: Vec<u32> = Vec::new();
-    let mut street_cells: Vec<Vec<u32>> = vec![Vec::new(); nst];
-    for &c in &land {
-        street_cells[street_of[c as usize] as usize].push(c);
+struct Communities {
+    /// Community of every lattice cell, `NONE` off land.
+    of_cell: Vec<u32>,
+    /// Street of each community.
+    street: Vec<usize>,
+}
+
+/// Communities grown inside each street, about [`GRIDS_PER_COMMUNITY`] grids each.
+fn grow_communities(land: &Land, streets: &Streets, grids: usize, rng: &mut Rng) -> Communities {
+    let cells_per_grid = land.cells.len() as f64 / grids as f64;
+    let mut communities = Communities {
+        of_cell: vec![NONE; land.n * land.n],
+        street: Vec::new(),
+    };
+    let mut street_cells: Vec<Vec<u32>> = vec![Vec::new(); streets.seeds.len()];
+    for &c in &land.cells {
+        street_cells[streets.of_cell[c as usize] as usize].push(c);
     }
     for (st, cells) in street_cells.iter().enumerate() {
         let k = ((cells.len() as f64 / cells_per_grid / GRIDS_PER_COMMUNITY).round() as usize)
             .clamp(1, 999);
-        let seeds = spread_seeds(cells, &centre, street_seeds[st], k);
+        let seeds = spread_seeds(cells, &land.centre, streets.seeds[st], k);
         let weights: Vec<f64> = (0..seeds.len()).map(|_| rng.range(0.6, 1.5)).collect();
-        let first_id = comm_street.len() as u32;
+        let first_id = communities.street.len() as u32;
         let st32 = st as u32;
         grow(
-            n,
-            |c| is_land(c) && street_of[c as usize] == st32,
+            land.n,
+            |c| land.contains(c) && streets.of_cell[c as usize] == st32,
             &seeds,
             &weights,
-            &mut comm_of,
+            &mut communities.of_cell,
             first_id,
-            &mut rng,
+            rng,
         );
-        comm_street.extend(std::iter::repeat_n(st, seeds.len()));
-        comm_seed.extend(seeds);
+        communities
+            .street
+            .extend(std::iter::repeat_n(st, seeds.len()));
     }
+    communities
+}
 
-    // Grids: merge some neighbouring cell pairs inside a community.
-    let merges_wanted = land.len().saturating_sub(params.grids);
-    let mut grid_of = vec![NONE; n * n];
-    let mut grid_cells_list: Vec<Vec<u32>> = Vec::new();
-    let mut order = land.clone();
+/// The grids' cells: some neighbouring cell pairs inside a community are merged into
+/// dominoes, until the land holds about `grids` grids; every other land cell is a grid alone.
+fn pair_dominoes(land: &Land, community_of: &[u32], grids: usize, rng: &mut Rng) -> Vec<Vec<u32>> {
+    let merges_wanted = land.cells.len().saturating_sub(grids);
+    let mut grid_of = vec![NONE; land.n * land.n];
+    let mut grid_cells: Vec<Vec<u32>> = Vec::new();
+    let mut order = land.cells.clone();
     rng.shuffle(&mut order);
     for &c in &order {
-        if grid_cells_list.len() >= merges_wanted {
+        if grid_cells.len() >= merges_wanted {
             break;
         }
         if grid_of[c as usize] != NONE {
             continue;
         }
-        let partners: Vec<u32> = neighbours(n, c)
+        let partners: Vec<u32> = neighbours(land.n, c)
             .filter(|&nb| {
-                is_land(nb)
+                land.contains(nb)
                     && grid_of[nb as usize] == NONE
-                    && comm_of[nb as usize] == comm_of[c as usize]
+                    && community_of[nb as usize] == community_of[c as usize]
             })
             .collect();
         if partners.is_empty() {
             continue;
         }
         let p = partners[rng.below(partners.len())];
-        let id = grid_cells_list.len() as u32;
+        let id = grid_cells.len() as u32;
         grid_of[c as usize] = id;
         grid_of[p as usize] = id;
-        grid_cells_list.push(vec![c.min(p), c.max(p)]);
+        grid_cells.push(vec![c.min(p), c.max(p)]);
     }
-    for &c in &land {
+    for &c in &land.cells {
         if grid_of[c as usize] == NONE {
-            grid_of[c as usize] = grid_cells_list.len() as u32;
-            grid_cells_list.push(vec![c]);
+            grid_of[c as usize] = grid_cells.len() as u32;
+            grid_cells.push(vec![c]);
         }
     }
+    grid_cells
+}
 
-    // Ponds: holes in single-cell grids.
+/// Which grids get a pond (a hole); only single-cell grids do.
+fn choose_ponds(params: &GenerateParams, grid_cells: &[Vec<u32>], rng: &mut Rng) -> Vec<bool> {
     let pond_count = params
         .ponds
         .unwrap_or_else(|| (params.grids as f64 / 300.0).round().max(1.0) as usize);
-    let singles: Vec<usize> = (0..grid_cells_list.len())
-        .filter(|&g| grid_cells_list[g].len() == 1)
+    let singles: Vec<usize> = (0..grid_cells.len())
+        .filter(|&g| grid_cells[g].len() == 1)
         .collect();
-    let mut has_pond = vec![false; grid_cells_list.len()];
+    let mut has_pond = vec![false; grid_cells.len()];
     if !singles.is_empty() {
         for _ in 0..pond_count.min(singles.len()) {
             for _attempt in 0..100 {
@@ -835,85 +1033,136 @@ pub fn generate(params: &GenerateParams) -> Result<District, GenerateError> {
             }
         }
     }
+    has_pond
+}
 
-    // Codes.
-    let s = params.cell_size_m;
-    let ncomm = comm_street.len();
-    let mut comm_cells: Vec<Vec<u32>> = vec![Vec::new(); ncomm];
-    for &c in &land {
-        comm_cells[comm_of[c as usize] as usize].push(c);
+struct CommunityNumbers {
+    /// Mean of each community's cell centres.
+    centre: Vec<[f64; 2]>,
+    /// Each community's 3-digit number inside its street.
+    number: Vec<u16>,
+}
+
+/// Community numbers in reading order inside each street.
+fn number_communities(
+    land: &Land,
+    communities: &Communities,
+    params: &GenerateParams,
+) -> CommunityNumbers {
+    let count = communities.street.len();
+    let mut cells: Vec<Vec<u32>> = vec![Vec::new(); count];
+    for &c in &land.cells {
+        cells[communities.of_cell[c as usize] as usize].push(c);
     }
-    let comm_centre: Vec<[f64; 2]> = comm_cells
+    let centre: Vec<[f64; 2]> = cells
         .iter()
-        .map(|cs| mean(cs.iter().map(|&c| centre[c as usize])))
+        .map(|cs| mean(cs.iter().map(|&c| land.centre_of(c))))
         .collect();
-    let mut comm_number = vec![0u16; ncomm];
-    for st in 0..nst {
-        let mut cs: Vec<usize> = (0..ncomm).filter(|&c| comm_street[c] == st).collect();
-        cs.sort_by_key(|&c| (reading_order(comm_centre[c], 2.0 * s), c));
+    let mut number = vec![0u16; count];
+    for st in 0..params.streets {
+        let mut cs: Vec<usize> = (0..count)
+            .filter(|&c| communities.street[c] == st)
+            .collect();
+        cs.sort_by_key(|&c| (reading_order(centre[c], 2.0 * params.cell_size_m), c));
         for (k, &c) in cs.iter().enumerate() {
-            comm_number[c] = k as u16 + 1;
+            number[c] = k as u16 + 1;
         }
     }
-    let mut comm_grids: Vec<Vec<usize>> = vec![Vec::new(); ncomm];
-    for (g, cells) in grid_cells_list.iter().enumerate() {
-        comm_grids[comm_of[cells[0] as usize] as usize].push(g);
+    CommunityNumbers { centre, number }
+}
+
+/// Grid codes: grids numbered in reading order inside each community.
+fn assign_grid_codes(
+    params: &GenerateParams,
+    land: &Land,
+    grid_cells: &[Vec<u32>],
+    communities: &Communities,
+    numbers: &CommunityNumbers,
+    street_number: &[u16],
+) -> Result<Vec<Option<GridCode>>, GenerateError> {
+    let mut community_grids: Vec<Vec<usize>> = vec![Vec::new(); communities.street.len()];
+    for (g, cells) in grid_cells.iter().enumerate() {
+        community_grids[communities.of_cell[cells[0] as usize] as usize].push(g);
     }
-    let grid_centre = |g: usize| mean(grid_cells_list[g].iter().map(|&c| centre[c as usize]));
-    let mut grid_code: Vec<Option<GridCode>> = vec![None; grid_cells_list.len()];
-    for (c, gs) in comm_grids.iter_mut().enumerate() {
+    let grid_centre = |g: usize| mean(grid_cells[g].iter().map(|&c| land.centre_of(c)));
+    let mut grid_code: Vec<Option<GridCode>> = vec![None; grid_cells.len()];
+    for (c, gs) in community_grids.iter_mut().enumerate() {
         if gs.len() > 999 {
             return Err(GenerateError::CodeSpace(format!(
                 "a community would have {} grids (max 999); use more streets",
                 gs.len()
             )));
         }
-        gs.sort_by_key(|&g| (reading_order(grid_centre(g), s), g));
+        gs.sort_by_key(|&g| (reading_order(grid_centre(g), params.cell_size_m), g));
         for (k, &g) in gs.iter().enumerate() {
             let code = GridCode::from_parts(
                 &params.admin_division,
-                street_number[comm_street[c]],
-                comm_number[c],
+                street_number[communities.street[c]],
+                numbers.number[c],
                 k as u16 + 1,
             )
             .map_err(|e| GenerateError::CodeSpace(e.to_string()))?;
             grid_code[g] = Some(code);
         }
     }
+    Ok(grid_code)
+}
 
-    // Names, in code order so they do not depend on growth order.
-    let mut pool = NamePool::new(seed);
-    let mut streets_out: Vec<(u16, usize)> = (0..nst).map(|r| (street_number[r], r)).collect();
-    streets_out.sort();
+/// The streets in code order, named 街道 (001–099) or 镇 (101–199).
+fn street_records(
+    params: &GenerateParams,
+    street_number: &[u16],
+    pool: &mut NamePool,
+) -> Result<Vec<Street>, GenerateError> {
+    let mut in_code_order: Vec<(u16, usize)> = street_number
+        .iter()
+        .enumerate()
+        .map(|(r, &num)| (num, r))
+        .collect();
+    in_code_order.sort();
     let admin = &params.admin_division;
-    let street_code_of = |r: usize| {
-        StreetCode::parse(&format!("{admin}{:03}", street_number[r]))
-            .map_err(|e| GenerateError::CodeSpace(e.to_string()))
-    };
-    let mut streets = Vec::with_capacity(nst);
-    for &(num, r) in &streets_out {
+    let mut streets = Vec::with_capacity(street_number.len());
+    for &(num, _) in &in_code_order {
         let suffix = if num < 100 { "街道" } else { "镇" };
         streets.push(Street {
-            code: street_code_of(r)?,
+            code: StreetCode::parse(&format!("{admin}{num:03}"))
+                .map_err(|e| GenerateError::CodeSpace(e.to_string()))?,
             name: pool.draw(suffix),
         });
     }
-    let mut comms_out: Vec<(u16, u16, usize)> = (0..ncomm)
-        .map(|c| (street_number[comm_street[c]], comm_number[c], c))
+    Ok(streets)
+}
+
+/// The communities in code order. In a 街道 all are 社区; in a town the communities nearest
+/// the town centre are urban 社区, the rest 村.
+fn community_records(
+    params: &GenerateParams,
+    land: &Land,
+    streets: &Streets,
+    communities: &Communities,
+    numbers: &CommunityNumbers,
+    pool: &mut NamePool,
+) -> Result<Vec<Community>, GenerateError> {
+    let count = communities.street.len();
+    let mut in_code_order: Vec<(u16, u16, usize)> = (0..count)
+        .map(|c| {
+            let street = streets.number[communities.street[c]];
+            (street, numbers.number[c], c)
+        })
         .collect();
-    comms_out.sort();
-    let mut communities = Vec::with_capacity(ncomm);
-    for &(snum, cnum, c) in &comms_out {
-        let st = comm_street[c];
-        // In a town, the communities nearest the town centre are urban 社区, the rest 村.
+    in_code_order.sort();
+    let admin = &params.admin_division;
+    let mut records = Vec::with_capacity(count);
+    for &(snum, cnum, c) in &in_code_order {
+        let st = communities.street[c];
         let suffix = if snum < 100 {
             "社区"
         } else {
-            let town_centre = centre[street_seeds[st] as usize];
-            let mine = dist2(comm_centre[c], town_centre);
-            let peers: Vec<f64> = (0..ncomm)
-                .filter(|&o| comm_street[o] == st)
-                .map(|o| dist2(comm_centre[o], town_centre))
+            let town_centre = land.centre_of(streets.seeds[st]);
+            let mine = dist2(numbers.centre[c], town_centre);
+            let peers: Vec<f64> = (0..count)
+                .filter(|&o| communities.street[o] == st)
+                .map(|o| dist2(numbers.centre[o], town_centre))
                 .collect();
             let closer = peers.iter().filter(|&&d| d < mine).count();
             if (closer as f64) < (peers.len() as f64 * 0.25).max(1.0) {
@@ -924,30 +1173,49 @@ pub fn generate(params: &GenerateParams) -> Result<District, GenerateError> {
         };
         let code = CommunityCode::parse(&format!("{admin}{snum:03}{cnum:03}"))
             .map_err(|e| GenerateError::CodeSpace(e.to_string()))?;
-        communities.push(Community {
+        records.push(Community {
             street_code: code.street_code(),
             code,
             name: pool.draw(suffix),
         });
     }
+    Ok(records)
+}
 
-    // Geometry.
+/// The lakes as named excluded areas.
+fn lake_areas(
+    lattice: &Lattice,
+    lakes: &[Vec<(i64, i64)>],
+    pool: &mut NamePool,
+) -> Vec<ExcludedArea> {
+    lakes
+        .iter()
+        .enumerate()
+        .map(|(lake_no, cells)| ExcludedArea {
+            name: pool.draw(["湖", "荡", "泖"][lake_no % 3]),
+            polygon: Polygon::new(lattice.ring_of_cells(cells), vec![]),
+        })
+        .collect()
+}
+
+/// The grids' polygons. A pond is a hole in its grid and is appended to `excluded` as an area
+/// with the same ring and no name yet (see [`name_ponds`]).
+fn grid_features(
+    lattice: &Lattice,
+    grid_cells: &[Vec<u32>],
+    has_pond: &[bool],
+    grid_codes: &[Option<GridCode>],
+    excluded: &mut Vec<ExcludedArea>,
+) -> Result<Vec<Grid>, GenerateError> {
+    let n = lattice.n;
     let cell_ij = |c: u32| ((c as usize % n) as i64, (c as usize / n) as i64);
-    let mut grids = Vec::with_capacity(grid_cells_list.len());
-    let mut excluded = Vec::new();
-    for (lake_no, cells) in lakes.iter().enumerate() {
-        let suffix = ["湖", "荡", "泖"][lake_no % 3];
-        excluded.push(ExcludedArea {
-            name: pool.draw(suffix),
-            polygon: Polygon::new(lat.ring_of_cells(cells), vec![]),
-        });
-    }
-    for (g, cells) in grid_cells_list.iter().enumerate() {
+    let mut grids = Vec::with_capacity(grid_cells.len());
+    for (g, cells) in grid_cells.iter().enumerate() {
         let ij: Vec<(i64, i64)> = cells.iter().map(|&c| cell_ij(c)).collect();
-        let exterior = lat.ring_of_cells(&ij);
+        let exterior = lattice.ring_of_cells(&ij);
         let mut holes = Vec::new();
         if has_pond[g] {
-            let pond = lat.pond_ring(ij[0].0, ij[0].1);
+            let pond = lattice.pond_ring(ij[0].0, ij[0].1);
             let mut hole = pond.clone();
             hole.0.reverse();
             holes.push(hole);
@@ -956,7 +1224,7 @@ pub fn generate(params: &GenerateParams) -> Result<District, GenerateError> {
                 polygon: Polygon::new(pond, vec![]),
             });
         }
-        let Some(code) = grid_code[g] else {
+        let Some(code) = grid_codes[g] else {
             return Err(GenerateError::CodeSpace(format!("grid {g} got no code")));
         };
         grids.push(Grid {
@@ -966,7 +1234,12 @@ pub fn generate(params: &GenerateParams) -> Result<District, GenerateError> {
             polygon: Polygon::new(exterior, holes),
         });
     }
-    // Pond names are drawn after the lakes' so that lake names do not depend on the ponds.
+    Ok(grids)
+}
+
+/// Names the ponds (the excluded areas without a name). They are named after the lakes so that
+/// lake names do not depend on the ponds.
+fn name_ponds(excluded: &mut [ExcludedArea], pool: &mut NamePool) {
     for (k, e) in excluded
         .iter_mut()
         .filter(|e| e.name.is_empty())
@@ -974,18 +1247,4 @@ pub fn generate(params: &GenerateParams) -> Result<District, GenerateError> {
     {
         e.name = pool.draw(if k % 2 == 0 { "池" } else { "潭" });
     }
-
-    let mut district = District {
-        map_version: String::new(),
-        streets,
-        communities,
-        grids,
-        excluded,
-    };
-    district.sort();
-    district.map_version = params
-        .map_version
-        .clone()
-        .unwrap_or_else(|| district.content_hash());
-    Ok(district)
 }

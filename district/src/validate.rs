@@ -607,18 +607,7 @@ fn prepare_piece(
         .iter()
         .map(|r| r[..r.len() - 1].iter().map(|c| proj.project(*c)).collect())
         .collect();
-    let mut bbox = [
-        f64::INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::NEG_INFINITY,
-    ];
-    for p in &shape[0] {
-        bbox[0] = bbox[0].min(p[0]);
-        bbox[1] = bbox[1].min(p[1]);
-        bbox[2] = bbox[2].max(p[0]);
-        bbox[3] = bbox[3].max(p[1]);
-    }
+    let bbox = bounding_box(&shape[0]);
     self_intersections(&rings, &feature, problems);
     let area_m2 = shape_area(&shape);
     Some(Piece {
@@ -878,6 +867,9 @@ pub fn validate(district: &District, opts: &ValidateOptions) -> ValidationReport
 }
 
 /// [`validate`] reporting progress through a callback (for a progress line on big maps).
+///
+/// The phases are those of the module documentation: codes, rings, edges (cancel reversed
+/// twins), union of the residual, gaps, overlaps, contiguity.
 pub fn validate_with_progress(
     d: &District,
     opts: &ValidateOptions,
@@ -887,17 +879,110 @@ pub fn validate_with_progress(
     let mut warnings = Vec::new();
     check_codes(d, &mut problems, &mut warnings);
 
-    let polys: Vec<&Polygon<f64>> = d
-        .grids
+    let polys = piece_polygons(d);
+    let proj = LocalProjection::around(polys.iter().flat_map(|p| p.exterior().0.iter()));
+    let pieces = prepare_pieces(d, &polys, &proj, &mut problems, &mut warnings, progress);
+    let vertices = count_vertices(&polys);
+
+    progress(one_step_phase("edges", 0));
+    let mut edges = cancel_shared_edges(&pieces, &proj, vertices);
+    let unshared_edges = edges.residual.len();
+
+    progress(one_step_phase("union", 0));
+    let union = union_of_residual(&mut edges.residual, &edges.coords);
+    let union_area = shapes_area(&union);
+    let piece_area = total_area(&pieces);
+    let grid_area = total_area(&pieces[..d.grids.len()]);
+    let overlap_total = piece_area - union_area;
+
+    let geometry = Geometry {
+        d,
+        opts,
+        proj: &proj,
+        pieces: &pieces,
+        index: PieceIndex::new(&pieces),
+    };
+    let gap_area = report_gaps(&geometry, &union, &mut problems);
+    if union.len() > 1 {
+        warnings.push(Problem::DisconnectedDistrict { parts: union.len() });
+    }
+    let total_tol = opts.max_piece_m2.max(opts.max_total_relative * piece_area);
+    if overlap_total > total_tol {
+        locate_overlaps(
+            &geometry,
+            &edges.suspect,
+            overlap_total,
+            total_tol,
+            &mut problems,
+            progress,
+        );
+    }
+
+    if unshared_edges * 2 > edges.total {
+        warnings.push(Problem::TopologyNotShared {
+            unshared_edges,
+            edges: edges.total,
+        });
+    } else {
+        check_contiguity(d, &pieces, &edges.adjacency, &problems, &mut warnings);
+    }
+    progress(one_step_phase("done", 1));
+
+    ValidationReport {
+        map_version: d.map_version.clone(),
+        grids: d.grids.len(),
+        communities: d.communities.len(),
+        streets: d.streets.len(),
+        excluded: d.excluded.len(),
+        vertices,
+        grid_area_km2: grid_area / 1e6,
+        excluded_area_km2: (piece_area - grid_area) / 1e6,
+        union_area_km2: union_area / 1e6,
+        overlap_area_m2: overlap_total.max(0.0),
+        gap_area_m2: gap_area,
+        shared_edges: edges.shared,
+        unshared_edges,
+        outline_parts: union.len(),
+        problems,
+        warnings,
+    }
+}
+
+/// Progress of a phase that is reported as one step.
+fn one_step_phase(phase: &str, done: usize) -> Progress<'_> {
+    Progress {
+        phase,
+        done,
+        total: 1,
+    }
+}
+
+/// Sum of the areas of the pieces that could be prepared (m²).
+fn total_area(pieces: &[Option<Piece>]) -> f64 {
+    pieces.iter().flatten().map(|p| p.area_m2).sum()
+}
+
+/// The pieces' polygons: grids first, then excluded areas (piece k < grids is grid k).
+fn piece_polygons(d: &District) -> Vec<&Polygon<f64>> {
+    d.grids
         .iter()
         .map(|g| &g.polygon)
         .chain(d.excluded.iter().map(|e| &e.polygon))
-        .collect();
-    let proj = LocalProjection::around(polys.iter().flat_map(|p| p.exterior().0.iter()));
-    let npieces = polys.len();
-    let step = (npieces / 20).max(1);
+        .collect()
+}
 
-    // Rings.
+/// Checks every piece's rings ([`prepare_piece`]); misoriented rings and repeated vertices are
+/// counted into one warning each.
+fn prepare_pieces(
+    d: &District,
+    polys: &[&Polygon<f64>],
+    proj: &LocalProjection,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Vec<Option<Piece>> {
+    let npieces = polys.len();
+    let step = progress_step(npieces);
     let mut counters = Counters {
         misoriented: 0,
         repeated: 0,
@@ -913,9 +998,9 @@ pub fn validate_with_progress(
         }
         pieces.push(prepare_piece(
             p,
-            &proj,
+            proj,
             || feature_ref(d, k),
-            &mut problems,
+            problems,
             &mut counters,
         ));
     }
@@ -934,7 +1019,17 @@ pub fn validate_with_progress(
             rings: counters.repeated,
         });
     }
-    let vertices: usize = polys
+    pieces
+}
+
+/// Progress is reported about 20 times per pass over the pieces.
+fn progress_step(npieces: usize) -> usize {
+    (npieces / 20).max(1)
+}
+
+/// Ring vertices, closing points not counted.
+fn count_vertices(polys: &[&Polygon<f64>]) -> usize {
+    polys
         .iter()
         .map(|p| {
             std::iter::once(p.exterior())
@@ -942,17 +1037,73 @@ pub fn validate_with_progress(
                 .map(|r| r.0.len().saturating_sub(1))
                 .sum::<usize>()
         })
-        .sum();
+        .sum()
+}
 
-    // Edges: intern vertices by exact bits, cancel reversed twins.
-    progress(Progress {
-        phase: "edges",
-        done: 0,
-        total: 1,
-    });
+/// The pieces' edges after cancelling reversed twins.
+struct Edges {
+    /// Interned vertices, projected to metres; edges refer to them by index.
+    coords: Vec<[f64; 2]>,
+    /// Edges without a reversed twin, as (from, to): the district outline, or defects.
+    residual: Vec<(u32, u32)>,
+    /// Pairs of pieces that share an edge exactly.
+    adjacency: Vec<(u32, u32)>,
+    /// Pieces with an edge in the residual.
+    suspect: Vec<bool>,
+    /// Edges shared exactly by two neighbours.
+    shared: usize,
+    /// All edges.
+    total: usize,
+}
+
+/// Interns vertices by exact bits, then cancels every edge used once in each direction.
+fn cancel_shared_edges(pieces: &[Option<Piece>], proj: &LocalProjection, vertices: usize) -> Edges {
+    let (coords, mut directed) = intern_directed_edges(pieces, proj, vertices);
+    directed.sort_unstable();
+    let mut edges = Edges {
+        coords,
+        residual: Vec::new(),
+        adjacency: Vec::new(),
+        suspect: vec![false; pieces.len()],
+        shared: 0,
+        total: directed.len(),
+    };
+    for group in directed.chunk_by(|a, b| a.0 == b.0) {
+        let key = group[0].0;
+        let fwd = group.iter().filter(|e| e.2).count();
+        let bwd = group.len() - fwd;
+        let (lo, hi) = ((key >> 32) as u32, key as u32);
+        if fwd == 1 && bwd == 1 {
+            edges.shared += 1;
+            edges.adjacency.push((group[0].1, group[1].1));
+        } else {
+            for e in group {
+                edges.suspect[e.1 as usize] = true;
+            }
+            for _ in bwd..fwd {
+                edges.residual.push((lo, hi));
+            }
+            for _ in fwd..bwd {
+                edges.residual.push((hi, lo));
+            }
+        }
+    }
+    edges
+}
+
+/// A ring edge: (lower vertex id << 32 | higher vertex id, piece, whether it runs from the
+/// lower to the higher id).
+type DirectedEdge = (u64, u32, bool);
+
+/// Interned vertex coordinates (metres) and every ring edge; degenerate edges are skipped.
+fn intern_directed_edges(
+    pieces: &[Option<Piece>],
+    proj: &LocalProjection,
+    vertices: usize,
+) -> (Vec<[f64; 2]>, Vec<DirectedEdge>) {
     let mut ids: BitsMap<(u64, u64), u32> = BitsMap::default();
     let mut coords: Vec<[f64; 2]> = Vec::new();
-    let mut edges: Vec<(u64, u32, bool)> = Vec::with_capacity(vertices);
+    let mut edges: Vec<DirectedEdge> = Vec::with_capacity(vertices);
     for (k, piece) in pieces.iter().enumerate() {
         let Some(piece) = piece else { continue };
         for ring in &piece.rings {
@@ -973,56 +1124,28 @@ pub fn validate_with_progress(
             }
         }
     }
-    drop(ids);
-    edges.sort_unstable();
-    let mut suspect = vec![false; npieces];
-    let mut residual: Vec<(u32, u32)> = Vec::new();
-    let mut adjacency: Vec<(u32, u32)> = Vec::new();
-    let mut shared_edges = 0usize;
-    let mut start = 0;
-    while start < edges.len() {
-        let key = edges[start].0;
-        let mut end = start;
-        while end < edges.len() && edges[end].0 == key {
-            end += 1;
-        }
-        let group = &edges[start..end];
-        let fwd = group.iter().filter(|e| e.2).count();
-        let bwd = group.len() - fwd;
-        let (lo, hi) = ((key >> 32) as u32, key as u32);
-        if fwd == 1 && bwd == 1 {
-            shared_edges += 1;
-            adjacency.push((group[0].1, group[1].1));
-        } else {
-            for e in group {
-                suspect[e.1 as usize] = true;
-            }
-            for _ in bwd..fwd {
-                residual.push((lo, hi));
-            }
-            for _ in fwd..bwd {
-                residual.push((hi, lo));
-            }
-        }
-        start = end;
-    }
-    let total_edges = edges.len();
-    drop(edges);
-    let unshared_edges = residual.len();
+    (coords, edges)
+}
 
-    // Residual → closed walks → union with fill rule w > 0.
-    progress(Progress {
-        phase: "union",
-        done: 0,
-        total: 1,
-    });
+/// The union of all pieces: the residual edges joined into closed walks, resolved with the fill
+/// rule w > 0. Sorts `residual`.
+fn union_of_residual(residual: &mut [(u32, u32)], coords: &[[f64; 2]]) -> Vec<Vec<Vec<[f64; 2]>>> {
     residual.sort_unstable();
-    let mut first_out: BTreeMap<u32, usize> = BTreeMap::new();
+    let contours = closed_walks(residual, coords);
+    if contours.is_empty() {
+        Vec::new()
+    } else {
+        contours.simplify_shape(FillRule::Positive)
+    }
+}
+
+/// Joins sorted residual edges into closed walks (each edge used once).
+fn closed_walks(residual: &[(u32, u32)], coords: &[[f64; 2]]) -> Vec<Vec<[f64; 2]>> {
+    let mut cursor: BTreeMap<u32, usize> = BTreeMap::new();
     for (k, e) in residual.iter().enumerate() {
-        first_out.entry(e.0).or_insert(k);
+        cursor.entry(e.0).or_insert(k);
     }
     let mut used = vec![false; residual.len()];
-    let mut cursor: BTreeMap<u32, usize> = first_out.clone();
     let mut take_out = |v: u32, used: &mut Vec<bool>| -> Option<u32> {
         let k = cursor.get_mut(&v)?;
         while *k < residual.len() && residual[*k].0 == v {
@@ -1055,261 +1178,289 @@ pub fn validate_with_progress(
             cur = next;
         }
     }
-    let union: Vec<Vec<Vec<[f64; 2]>>> = if contours.is_empty() {
-        Vec::new()
-    } else {
-        contours.simplify_shape(FillRule::Positive)
-    };
-    let union_area = shapes_area(&union);
-    let piece_area: f64 = pieces.iter().flatten().map(|p| p.area_m2).sum();
-    let grid_area: f64 = pieces[..d.grids.len()]
-        .iter()
-        .flatten()
-        .map(|p| p.area_m2)
-        .sum();
-    let overlap_total = piece_area - union_area;
+    contours
+}
 
-    // R-tree over piece bounding boxes, for locating.
-    let tree: RTree<GeomWithData<Rectangle<[f64; 2]>, u32>> = RTree::bulk_load(
-        pieces
-            .iter()
-            .enumerate()
-            .filter_map(|(k, p)| {
-                p.as_ref().map(|p| {
-                    GeomWithData::new(
-                        Rectangle::from_corners([p.bbox[0], p.bbox[1]], [p.bbox[2], p.bbox[3]]),
-                        k as u32,
-                    )
+/// R-tree over the pieces' bounding boxes, for locating gaps and overlaps.
+struct PieceIndex(RTree<GeomWithData<Rectangle<[f64; 2]>, u32>>);
+
+impl PieceIndex {
+    fn new(pieces: &[Option<Piece>]) -> Self {
+        PieceIndex(RTree::bulk_load(
+            pieces
+                .iter()
+                .enumerate()
+                .filter_map(|(k, p)| {
+                    p.as_ref().map(|p| {
+                        GeomWithData::new(
+                            Rectangle::from_corners([p.bbox[0], p.bbox[1]], [p.bbox[2], p.bbox[3]]),
+                            k as u32,
+                        )
+                    })
                 })
-            })
-            .collect(),
-    );
-    let near = |bb: [f64; 4], limit: usize| -> Vec<u32> {
+                .collect(),
+        ))
+    }
+
+    /// The `limit` lowest-numbered pieces whose bounding box meets `bb`.
+    fn near(&self, bb: [f64; 4], limit: usize) -> Vec<u32> {
         let env = AABB::from_corners([bb[0], bb[1]], [bb[2], bb[3]]);
-        let mut v: Vec<u32> = tree
+        let mut v: Vec<u32> = self
+            .0
             .locate_in_envelope_intersecting(&env)
             .map(|g| g.data)
             .collect();
         v.sort_unstable();
         v.truncate(limit);
         v
-    };
+    }
+}
 
-    // Gaps.
+/// What locating gaps and overlaps needs.
+struct Geometry<'a> {
+    d: &'a District,
+    opts: &'a ValidateOptions,
+    proj: &'a LocalProjection,
+    pieces: &'a [Option<Piece>],
+    index: PieceIndex,
+}
+
+/// Reports every hole of the union larger than the tolerance as a gap; returns the area of all
+/// holes, tolerated ones included.
+fn report_gaps(g: &Geometry<'_>, union: &[Vec<Vec<[f64; 2]>>], problems: &mut Vec<Problem>) -> f64 {
     let mut gap_area = 0.0;
-    for shape in &union {
+    for shape in union {
         for hole in shape.iter().skip(1) {
             let mut closed = hole.clone();
             closed.push(hole[0]);
             let a = ring_area2(&closed).abs() / 2.0;
             gap_area += a;
-            if a > opts.max_piece_m2 {
-                let mut bb = [
-                    f64::INFINITY,
-                    f64::INFINITY,
-                    f64::NEG_INFINITY,
-                    f64::NEG_INFINITY,
-                ];
-                for p in hole {
-                    bb[0] = bb[0].min(p[0]);
-                    bb[1] = bb[1].min(p[1]);
-                    bb[2] = bb[2].max(p[0]);
-                    bb[3] = bb[3].max(p[1]);
-                }
+            if a > g.opts.max_piece_m2 {
                 problems.push(Problem::Gap {
                     area_m2: a,
-                    at: proj.unproject(hole[0]),
-                    near: near(bb, 6)
+                    at: g.proj.unproject(hole[0]),
+                    near: g
+                        .index
+                        .near(bounding_box(hole), 6)
                         .into_iter()
-                        .map(|k| feature_ref(d, k as usize))
+                        .map(|k| feature_ref(g.d, k as usize))
                         .collect(),
                 });
             }
         }
     }
-    if union.len() > 1 {
-        warnings.push(Problem::DisconnectedDistrict { parts: union.len() });
+    gap_area
+}
+
+/// [min x, min y, max x, max y] of `points`.
+fn bounding_box(points: &[[f64; 2]]) -> [f64; 4] {
+    let mut bb = [
+        f64::INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NEG_INFINITY,
+    ];
+    for p in points {
+        bb[0] = bb[0].min(p[0]);
+        bb[1] = bb[1].min(p[1]);
+        bb[2] = bb[2].max(p[0]);
+        bb[3] = bb[3].max(p[1]);
+    }
+    bb
+}
+
+/// Locates the total overlap: first around the suspect pieces (those with a residual edge),
+/// then, if that does not explain it, between every pair of bounding-box neighbours.
+fn locate_overlaps(
+    g: &Geometry<'_>,
+    suspect: &[bool],
+    overlap_total: f64,
+    total_tol: f64,
+    problems: &mut Vec<Problem>,
+    progress: &mut dyn FnMut(Progress<'_>),
+) {
+    let mut search = OverlapSearch {
+        g,
+        done: BTreeSet::new(),
+        located: 0.0,
+    };
+    let suspects: Vec<usize> = (0..g.pieces.len()).filter(|&k| suspect[k]).collect();
+    for (x, &s) in suspects.iter().enumerate() {
+        if x % 64 == 0 {
+            progress(Progress {
+                phase: "overlaps",
+                done: x,
+                total: suspects.len(),
+            });
+        }
+        search.around(s, problems);
+    }
+    if overlap_total - search.located > total_tol {
+        let npieces = g.pieces.len();
+        let step = progress_step(npieces);
+        for s in 0..npieces {
+            if s % step == 0 {
+                progress(Progress {
+                    phase: "overlaps (all pairs)",
+                    done: s,
+                    total: npieces,
+                });
+            }
+            search.around(s, problems);
+        }
+    }
+    // Intersections of pairs overlap each other where three or more pieces stack, so
+    // `located` can exceed the total; only a shortfall is unexplained.
+    if overlap_total - search.located > total_tol {
+        problems.push(Problem::UnlocatedOverlap {
+            area_m2: overlap_total - search.located,
+        });
+    }
+}
+
+/// Pairwise intersections, each pair computed once.
+struct OverlapSearch<'a, 'g> {
+    g: &'a Geometry<'g>,
+    done: BTreeSet<(u32, u32)>,
+    /// Sum of the overlaps reported so far (m²).
+    located: f64,
+}
+
+impl OverlapSearch<'_, '_> {
+    /// Intersects piece `s` with every piece whose bounding box meets its own.
+    fn around(&mut self, s: usize, problems: &mut Vec<Problem>) {
+        if let Some(p) = &self.g.pieces[s] {
+            for t in self.g.index.near(p.bbox, usize::MAX) {
+                self.check_pair(s as u32, t, problems);
+            }
+        }
     }
 
-    // Overlaps.
-    let total_tol = opts.max_piece_m2.max(opts.max_total_relative * piece_area);
-    if overlap_total > total_tol {
-        let mut located = 0.0;
-        let mut done: BTreeSet<(u32, u32)> = BTreeSet::new();
-        let mut check_pair = |a: u32, b: u32, problems: &mut Vec<Problem>, located: &mut f64| {
-            let key = (a.min(b), a.max(b));
-            if a == b || !done.insert(key) {
-                return;
-            }
-            let (Some(pa), Some(pb)) = (&pieces[key.0 as usize], &pieces[key.1 as usize]) else {
-                return;
-            };
-            if pa.bbox[2] <= pb.bbox[0]
-                || pb.bbox[2] <= pa.bbox[0]
-                || pa.bbox[3] <= pb.bbox[1]
-                || pb.bbox[3] <= pa.bbox[1]
-            {
-                return;
-            }
-            let inter = pa
-                .shape
-                .overlay(&pb.shape, OverlayRule::Intersect, FillRule::NonZero);
-            let area = shapes_area(&inter);
-            if area > opts.max_piece_m2 {
-                *located += area;
-                let at = inter
-                    .iter()
-                    .max_by(|x, y| shape_area(x).total_cmp(&shape_area(y)))
-                    .map(|s| proj.unproject(vertex_centroid(&s[0])))
-                    .unwrap_or_default();
-                problems.push(Problem::Overlap {
-                    a: feature_ref(d, key.0 as usize),
-                    b: feature_ref(d, key.1 as usize),
-                    area_m2: area,
-                    at,
-                });
-            }
+    fn check_pair(&mut self, a: u32, b: u32, problems: &mut Vec<Problem>) {
+        let g = self.g;
+        let key = (a.min(b), a.max(b));
+        if a == b || !self.done.insert(key) {
+            return;
+        }
+        let (Some(pa), Some(pb)) = (&g.pieces[key.0 as usize], &g.pieces[key.1 as usize]) else {
+            return;
         };
-        let suspects: Vec<usize> = (0..npieces).filter(|&k| suspect[k]).collect();
-        for (x, &s) in suspects.iter().enumerate() {
-            if x % 64 == 0 {
-                progress(Progress {
-                    phase: "overlaps",
-                    done: x,
-                    total: suspects.len(),
-                });
-            }
-            if let Some(p) = &pieces[s] {
-                for t in near(p.bbox, usize::MAX) {
-                    check_pair(s as u32, t, &mut problems, &mut located);
-                }
-            }
+        if pa.bbox[2] <= pb.bbox[0]
+            || pb.bbox[2] <= pa.bbox[0]
+            || pa.bbox[3] <= pb.bbox[1]
+            || pb.bbox[3] <= pa.bbox[1]
+        {
+            return;
         }
-        if overlap_total - located > total_tol {
-            for (s, piece) in pieces.iter().enumerate() {
-                if s % step == 0 {
-                    progress(Progress {
-                        phase: "overlaps (all pairs)",
-                        done: s,
-                        total: npieces,
-                    });
-                }
-                if let Some(p) = piece {
-                    for t in near(p.bbox, usize::MAX) {
-                        check_pair(s as u32, t, &mut problems, &mut located);
-                    }
-                }
-            }
-        }
-        // Intersections of pairs overlap each other where three or more pieces stack, so
-        // `located` can exceed the total; only a shortfall is unexplained.
-        if overlap_total - located > total_tol {
-            problems.push(Problem::UnlocatedOverlap {
-                area_m2: overlap_total - located,
+        let inter = pa
+            .shape
+            .overlay(&pb.shape, OverlayRule::Intersect, FillRule::NonZero);
+        let area = shapes_area(&inter);
+        if area > g.opts.max_piece_m2 {
+            self.located += area;
+            let at = inter
+                .iter()
+                .max_by(|x, y| shape_area(x).total_cmp(&shape_area(y)))
+                .map(|s| g.proj.unproject(vertex_centroid(&s[0])))
+                .unwrap_or_default();
+            problems.push(Problem::Overlap {
+                a: feature_ref(g.d, key.0 as usize),
+                b: feature_ref(g.d, key.1 as usize),
+                area_m2: area,
+                at,
             });
         }
     }
+}
 
-    // Contiguity of communities and streets, by exactly shared edges.
+/// Warns about communities and streets that consist of separate parts, judged by exactly
+/// shared edges.
+fn check_contiguity(
+    d: &District,
+    pieces: &[Option<Piece>],
+    adjacency: &[(u32, u32)],
+    problems: &[Problem],
+    warnings: &mut Vec<Problem>,
+) {
     let ngrids = d.grids.len();
-    if unshared_edges * 2 > total_edges {
-        warnings.push(Problem::TopologyNotShared {
-            unshared_edges,
-            edges: total_edges,
-        });
-    } else {
-        let mut by_comm = Dsu::new(ngrids);
-        let mut by_street = Dsu::new(ngrids);
-        for &(a, b) in &adjacency {
-            let (a, b) = (a as usize, b as usize);
-            if a >= ngrids || b >= ngrids {
-                continue;
-            }
-            if d.grids[a].community_code == d.grids[b].community_code {
-                by_comm.union(a as u32, b as u32);
-            }
-            if d.grids[a].street_code == d.grids[b].street_code {
-                by_street.union(a as u32, b as u32);
-            }
+    let mut by_comm = Dsu::new(ngrids);
+    let mut by_street = Dsu::new(ngrids);
+    for &(a, b) in adjacency {
+        let (a, b) = (a as usize, b as usize);
+        if a >= ngrids || b >= ngrids {
+            continue;
         }
-        // A grid that shares no edge with anybody while the geometry already has problems is
-        // most likely the broken piece itself: leave it out rather than report its community
-        // as split as well.
-        let geometry_broken = problems.iter().any(|p| {
-            matches!(
-                p,
-                Problem::Overlap { .. }
-                    | Problem::UnlocatedOverlap { .. }
-                    | Problem::Gap { .. }
-                    | Problem::SelfIntersection { .. }
-                    | Problem::InvalidRing { .. }
-                    | Problem::HoleOutsideShell { .. }
-            )
-        });
-        let mut has_neighbour = vec![false; ngrids];
-        for &(a, b) in &adjacency {
-            for x in [a as usize, b as usize] {
-                if x < ngrids {
-                    has_neighbour[x] = true;
-                }
-            }
+        if d.grids[a].community_code == d.grids[b].community_code {
+            by_comm.union(a as u32, b as u32);
         }
-        let mut comm_roots: BTreeMap<&CommunityCode, BTreeSet<u32>> = BTreeMap::new();
-        let mut street_roots: BTreeMap<&StreetCode, BTreeSet<u32>> = BTreeMap::new();
-        for (k, g) in d.grids.iter().enumerate() {
-            if pieces[k].is_none() || (geometry_broken && !has_neighbour[k]) {
-                continue;
-            }
-            comm_roots
-                .entry(&g.community_code)
-                .or_default()
-                .insert(by_comm.find(k as u32));
-            street_roots
-                .entry(&g.street_code)
-                .or_default()
-                .insert(by_street.find(k as u32));
-        }
-        for (code, roots) in comm_roots {
-            if roots.len() > 1 {
-                warnings.push(Problem::CommunityNotContiguous {
-                    code: *code,
-                    parts: roots.len(),
-                });
-            }
-        }
-        for (code, roots) in street_roots {
-            if roots.len() > 1 {
-                warnings.push(Problem::StreetNotContiguous {
-                    code: *code,
-                    parts: roots.len(),
-                });
-            }
+        if d.grids[a].street_code == d.grids[b].street_code {
+            by_street.union(a as u32, b as u32);
         }
     }
-    progress(Progress {
-        phase: "done",
-        done: 1,
-        total: 1,
-    });
+    // A grid that shares no edge with anybody while the geometry already has problems is
+    // most likely the broken piece itself: leave it out rather than report its community
+    // as split as well.
+    let skip_isolated = geometry_broken(problems);
+    let has_neighbour = grids_with_a_neighbour(ngrids, adjacency);
+    let mut comm_roots: BTreeMap<&CommunityCode, BTreeSet<u32>> = BTreeMap::new();
+    let mut street_roots: BTreeMap<&StreetCode, BTreeSet<u32>> = BTreeMap::new();
+    for (k, g) in d.grids.iter().enumerate() {
+        if pieces[k].is_none() || (skip_isolated && !has_neighbour[k]) {
+            continue;
+        }
+        comm_roots
+            .entry(&g.community_code)
+            .or_default()
+            .insert(by_comm.find(k as u32));
+        street_roots
+            .entry(&g.street_code)
+            .or_default()
+            .insert(by_street.find(k as u32));
+    }
+    for (code, roots) in comm_roots {
+        if roots.len() > 1 {
+            warnings.push(Problem::CommunityNotContiguous {
+                code: *code,
+                parts: roots.len(),
+            });
+        }
+    }
+    for (code, roots) in street_roots {
+        if roots.len() > 1 {
+            warnings.push(Problem::StreetNotContiguous {
+                code: *code,
+                parts: roots.len(),
+            });
+        }
+    }
+}
 
-    ValidationReport {
-        map_version: d.map_version.clone(),
-        grids: d.grids.len(),
-        communities: d.communities.len(),
-        streets: d.streets.len(),
-        excluded: d.excluded.len(),
-        vertices,
-        grid_area_km2: grid_area / 1e6,
-        excluded_area_km2: (piece_area - grid_area) / 1e6,
-        union_area_km2: union_area / 1e6,
-        overlap_area_m2: overlap_total.max(0.0),
-        gap_area_m2: gap_area,
-        shared_edges,
-        unshared_edges,
-        outline_parts: union.len(),
-        problems,
-        warnings,
+/// Whether a geometric problem has been found already.
+fn geometry_broken(problems: &[Problem]) -> bool {
+    problems.iter().any(|p| {
+        matches!(
+            p,
+            Problem::Overlap { .. }
+                | Problem::UnlocatedOverlap { .. }
+                | Problem::Gap { .. }
+                | Problem::SelfIntersection { .. }
+                | Problem::InvalidRing { .. }
+                | Problem::HoleOutsideShell { .. }
+        )
+    })
+}
+
+/// Which grids share an edge with some other piece.
+fn grids_with_a_neighbour(ngrids: usize, adjacency: &[(u32, u32)]) -> Vec<bool> {
+    let mut has_neighbour = vec![false; ngrids];
+    for &(a, b) in adjacency {
+        for x in [a as usize, b as usize] {
+            if x < ngrids {
+                has_neighbour[x] = true;
+            }
+        }
     }
+    has_neighbour
 }
 
 /// Validates a GeoJSON document leniently: features that cannot be read become problems (all

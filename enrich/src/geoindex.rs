@@ -237,6 +237,320 @@ fn toggle(set: &mut Vec<u32>, label: u32) {
     }
 }
 
+/// The map's edges, shared ones once with both grids, and the bounding box of the grids'
+/// vertices as [min x, min y, max x, max y].
+fn collect_edges(grids: &[(GridCode, Polygon<f64>)]) -> (Vec<Seg>, [f64; 4]) {
+    let mut segs: Vec<Seg> = Vec::new();
+    let mut by_key: HashMap<[u64; 4], u32> = HashMap::new();
+    let (mut minx, mut miny, mut maxx, mut maxy) = (
+        f64::INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for (gi, (_, poly)) in grids.iter().enumerate() {
+        let gi = gi as u32;
+        for ring in std::iter::once(poly.exterior()).chain(poly.interiors()) {
+            for w in ring.0.windows(2) {
+                let (a, b) = (w[0], w[1]);
+                minx = minx.min(a.x);
+                miny = miny.min(a.y);
+                maxx = maxx.max(a.x);
+                maxy = maxy.max(a.y);
+                if a == b {
+                    continue;
+                }
+                let ka = [a.x.to_bits(), a.y.to_bits()];
+                let kb = [b.x.to_bits(), b.y.to_bits()];
+                let key = if ka <= kb {
+                    [ka[0], ka[1], kb[0], kb[1]]
+                } else {
+                    [kb[0], kb[1], ka[0], ka[1]]
+                };
+                match by_key.get(&key) {
+                    Some(&i) if segs[i as usize].l1 == NONE && segs[i as usize].l0 != gi => {
+                        segs[i as usize].l1 = gi;
+                    }
+                    _ => {
+                        by_key.insert(key, segs.len() as u32);
+                        segs.push(Seg {
+                            a,
+                            b,
+                            l0: gi,
+                            l1: NONE,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    (segs, [minx, miny, maxx, maxy])
+}
+
+/// Toggles in `set` the grids beside every edge (of `ids`) that p→q crosses.
+#[inline]
+fn toggle_crossed<'a>(
+    set: &mut Vec<u32>,
+    p: RCoord<f64>,
+    q: RCoord<f64>,
+    ids: impl Iterator<Item = &'a u32>,
+    segs: &[Seg],
+) {
+    for &si in ids {
+        let s = &segs[si as usize];
+        if crosses(p, q, rc(s.a.x, s.a.y), rc(s.b.x, s.b.y)) {
+            toggle(set, s.l0);
+            toggle(set, s.l1);
+        }
+    }
+}
+
+/// Placement of the cell grid over the district, in degrees.
+struct CellFrame {
+    x0: f64,
+    y0: f64,
+    /// Cell width and height.
+    w: f64,
+    h: f64,
+    nx: usize,
+    ny: usize,
+    /// Cell side in metres.
+    side_m: f64,
+    /// Margins added to a cell when listing the edges that touch it.
+    mx: f64,
+    my: f64,
+}
+
+impl CellFrame {
+    /// Cells square in metres, about `cells_per_grid` cells per grid, at most `max_cells`.
+    fn fit(bounds: [f64; 4], grids: usize, params: IndexParams) -> Self {
+        let [minx, miny, maxx, maxy] = bounds;
+        let mid_lat = (miny + maxy) / 2.0;
+        let kx = mid_lat.to_radians().cos().max(0.01);
+        let width_m = ((maxx - minx) * kx * METRES_PER_DEGREE).max(1e-3);
+        let height_m = ((maxy - miny) * METRES_PER_DEGREE).max(1e-3);
+        let target =
+            (grids as f64 * params.cells_per_grid).clamp(64.0, params.max_cells.max(64) as f64);
+        let mut side_m = (width_m * height_m / target).sqrt();
+        let dims = |s: f64| {
+            let w = s / (kx * METRES_PER_DEGREE);
+            let h = s / METRES_PER_DEGREE;
+            let nx = ((maxx - minx) / w).floor() as usize + 2;
+            let ny = ((maxy - miny) / h).floor() as usize + 2;
+            (w, h, nx, ny)
+        };
+        let (mut w, mut h, mut nx, mut ny) = dims(side_m);
+        while nx * ny > params.max_cells.max(64) {
+            side_m *= 1.1;
+            (w, h, nx, ny) = dims(side_m);
+        }
+        CellFrame {
+            x0: minx - w / 2.0,
+            y0: miny - h / 2.0,
+            w,
+            h,
+            nx,
+            ny,
+            side_m,
+            mx: w * CELL_MARGIN,
+            my: h * CELL_MARGIN,
+        }
+    }
+
+    /// The cells (of `n`, each `size` wide from `origin`) that the interval lo..hi meets.
+    fn cell_range(lo: f64, hi: f64, origin: f64, size: f64, n: usize) -> (usize, usize) {
+        let a = ((lo - origin) / size).floor().max(0.0) as usize;
+        let b = ((hi - origin) / size).floor().max(0.0) as usize;
+        (a.min(n - 1), b.min(n - 1))
+    }
+
+    /// Whether the segment's line passes through cell (ix, iy) grown by the margin.
+    fn touches(&self, s: &Seg, ix: usize, iy: usize) -> bool {
+        let cx0 = self.x0 + ix as f64 * self.w - self.mx;
+        let cx1 = self.x0 + (ix + 1) as f64 * self.w + self.mx;
+        let cy0 = self.y0 + iy as f64 * self.h - self.my;
+        let cy1 = self.y0 + (iy + 1) as f64 * self.h + self.my;
+        let (dx, dy) = (s.b.x - s.a.x, s.b.y - s.a.y);
+        let d = |x: f64, y: f64| dx * (y - s.a.y) - dy * (x - s.a.x);
+        let ds = [d(cx0, cy0), d(cx1, cy0), d(cx0, cy1), d(cx1, cy1)];
+        !(ds.iter().all(|&v| v > 0.0) || ds.iter().all(|&v| v < 0.0))
+    }
+
+    /// Calls `f` with every cell the segment touches (conservatively, with the margin).
+    fn for_each_cell(&self, s: &Seg, f: &mut dyn FnMut(usize)) {
+        let (mx, my) = (self.mx, self.my);
+        let (ix0, ix1) = Self::cell_range(
+            s.a.x.min(s.b.x) - mx,
+            s.a.x.max(s.b.x) + mx,
+            self.x0,
+            self.w,
+            self.nx,
+        );
+        let (iy0, iy1) = Self::cell_range(
+            s.a.y.min(s.b.y) - my,
+            s.a.y.max(s.b.y) + my,
+            self.y0,
+            self.h,
+            self.ny,
+        );
+        for iy in iy0..=iy1 {
+            for ix in ix0..=ix1 {
+                if self.touches(s, ix, iy) {
+                    f(iy * self.nx + ix);
+                }
+            }
+        }
+    }
+
+    /// The first of [`REF_CANDIDATES`] in cell (ix, iy) that lies on none of the cell's edges.
+    fn reference_point(
+        &self,
+        ix: usize,
+        iy: usize,
+        list: &[u32],
+        segs: &[Seg],
+    ) -> Option<RCoord<f64>> {
+        let cx = self.x0 + ix as f64 * self.w;
+        let cy = self.y0 + iy as f64 * self.h;
+        REF_CANDIDATES
+            .iter()
+            .map(|(fx, fy)| rc(cx + fx * self.w, cy + fy * self.h))
+            .find(|&p| list.is_empty() || !on_any_edge(list, segs, p))
+    }
+}
+
+fn on_any_edge(list: &[u32], segs: &[Seg], p: RCoord<f64>) -> bool {
+    list.iter().any(|&si| {
+        let s = &segs[si as usize];
+        orient2d(rc(s.a.x, s.a.y), rc(s.b.x, s.b.y), p) == 0.0
+            && in_bbox(p.x, p.y, s.a.x, s.a.y, s.b.x, s.b.y)
+    })
+}
+
+/// The edges touching each cell, as compressed lists (CSR).
+struct CellLists {
+    /// Cell c's edges are `ids[start[c]..start[c + 1]]`.
+    start: Vec<u32>,
+    ids: Vec<u32>,
+}
+
+impl CellLists {
+    fn build(frame: &CellFrame, segs: &[Seg]) -> Self {
+        let ncells = frame.nx * frame.ny;
+        let mut start = vec![0u32; ncells + 1];
+        for s in segs {
+            frame.for_each_cell(s, &mut |c| start[c + 1] += 1);
+        }
+        for i in 0..ncells {
+            start[i + 1] += start[i];
+        }
+        let mut fill = start.clone();
+        let mut ids = vec![0u32; start[ncells] as usize];
+        for (si, s) in segs.iter().enumerate() {
+            frame.for_each_cell(s, &mut |c| {
+                ids[fill[c] as usize] = si as u32;
+                fill[c] += 1;
+            });
+        }
+        CellLists { start, ids }
+    }
+
+    #[inline]
+    fn of(&self, c: usize) -> &[u32] {
+        &self.ids[self.start[c] as usize..self.start[c + 1] as usize]
+    }
+}
+
+/// The encoded cells, as [`Cells`] stores them.
+struct CellBlocks {
+    tags: Vec<u32>,
+    mixed_count: usize,
+    segs: Vec<CellSeg>,
+    labels: Vec<u32>,
+    slow: usize,
+    /// Scratch: the current cell's labels.
+    cell_labels: Vec<u32>,
+}
+
+impl CellBlocks {
+    fn new(ncells: usize) -> Self {
+        CellBlocks {
+            tags: vec![TAG_OUTSIDE; ncells],
+            mixed_count: 0,
+            segs: Vec::new(),
+            labels: Vec::new(),
+            slow: 0,
+            cell_labels: Vec::new(),
+        }
+    }
+
+    fn mark_slow(&mut self, c: usize) {
+        self.tags[c] = TAG_SLOW;
+        self.slow += 1;
+    }
+
+    /// Encodes cell `c` with reference point `r`, the grids `set` containing r and the cell's
+    /// edges `list`: a plain tag when no edge touches it, else a block of [`CellSeg`]s (or the
+    /// slow path when it involves too many grids).
+    fn encode(&mut self, c: usize, r: RCoord<f64>, set: &[u32], list: &[u32], segs: &[Seg]) {
+        if list.is_empty() && set.len() <= 1 {
+            self.tags[c] = set.first().copied().unwrap_or(TAG_OUTSIDE);
+            return;
+        }
+        self.cell_labels.clear();
+        self.cell_labels.extend(set.iter().copied());
+        for &si in list {
+            let s = &segs[si as usize];
+            self.cell_labels.push(s.l0);
+            if s.l1 != NONE {
+                self.cell_labels.push(s.l1);
+            }
+        }
+        self.cell_labels.sort_unstable();
+        self.cell_labels.dedup();
+        if self.cell_labels.len() > MAX_CELL_LABELS {
+            self.mark_slow(c);
+            return;
+        }
+        let block = self.segs.len();
+        if block >= TAG_MIXED as usize || self.labels.len() >= 1 << 52 {
+            self.mark_slow(c);
+            return;
+        }
+        let cell_labels = &self.cell_labels;
+        let bit = |l: u32| -> u32 {
+            if l == NONE {
+                0
+            } else {
+                1 << cell_labels.binary_search(&l).expect("label listed")
+            }
+        };
+        let r_mask = set.iter().fold(0u32, |m, &l| m | bit(l));
+        self.segs.push(CellSeg {
+            ax: r.x,
+            ay: r.y,
+            bx: self.labels.len() as f64,
+            by: 0.0,
+            mask: r_mask,
+            side: list.len() as i32,
+        });
+        for &si in list {
+            let s = &segs[si as usize];
+            self.segs.push(CellSeg {
+                ax: s.a.x,
+                ay: s.a.y,
+                bx: s.b.x,
+                by: s.b.y,
+                mask: bit(s.l0) | bit(s.l1),
+                side: sign(orient2d(rc(s.a.x, s.a.y), rc(s.b.x, s.b.y), r)),
+            });
+        }
+        self.tags[c] = TAG_MIXED | block as u32;
+        self.mixed_count += 1;
+        self.labels.extend_from_slice(cell_labels);
+    }
+}
+
 /// Offsets (fractions of the cell) tried for a cell's reference point, centre first.
 const REF_CANDIDATES: [(f64, f64); 12] = [
     (0.5, 0.5),
@@ -465,157 +779,47 @@ impl GeoIndex {
         }
     }
 
+    /// The cell grid, as the module documentation describes it: the map's edges, the cells'
+    /// placement, each cell's edge list, then the row walk that encodes every cell.
     fn build_cells(&self, params: IndexParams) -> Cells {
-        // 1. Edges, shared ones once with both grids.
-        let mut segs: Vec<Seg> = Vec::new();
-        let mut by_key: HashMap<[u64; 4], u32> = HashMap::new();
-        let (mut minx, mut miny, mut maxx, mut maxy) = (
-            f64::INFINITY,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::NEG_INFINITY,
-        );
-        for (gi, (_, poly)) in self.grids.iter().enumerate() {
-            let gi = gi as u32;
-            for ring in std::iter::once(poly.exterior()).chain(poly.interiors()) {
-                for w in ring.0.windows(2) {
-                    let (a, b) = (w[0], w[1]);
-                    minx = minx.min(a.x);
-                    miny = miny.min(a.y);
-                    maxx = maxx.max(a.x);
-                    maxy = maxy.max(a.y);
-                    if a == b {
-                        continue;
-                    }
-                    let ka = [a.x.to_bits(), a.y.to_bits()];
-                    let kb = [b.x.to_bits(), b.y.to_bits()];
-                    let key = if ka <= kb {
-                        [ka[0], ka[1], kb[0], kb[1]]
-                    } else {
-                        [kb[0], kb[1], ka[0], ka[1]]
-                    };
-                    match by_key.get(&key) {
-                        Some(&i) if segs[i as usize].l1 == NONE && segs[i as usize].l0 != gi => {
-                            segs[i as usize].l1 = gi;
-                        }
-                        _ => {
-                            by_key.insert(key, segs.len() as u32);
-                            segs.push(Seg {
-                                a,
-                                b,
-                                l0: gi,
-                                l1: NONE,
-                            });
-                        }
-                    }
-                }
-            }
+        let (segs, bounds) = collect_edges(&self.grids);
+        let frame = CellFrame::fit(bounds, self.grids.len(), params);
+        let lists = CellLists::build(&frame, &segs);
+        let blocks = self.walk_rows(&frame, &segs, &lists);
+        Cells {
+            x0: frame.x0,
+            y0: frame.y0,
+            w: frame.w,
+            h: frame.h,
+            inv_w: 1.0 / frame.w,
+            inv_h: 1.0 / frame.h,
+            nx: frame.nx,
+            ny: frame.ny,
+            tags: blocks.tags,
+            mixed_count: blocks.mixed_count,
+            segs: blocks.segs,
+            labels: blocks.labels,
+            cell_size_m: frame.side_m,
+            segment_count: segs.len(),
+            slow: blocks.slow,
         }
-        drop(by_key);
+    }
 
-        // 2. Cell size: square in metres, about `cells_per_grid` cells per grid.
-        let mid_lat = (miny + maxy) / 2.0;
-        let kx = mid_lat.to_radians().cos().max(0.01);
-        let width_m = ((maxx - minx) * kx * METRES_PER_DEGREE).max(1e-3);
-        let height_m = ((maxy - miny) * METRES_PER_DEGREE).max(1e-3);
-        let target = (self.grids.len() as f64 * params.cells_per_grid)
-            .clamp(64.0, params.max_cells.max(64) as f64);
-        let mut side_m = (width_m * height_m / target).sqrt();
-        let dims = |s: f64| {
-            let w = s / (kx * METRES_PER_DEGREE);
-            let h = s / METRES_PER_DEGREE;
-            let nx = ((maxx - minx) / w).floor() as usize + 2;
-            let ny = ((maxy - miny) / h).floor() as usize + 2;
-            (w, h, nx, ny)
-        };
-        let (mut w, mut h, mut nx, mut ny) = dims(side_m);
-        while nx * ny > params.max_cells.max(64) {
-            side_m *= 1.1;
-            (w, h, nx, ny) = dims(side_m);
-        }
-        let x0 = minx - w / 2.0;
-        let y0 = miny - h / 2.0;
-        let (mx, my) = (w * CELL_MARGIN, h * CELL_MARGIN);
-
-        // 3. Edges into the cells they touch (conservatively, with the margin), as CSR lists.
-        let cell_range = |lo: f64, hi: f64, origin: f64, size: f64, n: usize| {
-            let a = ((lo - origin) / size).floor().max(0.0) as usize;
-            let b = ((hi - origin) / size).floor().max(0.0) as usize;
-            (a.min(n - 1), b.min(n - 1))
-        };
-        let touches = |s: &Seg, ix: usize, iy: usize| {
-            let cx0 = x0 + ix as f64 * w - mx;
-            let cx1 = x0 + (ix + 1) as f64 * w + mx;
-            let cy0 = y0 + iy as f64 * h - my;
-            let cy1 = y0 + (iy + 1) as f64 * h + my;
-            let (dx, dy) = (s.b.x - s.a.x, s.b.y - s.a.y);
-            let d = |x: f64, y: f64| dx * (y - s.a.y) - dy * (x - s.a.x);
-            let ds = [d(cx0, cy0), d(cx1, cy0), d(cx0, cy1), d(cx1, cy1)];
-            !(ds.iter().all(|&v| v > 0.0) || ds.iter().all(|&v| v < 0.0))
-        };
-        let for_each_cell = |s: &Seg, f: &mut dyn FnMut(usize)| {
-            let (ix0, ix1) = cell_range(s.a.x.min(s.b.x) - mx, s.a.x.max(s.b.x) + mx, x0, w, nx);
-            let (iy0, iy1) = cell_range(s.a.y.min(s.b.y) - my, s.a.y.max(s.b.y) + my, y0, h, ny);
-            for iy in iy0..=iy1 {
-                for ix in ix0..=ix1 {
-                    if touches(s, ix, iy) {
-                        f(iy * nx + ix);
-                    }
-                }
-            }
-        };
-        let ncells = nx * ny;
-        let mut start = vec![0u32; ncells + 1];
-        for s in &segs {
-            for_each_cell(s, &mut |c| start[c + 1] += 1);
-        }
-        for i in 0..ncells {
-            start[i + 1] += start[i];
-        }
-        let mut fill = start.clone();
-        let mut ids = vec![0u32; start[ncells] as usize];
-        for (si, s) in segs.iter().enumerate() {
-            for_each_cell(s, &mut |c| {
-                ids[fill[c] as usize] = si as u32;
-                fill[c] += 1;
-            });
-        }
-        drop(fill);
-        let cell_ids = |c: usize| &ids[start[c] as usize..start[c + 1] as usize];
-        let on_any = |list: &[u32], p: RCoord<f64>| {
-            list.iter().any(|&si| {
-                let s = &segs[si as usize];
-                orient2d(rc(s.a.x, s.a.y), rc(s.b.x, s.b.y), p) == 0.0
-                    && in_bbox(p.x, p.y, s.a.x, s.a.y, s.b.x, s.b.y)
-            })
-        };
-
-        // 4. Walk each row from the left (outside every grid), carrying the set of grids that
-        //    contain the current reference point.
-        let mut tags = vec![TAG_OUTSIDE; ncells];
-        let mut mixed_count = 0usize;
-        let mut cell_segs = Vec::new();
-        let mut labels = Vec::new();
-        let mut slow = 0usize;
+    /// Walks each row of cells from the left (outside every grid), carrying the set of grids
+    /// that contain the current reference point, and encodes every cell.
+    fn walk_rows(&self, frame: &CellFrame, segs: &[Seg], lists: &CellLists) -> CellBlocks {
+        let mut blocks = CellBlocks::new(frame.nx * frame.ny);
         let mut set: Vec<u32> = Vec::new();
-        let mut cell_labels: Vec<u32> = Vec::new();
-        for iy in 0..ny {
+        for iy in 0..frame.ny {
             set.clear();
             let mut prev: Option<(RCoord<f64>, usize)> = None;
-            for ix in 0..nx {
-                let c = iy * nx + ix;
-                let list = cell_ids(c);
-                let cx = x0 + ix as f64 * w;
-                let cy = y0 + iy as f64 * h;
-                let r = REF_CANDIDATES
-                    .iter()
-                    .map(|(fx, fy)| rc(cx + fx * w, cy + fy * h))
-                    .find(|&p| list.is_empty() || !on_any(list, p));
-                let Some(r) = r else {
+            for ix in 0..frame.nx {
+                let c = iy * frame.nx + ix;
+                let list = lists.of(c);
+                let Some(r) = frame.reference_point(ix, iy, list, segs) else {
                     // No usable reference point (not seen on real maps): this cell is answered
                     // by the exact slow path, and the walk restarts from the next cell.
-                    tags[c] = TAG_SLOW;
-                    slow += 1;
+                    blocks.mark_slow(c);
                     prev = None;
                     continue;
                 };
@@ -625,108 +829,25 @@ impl GeoIndex {
                         // set of grids strictly containing r.
                         set.clear();
                         if ix == 0 {
-                            let start_p = rc(x0 - w, r.y);
-                            for &si in list {
-                                let s = &segs[si as usize];
-                                if crosses(start_p, r, rc(s.a.x, s.a.y), rc(s.b.x, s.b.y)) {
-                                    toggle(&mut set, s.l0);
-                                    toggle(&mut set, s.l1);
-                                }
-                            }
+                            let start_p = rc(frame.x0 - frame.w, r.y);
+                            toggle_crossed(&mut set, start_p, r, list.iter(), segs);
                         } else {
                             set.extend(self.strict_set(r.x, r.y));
                         }
                     }
                     Some((pr, pc)) => {
-                        let plist = cell_ids(pc);
-                        for &si in plist
+                        let plist = lists.of(pc);
+                        let both = plist
                             .iter()
-                            .chain(list.iter().filter(|si| !plist.contains(si)))
-                        {
-                            let s = &segs[si as usize];
-                            if crosses(pr, r, rc(s.a.x, s.a.y), rc(s.b.x, s.b.y)) {
-                                toggle(&mut set, s.l0);
-                                toggle(&mut set, s.l1);
-                            }
-                        }
+                            .chain(list.iter().filter(|si| !plist.contains(si)));
+                        toggle_crossed(&mut set, pr, r, both, segs);
                     }
                 }
                 prev = Some((r, c));
-                if list.is_empty() && set.len() <= 1 {
-                    tags[c] = set.first().copied().unwrap_or(TAG_OUTSIDE);
-                    continue;
-                }
-                cell_labels.clear();
-                cell_labels.extend(set.iter().copied());
-                for &si in list {
-                    let s = &segs[si as usize];
-                    cell_labels.push(s.l0);
-                    if s.l1 != NONE {
-                        cell_labels.push(s.l1);
-                    }
-                }
-                cell_labels.sort_unstable();
-                cell_labels.dedup();
-                if cell_labels.len() > MAX_CELL_LABELS {
-                    tags[c] = TAG_SLOW;
-                    slow += 1;
-                    continue;
-                }
-                let bit = |l: u32| -> u32 {
-                    if l == NONE {
-                        0
-                    } else {
-                        1 << cell_labels.binary_search(&l).expect("label listed")
-                    }
-                };
-                let r_mask = set.iter().fold(0u32, |m, &l| m | bit(l));
-                let block = cell_segs.len();
-                if block >= TAG_MIXED as usize || labels.len() >= 1 << 52 {
-                    tags[c] = TAG_SLOW;
-                    slow += 1;
-                    continue;
-                }
-                cell_segs.push(CellSeg {
-                    ax: r.x,
-                    ay: r.y,
-                    bx: labels.len() as f64,
-                    by: 0.0,
-                    mask: r_mask,
-                    side: list.len() as i32,
-                });
-                for &si in list {
-                    let s = &segs[si as usize];
-                    cell_segs.push(CellSeg {
-                        ax: s.a.x,
-                        ay: s.a.y,
-                        bx: s.b.x,
-                        by: s.b.y,
-                        mask: bit(s.l0) | bit(s.l1),
-                        side: sign(orient2d(rc(s.a.x, s.a.y), rc(s.b.x, s.b.y), r)),
-                    });
-                }
-                tags[c] = TAG_MIXED | block as u32;
-                mixed_count += 1;
-                labels.extend_from_slice(&cell_labels);
+                blocks.encode(c, r, &set, list, segs);
             }
         }
-        Cells {
-            x0,
-            y0,
-            w,
-            h,
-            inv_w: 1.0 / w,
-            inv_h: 1.0 / h,
-            nx,
-            ny,
-            tags,
-            mixed_count,
-            segs: cell_segs,
-            labels,
-            cell_size_m: side_m,
-            segment_count: segs.len(),
-            slow,
-        }
+        blocks
     }
 
     /// Indices of the grids strictly containing the point (sorted).

@@ -25,6 +25,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use gridclue_core::tokens::TokenRecord;
+use gridclue_core::wire::Channel;
 use gridclue_core::ClueId;
 use serde_json::{json, Value};
 
@@ -85,21 +87,43 @@ fn parse_items(bytes: &[u8]) -> Result<Vec<Value>, ApiError> {
 }
 
 async fn accept_batch(state: &AppState, parts: &Parts, body: Body) -> Result<Response, ApiError> {
+    let (token, values) = read_batch(state, parts, body).await?;
+    let items = prepare_items(state, &token, values, channel_of(&parts.headers));
+    let outcomes = produce_ready_items(state, &items).await;
+    respond(state, &items, &outcomes)
+}
+
+/// Checks of the request as a whole (limits, auth, media type, size, shape); the batch's items
+/// as JSON values.
+async fn read_batch(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+) -> Result<(TokenRecord, Vec<Value>), ApiError> {
     state.limit_ip(parts)?;
     let token = state.reporter(&parts.headers)?;
     state.limit_token(&token)?;
     require_media_type(&parts.headers, "application/json")?;
     let bytes = read_body(&parts.headers, body, MAX_BATCH_BODY_BYTES).await?;
     let values = parse_items(&bytes)?;
-    let channel = channel_of(&parts.headers);
+    Ok((token, values))
+}
 
+/// Validates every item as a single POST would. A clue id that repeats an earlier item is a
+/// repeat of it when the content is the same, a conflict otherwise.
+fn prepare_items(
+    state: &AppState,
+    token: &TokenRecord,
+    values: Vec<Value>,
+    channel: Channel,
+) -> Vec<Item> {
     let mut first_index: HashMap<ClueId, (usize, u64)> = HashMap::new();
     let mut items = Vec::with_capacity(values.len());
     for value in values {
         let index = items.len();
         let item = match serde_json::from_value::<ClueRequest>(value) {
             Err(e) => Item::Refused(ApiError::InvalidJson(e.to_string())),
-            Ok(request) => match state.prepare(&token, request, None, channel) {
+            Ok(request) => match state.prepare(token, request, None, channel) {
                 Err(e) => Item::Refused(e),
                 Ok(s) => match first_index.get(&s.clue_id) {
                     Some(&(_, print)) if print != s.fingerprint => {
@@ -115,73 +139,101 @@ async fn accept_batch(state: &AppState, parts: &Parts, body: Body) -> Result<Res
         };
         items.push(item);
     }
+    items
+}
 
-    // Produce every new item concurrently; answer after all acknowledgements.
-    let outcomes = futures::future::join_all(items.iter().map(|item| async move {
+/// The broker's answer for each ready item (`None` for the others), produced concurrently;
+/// returns after every acknowledgement.
+async fn produce_ready_items(
+    state: &AppState,
+    items: &[Item],
+) -> Vec<Option<Result<Produced, ApiError>>> {
+    futures::future::join_all(items.iter().map(|item| async move {
         match item {
             Item::Ready(s) => Some(state.submit(s).await),
             _ => None,
         }
     }))
-    .await;
+    .await
+}
 
-    let mut counts = [0u64; 3]; // accepted, duplicate, error
-    let mut sent = 0usize;
-    let mut unacked = 0usize;
-    let mut retry_after: Option<u64> = None;
+/// What an item's result says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ItemStatus {
+    Accepted,
+    Duplicate,
+    Error,
+}
+
+impl ItemStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            ItemStatus::Accepted => "accepted",
+            ItemStatus::Duplicate => "duplicate",
+            ItemStatus::Error => "error",
+        }
+    }
+}
+
+/// The counts of the answer and what the broker did with the items sent to it.
+#[derive(Default)]
+struct Tally {
+    accepted: u64,
+    duplicates: u64,
+    errors: u64,
+    /// Items the broker was asked to store (acknowledged or not).
+    sent: usize,
+    /// Items the broker did not acknowledge.
+    unacked: usize,
+    /// The longest wait the broker asked for.
+    retry_after: Option<u64>,
+}
+
+impl Tally {
+    fn count(&mut self, status: ItemStatus) {
+        match status {
+            ItemStatus::Accepted => self.accepted += 1,
+            ItemStatus::Duplicate => self.duplicates += 1,
+            ItemStatus::Error => self.errors += 1,
+        }
+    }
+}
+
+/// `200` with one result per item, or `503` when the broker acknowledged none of the items it
+/// was sent.
+fn respond(
+    state: &AppState,
+    items: &[Item],
+    outcomes: &[Option<Result<Produced, ApiError>>],
+) -> Result<Response, ApiError> {
+    let mut tally = Tally::default();
     let mut results = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
-        let result = match item {
-            Item::Ready(s) => {
-                let outcome = outcomes[index].as_ref().expect("ready items were sent");
-                if matches!(
-                    outcome,
-                    Ok(Produced::Acked) | Err(ApiError::BrokerUnavailable { .. })
-                ) {
-                    sent += 1;
-                }
-                outcome_json(index, s.clue_id, outcome, None)
-            }
-            Item::RepeatOf(first, clue_id) => {
-                let outcome = outcomes[*first].as_ref().expect("ready items were sent");
-                outcome_json(index, *clue_id, outcome, Some(*first))
-            }
-            Item::Refused(e) => {
-                state.metrics.rejected.with_label_values(&[e.code()]).inc();
-                error_json(index, None, e)
-            }
-        };
-        let (slot, name) = match result["status"].as_str() {
-            Some("accepted") => (0, "accepted"),
-            Some("duplicate") => (1, "duplicate"),
-            _ => (2, "error"),
-        };
-        counts[slot] += 1;
-        state.metrics.batch_items.with_label_values(&[name]).inc();
-        if let (Item::Ready(_), Some(Err(ApiError::BrokerUnavailable { retry_after_secs }))) =
-            (item, &outcomes[index])
-        {
-            unacked += 1;
-            retry_after = Some(retry_after.unwrap_or(0).max(*retry_after_secs));
-        }
+        let (status, result) = item_result(state, index, item, outcomes, &mut tally);
+        tally.count(status);
+        state
+            .metrics
+            .batch_items
+            .with_label_values(&[status.as_str()])
+            .inc();
         results.push(result);
     }
-    if sent > 0 && unacked == sent {
+    if tally.sent > 0 && tally.unacked == tally.sent {
         return Err(ApiError::BrokerUnavailable {
-            retry_after_secs: retry_after.unwrap_or(1),
+            retry_after_secs: tally.retry_after.unwrap_or(1),
         });
     }
     let mut response = (
         StatusCode::OK,
         Json(json!({
-            "accepted": counts[0],
-            "duplicates": counts[1],
-            "errors": counts[2],
+            "accepted": tally.accepted,
+            "duplicates": tally.duplicates,
+            "errors": tally.errors,
             "results": results,
         })),
     )
         .into_response();
-    if let Some(secs) = retry_after {
+    if let Some(secs) = tally.retry_after {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -189,25 +241,61 @@ async fn accept_batch(state: &AppState, parts: &Parts, body: Body) -> Result<Res
     Ok(response)
 }
 
-fn outcome_json(
+/// One item's result; records in `tally` what the broker did with a ready item.
+fn item_result(
+    state: &AppState,
+    index: usize,
+    item: &Item,
+    outcomes: &[Option<Result<Produced, ApiError>>],
+    tally: &mut Tally,
+) -> (ItemStatus, Value) {
+    match item {
+        Item::Ready(s) => {
+            let outcome = outcomes[index].as_ref().expect("ready items were sent");
+            match outcome {
+                Ok(Produced::Acked) => tally.sent += 1,
+                Err(ApiError::BrokerUnavailable { retry_after_secs }) => {
+                    tally.sent += 1;
+                    tally.unacked += 1;
+                    tally.retry_after = Some(tally.retry_after.unwrap_or(0).max(*retry_after_secs));
+                }
+                _ => {}
+            }
+            outcome_result(index, s.clue_id, outcome, None)
+        }
+        Item::RepeatOf(first, clue_id) => {
+            let outcome = outcomes[*first].as_ref().expect("ready items were sent");
+            outcome_result(index, *clue_id, outcome, Some(*first))
+        }
+        Item::Refused(e) => {
+            state.metrics.rejected.with_label_values(&[e.code()]).inc();
+            (ItemStatus::Error, error_json(index, None, e))
+        }
+    }
+}
+
+fn outcome_result(
     index: usize,
     clue_id: ClueId,
     outcome: &Result<Produced, ApiError>,
     repeat_of: Option<usize>,
-) -> Value {
+) -> (ItemStatus, Value) {
     match (outcome, repeat_of) {
-        (Err(e), _) => error_json(index, Some(clue_id), e),
-        (Ok(Produced::Acked), None) => {
-            json!({"index": index, "status": "accepted", "clue_id": clue_id.to_string()})
-        }
-        (Ok(Produced::AlreadyAcked), None) => {
+        (Err(e), _) => (ItemStatus::Error, error_json(index, Some(clue_id), e)),
+        (Ok(Produced::Acked), None) => (
+            ItemStatus::Accepted,
+            json!({"index": index, "status": "accepted", "clue_id": clue_id.to_string()}),
+        ),
+        (Ok(Produced::AlreadyAcked), None) => (
+            ItemStatus::Duplicate,
             json!({"index": index, "status": "duplicate", "clue_id": clue_id.to_string(),
-                   "reason": "recently_accepted"})
-        }
-        (Ok(_), Some(first)) => {
+                   "reason": "recently_accepted"}),
+        ),
+        (Ok(_), Some(first)) => (
+            ItemStatus::Duplicate,
             json!({"index": index, "status": "duplicate", "clue_id": clue_id.to_string(),
-                   "reason": "repeated_in_batch", "duplicate_of_index": first})
-        }
+                   "reason": "repeated_in_batch", "duplicate_of_index": first}),
+        ),
     }
 }
 
