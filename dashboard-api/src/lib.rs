@@ -21,8 +21,8 @@
 
 pub mod alerts;
 pub mod breakdown;
-pub mod csv;
 pub mod case_gauges;
+pub mod csv;
 pub mod error;
 pub mod indicators;
 pub mod lists;

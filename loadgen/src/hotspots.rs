@@ -342,7 +342,8 @@ pub fn evaluate(
             .collect();
         (code, vertices)
     })));
-    let streets: HashSet<gridclue_core::grid::StreetCode> = grids.iter().map(|g| g.street_code()).collect();
+    let streets: HashSet<gridclue_core::grid::StreetCode> =
+        grids.iter().map(|g| g.street_code()).collect();
     let mut rng = StdRng::seed_from_u64(scenario.seed);
     let back = background(
         &grids,

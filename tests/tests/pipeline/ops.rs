@@ -385,7 +385,10 @@ async fn rules_and_dashboards_name_only_metrics_the_services_expose() {
         "gridclue_sink_end_to_end_freshness_seconds_sum",
     )
     .unwrap();
-    assert!((0.0..120.0).contains(&sum), "end-to-end freshness sum {sum}");
+    assert!(
+        (0.0..120.0).contains(&sum),
+        "end-to-end freshness sum {sum}"
+    );
     assert!(
         scrapes["enrich"].contains("gridclue_enrich_dlq_total{reason=\"undecodable\"} 0"),
         "DLQ reasons start at 0"
