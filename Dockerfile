@@ -10,10 +10,11 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-        --bin gridclue-ingest --bin gridclue-enrich --bin gridclue-sink --bin gridclue-dashboard-api \
+        --bin gridclue-ingest --bin gridclue-enrich --bin gridclue-sink --bin gridclue-dashboard-api --bin gridclue-hotspots \
     && mkdir -p /out \
     && cp target/release/gridclue-ingest target/release/gridclue-enrich \
-          target/release/gridclue-sink target/release/gridclue-dashboard-api /out/
+          target/release/gridclue-sink target/release/gridclue-dashboard-api \
+          target/release/gridclue-hotspots /out/
 
 # Runtime: a small Debian with CA certificates (TLS to Kafka/ClickHouse) and curl (health
 # checks); librdkafka is linked in statically. Runs as an unprivileged user.
