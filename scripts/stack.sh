@@ -600,6 +600,48 @@ cmd_env() {
     grep -v '^#' "$STACK_ENV_FILE" | sed 's/^/export /'
 }
 
+# The governance indicators of the demo's month by street, and the reporters' leaderboard.
+demo_indicators_and_leaderboard() {
+    local to from auth="Authorization: Bearer $GRIDCLUE_DEMO_DISTRICT_TOKEN" ind board
+    # China dates: the cohort is the cases accepted in the 31 days up to and including today.
+    to="$(TZ=Asia/Shanghai date -d tomorrow +%F)"
+    from="$(TZ=Asia/Shanghai date -d '30 days ago' +%F)"
+    step "indicators $from … $to by street ($GRIDCLUE_DASHBOARD_URL/v1/indicators)"
+    ind="$(curl -fsS --max-time 30 -H "$auth" \
+        "$GRIDCLUE_DASHBOARD_URL/v1/indicators?from=$from&to=$to&by=street" 2>/dev/null || true)"
+    board="$(curl -fsS --max-time 30 -H "$auth" \
+        "$GRIDCLUE_DASHBOARD_URL/v1/leaderboard?period=month" 2>/dev/null || true)"
+    if [ -z "$ind" ] || [ -z "$board" ]; then
+        echo "    (no answer from /v1/indicators or /v1/leaderboard)" >&2
+        return 0
+    fi
+    python3 - "$ind" "$board" <<'PY' || printf '%s\n%s\n' "$ind" "$board"
+import json, sys, unicodedata
+
+def pad(text, width):
+    text = str(text)
+    w = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return text + " " * max(0, width - w)
+
+def pct(x):
+    return "    -" if x is None else "%5.1f" % (100 * x)
+
+ind, board = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print("    " + pad("street", 22) + "accepted  due closed  结案率 按期结案率 返工率 延期率  score")
+for r in ind.get("rows", []) + [dict(ind.get("total", {}), name="total")]:
+    score = r.get("score")
+    print("    " + pad(r.get("name") or r.get("key", ""), 22)
+          + "%8s %4s %6s   %s   %s   %s  %s  %s" % (
+              r.get("accepted"), r.get("due"), r.get("closed"),
+              pct(r.get("closure_rate")), pct(r.get("on_time_rate")),
+              pct(r.get("rework_rate")), pct(r.get("postpone_rate")),
+              "    -" if score is None else "%5.1f" % score))
+print("    leaderboard (%s): points earned" % board.get("period"))
+for r in board.get("rows", [])[:10]:
+    print("      %2s. %s %s %6s" % (r.get("rank"), pad(r.get("name", ""), 20), pad(r.get("group", ""), 16), r.get("points")))
+PY
+}
+
 cmd_demo() {
     cmd_up
     flock -u 9 2>/dev/null || true
@@ -642,6 +684,8 @@ for r in s.get("by_category", []):
 PY
         printf '%s\n' "$body"
     fi
+
+    demo_indicators_and_leaderboard
 
     # A service that is up but not ready (e.g. a Kafka log reset held by the sink or enrich) is
     # said out loud: its numbers above are not complete.
