@@ -638,7 +638,7 @@ for r in ind.get("rows", []) + [dict(ind.get("total", {}), name="total")]:
               "    -" if score is None else "%5.1f" % score))
 print("    leaderboard (%s): points earned" % board.get("period"))
 for r in board.get("rows", [])[:10]:
-    print("      %2s. %s %s %6s" % (r.get("rank"), pad(r.get("name", ""), 20), pad(r.get("group", ""), 16), r.get("points")))
+    print("      %2s. %s %s %6s" % (r.get("rank"), pad(r.get("name", ""), 20), pad(r.get("group") or "", 16), r.get("points")))
 PY
 }
 

@@ -224,7 +224,8 @@ impl TestApp {
 
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        for url in [&self.ingest_url, &self.dashboard_url] {
+        // The sink is ready once its migrations ran: every table a read needs exists.
+        for url in [&self.ingest_url, &self.dashboard_url, &self.sink_url] {
             loop {
                 let ok = self
                     .http
