@@ -140,15 +140,23 @@ async fn imported_history_keeps_its_times_and_is_imported_once() {
             .deadline(open_accept, limit("garbage_pile"))
             .unwrap()
     );
-    let facts: Vec<FactTime> = ch
-        .query(
-            "SELECT seq, fact_type, occurred_at_ms FROM clue_events FINAL \
-             WHERE clue_id = toUUID(?) ORDER BY seq",
-        )
-        .bind(&closed_id)
-        .fetch_all()
-        .await
-        .unwrap();
+    // The clue's state and its facts are separate inserts: wait until all six facts are there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let facts: Vec<FactTime> = loop {
+        let facts: Vec<FactTime> = ch
+            .query(
+                "SELECT seq, fact_type, occurred_at_ms FROM clue_events FINAL \
+                 WHERE clue_id = toUUID(?) ORDER BY seq",
+            )
+            .bind(&closed_id)
+            .fetch_all()
+            .await
+            .unwrap();
+        if facts.len() >= 6 || Instant::now() > deadline {
+            break facts;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let got: Vec<(String, u64)> = facts
         .iter()
         .map(|f| (f.fact_type.clone(), f.occurred_at_ms))
