@@ -179,6 +179,11 @@ impl StoppedApp {
             metrics_interval_ms: METRICS_INTERVAL_MS,
             ..Default::default()
         };
+        // Every table a read needs exists before any service answers (the sink's own start-up
+        // migration then finds nothing to do).
+        gridclue_sink::migrate(&sink)
+            .await
+            .expect("the test database is migrated");
         tasks.push(tokio::spawn(gridclue_sink::run(l, sink, stopped(&rx))));
 
         let dashboard = gridclue_dashboard_api::DashboardConfig {

@@ -89,12 +89,6 @@ async fn alerts_when(app: &TestApp, done: impl Fn(&[Value]) -> bool) -> Vec<Valu
             .send()
             .await
             .unwrap();
-        // 503 until the sink has created the alerts table (the stack waits for ingest and
-        // dashboard-api only); anything else is an error at once.
-        if r.status() == 503 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
         assert_eq!(r.status(), 200);
         let body: Value = r.json().await.unwrap();
         let rows = body["rows"].as_array().cloned().unwrap_or_default();
