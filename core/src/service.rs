@@ -1,17 +1,22 @@
 //! Pieces every gridclue HTTP service shares: the shutdown signal of its binary, the
-//! problem-details body of its errors (RFC 9457), and the probe routes of the services whose
-//! HTTP side is only for operations.
+//! problem-details body of its errors (RFC 9457), the request metrics of the services with an
+//! API, and the probe routes (`/healthz`, `/readyz`, `/metrics`) of all of them.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use prometheus::Registry;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 use serde::Serialize;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
@@ -135,6 +140,142 @@ pub fn readiness_routes(readiness: Readiness, registry: Registry) -> Router {
         })
 }
 
+/// A readiness check run on every `/readyz` request: `Err` names what is not ready.
+pub type ReadinessCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// `/healthz`, `/readyz` answering what `check` says now (200 `ready`, or 503 with the reason),
+/// and `/metrics` — for the services whose readiness is a dependency answering (ingest: the
+/// broker; dashboard-api: ClickHouse) rather than a state they set.
+pub fn checked_probe_routes<S>(check: ReadinessCheck, registry: Registry) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let readyz = get(move || {
+        let check = check.clone();
+        async move {
+            match check().await {
+                Ok(()) => (StatusCode::OK, "ready".to_owned()),
+                Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+            }
+        }
+    });
+    let metrics = get(move || {
+        let registry = registry.clone();
+        async move {
+            (
+                [(header::CONTENT_TYPE, crate::telemetry::METRICS_CONTENT_TYPE)],
+                crate::telemetry::render(&registry),
+            )
+        }
+    });
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", readyz)
+        .route("/metrics", metrics)
+}
+
+/// The metric names of one service's [`RequestMetrics`].
+pub struct RequestMetricNames {
+    pub requests_total: &'static str,
+    pub duration_seconds: &'static str,
+    pub in_flight: &'static str,
+}
+
+/// HTTP requests by route template and status, latency by route template, and requests being
+/// served — one definition for every service with an API (route templates, never raw paths, so
+/// label values stay bounded).
+#[derive(Clone)]
+pub struct RequestMetrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    in_flight: IntGauge,
+}
+
+impl RequestMetrics {
+    /// Creates the three metrics and registers them in `registry`.
+    pub fn register(registry: &Registry, names: RequestMetricNames) -> Self {
+        let requests = IntCounterVec::new(
+            Opts::new(names.requests_total, "HTTP requests by route and status"),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(names.duration_seconds, "HTTP request latency by route")
+                .buckets(crate::telemetry::LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let in_flight =
+            IntGauge::new(names.in_flight, "Requests being served").expect("valid metric");
+        for m in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(in_flight.clone()),
+        ] {
+            registry.register(m).expect("metric registered once");
+        }
+        Self {
+            requests,
+            duration,
+            in_flight,
+        }
+    }
+
+    /// Requests answered so far with `route` (a template such as `/v1/clues/{id}`) and `status`.
+    pub fn requests(&self, route: &str, status: StatusCode) -> u64 {
+        self.requests
+            .with_label_values(&[route, status.as_str()])
+            .get()
+    }
+
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+}
+
+/// Keeps the in-flight gauge right when a request's future is dropped (client gone, timeout).
+struct InFlight(IntGauge);
+
+impl InFlight {
+    fn enter(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Middleware (`axum::middleware::from_fn_with_state(metrics, track_requests)`) recording every
+/// request in `metrics`; requests matching no route count as `unmatched`.
+pub async fn track_requests(
+    State(metrics): State<RequestMetrics>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let _in_flight = InFlight::enter(&metrics.in_flight);
+    let started = Instant::now();
+    let response = next.run(req).await;
+    metrics
+        .duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .with_label_values(&[&route, response.status().as_str()])
+        .inc();
+    response
+}
+
 /// Why an operations endpoint refused a request (see [`require_admin`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AdminRefusal {
@@ -255,6 +396,124 @@ mod tests {
         let r = app.oneshot(get("/metrics")).await.unwrap();
         let text = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
         assert!(String::from_utf8_lossy(&text).contains("gridclue_test_total 1"));
+    }
+
+    fn test_names() -> RequestMetricNames {
+        RequestMetricNames {
+            requests_total: "gridclue_test_requests_total",
+            duration_seconds: "gridclue_test_request_duration_seconds",
+            in_flight: "gridclue_test_in_flight_requests",
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_by_route_template_and_status() {
+        let registry = Registry::new();
+        let metrics = RequestMetrics::register(&registry, test_names());
+        let app: Router = Router::new()
+            .route("/v1/clues/{id}", get(|| async { StatusCode::ACCEPTED }))
+            .layer(axum::middleware::from_fn_with_state(
+                metrics.clone(),
+                track_requests,
+            ));
+        for path in ["/v1/clues/a", "/v1/clues/b", "/nowhere"] {
+            app.clone()
+                .oneshot(
+                    axum::http::Request::get(path)
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(metrics.requests("/v1/clues/{id}", StatusCode::ACCEPTED), 2);
+        assert_eq!(metrics.requests("unmatched", StatusCode::NOT_FOUND), 1);
+        assert_eq!(metrics.in_flight(), 0);
+        let text = crate::telemetry::render(&registry);
+        assert!(
+            text.contains(
+                "gridclue_test_request_duration_seconds_count{route=\"/v1/clues/{id}\"} 2"
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_midway_leaves_the_in_flight_gauge() {
+        let metrics = RequestMetrics::register(&Registry::new(), test_names());
+        let (entered_tx, entered_rx) = tokio::sync::oneshot::channel::<()>();
+        let entered_tx = Arc::new(Mutex::new(Some(entered_tx)));
+        let app: Router = Router::new()
+            .route(
+                "/slow",
+                get(move || {
+                    let entered_tx = entered_tx.clone();
+                    async move {
+                        if let Some(tx) = entered_tx.lock().unwrap().take() {
+                            let _ = tx.send(());
+                        }
+                        std::future::pending::<()>().await
+                    }
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                metrics.clone(),
+                track_requests,
+            ));
+        let request = tokio::spawn(
+            app.oneshot(
+                axum::http::Request::get("/slow")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            ),
+        );
+        entered_rx.await.unwrap();
+        assert_eq!(metrics.in_flight(), 1);
+        request.abort();
+        let _ = request.await;
+        assert_eq!(metrics.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn checked_readyz_answers_what_the_check_says() {
+        let healthy = Arc::new(AtomicBool::new(false));
+        let check: ReadinessCheck = {
+            let healthy = healthy.clone();
+            Arc::new(move || {
+                let up = healthy.load(Ordering::Acquire);
+                Box::pin(async move {
+                    if up {
+                        Ok(())
+                    } else {
+                        Err("clickhouse unavailable".to_owned())
+                    }
+                })
+            })
+        };
+        let app: Router = checked_probe_routes(check, Registry::new());
+        let readyz = || async {
+            let r = app
+                .clone()
+                .oneshot(
+                    axum::http::Request::get("/readyz")
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = r.status();
+            let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        };
+        assert_eq!(
+            readyz().await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "clickhouse unavailable".to_owned()
+            )
+        );
+        healthy.store(true, Ordering::Release);
+        assert_eq!(readyz().await, (StatusCode::OK, "ready".to_owned()));
     }
 
     #[tokio::test]

@@ -63,6 +63,9 @@ pub mod names {
         "gridclue_sink_end_to_end_freshness_seconds";
     // dashboard-api
     pub const DASHBOARD_REQUESTS_TOTAL: &str = "gridclue_dashboard_requests_total";
+    pub const DASHBOARD_REQUEST_DURATION_SECONDS: &str =
+        "gridclue_dashboard_request_duration_seconds";
+    pub const DASHBOARD_IN_FLIGHT_REQUESTS: &str = "gridclue_dashboard_in_flight_requests";
     pub const DASHBOARD_QUERY_DURATION_SECONDS: &str = "gridclue_dashboard_query_duration_seconds";
     pub const DASHBOARD_STREAM_QUERIES_TOTAL: &str = "gridclue_dashboard_stream_queries_total";
     pub const DASHBOARD_STREAM_POLLS_TOTAL: &str = "gridclue_dashboard_stream_polls_total";

@@ -47,15 +47,16 @@ use std::time::Instant;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath};
-use axum::extract::{MatchedPath, Query, Request, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gridclue_core::calendar::Calendar;
 use gridclue_core::ch::ChSettings;
 use gridclue_core::config::{self, ConfigError, Secret};
+use gridclue_core::service;
 use gridclue_core::tokens::{TokenKind, TokenRecord, TokenStore};
 use serde::{Deserialize, Serialize};
 
@@ -276,9 +277,10 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(web::routes())
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_handler))
+        .merge(service::checked_probe_routes(
+            clickhouse_readiness(state.ch.clone()),
+            state.metrics.registry.clone(),
+        ))
         .route("/v1/summary", get(get_summary))
         .route("/v1/alerts", get(get_alerts))
         .route("/v1/work", get(get_work))
@@ -298,47 +300,24 @@ pub fn app(state: AppState) -> Router {
             post(post_redemption).layer(DefaultBodyLimit::max(REDEMPTION_BODY_LIMIT)),
         )
         .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
+            state.metrics.http.clone(),
+            service::track_requests,
         ))
         .with_state(state)
 }
 
-async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let response = next.run(req).await;
-    state
-        .metrics
-        .requests
-        .with_label_values(&[&route, response.status().as_str()])
-        .inc();
-    response
-}
-
-/// Ready when ClickHouse answers.
-async fn readyz(State(state): State<AppState>) -> Response {
-    match state.ch.query("SELECT 1").fetch_one::<u8>().await {
-        Ok(_) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness: ClickHouse does not answer");
-            (StatusCode::SERVICE_UNAVAILABLE, "clickhouse unavailable").into_response()
-        }
-    }
-}
-
-async fn metrics_handler(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            gridclue_core::telemetry::METRICS_CONTENT_TYPE,
-        )],
-        gridclue_core::telemetry::render(&state.metrics.registry),
-    )
-        .into_response()
+/// Ready while ClickHouse answers.
+fn clickhouse_readiness(ch: clickhouse::Client) -> service::ReadinessCheck {
+    Arc::new(move || {
+        let ch = ch.clone();
+        Box::pin(async move {
+            ch.query("SELECT 1").fetch_one::<u8>().await.map_err(|e| {
+                tracing::warn!(error = %e, "readiness: ClickHouse does not answer");
+                "clickhouse unavailable".to_owned()
+            })?;
+            Ok(())
+        })
+    })
 }
 
 async fn get_summary(

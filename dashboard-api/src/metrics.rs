@@ -1,15 +1,14 @@
 //! The dashboard API's Prometheus metrics (names from `gridclue_core::telemetry::names`).
 
+use gridclue_core::service::{RequestMetricNames, RequestMetrics};
 use gridclue_core::telemetry::{names, LATENCY_BUCKETS};
-use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct DashboardMetrics {
     pub registry: Registry,
-    /// Requests by route template and status code.
-    pub requests: IntCounterVec,
+    /// Requests by route template and status code, latency, in flight.
+    pub http: RequestMetrics,
     /// ClickHouse query duration by query name.
     pub query_duration: HistogramVec,
     /// ClickHouse queries of the live numbers' loop (probes and recomputations): one loop for
@@ -53,17 +52,14 @@ impl DashboardMetrics {
         registry
             .register(Box::new(case_gauge_errors.clone()))
             .expect("metric registered once");
-        let requests = IntCounterVec::new(
-            Opts::new(
-                names::DASHBOARD_REQUESTS_TOTAL,
-                "HTTP requests by route and status",
-            ),
-            &["route", "status"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(requests.clone()))
-            .expect("metric registered once");
+        let http = RequestMetrics::register(
+            &registry,
+            RequestMetricNames {
+                requests_total: names::DASHBOARD_REQUESTS_TOTAL,
+                duration_seconds: names::DASHBOARD_REQUEST_DURATION_SECONDS,
+                in_flight: names::DASHBOARD_IN_FLIGHT_REQUESTS,
+            },
+        );
         let query_duration = HistogramVec::new(
             HistogramOpts::new(
                 names::DASHBOARD_QUERY_DURATION_SECONDS,
@@ -100,7 +96,7 @@ impl DashboardMetrics {
         }
         Self {
             registry,
-            requests,
+            http,
             query_duration,
             stream_queries,
             stream_polls,

@@ -3,19 +3,19 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gridclue_core::category::Catalog;
 use gridclue_core::secrets::SecretKey;
-use gridclue_core::telemetry;
+use gridclue_core::service;
 use gridclue_core::tokens::{AuthError, TokenKind, TokenRecord, TokenStore};
 use gridclue_core::wire::{self, Actor, ActorKind, Channel, Command, CommandEnvelope};
 use gridclue_core::{ClueId, CommandId, ReporterId};
@@ -121,50 +121,31 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/service-area", get(service_area))
         .nest("/open311/v2", crate::open311::routes())
         .merge(crate::admin::routes())
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(service::checked_probe_routes(
+            broker_readiness(state.producer.clone()),
+            state.metrics.registry.clone(),
+        ))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.http.clone(),
+            service::track_requests,
+        ))
         .with_state(state)
 }
 
-/// Counts requests by route and status, and the in-flight gauge.
-async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let m = &state.metrics;
-    m.in_flight.inc();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    m.in_flight.dec();
-    m.request_duration
-        .with_label_values(&[&route])
-        .observe(started.elapsed().as_secs_f64());
-    m.requests
-        .with_label_values(&[&route, response.status().as_str()])
-        .inc();
-    response
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    if state.producer.broker_reachable().await {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable").into_response()
-    }
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, telemetry::METRICS_CONTENT_TYPE)],
-        telemetry::render(&state.metrics.registry),
-    )
-        .into_response()
+/// Ready while the broker answers: a 202 needs its acknowledgement.
+fn broker_readiness(producer: CommandProducer) -> service::ReadinessCheck {
+    Arc::new(move || {
+        let producer = producer.clone();
+        Box::pin(async move {
+            if producer.broker_reachable().await {
+                Ok(())
+            } else {
+                Err("broker unreachable".to_owned())
+            }
+        })
+    })
 }
 
 async fn list_categories(State(state): State<AppState>) -> Json<serde_json::Value> {

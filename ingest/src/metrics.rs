@@ -1,16 +1,16 @@
 //! Ingest's Prometheus metrics, one registry per service instance.
 
+use gridclue_core::service::{RequestMetricNames, RequestMetrics};
 use gridclue_core::telemetry::{names, LATENCY_BUCKETS};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct IngestMetrics {
     pub registry: Registry,
-    pub requests: IntCounterVec,
-    pub request_duration: HistogramVec,
+    /// Requests by route and status, latency, in flight.
+    pub http: RequestMetrics,
     pub produce_duration: HistogramVec,
     pub rejected: IntCounterVec,
-    pub in_flight: IntGauge,
     pub batch_items: IntCounterVec,
     pub read_duration: HistogramVec,
     pub transitions: IntCounterVec,
@@ -21,23 +21,14 @@ impl IngestMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         gridclue_core::telemetry::register_common(&registry);
-        let requests = IntCounterVec::new(
-            Opts::new(
-                names::INGEST_REQUESTS_TOTAL,
-                "HTTP requests by route and status",
-            ),
-            &["route", "status"],
-        )
-        .expect("valid metric");
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                names::INGEST_REQUEST_DURATION_SECONDS,
-                "HTTP request latency",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
-        )
-        .expect("valid metric");
+        let http = RequestMetrics::register(
+            &registry,
+            RequestMetricNames {
+                requests_total: names::INGEST_REQUESTS_TOTAL,
+                duration_seconds: names::INGEST_REQUEST_DURATION_SECONDS,
+                in_flight: names::INGEST_IN_FLIGHT_REQUESTS,
+            },
+        );
         let produce_duration = HistogramVec::new(
             HistogramOpts::new(
                 names::INGEST_PRODUCE_DURATION_SECONDS,
@@ -55,8 +46,6 @@ impl IngestMetrics {
             &["reason"],
         )
         .expect("valid metric");
-        let in_flight = IntGauge::new(names::INGEST_IN_FLIGHT_REQUESTS, "Requests being served")
-            .expect("valid metric");
         let batch_items = IntCounterVec::new(
             Opts::new(
                 names::INGEST_BATCH_ITEMS_TOTAL,
@@ -92,13 +81,10 @@ impl IngestMetrics {
         )
         .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(photos.clone()),
+            Box::new(photos.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(transitions.clone()),
-            Box::new(request_duration.clone()),
             Box::new(produce_duration.clone()),
             Box::new(rejected.clone()),
-            Box::new(in_flight.clone()),
             Box::new(batch_items.clone()),
             Box::new(read_duration.clone()),
         ] {
@@ -106,11 +92,9 @@ impl IngestMetrics {
         }
         Self {
             registry,
-            requests,
-            request_duration,
+            http,
             produce_duration,
             rejected,
-            in_flight,
             batch_items,
             read_duration,
             transitions,
