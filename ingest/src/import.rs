@@ -319,35 +319,23 @@ fn prepare(
         ));
     }
     let clue_id = imported_clue_id(source, &c.source_id);
-    let reported_at_ms = parse_time("reported_at", &c.reported_at)?;
-    let skew = state.max_clock_skew.as_millis() as u64;
-    if reported_at_ms > now_ms + skew {
-        return Err(ApiError::invalid(
-            "reported_at_in_future",
-            "reported_at is in the future",
-        ));
-    }
-    if reported_at_ms + MAX_HISTORY_DAYS * 86_400_000 < now_ms {
-        return Err(ApiError::invalid(
-            "reported_at_too_old",
-            format!("history reaches back at most {MAX_HISTORY_DAYS} days"),
-        ));
-    }
-    let group: ReporterGroup = match c.reporter_group.as_deref() {
-        None => ReporterGroup::GridMember,
-        Some(g) => g.parse().map_err(|_| {
-            ApiError::invalid(
-                "invalid_group",
-                "reporter_group must be one of courier, food_delivery, ride_hailing, truck, grid_member",
-            )
-        })?,
+    let skew_ms = state.max_clock_skew.as_millis() as u64;
+    let reported_at_ms = check_reported_at(&c.reported_at, now_ms, skew_ms)?;
+    let group = reporter_group(c.reporter_group.as_deref())?;
+    // The importing district token is the reporter of record: imported clues have no rider's
+    // token, and the reporter's own actions (withdraw, rate) in the timeline are its too.
+    let reporter = Actor {
+        kind: ActorKind::Reporter,
+        id: token.id.clone(),
+        group: Some(group),
+        scope: None,
     };
     let rules = Rules {
         catalog: &state.catalog,
         bounds: state.bounds,
         secret: &state.secret,
         now_ms,
-        max_clock_skew_ms: skew,
+        max_clock_skew_ms: skew_ms,
     };
     let mut report = rules.report(
         ClueRequest {
@@ -371,14 +359,6 @@ fn prepare(
             ),
         ));
     }
-    // The importing district token is the reporter of record: imported clues have no rider's
-    // token, and the reporter's own actions (withdraw, rate) in the timeline are its too.
-    let reporter = Actor {
-        kind: ActorKind::Reporter,
-        id: token.id.clone(),
-        group: Some(group),
-        scope: None,
-    };
     let mut commands = vec![CommandEnvelope {
         v: wire::SCHEMA_VERSION,
         command_id: CommandId::for_report(clue_id),
@@ -387,54 +367,102 @@ fn prepare(
         actor: reporter.clone(),
         command: Command::Report(report),
     }];
-    let mut last = reported_at_ms;
-    for (i, mut fields) in c.timeline.into_iter().enumerate() {
-        let bad = |field: &str, detail: String| ApiError::InvalidField {
+    let mut previous_ms = reported_at_ms;
+    for (i, fields) in c.timeline.into_iter().enumerate() {
+        let step = TimelineStep {
+            index: i,
+            clue_id,
+            source,
+            previous_ms,
+            now_ms,
+            skew_ms,
+        };
+        let envelope = step.command(fields, state, token, &reporter)?;
+        previous_ms = envelope.issued_at_ms;
+        commands.push(envelope);
+    }
+    Ok(Prepared {
+        source_id: c.source_id,
+        clue_id,
+        commands,
+    })
+}
+
+/// The report's time: not in the future (beyond the allowed skew), not older than the history
+/// an import may reach back.
+fn check_reported_at(reported_at: &str, now_ms: u64, skew_ms: u64) -> Result<u64, ApiError> {
+    let reported_at_ms = parse_time("reported_at", reported_at)?;
+    if reported_at_ms > now_ms + skew_ms {
+        return Err(ApiError::invalid(
+            "reported_at_in_future",
+            "reported_at is in the future",
+        ));
+    }
+    if reported_at_ms + MAX_HISTORY_DAYS * 86_400_000 < now_ms {
+        return Err(ApiError::invalid(
+            "reported_at_too_old",
+            format!("history reaches back at most {MAX_HISTORY_DAYS} days"),
+        ));
+    }
+    Ok(reported_at_ms)
+}
+
+fn reporter_group(group: Option<&str>) -> Result<ReporterGroup, ApiError> {
+    match group {
+        None => Ok(ReporterGroup::GridMember),
+        Some(g) => g.parse().map_err(|_| {
+            ApiError::invalid(
+                "invalid_group",
+                "reporter_group must be one of courier, food_delivery, ride_hailing, truck, grid_member",
+            )
+        }),
+    }
+}
+
+/// One action of an imported clue's timeline, with what checking it needs.
+struct TimelineStep<'a> {
+    index: usize,
+    clue_id: ClueId,
+    source: &'a str,
+    /// The time of the action before it (or of the report).
+    previous_ms: u64,
+    now_ms: u64,
+    skew_ms: u64,
+}
+
+impl TimelineStep<'_> {
+    /// An error naming `timeline[i].field`.
+    fn bad(&self, field: &str, detail: String) -> ApiError {
+        let i = self.index;
+        ApiError::InvalidField {
             code: "invalid_timeline",
             field: format!("timeline[{i}].{field}"),
             detail: format!("timeline[{i}]: {detail}"),
-        };
-        let at_ms = match fields.remove("at") {
-            Some(Value::String(t)) => parse_time(&format!("timeline[{i}].at"), &t)?,
-            _ => return Err(bad("at", "at (RFC 3339) is required".into())),
-        };
-        if at_ms < last {
-            return Err(bad(
-                "at",
-                "goes back in time (each action at or after the one before, and after the report)"
-                    .into(),
-            ));
         }
-        if at_ms > now_ms + skew {
-            return Err(bad("at", "is in the future".into()));
-        }
-        last = at_ms;
+    }
+
+    /// The action as the command a live transition with the same body would produce, issued
+    /// at its time by the actor it names.
+    fn command(
+        &self,
+        mut fields: serde_json::Map<String, Value>,
+        state: &AppState,
+        token: &TokenRecord,
+        reporter: &Actor,
+    ) -> Result<CommandEnvelope, ApiError> {
+        let i = self.index;
+        let at_ms = self.time(fields.remove("at"))?;
         let by: ImportActor = fields
             .remove("by")
             .map(serde_json::from_value)
             .transpose()
-            .map_err(|e| bad("by", format!("by: {e}")))?
-            .ok_or_else(|| bad("by", "by ({role, scope?}) is required".into()))?;
-        if let Some(sid) = fields.remove("duplicate_of_source_id") {
-            let sid = sid
-                .as_str()
-                .filter(|s| is_name(s, 100))
-                .ok_or_else(|| bad("duplicate_of_source_id", "must be a source_id".into()))?;
-            if fields.contains_key("duplicate_of") {
-                return Err(bad(
-                    "duplicate_of",
-                    "give duplicate_of or duplicate_of_source_id, not both".into(),
-                ));
-            }
-            fields.insert(
-                "duplicate_of".into(),
-                json!(imported_clue_id(source, sid).to_string()),
-            );
-        }
+            .map_err(|e| self.bad("by", format!("by: {e}")))?
+            .ok_or_else(|| self.bad("by", "by ({role, scope?}) is required".into()))?;
+        self.resolve_duplicate_of(&mut fields)?;
         // The action and its fields: exactly a live transition's body and rules.
         let body = serde_json::to_vec(&fields).expect("JSON objects serialize");
-        let command = crate::transitions::parse_request(&body, clue_id, &state.catalog).map_err(
-            |e| match e {
+        let command = crate::transitions::parse_request(&body, self.clue_id, &state.catalog)
+            .map_err(|e| match e {
                 ApiError::InvalidField {
                     code,
                     field,
@@ -444,38 +472,10 @@ fn prepare(
                     field: format!("timeline[{i}].{field}"),
                     detail: format!("timeline[{i}]: {detail}"),
                 },
-                other => bad("action", other.to_string()),
-            },
-        )?;
+                other => self.bad("action", other.to_string()),
+            })?;
+        let actor = self.actor(&by, state, token, reporter)?;
         let action = command.action();
-        let actor = match by.role.as_str() {
-            "reporter" => reporter.clone(),
-            role => {
-                let (kind, token_kind) = match role {
-                    "street" => (ActorKind::Street, TokenKind::Street),
-                    "department" => (ActorKind::Department, TokenKind::Department),
-                    "district" => (ActorKind::District, TokenKind::District),
-                    other => {
-                        return Err(bad(
-                            "by.role",
-                            format!("{other:?} is not street, department, district or reporter"),
-                        ))
-                    }
-                };
-                gridclue_core::tokens::check_scope(
-                    token_kind,
-                    by.scope.as_deref(),
-                    Some(&state.catalog),
-                )
-                .map_err(|err| bad("by.scope", err.to_string()))?;
-                Actor {
-                    kind,
-                    id: token.id.clone(),
-                    group: None,
-                    scope: by.scope.clone(),
-                }
-            }
-        };
         if !role_actions(actor.kind).contains(&action) {
             return Err(ApiError::InvalidField {
                 code: "role_not_allowed",
@@ -483,20 +483,91 @@ fn prepare(
                 detail: format!("timeline[{i}]: a {} does not {action}", by.role),
             });
         }
-        commands.push(CommandEnvelope {
+        Ok(CommandEnvelope {
             v: wire::SCHEMA_VERSION,
-            command_id: imported_command_id(clue_id, i),
-            clue_id,
+            command_id: imported_command_id(self.clue_id, i),
+            clue_id: self.clue_id,
             issued_at_ms: at_ms,
             actor,
             command,
-        });
+        })
     }
-    Ok(Prepared {
-        source_id: c.source_id,
-        clue_id,
-        commands,
-    })
+
+    /// `at`: required, at or after the action before, not in the future.
+    fn time(&self, at: Option<Value>) -> Result<u64, ApiError> {
+        let at_ms = match at {
+            Some(Value::String(t)) => parse_time(&format!("timeline[{}].at", self.index), &t)?,
+            _ => return Err(self.bad("at", "at (RFC 3339) is required".into())),
+        };
+        if at_ms < self.previous_ms {
+            return Err(self.bad(
+                "at",
+                "goes back in time (each action at or after the one before, and after the report)"
+                    .into(),
+            ));
+        }
+        if at_ms > self.now_ms + self.skew_ms {
+            return Err(self.bad("at", "is in the future".into()));
+        }
+        Ok(at_ms)
+    }
+
+    /// Replaces `duplicate_of_source_id` (a record of the same import source) by the
+    /// `duplicate_of` clue id it is imported as.
+    fn resolve_duplicate_of(
+        &self,
+        fields: &mut serde_json::Map<String, Value>,
+    ) -> Result<(), ApiError> {
+        let Some(sid) = fields.remove("duplicate_of_source_id") else {
+            return Ok(());
+        };
+        let sid = sid
+            .as_str()
+            .filter(|s| is_name(s, 100))
+            .ok_or_else(|| self.bad("duplicate_of_source_id", "must be a source_id".into()))?;
+        if fields.contains_key("duplicate_of") {
+            return Err(self.bad(
+                "duplicate_of",
+                "give duplicate_of or duplicate_of_source_id, not both".into(),
+            ));
+        }
+        fields.insert(
+            "duplicate_of".into(),
+            json!(imported_clue_id(self.source, sid).to_string()),
+        );
+        Ok(())
+    }
+
+    /// Who took the action: the reporter of record, or the importing token acting as the
+    /// street, department or district scope the record names.
+    fn actor(
+        &self,
+        by: &ImportActor,
+        state: &AppState,
+        token: &TokenRecord,
+        reporter: &Actor,
+    ) -> Result<Actor, ApiError> {
+        let (kind, token_kind) = match by.role.as_str() {
+            "reporter" => return Ok(reporter.clone()),
+            "street" => (ActorKind::Street, TokenKind::Street),
+            "department" => (ActorKind::Department, TokenKind::Department),
+            "district" => (ActorKind::District, TokenKind::District),
+            other => {
+                return Err(self.bad(
+                    "by.role",
+                    format!("{other:?} is not street, department, district or reporter"),
+                ))
+            }
+        };
+        gridclue_core::tokens::check_scope(token_kind, by.scope.as_deref(), Some(&state.catalog))
+            .map_err(|err| self.bad("by.scope", err.to_string()))?;
+        Ok(Actor {
+            kind,
+            id: token.id.clone(),
+            group: None,
+            scope: by.scope.clone(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -129,6 +129,69 @@ impl Fields<'_> {
 
 /// Parses a transition request into the command it asks for. `clue` is the clue it is about.
 pub fn parse_request(bytes: &[u8], clue: ClueId, catalog: &Catalog) -> Result<Command, ApiError> {
+    let fields = body_object(bytes)?;
+    let action = requested_action(&fields)?;
+    let Some(used) = fields_taken(action) else {
+        return Err(unknown_action(action.as_str()));
+    };
+    check_no_unused_field(&fields, action, used)?;
+    let b = Fields {
+        fields: &fields,
+        action,
+    };
+    let lifecycle = match action {
+        Action::Accept => Lifecycle::Accept,
+        Action::VerifyOk => Lifecycle::VerifyOk,
+        Action::Start => Lifecycle::Start,
+        Action::Reject => Lifecycle::Reject {
+            reason: b.text("reason", true)?,
+        },
+        Action::VerifyFail => Lifecycle::VerifyFail {
+            reason: b.text("reason", true)?,
+        },
+        Action::Return => Lifecycle::Return {
+            reason: b.text("reason", true)?,
+        },
+        Action::DenyPostpone => Lifecycle::DenyPostpone {
+            reason: b.text("reason", true)?,
+        },
+        Action::Withdraw => Lifecycle::Withdraw {
+            reason: b.text("reason", false)?,
+        },
+        Action::Merge => Lifecycle::Merge {
+            duplicate_of: merge_target(&b, clue)?,
+        },
+        Action::Dispatch => Lifecycle::Dispatch {
+            department: known_department(&b, catalog)?,
+        },
+        Action::Handle => {
+            let photos = photo_references(&b)?;
+            Lifecycle::Handle {
+                note: b.text("note", true)?,
+                photos,
+            }
+        }
+        Action::RequestPostpone => Lifecycle::RequestPostpone {
+            reason: b.text("reason", true)?,
+            working_hours: b.required_integer("hours", 1, MAX_POSTPONE_HOURS)? as u32,
+        },
+        Action::ApprovePostpone => Lifecycle::ApprovePostpone {
+            note: b.text("note", false)?,
+            working_hours: b.integer("hours", 1, MAX_POSTPONE_HOURS)?.map(|h| h as u32),
+        },
+        Action::Supervise => Lifecycle::Supervise {
+            note: b.text("note", true)?,
+        },
+        Action::Rate => Lifecycle::Rate {
+            rating: b.required_integer("rating", 1, 5)? as u8,
+            note: b.text("note", false)?,
+        },
+        Action::Report => return Err(unknown_action(action.as_str())),
+    };
+    Ok(Command::Lifecycle(lifecycle))
+}
+
+fn body_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let Value::Object(fields) = value else {
@@ -146,6 +209,11 @@ pub fn parse_request(bytes: &[u8], clue: ClueId, catalog: &Catalog) -> Result<Co
             ),
         ));
     }
+    Ok(fields)
+}
+
+/// The transition named by `action`.
+fn requested_action(fields: &Map<String, Value>) -> Result<Action, ApiError> {
     let name = match fields.get("action") {
         None | Some(Value::Null) => {
             return Err(field_error("missing_field", "action", "action is required"))
@@ -159,18 +227,24 @@ pub fn parse_request(bytes: &[u8], clue: ClueId, catalog: &Catalog) -> Result<Co
             ))
         }
     };
-    let action = Action::transition(name).ok_or_else(|| {
-        let names: Vec<&str> = Action::TRANSITIONS.iter().map(|a| a.as_str()).collect();
-        field_error(
-            "unknown_action",
-            "action",
-            format!(
-                "unknown action {name:?}; the actions are {}",
-                names.join(", ")
-            ),
-        )
-    })?;
-    let used: &[&str] = match action {
+    Action::transition(name).ok_or_else(|| unknown_action(name))
+}
+
+fn unknown_action(name: &str) -> ApiError {
+    let names: Vec<&str> = Action::TRANSITIONS.iter().map(|a| a.as_str()).collect();
+    field_error(
+        "unknown_action",
+        "action",
+        format!(
+            "unknown action {name:?}; the actions are {}",
+            names.join(", ")
+        ),
+    )
+}
+
+/// The fields a transition takes besides `action`; `None` for what is not a transition.
+fn fields_taken(action: Action) -> Option<&'static [&'static str]> {
+    Some(match action {
         Action::Accept | Action::VerifyOk | Action::Start => &[],
         Action::Reject | Action::VerifyFail | Action::Return | Action::DenyPostpone => &["reason"],
         Action::Withdraw => &["reason"],
@@ -181,143 +255,108 @@ pub fn parse_request(bytes: &[u8], clue: ClueId, catalog: &Catalog) -> Result<Co
         Action::ApprovePostpone => &["note", "hours"],
         Action::Supervise => &["note"],
         Action::Rate => &["rating", "note"],
-        Action::Report => unreachable!("not a transition"),
-    };
-    if let Some(extra) = fields
+        Action::Report => return None,
+    })
+}
+
+/// A non-null field the action does not take is an error, so a typo is not ignored.
+fn check_no_unused_field(
+    fields: &Map<String, Value>,
+    action: Action,
+    used: &[&str],
+) -> Result<(), ApiError> {
+    let Some(extra) = fields
         .iter()
         .filter(|(k, v)| k.as_str() != "action" && !v.is_null())
         .map(|(k, _)| k)
         .find(|k| !used.contains(&k.as_str()))
-    {
+    else {
+        return Ok(());
+    };
+    Err(field_error(
+        "unused_field",
+        extra,
+        format!(
+            "{action} does not take {extra}{}",
+            if used.is_empty() {
+                String::new()
+            } else {
+                format!(" (it takes {})", used.join(", "))
+            }
+        ),
+    ))
+}
+
+fn merge_target(b: &Fields<'_>, clue: ClueId) -> Result<ClueId, ApiError> {
+    let raw = b.text("duplicate_of", true)?;
+    let target: ClueId = raw.parse().map_err(|_| {
+        field_error(
+            "invalid_field",
+            "duplicate_of",
+            "duplicate_of must be a clue id (UUID)",
+        )
+    })?;
+    if target == clue {
         return Err(field_error(
-            "unused_field",
-            extra,
+            "invalid_field",
+            "duplicate_of",
+            "a clue cannot be merged into itself",
+        ));
+    }
+    Ok(target)
+}
+
+fn known_department(b: &Fields<'_>, catalog: &Catalog) -> Result<String, ApiError> {
+    let department = b.text("department", true)?;
+    if catalog.department(&department).is_none() {
+        let known: Vec<&str> = catalog
+            .departments()
+            .iter()
+            .map(|d| d.code.as_str())
+            .collect();
+        return Err(field_error(
+            "unknown_department",
+            "department",
             format!(
-                "{action} does not take {extra}{}",
-                if used.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (it takes {})", used.join(", "))
-                }
+                "unknown department {department:?}; the departments are {}",
+                known.join(", ")
             ),
         ));
     }
-    let b = Fields {
-        fields: &fields,
-        action,
+    Ok(department)
+}
+
+/// `photos`: absent, or at most [`MAX_PHOTOS`] http(s) URLs or `sha256:` hashes.
+fn photo_references(b: &Fields<'_>) -> Result<Vec<String>, ApiError> {
+    let items = match b.present("photos") {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(field_error(
+                "invalid_field",
+                "photos",
+                "photos must be an array of strings",
+            ))
+        }
     };
-    let command = match action {
-        Action::Accept => Command::Lifecycle(Lifecycle::Accept),
-        Action::VerifyOk => Command::Lifecycle(Lifecycle::VerifyOk),
-        Action::Start => Command::Lifecycle(Lifecycle::Start),
-        Action::Reject => Command::Lifecycle(Lifecycle::Reject {
-            reason: b.text("reason", true)?,
-        }),
-        Action::VerifyFail => Command::Lifecycle(Lifecycle::VerifyFail {
-            reason: b.text("reason", true)?,
-        }),
-        Action::Return => Command::Lifecycle(Lifecycle::Return {
-            reason: b.text("reason", true)?,
-        }),
-        Action::DenyPostpone => Command::Lifecycle(Lifecycle::DenyPostpone {
-            reason: b.text("reason", true)?,
-        }),
-        Action::Withdraw => Command::Lifecycle(Lifecycle::Withdraw {
-            reason: b.text("reason", false)?,
-        }),
-        Action::Merge => {
-            let raw = b.text("duplicate_of", true)?;
-            let target: ClueId = raw.parse().map_err(|_| {
-                field_error(
-                    "invalid_field",
-                    "duplicate_of",
-                    "duplicate_of must be a clue id (UUID)",
-                )
-            })?;
-            if target == clue {
-                return Err(field_error(
-                    "invalid_field",
-                    "duplicate_of",
-                    "a clue cannot be merged into itself",
-                ));
-            }
-            Command::Lifecycle(Lifecycle::Merge {
-                duplicate_of: target,
-            })
-        }
-        Action::Dispatch => {
-            let department = b.text("department", true)?;
-            if catalog.department(&department).is_none() {
-                let known: Vec<&str> = catalog
-                    .departments()
-                    .iter()
-                    .map(|d| d.code.as_str())
-                    .collect();
-                return Err(field_error(
-                    "unknown_department",
-                    "department",
-                    format!(
-                        "unknown department {department:?}; the departments are {}",
-                        known.join(", ")
-                    ),
-                ));
-            }
-            Command::Lifecycle(Lifecycle::Dispatch { department })
-        }
-        Action::Handle => {
-            let photos = match b.present("photos") {
-                None => Vec::new(),
-                Some(Value::Array(items)) => {
-                    if items.len() > MAX_PHOTOS {
-                        return Err(field_error(
-                            "too_many_photos",
-                            "photos",
-                            format!("{} photos; at most {MAX_PHOTOS}", items.len()),
-                        ));
-                    }
-                    items
-                        .iter()
-                        .map(|p| match p.as_str() {
-                            Some(s) if is_photo_ref(s) => Ok(s.to_owned()),
-                            _ => Err(field_error(
-                                "invalid_photo_reference",
-                                "photos",
-                                "each photo is an http(s) URL or a sha256:<hex> hash",
-                            )),
-                        })
-                        .collect::<Result<_, _>>()?
-                }
-                Some(_) => {
-                    return Err(field_error(
-                        "invalid_field",
-                        "photos",
-                        "photos must be an array of strings",
-                    ))
-                }
-            };
-            Command::Lifecycle(Lifecycle::Handle {
-                note: b.text("note", true)?,
-                photos,
-            })
-        }
-        Action::RequestPostpone => Command::Lifecycle(Lifecycle::RequestPostpone {
-            reason: b.text("reason", true)?,
-            working_hours: b.required_integer("hours", 1, MAX_POSTPONE_HOURS)? as u32,
-        }),
-        Action::ApprovePostpone => Command::Lifecycle(Lifecycle::ApprovePostpone {
-            note: b.text("note", false)?,
-            working_hours: b.integer("hours", 1, MAX_POSTPONE_HOURS)?.map(|h| h as u32),
-        }),
-        Action::Supervise => Command::Lifecycle(Lifecycle::Supervise {
-            note: b.text("note", true)?,
-        }),
-        Action::Rate => Command::Lifecycle(Lifecycle::Rate {
-            rating: b.required_integer("rating", 1, 5)? as u8,
-            note: b.text("note", false)?,
-        }),
-        Action::Report => unreachable!("not a transition"),
-    };
-    Ok(command)
+    if items.len() > MAX_PHOTOS {
+        return Err(field_error(
+            "too_many_photos",
+            "photos",
+            format!("{} photos; at most {MAX_PHOTOS}", items.len()),
+        ));
+    }
+    items
+        .iter()
+        .map(|p| match p.as_str() {
+            Some(s) if is_photo_ref(s) => Ok(s.to_owned()),
+            _ => Err(field_error(
+                "invalid_photo_reference",
+                "photos",
+                "each photo is an http(s) URL or a sha256:<hex> hash",
+            )),
+        })
+        .collect()
 }
 
 /// The command id of a transition: derived from the token, the clue and the idempotency key
