@@ -213,6 +213,39 @@ impl Tally {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The answer to one request of `chunk` (one clue, or a batch of them).
+    fn answer(
+        &self,
+        chunk: &[(usize, Planned)],
+        answer: Result<(u16, Option<Value>), reqwest::Error>,
+        batch: bool,
+    ) {
+        let expect_ok = chunk[0].1.expect_ok;
+        let each = |counter: &AtomicU64| {
+            for _ in chunk {
+                self.count(counter);
+            }
+        };
+        match answer {
+            Ok((429, _)) => each(&self.throttled),
+            Ok((200, Some(body))) if batch => {
+                let results = body["results"].as_array().cloned().unwrap_or_default();
+                for (i, (_, p)) in chunk.iter().enumerate() {
+                    match results.get(i) {
+                        Some(r) => self.item(r, p.expect_ok),
+                        None => self.count(&self.unexpected),
+                    }
+                }
+            }
+            Ok((202, _)) if expect_ok => self.count(&self.accepted),
+            Ok((status, _)) if (400..500).contains(&status) && !expect_ok => {
+                self.count(&self.refused_as_expected)
+            }
+            Ok(_) => each(&self.unexpected),
+            Err(_) => each(&self.failed),
+        }
+    }
+
     /// One item of a batch answer.
     fn item(&self, result: &Value, expect_ok: bool) {
         match (result["status"].as_str(), expect_ok) {
@@ -256,21 +289,7 @@ async fn load(args: Args) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
-    let categories: Value = client
-        .get(format!("{}/v1/categories", args.ingest_url))
-        .send()
-        .await
-        .context("fetching categories from ingest")?
-        .error_for_status()?
-        .json()
-        .await?;
-    let codes: Vec<String> = categories["categories"]
-        .as_array()
-        .context("categories response has no list")?
-        .iter()
-        .filter_map(|c| c["code"].as_str().map(str::to_owned))
-        .collect();
-    anyhow::ensure!(!codes.is_empty(), "no categories");
+    let codes = category_codes(&client, &args.ingest_url).await?;
     let planned = plan(&args, &grids, &district, &codes);
     eprintln!(
         "posting {} clues to {} at {} req/s with {} connections",
@@ -284,155 +303,178 @@ async fn load(args: Args) -> anyhow::Result<()> {
         args.concurrency
     );
 
-    let tally = Arc::new(Tally::default());
-    let histogram = Arc::new(std::sync::Mutex::new(
-        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
-    ));
-    let queue = Arc::new(std::sync::Mutex::new(planned.into_iter().enumerate()));
-    let started = Instant::now();
+    let run = Arc::new(Run {
+        tally: Tally::default(),
+        histogram: std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new_with_bounds(
+            1, 60_000_000, 3,
+        )?),
+        queue: std::sync::Mutex::new(planned.into_iter().enumerate()),
+        started: Instant::now(),
+        done: AtomicU64::new(0),
+    });
     let total = args.count;
-    let done = Arc::new(AtomicU64::new(0));
-    let progress = {
-        let done = done.clone();
-        let tally = tally.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let d = done.load(Ordering::Relaxed);
-                let secs = started.elapsed().as_secs_f64();
-                let width = 30usize;
-                let filled = (d as usize * width) / total.max(1) as usize;
-                eprint!(
-                    "\r[{}{}] {d}/{total} {:.0}/s accepted={} failed={}   ",
-                    "#".repeat(filled),
-                    ".".repeat(width - filled),
-                    d as f64 / secs.max(0.001),
-                    tally.accepted.load(Ordering::Relaxed),
-                    tally.failed.load(Ordering::Relaxed)
-                );
-                if d >= total {
-                    break;
-                }
-            }
-        })
-    };
+    let progress = tokio::spawn(show_progress(run.clone(), total));
     let mut workers = Vec::new();
-    let per_request = args.batch.max(1);
     for _ in 0..args.concurrency {
-        let (client, args, queue, tally, histogram, done) = (
+        workers.push(tokio::spawn(work(
+            run.clone(),
             client.clone(),
             args.clone(),
-            queue.clone(),
-            tally.clone(),
-            histogram.clone(),
-            done.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            loop {
-                let chunk: Vec<(usize, Planned)> = {
-                    let mut q = queue.lock().expect("queue lock");
-                    q.by_ref().take(per_request).collect()
-                };
-                let Some((first, _)) = chunk.first() else {
-                    break;
-                };
-                if args.rate > 0.0 {
-                    let due = started + Duration::from_secs_f64(*first as f64 / args.rate);
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                // The body is built before the clock starts: latency is the server's answer.
-                let (url, body) = if args.batch > 0 {
-                    let clues: Vec<Value> = chunk
-                        .iter()
-                        .map(|(_, p)| {
-                            let mut body = p.body.clone();
-                            body["idempotency_key"] = json!(p.idempotency_key);
-                            body
-                        })
-                        .collect();
-                    (
-                        format!("{}/v1/clues:batch", args.ingest_url),
-                        serde_json::to_vec(&json!({ "clues": clues })).expect("JSON body"),
-                    )
-                } else {
-                    (
-                        format!("{}/v1/clues", args.ingest_url),
-                        serde_json::to_vec(&chunk[0].1.body).expect("JSON body"),
-                    )
-                };
-                let mut request = client
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .bearer_auth(args.token.as_deref().unwrap_or_default())
-                    .body(body);
-                if args.batch == 0 {
-                    request = request.header("Idempotency-Key", &chunk[0].1.idempotency_key);
-                }
-                let t0 = Instant::now();
-                let result = match request.send().await {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        // Only batch answers are read item by item.
-                        let body = if args.batch > 0 {
-                            r.json::<Value>().await.ok()
-                        } else {
-                            r.bytes().await.ok();
-                            None
-                        };
-                        Ok((status, body))
-                    }
-                    Err(e) => Err(e),
-                };
-                let micros = t0.elapsed().as_micros() as u64;
-                histogram
-                    .lock()
-                    .expect("histogram lock")
-                    .record(micros.max(1))
-                    .ok();
-                match result {
-                    Ok((429, _)) => {
-                        for _ in &chunk {
-                            tally.count(&tally.throttled);
-                        }
-                    }
-                    Ok((200, Some(body))) if args.batch > 0 => {
-                        let results = body["results"].as_array().cloned().unwrap_or_default();
-                        for (i, (_, p)) in chunk.iter().enumerate() {
-                            match results.get(i) {
-                                Some(r) => tally.item(r, p.expect_ok),
-                                None => tally.count(&tally.unexpected),
-                            }
-                        }
-                    }
-                    Ok((202, _)) if chunk[0].1.expect_ok => tally.count(&tally.accepted),
-                    Ok((status, _)) if (400..500).contains(&status) && !chunk[0].1.expect_ok => {
-                        tally.count(&tally.refused_as_expected)
-                    }
-                    Ok(_) => {
-                        for _ in &chunk {
-                            tally.count(&tally.unexpected);
-                        }
-                    }
-                    Err(_) => {
-                        for _ in &chunk {
-                            tally.count(&tally.failed);
-                        }
-                    }
-                }
-                done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            }
-        }));
+        )));
     }
     for w in workers {
         w.await?;
     }
     // Measured before the progress line's last tick, which may be up to 0.5 s later.
-    let secs = started.elapsed().as_secs_f64();
+    let secs = run.started.elapsed().as_secs_f64();
     progress.await?;
-    let h = histogram.lock().expect("histogram lock");
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     eprintln!();
-    let requests = total.div_ceil(per_request as u64);
+    report(&run, &args, secs)
+}
+
+/// The category codes ingest accepts.
+async fn category_codes(client: &reqwest::Client, ingest_url: &str) -> anyhow::Result<Vec<String>> {
+    let categories: Value = client
+        .get(format!("{ingest_url}/v1/categories"))
+        .send()
+        .await
+        .context("fetching categories from ingest")?
+        .error_for_status()?
+        .json()
+        .await?;
+    let codes: Vec<String> = categories["categories"]
+        .as_array()
+        .context("categories response has no list")?
+        .iter()
+        .filter_map(|c| c["code"].as_str().map(str::to_owned))
+        .collect();
+    anyhow::ensure!(!codes.is_empty(), "no categories");
+    Ok(codes)
+}
+
+/// What the workers share: the plan still to send, the answers and the latencies.
+struct Run {
+    tally: Tally,
+    histogram: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+    queue: std::sync::Mutex<std::iter::Enumerate<std::vec::IntoIter<Planned>>>,
+    started: Instant,
+    /// Clues answered so far.
+    done: AtomicU64,
+}
+
+/// A progress line every 0.5 s until `total` clues are answered.
+async fn show_progress(run: Arc<Run>, total: u64) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let d = run.done.load(Ordering::Relaxed);
+        let secs = run.started.elapsed().as_secs_f64();
+        let width = 30usize;
+        let filled = (d as usize * width) / total.max(1) as usize;
+        eprint!(
+            "\r[{}{}] {d}/{total} {:.0}/s accepted={} failed={}   ",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            d as f64 / secs.max(0.001),
+            run.tally.accepted.load(Ordering::Relaxed),
+            run.tally.failed.load(Ordering::Relaxed)
+        );
+        if d >= total {
+            break;
+        }
+    }
+}
+
+/// One connection's loop: takes the next clue (or batch) of the plan, waits for its time when
+/// a rate is set, sends it and records the answer.
+async fn work(run: Arc<Run>, client: reqwest::Client, args: Args) {
+    let per_request = args.batch.max(1);
+    loop {
+        let chunk: Vec<(usize, Planned)> = {
+            let mut q = run.queue.lock().expect("queue lock");
+            q.by_ref().take(per_request).collect()
+        };
+        let Some((first, _)) = chunk.first() else {
+            break;
+        };
+        if args.rate > 0.0 {
+            let due = run.started + Duration::from_secs_f64(*first as f64 / args.rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        // The request is built before the clock starts: latency is the server's answer.
+        let request = build_request(&client, &args, &chunk);
+        let t0 = Instant::now();
+        let answer = send(request, args.batch > 0).await;
+        let micros = t0.elapsed().as_micros() as u64;
+        run.histogram
+            .lock()
+            .expect("histogram lock")
+            .record(micros.max(1))
+            .ok();
+        run.tally.answer(&chunk, answer, args.batch > 0);
+        run.done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// One clue to `/v1/clues` with its Idempotency-Key, or a batch to `/v1/clues:batch` with a
+/// key per item.
+fn build_request(
+    client: &reqwest::Client,
+    args: &Args,
+    chunk: &[(usize, Planned)],
+) -> reqwest::RequestBuilder {
+    let (url, body) = if args.batch > 0 {
+        let clues: Vec<Value> = chunk
+            .iter()
+            .map(|(_, p)| {
+                let mut body = p.body.clone();
+                body["idempotency_key"] = json!(p.idempotency_key);
+                body
+            })
+            .collect();
+        (
+            format!("{}/v1/clues:batch", args.ingest_url),
+            serde_json::to_vec(&json!({ "clues": clues })).expect("JSON body"),
+        )
+    } else {
+        (
+            format!("{}/v1/clues", args.ingest_url),
+            serde_json::to_vec(&chunk[0].1.body).expect("JSON body"),
+        )
+    };
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .bearer_auth(args.token.as_deref().unwrap_or_default())
+        .body(body);
+    if args.batch == 0 {
+        request = request.header("Idempotency-Key", &chunk[0].1.idempotency_key);
+    }
+    request
+}
+
+/// The status and, for a batch, the answer's body (read item by item).
+async fn send(
+    request: reqwest::RequestBuilder,
+    batch: bool,
+) -> Result<(u16, Option<Value>), reqwest::Error> {
+    let r = request.send().await?;
+    let status = r.status().as_u16();
+    let body = if batch {
+        r.json::<Value>().await.ok()
+    } else {
+        r.bytes().await.ok();
+        None
+    };
+    Ok((status, body))
+}
+
+/// The run's summary on stdout; an error when any request did not get the expected answer.
+fn report(run: &Run, args: &Args, secs: f64) -> anyhow::Result<()> {
+    let total = args.count;
+    let tally = &run.tally;
+    let h = run.histogram.lock().expect("histogram lock");
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let requests = total.div_ceil(args.batch.max(1) as u64);
     println!(
         "sent        {total} clues in {requests} requests in {secs:.1} s ({:.0} clues/s, {:.0} req/s)",
         total as f64 / secs,
