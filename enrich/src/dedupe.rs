@@ -32,6 +32,7 @@
 use std::collections::HashMap;
 
 use gridclue_core::category::CategoryCode;
+use gridclue_core::grid::StreetCode;
 use gridclue_core::ClueId;
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +77,7 @@ pub enum DedupeKind {
     Placed {
         /// The owner street (also the record's key): reports of other streets in the same
         /// partition are never compared with it.
-        street_code: String,
+        street_code: StreetCode,
         category: CategoryCode,
         lat: f64,
         lon: f64,
@@ -117,7 +118,7 @@ pub fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 
 #[derive(Clone, Debug)]
 struct Case {
-    street_code: String,
+    street_code: StreetCode,
     category: CategoryCode,
     lat: f64,
     lon: f64,
@@ -197,7 +198,7 @@ impl DedupeStage {
                     return Some(d.verdict);
                 }
                 self.latest_reported_ms = self.latest_reported_ms.max(*reported_at_ms);
-                let duplicate_of = self.find(street_code, category, *lat, *lon, *reported_at_ms);
+                let duplicate_of = self.find(*street_code, category, *lat, *lon, *reported_at_ms);
                 let verdict = Verdict {
                     clue_id: id,
                     duplicate_of,
@@ -216,7 +217,7 @@ impl DedupeStage {
                     self.open.insert(
                         id,
                         Case {
-                            street_code: street_code.clone(),
+                            street_code: *street_code,
                             category: category.clone(),
                             lat: *lat,
                             lon: *lon,
@@ -245,7 +246,7 @@ impl DedupeStage {
     /// The open case a report duplicates, by the rule in the module docs.
     fn find(
         &self,
-        street_code: &str,
+        street_code: StreetCode,
         category: &CategoryCode,
         lat: f64,
         lon: f64,
@@ -327,7 +328,7 @@ mod tests {
             v: DEDUPE_VERSION,
             clue_id: id(n),
             kind: DedupeKind::Placed {
-                street_code: street.into(),
+                street_code: StreetCode::parse(street).unwrap(),
                 category: CategoryCode::parse(category).unwrap(),
                 lat,
                 lon,

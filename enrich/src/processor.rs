@@ -45,6 +45,7 @@
 use std::sync::Arc;
 
 use gridclue_core::category::{Catalog, CategoryCode};
+use gridclue_core::grid::StreetCode;
 use gridclue_core::light::YELLOW_FRACTION;
 use gridclue_core::roles::{self, ClueScope, Refusal, RefusalReason};
 use gridclue_core::status::TransitionError;
@@ -72,9 +73,9 @@ pub struct ReportInfo {
     pub category: CategoryCode,
     /// Placed inside the district.
     pub inside: bool,
-    /// The owner street's code (empty outside the district).
-    #[serde(default)]
-    pub street_code: String,
+    /// The owner street (none outside the district; written as `""` then).
+    #[serde(default, with = "gridclue_core::grid::empty_as_none")]
+    pub street_code: Option<StreetCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate_of: Option<ClueId>,
     /// The reporter (a token's public id; empty in states written before it was kept, whose
@@ -179,7 +180,9 @@ impl ClueState {
     pub fn scope(&self) -> ClueScope<'_> {
         let report = self.report.as_ref();
         ClueScope {
-            street_code: report.map_or("", |r| r.street_code.as_str()),
+            street_code: report
+                .and_then(|r| r.street_code.as_ref())
+                .map_or("", |s| s.as_str()),
             department: self.department.as_deref(),
             reporter_id: report.map_or("", |r| r.reporter_id.as_str()),
         }
@@ -221,7 +224,7 @@ pub enum Output {
 /// A record for the dedupe stage, keyed by the owner street.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Forward {
-    pub street_code: String,
+    pub street_code: StreetCode,
     pub record: DedupeRecord,
 }
 
@@ -431,10 +434,7 @@ impl Processor {
                 AssignmentKind::Outside,
             ),
         };
-        let street_code = placement
-            .grid()
-            .map(|g| g.street_code().to_string())
-            .unwrap_or_default();
+        let street_code = placement.grid().map(|g| g.street_code());
         let fact = Reported {
             category: report.category.clone(),
             location: report.location,
@@ -453,13 +453,13 @@ impl Processor {
         let info = ReportInfo {
             category: report.category.clone(),
             inside: kind != AssignmentKind::Outside,
-            street_code: street_code.clone(),
+            street_code,
             duplicate_of: None,
             reporter_id: cmd.actor.id.clone(),
         };
         let mut state = ClueState::new(Status::Reported, Some(info), ctx.offset);
         state.recent_commands.push(cmd.command_id);
-        if kind == AssignmentKind::Outside {
+        let Some(street_code) = street_code.filter(|_| kind != AssignmentKind::Outside) else {
             // Recorded and flagged, then closed off: no street owns it, so it can never enter
             // the loop.
             state.status = Status::Rejected;
@@ -482,7 +482,7 @@ impl Processor {
                 assignment: Some(kind),
                 duplicate_of: None,
             };
-        }
+        };
         state.pending = Some(Box::new(PendingReport {
             command_id: cmd.command_id,
             issued_at_ms: cmd.issued_at_ms,
@@ -491,12 +491,12 @@ impl Processor {
             deferred: Vec::new(),
         }));
         let forward = Forward {
-            street_code: street_code.clone(),
+            street_code,
             record: DedupeRecord {
                 v: DEDUPE_VERSION,
                 clue_id: cmd.clue_id,
                 kind: DedupeKind::Placed {
-                    street_code: street_code.clone(),
+                    street_code,
                     category: report.category.clone(),
                     lat: report.location.lat(),
                     lon: report.location.lon(),
@@ -652,9 +652,9 @@ impl Processor {
         };
         let mut forwards = Vec::new();
         if s.is_case() && !s.status.is_terminal() && status.is_terminal() {
-            if let Some(r) = &s.report {
+            if let Some(street_code) = s.report.as_ref().and_then(|r| r.street_code) {
                 forwards.push(Forward {
-                    street_code: r.street_code.clone(),
+                    street_code,
                     record: DedupeRecord {
                         v: DEDUPE_VERSION,
                         clue_id: cmd.clue_id,
@@ -960,4 +960,42 @@ pub fn key_matches(key: Option<&[u8]>, clue: ClueId) -> bool {
     key.and_then(|k| std::str::from_utf8(k).ok())
         .and_then(|k| k.parse::<ClueId>().ok())
         == Some(clue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// States are a changelog: what this binary writes must read back, and what earlier ones
+    /// wrote (the street as a plain string, empty outside the district) must still read.
+    #[test]
+    fn report_info_keeps_the_street_in_its_written_form() {
+        let outside = ReportInfo {
+            category: CategoryCode::parse("manhole_cover").unwrap(),
+            inside: false,
+            street_code: None,
+            duplicate_of: None,
+            reporter_id: "r1".into(),
+        };
+        let json = serde_json::to_value(&outside).unwrap();
+        assert_eq!(json["street_code"], "");
+        assert_eq!(serde_json::from_value::<ReportInfo>(json).unwrap(), outside);
+
+        let inside: ReportInfo = serde_json::from_str(
+            r#"{"category":"manhole_cover","inside":true,"street_code":"310101001","reporter_id":"r1"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            inside.street_code,
+            Some(StreetCode::parse("310101001").unwrap())
+        );
+        assert_eq!(
+            serde_json::to_value(&inside).unwrap()["street_code"],
+            "310101001"
+        );
+
+        let before_streets_were_kept: ReportInfo =
+            serde_json::from_str(r#"{"category":"manhole_cover","inside":true}"#).unwrap();
+        assert_eq!(before_streets_were_kept.street_code, None);
+    }
 }

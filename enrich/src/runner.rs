@@ -666,7 +666,7 @@ impl Runner {
             OutboxOutput::Dedupe(f) => Outgoing {
                 topic: self.config.dedupe_topic.clone(),
                 partition: None,
-                key: Some(f.street_code.clone()),
+                key: Some(f.street_code.to_string()),
                 payload: f.record.encode(),
             },
             OutboxOutput::Outcome(o) => Outgoing {

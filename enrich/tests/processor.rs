@@ -226,7 +226,7 @@ fn a_report_is_placed_routed_and_held_for_its_verdict() {
         panic!("placed {:?}", r.placement);
     };
     assert!(!on_boundary);
-    assert_eq!(grid_code.street_code().as_str(), street_code);
+    assert_eq!(grid_code.street_code(), *street_code);
     // The owner street is the grid's street: the grid code's first 9 digits, which the map
     // files under that street.
     let path = std::path::Path::new(&data_dir()).join("district/grids.geojson");
