@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::category::CategoryCode;
-use crate::grid::GridCode;
+use crate::grid::{CommunityCode, GridCode, StreetCode};
 use crate::ids::ClueId;
 use crate::wire::{self, DecodeError};
 
@@ -134,8 +134,8 @@ impl HotspotParams {
 #[derive(Clone, Debug, Default)]
 pub struct Neighbours {
     touching: HashMap<GridCode, Vec<GridCode>>,
-    grids_per_community: HashMap<String, u32>,
-    grids_per_street: HashMap<String, u32>,
+    grids_per_community: HashMap<CommunityCode, u32>,
+    grids_per_street: HashMap<StreetCode, u32>,
     grids: u32,
 }
 
@@ -187,16 +187,16 @@ impl Neighbours {
                 }
             }
         }
-        let mut grids_per_community: HashMap<String, u32> = HashMap::new();
-        let mut grids_per_street: HashMap<String, u32> = HashMap::new();
+        let mut grids_per_community: HashMap<CommunityCode, u32> = HashMap::new();
+        let mut grids_per_street: HashMap<StreetCode, u32> = HashMap::new();
         for (g, list) in sym.iter_mut() {
             list.sort_unstable();
             list.dedup();
             *grids_per_community
-                .entry(g.community_code().to_string())
+                .entry(g.community_code())
                 .or_default() += 1;
             *grids_per_street
-                .entry(g.street_code().to_string())
+                .entry(g.street_code())
                 .or_default() += 1;
         }
         let grids = sym.len() as u32;
@@ -338,8 +338,8 @@ pub struct AlertFact {
     pub grid_code: GridCode,
     /// Every grid of the place.
     pub grids: Vec<GridCode>,
-    pub community_code: String,
-    pub street_code: String,
+    pub community_code: CommunityCode,
+    pub street_code: StreetCode,
     pub category: CategoryCode,
     /// The scan window: from its start to the alert's latest case (or the window's end).
     pub window_start_ms: u64,
@@ -508,8 +508,8 @@ pub struct Detector {
     seen: HashMap<ClueId, u64>,
     by_grid: HashMap<(GridCode, CategoryCode), Times>,
     /// Per category: cases by community code, by street code, and in the whole district.
-    by_community: HashMap<CategoryCode, HashMap<String, Times>>,
-    by_street: HashMap<CategoryCode, HashMap<String, Times>>,
+    by_community: HashMap<CategoryCode, HashMap<CommunityCode, Times>>,
+    by_street: HashMap<CategoryCode, HashMap<StreetCode, Times>>,
     by_district: BTreeMap<CategoryCode, Times>,
     first_at_ms: Option<u64>,
     clock_ms: u64,
@@ -611,12 +611,9 @@ impl Detector {
             times.prune_before(horizon);
         }
         self.by_grid.retain(|_, t| !t.0.is_empty());
-        for times in self
-            .by_community
-            .values_mut()
-            .chain(self.by_street.values_mut())
-            .flat_map(|m| m.values_mut())
-        {
+        let community_times = self.by_community.values_mut().flat_map(|m| m.values_mut());
+        let street_times = self.by_street.values_mut().flat_map(|m| m.values_mut());
+        for times in community_times.chain(street_times) {
             times.prune_before(horizon);
         }
         for times in self.by_district.values_mut() {
@@ -634,13 +631,13 @@ impl Detector {
         self.by_community
             .entry(category.clone())
             .or_default()
-            .entry(grid.community_code().to_string())
+            .entry(grid.community_code())
             .or_default()
             .insert(at, clue);
         self.by_street
             .entry(category.clone())
             .or_default()
-            .entry(grid.street_code().to_string())
+            .entry(grid.street_code())
             .or_default()
             .insert(at, clue);
         self.by_district
@@ -795,14 +792,14 @@ impl Detector {
             *self
                 .neighbours
                 .grids_per_street
-                .get(grid.street_code().as_str())
+                .get(&grid.street_code())
                 .unwrap_or(&1),
         );
         let community_grids = f64::from(
             *self
                 .neighbours
                 .grids_per_community
-                .get(grid.community_code().as_str())
+                .get(&grid.community_code())
                 .unwrap_or(&1),
         );
         let district_times = self.by_district.get(category);
@@ -811,7 +808,7 @@ impl Detector {
             count(
                 self.by_street
                     .get(category)
-                    .and_then(|m| m.get(grid.street_code().as_str())),
+                    .and_then(|m| m.get(&grid.street_code())),
             ),
             street_grids,
             r_district,
@@ -820,7 +817,7 @@ impl Detector {
             count(
                 self.by_community
                     .get(category)
-                    .and_then(|m| m.get(grid.community_code().as_str())),
+                    .and_then(|m| m.get(&grid.community_code())),
             ),
             community_grids,
             r_street,
@@ -877,8 +874,8 @@ impl Detector {
             place_kind: a.place.kind(),
             grid_code: centre,
             grids,
-            community_code: centre.community_code().to_string(),
-            street_code: centre.street_code().to_string(),
+            community_code: centre.community_code(),
+            street_code: centre.street_code(),
             category: a.category.clone(),
             window_start_ms: a.window_start_ms,
             window_end_ms: end,
@@ -1020,7 +1017,7 @@ mod tests {
         assert_eq!(alert.place_kind, PlaceKind::Neighbourhood);
         assert!(alert.expected < 0.5, "{alert:?}");
         assert!(alert.recurrence_days >= 3650.0, "{alert:?}");
-        assert_eq!(alert.street_code, alert.grid_code.street_code().as_str());
+        assert_eq!(alert.street_code, alert.grid_code.street_code());
     }
 
     #[test]
