@@ -3,11 +3,20 @@
 //! - [`migrations`]: versioned schema, embedded, applied at start and by `gridclue-sink migrate`.
 //! - [`rows`]: the table rows and the per-clue state facts are folded into.
 //! - [`store`]: ClickHouse calls and error classification.
-//! - `pipeline`: consume → fold → batch → insert → commit, with backpressure and the DLQ.
+//! - `pipeline`: the consume → fold → batch → insert → commit loop: rebalances, held
+//!   partitions, the clue states facts are folded into, backpressure.
+//! - `batching`: when a batch is flushed (full or lingered), and what a revocation drops from
+//!   it; pure, the time passed in.
+//! - `writer`: makes a batch durable: inserts with retry and backoff, splits a refused batch,
+//!   undoes refused facts, routes undecodable and refused records to the DLQ.
+//! - `acknowledger`: commits offsets once the output is durable.
+//! - `poller`: the thread that polls the consumer and pauses it when the loop falls behind.
 //! - [`replay`]: re-projects a range of the topic (`gridclue-sink replay`).
 //! - [`log_reset`]: finds Kafka logs that were reset before anything is skipped, and starts a
 //!   new log deliberately (`gridclue-sink rebase`).
 //! - [`alerts`]: projects the hotspot alerts of `clues.alerts` (`hotspot_alerts`).
+//! - [`dlq`]: the dead-letter queue for operators (`gridclue-sink dlq list|show|replay`).
+//! - [`metrics`]: the sink's Prometheus metrics.
 //! - [`aggregates`]: checks the aggregate tables against the facts, and rebuilds them
 //!   (`gridclue-sink check-aggregates`, `rebuild-aggregates`).
 //!
@@ -27,8 +36,10 @@ use gridclue_core::service::Readiness;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+mod acknowledger;
 pub mod aggregates;
 pub mod alerts;
+mod batching;
 pub mod dlq;
 pub mod log_reset;
 pub mod metrics;
@@ -38,6 +49,7 @@ mod poller;
 pub mod replay;
 pub mod rows;
 pub mod store;
+mod writer;
 
 pub use metrics::SinkMetrics;
 

@@ -1,5 +1,10 @@
 //! The consume → fold → batch → insert → commit loop.
 //!
+//! This module reads and folds: it follows rebalances, judges and holds partitions, loads their
+//! clue states and folds each record into a fact of the current batch. When to flush is decided
+//! by [`crate::batching`]; the [`crate::writer`] makes a flushed batch durable (retry, split,
+//! undo, DLQ) and the [`crate::acknowledger`] then commits its offsets.
+//!
 //! Guarantees, and how they are kept:
 //! - **Nothing lost**: a partition's offset is committed only after every fact read from it up to
 //!   that offset is acknowledged by ClickHouse (or, for records that cannot be projected, by the
@@ -28,26 +33,28 @@
 //!   first fact has waited `batch_linger_ms` and `min_insert_interval_ms` has passed since the
 //!   previous flush started; the insert of one batch runs while the next is read and folded.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clickhouse::Client;
-use gridclue_core::wire::{now_ms, DlqReason, DlqRecord, EventEnvelope, SCHEMA_VERSION};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use gridclue_core::wire::{DlqReason, EventEnvelope};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::acknowledger::Acknowledger;
+use crate::batching::{Batch, Drained, Policy};
 use crate::log_reset::{self, Inspection, LogReset, Probe, Verdict};
 use crate::metrics::SinkMetrics;
 use crate::poller::{Control, Generation, Item, Poller};
-use crate::rows::{self, ClueRow, ClueState, EventRow, Source};
-use crate::store::{self, Failure, InsertTimeouts};
+use crate::rows::{self, ClueState, Source};
+use crate::store;
+use crate::writer::{dlq_record, Attempt, Feed, Unit, Writer};
 use crate::SinkConfig;
 
 /// Why the loop stopped early.
@@ -118,49 +125,6 @@ impl ConsumerContext for SinkContext {
     }
 }
 
-/// One fact on its way into ClickHouse.
-pub(crate) struct Unit {
-    pub event: EventRow,
-    /// The clue's state after this fact…
-    pub clue: Arc<ClueRow>,
-    /// …and before it (with the seq stored before it), to undo a fact ClickHouse refuses.
-    pub prev: Option<Arc<ClueRow>>,
-    pub prev_stored: Option<u32>,
-    pub source: Source,
-    /// The record as read (for the DLQ, should ClickHouse refuse the fact).
-    pub message: OwnedMessage,
-    /// When Kafka acknowledged the fact's command to ingest, if the fact says.
-    pub ingested_at_ms: Option<u64>,
-}
-
-#[derive(Default)]
-struct Batch {
-    units: Vec<Unit>,
-    dlq: Vec<DlqRecord>,
-    /// Highest offset read per partition (committed + 1 after the flush).
-    offsets: BTreeMap<i32, i64>,
-    bytes: usize,
-    first_at: Option<Instant>,
-}
-
-impl Batch {
-    fn rows(&self) -> usize {
-        self.units.len() + self.dlq.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
-    }
-
-    fn drop_partitions(&mut self, gone: &[i32]) {
-        self.units.retain(|u| !gone.contains(&u.source.partition));
-        self.dlq.retain(|d| !gone.contains(&d.source_partition));
-        for p in gone {
-            self.offsets.remove(p);
-        }
-    }
-}
-
 struct PartitionState {
     /// The life of the partition's log being read (stored with every fact).
     log: u32,
@@ -193,7 +157,10 @@ pub(crate) struct Pipeline {
     rx: Option<tokio::sync::mpsc::Receiver<Item>>,
     /// Per partition, the generation of its last revocation: messages read before it are stale.
     revoked_at: HashMap<i32, u64>,
-    producer: FutureProducer,
+    /// Makes flushed batches durable.
+    writer: Arc<Writer>,
+    /// Commits the offsets of durable batches.
+    acknowledger: Acknowledger,
     metrics: SinkMetrics,
     cancel: CancellationToken,
     topic: Arc<str>,
@@ -201,12 +168,12 @@ pub(crate) struct Pipeline {
     mode: Mode,
     assigned: HashSet<i32>,
     partitions: HashMap<i32, PartitionState>,
-    batch: Batch,
+    batch: Batch<Unit>,
+    policy: Policy,
     /// Messages received from the poller and not yet handled, with their generation.
     stash: VecDeque<(u64, OwnedMessage)>,
+    /// When the previous flush started.
     last_flush: Instant,
-    paused: bool,
-    timeouts: InsertTimeouts,
     /// Looks at the broker's logs for the reset check.
     probe: Arc<Probe>,
     readiness: gridclue_core::service::Readiness,
@@ -261,26 +228,34 @@ impl Pipeline {
         };
         let replay = matches!(mode, Mode::Replay { .. });
         let (consumer, notes, generation) = consumer(&cfg, &group, replay)?;
-        let producer: FutureProducer =
-            gridclue_core::kafka::producer_config(&cfg.kafka(), cfg.dlq_timeout_ms).create()?;
-        let timeouts = InsertTimeouts {
-            send: Duration::from_millis(cfg.insert_timeout_ms),
-            end: Duration::from_millis(cfg.insert_timeout_ms),
+        let consumer = Arc::new(consumer);
+        let topic: Arc<str> = cfg.events_topic.as_str().into();
+        let writer = Writer::new(&cfg, client.clone(), metrics.clone(), cancel.clone())?;
+        let acknowledger = match mode {
+            Mode::Live => Acknowledger::Group {
+                consumer: consumer.clone(),
+                topic: topic.clone(),
+                metrics: metrics.clone(),
+                cancel: cancel.clone(),
+            },
+            Mode::Replay { .. } => Acknowledger::Replay,
         };
         let probe = Arc::new(Probe::new(
             &cfg.kafka(),
             Duration::from_millis(cfg.log_check_timeout_ms),
         )?);
         Ok(Self {
-            topic: cfg.events_topic.as_str().into(),
+            topic,
+            policy: Policy::new(&cfg),
             cfg,
             client,
-            consumer: Arc::new(consumer),
+            consumer,
             generation,
             poller: None,
             rx: None,
             revoked_at: HashMap::new(),
-            producer,
+            writer: Arc::new(writer),
+            acknowledger,
             metrics,
             cancel,
             notes,
@@ -290,8 +265,6 @@ impl Pipeline {
             batch: Batch::default(),
             stash: VecDeque::new(),
             last_flush: Instant::now() - Duration::from_secs(3600),
-            paused: false,
-            timeouts,
             probe,
             readiness,
             held: HashMap::new(),
@@ -457,14 +430,11 @@ impl Pipeline {
     }
 
     fn due_at(&self) -> Option<Instant> {
-        let first = self.batch.first_at?;
-        let linger = first + Duration::from_millis(self.cfg.batch_linger_ms);
-        let spaced = self.last_flush + Duration::from_millis(self.cfg.min_insert_interval_ms);
-        Some(linger.max(spaced))
+        self.policy.due_at(&self.batch, self.last_flush)
     }
 
     fn batch_full(&self) -> bool {
-        self.batch.rows() >= self.cfg.batch_max_rows || self.batch.bytes >= self.cfg.batch_max_bytes
+        self.policy.is_full(&self.batch)
     }
 
     /// Applies rebalance notes: forget revoked partitions (their unflushed facts are re-read by
@@ -489,7 +459,7 @@ impl Pipeline {
                         // Whoever owns it next judges it afresh.
                         self.unhold(*p);
                     }
-                    self.batch.drop_partitions(&ps);
+                    self.batch.revoke(&ps);
                     self.stash.retain(|(_, m)| !ps.contains(&m.partition()));
                 }
             }
@@ -522,9 +492,7 @@ impl Pipeline {
             return Ok(()); // held, moved, or revoked while loading
         }
         let batch = &mut self.batch;
-        batch.first_at.get_or_insert_with(Instant::now);
-        let slot = batch.offsets.entry(p).or_insert(offset);
-        *slot = (*slot).max(offset);
+        batch.read(p, offset, Instant::now());
         let part = self.partitions.get_mut(&p).expect("partition loaded");
         let live = matches!(self.mode, Mode::Live);
         if live && part.resume_after.is_some_and(|r| offset <= r) {
@@ -543,8 +511,7 @@ impl Pipeline {
             Ok(env) => env,
             Err(e) => {
                 let record = dlq_record(e.dlq_reason(), e.to_string(), &source, key, payload);
-                batch.bytes += payload.len();
-                batch.dlq.push(record);
+                batch.push_dlq(record, payload.len());
                 return Ok(());
             }
         };
@@ -552,8 +519,7 @@ impl Pipeline {
             if k != env.clue_id.to_string().as_bytes() {
                 let detail = format!("record key does not match clue id {}", env.clue_id);
                 let record = dlq_record(DlqReason::KeyMismatch, detail, &source, key, payload);
-                batch.bytes += payload.len();
-                batch.dlq.push(record);
+                batch.push_dlq(record, payload.len());
                 return Ok(());
             }
         }
@@ -576,16 +542,19 @@ impl Pipeline {
                 stored_seq: Some(prev_stored.map_or(env.seq, |s| s.max(env.seq))),
             },
         );
-        batch.bytes += event.approx_bytes() + clue.approx_bytes();
-        batch.units.push(Unit {
-            event,
-            clue,
-            prev,
-            prev_stored,
-            source,
-            message: msg,
-            ingested_at_ms: env.ingested_at_ms,
-        });
+        let bytes = event.approx_bytes() + clue.approx_bytes();
+        batch.push_fact(
+            Unit {
+                event,
+                clue,
+                prev,
+                prev_stored,
+                source,
+                message: msg,
+                ingested_at_ms: env.ingested_at_ms,
+            },
+            bytes,
+        );
         Ok(())
     }
 
@@ -637,13 +606,18 @@ impl Pipeline {
 
     /// Waits until no insert of the partition's previous owner runs on the server.
     async fn fence(&mut self, p: i32) -> Result<(), Stop> {
+        let writer = self.writer.clone();
         loop {
             let client = self.client.clone();
-            let running = self
-                .retry("fence", move || {
-                    let client = client.clone();
-                    async move { store::partition_insert_running(&client, p).await }
-                })
+            let running = writer
+                .retry(
+                    "fence",
+                    move || {
+                        let client = client.clone();
+                        async move { store::partition_insert_running(&client, p).await }
+                    },
+                    self,
+                )
                 .await?;
             if !running {
                 return Ok(());
@@ -652,14 +626,15 @@ impl Pipeline {
                 partition = p,
                 "waiting for an insert of the partition's previous owner"
             );
-            self.wait_polling(Duration::from_millis(50)).await?;
+            writer.wait(Duration::from_millis(50), self).await?;
         }
     }
 
     /// Judges the partition's log (see [`log_reset::inspect`]), retrying failed looks at
     /// ClickHouse or Kafka with backoff.
     async fn inspect_retrying(&mut self, p: i32) -> Result<Inspection, Stop> {
-        let mut backoff = Duration::from_millis(self.cfg.retry_initial_ms);
+        let writer = self.writer.clone();
+        let mut backoff = writer.first_backoff();
         loop {
             match log_reset::inspect(&self.client, &self.probe, &self.topic, p).await {
                 Ok(inspection) => return Ok(inspection),
@@ -669,8 +644,8 @@ impl Pipeline {
                         .with_label_values(&["transient", "log_check"])
                         .inc();
                     tracing::warn!(partition = p, error = %e, backoff_ms = backoff.as_millis() as u64, "checking the partition's log failed; retrying");
-                    self.wait_polling(backoff).await?;
-                    backoff = self.next_backoff(backoff);
+                    writer.wait(backoff, self).await?;
+                    backoff = writer.next_backoff(backoff);
                 }
             }
         }
@@ -685,18 +660,23 @@ impl Pipeline {
         let topic = self.topic.clone();
         let p = inspection.partition;
         let found = inspection.clone();
-        let clues = self
-            .retry("load_partition", move || {
-                let client = client.clone();
-                let topic = topic.clone();
-                let found = found.clone();
-                async move {
-                    log_reset::adopt_cluster(&client, &found).await?;
-                    store::load_partition(&client, &topic, p).await
-                }
-            })
+        let writer = self.writer.clone();
+        let clues = writer
+            .retry(
+                "load_partition",
+                move || {
+                    let client = client.clone();
+                    let topic = topic.clone();
+                    let found = found.clone();
+                    async move {
+                        log_reset::adopt_cluster(&client, &found).await?;
+                        store::load_partition(&client, &topic, p).await
+                    }
+                },
+                self,
+            )
             .await?;
-        self.resume_all();
+        writer.resume_all();
         Ok(PartitionState {
             log: inspection.stored.log,
             resume_after,
@@ -834,112 +814,41 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Runs a ClickHouse read until it succeeds, backing off and keeping the consumer polled
-    /// (and paused: nothing new is read while ClickHouse does not answer).
-    async fn retry<T, F, Fut>(&mut self, op: &'static str, mut f: F) -> Result<T, Stop>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, clickhouse::error::Error>>,
-    {
-        let mut backoff = Duration::from_millis(self.cfg.retry_initial_ms);
-        loop {
-            match f().await {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    let kind = store::classify(&e).kind();
-                    self.metrics.retries.with_label_values(&[kind, op]).inc();
-                    tracing::warn!(op, kind, error = %store::short_error(&e), backoff_ms = backoff.as_millis() as u64, "ClickHouse call failed; retrying");
-                    self.pause_all();
-                    self.wait_polling(backoff).await?;
-                    backoff = self.next_backoff(backoff);
-                }
-            }
-        }
-    }
-
-    fn next_backoff(&self, d: Duration) -> Duration {
-        (d * 2).min(Duration::from_millis(self.cfg.retry_max_ms))
-    }
-
-    /// Sleeps for `d` (the poller thread keeps the consumer polled meanwhile; with the loop
-    /// not taking messages, its channel fills and it pauses the partitions), then applies any
-    /// rebalance that happened.
-    async fn wait_polling(&mut self, d: Duration) -> Result<(), Stop> {
-        tokio::select! {
-            biased;
-            _ = cancelled(&self.cancel) => return Err(Stop::Shutdown),
-            _ = tokio::time::sleep(d) => {}
-        }
-        self.apply_notes();
-        Ok(())
-    }
-
-    /// Marks the sink as held up by ClickHouse (the consumer itself is paused by the poller
-    /// once the loop stops taking messages).
-    fn pause_all(&mut self) {
-        if !self.paused {
-            tracing::warn!("waiting for ClickHouse; consumption stops once the buffer is full");
-        }
-        self.paused = true;
-        self.metrics.paused.set(1);
-    }
-
-    fn resume_all(&mut self) {
-        if !self.paused {
-            return;
-        }
-        tracing::info!("ClickHouse takes inserts again; consumption resumed");
-        self.paused = false;
-        self.metrics.paused.set(0);
-    }
-
     /// Writes the batch (DLQ records, then rows), then commits its offsets.
     ///
     /// The first attempt at the rows runs while the loop goes on reading and folding the next
     /// batch (ClickHouse works while the sink decodes); failures are then handled in sequence.
     async fn flush(&mut self) -> Result<(), Stop> {
         self.apply_notes();
-        let batch = std::mem::take(&mut self.batch);
-        if batch.is_empty() {
+        if self.batch.is_empty() {
             self.last_flush = Instant::now();
             return Ok(());
         }
-        let Batch {
-            units,
+        let Drained {
+            facts: units,
             dlq,
             offsets,
-            ..
-        } = batch;
+        } = self.batch.drain();
         let started = Instant::now();
         let facts = units.len();
         if !units.is_empty() {
             self.metrics.batch_rows.observe(units.len() as f64);
         }
+        let writer = self.writer.clone();
         for record in dlq {
             if self.assigned.contains(&record.source_partition) {
-                self.send_dlq(record).await?;
+                writer.send_dlq(record, self).await?;
             }
         }
         if !units.is_empty() {
-            let (mut units, first) = self.write_overlapped(units).await?;
+            let (units, first) = self.write_overlapped(units).await?;
             match first {
-                Ok(()) => self.written(&units),
-                Err((phase, e, query_id)) => {
-                    tracing::warn!(
-                        kind = store::classify(&e).kind(),
-                        table = phase,
-                        error = %store::short_error(&e),
-                        rows = units.len(),
-                        "insert failed"
-                    );
-                    if phase == store::EVENTS_TABLE {
-                        self.forget_stored(&mut units, &query_id).await?;
-                    }
-                    self.write_units(units).await?;
-                }
+                Ok(()) => writer.written(&units, self),
+                Err(failed) => writer.recover(units, failed, self).await?,
             }
         }
-        self.commit(&offsets);
+        self.acknowledger
+            .commit(&offsets, |p| self.assigned.contains(&p));
         // Flushes are spaced from start to start: a slow insert does not add to the wait.
         self.last_flush = started;
         tracing::debug!(
@@ -953,35 +862,13 @@ impl Pipeline {
 
     /// One insert attempt of `units`, during which the consumer keeps being read and its
     /// messages folded into the next batch (up to that batch's limits).
-    #[allow(clippy::type_complexity)]
-    async fn write_overlapped(
-        &mut self,
-        units: Vec<Unit>,
-    ) -> Result<
-        (
-            Vec<Unit>,
-            Result<(), (&'static str, clickhouse::error::Error, String)>,
-        ),
-        Stop,
-    > {
+    async fn write_overlapped(&mut self, units: Vec<Unit>) -> Result<(Vec<Unit>, Attempt), Stop> {
         let units = Arc::new(units);
-        let query_id = query_id_for(&units);
-        let write = {
-            let client = self.client.clone();
-            let metrics = self.metrics.clone();
-            let timeouts = self.timeouts;
-            let units = units.clone();
-            let query_id = query_id.clone();
-            // Spawned, so that serializing the rows runs on another worker thread than the
-            // decoding and folding of the next batch.
-            AbortOnDrop(tokio::spawn(async move {
-                insert_units(&client, &metrics, timeouts, &units, &query_id).await
-            }))
-        };
-        let mut write = write;
+        // Dropped on an early return: no insert is left running.
+        let mut write = self.writer.spawn_insert(units.clone());
         let result = loop {
             if self.batch_full() {
-                break (&mut write.0).await;
+                break (&mut write).await;
             }
             if let Some((generation, m)) = self.stash.pop_front() {
                 self.handle(generation, m).await?;
@@ -990,305 +877,57 @@ impl Pipeline {
             let rx = self.rx.as_mut().expect("started");
             let item = tokio::select! {
                 biased;
-                r = &mut write.0 => break r,
+                r = &mut write => break r,
                 item = rx.recv() => item,
             };
             self.take(item)?;
         };
-        let result = match result {
-            Ok(r) => r,
+        let attempt = match result {
+            Ok(attempt) => attempt,
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
         let units = Arc::try_unwrap(units)
             .ok()
             .expect("the insert task has finished and released the units");
-        Ok((units, result.map_err(|(phase, e)| (phase, e, query_id))))
+        Ok((units, attempt))
+    }
+}
+
+impl Feed for Pipeline {
+    fn apply_rebalances(&mut self) {
+        self.apply_notes();
     }
 
-    /// Bookkeeping for acknowledged facts.
-    fn written(&mut self, units: &[Unit]) {
-        let now = now_ms();
-        // Observed locally, published once for the batch.
-        let freshness = self.metrics.freshness.local();
-        let end_to_end = self.metrics.end_to_end_freshness.local();
-        for u in units {
-            let age = now.saturating_sub(u.event.occurred_at_ms) as f64 / 1000.0;
-            freshness.observe(age);
-            if let Some(ingested) = u.ingested_at_ms {
-                end_to_end.observe(now.saturating_sub(ingested) as f64 / 1000.0);
-            }
-        }
-        freshness.flush();
-        end_to_end.flush();
-        self.inserted += units.len() as u64;
+    fn owns(&self, partition: i32) -> bool {
+        self.assigned.contains(&partition)
     }
 
-    /// Inserts the units, splitting a chunk ClickHouse refuses until the refused facts are
-    /// isolated and sent to the DLQ.
-    async fn write_units(&mut self, units: Vec<Unit>) -> Result<(), Stop> {
-        let mut queue: VecDeque<Vec<Unit>> = VecDeque::from([units]);
-        while let Some(mut chunk) = queue.pop_front() {
-            chunk.retain(|u| self.assigned.contains(&u.source.partition));
-            if chunk.is_empty() {
-                continue;
-            }
-            match self.insert_chunk(&mut chunk).await {
-                Ok(()) => self.written(&chunk),
-                Err(Stop::Rejected(e)) if chunk.len() == 1 => {
-                    let u = chunk.pop().expect("one unit");
-                    let code = store::error_code(&e).unwrap_or(0);
-                    self.metrics
-                        .errors
-                        .with_label_values(&["clickhouse_rejected"])
-                        .inc();
-                    tracing::warn!(
-                        partition = u.source.partition,
-                        offset = u.source.offset,
-                        code,
-                        "ClickHouse refused a fact; sending it to the DLQ"
-                    );
-                    let detail = format!(
-                        "ClickHouse refused the row (code {code}): {}",
-                        store::short_error(&e)
-                    );
-                    let record = dlq_record(
-                        DlqReason::ClickhouseRejected,
-                        detail,
-                        &u.source,
-                        u.message.key(),
-                        u.message.payload().unwrap_or_default(),
-                    );
-                    self.send_dlq(record).await?;
-                    self.undo(&u).await?;
-                }
-                Err(Stop::Rejected(_)) => {
-                    let right = chunk.split_off(chunk.len() / 2);
-                    queue.push_front(right);
-                    queue.push_front(chunk);
-                }
-                Err(stop) => return Err(stop),
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes back a fact ClickHouse refused: its `clues` row was written before the refusal, so
-    /// a row with the previous state at the same version replaces it (ReplacingMergeTree keeps
-    /// the last of equal versions, and the clue's next fact has a higher one), and the state in
-    /// memory goes back to what it was, so the fact can be replayed from the DLQ once fixed.
-    async fn undo(&mut self, u: &Unit) -> Result<(), Stop> {
-        let mut row = match &u.prev {
-            Some(prev) => (**prev).clone(),
-            None => ClueRow {
-                clue_id: u.clue.clue_id,
-                placement: "unknown".into(),
-                kafka_partition: u.source.partition,
-                ..ClueRow::default()
-            },
+    fn undone(&mut self, u: &Unit) {
+        let Some(part) = self.partitions.get_mut(&u.source.partition) else {
+            return;
         };
-        row.version = u.event.seq;
-        let client = self.client.clone();
-        let timeouts = self.timeouts;
-        let row = Arc::new(row);
-        let r = row.clone();
-        self.retry("undo", move || {
-            let client = client.clone();
-            let r = r.clone();
-            async move { store::insert_clues(&client, &[&*r], timeouts).await }
-        })
-        .await?;
-        self.resume_all();
-        if let Some(part) = self.partitions.get_mut(&u.source.partition) {
-            let latest = part.clues.get(&u.clue.clue_id).map(|s| s.row.version);
-            if latest == Some(u.event.seq) {
-                match &u.prev {
-                    Some(prev) => {
-                        part.clues.insert(
-                            u.clue.clue_id,
-                            ClueState {
-                                row: prev.clone(),
-                                stored_seq: u.prev_stored,
-                            },
-                        );
-                    }
-                    None => {
-                        part.clues.remove(&u.clue.clue_id);
-                    }
-                }
-            }
+        let latest = part.clues.get(&u.clue.clue_id).map(|s| s.row.version);
+        if latest != Some(u.event.seq) {
+            return; // a later fact of the clue was folded since; its state stays
         }
-        Ok(())
-    }
-
-    /// One chunk, `clues` first then `clue_events` (whose rows mark the offsets as stored),
-    /// retried until acknowledged or refused as data. After a failed `clue_events` insert the
-    /// sink waits until the statement no longer runs on the server and drops from the chunk
-    /// what ClickHouse kept (a statement cut off mid-stream may have stored a prefix), so no
-    /// fact is inserted twice and the aggregates fed from `clue_events` stay exact.
-    async fn insert_chunk(&mut self, chunk: &mut Vec<Unit>) -> Result<(), Stop> {
-        let mut backoff = Duration::from_millis(self.cfg.retry_initial_ms);
-        loop {
-            let query_id = query_id_for(chunk);
-            let (phase, e) =
-                match insert_units(&self.client, &self.metrics, self.timeouts, chunk, &query_id)
-                    .await
-                {
-                    Ok(()) => {
-                        self.resume_all();
-                        return Ok(());
-                    }
-                    Err(failed) => failed,
-                };
-            let failure = store::classify(&e);
-            tracing::warn!(
-                kind = failure.kind(),
-                table = phase,
-                error = %store::short_error(&e),
-                rows = chunk.len(),
-                "insert failed"
-            );
-            if phase == store::EVENTS_TABLE {
-                self.forget_stored(chunk, &query_id).await?;
-                if chunk.is_empty() {
-                    self.resume_all();
-                    return Ok(());
-                }
-            }
-            if let Failure::Rejected(_) = failure {
-                return Err(Stop::Rejected(e));
-            }
-            self.metrics
-                .retries
-                .with_label_values(&[failure.kind(), "insert"])
-                .inc();
-            self.pause_all();
-            self.wait_polling(backoff).await?;
-            backoff = self.next_backoff(backoff);
-            chunk.retain(|u| self.assigned.contains(&u.source.partition));
-            if chunk.is_empty() {
-                self.resume_all();
-                return Ok(());
-            }
-        }
-    }
-
-    /// Drops from `chunk` the facts a failed insert (`query_id`) stored after all.
-    async fn forget_stored(&mut self, chunk: &mut Vec<Unit>, query_id: &str) -> Result<(), Stop> {
-        loop {
-            let client = self.client.clone();
-            let id = query_id.to_owned();
-            let running = self
-                .retry("check_insert", move || {
-                    let client = client.clone();
-                    let id = id.clone();
-                    async move { store::query_running(&client, &id).await }
-                })
-                .await?;
-            if !running {
-                break;
-            }
-            self.wait_polling(Duration::from_millis(100)).await?;
-        }
-        let mut ranges: BTreeMap<(i32, u32), (i64, i64)> = BTreeMap::new();
-        for u in chunk.iter() {
-            let r = ranges
-                .entry((u.source.partition, u.source.log))
-                .or_insert((u.source.offset, u.source.offset));
-            r.0 = r.0.min(u.source.offset);
-            r.1 = r.1.max(u.source.offset);
-        }
-        for ((p, log), (from, to)) in ranges {
-            let client = self.client.clone();
-            let topic = self.topic.clone();
-            let stored = self
-                .retry("check_stored", move || {
-                    let client = client.clone();
-                    let topic = topic.clone();
-                    async move { store::stored_offset_in(&client, &topic, p, log, from, to).await }
-                })
-                .await?;
-            if let Some(max) = stored {
-                let before = chunk.len();
-                chunk.retain(|u| {
-                    u.source.partition != p || u.source.log != log || u.source.offset > max
-                });
-                let kept = before - chunk.len();
-                tracing::info!(
-                    partition = p,
-                    up_to = max,
-                    facts = kept,
-                    "a failed insert stored these facts after all; not writing them again"
+        match &u.prev {
+            Some(prev) => {
+                part.clues.insert(
+                    u.clue.clue_id,
+                    ClueState {
+                        row: prev.clone(),
+                        stored_seq: u.prev_stored,
+                    },
                 );
-                self.metrics
-                    .skipped
-                    .with_label_values(&["stored_by_failed_insert"])
-                    .inc_by(kept as u64);
-                self.inserted += kept as u64;
             }
-        }
-        Ok(())
-    }
-
-    /// Sends a record to the DLQ and waits for the broker's acknowledgement (retrying).
-    async fn send_dlq(&mut self, record: DlqRecord) -> Result<(), Stop> {
-        let payload = record.encode();
-        let key = record.key.clone();
-        let mut backoff = Duration::from_millis(self.cfg.retry_initial_ms);
-        loop {
-            let mut r = FutureRecord::to(&self.cfg.dlq_topic).payload(&payload);
-            if let Some(k) = &key {
-                r = r.key(k.as_str());
-            }
-            let timeout = Duration::from_millis(self.cfg.dlq_timeout_ms);
-            match self.producer.send(r, timeout).await {
-                Ok(_) => {
-                    self.metrics
-                        .dlq
-                        .with_label_values(&[record.reason.as_str()])
-                        .inc();
-                    return Ok(());
-                }
-                Err((e, _)) => {
-                    self.metrics
-                        .retries
-                        .with_label_values(&["transient", "dlq"])
-                        .inc();
-                    tracing::warn!(error = %e, "DLQ send failed; retrying");
-                    self.wait_polling(backoff).await?;
-                    backoff = self.next_backoff(backoff);
-                }
+            None => {
+                part.clues.remove(&u.clue.clue_id);
             }
         }
     }
 
-    fn commit(&self, offsets: &BTreeMap<i32, i64>) {
-        if !matches!(self.mode, Mode::Live) {
-            return;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in offsets {
-            if self.assigned.contains(p) {
-                if let Err(e) = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(o + 1)) {
-                    tracing::warn!(error = %e, "cannot build commit");
-                }
-            }
-        }
-        if tpl.count() == 0 {
-            return;
-        }
-        // On the way out the commit must land before the consumer closes.
-        let mode = if self.cancel.is_cancelled() {
-            CommitMode::Sync
-        } else {
-            CommitMode::Async
-        };
-        if let Err(e) = self.consumer.commit(&tpl, mode) {
-            self.metrics
-                .errors
-                .with_label_values(&["kafka_commit"])
-                .inc();
-            tracing::warn!(error = %e, "offset commit failed (the batch is re-read and skipped)");
-        }
+    fn stored(&mut self, facts: usize) {
+        self.inserted += facts as u64;
     }
 }
 
@@ -1307,77 +946,11 @@ impl Stop {
 fn hold_key(topic: &str, partition: i32) -> String {
     format!("log_reset/{topic}/{partition}")
 }
-
-/// Aborts a spawned task when dropped (an early return must not leave an insert running).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// The query id of an insert of `units` (it names their partitions, see
-/// [`store::insert_query_id`]).
-fn query_id_for(units: &[Unit]) -> String {
-    let mut partitions: Vec<i32> = units.iter().map(|u| u.source.partition).collect();
-    partitions.sort_unstable();
-    partitions.dedup();
-    store::insert_query_id(&partitions)
-}
-
-/// Writes `units`: the latest `clues` row of each clue first, then the `clue_events` rows (whose
-/// offsets mark the facts as stored). Returns the table whose insert failed.
-async fn insert_units(
-    client: &Client,
-    metrics: &SinkMetrics,
-    timeouts: InsertTimeouts,
-    units: &[Unit],
-    query_id: &str,
-) -> Result<(), (&'static str, clickhouse::error::Error)> {
-    let mut latest: HashMap<Uuid, &ClueRow> = HashMap::with_capacity(units.len());
-    for u in units {
-        latest
-            .entry(u.clue.clue_id)
-            .and_modify(|r| {
-                if u.clue.version >= r.version {
-                    *r = &u.clue;
-                }
-            })
-            .or_insert(&u.clue);
-    }
-    let clues: Vec<&ClueRow> = latest.into_values().collect();
-    let events: Vec<&EventRow> = units.iter().map(|u| &u.event).collect();
-    let t = Instant::now();
-    store::insert_clues(client, &clues, timeouts)
-        .await
-        .map_err(|e| (store::CLUES_TABLE, e))?;
-    observe_insert(metrics, store::CLUES_TABLE, clues.len(), t);
-    let t = Instant::now();
-    store::insert_events(client, &events, timeouts, query_id)
-        .await
-        .map_err(|e| (store::EVENTS_TABLE, e))?;
-    observe_insert(metrics, store::EVENTS_TABLE, events.len(), t);
-    Ok(())
-}
-
-fn observe_insert(metrics: &SinkMetrics, table: &str, rows: usize, started: Instant) {
-    metrics
-        .insert_duration
-        .with_label_values(&[table])
-        .observe(started.elapsed().as_secs_f64());
-    metrics.batches_inserted.with_label_values(&[table]).inc();
-    metrics
-        .rows_inserted
-        .with_label_values(&[table])
-        .inc_by(rows as u64);
-}
-
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 // Named as a boxed `dyn Future + Send`: written inline in `select!`, the compiler cannot
 // prove the loop's future `Send` for every lifetime.
-fn cancelled(token: &CancellationToken) -> BoxFuture<'_, ()> {
+pub(crate) fn cancelled(token: &CancellationToken) -> BoxFuture<'_, ()> {
     Box::pin(token.cancelled())
 }
 
@@ -1385,28 +958,5 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-fn dlq_record(
-    reason: DlqReason,
-    detail: String,
-    source: &Source,
-    key: Option<&[u8]>,
-    payload: &[u8],
-) -> DlqRecord {
-    let (payload, payload_is_hex) = DlqRecord::payload_of(payload);
-    DlqRecord {
-        v: SCHEMA_VERSION,
-        reason,
-        detail: detail.chars().take(500).collect(),
-        stage: "sink".into(),
-        source_topic: source.topic.to_string(),
-        source_partition: source.partition,
-        source_offset: source.offset,
-        key: key.map(|k| String::from_utf8_lossy(k).into_owned()),
-        payload,
-        payload_is_hex,
-        at_ms: now_ms(),
     }
 }
