@@ -12,6 +12,12 @@ TEST_CLICKHOUSE_URL := http://127.0.0.1:$(CH_HTTP_PORT)
 #   make test TEST_PKGS="-p gridclue-core"   make test TEST_ARGS="-- --nocapture"
 TEST_PKGS ?= --workspace
 TEST_ARGS ?=
+# The commit gridclue_build_info reports. Only the service binaries read it (at compile time),
+# so a new commit relinks them and rebuilds nothing else.
+ifndef GRIDCLUE_GIT_COMMIT
+GRIDCLUE_GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+endif
+export GRIDCLUE_GIT_COMMIT
 
 .PHONY: help build up down restart status env demo test test-ops ops-deps lint fmt clickhouse browser-deps clean-var chaos chaos-short
 

@@ -240,7 +240,10 @@ build_binaries() {
         step "building binaries (cargo build --bins)"
         local t0
         t0="$(now_ms)"
-        (cd "$REPO_ROOT" && cargo build --bins) || die "cargo build failed"
+        # The commit the services report in gridclue_build_info (read by the binaries only).
+        (cd "$REPO_ROOT" &&
+            GRIDCLUE_GIT_COMMIT="${GRIDCLUE_GIT_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null)}" \
+                cargo build --bins) || die "cargo build failed"
         info "built in $(elapsed "$t0")"
     fi
     local name missing=()

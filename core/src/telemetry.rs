@@ -81,9 +81,34 @@ pub mod names {
 
 /// The version every binary was built from.
 pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The git commit every binary was built from (`GRIDCLUE_GIT_COMMIT` at build time, else `git
-/// rev-parse`, else "unknown"; see core/build.rs).
-pub const BUILD_COMMIT: &str = env!("GRIDCLUE_BUILD_COMMIT");
+
+static BUILD_COMMIT: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Records the git commit the running binary was built from, for `gridclue_build_info`; call it
+/// from `main` (through [`stamp_build_commit!`](crate::stamp_build_commit)) before the metrics
+/// are registered. Only the first call counts.
+pub fn set_build_commit(commit: &'static str) {
+    let _ = BUILD_COMMIT.set(commit);
+}
+
+/// The commit recorded by [`set_build_commit`], or "unknown" (a library run in-process by a
+/// test, a build without `GRIDCLUE_GIT_COMMIT`).
+pub fn build_commit() -> &'static str {
+    BUILD_COMMIT.get().copied().unwrap_or("unknown")
+}
+
+/// Records `GRIDCLUE_GIT_COMMIT` as set when the calling binary was compiled (`make` and the
+/// image build set it). Read in the binary, not in a library: a new commit recompiles only the
+/// binaries, not the workspace.
+#[macro_export]
+macro_rules! stamp_build_commit {
+    () => {
+        $crate::telemetry::set_build_commit(match option_env!("GRIDCLUE_GIT_COMMIT") {
+            Some(commit) if !commit.is_empty() => commit,
+            _ => "unknown",
+        })
+    };
+}
 
 /// Registers what every service exports besides its own metrics: `gridclue_build_info` and, on
 /// Linux, the process collector (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
@@ -98,7 +123,7 @@ pub fn register_common(registry: &Registry) {
     )
     .expect("valid metric");
     build
-        .with_label_values(&[BUILD_VERSION, BUILD_COMMIT])
+        .with_label_values(&[BUILD_VERSION, build_commit()])
         .set(1);
     registry
         .register(Box::new(build))
@@ -149,3 +174,25 @@ pub fn render(registry: &Registry) -> String {
 
 /// Content type of [`render`]'s output.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_carries_the_stamped_commit() {
+        set_build_commit("0123456789ab");
+        set_build_commit("ignored");
+        let registry = Registry::new();
+        register_common(&registry);
+        let text = render(&registry);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("gridclue_build_info{"))
+            .expect("build info exported");
+        assert_eq!(
+            line,
+            format!("gridclue_build_info{{commit=\"0123456789ab\",version=\"{BUILD_VERSION}\"}} 1")
+        );
+    }
+}

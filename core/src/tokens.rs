@@ -376,8 +376,8 @@ mod tests {
 
     #[test]
     fn issue_verify_revoke_round_trip_through_the_file() {
-        let dir = std::env::temp_dir().join(format!("gridclue-tokens-{}", rand::random::<u64>()));
-        let path = dir.join("tokens.json");
+        let scratch = tempfile::tempdir().unwrap();
+        let path = scratch.path().join("tokens").join("tokens.json");
         let mut f = TokenFile::read(&path).unwrap();
         let (secret, rec) = f
             .issue(
@@ -415,13 +415,12 @@ mod tests {
         let file = std::fs::File::options().append(true).open(&path).unwrap();
         file.set_modified(future).unwrap();
         assert_eq!(store.authenticate_token(&secret), Err(AuthError::Revoked));
-        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]
     fn with_a_check_interval_revocations_are_seen_after_it() {
-        let dir = std::env::temp_dir().join(format!("gridclue-interval-{}", rand::random::<u64>()));
-        let path = dir.join("tokens.json");
+        let scratch = tempfile::tempdir().unwrap();
+        let path = scratch.path().join("interval").join("tokens.json");
         let mut f = TokenFile::default();
         let (secret, rec) = f.issue(TokenKind::Reporter, None, None, "r").unwrap();
         f.write(&path).unwrap();
@@ -448,7 +447,6 @@ mod tests {
             .unwrap();
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(tokens.authenticate_token(&secret), Err(AuthError::Revoked));
-        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]

@@ -47,6 +47,37 @@ fn answer<T: Serialize>(
     }
 }
 
+/// What every dashboard read starts from: who asks (their token's scope; a request without a
+/// valid token is refused before its parameters are looked at) and the query string.
+struct Asked {
+    reader: Reader,
+    pairs: Vec<(String, String)>,
+}
+
+impl Asked {
+    fn new(state: &AppState, headers: &HeaderMap, query: QueryPairs) -> Result<Self, ApiError> {
+        let reader = params::reader(&state.token(headers)?)?;
+        let pairs = query_pairs(query)?;
+        Ok(Self { reader, pairs })
+    }
+
+    /// The parameters (only `known` ones: any other is a 400) and the answer's format.
+    fn table_args(
+        &self,
+        known: &[&str],
+        headers: &HeaderMap,
+    ) -> Result<(Args<'_>, Format), ApiError> {
+        let args = Args::parse(&self.pairs, known)?;
+        let format = Format::of(&args, headers)?;
+        Ok((args, format))
+    }
+
+    /// Refuses any parameter (the route takes none).
+    fn no_args(&self) -> Result<(), ApiError> {
+        Args::parse(&self.pairs, &[]).map(drop)
+    }
+}
+
 fn period_name(p: &Period) -> String {
     format!("{}_{}", p.from, p.to)
 }
@@ -56,10 +87,9 @@ pub(crate) async fn get_breakdown(
     headers: HeaderMap,
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
-    let reader = params::reader(&state.token(&headers)?)?;
-    let pairs = query_pairs(query)?;
-    let args = Args::parse(&pairs, &with_filters(&["by", "from", "to", "format"]))?;
-    let format = Format::of(&args, &headers)?;
+    let asked = Asked::new(&state, &headers, query)?;
+    let (args, format) =
+        asked.table_args(&with_filters(&["by", "from", "to", "format"]), &headers)?;
     let by = match args.get("by") {
         None => breakdown::By::Street,
         Some(v) => breakdown::By::parse(v).ok_or_else(|| {
@@ -70,7 +100,7 @@ pub(crate) async fn get_breakdown(
         })?,
     };
     let period = Period::parse(&args, None)?;
-    let filters = Filters::parse(&args, &reader, &state.reference)?;
+    let filters = Filters::parse(&args, &asked.reader, &state.reference)?;
     let now_ms = gridclue_core::wire::now_ms();
     let started = Instant::now();
     let cells = breakdown::query(&state.read, by, &period, &filters, now_ms)
@@ -91,10 +121,9 @@ pub(crate) async fn get_trend(
     headers: HeaderMap,
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
-    let reader = params::reader(&state.token(&headers)?)?;
-    let pairs = query_pairs(query)?;
-    let args = Args::parse(&pairs, &with_filters(&["bucket", "from", "to", "format"]))?;
-    let format = Format::of(&args, &headers)?;
+    let asked = Asked::new(&state, &headers, query)?;
+    let (args, format) =
+        asked.table_args(&with_filters(&["bucket", "from", "to", "format"]), &headers)?;
     let bucket = match args.get("bucket") {
         None => trend::Bucket::Day,
         Some(v) => trend::Bucket::parse(v).ok_or_else(|| {
@@ -105,7 +134,7 @@ pub(crate) async fn get_trend(
         })?,
     };
     let period = Period::parse(&args, bucket.max_days())?;
-    let filters = Filters::parse(&args, &reader, &state.reference)?;
+    let filters = Filters::parse(&args, &asked.reader, &state.reference)?;
     let started = Instant::now();
     let hours = trend::query(&state.read, &period, &filters)
         .await
@@ -125,12 +154,12 @@ pub(crate) async fn get_rankings(
     headers: HeaderMap,
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
-    let reader = params::reader(&state.token(&headers)?)?;
-    let pairs = query_pairs(query)?;
-    let args = Args::parse(&pairs, &["by", "from", "to", "as_of", "street", "format"])?;
-    let format = Format::of(&args, &headers)?;
+    let asked = Asked::new(&state, &headers, query)?;
+    let (args, format) =
+        asked.table_args(&["by", "from", "to", "as_of", "street", "format"], &headers)?;
     let params = rankings::parse(&args)?;
-    let (current, previous) = rankings::plans(&reader, params, gridclue_core::wire::now_ms())?;
+    let (current, previous) =
+        rankings::plans(&asked.reader, params, gridclue_core::wire::now_ms())?;
     let started = Instant::now();
     let (now_counts, before_counts) = tokio::try_join!(
         crate::indicators::query(&state.read, &current),
@@ -167,19 +196,18 @@ pub(crate) async fn get_list(
     headers: HeaderMap,
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
-    let reader = params::reader(&state.token(&headers)?)?;
+    let asked = Asked::new(&state, &headers, query)?;
     let list = lists::List::parse(&list).ok_or_else(|| {
         ApiError::invalid_parameter(
             "list",
             format!("{list:?} is not a list (overdue, due_soon, stale, newest)"),
         )
     })?;
-    let pairs = query_pairs(query)?;
-    let args = Args::parse(&pairs, &with_filters(&["limit", "cursor", "format"]))?;
-    let format = Format::of(&args, &headers)?;
+    let (args, format) =
+        asked.table_args(&with_filters(&["limit", "cursor", "format"]), &headers)?;
     let limit = lists::parse_limit(args.get("limit"))?;
     let cursor = lists::parse_cursor(list, args.get("cursor"))?;
-    let filters = Filters::parse(&args, &reader, &state.reference)?;
+    let filters = Filters::parse(&args, &asked.reader, &state.reference)?;
     let now_ms = gridclue_core::wire::now_ms();
     let started = Instant::now();
     let rows = lists::query(&state.read, list, &filters, limit, cursor.as_ref(), now_ms)
@@ -196,12 +224,11 @@ pub(crate) async fn get_heatmap(
     headers: HeaderMap,
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
-    let reader = params::reader(&state.token(&headers)?)?;
-    let pairs = query_pairs(query)?;
-    let args = Args::parse(&pairs, &["from", "to", "category", "street", "format"])?;
-    let format = Format::of(&args, &headers)?;
+    let asked = Asked::new(&state, &headers, query)?;
+    let (args, format) =
+        asked.table_args(&["from", "to", "category", "street", "format"], &headers)?;
     let period = Period::parse(&args, None)?;
-    let filters = Filters::parse(&args, &reader, &state.reference)?;
+    let filters = Filters::parse(&args, &asked.reader, &state.reference)?;
     let started = Instant::now();
     let body = breakdown::heatmap(&state.read, &period, &filters)
         .await
@@ -223,9 +250,8 @@ pub(crate) async fn get_timeline(
     headers: HeaderMap,
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
-    let reader = params::reader(&state.token(&headers)?)?;
-    let pairs = query_pairs(query)?;
-    Args::parse(&pairs, &[])?;
+    let asked = Asked::new(&state, &headers, query)?;
+    asked.no_args()?;
     let id: ClueId = clue_id
         .parse()
         .map_err(|_| ApiError::invalid_parameter("clue_id", "must be a clue id (a UUID)"))?;
@@ -239,7 +265,7 @@ pub(crate) async fn get_timeline(
     if rows.is_empty() {
         return Err(not_found());
     }
-    if let Reader::Street(own) = &reader {
+    if let Reader::Street(own) = &asked.reader {
         // Another street's clue is answered like a clue that does not exist.
         if timeline::street_of(&rows) != Some(own.as_str()) {
             return Err(not_found());

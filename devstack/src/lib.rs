@@ -457,21 +457,10 @@ mod tests {
         assert_eq!(replication_factor_for(5), 3);
     }
 
-    fn scratch_dir(tag: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        std::env::temp_dir().join(format!(
-            "gridclue-devstack-{tag}-{}-{nanos}",
-            std::process::id()
-        ))
-    }
-
     #[test]
     fn addr_file_roundtrip_and_ownership() {
-        let dir = scratch_dir("addr");
-        let path = dir.join("nested").join("kafka.addr");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested").join("kafka.addr");
         assert_eq!(read_addr_file(&path).unwrap(), None);
 
         write_addr_file(&path, "127.0.0.1:1,127.0.0.1:2").unwrap();
@@ -492,8 +481,6 @@ mod tests {
         assert!(path.exists());
         assert!(remove_addr_file_if_ours(&path, "127.0.0.1:3").unwrap());
         assert!(!path.exists());
-
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -130,19 +130,6 @@ async fn extra_topics_can_be_added() {
     );
 }
 
-fn scratch_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let dir = std::env::temp_dir().join(format!(
-        "gridclue-devstack-{tag}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
 /// Kills the child on drop so a failing assertion leaves no broker behind.
 struct ChildGuard(Option<Child>);
 
@@ -174,8 +161,8 @@ fn wait_for_addr(path: &Path, child: &mut Child, timeout: Duration) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devbroker_binary_serves_other_processes_and_cleans_up_on_sigterm() {
-    let dir = scratch_dir("bin");
-    let addr_file = dir.join("run").join("kafka.addr");
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let addr_file = dir.path().join("run").join("kafka.addr");
     let child = Command::new(env!("CARGO_BIN_EXE_gridclue-devbroker"))
         .arg("--addr-file")
         .arg(&addr_file)
@@ -214,5 +201,4 @@ async fn devbroker_binary_serves_other_processes_and_cleans_up_on_sigterm() {
     guard.0 = None;
     assert!(exit.success(), "clean exit on SIGTERM: {exit}");
     assert!(!addr_file.exists(), "address file removed on exit");
-    std::fs::remove_dir_all(&dir).expect("cleanup");
 }

@@ -40,6 +40,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     gridclue_core::telemetry::init_tracing("enrich");
+    gridclue_core::stamp_build_commit!();
     let cli = Cli::parse();
     let config: EnrichConfig = gridclue_core::config::load()?;
     match cli.command {

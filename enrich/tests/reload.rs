@@ -82,7 +82,8 @@ async fn the_map_reloads_without_a_restart() {
         mock.create_topic(t, p, 1).unwrap();
     }
     let bootstrap = mock.bootstrap_servers();
-    let dir = std::env::temp_dir().join(format!("gridclue-enrich-reload-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
     std::fs::create_dir_all(dir.join("district")).unwrap();
     let data = std::path::PathBuf::from(data_dir());
     for f in ["categories.json", "calendar.json", "district/grids.geojson"] {
@@ -214,6 +215,5 @@ async fn the_map_reloads_without_a_restart() {
 
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
-    std::fs::remove_dir_all(&dir).ok();
     drop(mock);
 }

@@ -603,22 +603,16 @@ async fn read_audit(
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "gridclue-admin-{name}-{}-{nanos}",
-            std::process::id(),
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("tokens.json")
+    /// A token file path in a fresh directory (removed when the guard drops).
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        (dir, path)
     }
 
     #[test]
     fn concurrent_writers_lose_no_change() {
-        let path = scratch("concurrent");
+        let (_dir, path) = scratch();
         let admin = TokenAdmin::new(&path);
         let threads: Vec<_> = (0..8)
             .map(|t| {
@@ -651,12 +645,11 @@ mod tests {
         for t in &tokens {
             assert!(audit.iter().any(|e| e.token.id == t.id));
         }
-        std::fs::remove_dir_all(path.parent().unwrap()).ok();
     }
 
     #[test]
     fn revoking_twice_records_once_and_unknown_ids_are_errors() {
-        let path = scratch("revoke");
+        let (_dir, path) = scratch();
         let admin = TokenAdmin::new(&path);
         let cli = AuditActor::cli();
         let (_, rec) = admin
@@ -680,6 +673,5 @@ mod tests {
             .unwrap();
         f.write_all(b"{\"at_ms\":1,\"act").unwrap();
         assert_eq!(admin.audit().unwrap().len(), 2);
-        std::fs::remove_dir_all(path.parent().unwrap()).ok();
     }
 }

@@ -92,9 +92,8 @@ mod tests {
 
     #[test]
     fn bbox_covers_all_rings() {
-        let dir = std::env::temp_dir().join(format!("gridclue-bbox-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("m.geojson");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.geojson");
         std::fs::write(
             &path,
             r#"{"type":"FeatureCollection","features":[

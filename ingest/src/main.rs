@@ -49,6 +49,7 @@ enum TokenCmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    gridclue_core::stamp_build_commit!();
     let cli = Cli::parse();
     let config: IngestConfig = gridclue_core::config::load()?;
     match cli.command.unwrap_or(Cmd::Run) {

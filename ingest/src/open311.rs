@@ -22,8 +22,6 @@
 //! `address_id` the unit grid's code (both empty for points outside the district). Reads need no key unless `open311_reads_require_key` is set.
 //! Errors use Open311's format: `[{"code": <HTTP status>, "description": "<code>: <text>"}]`.
 
-use std::fmt::Write as _;
-
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
@@ -35,6 +33,7 @@ use axum::Router;
 use chrono::DateTime;
 use gridclue_core::category::Category;
 use gridclue_core::wire::Channel;
+use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use serde_json::{json, Map, Value};
 
 use crate::api::{read_body, require_media_type, AppState, MAX_SINGLE_BODY_BYTES};
@@ -255,11 +254,13 @@ async fn service_definition(
     match format {
         Format::Json => json_response(StatusCode::OK, &definition),
         Format::Xml => {
-            let mut out = String::from(XML_HEAD);
-            out.push_str("<service_definition><service_code>");
-            escape_into(&mut out, c.code.as_str());
-            out.push_str("</service_code><attributes></attributes></service_definition>");
-            xml_response(StatusCode::OK, out)
+            let mut out = XmlOut::new();
+            out.open("service_definition");
+            out.element("service_code", c.code.as_str());
+            out.open("attributes");
+            out.close("attributes");
+            out.close("service_definition");
+            xml_response(StatusCode::OK, out.finish())
         }
     }
 }
@@ -521,8 +522,6 @@ pub fn request_json(state: &AppState, r: &ClueRow, report: Option<&ReportText>, 
     })
 }
 
-const XML_HEAD: &str = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n";
-
 fn json_response(status: StatusCode, value: &Value) -> Response {
     let mut r = (status, serde_json::to_string(value).unwrap_or_default()).into_response();
     r.headers_mut().insert(
@@ -550,56 +549,87 @@ fn render(format: Format, status: StatusCode, root: &str, item: &str, list: &[Va
 }
 
 pub fn to_xml(root: &str, item: &str, list: &[Value]) -> String {
-    let mut out = String::from(XML_HEAD);
-    let _ = write!(out, "<{root}>");
+    let mut out = XmlOut::new();
+    out.open(root);
     for v in list {
-        let _ = write!(out, "<{item}>");
+        out.open(item);
         if let Value::Object(map) = v {
-            fields_xml(&mut out, map);
+            out.fields(map);
         }
-        let _ = write!(out, "</{item}>");
+        out.close(item);
     }
-    let _ = write!(out, "</{root}>");
-    out
+    out.close(root);
+    out.finish()
 }
 
-fn fields_xml(out: &mut String, map: &Map<String, Value>) {
-    for (k, v) in map {
-        let _ = write!(out, "<{k}>");
-        match v {
-            Value::Null => {}
-            Value::String(s) => escape_into(out, s),
-            Value::Object(inner) => fields_xml(out, inner),
-            Value::Array(items) => {
-                for i in items {
-                    out.push_str("<item>");
-                    match i {
-                        Value::Object(inner) => fields_xml(out, inner),
-                        Value::String(s) => escape_into(out, s),
-                        other => escape_into(out, &other.to_string()),
+/// An XML document written to memory: the declaration, then elements and escaped text.
+struct XmlOut(quick_xml::Writer<Vec<u8>>);
+
+impl XmlOut {
+    fn new() -> Self {
+        let mut out = Self(quick_xml::Writer::new(Vec::new()));
+        out.put(Event::Decl(BytesDecl::new("1.0", Some("utf-8"), None)));
+        out.put(Event::Text(BytesText::from_escaped("\n")));
+        out
+    }
+
+    fn put(&mut self, event: Event<'_>) {
+        // Writing to a Vec cannot fail.
+        let _ = self.0.write_event(event);
+    }
+
+    fn open(&mut self, name: &str) {
+        self.put(Event::Start(BytesStart::new(name)));
+    }
+
+    fn close(&mut self, name: &str) {
+        self.put(Event::End(BytesEnd::new(name)));
+    }
+
+    /// Escapes text for XML content; drops characters XML 1.0 cannot carry.
+    fn text(&mut self, s: &str) {
+        let carried: String = s
+            .chars()
+            .filter(|&c| {
+                matches!(c, '\t' | '\n' | '\r')
+                    || !((c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}')
+            })
+            .collect();
+        self.put(Event::Text(BytesText::new(&carried)));
+    }
+
+    fn element(&mut self, name: &str, text: &str) {
+        self.open(name);
+        self.text(text);
+        self.close(name);
+    }
+
+    fn fields(&mut self, map: &Map<String, Value>) {
+        for (k, v) in map {
+            self.open(k);
+            match v {
+                Value::Null => {}
+                Value::String(s) => self.text(s),
+                Value::Object(inner) => self.fields(inner),
+                Value::Array(items) => {
+                    for i in items {
+                        self.open("item");
+                        match i {
+                            Value::Object(inner) => self.fields(inner),
+                            Value::String(s) => self.text(s),
+                            other => self.text(&other.to_string()),
+                        }
+                        self.close("item");
                     }
-                    out.push_str("</item>");
                 }
+                other => self.text(&other.to_string()),
             }
-            other => escape_into(out, &other.to_string()),
+            self.close(k);
         }
-        let _ = write!(out, "</{k}>");
     }
-}
 
-/// Escapes text for XML content; drops characters XML 1.0 cannot carry.
-fn escape_into(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {}
-            c => out.push(c),
-        }
+    fn finish(self) -> String {
+        String::from_utf8(self.0.into_inner()).expect("XML written from str is UTF-8")
     }
 }
 
@@ -620,6 +650,27 @@ mod tests {
         );
         assert!(xml.contains("<a>&lt;&amp;&gt;&quot;&apos;</a><b></b><c>1.5</c><d>x</d>"));
         assert!(xml.starts_with("<?xml"));
+    }
+
+    #[test]
+    fn xml_is_written_exactly_as_documented() {
+        let xml = to_xml(
+            "services",
+            "service",
+            &[
+                json!({"a_code": "a&b", "b_list": ["x", {"k": "v"}, 2], "c_meta": {"m": true}}),
+                json!({"a_code": "\tok\u{fffe}"}),
+            ],
+        );
+        assert_eq!(
+            xml,
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<services>\
+             <service><a_code>a&amp;b</a_code>\
+             <b_list><item>x</item><item><k>v</k></item><item>2</item></b_list>\
+             <c_meta><m>true</m></c_meta></service>\
+             <service><a_code>\tok</a_code></service>\
+             </services>"
+        );
     }
 
     #[test]

@@ -17,9 +17,8 @@ fn cli(tokens_file: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn issue_list_revoke() {
-    let dir = std::env::temp_dir().join(format!("gridclue-ingest-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("tokens.json");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.json");
 
     let out = cli(
         &file,
@@ -83,19 +82,14 @@ fn issue_list_revoke() {
         .iter()
         .all(|e| matches!(e.actor, AuditActor::Cli { .. })));
     assert_eq!(audit[2].token.id, record.id);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// CLI processes and an in-process administrator issuing at the same time lose no token and
 /// no audit entry (the file lock serialises them across processes).
 #[test]
 fn concurrent_cli_processes_and_the_admin_lose_no_change() {
-    let dir = std::env::temp_dir().join(format!(
-        "gridclue-ingest-cli-concurrent-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("tokens.json");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.json");
     let processes: Vec<_> = (0..4)
         .map(|p| {
             let file = file.clone();
@@ -142,7 +136,6 @@ fn concurrent_cli_processes_and_the_admin_lose_no_change() {
             t.name
         );
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Runs the service itself (no subcommand) and expects it to refuse to start, naming `what`.
@@ -196,10 +189,8 @@ fn a_typo_in_the_configuration_stops_the_service_at_start() {
 /// table's, checked when the token is issued.
 #[test]
 fn staff_tokens_are_issued_with_a_checked_scope() {
-    let dir =
-        std::env::temp_dir().join(format!("gridclue-ingest-cli-staff-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("tokens.json");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.json");
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
     let issue = |args: &[&str]| {
         let mut all = vec!["tokens", "issue"];
@@ -251,5 +242,4 @@ fn staff_tokens_are_issued_with_a_checked_scope() {
         listing.contains("department") && listing.contains("water_affairs"),
         "{listing}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

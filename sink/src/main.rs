@@ -254,6 +254,7 @@ async fn dlq(config: &SinkConfig, action: DlqCommand) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     gridclue_core::telemetry::init_tracing("sink");
+    gridclue_core::stamp_build_commit!();
     let cli = Cli::parse();
     let config: SinkConfig = gridclue_core::config::load()?;
     match cli.command {

@@ -27,7 +27,7 @@ use gridclue_dashboard_api::{AppState, Reference};
 use gridclue_sink::rows::{ClueRow, EventRow};
 use gridclue_tests::ch::TestDb;
 use gridclue_tests::facts::{china, write_rows, History, ReportSpec};
-use gridclue_tests::{data_dir, Scratch};
+use gridclue_tests::{data_dir, scratch};
 use tower::ServiceExt;
 
 struct Args {
@@ -210,8 +210,8 @@ async fn main() -> anyhow::Result<()> {
     let clues = scalar("SELECT uniqExact(clue_id) FROM clue_events").await?;
     let parts = scalar("SELECT count() FROM system.parts WHERE active AND database = currentDatabase() AND table = 'clue_events'").await?;
 
-    let dir = Scratch::new("indicators-bench");
-    let path = dir.0.join("tokens.json");
+    let dir = scratch("indicators-bench");
+    let path = dir.path().join("tokens.json");
     let mut f = TokenFile::default();
     let (district, _) = f.issue(TokenKind::District, None, None, "bench")?;
     f.write(&path)?;

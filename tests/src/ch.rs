@@ -133,18 +133,16 @@ fn server_binary() -> Vec<String> {
 /// can stop and restart it without disturbing anyone else.
 pub struct PrivateClickHouse {
     pub url: String,
-    dir: PathBuf,
+    /// Removed on drop, after the server was killed.
+    dir: tempfile::TempDir,
     config: PathBuf,
     child: Option<Child>,
 }
 
 impl PrivateClickHouse {
     pub fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "gridclue-ch-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        let scratch = crate::scratch("ch");
+        let dir = scratch.path();
         std::fs::create_dir_all(dir.join("data")).expect("data dir");
         std::fs::create_dir_all(dir.join("tmp")).expect("tmp dir");
         std::fs::create_dir_all(dir.join("user_files")).expect("user_files dir");
@@ -206,7 +204,7 @@ impl PrivateClickHouse {
         .expect("config.xml");
         let mut server = Self {
             url: format!("http://127.0.0.1:{http}"),
-            dir,
+            dir: scratch,
             config,
             child: None,
         };
@@ -221,7 +219,7 @@ impl PrivateClickHouse {
         let child = Command::new(&cmd[0])
             .args(&cmd[1..])
             .arg(format!("--config-file={}", self.config.display()))
-            .current_dir(&self.dir)
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -236,8 +234,8 @@ impl PrivateClickHouse {
                 }
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                let log =
-                    std::fs::read_to_string(self.dir.join("server.err.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(self.dir.path().join("server.err.log"))
+                    .unwrap_or_default();
                 panic!("private ClickHouse exited with {status}: {log}");
             }
             assert!(
@@ -274,6 +272,5 @@ fn http_get_ping(url: &str) -> std::io::Result<String> {
 impl Drop for PrivateClickHouse {
     fn drop(&mut self) {
         self.kill();
-        std::fs::remove_dir_all(&self.dir).ok();
     }
 }

@@ -192,19 +192,10 @@ fn positions(consumer: &BaseConsumer, topic: &str) -> Vec<(i32, i64, i64)> {
         .collect()
 }
 
-/// A scratch directory removed on drop.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("gridclue-{name}-{}", rand_suffix()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
+/// A scratch directory (`gridclue-<name>-…` under the system's temp dir), removed on drop.
+pub fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("gridclue-{name}-"))
+        .tempdir()
+        .expect("scratch dir")
 }

@@ -41,7 +41,7 @@ use gridclue_dashboard_api::live::{month_of, Live, StreamSettings};
 use gridclue_dashboard_api::{AppState, Reference};
 use gridclue_tests::ch::TestDb;
 use gridclue_tests::facts::{china, write, write_rows, History, ReportSpec};
-use gridclue_tests::{data_dir, Scratch};
+use gridclue_tests::{data_dir, scratch};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -59,7 +59,7 @@ struct Fixture {
     streets: [String; 3],
     grids: [String; 3],
     ids: BTreeMap<&'static str, String>,
-    _dir: Scratch,
+    _dir: tempfile::TempDir,
 }
 
 /// The grid codes of a street, in map order.
@@ -111,8 +111,8 @@ async fn fixture_with(stream: StreamSettings) -> Fixture {
         .clone();
     let g_b1 = grids_of(&streets[1])[0].clone();
 
-    let dir = Scratch::new("dashboard-tokens");
-    let path = dir.0.join("tokens.json");
+    let dir = scratch("dashboard-tokens");
+    let path = dir.path().join("tokens.json");
     let mut f = TokenFile::default();
     let district = f
         .issue(TokenKind::District, None, None, "区指挥中心")

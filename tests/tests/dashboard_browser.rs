@@ -28,7 +28,7 @@ use gridclue_core::{GridCode, Status};
 use gridclue_dashboard_api::{DashboardConfig, Reference};
 use gridclue_tests::ch::TestDb;
 use gridclue_tests::facts::{write, History, ReportSpec};
-use gridclue_tests::{data_dir, Scratch};
+use gridclue_tests::{data_dir, scratch};
 use serde_json::Value;
 
 fn browser_dir() -> PathBuf {
@@ -266,8 +266,8 @@ async fn dashboard_shows_the_api_numbers_and_filters_by_a_clicked_street() {
     let all: Vec<History> = histories.into_iter().map(|(_, h)| h).collect();
     write(&db.client, &all).await;
 
-    let dir = Scratch::new("dashboard-web");
-    let tokens_file = dir.0.join("tokens.json");
+    let dir = scratch("dashboard-web");
+    let tokens_file = dir.path().join("tokens.json");
     let mut f = TokenFile::default();
     let district = f.issue(TokenKind::District, None, None, "wall").unwrap().0;
     f.write(&tokens_file).unwrap();

@@ -46,7 +46,7 @@ use gridclue_core::GridCode;
 use gridclue_dashboard_api::{AppState, Reference};
 use gridclue_tests::ch::TestDb;
 use gridclue_tests::facts::{china, write, write_rows, History, ReportSpec};
-use gridclue_tests::{data_dir, Scratch};
+use gridclue_tests::{data_dir, scratch};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -60,7 +60,7 @@ struct Fixture {
     streets: [String; 3],
     histories: BTreeMap<&'static str, History>,
     reference: Reference,
-    _dir: Scratch,
+    _dir: tempfile::TempDir,
 }
 
 fn first_grid(street: &str) -> GridCode {
@@ -235,8 +235,8 @@ async fn fixture() -> Fixture {
     let all: Vec<History> = histories.values().cloned().collect();
     write(&db.client, &all).await;
 
-    let dir = Scratch::new("indicator-tokens");
-    let path = dir.0.join("tokens.json");
+    let dir = scratch("indicator-tokens");
+    let path = dir.path().join("tokens.json");
     let mut f = TokenFile::default();
     let mut issue = |kind, scope: Option<&str>| {
         f.issue(kind, None, scope.map(str::to_owned), "t")

@@ -31,7 +31,7 @@ use gridclue_core::{GridCode, ReporterGroup};
 use gridclue_dashboard_api::{AppState, Reference};
 use gridclue_tests::ch::TestDb;
 use gridclue_tests::facts::{china, write, write_rows, History, ReportSpec};
-use gridclue_tests::{data_dir, Scratch};
+use gridclue_tests::{data_dir, scratch};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -43,7 +43,7 @@ struct Fixture {
     /// (token, public id) of the three riders.
     riders: [(String, String); 3],
     histories: BTreeMap<&'static str, History>,
-    dir: Scratch,
+    dir: tempfile::TempDir,
 }
 
 fn first_grid() -> GridCode {
@@ -138,8 +138,8 @@ fn histories(ids: [&str; 3]) -> BTreeMap<&'static str, History> {
 async fn fixture() -> Fixture {
     let db = TestDb::create("reporters").await;
     gridclue_sink::migrations::apply(&db.client).await.unwrap();
-    let dir = Scratch::new("reporter-tokens");
-    let path = dir.0.join("tokens.json");
+    let dir = scratch("reporter-tokens");
+    let path = dir.path().join("tokens.json");
     let mut f = TokenFile::default();
     let mut rider = |group, name: &str| {
         let (token, record) = f
@@ -586,7 +586,7 @@ async fn bad_redemptions_are_refused_with_reasons() {
 }
 
 fn district_id(f: &Fixture) -> String {
-    let text = std::fs::read_to_string(f.dir.0.join("tokens.json")).unwrap();
+    let text = std::fs::read_to_string(f.dir.path().join("tokens.json")).unwrap();
     let file: TokenFile = serde_json::from_str(&text).unwrap();
     file.tokens
         .iter()

@@ -21,7 +21,7 @@ use gridclue_sink::rows::ClueRow;
 use gridclue_sink::store::InsertTimeouts;
 use gridclue_sink::{SinkConfig, SinkMetrics};
 use gridclue_tests::ch::TestDb;
-use gridclue_tests::{data_dir, Broker, Scratch};
+use gridclue_tests::{data_dir, scratch, Broker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -602,13 +602,13 @@ struct Tokens {
     reporter: String,
     revoked: String,
     street_code: String,
-    _dir: Scratch,
+    _dir: tempfile::TempDir,
     path: std::path::PathBuf,
 }
 
 fn tokens(street_code: &str) -> Tokens {
-    let dir = Scratch::new("dash-tokens");
-    let path = dir.0.join("tokens.json");
+    let dir = scratch("dash-tokens");
+    let path = dir.path().join("tokens.json");
     let mut f = TokenFile::default();
     let (district, _) = f
         .issue(TokenKind::District, None, None, "district")

@@ -15,7 +15,7 @@ use gridclue_dashboard_api::{AppState, Reference};
 use gridclue_sink::rows::ClueRow;
 use gridclue_sink::store::InsertTimeouts;
 use gridclue_tests::ch::TestDb;
-use gridclue_tests::{data_dir, Scratch};
+use gridclue_tests::{data_dir, scratch};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -32,7 +32,7 @@ struct Fixture {
     street_b: String,
     /// Clue ids by the names used below.
     ids: BTreeMap<&'static str, String>,
-    _dir: Scratch,
+    _dir: tempfile::TempDir,
 }
 
 struct Tokens {
@@ -225,8 +225,8 @@ async fn fixture() -> Fixture {
     insert(&db, &older).await;
     insert(&db, &latest).await;
 
-    let dir = Scratch::new("work-tokens");
-    let path = dir.0.join("tokens.json");
+    let dir = scratch("work-tokens");
+    let path = dir.path().join("tokens.json");
     let mut f = TokenFile::default();
     let mut issue = |kind, scope: Option<&str>| {
         f.issue(kind, None, scope.map(str::to_owned), "t")

@@ -38,6 +38,8 @@ pub fn data_dir() -> String {
 /// token) and a secret key; removed on drop.
 pub struct Env {
     pub dir: PathBuf,
+    /// Removes `dir` on drop.
+    _scratch: tempfile::TempDir,
     pub reporter: String,
     pub reporter_id: String,
     pub other_reporter: String,
@@ -64,12 +66,11 @@ impl Env {
     }
 
     fn create(name: &str, staff: bool) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "gridclue-ingest-{name}-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("gridclue-ingest-{name}-"))
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path().to_path_buf();
         std::fs::write(dir.join("secret.key"), "7e".repeat(32)).unwrap();
         let mut tokens = TokenFile::default();
         let (reporter, r1) = tokens
@@ -116,6 +117,7 @@ impl Env {
         tokens.write(&dir.join("tokens.json")).unwrap();
         Self {
             dir,
+            _scratch: scratch,
             reporter,
             reporter_id: r1.id,
             other_reporter,
@@ -145,19 +147,6 @@ impl Env {
             ..IngestConfig::default()
         }
     }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.dir).ok();
-    }
-}
-
-fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0)
 }
 
 /// A mock cluster of 3 brokers with the commands topic.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use gridclue_core::secrets::SecretKey;
 use gridclue_core::tokens::{TokenFile, TokenKind};
 use gridclue_core::ReporterGroup;
-use gridclue_tests::{clickhouse_url, data_dir, unique_database, Broker, Scratch};
+use gridclue_tests::{clickhouse_url, data_dir, scratch, unique_database, Broker};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,7 +30,7 @@ pub struct TestApp {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     broker: Broker,
-    scratch: Scratch,
+    scratch: tempfile::TempDir,
 }
 
 /// A stack whose services were stopped: what a restart keeps (the ClickHouse database, the
@@ -41,7 +41,7 @@ pub struct StoppedApp {
     street_tokens: std::collections::BTreeMap<String, String>,
     department_tokens: std::collections::BTreeMap<String, String>,
     database: String,
-    scratch: Scratch,
+    scratch: tempfile::TempDir,
 }
 
 fn stopped(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
@@ -63,9 +63,9 @@ pub async fn spawn_app() -> TestApp {
 
 /// The four services on `broker`, with a new database and new tokens.
 pub async fn spawn_app_on(broker: Broker) -> TestApp {
-    let scratch = Scratch::new("e2e");
-    let tokens_file = scratch.0.join("tokens.json");
-    let secret_file = scratch.0.join("secret.key");
+    let scratch = scratch("e2e");
+    let tokens_file = scratch.path().join("tokens.json");
+    let secret_file = scratch.path().join("secret.key");
     std::fs::write(&secret_file, "5a".repeat(32)).unwrap();
     SecretKey::load(&secret_file).unwrap();
     let mut tokens = TokenFile::default();
@@ -133,8 +133,8 @@ impl StoppedApp {
             database,
             scratch,
         } = self;
-        let tokens_file = scratch.0.join("tokens.json");
-        let secret_file = scratch.0.join("secret.key");
+        let tokens_file = scratch.path().join("tokens.json");
+        let secret_file = scratch.path().join("secret.key");
         let data = data_dir().display().to_string();
         let (stop, rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -149,7 +149,7 @@ impl StoppedApp {
             secret_file: secret_file.display().to_string(),
             clickhouse_url: clickhouse_url(),
             clickhouse_database: database.clone(),
-            photos_url: scratch.0.join("photos").display().to_string(),
+            photos_url: scratch.path().join("photos").display().to_string(),
             dashboard_url: dashboard_url.clone(),
             ..Default::default()
         };

@@ -11,7 +11,7 @@ use gridclue_core::wire::{
     Actor, ActorKind, Command, CommandEnvelope, Lifecycle, COMMANDS_TOPIC, SCHEMA_VERSION,
 };
 use gridclue_core::{ClueId, CommandId};
-use gridclue_tests::{clickhouse_url, Broker, Scratch};
+use gridclue_tests::{clickhouse_url, scratch, Broker};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 
@@ -129,13 +129,13 @@ async fn send_commands(bootstrap: &str, clue: &str, commands: Vec<Command>) {
 async fn a_restarted_stack_keeps_its_counts_counts_new_clues_and_closes_old_ones() {
     const BEFORE: usize = 24;
     const AFTER: usize = 17;
-    let journal = Scratch::new("journal");
+    let journal = scratch("journal");
     let grids = load_grids();
     // one clue per grid, grids spread over the district: no two clues are near each other
     let step = grids.len() / (BEFORE + AFTER);
     let spread: Vec<&TestGrid> = grids.iter().step_by(step).take(BEFORE + AFTER).collect();
 
-    let app = spawn_app_on(Broker::start_journaled(&journal.0)).await;
+    let app = spawn_app_on(Broker::start_journaled(journal.path())).await;
     let before = post_clues(&app, &spread[..BEFORE], "before").await;
     summary_total(&app, BEFORE as u64).await;
     let target = before[0].clone();
@@ -149,7 +149,7 @@ async fn a_restarted_stack_keeps_its_counts_counts_new_clues_and_closes_old_ones
     assert!(journaled.records as usize >= BEFORE, "{journaled:?}");
 
     // make up: a new broker from the same journal, new services on the same database
-    let broker = Broker::start_journaled(&journal.0);
+    let broker = Broker::start_journaled(journal.path());
     let restored = broker.restored().expect("journaled").clone();
     assert_eq!(restored.records, journaled.records);
     assert_eq!(restored.end_offsets, journaled.end_offsets);

@@ -174,13 +174,13 @@ async fn the_staff_work_every_clue_to_the_end_its_fate_names() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let dir = gridclue_tests::Scratch::new("staff");
+    let dir = gridclue_tests::scratch("staff");
     let args = StaffArgs {
         ingest_url: app.ingest_url.clone(),
         dashboard_url: app.dashboard_url.clone(),
         district_token: app.district_token.clone(),
         reporter_token: app.reporter_token.clone(),
-        tokens_file: dir.0.join("staff-tokens.json"),
+        tokens_file: dir.path().join("staff-tokens.json"),
         map: gridclue_tests::data_dir()
             .join("district/grids.geojson")
             .display()
