@@ -4,12 +4,9 @@
 //! `/readyz` 503) while events partition 0 flows; nothing of the held ones is forwarded, folded
 //! or committed; after `rebase` (service stopped) every case is forwarded and folded once.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{data_dir, producer};
 use gridclue_core::category::{CategoryCode, Urgency};
 use gridclue_core::hotspot::HotspotInput;
 use gridclue_core::kafka::KafkaSettings;
@@ -22,11 +19,29 @@ use gridclue_enrich::log_reset::{self, RebaseOutcome, ResetKind};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 const EVENTS: &str = "clues.events";
+
+fn data_dir() -> String {
+    gridclue_tests::data_dir().display().to_string()
+}
+
+/// The first grid of the shipped district map.
+fn first_grid() -> GridCode {
+    let text =
+        std::fs::read_to_string(gridclue_tests::data_dir().join("district/grids.geojson")).unwrap();
+    let map: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let code = map["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|f| f["properties"]["grid_code"].as_str())
+        .unwrap();
+    GridCode::parse(code).unwrap()
+}
 const INPUT: &str = "clues.hotspot-input";
 
 /// A report placed inside the district, in `grid`.
@@ -182,6 +197,7 @@ async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_logs_are_held_until_rebased_while_other_partitions_flow() {
     let mock = MockCluster::new(1).unwrap();
+    // Two events partitions: one to hold, one that flows.
     for (topic, partitions) in [
         (EVENTS, 2),
         (INPUT, 1),
@@ -224,15 +240,12 @@ async fn reset_logs_are_held_until_rebased_while_other_partitions_flow() {
     .unwrap();
 
     // Three reports on each events partition.
-    let grid = gridclue_district::load_geojson(format!("{}/district/grids.geojson", data_dir()))
-        .unwrap()
-        .grids[0]
-        .grid_code
-        .as_str()
-        .to_owned();
-    let grid = GridCode::parse(&grid).unwrap();
+    let grid = first_grid();
     let now = gridclue_core::wire::now_ms();
-    let producer = producer(&bootstrap);
+    let producer: FutureProducer =
+        gridclue_core::kafka::producer_config(&KafkaSettings::dev_broker(&bootstrap), 30_000)
+            .create()
+            .unwrap();
     let mut on_partition: [HashSet<ClueId>; 2] = Default::default();
     for (i, partition) in [0, 1, 0, 1, 0, 1].into_iter().enumerate() {
         let e = report(grid, now - 3_600_000 + i as u64 * 60_000);
