@@ -41,6 +41,7 @@ pub mod names {
     pub const HOTSPOT_CASES_TOTAL: &str = "gridclue_hotspot_cases_total";
     pub const HOTSPOT_OPEN_ALERTS: &str = "gridclue_hotspot_open_alerts";
     pub const HOTSPOT_DLQ_TOTAL: &str = "gridclue_hotspot_dlq_total";
+    pub const HOTSPOT_LOG_RESET_DETECTED: &str = "gridclue_hotspot_log_reset_detected";
     pub const ENRICH_CONSUMER_LAG_MESSAGES: &str = "gridclue_enrich_consumer_lag_messages";
     pub const ENRICH_CONSUMER_LAG_SECONDS: &str = "gridclue_enrich_consumer_lag_seconds";
     // sink

@@ -1,6 +1,7 @@
 // gridclue web dashboard: reads the dashboard API with the token the user signs in with (kept in
 // sessionStorage, sent as a bearer header, never put in a URL) and draws the district map, KPI
-// tiles, rankings, trend, categories and the red/yellow lists. Numbers are never computed here:
+// tiles, rankings, trend, categories, the red/yellow lists and the hotspot alerts (listed, and
+// marked on the map while open). Numbers are never computed here:
 // every figure on the page is a field of an API answer (the tiles carry it in data-value).
 // Routes this server does not have yet (a bare 404) are shown as "not available", not guessed.
 "use strict";
@@ -10,6 +11,7 @@
   const DAY_MS = 86400000;
   const CHINA_MS = 8 * 3600000;
   const LIST_LIMIT = 50;
+  const ALERT_LIMIT = 200;
 
   const I18N = {
     zh: {
@@ -29,6 +31,10 @@
       heat_from_api: "颜色: 各网格上报数", heat_missing: "热力数据接口尚未提供",
       tiles_of_street: "指标为所在街镇", prev: "上期", updated: "更新于",
       csv_missing: "此处无CSV导出接口", no_scope: "仅限本街镇",
+      alerts: "热点预警", a_new: "新发", a_ongoing: "持续", a_closed: "已结束", open_alerts: "进行中",
+      place_grid: "网格", place_neighbourhood: "网格及相邻网格", window: "窗口", days: "天",
+      observed: "实际", expected: "预期", first_seen: "首次", last_seen: "最近", clues: "线索",
+      recur_days: (n) => `约${n}天一遇`, recur_years: (n) => `约${n}年一遇`,
     },
     en: {
       title: "Grid clues · District dashboard", p7d: "7 days", p30d: "30 days", pmonth: "This month",
@@ -49,6 +55,11 @@
       heat_missing: "heatmap route not available yet", tiles_of_street: "tiles show its street",
       prev: "prev.", updated: "updated", csv_missing: "no CSV export for this yet",
       no_scope: "own street only",
+      alerts: "Hotspot alerts", a_new: "new", a_ongoing: "ongoing", a_closed: "closed",
+      open_alerts: "open", place_grid: "grid", place_neighbourhood: "grid and neighbours",
+      window: "window", days: "d", observed: "observed", expected: "expected",
+      first_seen: "first", last_seen: "last", clues: "clues",
+      recur_days: (n) => `1 in ${n} days by chance`, recur_years: (n) => `1 in ${n} years by chance`,
     },
   };
 
@@ -67,6 +78,9 @@
     rankBy: "street",
     map: null, // /dashboard/map.json
     gridStreet: new Map(),
+    gridCentre: new Map(),
+    selectedAlert: null,
+    alertsLoaded: 0,
     streetNames: new Map(),
     charts: {},
     data: {},
@@ -206,6 +220,7 @@
     state.token = null;
     state.scopeStreet = null;
     state.filter = { street: null, grid: null };
+    state.selectedAlert = null;
     stopLive();
     showSignIn(message);
   }
@@ -247,6 +262,8 @@
   function setFilter(street, grid) {
     if (state.scopeStreet && street && street !== state.scopeStreet) return;
     state.filter = { street: street || null, grid: grid || null };
+    const chosen = alertRows().find((r) => r.alert_id === state.selectedAlert);
+    if (!chosen || chosen.grid_code !== state.filter.grid) state.selectedAlert = null;
     const f = $("#filter");
     const parts = [];
     if (state.filter.street) parts.push(state.streetNames.get(state.filter.street) || state.filter.street);
@@ -291,7 +308,7 @@
     const street = viewStreet();
     const grid = state.filter.grid;
     const area = { street, grid };
-    const [now, cats, rankStreet, rankDept, trend, heat, overdue, dueSoon] = await Promise.all([
+    const [now, cats, rankStreet, rankDept, trend, heat, overdue, dueSoon, alerts] = await Promise.all([
       api("/v1/indicators", { ...p, by: "street", street }),
       api("/v1/indicators", { ...p, by: "category", street }),
       // The street ranking stays whole (the selected street is highlighted in it).
@@ -301,6 +318,7 @@
       api("/v1/heatmap", { ...p }),
       api("/v1/lists/overdue", { ...area, limit: LIST_LIMIT }),
       api("/v1/lists/due_soon", { ...area, limit: LIST_LIMIT }),
+      alertsRequest(p, street),
     ]);
     for (const r of [now, cats]) {
       if (!r.ok) throw new Error(`/v1/indicators: ${r.status} ${(r.body && r.body.detail) || ""}`);
@@ -319,13 +337,41 @@
     }
     let lists = { overdue, dueSoon, fallback: false };
     if (overdue.missing || dueSoon.missing) lists = await listsFromWork(street);
-    const d = { now: now.body, cats: cats.body, ranking, trend, heat, lists };
+    const d = { now: now.body, cats: cats.body, ranking, trend, heat, lists, alerts };
     // A view asked for while this one loaded replaces it: keep only the latest.
-    if (street === viewStreet() && grid === state.filter.grid && p === state.period) state.data = d;
+    if (street === viewStreet() && grid === state.filter.grid && p === state.period) {
+      state.data = d;
+      markAlertsLoaded();
+    }
     document.body.dataset.from = p.from;
     document.body.dataset.to = p.to;
     document.body.dataset.street = street || "";
     document.body.dataset.grid = grid || "";
+  }
+
+  // The alerts of the view: raised in the period, in the viewed street (a street token's own).
+  const alertsRequest = (p, street) => api("/v1/alerts", { from: p.from, to: p.to, street, limit: ALERT_LIMIT });
+
+  function markAlertsLoaded() {
+    state.alertsLoaded += 1;
+    document.body.dataset.alertsLoaded = String(state.alertsLoaded);
+  }
+
+  // The stream said the open alerts changed: read the alerts again (only them) at once.
+  async function refreshAlerts() {
+    if (!state.token || !state.data.now) return;
+    const p = state.period;
+    const street = viewStreet();
+    try {
+      const r = await alertsRequest(p, street);
+      if (street !== viewStreet() || p !== state.period) return;
+      state.data.alerts = r;
+      renderAlerts();
+      renderMap();
+      markAlertsLoaded();
+    } catch (e) {
+      if (e instanceof SignedOut) signOut(e.message);
+    }
   }
 
   // `/v1/rankings`' shape built from two `/v1/indicators` answers: each row with `previous` and
@@ -374,6 +420,7 @@
     renderCategories();
     renderTrend();
     renderLists();
+    renderAlerts();
     renderMap();
   }
 
@@ -539,6 +586,75 @@
     }
   }
 
+  const alertRows = () => {
+    const a = state.data.alerts;
+    return a && a.ok ? rowsOf(a.body) : [];
+  };
+  const isOpen = (a) => a.state !== "closed";
+  const shortTime = (s) => (s ? s.slice(5, 16).replace("T", " ") : "–");
+
+  function recurrence(days) {
+    if (days === null || days === undefined || !isFinite(days)) return "";
+    return days >= 365 ? t("recur_years")((days / 365).toFixed(1)) : t("recur_days")(Math.round(days));
+  }
+
+  function alertCategory(a) {
+    return (state.lang === "en" && a.category_name_en) || a.category_name || a.category;
+  }
+
+  function renderAlerts() {
+    const answer = state.data.alerts;
+    const ul = $("#list-alerts");
+    ul.replaceChildren();
+    if (!answer || !answer.ok) {
+      const why = !answer ? "" : answer.missing ? t("not_available") + " (/v1/alerts)" : String(answer.status);
+      ul.append(el("li", { class: "empty" }, why));
+      $("#alerts-count").textContent = "";
+      return;
+    }
+    const rows = alertRows();
+    const open = rows.filter(isOpen).length;
+    $("#alerts-count").textContent = `${rows.length} · ${t("open_alerts")} ${open}`;
+    if (!rows.length) ul.append(el("li", { class: "empty" }, t("none")));
+    for (const a of rows) {
+      const place = [a.street_name, a.community_name,
+        `${t("place_" + a.place_kind)} ${a.grid_code}${a.grids.length > 1 ? ` (+${a.grids.length - 1})` : ""}`]
+        .filter(Boolean).join(" · ");
+      const clues = el("span", { class: "alert-clues" }, `${t("clues")}: `);
+      for (const id of a.clue_ids) {
+        const b = el("button", { type: "button", class: "clue-id", "data-clue": id, title: id }, id.slice(0, 8));
+        b.addEventListener("click", (e) => { e.stopPropagation(); showTimeline(id); });
+        clues.append(b);
+      }
+      const li = el("li", { class: `alert ${a.state}`, "data-alert": a.alert_id, "data-category": a.category,
+        "data-state": a.state, "data-grid": a.grid_code, "data-street": a.street_code },
+        el("span", { class: "head" }, el("span", { class: `badge ${a.state}` }, t("a_" + a.state)), " ",
+          el("b", {}, alertCategory(a)), " ", el("span", { class: "where" }, place)),
+        el("span", { class: "figures" },
+          `${t("window")} ${shortTime(a.window_start)} – ${shortTime(a.window_end)} (${a.window_days}${t("days")}) · `,
+          el("b", { class: "observed" }, `${t("observed")} ${a.observed}`),
+          ` / ${t("expected")} ${Number(a.expected).toFixed(2)} · ${recurrence(a.recurrence_days)}`),
+        el("span", { class: "seen muted" }, `${t("first_seen")} ${shortTime(a.raised_at)} · ${t("last_seen")} ${shortTime(a.updated_at)}`),
+        clues);
+      li.classList.toggle("selected", a.alert_id === state.selectedAlert);
+      li.addEventListener("click", () => focusAlert(a));
+      ul.append(li);
+    }
+    const chosen = ul.querySelector("li.selected");
+    if (chosen) chosen.scrollIntoView({ block: "nearest" });
+  }
+
+  // An alert clicked (in the list or its marker on the map): the view narrows to its grid and
+  // the alert stays highlighted in the list; clicked again, the filter is lifted.
+  function focusAlert(a) {
+    if (state.selectedAlert === a.alert_id && state.filter.grid === a.grid_code) {
+      state.selectedAlert = null;
+      return setFilter(state.scopeStreet, null);
+    }
+    state.selectedAlert = a.alert_id;
+    setFilter(a.street_code, a.grid_code);
+  }
+
   async function showTimeline(id) {
     const box = $("#timeline-items");
     box.replaceChildren();
@@ -564,13 +680,18 @@
     if (!r.ok) throw new Error("district map: " + r.status);
     state.map = await r.json();
     for (const f of state.map.geojson.features) {
-      if (f.properties.street_code) state.gridStreet.set(f.properties.name, f.properties.street_code);
+      if (!f.properties.street_code) continue;
+      state.gridStreet.set(f.properties.name, f.properties.street_code);
+      state.gridCentre.set(f.properties.name, centreOf(f.geometry));
     }
     for (const s of state.map.streets) state.streetNames.set(s.code, s.name);
     echarts.registerMap("district", state.map.geojson);
     const c = chart("map");
     c.on("click", (e) => {
-      if (e.seriesType === "scatter" || e.seriesType === "lines") {
+      if (e.seriesId === "alerts") {
+        const a = alertRows().find((r) => r.alert_id === e.data.alert);
+        if (a) focusAlert(a);
+      } else if (e.seriesType === "scatter" || e.seriesType === "lines") {
         const code = e.data.street;
         setFilter(state.filter.street === code && !state.filter.grid ? null : code, null);
       } else if (e.componentType === "geo" || e.seriesType === "map") {
@@ -581,6 +702,15 @@
         else setFilter(street, grid);
       }
     });
+  }
+
+  // A label point for a grid: the mean of its outer ring's vertices (grids are compact).
+  function centreOf(geometry) {
+    const ring = geometry.type === "MultiPolygon" ? geometry.coordinates[0][0] : geometry.coordinates[0];
+    let x = 0;
+    let y = 0;
+    for (const [lon, lat] of ring) { x += lon; y += lat; }
+    return [x / ring.length, y / ring.length];
   }
 
   function heatValues() {
@@ -605,9 +735,24 @@
         regions.push({ name: f.properties.name, itemStyle: { areaColor: "#1b4d7a" }, label: { show: false } });
       }
     }
+    // Open alerts: their grids outlined in red (the named grid thicker), a pin on the named grid.
+    const open = alertRows().filter(isOpen);
+    const outlined = new Map();
+    for (const a of open) {
+      for (const g of a.grids) if (!outlined.has(g)) outlined.set(g, 1.6);
+      outlined.set(a.grid_code, 3);
+    }
+    for (const [g, width] of outlined) {
+      if (g !== state.filter.grid) regions.push({ name: g, itemStyle: { borderColor: "#ff5b5b", borderWidth: width } });
+    }
     if (state.filter.grid) {
       regions.push({ name: state.filter.grid, itemStyle: { borderColor: "#ffffff", borderWidth: 2.5 } });
     }
+    const pins = open.filter((a) => state.gridCentre.has(a.grid_code)).map((a) => ({
+      name: a.alert_id, alert: a.alert_id, grid: a.grid_code, street: a.street_code, state: a.state,
+      label: alertCategory(a), value: state.gridCentre.get(a.grid_code),
+      itemStyle: { color: a.state === "new" ? "#ff5b5b" : "#ff9f43" },
+    }));
     const outline = [];
     for (const s of state.map.streets) {
       const on = s.code === street;
@@ -636,11 +781,20 @@
           label: { show: true, position: "right", color: "#ffffff", fontSize: state.wall ? 15 : 12,
             formatter: (p) => p.data.label, textBorderColor: "#0b1a2e", textBorderWidth: 2 },
           data: state.map.streets.map((s) => ({ name: s.code, street: s.code, label: s.name, value: s.center })) },
+        { id: "alerts", type: "scatter", coordinateSystem: "geo", z: 5, symbol: "pin",
+          symbolSize: state.wall ? 36 : 28, symbolOffset: [0, "-40%"], data: pins,
+          label: { show: true, position: "top", color: "#ffffff", fontSize: state.wall ? 15 : 12, fontWeight: "bold",
+            formatter: (p) => p.data.label, textBorderColor: "#7a1010", textBorderWidth: 2 } },
       ],
     }, true);
   }
 
   function mapTooltip(p, heat) {
+    if (p.seriesId === "alerts") {
+      const a = alertRows().find((r) => r.alert_id === p.data.alert);
+      return a ? `${t("alerts")} · ${t("a_" + a.state)}<br>${alertCategory(a)} · ${a.grid_code}<br>`
+        + `${t("observed")} ${a.observed} / ${t("expected")} ${Number(a.expected).toFixed(2)}` : "";
+    }
     if (p.seriesType === "scatter" || p.seriesType === "lines") return state.streetNames.get(p.data.street) || "";
     const street = state.gridStreet.get(p.name);
     if (!street) return p.name;
@@ -753,6 +907,10 @@
               if (lastNumbers !== null && key !== lastNumbers) scheduleRefresh();
               lastNumbers = key;
               setLive("live");
+            } else if (event === "alerts") {
+              // Every alerts event (the first one too: an alert may have come since the page
+              // read them) reads the alerts again; they are few.
+              refreshAlerts();
             }
           }
         }

@@ -190,6 +190,7 @@ pub struct AlertView {
     pub street_name: String,
     pub category: String,
     pub category_name: String,
+    pub category_name_en: String,
     pub window_start: String,
     pub window_end: String,
     pub window_days: u32,
@@ -210,42 +211,41 @@ pub struct Alerts {
 pub fn assemble(scope: Scope, found: Vec<Found>, reference: &Reference) -> Alerts {
     let rows = found
         .into_iter()
-        .map(|f| AlertView {
-            street_name: reference
-                .streets
-                .iter()
-                .find(|s| s.code == f.street)
-                .map(|s| s.name.clone())
-                .unwrap_or_default(),
-            community_name: reference
-                .communities
-                .get(&f.community)
-                .cloned()
-                .unwrap_or_default(),
-            category_name: reference
-                .categories
-                .iter()
-                .find(|c| c.code == f.cat)
-                .map(|c| c.name_zh.clone())
-                .unwrap_or_default(),
-            alert_id: f.id,
-            version: f.latest_version,
-            state: f.latest_state,
-            place_kind: f.kind,
-            grid_code: f.grid,
-            grids: f.place_grids,
-            community_code: f.community,
-            street_code: f.street,
-            category: f.cat,
-            window_start: china_time(f.w_start),
-            window_end: china_time(f.w_end),
-            window_days: f.w_days,
-            observed: f.obs,
-            expected: f.exp_count,
-            recurrence_days: f.recurrence,
-            clue_ids: f.clues,
-            raised_at: china_time(f.raised_at_ms),
-            updated_at: china_time(f.updated_at_ms),
+        .map(|f| {
+            let category = reference.categories.iter().find(|c| c.code == f.cat);
+            AlertView {
+                street_name: reference
+                    .streets
+                    .iter()
+                    .find(|s| s.code == f.street)
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default(),
+                community_name: reference
+                    .communities
+                    .get(&f.community)
+                    .cloned()
+                    .unwrap_or_default(),
+                category_name: category.map(|c| c.name_zh.clone()).unwrap_or_default(),
+                category_name_en: category.map(|c| c.name_en.clone()).unwrap_or_default(),
+                alert_id: f.id,
+                version: f.latest_version,
+                state: f.latest_state,
+                place_kind: f.kind,
+                grid_code: f.grid,
+                grids: f.place_grids,
+                community_code: f.community,
+                street_code: f.street,
+                category: f.cat,
+                window_start: china_time(f.w_start),
+                window_end: china_time(f.w_end),
+                window_days: f.w_days,
+                observed: f.obs,
+                expected: f.exp_count,
+                recurrence_days: f.recurrence,
+                clue_ids: f.clues,
+                raised_at: china_time(f.raised_at_ms),
+                updated_at: china_time(f.updated_at_ms),
+            }
         })
         .collect();
     Alerts { scope, rows }

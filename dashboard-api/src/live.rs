@@ -12,8 +12,14 @@
 //! The numbers: the current China month's reports and cases (`clues FINAL`, as in
 //! `/v1/breakdown`), open and overdue cases now, and the month's closure, on-time and rework
 //! rates and score from `crate::indicators` (the one definition), by street and for the district.
+//!
+//! The same loop carries the hotspot alerts open now (`alerts` events): the probe also reads
+//! `hotspot_alerts`' parts, and when they changed one query reads every open alert (latest
+//! version not closed) for all subscribers; each narrows them to its street, as `/v1/alerts`
+//! does, and gets an event when its open alerts (ids, versions, states) changed. The page then
+//! reads `/v1/alerts` for the details.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -121,16 +127,115 @@ fn state_sql() -> String {
     )
 }
 
-/// Metadata only: changes with every insert into the facts or the clue states.
+/// Metadata only: the first three change with every insert into the facts or the clue states,
+/// the last three with every insert into the alerts.
 const PROBE_SQL: &str = "\
-SELECT toUInt64(sum(rows)) AS rows, toUInt64(sum(max_block_number)) AS blocks, toUInt64(count()) AS parts \
-FROM system.parts WHERE database = currentDatabase() AND table IN ('clue_events', 'clues') AND active";
+SELECT toUInt64(sumIf(rows, table != 'hotspot_alerts')) AS fact_rows, \
+       toUInt64(sumIf(max_block_number, table != 'hotspot_alerts')) AS fact_blocks, \
+       toUInt64(countIf(table != 'hotspot_alerts')) AS fact_parts, \
+       toUInt64(sumIf(rows, table = 'hotspot_alerts')) AS alert_rows, \
+       toUInt64(sumIf(max_block_number, table = 'hotspot_alerts')) AS alert_blocks, \
+       toUInt64(countIf(table = 'hotspot_alerts')) AS alert_parts \
+FROM system.parts \
+WHERE database = currentDatabase() AND table IN ('clue_events', 'clues', 'hotspot_alerts') AND active";
 
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
 struct Probe {
-    rows: u64,
-    blocks: u64,
-    parts: u64,
+    fact_rows: u64,
+    fact_blocks: u64,
+    fact_parts: u64,
+    alert_rows: u64,
+    alert_blocks: u64,
+    alert_parts: u64,
+}
+
+impl Probe {
+    fn numbers(&self) -> (u64, u64, u64) {
+        (self.fact_rows, self.fact_blocks, self.fact_parts)
+    }
+
+    fn alerts(&self) -> (u64, u64, u64) {
+        (self.alert_rows, self.alert_blocks, self.alert_parts)
+    }
+}
+
+/// At most this many open alerts are streamed (the newest first).
+pub const MAX_STREAMED_ALERTS: u64 = 1_000;
+
+/// Every open alert in its latest version (one row per alert whatever was stored twice), newest
+/// first. Aliases differ from column names: ClickHouse resolves an alias before a column.
+const ACTIVE_ALERTS_SQL: &str = "\
+SELECT toString(alert_id) AS id, max(version) AS latest_version, \
+       argMax(state, version) AS latest_state, argMax(street_code, version) AS street, \
+       argMax(category, version) AS cat, argMax(grid_code, version) AS grid, \
+       argMax(grids, version) AS place_grids, argMax(observed, version) AS obs, \
+       max(at_ms) AS updated_at_ms \
+FROM hotspot_alerts \
+GROUP BY alert_id \
+HAVING latest_state != 'closed' \
+ORDER BY updated_at_ms DESC, id \
+LIMIT ?";
+
+#[derive(Clone, Debug, PartialEq, clickhouse::Row, Deserialize)]
+struct ActiveRow {
+    id: String,
+    latest_version: u32,
+    latest_state: String,
+    street: String,
+    cat: String,
+    grid: String,
+    place_grids: Vec<String>,
+    obs: u32,
+    updated_at_ms: u64,
+}
+
+/// An alert open now (new or ongoing), as the stream carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ActiveAlert {
+    pub alert_id: String,
+    pub version: u32,
+    pub state: String,
+    pub street_code: String,
+    pub category: String,
+    pub grid_code: String,
+    pub grids: Vec<String>,
+    pub observed: u32,
+    pub updated_at_ms: u64,
+}
+
+/// The open alerts the loop read, for everyone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertsNow {
+    pub as_of_ms: u64,
+    pub active: Vec<ActiveAlert>,
+}
+
+/// Reads every open alert (one query).
+pub async fn active_alerts(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::Result<AlertsNow> {
+    deps.metrics.stream_queries.inc();
+    let rows = deps
+        .ch
+        .query(ACTIVE_ALERTS_SQL)
+        .bind(MAX_STREAMED_ALERTS)
+        .fetch_all::<ActiveRow>()
+        .await?;
+    Ok(AlertsNow {
+        as_of_ms: now_ms,
+        active: rows
+            .into_iter()
+            .map(|r| ActiveAlert {
+                alert_id: r.id,
+                version: r.latest_version,
+                state: r.latest_state,
+                street_code: r.street,
+                category: r.cat,
+                grid_code: r.grid,
+                grids: r.place_grids,
+                observed: r.obs,
+                updated_at_ms: r.updated_at_ms,
+            })
+            .collect(),
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
@@ -257,8 +362,13 @@ fn same_numbers(a: &Snapshot, b: &Snapshot) -> bool {
     a.period == b.period && a.district == b.district && a.streets == b.streets
 }
 
-/// What the loop publishes: the latest numbers (none before the first computation).
-type Published = Option<Arc<Snapshot>>;
+/// What the loop publishes: the latest numbers and open alerts (each none before its first
+/// computation).
+#[derive(Clone, Debug, Default)]
+struct Published {
+    numbers: Option<Arc<Snapshot>>,
+    alerts: Option<Arc<AlertsNow>>,
+}
 
 /// The shared channel, the sender waiting for [`spawn`], and the stream slots.
 #[derive(Clone)]
@@ -277,7 +387,7 @@ struct Slots {
 
 impl Live {
     pub fn new(settings: StreamSettings) -> Self {
-        let (tx, rx) = watch::channel(None);
+        let (tx, rx) = watch::channel(Published::default());
         Self {
             rx,
             tx: Arc::new(Mutex::new(Some(tx))),
@@ -343,8 +453,10 @@ pub fn spawn(
         let mut tick = tokio::time::interval(deps.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_probe: Option<Probe> = None;
+        let mut last_alert_probe: Option<(u64, u64, u64)> = None;
         let mut changes_after = 0u64;
         let mut failing = false;
+        let mut alerts_failing = false;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -363,7 +475,34 @@ pub fn spawn(
                 }
             };
             let now_ms = gridclue_core::wire::now_ms();
-            if last_probe.as_ref() == Some(&probe) && now_ms <= changes_after {
+            if last_alert_probe != Some(probe.alerts()) {
+                match active_alerts(&deps, now_ms).await {
+                    Ok(alerts) => {
+                        if alerts_failing {
+                            tracing::info!("live alerts: ClickHouse answers again");
+                        }
+                        alerts_failing = false;
+                        last_alert_probe = Some(probe.alerts());
+                        let changed = tx
+                            .borrow()
+                            .alerts
+                            .as_ref()
+                            .is_none_or(|old| old.active != alerts.active);
+                        if changed {
+                            tx.send_modify(|p| p.alerts = Some(Arc::new(alerts)));
+                        }
+                    }
+                    Err(e) => {
+                        if !alerts_failing {
+                            tracing::warn!(error = %e, "live alerts: query failed; retrying");
+                        }
+                        alerts_failing = true;
+                    }
+                }
+            }
+            if last_probe.as_ref().map(Probe::numbers) == Some(probe.numbers())
+                && now_ms <= changes_after
+            {
                 continue;
             }
             match snapshot(&deps, now_ms).await {
@@ -376,10 +515,11 @@ pub fn spawn(
                     changes_after = after;
                     let changed = tx
                         .borrow()
+                        .numbers
                         .as_ref()
                         .is_none_or(|old| !same_numbers(old, &snapshot));
                     if changed {
-                        tx.send_replace(Some(Arc::new(snapshot)));
+                        tx.send_modify(|p| p.numbers = Some(Arc::new(snapshot)));
                     }
                 }
                 Err(e) => {
@@ -438,16 +578,59 @@ pub fn view(snapshot: &Snapshot, reader: &Reader) -> Numbers {
     }
 }
 
+/// One subscriber's `alerts` event: the open alerts of its scope.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OpenAlerts {
+    pub as_of: String,
+    pub as_of_ms: u64,
+    pub scope: crate::summary::Scope,
+    pub active: Vec<ActiveAlert>,
+}
+
+pub fn alerts_view(alerts: &AlertsNow, reader: &Reader) -> OpenAlerts {
+    let (scope, active) = match reader {
+        Reader::District => (crate::summary::Scope::District, alerts.active.clone()),
+        Reader::Street(own) => (
+            crate::summary::Scope::Street {
+                street_code: own.clone(),
+            },
+            alerts
+                .active
+                .iter()
+                .filter(|a| &a.street_code == own)
+                .cloned()
+                .collect(),
+        ),
+    };
+    OpenAlerts {
+        as_of: china_time(alerts.as_of_ms),
+        as_of_ms: alerts.as_of_ms,
+        scope,
+        active,
+    }
+}
+
 struct Subscriber {
     rx: watch::Receiver<Published>,
     reader: Reader,
     last: Option<Numbers>,
+    last_alerts: Option<Vec<ActiveAlert>>,
+    /// Events of one change not sent yet (numbers and alerts may change together).
+    queued: VecDeque<Event>,
     first: bool,
     _slot: SlotGuard,
 }
 
-/// The event stream of one subscriber: the current numbers at once (when the loop has computed
-/// any), then an event whenever the subscriber's numbers change.
+fn json_event(name: &'static str, data: &impl Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(data)
+        .unwrap_or_else(|_| Event::default().comment("unserialisable event"))
+}
+
+/// The event stream of one subscriber: the current numbers and open alerts at once (when the
+/// loop has computed any), then an event whenever the subscriber's numbers (`numbers`) or open
+/// alerts (`alerts`) change.
 pub fn subscribe(
     live: &Live,
     reader: Reader,
@@ -459,33 +642,40 @@ pub fn subscribe(
         rx: live.rx.clone(),
         reader,
         last: None,
+        last_alerts: None,
+        queued: VecDeque::new(),
         first: true,
         _slot: slot,
     };
     let stream = futures::stream::unfold(start, |mut s| async move {
         loop {
+            if let Some(event) = s.queued.pop_front() {
+                return Some((Ok(event), s));
+            }
             if !s.first && s.rx.changed().await.is_err() {
                 return None;
             }
             s.first = false;
-            let Some(snapshot) = s.rx.borrow_and_update().clone() else {
-                continue;
-            };
-            let numbers = view(&snapshot, &s.reader);
-            let changed = s.last.as_ref().is_none_or(|last| {
-                last.period != numbers.period
-                    || last.kpis != numbers.kpis
-                    || last.by_street != numbers.by_street
-            });
-            if !changed {
-                continue;
+            let published = s.rx.borrow_and_update().clone();
+            if let Some(snapshot) = published.numbers {
+                let numbers = view(&snapshot, &s.reader);
+                let changed = s.last.as_ref().is_none_or(|last| {
+                    last.period != numbers.period
+                        || last.kpis != numbers.kpis
+                        || last.by_street != numbers.by_street
+                });
+                if changed {
+                    s.queued.push_back(json_event("numbers", &numbers));
+                    s.last = Some(numbers);
+                }
             }
-            let event = Event::default()
-                .event("numbers")
-                .json_data(&numbers)
-                .unwrap_or_else(|_| Event::default().comment("unserialisable numbers"));
-            s.last = Some(numbers);
-            return Some((Ok(event), s));
+            if let Some(alerts) = published.alerts {
+                let open = alerts_view(&alerts, &s.reader);
+                if s.last_alerts.as_ref() != Some(&open.active) {
+                    s.queued.push_back(json_event("alerts", &open));
+                    s.last_alerts = Some(open.active);
+                }
+            }
         }
     });
     Ok(Sse::new(stream).keep_alive(
@@ -564,5 +754,28 @@ mod tests {
     fn every_placeholder_is_bound() {
         assert_eq!(state_sql().matches('?').count(), 8);
         assert_eq!(PROBE_SQL.matches('?').count(), 0);
+        assert_eq!(ACTIVE_ALERTS_SQL.matches('?').count(), 1);
+    }
+
+    #[test]
+    fn a_street_streams_its_own_open_alerts_only() {
+        let alert = |id: &str, street: &str| ActiveAlert {
+            alert_id: id.into(),
+            version: 1,
+            state: "new".into(),
+            street_code: street.into(),
+            category: "garbage_pile".into(),
+            grid_code: format!("{street}001001"),
+            grids: vec![format!("{street}001001")],
+            observed: 3,
+            updated_at_ms: 1,
+        };
+        let now = AlertsNow {
+            as_of_ms: 1,
+            active: vec![alert("a", "310199001"), alert("b", "310199002")],
+        };
+        let mine = alerts_view(&now, &Reader::Street("310199002".into()));
+        assert_eq!(mine.active, vec![alert("b", "310199002")]);
+        assert_eq!(alerts_view(&now, &Reader::District).active.len(), 2);
     }
 }

@@ -109,7 +109,7 @@ impl DedupeRunner {
         tracing::info!(topic = %self.config.dedupe_topic, "dedupe stage consuming");
         let mut refusals = Refusals::new(
             &self.config.dedupe_topic,
-            self.metrics.clone(),
+            self.metrics.log_reset_detected.clone(),
             self.readiness.clone(),
         );
         loop {
@@ -252,12 +252,13 @@ impl DedupeRunner {
         .await??;
         for p in missing {
             let (committed, wm) = positions.get(&p).cloned().unwrap_or_default();
-            let reset = log_reset::judge_dedupe(
+            let reset = log_reset::judge_committed(
                 &self.config.dedupe_topic,
                 &self.config.dedupe_group_id,
                 p,
                 &committed,
                 wm,
+                log_reset::ENRICH,
             );
             if let Some(reset) = reset {
                 self.revoked.remove(&p);

@@ -17,6 +17,17 @@
 //! Why a sequencer: the cases come from several partitions of `clues.events`, whose interleaving
 //! differs from one read to the next; the detector's decisions depend on order, so they are
 //! made over a log whose order is written down once.
+//!
+//! Reset logs: both loops keep their position only as their group's committed offset. A log
+//! reset under it (a dev broker restarted empty, a topic re-created) would be read from its
+//! start by librdkafka's offset reset, and the detector would rebuild from a log that is not
+//! the one its alerts came from. So, on a partition's first records after each assignment, the
+//! loop compares the committed offset with the log's high watermark (as enrich's dedupe stage
+//! does, [`crate::log_reset::judge_committed`]); a partition whose offset is beyond the end is
+//! held (paused, nothing of it consumed or committed; other partitions flow), logged once,
+//! shown in `gridclue_hotspot_log_reset_detected{topic,partition}` and in `/readyz` (503),
+//! until `gridclue-hotspots rebase` (every detector stopped) commits the new log's start and
+//! the service restarts.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,7 +46,7 @@ use gridclue_core::kafka::KafkaSettings;
 use gridclue_core::service::Readiness;
 use gridclue_core::telemetry::names;
 use gridclue_core::wire::{self, EventEnvelope, Fact, Placement, SCHEMA_VERSION};
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
@@ -44,8 +55,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::kafka_loop::{
-    next_batch, next_offsets, read_partitions, send_all, Epochs, LoopContext, Outgoing, Source,
+    next_batch, next_offsets, read_partitions, send_all, Epochs, LoopContext, Outgoing, Refusals,
+    Source,
 };
+use crate::log_reset::{self, Committed, RebaseOutcome, Resume};
 
 /// The detector service's configuration (defaults → `GRIDCLUE_CONFIG` file → `GRIDCLUE_*`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -115,6 +128,8 @@ pub struct HotspotMetrics {
     pub cases: IntCounter,
     pub open_alerts: IntGauge,
     pub dlq: IntCounterVec,
+    /// 1 while a partition is held because its log was reset.
+    pub log_reset_detected: IntGaugeVec,
 }
 
 impl HotspotMetrics {
@@ -149,6 +164,15 @@ impl HotspotMetrics {
                 &["reason"],
             )
             .expect("valid metric"),
+            log_reset_detected: IntGaugeVec::new(
+                Opts::new(
+                    names::HOTSPOT_LOG_RESET_DETECTED,
+                    "1 while a partition is not consumed because its Kafka log was reset (run \
+                     gridclue-hotspots rebase)",
+                ),
+                &["topic", "partition"],
+            )
+            .expect("valid metric"),
         };
         for c in [
             Box::new(m.alerts.clone()) as Box<dyn prometheus::core::Collector>,
@@ -156,6 +180,7 @@ impl HotspotMetrics {
             Box::new(m.cases.clone()),
             Box::new(m.open_alerts.clone()),
             Box::new(m.dlq.clone()),
+            Box::new(m.log_reset_detected.clone()),
         ] {
             m.registry.register(c).expect("metric registered once");
         }
@@ -245,10 +270,18 @@ pub async fn run_with_metrics(
     loops.spawn(sequence(
         config.clone(),
         metrics.clone(),
+        ready.clone(),
         sequencer_ready,
         stop_rx.clone(),
     ));
-    loops.spawn(detect(config, neighbours, metrics, detector_ready, stop_rx));
+    loops.spawn(detect(
+        config,
+        neighbours,
+        metrics,
+        ready.clone(),
+        detector_ready,
+        stop_rx,
+    ));
     let result = async {
         while let Some(joined) = loops.join_next().await {
             joined.context("a hotspot loop panicked")??;
@@ -301,14 +334,171 @@ pub fn case_of(event: &EventEnvelope) -> Option<HotspotInput> {
     })
 }
 
+/// Holds the partitions of one loop's topic whose log was reset, judging each partition on its
+/// first records after every assignment, before anything of them is consumed.
+struct ResetGuard {
+    kafka: KafkaSettings,
+    group: String,
+    topic: String,
+    timeout: Duration,
+    /// The epoch each partition was last judged (and found sound) in.
+    judged: HashMap<i32, u64>,
+    refusals: Refusals,
+}
+
+impl ResetGuard {
+    fn new(
+        config: &HotspotConfig,
+        group: &str,
+        topic: &str,
+        metrics: &HotspotMetrics,
+        readiness: &Readiness,
+    ) -> Self {
+        Self {
+            kafka: config.kafka(),
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            timeout: Duration::from_millis(config.restore_timeout_ms),
+            judged: HashMap::new(),
+            refusals: Refusals::new(topic, metrics.log_reset_detected.clone(), readiness.clone()),
+        }
+    }
+
+    /// Drops the records of held partitions from `batch`, after judging the partitions not
+    /// judged since they were (re)assigned.
+    async fn admit(
+        &mut self,
+        batch: &mut Vec<OwnedMessage>,
+        epochs: &Epochs,
+        consumer: &StreamConsumer<LoopContext>,
+    ) -> anyhow::Result<()> {
+        self.refusals.forget_revoked(epochs);
+        batch.retain(|m| !self.refusals.contains(m.partition()));
+        let mut unjudged: Vec<i32> = batch
+            .iter()
+            .map(|m| m.partition())
+            .filter(|p| self.judged.get(p) != Some(&epochs.get(*p)))
+            .collect();
+        unjudged.sort_unstable();
+        unjudged.dedup();
+        if unjudged.is_empty() {
+            return Ok(());
+        }
+        let (kafka, group, topic, timeout) = (
+            self.kafka.clone(),
+            self.group.clone(),
+            self.topic.clone(),
+            self.timeout,
+        );
+        let parts = unjudged.clone();
+        let positions = tokio::task::spawn_blocking(move || {
+            log_reset::positions(&kafka, &group, &topic, &parts, timeout)
+        })
+        .await??;
+        for p in unjudged {
+            let (committed, wm) = positions.get(&p).cloned().unwrap_or_default();
+            let epoch = epochs.get(p);
+            match log_reset::judge_committed(&self.topic, &self.group, p, &committed, wm, HOTSPOTS)
+            {
+                Some(reset) => self.refusals.refuse(consumer, p, epoch, vec![reset]),
+                None => {
+                    self.judged.insert(p, epoch);
+                }
+            }
+        }
+        batch.retain(|m| !self.refusals.contains(m.partition()));
+        Ok(())
+    }
+}
+
+/// The program that rebases the hotspot service's partitions.
+pub const HOTSPOTS: &str = "gridclue-hotspots";
+
+/// Gives the reset partitions of `topic` (`clues.events`: the sequencer's, or
+/// `clues.hotspot-input`: the detector's) their new log's start as their group's position;
+/// `partitions` `None` means every partition found reset, `force` rebases named partitions
+/// that do not look reset. Every `gridclue-hotspots` must be stopped (the command joins the
+/// group to commit); start them again afterwards. The detector then rebuilds from the new
+/// input log alone: alerts and history folded from the old one are not part of it.
+pub async fn rebase(
+    config: &HotspotConfig,
+    topic: &str,
+    partitions: Option<Vec<i32>>,
+    force: bool,
+) -> anyhow::Result<Vec<RebaseOutcome>> {
+    let group = if topic == config.events_topic {
+        config.hotspot_group_id.clone()
+    } else if topic == config.hotspot_input_topic {
+        config.detector_group_id.clone()
+    } else {
+        anyhow::bail!(
+            "{topic} is neither {} nor {}",
+            config.events_topic,
+            config.hotspot_input_topic
+        );
+    };
+    let (kafka, topic) = (config.kafka(), topic.to_owned());
+    let timeout = Duration::from_millis(config.restore_timeout_ms.max(30_000));
+    tokio::task::spawn_blocking(move || {
+        let mut outcomes = Vec::new();
+        log_reset::commit_as_sole_member(&kafka, &group, &topic, timeout, |committed| {
+            let mut ids: Vec<i32> = committed.keys().copied().collect();
+            ids.sort_unstable();
+            if let Some(only) = &partitions {
+                for p in only {
+                    anyhow::ensure!(ids.contains(p), "{topic} has no partition {p}");
+                }
+                ids.retain(|p| only.contains(p));
+            }
+            let probe: rdkafka::consumer::BaseConsumer =
+                gridclue_core::kafka::client_config(&kafka).create()?;
+            let mut commits = Vec::new();
+            for p in ids {
+                let before = committed.get(&p).cloned().unwrap_or_default();
+                let wm = probe.fetch_watermarks(&topic, p, timeout)?;
+                let reset = log_reset::judge_committed(&topic, &group, p, &before, wm, HOTSPOTS);
+                if reset.is_none() && !force {
+                    if partitions.is_some() {
+                        outcomes.push(RebaseOutcome::NotReset { partition: p });
+                    }
+                    continue;
+                }
+                commits.push((p, wm.0, None));
+                outcomes.push(RebaseOutcome::Rebased {
+                    partition: p,
+                    group: group.clone(),
+                    before,
+                    after: Committed {
+                        offset: Some(wm.0),
+                        note: Default::default(),
+                    },
+                    resume: Resume::FromStart,
+                    resets: reset.into_iter().collect(),
+                });
+            }
+            Ok(commits)
+        })?;
+        Ok(outcomes)
+    })
+    .await?
+}
+
 async fn sequence(
     config: HotspotConfig,
     metrics: HotspotMetrics,
+    readiness: Readiness,
     ready: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let epochs = Arc::new(Epochs::default());
     let consumer = consumer(&config, &config.hotspot_group_id, &epochs)?;
+    let mut guard = ResetGuard::new(
+        &config,
+        &config.hotspot_group_id,
+        &config.events_topic,
+        &metrics,
+        &readiness,
+    );
     let producer = producer(&config)?;
     consumer.subscribe(&[config.events_topic.as_str()])?;
     ready.store(true, Ordering::SeqCst);
@@ -316,7 +506,7 @@ async fn sequence(
     let tick = Duration::from_millis(config.hotspot_tick_ms);
     let mut last_sent = Instant::now();
     loop {
-        let Some(batch) = next_batch(
+        let Some(mut batch) = next_batch(
             &consumer,
             &epochs,
             config.batch_max,
@@ -327,6 +517,7 @@ async fn sequence(
         else {
             break;
         };
+        guard.admit(&mut batch, &epochs, &consumer).await?;
         let mut out = Vec::new();
         for m in &batch {
             match EventEnvelope::decode(m.payload().unwrap_or_default()) {
@@ -386,11 +577,19 @@ async fn detect(
     config: HotspotConfig,
     neighbours: Arc<Neighbours>,
     metrics: HotspotMetrics,
+    readiness: Readiness,
     ready: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let epochs = Arc::new(Epochs::default());
     let consumer = consumer(&config, &config.detector_group_id, &epochs)?;
+    let mut guard = ResetGuard::new(
+        &config,
+        &config.detector_group_id,
+        &config.hotspot_input_topic,
+        &metrics,
+        &readiness,
+    );
     let producer = producer(&config)?;
     consumer.subscribe(&[config.hotspot_input_topic.as_str()])?;
     ready.store(true, Ordering::SeqCst);
@@ -402,7 +601,9 @@ async fn detect(
         else {
             break;
         };
-        let batch: Vec<OwnedMessage> = batch.into_iter().filter(|m| m.partition() == 0).collect();
+        let mut batch: Vec<OwnedMessage> =
+            batch.into_iter().filter(|m| m.partition() == 0).collect();
+        guard.admit(&mut batch, &epochs, &consumer).await?;
         let Some(first) = batch.first() else {
             continue;
         };

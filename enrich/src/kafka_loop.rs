@@ -1,5 +1,5 @@
-//! Kafka plumbing shared by the processor's and the dedupe stage's loops: consumers that track
-//! revocations, batch collection, produce-and-await, offsets to commit, reading partitions from
+//! Kafka plumbing shared by the processor's, the dedupe stage's and the hotspot service's loops:
+//! consumers that track revocations, batch collection, produce-and-await, offsets to commit, reading partitions from
 //! their start, and holding partitions whose log was reset.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -12,6 +12,7 @@ use futures::future::join_all;
 use gridclue_core::kafka::KafkaSettings;
 use gridclue_core::service::Readiness;
 use gridclue_core::wire::{self, DlqReason, DlqRecord};
+use prometheus::IntGaugeVec;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -19,7 +20,6 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use crate::log_reset::LogReset;
-use crate::metrics::EnrichMetrics;
 
 /// A record to produce.
 pub(crate) struct Outgoing {
@@ -348,21 +348,22 @@ pub(crate) fn next_offsets(
 }
 
 /// Partitions of the consumed topic a loop does not consume because a log they depend on was
-/// reset: paused, reported once (error log, `gridclue_enrich_log_reset_detected`, `/readyz`),
-/// and forgotten when the partition is revoked (its next owner judges it afresh).
+/// reset: paused, reported once (error log, the service's `…_log_reset_detected{topic,partition}`
+/// gauge, `/readyz`), and forgotten when the partition is revoked (its next owner judges it
+/// afresh).
 pub(crate) struct Refusals {
     topic: String,
-    metrics: EnrichMetrics,
+    detected: IntGaugeVec,
     readiness: Readiness,
     /// Per refused partition: the epoch it was refused in, and what was found.
     refused: HashMap<i32, (u64, Vec<LogReset>)>,
 }
 
 impl Refusals {
-    pub(crate) fn new(topic: &str, metrics: EnrichMetrics, readiness: Readiness) -> Self {
+    pub(crate) fn new(topic: &str, detected: IntGaugeVec, readiness: Readiness) -> Self {
         Self {
             topic: topic.to_owned(),
-            metrics,
+            detected,
             readiness,
             refused: HashMap::new(),
         }
@@ -419,8 +420,7 @@ impl Refusals {
 
     fn report(&self, r: &LogReset, on: bool) {
         let key = format!("log_reset/{}/{}/{}", r.group, r.topic, r.partition);
-        self.metrics
-            .log_reset_detected
+        self.detected
             .with_label_values(&[&r.topic, &r.partition.to_string()])
             .set(i64::from(on));
         if on {

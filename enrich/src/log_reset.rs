@@ -134,7 +134,13 @@ pub struct LogReset {
     pub low: i64,
     pub high: i64,
     pub kind: ResetKind,
+    /// The program whose `rebase` command rebases the partition (`gridclue-enrich`,
+    /// `gridclue-hotspots`).
+    pub rebased_by: &'static str,
 }
+
+/// The program that rebases the processor's and the dedupe stage's partitions.
+pub const ENRICH: &str = "gridclue-enrich";
 
 impl fmt::Display for LogReset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -156,9 +162,10 @@ impl fmt::Display for LogReset {
         write!(
             f,
             "log reset on {topic} partition {p}: {what}, but the high watermark is {high} (low {}); \
-             not consumed until `gridclue-enrich rebase --topic {topic} --partition {p}` (with \
-             enrich stopped) and a restart",
-            self.low
+             not consumed until `{by} rebase --topic {topic} --partition {p}` (with every \
+             {by} stopped) and a restart",
+            self.low,
+            by = self.rebased_by,
         )
     }
 }
@@ -199,6 +206,7 @@ pub fn judge_processor(
         low: e.commands.0,
         high: e.commands.1,
         kind,
+        rebased_by: ENRICH,
     };
     if let Some(c) = e.committed.offset {
         if c > e.commands.1 {
@@ -221,19 +229,23 @@ pub fn judge_processor(
                 low: e.state.0,
                 high: e.state.1,
                 kind: ResetKind::ChangelogShort,
+                rebased_by: ENRICH,
             });
         }
     }
     out
 }
 
-/// The reset a dedupe partition shows, if any.
-pub fn judge_dedupe(
+/// The reset a partition shows when its group's committed offset is all that says where the
+/// group was in the log (the dedupe stage, the hotspot service's loops), if any: the offset is
+/// beyond the high watermark. `rebased_by` names the program that rebases it.
+pub fn judge_committed(
     topic: &str,
     group: &str,
     partition: i32,
     committed: &Committed,
     wm: Watermarks,
+    rebased_by: &'static str,
 ) -> Option<LogReset> {
     let c = committed.offset?;
     (c > wm.1).then(|| LogReset {
@@ -244,6 +256,7 @@ pub fn judge_dedupe(
         low: wm.0,
         high: wm.1,
         kind: ResetKind::CommittedBeyondEnd,
+        rebased_by,
     })
 }
 
@@ -528,6 +541,82 @@ pub enum RebaseOutcome {
     NotReset { partition: i32 },
 }
 
+/// The `rebase` command's arguments (`gridclue-enrich rebase`, `gridclue-hotspots rebase`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct RebaseArgs {
+    /// The consumed topic (or the processor's changelog) whose partitions to rebase.
+    #[arg(long)]
+    pub topic: String,
+    /// Partitions to rebase; repeat or separate with commas.
+    #[arg(long, value_delimiter = ',', required_unless_present = "all_reset")]
+    pub partition: Vec<i32>,
+    /// Every partition of the topic found reset.
+    #[arg(long, conflicts_with = "partition")]
+    pub all_reset: bool,
+    /// Rebase the named partitions even if their log does not look reset.
+    #[arg(long, requires = "partition")]
+    pub force: bool,
+}
+
+impl RebaseArgs {
+    /// The partitions named (`None`: every partition found reset).
+    pub fn partitions(&self) -> Option<Vec<i32>> {
+        (!self.all_reset).then(|| self.partition.clone())
+    }
+}
+
+impl fmt::Display for RebaseOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RebaseOutcome::Rebased {
+                partition,
+                group,
+                before,
+                after,
+                resume,
+                resets,
+            } => {
+                writeln!(
+                    f,
+                    "partition {partition} (group {group}): committed {:?} → {:?} (base {} → {})",
+                    before.offset, after.offset, before.note.base, after.note.base
+                )?;
+                match resume {
+                    Resume::After(o) => write!(
+                        f,
+                        "  the log is the one the state handled as far as offset {o}: resuming \
+                         after it"
+                    )?,
+                    Resume::FromStart => write!(f, "  read from the log's start")?,
+                    Resume::Kept => write!(f, "  the commands position stays")?,
+                }
+                for r in resets {
+                    write!(f, "\n  was: {r}")?;
+                }
+                Ok(())
+            }
+            RebaseOutcome::NotReset { partition } => write!(
+                f,
+                "partition {partition}: not reset; left alone (--force rebases it anyway)"
+            ),
+        }
+    }
+}
+
+/// Prints what a `rebase` command did; `false` when a named partition was left alone (not
+/// reset), which the command reports with a failing exit status.
+pub fn print_outcomes(topic: &str, outcomes: &[RebaseOutcome]) -> bool {
+    if outcomes.is_empty() {
+        println!("no partition of {topic} is reset");
+    }
+    for o in outcomes {
+        println!("{o}");
+    }
+    !outcomes
+        .iter()
+        .any(|o| matches!(o, RebaseOutcome::NotReset { .. }))
+}
+
 /// Rebases reset partitions of `topic` (`clues.commands` or `clues.state`: the processor's
 /// partition, both logs together; `clues.dedupe`: the dedupe stage's); `partitions` `None`
 /// means every partition found reset. Every enrich must be stopped (the command joins the
@@ -625,9 +714,10 @@ fn rebase_blocking(
                     },
                 )
             } else {
-                let resets: Vec<LogReset> = judge_dedupe(consumed, group, p, &before, wm)
-                    .into_iter()
-                    .collect();
+                let resets: Vec<LogReset> =
+                    judge_committed(consumed, group, p, &before, wm, ENRICH)
+                        .into_iter()
+                        .collect();
                 (
                     resets,
                     Committed {
@@ -880,9 +970,20 @@ mod tests {
     #[test]
     fn a_dedupe_partition_is_reset_only_past_its_end() {
         let c = committed(50, 0, None);
-        assert!(judge_dedupe("clues.dedupe", "d", 0, &c, (0, 50)).is_none());
-        let r = judge_dedupe("clues.dedupe", "d", 0, &c, (0, 20)).unwrap();
+        assert!(judge_committed("clues.dedupe", "d", 0, &c, (0, 50), ENRICH).is_none());
+        let r = judge_committed("clues.dedupe", "d", 0, &c, (0, 20), ENRICH).unwrap();
         assert_eq!((r.position, r.high), (50, 20));
-        assert!(judge_dedupe("clues.dedupe", "d", 0, &Committed::default(), (0, 0)).is_none());
+        assert!(judge_committed(
+            "clues.dedupe",
+            "d",
+            0,
+            &Committed::default(),
+            (0, 0),
+            ENRICH
+        )
+        .is_none());
+        assert!(r
+            .to_string()
+            .contains("`gridclue-enrich rebase --topic clues.dedupe"));
     }
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gridclue_enrich::log_reset::{RebaseOutcome, Resume};
+use gridclue_enrich::log_reset::{print_outcomes, RebaseArgs};
 use gridclue_enrich::EnrichConfig;
 
 #[derive(Parser)]
@@ -18,23 +18,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Give partitions whose Kafka log was reset a position in the new log (enrich refuses them
-    /// until then). Stop every gridclue-enrich first (this joins their consumer group), start
-    /// them again afterwards.
-    Rebase {
-        /// clues.commands or clues.state (the processor's partition: both logs together), or
-        /// clues.dedupe (the dedupe stage's partition).
-        #[arg(long)]
-        topic: String,
-        /// Partitions to rebase; repeat or separate with commas.
-        #[arg(long, value_delimiter = ',', required_unless_present = "all_reset")]
-        partition: Vec<i32>,
-        /// Every partition of the topic found reset.
-        #[arg(long, conflicts_with = "partition")]
-        all_reset: bool,
-        /// Rebase the named partitions even if their log does not look reset.
-        #[arg(long, requires = "partition")]
-        force: bool,
-    },
+    /// until then): clues.commands or clues.state (the processor's partition: both logs
+    /// together), or clues.dedupe (the dedupe stage's partition). Stop every gridclue-enrich
+    /// first (this joins their consumer group), start them again afterwards.
+    Rebase(RebaseArgs),
 }
 
 #[tokio::main]
@@ -51,56 +38,15 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("binding {}", config.listen))?;
             gridclue_enrich::run(listener, config, gridclue_core::service::shutdown_signal()).await
         }
-        Some(Command::Rebase {
-            topic,
-            partition,
-            all_reset,
-            force,
-        }) => {
-            let partitions = (!all_reset).then_some(partition);
-            let outcomes =
-                gridclue_enrich::log_reset::rebase(&config, &topic, partitions, force).await?;
-            if outcomes.is_empty() {
-                println!("no partition of {topic} is reset");
-            }
-            let mut left_alone = false;
-            for o in &outcomes {
-                match o {
-                    RebaseOutcome::Rebased {
-                        partition,
-                        group,
-                        before,
-                        after,
-                        resume,
-                        resets,
-                    } => {
-                        println!(
-                            "partition {partition} (group {group}): committed {:?} → {:?} \
-                             (base {} → {})",
-                            before.offset, after.offset, before.note.base, after.note.base
-                        );
-                        match resume {
-                            Resume::After(o) => println!(
-                                "  the log is the one the state handled as far as offset {o}: \
-                                 resuming after it"
-                            ),
-                            Resume::FromStart => println!("  read from the log's start"),
-                            Resume::Kept => println!("  the commands position stays"),
-                        }
-                        for r in resets {
-                            println!("  was: {r}");
-                        }
-                    }
-                    RebaseOutcome::NotReset { partition } => {
-                        left_alone = true;
-                        println!(
-                            "partition {partition}: not reset; left alone (--force rebases it \
-                             anyway)"
-                        );
-                    }
-                }
-            }
-            if left_alone {
+        Some(Command::Rebase(args)) => {
+            let outcomes = gridclue_enrich::log_reset::rebase(
+                &config,
+                &args.topic,
+                args.partitions(),
+                args.force,
+            )
+            .await?;
+            if !print_outcomes(&args.topic, &outcomes) {
                 std::process::exit(1);
             }
             Ok(())

@@ -191,7 +191,7 @@ impl Runner {
         let mut last_tick = Instant::now();
         let mut refusals = Refusals::new(
             &self.config.commands_topic,
-            self.metrics.clone(),
+            self.metrics.log_reset_detected.clone(),
             self.readiness.clone(),
         );
         loop {

@@ -2,6 +2,8 @@
 //! ClickHouse database per test on the one test server, and the services run in-process on
 //! port 0.
 
+pub mod alerts;
+pub mod browser;
 pub mod ch;
 pub mod facts;
 

@@ -34,11 +34,13 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use gridclue_core::hotspot::{AlertFact, AlertState};
 use gridclue_core::tokens::{TokenFile, TokenKind, TokenRecord, TokenStore};
 use gridclue_core::wire::Fact;
 use gridclue_core::{GridCode, ReporterGroup};
 use gridclue_dashboard_api::live::{month_of, Live, StreamSettings};
 use gridclue_dashboard_api::{AppState, Reference};
+use gridclue_tests::alerts::{alert, write_alerts};
 use gridclue_tests::ch::TestDb;
 use gridclue_tests::facts::{china, write, write_rows, History, ReportSpec};
 use gridclue_tests::{data_dir, scratch};
@@ -1164,22 +1166,29 @@ impl Events {
 
     /// The next `numbers` event's data, waiting at most until `deadline`.
     async fn next(&mut self, deadline: tokio::time::Instant) -> Value {
+        self.next_named("numbers", deadline).await
+    }
+
+    /// The next event called `name`'s data (other events are passed), waiting at most until
+    /// `deadline`.
+    async fn next_named(&mut self, name: &str, deadline: tokio::time::Instant) -> Value {
         use futures::StreamExt;
+        let wanted = format!("event: {name}");
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let frame: String = self.buffer.drain(..end + 2).collect();
-                if frame.lines().any(|l| l == "event: numbers") {
+                if frame.lines().any(|l| l == wanted) {
                     let data = frame
                         .lines()
                         .find_map(|l| l.strip_prefix("data: "))
                         .expect("a data line");
                     return serde_json::from_str(data).unwrap();
                 }
-                continue; // a keep-alive comment
+                continue; // a keep-alive comment or another event
             }
             let chunk = tokio::time::timeout_at(deadline, self.body.next())
                 .await
-                .expect("a numbers event before the deadline")
+                .unwrap_or_else(|_| panic!("a {name} event before the deadline"))
                 .expect("the stream stays open")
                 .expect("a readable stream");
             self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
@@ -1315,7 +1324,8 @@ async fn many_subscribers_share_one_query_loop() {
     assert!(reports.windows(2).all(|w| w[0] == w[1]), "{reports:?}");
 
     // One loop: its polls follow the clock, not the number of streams, and each poll costs one
-    // probe plus, when something changed, two queries.
+    // probe plus, when the facts changed, two queries (and one when the alerts changed: once
+    // here, the first poll's reading).
     let elapsed = started.elapsed();
     let polls = m.stream_polls.get() - polls;
     let queries = m.stream_queries.get() - queries;
@@ -1332,5 +1342,102 @@ async fn many_subscribers_share_one_query_loop() {
 
     drop(streams);
     assert_eq!(m.stream_subscribers.get(), 0);
+    cancel.cancel();
+}
+
+/// The alert ids of an `alerts` event, with their versions and states.
+fn open_alerts(event: &Value) -> Vec<(String, u64, String)> {
+    event["active"]
+        .as_array()
+        .unwrap_or_else(|| panic!("active in {event}"))
+        .iter()
+        .map(|a| {
+            (
+                a["alert_id"].as_str().unwrap().to_owned(),
+                a["version"].as_u64().unwrap(),
+                a["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_alert_reaches_the_stream_within_a_second_in_its_street_only() {
+    let f = fixture().await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _loop = f
+        .state
+        .start_live_numbers(cancel.clone())
+        .expect("loop starts");
+    let mut district = Events::open(&f, &f.district).await.unwrap();
+    let mut own = Events::open(&f, &f.street_a).await.unwrap();
+    // No alert yet: both streams say so at once.
+    let first = district.next_named("alerts", soon(10)).await;
+    assert_eq!(first["scope"]["kind"], "district");
+    assert_eq!(open_alerts(&first), vec![]);
+    let mine = own.next_named("alerts", soon(10)).await;
+    assert_eq!(mine["scope"]["street_code"], f.streets[0].as_str());
+    assert_eq!(open_alerts(&mine), vec![]);
+
+    // Three garbage piles in street B's first grid raise an alert there.
+    let b_grid = grids_of(&f.streets[1])[0].clone();
+    let now = gridclue_core::wire::now_ms();
+    let s = spec(
+        &b_grid,
+        "garbage_pile",
+        "greening_city_appearance",
+        &f.reporter_record,
+    );
+    let cases: Vec<History> = (0..3)
+        .map(|i| History::reported(&s, now - (3 - i) * HOUR))
+        .collect();
+    let refs: Vec<&History> = cases.iter().collect();
+    let in_b = alert(0xB, 1, AlertState::New, &refs, now);
+    write_alerts(&f.db.client, std::slice::from_ref(&in_b)).await;
+    // ClickHouse acknowledged the insert: the district's stream has it within a second.
+    let raised = district.next_named("alerts", soon(1)).await;
+    let b_id = in_b.alert_id.to_string();
+    assert_eq!(open_alerts(&raised), vec![(b_id.clone(), 1, "new".into())]);
+    let shown = &raised["active"][0];
+    assert_eq!(shown["street_code"], f.streets[1].as_str());
+    assert_eq!(shown["grid_code"], b_grid.as_str());
+    assert_eq!(shown["category"], "garbage_pile");
+    assert_eq!(shown["observed"], 3);
+
+    // An alert in street A: street A's stream carries it, and only it (B's never reached it:
+    // its next event holds A's alone).
+    let a_grid = grids_of(&f.streets[0])[0].clone();
+    let s = spec(
+        &a_grid,
+        "manhole_cover",
+        "water_affairs",
+        &f.reporter_record,
+    );
+    let cases: Vec<History> = (0..3)
+        .map(|i| History::reported(&s, now - (3 - i) * HOUR))
+        .collect();
+    let refs: Vec<&History> = cases.iter().collect();
+    let in_a = alert(0xA, 1, AlertState::New, &refs, now);
+    write_alerts(&f.db.client, std::slice::from_ref(&in_a)).await;
+    let a_id = in_a.alert_id.to_string();
+    let mine = own.next_named("alerts", soon(1)).await;
+    assert_eq!(open_alerts(&mine), vec![(a_id.clone(), 1, "new".into())]);
+    let both = district.next_named("alerts", soon(1)).await;
+    let mut ids: Vec<String> = open_alerts(&both).into_iter().map(|a| a.0).collect();
+    ids.sort();
+    let mut want = vec![a_id.clone(), b_id.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+
+    // B's alert closes (its version 2, written twice as a replay would): it leaves the
+    // district's open alerts.
+    let closed = AlertFact {
+        version: 2,
+        state: AlertState::Closed,
+        ..in_b.clone()
+    };
+    write_alerts(&f.db.client, &[closed.clone(), closed]).await;
+    let after = district.next_named("alerts", soon(1)).await;
+    assert_eq!(open_alerts(&after), vec![(a_id, 1, "new".into())]);
     cancel.cancel();
 }

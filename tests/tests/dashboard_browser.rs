@@ -1,6 +1,6 @@
 //! Real-browser test of the web dashboard (`/dashboard`): headless Chromium from Debian (install
-//! it with `scripts/browser-deps.sh`) driven by playwright-core (`tests/browser/dashboard.mjs`,
-//! installed here with `npm ci` from the committed lock file when `node_modules` is missing),
+//! it with `scripts/browser-deps.sh`) driven by playwright-core (`tests/browser/dashboard.mjs`;
+//! set-up in `gridclue_tests::browser`),
 //! against dashboard-api run in-process on port 0 over a test database of the real ClickHouse
 //! server holding hand-built clue histories (written with the sink's own fold and rows).
 //!
@@ -18,77 +18,33 @@
 //! Street B: B1 accepted D-6 09:00 (deadline D-5 09:00), closed D-4 09:00 (late); B2 accepted
 //! D-3 and rejected D-3 (a report, not a case).
 //! Street C: C1 accepted D-1 09:00 (deadline D+20), dispatched: green.
+//!
+//! Hotspot alerts (rows as the sink projects them): X over A1 A2 A3 in A's grid, raised D-5
+//! 09:00 (new), updated D-2 08:00 (ongoing, its latest version); Y over B1 B2 in B's grid, raised
+//! D-3 08:00 (new); Z over B1, raised D-6 09:00 and closed D-4 09:00. While the page is open the
+//! test writes W over C1 (and two clues not in the histories) in C's grid, raised now: the page
+//! must list and pin it without a reload. The district sees X Y Z (then W), street A's office X
+//! only; the map pins the open ones (X, Y, W), never Z. Screenshot: `target/dashboard-alerts.png`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 
+use gridclue_core::hotspot::{AlertFact, AlertState};
 use gridclue_core::tokens::{TokenFile, TokenKind};
 use gridclue_core::wire::Fact;
 use gridclue_core::{GridCode, Status};
 use gridclue_dashboard_api::{DashboardConfig, Reference};
+use gridclue_tests::alerts::{alert, write_alerts};
+use gridclue_tests::browser::{chromium, ensure_node_modules, screenshot_dir};
 use gridclue_tests::ch::TestDb;
 use gridclue_tests::facts::{write, History, ReportSpec};
 use gridclue_tests::{data_dir, scratch};
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-/// The headless Chromium to drive, or `None` (with a message saying so) when it is not installed
-/// and the run does not require it. `make test` installs it and sets `GRIDCLUE_REQUIRE_BROWSER=1`,
-/// so there a missing browser fails the test instead of skipping it.
-fn chromium() -> Option<String> {
-    let path = std::env::var("GRIDCLUE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if Path::new(&path).exists() {
-        return Some(path);
-    }
-    let help = format!(
-        "headless Chromium is missing at {path}: run `scripts/browser-deps.sh` (Debian's \
-         chromium and chromium-driver) or set GRIDCLUE_CHROMIUM"
-    );
-    assert!(
-        std::env::var_os("GRIDCLUE_REQUIRE_BROWSER").is_none(),
-        "{help} (GRIDCLUE_REQUIRE_BROWSER is set)"
-    );
-    eprintln!("SKIPPED the dashboard browser test: {help}");
-    None
-}
-
-async fn ensure_node_modules() {
-    let node = tokio::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .await;
-    assert!(
-        node.is_ok_and(|o| o.status.success()),
-        "node is required for the browser test (Node.js 20+ on PATH)"
-    );
-    let dir = browser_dir();
-    if dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return;
-    }
-    let out = tokio::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .output()
-        .await
-        .expect("running npm ci");
-    assert!(
-        out.status.success(),
-        "npm ci in {} failed: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn first_grid(street: &str) -> GridCode {
@@ -243,16 +199,122 @@ fn assert_tiles(what: &str, shown: &Value, total: &Value) {
     }
 }
 
+/// The page's default period (the last 30 China days, today included) as `from`, `to`.
+fn default_period() -> (String, String) {
+    let today = chrono::DateTime::from_timestamp_millis(
+        gridclue_core::wire::now_ms() as i64 + 8 * 3_600_000,
+    )
+    .unwrap()
+    .date_naive();
+    (
+        (today - chrono::Days::new(29)).to_string(),
+        (today + chrono::Days::new(1)).to_string(),
+    )
+}
+
+/// The alerts (X Y Z) of the module docs.
+fn alerts_of(h: &std::collections::BTreeMap<&str, History>) -> Vec<AlertFact> {
+    let x = [&h["A1"], &h["A2"], &h["A3"]];
+    let x1 = alert(0x1, 1, AlertState::New, &x, day(-5, 9));
+    let x2 = AlertFact {
+        version: 2,
+        state: AlertState::Ongoing,
+        at_ms: day(-2, 8),
+        ..x1.clone()
+    };
+    let y = alert(0x2, 1, AlertState::New, &[&h["B1"], &h["B2"]], day(-3, 8));
+    let z1 = alert(0x3, 1, AlertState::New, &[&h["B1"]], day(-6, 9));
+    let z2 = AlertFact {
+        version: 2,
+        state: AlertState::Closed,
+        at_ms: day(-4, 9),
+        ..z1.clone()
+    };
+    vec![x1, x2, y, z1, z2]
+}
+
+/// What the page must show of an `/v1/alerts` answer, in its order: (id, category, state,
+/// grid, clue ids).
+fn alert_rows(answer: &Value) -> Vec<(String, String, String, String, Vec<String>)> {
+    answer["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("rows in {answer}"))
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap().to_owned();
+            let clues = r["clue_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_owned())
+                .collect();
+            (
+                s("alert_id"),
+                s("category"),
+                s("state"),
+                s("grid_code"),
+                clues,
+            )
+        })
+        .collect()
+}
+
+fn shown_alerts(page: &Value) -> Vec<(String, String, String, String, Vec<String>)> {
+    page["alerts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("alerts in {page}"))
+        .iter()
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap().to_owned();
+            let clues = a["clues"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_owned())
+                .collect();
+            (s("id"), s("category"), s("state"), s("grid"), clues)
+        })
+        .collect()
+}
+
+/// The (alert, grid) pins the map shows, sorted.
+fn shown_pins(page: &Value) -> Vec<(String, String)> {
+    let mut pins: Vec<(String, String)> = page["pins"]
+        .as_array()
+        .unwrap_or_else(|| panic!("pins in {page}"))
+        .iter()
+        .map(|p| {
+            (
+                p["alert"].as_str().unwrap().to_owned(),
+                p["grid"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    pins.sort();
+    pins
+}
+
+/// The pins the map must show for an `/v1/alerts` answer: its open alerts at their grids.
+fn open_pins(answer: &Value) -> Vec<(String, String)> {
+    let mut pins: Vec<(String, String)> = alert_rows(answer)
+        .into_iter()
+        .filter(|a| a.2 != "closed")
+        .map(|a| (a.0, a.3))
+        .collect();
+    pins.sort();
+    pins
+}
+
 fn n(v: &Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_the_api_numbers_and_filters_by_a_clicked_street() {
-    let Some(chromium) = chromium() else {
+    let Some(chromium) = chromium("the dashboard browser test") else {
         return;
     };
-    ensure_node_modules().await;
+    ensure_node_modules(&browser_dir()).await;
 
     let db = TestDb::create("dashboard_web").await;
     gridclue_sink::migrations::apply(&db.client).await.unwrap();
@@ -263,13 +325,37 @@ async fn dashboard_shows_the_api_numbers_and_filters_by_a_clicked_street() {
         .iter()
         .map(|(name, h)| (*name, h.clue.to_string()))
         .collect();
+    let by_name: std::collections::BTreeMap<&str, History> = histories.iter().cloned().collect();
     let all: Vec<History> = histories.into_iter().map(|(_, h)| h).collect();
     write(&db.client, &all).await;
+    write_alerts(&db.client, &alerts_of(&by_name)).await;
+    // W: written while the page is open.
+    let c_spec = spec(&streets[2], "street_vending", "urban_management");
+    let unwritten = [
+        History::reported(&c_spec, day(-1, 11)),
+        History::reported(&c_spec, day(-1, 12)),
+    ];
+    let live_alert = alert(
+        0x4,
+        1,
+        AlertState::New,
+        &[&by_name["C1"], &unwritten[0], &unwritten[1]],
+        gridclue_core::wire::now_ms(),
+    );
 
     let dir = scratch("dashboard-web");
     let tokens_file = dir.path().join("tokens.json");
     let mut f = TokenFile::default();
     let district = f.issue(TokenKind::District, None, None, "wall").unwrap().0;
+    let street_token = f
+        .issue(
+            TokenKind::Street,
+            None,
+            Some(streets[0].clone()),
+            "street A",
+        )
+        .unwrap()
+        .0;
     f.write(&tokens_file).unwrap();
 
     let config = DashboardConfig {
@@ -307,34 +393,80 @@ async fn dashboard_shows_the_api_numbers_and_filters_by_a_clicked_street() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let shots = target_dir();
-    std::fs::create_dir_all(&shots).unwrap();
-    let out = tokio::time::timeout(
-        Duration::from_secs(240),
-        tokio::process::Command::new("node")
-            .arg(browser_dir().join("dashboard.mjs"))
-            .args([&url, &district, &streets[0], &streets[1]])
-            .arg(&shots)
-            .env("GRIDCLUE_CHROMIUM", &chromium)
-            .kill_on_drop(true)
-            .output(),
-    )
+    let shots = screenshot_dir();
+    let (from, to) = default_period();
+    let alerts_url = format!("{url}/v1/alerts?from={from}&to={to}&limit=200");
+    let mut node = tokio::process::Command::new("node")
+        .arg(browser_dir().join("dashboard.mjs"))
+        .args([&url, &district, &streets[0], &streets[1]])
+        .arg(&shots)
+        .arg(&street_token)
+        .env("GRIDCLUE_CHROMIUM", &chromium)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("running node");
+    let mut to_script = node.stdin.take().unwrap();
+    let mut from_script = BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut script_errors = node.stderr.take().unwrap();
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        script_errors.read_to_string(&mut text).await.ok();
+        text
+    });
+    let (before_live, after_live, stdout) = tokio::time::timeout(Duration::from_secs(240), async {
+        // The page is open with the district's alerts: W is written now.
+        let mut ready = false;
+        while let Some(line) = from_script.next_line().await.expect("script output") {
+            if line == "ready-for-alert" {
+                ready = true;
+                break;
+            }
+        }
+        let mut answers = None;
+        if ready {
+            let before_live = get_json(&http, &alerts_url, &district).await;
+            write_alerts(&db.client, std::slice::from_ref(&live_alert)).await;
+            let after_live = get_json(&http, &alerts_url, &district).await;
+            to_script
+                .write_all(format!("{}\n", live_alert.alert_id).as_bytes())
+                .await
+                .expect("writing to the script");
+            drop(to_script);
+            answers = Some((before_live, after_live));
+        }
+        let mut stdout = String::new();
+        while let Some(line) = from_script.next_line().await.expect("script output") {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+        let status = node.wait().await.expect("node ran");
+        let errors = errors.await.unwrap();
+        let (before_live, after_live) = answers.unwrap_or_else(|| {
+            panic!("the browser script stopped before the page was ready ({status}):\n{errors}\n{stdout}")
+        });
+        assert!(
+            status.success(),
+            "browser script failed ({status}):\n{errors}\n{stdout}"
+        );
+        (before_live, after_live, stdout)
+    })
     .await
-    .expect("the browser script finishes within 4 minutes")
-    .expect("running node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "browser script failed ({}):\n{}\n{stdout}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    .expect("the browser script finishes within 4 minutes");
     let shown: Value = serde_json::from_str(stdout.trim()).expect("script result");
+    let default = (from, to);
 
     // The whole district: the tiles equal the API's total for the page's period, and the
     // counts worked out by hand.
     let view = &shown["district"]["view"];
     let (from, to) = (view["from"].as_str().unwrap(), view["to"].as_str().unwrap());
+    assert_eq!(
+        (from, to),
+        (default.0.as_str(), default.1.as_str()),
+        "the page shows its default period (the one the alerts were read for)"
+    );
     assert_eq!(view["street"], "");
     let indicators = |street: Option<&str>, by: &str| {
         let mut u = format!("{url}/v1/indicators?from={from}&to={to}&by={by}");
@@ -472,10 +604,104 @@ async fn dashboard_shows_the_api_numbers_and_filters_by_a_clicked_street() {
     assert!(shown["token_after_signout"].is_null());
     assert!(!shown["bad_token_message"].as_str().unwrap().is_empty());
 
+    // Alerts: the page lists exactly what /v1/alerts answers for its view, in its order: for
+    // the district (W not yet written) Y X Z, newest raised first.
+    let (x, y, z) = (
+        uuid::Uuid::from_u128(1).to_string(),
+        uuid::Uuid::from_u128(2).to_string(),
+        uuid::Uuid::from_u128(3).to_string(),
+    );
+    let w = live_alert.alert_id.to_string();
+    let listed = alert_rows(&before_live);
+    assert_eq!(
+        listed
+            .iter()
+            .map(|a| (a.0.as_str(), a.1.as_str(), a.2.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            (y.as_str(), "manhole_cover", "new"),
+            (x.as_str(), "garbage_pile", "ongoing"),
+            (z.as_str(), "manhole_cover", "closed"),
+        ],
+        "{before_live}"
+    );
+    assert_eq!(
+        listed[1].4,
+        vec![ids["A1"].clone(), ids["A2"].clone(), ids["A3"].clone()]
+    );
+    assert_eq!(
+        shown_alerts(&shown["district"]),
+        listed,
+        "{}",
+        shown["district"]
+    );
+    // The map pins the open ones at their grids (not the closed Z) and outlines their grids.
+    let (grid_a, grid_b, grid_c) = (
+        first_grid(&streets[0]).to_string(),
+        first_grid(&streets[1]).to_string(),
+        first_grid(&streets[2]).to_string(),
+    );
+    let mut want_pins = vec![(x.clone(), grid_a.clone()), (y.clone(), grid_b.clone())];
+    want_pins.sort();
+    assert_eq!(open_pins(&before_live), want_pins);
+    assert_eq!(shown_pins(&shown["district"]), want_pins);
+    let outlined = shown["district"]["outlined"].as_array().unwrap();
+    for g in [&grid_a, &grid_b] {
+        assert!(
+            outlined.iter().any(|o| o == g.as_str()),
+            "{g} outlined: {outlined:?}"
+        );
+    }
+    assert!(
+        !outlined.iter().any(|o| o == grid_c.as_str()),
+        "{outlined:?}"
+    );
+
+    // W reached the open page through the stream, without a full reload.
+    let live_rows = alert_rows(&after_live);
+    assert_eq!(live_rows.len(), 4, "{after_live}");
+    assert_eq!(live_rows[0].0, w, "the newest first");
+    assert_eq!(shown_alerts(&shown["live_alert"]), live_rows);
+    assert_eq!(shown_pins(&shown["live_alert"]), open_pins(&after_live));
+    assert!(shown_pins(&shown["live_alert"]).contains(&(w.clone(), grid_c.clone())));
+    assert_eq!(
+        shown["live_alert_full_reloads"], 0,
+        "only the alerts were read again"
+    );
+    // Its pin clicked: the view is its grid, the alert highlighted; its clue's timeline opens.
+    assert_eq!(
+        shown["alert_click"]["view"]["grid"],
+        grid_c.as_str(),
+        "{}",
+        shown["alert_click"]
+    );
+    assert_eq!(shown["alert_click"]["view"]["street"], streets[2].as_str());
+    assert_eq!(shown["alert_click"]["selected"], serde_json::json!([w]));
+    assert_eq!(shown["alert_timeline"]["clue"], ids["C1"].as_str());
+    assert_eq!(shown["alert_timeline"]["shown"], ids["C1"].as_str());
+
+    // Street A's office: its street's alert X only, as /v1/alerts answers its token.
+    let own = get_json(
+        &http,
+        &format!("{alerts_url}&street={}", streets[0]),
+        &street_token,
+    )
+    .await;
+    let own_rows = alert_rows(&own);
+    assert_eq!(
+        own_rows.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(),
+        vec![x.as_str()]
+    );
+    let page = &shown["street_token"];
+    assert_eq!(page["view"]["street"], streets[0].as_str());
+    assert_eq!(shown_alerts(page), own_rows, "{page}");
+    assert_eq!(shown_pins(page), vec![(x.clone(), grid_a.clone())]);
+
     for name in [
         "dashboard-laptop.png",
         "dashboard-street.png",
         "dashboard-wall.png",
+        "dashboard-alerts.png",
     ] {
         let path = shots.join(name);
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);

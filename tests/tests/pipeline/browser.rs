@@ -7,8 +7,10 @@
 //! Chromium: `scripts/browser-deps.sh`; missing, the test says SKIPPED and returns, unless
 //! `GRIDCLUE_REQUIRE_BROWSER` is set (as `make test` does), where it fails.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
+
+use gridclue_tests::browser::{chromium, ensure_node_modules, screenshot_dir};
 
 use crate::app::spawn_app;
 
@@ -16,55 +18,14 @@ fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ingest/tests/browser")
 }
 
-fn chromium() -> Option<String> {
-    let path = std::env::var("GRIDCLUE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if Path::new(&path).exists() {
-        return Some(path);
-    }
-    let help = format!(
-        "headless Chromium is missing at {path}: run `scripts/browser-deps.sh` or set \
-         GRIDCLUE_CHROMIUM"
-    );
-    assert!(
-        std::env::var_os("GRIDCLUE_REQUIRE_BROWSER").is_none(),
-        "{help} (GRIDCLUE_REQUIRE_BROWSER is set)"
-    );
-    eprintln!("SKIPPED the reporting page test: {help}");
-    None
-}
-
-async fn ensure_node_modules() {
-    let dir = browser_dir();
-    if dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return;
-    }
-    let out = tokio::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .output()
-        .await
-        .expect("npm (Node.js 20+) is on PATH");
-    assert!(
-        out.status.success(),
-        "npm ci in {} failed: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reporting_page_names_the_place_attaches_a_photo_and_lists_my_reports() {
-    let Some(chromium) = chromium() else {
+    let Some(chromium) = chromium("the reporting page test") else {
         return;
     };
-    ensure_node_modules().await;
+    ensure_node_modules(&browser_dir()).await;
     let app = spawn_app().await;
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-    std::fs::create_dir_all(&target).unwrap();
-    let screenshot = target.join("reporting-page.png");
+    let screenshot = screenshot_dir().join("reporting-page.png");
 
     let out = tokio::time::timeout(
         Duration::from_secs(240),

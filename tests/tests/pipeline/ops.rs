@@ -369,6 +369,10 @@ async fn rules_and_dashboards_name_only_metrics_the_services_expose() {
     // The hotspot detector (not part of this stack): its alerts counter, once one is raised.
     let hotspots = gridclue_enrich::hotspots::HotspotMetrics::new();
     hotspots.alerts.with_label_values(&["garbage"]).inc();
+    hotspots
+        .log_reset_detected
+        .with_label_values(&["clues.events", "0"])
+        .set(1);
     for registry in [&sink.registry, &enrich.registry, &hotspots.registry] {
         exposed.extend(exposed_names(&gridclue_core::telemetry::render(registry)));
     }
