@@ -16,9 +16,12 @@
 //!   fsyncs it and writes a last snapshot of the committed offsets. Stop the clients first: what
 //!   they produce or commit after that is not kept.
 //!
-//! What a crash (SIGKILL) of the owning process loses: records acknowledged after the last
-//! fsync and commits after the last snapshot. A committed offset beyond a partition's restored
-//! end is lowered to that end (and logged).
+//! What a kill (SIGKILL) of the owning process loses: records the journal had not read yet
+//! (its read lag, logged when it exceeds the flush interval) and commits after the last
+//! snapshot; what the journal read is handed to the operating system at once (every
+//! [`WRITE_OUT_INTERVAL`] under a stream of records). A crash of the machine also loses what was
+//! not fsync'd yet (at most [`JournalConfig::flush_interval`]). A committed offset beyond a
+//! partition's restored end is lowered to that end (and logged).
 //!
 //! Offsets the journal never saw are produced again as empty records with the
 //! [`GAP_FILLER_HEADER`] header, so that every later record keeps its offset. That happens only
@@ -73,9 +76,17 @@ pub const DEFAULT_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the journal looks for topics and partitions created since it started.
 const LAYOUT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Under a steady stream of records, how often the journal hands what it read to the operating
+/// system (without fsync): what a kill of the broker can lose on top of the journal's read lag.
+pub const WRITE_OUT_INTERVAL: Duration = Duration::from_millis(5);
+/// The journal's consumer asks the mock for records this often: the mock answers a fetch only
+/// after `fetch.wait.max.ms`, never early, so this bounds the journal's read lag when idle.
+const JOURNAL_FETCH_WAIT_MS: &str = "10";
 /// How often a running journal or a replay logs its progress.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(30);
 const REPLAY_PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+/// At most one warning this often while the journal reads records later than it promises.
+const LAG_WARNING_INTERVAL: Duration = Duration::from_secs(1);
 
 type PartitionKey = (String, i32);
 
@@ -462,7 +473,7 @@ fn replay(
             ),
         });
     }
-    let reader = reader_client(bootstrap, "gridclue-devbroker-replay-check")?;
+    let reader = reader_client(bootstrap, "gridclue-devbroker-replay-check", "50")?;
     let high = high_watermarks(&reader, next.keys())?;
     if high != next {
         let (topic, partition, high, end) = next
@@ -488,7 +499,11 @@ fn replay(
 }
 
 /// A consumer that never joins or commits: it reads assigned partitions and asks for offsets.
-fn reader_client(bootstrap: &str, name: &str) -> Result<BaseConsumer, DevstackError> {
+fn reader_client(
+    bootstrap: &str,
+    name: &str,
+    fetch_wait_ms: &str,
+) -> Result<BaseConsumer, DevstackError> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("client.id", name)
@@ -496,7 +511,7 @@ fn reader_client(bootstrap: &str, name: &str) -> Result<BaseConsumer, DevstackEr
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "50")
+        .set("fetch.wait.max.ms", fetch_wait_ms)
         .set("isolation.level", "read_uncommitted")
         .create()
         .map_err(|e| DevstackError::kafka(format!("creating the {name} client"), e))
@@ -634,7 +649,11 @@ impl Recorder {
         next: BTreeMap<PartitionKey, i64>,
         offsets: GroupOffsets,
     ) -> Result<Recorder, DevstackError> {
-        let consumer = reader_client(bootstrap, "gridclue-devbroker-journal")?;
+        let consumer = reader_client(
+            bootstrap,
+            "gridclue-devbroker-journal",
+            JOURNAL_FETCH_WAIT_MS,
+        )?;
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), &offset) in &next {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(offset))
@@ -657,6 +676,7 @@ impl Recorder {
             writer: JournalWriter::open(&config.dir)?,
             next,
             report: JournalReport::default(),
+            max_read_lag: Duration::ZERO,
         };
         let state = RecorderState {
             config: config.clone(),
@@ -720,21 +740,45 @@ struct Tape {
     /// The next offset to journal per partition.
     next: BTreeMap<PartitionKey, i64>,
     report: JournalReport,
+    /// The longest time between a record's creation and the journal reading it, since the
+    /// recording loop last looked.
+    max_read_lag: Duration,
 }
 
 impl RecorderState {
     fn run(mut self, stop: mpsc::Receiver<()>) -> Result<JournalReport, DevstackError> {
         let mut last_flush = Instant::now();
+        let mut last_write_out = Instant::now();
         let mut last_snapshot = Instant::now();
         let mut last_layout_check = Instant::now();
         let mut last_progress = (Instant::now(), 0u64);
+        let mut last_lag_warning: Option<Instant> = None;
         while let Err(mpsc::TryRecvError::Empty) = stop.try_recv() {
-            if let Some(message) = self.consumer.poll(Duration::from_millis(50)) {
+            let polled = self.consumer.poll(Duration::from_millis(10));
+            let idle = polled.is_none();
+            if let Some(message) = polled {
                 self.tape.record(message)?;
+            }
+            // A kill loses only what the journal has not read: hand what it read to the system
+            // as soon as the consumer's queue runs dry, and regularly under a steady stream.
+            if idle || last_write_out.elapsed() >= WRITE_OUT_INTERVAL {
+                self.tape.writer.write_out()?;
+                last_write_out = Instant::now();
             }
             if last_flush.elapsed() >= self.config.flush_interval {
                 self.tape.writer.sync()?;
                 last_flush = Instant::now();
+            }
+            let lag = std::mem::take(&mut self.tape.max_read_lag);
+            if lag > self.config.flush_interval
+                && last_lag_warning.is_none_or(|at| at.elapsed() >= LAG_WARNING_INTERVAL)
+            {
+                warn!(
+                    read_lag_ms = lag.as_millis() as u64,
+                    promise_ms = self.config.flush_interval.as_millis() as u64,
+                    "the journal reads records later than the flush interval after they were produced: a kill now loses more than the promise"
+                );
+                last_lag_warning = Some(Instant::now());
             }
             if last_snapshot.elapsed() >= self.config.snapshot_interval {
                 self.snapshot_offsets(false)?;
@@ -915,6 +959,13 @@ impl Tape {
                 .unwrap_or_default(),
         };
         self.writer.append(&record)?;
+        if let Some(created_ms) = m.timestamp().to_millis() {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let lag = Duration::from_millis(now_ms.saturating_sub(created_ms).max(0) as u64);
+            self.max_read_lag = self.max_read_lag.max(lag);
+        }
         self.report.records += 1;
         self.next.insert(key, m.offset() + 1);
         Ok(())

@@ -209,6 +209,12 @@ impl JournalWriter {
         self.bytes_written
     }
 
+    /// Hands the buffered frames to the operating system without fsyncing them: from then on
+    /// they survive a kill of this process (not a crash of the machine).
+    pub fn write_out(&mut self) -> Result<(), JournalError> {
+        self.out.flush().map_err(io_err(&self.path))
+    }
+
     /// Writes the buffered frames and fsyncs the file. Returns how many records it made durable.
     pub fn sync(&mut self) -> Result<u64, JournalError> {
         if self.unsynced_records == 0 {

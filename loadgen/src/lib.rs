@@ -5,10 +5,13 @@
 //! - [`map`]: the district map as the loader samples it.
 //! - [`open`]: open-loop load at a fixed rate with scheduled-time latency and freshness probes
 //!   (`gridclue-load open`).
+//! - [`poison`]: records that must land in the DLQ, straight to the topics (`gridclue-load
+//!   poison`, for the chaos suite).
 //! - [`staff`]: plays a district's staff through the public API (`gridclue-load staff`).
 
 pub mod history;
 pub mod hotspots;
 pub mod map;
 pub mod open;
+pub mod poison;
 pub mod staff;

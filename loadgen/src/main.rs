@@ -51,6 +51,9 @@ enum Cmd {
     /// Open-loop load at a fixed rate: a realistic mix, latency from the scheduled send time,
     /// freshness probes, `--find-max` for the highest rate that holds.
     Open(gridclue_loadgen::open::OpenArgs),
+    /// Send records that must end in the DLQ straight to the pipeline's topics (chaos suite):
+    /// prints where each landed and the reason code expected for it.
+    Poison(gridclue_loadgen::poison::PoisonArgs),
 }
 
 /// Posting clues (the default command).
@@ -273,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Cmd::History(args)) => gridclue_loadgen::history::run(args).await,
         Some(Cmd::Hotspots(args)) => gridclue_loadgen::hotspots::run(args).await,
         Some(Cmd::Open(args)) => gridclue_loadgen::open::run(args).await,
+        Some(Cmd::Poison(args)) => gridclue_loadgen::poison::run(args).await,
         None => {
             anyhow::ensure!(
                 cli.load.token.is_some(),
