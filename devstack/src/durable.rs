@@ -753,6 +753,7 @@ impl RecorderState {
         let mut last_layout_check = Instant::now();
         let mut last_progress = (Instant::now(), 0u64);
         let mut last_lag_warning: Option<Instant> = None;
+        let mut unreported_lag = Duration::ZERO;
         while let Err(mpsc::TryRecvError::Empty) = stop.try_recv() {
             let polled = self.consumer.poll(Duration::from_millis(10));
             let idle = polled.is_none();
@@ -769,15 +770,21 @@ impl RecorderState {
                 self.tape.writer.sync()?;
                 last_flush = Instant::now();
             }
+            // The largest lag beyond the promise since the last warning: what a kill in that
+            // time could lose.
             let lag = std::mem::take(&mut self.tape.max_read_lag);
-            if lag > self.config.flush_interval
+            if lag > self.config.flush_interval {
+                unreported_lag = unreported_lag.max(lag);
+            }
+            if unreported_lag > Duration::ZERO
                 && last_lag_warning.is_none_or(|at| at.elapsed() >= LAG_WARNING_INTERVAL)
             {
                 warn!(
-                    read_lag_ms = lag.as_millis() as u64,
+                    read_lag_ms = unreported_lag.as_millis() as u64,
                     promise_ms = self.config.flush_interval.as_millis() as u64,
                     "the journal reads records later than the flush interval after they were produced: a kill now loses more than the promise"
                 );
+                unreported_lag = Duration::ZERO;
                 last_lag_warning = Some(Instant::now());
             }
             if last_snapshot.elapsed() >= self.config.snapshot_interval {
