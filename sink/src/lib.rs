@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub mod aggregates;
 pub mod alerts;
 pub mod dlq;
+pub mod indicator_deltas;
 pub mod log_reset;
 pub mod metrics;
 pub mod migrations;

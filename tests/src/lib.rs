@@ -4,6 +4,7 @@
 
 pub mod ch;
 pub mod facts;
+pub mod indicators_reference;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
