@@ -399,7 +399,12 @@ mod tests {
         let mut report = [0; COUNTERS];
         report[REPORTS] = 1;
         report[DUPLICATES] = i64::from(row.duplicate_of.is_some());
-        add(&mut out, china_day(row.reported_at_ms), &row.department, report);
+        add(
+            &mut out,
+            china_day(row.reported_at_ms),
+            &row.department,
+            report,
+        );
         let left = ["rejected", "duplicate", "withdrawn"].contains(&row.status.as_str());
         if row.accepted_at_ms > 0 && !left {
             let (closed, d) = (row.closed_at_ms > 0, row.deadline_ms);
@@ -456,14 +461,20 @@ mod tests {
 
     #[test]
     fn a_fact_that_changes_nothing_writes_nothing() {
-        let r = report(ClueId::new_random(), Placement::Inside {
-            grid_code: GridCode::parse("310199003002017").unwrap(),
-            on_boundary: false,
-        });
+        let r = report(
+            ClueId::new_random(),
+            Placement::Inside {
+                grid_code: GridCode::parse("310199003002017").unwrap(),
+                on_boundary: false,
+            },
+        );
         let s0 = apply(None, &r, 0);
         let first = deltas(&r, None, &s0);
         assert_eq!(first.len(), 1, "{first:?}");
-        assert_eq!((first[0].counts[REPORTS], first[0].effective_ms), (1, 1_000));
+        assert_eq!(
+            (first[0].counts[REPORTS], first[0].effective_ms),
+            (1, 1_000)
+        );
         let started = EventEnvelope {
             seq: 1,
             fact: Fact::PostponeRequested {
@@ -478,10 +489,13 @@ mod tests {
 
     #[test]
     fn an_accepted_case_becomes_due_at_its_deadline_and_overdue_after_it() {
-        let r = report(ClueId::new_random(), Placement::Inside {
-            grid_code: GridCode::parse("310199003002017").unwrap(),
-            on_boundary: false,
-        });
+        let r = report(
+            ClueId::new_random(),
+            Placement::Inside {
+                grid_code: GridCode::parse("310199003002017").unwrap(),
+                on_boundary: false,
+            },
+        );
         let s0 = apply(None, &r, 0);
         let accept = EventEnvelope {
             seq: 1,
@@ -496,8 +510,18 @@ mod tests {
         let s1 = apply(Some(s0.clone()), &accept, 0);
         let rows: Vec<(u64, i64, i64, i64)> = deltas(&accept, Some(&s0), &s1)
             .iter()
-            .map(|d| (d.effective_ms, d.counts[ACCEPTED], d.counts[DUE], d.counts[OVERDUE_OPEN]))
+            .map(|d| {
+                (
+                    d.effective_ms,
+                    d.counts[ACCEPTED],
+                    d.counts[DUE],
+                    d.counts[OVERDUE_OPEN],
+                )
+            })
             .collect();
-        assert_eq!(rows, vec![(2_000, 1, 0, 0), (50_000, 0, 1, 0), (50_001, 0, 0, 1)]);
+        assert_eq!(
+            rows,
+            vec![(2_000, 1, 0, 0), (50_000, 0, 1, 0), (50_001, 0, 0, 1)]
+        );
     }
 }

@@ -938,10 +938,7 @@ pub(crate) mod tests {
             ("verified", Some(4 * 3_600_000))
         );
         let legacy = next(&r, Fact::Verified { working_ms: None }, Status::Closed);
-        assert_eq!(
-            event_row(&legacy, Some(&s0), &s1, &source).working_ms,
-            None
-        );
+        assert_eq!(event_row(&legacy, Some(&s0), &s1, &source).working_ms, None);
     }
 
     #[test]

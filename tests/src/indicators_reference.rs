@@ -83,7 +83,6 @@ pub async fn reference(client: &clickhouse::Client, plan: &Plan) -> Vec<Counts> 
         .expect("reference query")
 }
 
-
 /// Whether the production query (the delta projection) gives the reference's counts for the
 /// whole history — every cohort from 2000 to 2100 — as of each of `instants`, by street and by
 /// department; the mismatching instant when not.

@@ -64,15 +64,16 @@ fn history(rng: &mut Rng, grids: &[GridCode], last: ClueId) -> History {
         reporter_group: None,
         duplicate_of: rng.chance(0.05).then_some(last),
     };
-    let mut t = china(START) + rng.below(10 * 24) as u64 * HOUR + rng.below(3_600) as u64 * 1000;
+    let reported = china(START) + rng.below(10 * 24) as u64 * HOUR + rng.below(3_600) as u64 * 1000;
+    let h = if rng.chance(0.05) {
+        History::reported_outside(&spec, reported)
+    } else {
+        History::reported(&spec, reported)
+    };
+    let mut t = reported;
     let mut step = |rng: &mut Rng| {
         t += [0, 1, HOUR / 2, 5 * HOUR, 30 * HOUR][rng.below(5)];
         t
-    };
-    let h = if rng.chance(0.05) {
-        History::reported_outside(&spec, t)
-    } else {
-        History::reported(&spec, t)
     };
     if spec.duplicate_of.is_some() {
         return h;
@@ -90,7 +91,11 @@ fn history(rng: &mut Rng, grids: &[GridCode], last: ClueId) -> History {
     if rng.chance(0.05) {
         return h.rejected(step(rng));
     }
-    let others = ["urban_management", "water_affairs", "greening_city_appearance"];
+    let others = [
+        "urban_management",
+        "water_affairs",
+        "greening_city_appearance",
+    ];
     h = h.dispatched(step(rng), others[rng.below(3)]);
     if rng.chance(0.2) {
         h = h.returned(step(rng));
@@ -233,7 +238,10 @@ async fn compare(db: &TestDb, histories: &[History], streets: &[String], seed: u
 
 fn streets() -> Vec<String> {
     let reference = Reference::load(&data_dir()).unwrap();
-    reference.streets[..3].iter().map(|s| s.code.clone()).collect()
+    reference.streets[..3]
+        .iter()
+        .map(|s| s.code.clone())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,21 +327,21 @@ async fn the_backfill_of_stored_facts_equals_what_the_sink_writes() {
 fn the_histories_cover_what_the_deltas_must_handle() {
     use gridclue_core::wire::Fact;
     let all = histories(0x5eed_0001, 600, &streets());
-    let kinds: BTreeMap<&str, usize> = all
-        .iter()
-        .flat_map(|h| h.facts.iter())
-        .fold(BTreeMap::new(), |mut m, f| {
-            let kind = match &f.fact {
-                Fact::Rejected { .. } if f.seq > 1 => "rejected after acceptance",
-                Fact::Verified { working_ms: None } => "closed without working time",
-                Fact::Accepted {
-                    deadline_ms: None, ..
-                } => "accepted without a limit",
-                other => other.type_name(),
-            };
-            *m.entry(kind).or_default() += 1;
-            m
-        });
+    let kinds: BTreeMap<&str, usize> =
+        all.iter()
+            .flat_map(|h| h.facts.iter())
+            .fold(BTreeMap::new(), |mut m, f| {
+                let kind = match &f.fact {
+                    Fact::Rejected { .. } if f.seq > 1 => "rejected after acceptance",
+                    Fact::Verified { working_ms: None } => "closed without working time",
+                    Fact::Accepted {
+                        deadline_ms: None, ..
+                    } => "accepted without a limit",
+                    other => other.type_name(),
+                };
+                *m.entry(kind).or_default() += 1;
+                m
+            });
     for kind in [
         "rejected",
         "rejected after acceptance",
@@ -348,6 +356,9 @@ fn the_histories_cover_what_the_deltas_must_handle() {
         "accepted without a limit",
         "rated",
     ] {
-        assert!(kinds.get(kind).copied().unwrap_or(0) >= 3, "{kind}: {kinds:?}");
+        assert!(
+            kinds.get(kind).copied().unwrap_or(0) >= 3,
+            "{kind}: {kinds:?}"
+        );
     }
 }

@@ -1009,7 +1009,10 @@ async fn assert_indicators_exact(db: &TestDb) {
     let cases: u64 = db
         .scalar("SELECT toUInt64(sum(accepted)) FROM indicator_days WHERE dim = 'street'")
         .await;
-    assert!(cases > 0, "no case in the delta projection: the check proves nothing");
+    assert!(
+        cases > 0,
+        "no case in the delta projection: the check proves nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
