@@ -26,7 +26,8 @@
 //! what it changes in its clue's contribution to these counts — the state before it with sign
 //! −1, after it with +1, from the fact's time on, and the deadline's later effects (due at the
 //! deadline, overdue a millisecond after). The counts as of `as_of` are the sums of the rows
-//! holding from `as_of` or earlier, of the cohort days in `[from, to)`. They equal the definition
+//! holding from `as_of` or earlier, of the cohort days in `[from, to)` (read as all of them minus
+//! the few holding from later, see [`sql`]). They equal the definition
 //! above because each fact is stored once (the sink's exactly-once writes into `clue_events`) and
 //! a clue's facts carry non-decreasing times (see the README: an instant between two facts of
 //! one clue stamped out of order is the one case served differently). A case belongs to exactly
@@ -432,9 +433,12 @@ const SUMS: &str = "toUInt64(sum(accepted)) AS accepted, toUInt64(sum(due)) AS d
      toUInt64(sum(rating_sum)) AS rating_sum, toUInt64(sum(reports)) AS reports, \
      toUInt64(sum(duplicates)) AS duplicates";
 
-/// The delta columns both tables share.
+/// The delta columns the tables share, and the same negated.
 const DELTAS: &str = "accepted, due, closed, closed_on_time, verified, reworked, postponed, \
      supervised, overdue_open, timed_closed, working_ms, rated, rating_sum, reports, duplicates";
+const MINUS_DELTAS: &str = "-accepted, -due, -closed, -closed_on_time, -verified, -reworked, \
+     -postponed, -supervised, -overdue_open, -timed_closed, -working_ms, -rated, -rating_sum, \
+     -reports, -duplicates";
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -444,21 +448,25 @@ fn cohort_day(ms: u64) -> u64 {
 }
 
 /// The query of `by`: one row per group, summed from the delta projection (see the module
-/// docs) — the whole UTC days before `as_of` from `indicator_days`, the rest of `as_of`'s day up
-/// to `as_of` from `indicator_deltas`. Groups whose cohort and reports are empty are left out.
-/// Values are bound in this order: street ×2 (empty: every street), the cohort's first and end
-/// day, `as_of`'s UTC day (the whole days); the start of that day, as_of, the cohort's first and
-/// end day, street ×2 (the rest of the day).
+/// docs): every delta of the cohort days (`indicator_cohorts`) minus those holding from after
+/// `as_of` — the whole UTC days after `as_of`'s day from `indicator_days`, the rest of its day
+/// from `indicator_deltas`. Groups whose cohort and reports are empty are left out. Values are
+/// bound in this order: street ×2 (empty: every street), the cohort's first and end day (all
+/// deltas); street ×2, first and end day, `as_of`'s UTC day (the later days); as_of, the end of
+/// its day, first and end day, street ×2 (the rest of its day).
 pub fn sql(by: By) -> String {
     format!(
         "SELECT key, {SUMS} \
 FROM ( \
-    SELECT key, {DELTAS} FROM indicator_days \
-    WHERE dim = '{dim}' AND (? = '' OR street_code = ?) \
-      AND cohort_day >= ? AND cohort_day < ? AND effective_day < ? \
+    SELECT key, {DELTAS} FROM indicator_cohorts \
+    WHERE dim = '{dim}' AND (? = '' OR street_code = ?) AND cohort_day >= ? AND cohort_day < ? \
     UNION ALL \
-    SELECT {column} AS key, {DELTAS} FROM indicator_deltas \
-    WHERE effective_ms >= ? AND effective_ms <= ? \
+    SELECT key, {MINUS_DELTAS} FROM indicator_days \
+    WHERE dim = '{dim}' AND (? = '' OR street_code = ?) \
+      AND cohort_day >= ? AND cohort_day < ? AND effective_day > ? \
+    UNION ALL \
+    SELECT {column} AS key, {MINUS_DELTAS} FROM indicator_deltas \
+    WHERE effective_ms > ? AND effective_ms < ? \
       AND cohort_day >= ? AND cohort_day < ? AND (? = '' OR street_code = ?) \
 ) \
 GROUP BY key \
@@ -482,9 +490,13 @@ pub async fn query(
         .bind(&street)
         .bind(first_day)
         .bind(end_day)
+        .bind(&street)
+        .bind(&street)
+        .bind(first_day)
+        .bind(end_day)
         .bind(as_of_day)
-        .bind(as_of_day * DAY_MS)
         .bind(plan.as_of_ms)
+        .bind((as_of_day + 1) * DAY_MS)
         .bind(first_day)
         .bind(end_day)
         .bind(&street)
@@ -753,7 +765,7 @@ mod tests {
     #[test]
     fn every_placeholder_is_bound() {
         for by in By::ALL {
-            assert_eq!(sql(by).matches('?').count(), 11, "{by:?}");
+            assert_eq!(sql(by).matches('?').count(), 15, "{by:?}");
         }
     }
 }

@@ -7,7 +7,7 @@
 -- of acceptance for a case, of the report for the reports and duplicates —, the clue's
 -- department, and 15 signed counts in this order: accepted, due, closed, closed_on_time,
 -- verified, reworked, postponed, supervised, overdue_open, timed_closed, working_ms, rated,
--- rating_sum, reports, duplicates). The materialized views below spread them into two tables;
+-- rating_sum, reports, duplicates). The materialized views below spread them into three tables;
 -- the indicators as of an instant T are the sums of the rows holding from T or earlier.
 --
 -- Exact because the sink writes each fact into clue_events exactly once (as for the aggregates
@@ -19,8 +19,8 @@ ALTER TABLE clue_events ADD COLUMN indicator_cohort_day Array(UInt32);
 ALTER TABLE clue_events ADD COLUMN indicator_department Array(String);
 ALTER TABLE clue_events ADD COLUMN indicator_counts Array(Array(Int64));
 
--- Every delta row, ordered by the instant it holds from: the rows of the day of an instant up
--- to the instant are read from here.
+-- Every delta row, ordered by the instant it holds from: the rows of the day of an instant after
+-- the instant are read from here.
 CREATE TABLE IF NOT EXISTS indicator_deltas
 (
     effective_ms UInt64,
@@ -49,8 +49,8 @@ ENGINE = MergeTree
 ORDER BY (effective_ms, cohort_day);
 
 -- The same rows summed by grouping (dim: street, community, department or category; key: the
--- group's code), street, cohort day and the UTC day they hold from (effective_ms / 86400000):
--- the whole days before an instant are read from here.
+-- group's code), the UTC day they hold from (effective_ms / 86400000), street and cohort day:
+-- the whole days after an instant's day are read from here.
 CREATE TABLE IF NOT EXISTS indicator_days
 (
     dim String,
@@ -75,7 +75,36 @@ CREATE TABLE IF NOT EXISTS indicator_days
     duplicates Int64
 )
 ENGINE = SummingMergeTree((accepted, due, closed, closed_on_time, verified, reworked, postponed, supervised, overdue_open, timed_closed, working_ms, rated, rating_sum, reports, duplicates))
-ORDER BY (dim, street_code, cohort_day, effective_day, key);
+ORDER BY (dim, effective_day, street_code, cohort_day, key);
+
+-- The same rows summed by grouping, street and cohort day over every instant: the counts as of
+-- "after every delta" (the deadlines still ahead included). An instant's counts are these minus
+-- the rows holding from after it, which for the usual instants (now, the end of a past period)
+-- are few.
+CREATE TABLE IF NOT EXISTS indicator_cohorts
+(
+    dim String,
+    street_code String,
+    key String,
+    cohort_day UInt32,
+    accepted Int64,
+    due Int64,
+    closed Int64,
+    closed_on_time Int64,
+    verified Int64,
+    reworked Int64,
+    postponed Int64,
+    supervised Int64,
+    overdue_open Int64,
+    timed_closed Int64,
+    working_ms Int64,
+    rated Int64,
+    rating_sum Int64,
+    reports Int64,
+    duplicates Int64
+)
+ENGINE = SummingMergeTree((accepted, due, closed, closed_on_time, verified, reworked, postponed, supervised, overdue_open, timed_closed, working_ms, rated, rating_sum, reports, duplicates))
+ORDER BY (dim, street_code, cohort_day, key);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS indicator_deltas_mv TO indicator_deltas AS
 SELECT
@@ -110,6 +139,30 @@ SELECT
     grouping.2 AS key,
     indicator_cohort_day AS cohort_day,
     toUInt32(intDiv(indicator_effective_ms, 86400000)) AS effective_day,
+    indicator_counts[1] AS accepted,
+    indicator_counts[2] AS due,
+    indicator_counts[3] AS closed,
+    indicator_counts[4] AS closed_on_time,
+    indicator_counts[5] AS verified,
+    indicator_counts[6] AS reworked,
+    indicator_counts[7] AS postponed,
+    indicator_counts[8] AS supervised,
+    indicator_counts[9] AS overdue_open,
+    indicator_counts[10] AS timed_closed,
+    indicator_counts[11] AS working_ms,
+    indicator_counts[12] AS rated,
+    indicator_counts[13] AS rating_sum,
+    indicator_counts[14] AS reports,
+    indicator_counts[15] AS duplicates
+FROM clue_events
+ARRAY JOIN indicator_effective_ms, indicator_cohort_day, indicator_department, indicator_counts;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS indicator_cohorts_mv TO indicator_cohorts AS
+SELECT
+    (arrayJoin([('street', street_code), ('community', community_code), ('department', indicator_department), ('category', category)]) AS grouping).1 AS dim,
+    street_code,
+    grouping.2 AS key,
+    indicator_cohort_day AS cohort_day,
     indicator_counts[1] AS accepted,
     indicator_counts[2] AS due,
     indicator_counts[3] AS closed,
@@ -233,3 +286,27 @@ SELECT
     duplicates
 FROM indicator_deltas
 WHERE (SELECT count() FROM indicator_days) = 0;
+
+INSERT INTO indicator_cohorts
+SELECT
+    (arrayJoin([('street', street_code), ('community', community_code), ('department', department), ('category', category)]) AS grouping).1 AS dim,
+    street_code,
+    grouping.2 AS key,
+    cohort_day,
+    accepted,
+    due,
+    closed,
+    closed_on_time,
+    verified,
+    reworked,
+    postponed,
+    supervised,
+    overdue_open,
+    timed_closed,
+    working_ms,
+    rated,
+    rating_sum,
+    reports,
+    duplicates
+FROM indicator_deltas
+WHERE (SELECT count() FROM indicator_cohorts) = 0;

@@ -9,7 +9,7 @@
 //! rows a sink writes during the rebuild could be counted twice.
 //!
 //! The rebuild also recomputes the governance indicators' delta projection (`indicator_deltas`,
-//! `indicator_days`) with the backfill of migration 0010, which derives every fact's delta rows
+//! `indicator_days`, `indicator_cohorts`) with the backfill of migration 0010, which derives every fact's delta rows
 //! from the deduplicated facts: the repair after rows were written behind the sink's back (a
 //! fact stored twice adds its deltas twice until then).
 
@@ -142,6 +142,7 @@ fn indicator_rebuild() -> Vec<String> {
     [
         "TRUNCATE TABLE indicator_deltas".to_owned(),
         "TRUNCATE TABLE indicator_days".to_owned(),
+        "TRUNCATE TABLE indicator_cohorts".to_owned(),
     ]
     .into_iter()
     .chain(backfill)
@@ -176,10 +177,12 @@ mod tests {
     #[test]
     fn the_indicator_rebuild_empties_both_tables_then_backfills_both() {
         let steps = indicator_rebuild();
-        assert_eq!(steps.len(), 4, "{steps:#?}");
+        assert_eq!(steps.len(), 6, "{steps:#?}");
         assert!(steps[0].ends_with("indicator_deltas") && steps[1].ends_with("indicator_days"));
-        assert!(steps[2].starts_with("INSERT INTO indicator_deltas"));
-        assert!(steps[3].starts_with("INSERT INTO indicator_days"));
+        assert!(steps[2].ends_with("indicator_cohorts"));
+        assert!(steps[3].starts_with("INSERT INTO indicator_deltas"));
+        assert!(steps[4].starts_with("INSERT INTO indicator_days"));
+        assert!(steps[5].starts_with("INSERT INTO indicator_cohorts"));
     }
 
     #[test]

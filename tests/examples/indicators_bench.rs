@@ -200,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
             // The indicators' delta tables likewise (background merges sum their rows).
             db.execute("OPTIMIZE TABLE indicator_deltas FINAL").await;
             db.execute("OPTIMIZE TABLE indicator_days FINAL").await;
+            db.execute("OPTIMIZE TABLE indicator_cohorts FINAL").await;
             let client = db.client.clone();
             kept = Some(db);
             client
