@@ -65,6 +65,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "alerts",
         sql: include_str!("../migrations/0009_alerts.sql"),
     },
+    Migration {
+        version: 10,
+        name: "indicator_deltas",
+        sql: include_str!("../migrations/0010_indicator_deltas.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
