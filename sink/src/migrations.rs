@@ -65,6 +65,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "alerts",
         sql: include_str!("../migrations/0009_alerts.sql"),
     },
+    Migration {
+        version: 11,
+        name: "dashboard_projections",
+        sql: include_str!("../migrations/0011_dashboard_projections.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
