@@ -71,32 +71,24 @@ impl By {
     }
 }
 
-/// Which clues a query over their latest states needs, decided per clue before `FINAL` merges
-/// its versions (so on columns that never change once its report is known, or on all of a
-/// clue's versions at once).
+/// Which clues a query over their latest states needs, decided before `FINAL` merges a clue's
+/// versions (on its report time, which never changes once its report is known).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Needed {
+    /// Every clue inside the district.
+    All,
     /// Those reported in the period. Bound: from, to.
     ReportedIn,
-    /// Those reported in the period, and every clue that is open now: a clue open now has its
-    /// open state among its rows, so the clues with an open row anywhere hold them (merged
-    /// away once closed, so few). Bound: from, to.
-    ReportedInOrOpen,
 }
 
 /// The latest state of the clues inside the district, the street filter and `needed` applied
 /// before `FINAL`. Bound: street ×2, then those of `needed`.
 pub(crate) fn clues_sql(columns: &str, needed: Needed) -> String {
-    let clues = match needed {
-        Needed::ReportedIn => "reported_at_ms >= ? AND reported_at_ms < ?".to_owned(),
-        Needed::ReportedInOrOpen => format!(
-            "((reported_at_ms >= ? AND reported_at_ms < ?) OR (reported_at_ms, clue_id) IN \
-             (SELECT reported_at_ms, clue_id FROM dashboard_clues WHERE status IN {OPEN_STATUSES_SQL}))"
-        ),
+    let period = match needed {
+        Needed::All => "",
+        Needed::ReportedIn => " AND reported_at_ms >= ? AND reported_at_ms < ?",
     };
-    format!(
-        "SELECT {columns} FROM dashboard_clues FINAL WHERE (? = '' OR street_code = ?) AND {clues}"
-    )
+    format!("SELECT {columns} FROM dashboard_clues FINAL WHERE (? = '' OR street_code = ?){period}")
 }
 
 fn sql(by: By) -> String {

@@ -102,24 +102,22 @@ pub fn month_of(now_ms: u64) -> PeriodDates {
 }
 
 /// Per street: the month's reports and cases, open and overdue cases now, and the earliest
-/// deadline of an open case not yet passed (0: none), over the clues reported in the month and
-/// the open ones. Bound: now, now, from, to (the month flag), then the subquery's street filter
-/// ("": every street), from, to (which clues).
+/// deadline of an open case not yet passed (0: none). Bound: from, to, from, to, now, now,
+/// then the subquery's street filter ("": every street).
 fn state_sql() -> String {
     let open = OPEN_STATUSES_SQL;
     format!(
         "SELECT street_code AS street, \
-                countIf(in_month = 1) AS reports, \
-                countIf(is_case = 1 AND in_month = 1) AS cases, \
+                countIf(reported_at_ms >= ? AND reported_at_ms < ?) AS reports, \
+                countIf(is_case = 1 AND reported_at_ms >= ? AND reported_at_ms < ?) AS cases, \
                 countIf(status IN {open}) AS open, \
                 countIf(status IN {open} AND deadline_ms > 0 AND deadline_ms < ?) AS overdue, \
                 minIf(deadline_ms, status IN {open} AND deadline_ms >= ?) AS next_deadline_ms \
          FROM ({inner}) \
          GROUP BY street",
         inner = crate::breakdown::clues_sql(
-            "street_code, toUInt8(reported_at_ms >= ? AND reported_at_ms < ?) AS in_month, \
-             is_case, status, deadline_ms",
-            crate::breakdown::Needed::ReportedInOrOpen,
+            "street_code, reported_at_ms, is_case, status, deadline_ms",
+            crate::breakdown::Needed::All,
         ),
     )
 }
@@ -175,14 +173,14 @@ pub async fn snapshot(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::Result
     let states = deps
         .ch
         .query(&state_sql())
-        .bind(now_ms)
-        .bind(now_ms)
         .bind(from_ms)
         .bind(to_ms)
-        .bind("")
-        .bind("")
         .bind(from_ms)
         .bind(to_ms)
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind("")
+        .bind("")
         .fetch_all::<StreetState>();
     // Both at once: the numbers are fresher by the shorter of the two.
     deps.metrics.stream_queries.inc_by(2);
