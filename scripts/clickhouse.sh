@@ -7,6 +7,7 @@
 #   scripts/clickhouse.sh stop      SIGTERM, wait, SIGKILL after a timeout; remove the pid file
 #   scripts/clickhouse.sh status    exit 0 when running and answering /ping
 #   scripts/clickhouse.sh url       print the HTTP URL
+#   scripts/clickhouse.sh reader-password  print the path of the read-only user's password file
 #   scripts/clickhouse.sh client …  run clickhouse-client against it (extra args passed through)
 #
 # Environment (all optional):
@@ -14,6 +15,12 @@
 #   GRIDCLUE_CH_START_TIMEOUT seconds to wait for /ping (60)
 #   GRIDCLUE_CH_STOP_TIMEOUT  seconds to wait after SIGTERM before SIGKILL (20)
 #   GRIDCLUE_VAR_DIR          state directory (<repo>/var)
+#
+# Users: `default` (no password, 127.0.0.1 only: the services' writing user in development) and
+# `gridclue_reader`, the read-only user of dashboard-api (profile readonly=2: settings may be set,
+# nothing written; queries cut off after 10 s), whose password is generated on the first start
+# into $GRIDCLUE_VAR_DIR/clickhouse-reader.password (mode 600; `scripts/clickhouse.sh
+# reader-password` prints its path). Both may read every database, the tests' too.
 #
 # When an official `clickhouse` binary is on PATH it is preferred (`clickhouse server …`);
 # otherwise Debian's clickhouse-server (18.16) is used.
@@ -36,6 +43,8 @@ CH_USERS="$CH_CONF_DIR/users.xml"
 RUN_DIR="$VAR_DIR/run"
 LOG_DIR="$VAR_DIR/log"
 PID_FILE="$RUN_DIR/clickhouse.pid"
+READER_USER="gridclue_reader"
+READER_PASSWORD_FILE="$VAR_DIR/clickhouse-reader.password"
 STDOUT_LOG="$LOG_DIR/clickhouse.stdout.log"
 SERVER_LOG="$LOG_DIR/clickhouse.log"
 ERROR_LOG="$LOG_DIR/clickhouse.err.log"
@@ -117,9 +126,25 @@ cmd_install() {
 
 # --- config -------------------------------------------------------------------------------------
 
+# Creates the read-only user's password file on first use (32 random bytes, hex).
+ensure_reader_password() {
+    if [ ! -s "$READER_PASSWORD_FILE" ]; then
+        local tmp
+        tmp="$(mktemp "$VAR_DIR/.clickhouse-reader.password.XXXXXX")"
+        chmod 600 "$tmp"
+        head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \n' >"$tmp"
+        mv -f "$tmp" "$READER_PASSWORD_FILE"
+        log "created $READER_PASSWORD_FILE (the password of $READER_USER)"
+    fi
+    chmod 600 "$READER_PASSWORD_FILE"
+}
+
 write_config() {
     mkdir -p "$CH_CONF_DIR" "$CH_HOME/data" "$CH_HOME/tmp" "$CH_HOME/user_files" \
         "$CH_HOME/format_schemas" "$RUN_DIR" "$LOG_DIR"
+    ensure_reader_password
+    local reader_sha256
+    reader_sha256="$(head -n1 "$READER_PASSWORD_FILE" | tr -d '\n' | sha256sum | cut -d' ' -f1)"
     local major lc_setting=""
     major="$(server_major_version)"
     if [ "${major:-0}" -lt 19 ]; then
@@ -190,6 +215,12 @@ $lc_setting
         <readonly>
             <readonly>1</readonly>
         </readonly>
+        <$READER_USER>
+            <readonly>2</readonly>
+            <max_execution_time>10</max_execution_time>
+            <max_memory_usage>2000000000</max_memory_usage>
+            <use_uncompressed_cache>0</use_uncompressed_cache>
+        </$READER_USER>
     </profiles>
 
     <users>
@@ -202,6 +233,15 @@ $lc_setting
             <profile>default</profile>
             <quota>default</quota>
         </default>
+        <$READER_USER>
+            <password_sha256_hex>$reader_sha256</password_sha256_hex>
+            <networks>
+                <ip>::1</ip>
+                <ip>127.0.0.1</ip>
+            </networks>
+            <profile>$READER_USER</profile>
+            <quota>default</quota>
+        </$READER_USER>
     </users>
 
     <quotas>
@@ -398,12 +438,13 @@ restart)
     ;;
 status) cmd_status ;;
 url) echo "$CH_URL" ;;
+reader-password) echo "$READER_PASSWORD_FILE" ;;
 client)
     shift
     cmd_client "$@"
     ;;
 *)
-    echo "usage: $0 {install|start|stop|restart|status|url|client [args…]}" >&2
+    echo "usage: $0 {install|start|stop|restart|status|url|reader-password|client [args…]}" >&2
     exit 2
     ;;
 esac

@@ -273,6 +273,9 @@ common_env() {
         'GRIDCLUE_KAFKA_EXTRA={"fetch.wait.max.ms":"50"}'
         "GRIDCLUE_CLICKHOUSE_URL=$CH_URL"
         "GRIDCLUE_CLICKHOUSE_DATABASE=$CH_DATABASE"
+        # dashboard-api reads as the read-only user scripts/clickhouse.sh configures
+        "GRIDCLUE_CLICKHOUSE_READ_USER=gridclue_reader"
+        "GRIDCLUE_CLICKHOUSE_READ_PASSWORD_FILE=$("$CLICKHOUSE_SH" reader-password)"
         "GRIDCLUE_DATA_DIR=$DATA_DIR"
         "GRIDCLUE_TOKENS_FILE=$TOKENS_FILE"
         "GRIDCLUE_SECRET_FILE=$SECRET_FILE"

@@ -60,6 +60,21 @@ pub fn validate_database_name(name: &str) -> Result<(), ChError> {
     }
 }
 
+/// Connects as a user that may only read (no `CREATE DATABASE`): the database must exist.
+pub async fn connect_reader(s: &ChSettings) -> Result<Client, ChError> {
+    validate_database_name(&s.database)?;
+    let probe = base_client(s).with_validation(false);
+    let major = server_major_version(&probe)
+        .await
+        .map_err(|source| ChError::Unavailable {
+            url: s.url.clone(),
+            source,
+        })?;
+    Ok(base_client(s)
+        .with_database(&s.database)
+        .with_validation(major >= 24))
+}
+
 /// Connects, creates the database if needed and returns a client bound to it.
 pub async fn connect(s: &ChSettings) -> Result<Client, ChError> {
     validate_database_name(&s.database)?;

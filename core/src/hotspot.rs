@@ -192,12 +192,8 @@ impl Neighbours {
         for (g, list) in sym.iter_mut() {
             list.sort_unstable();
             list.dedup();
-            *grids_per_community
-                .entry(g.community_code())
-                .or_default() += 1;
-            *grids_per_street
-                .entry(g.street_code())
-                .or_default() += 1;
+            *grids_per_community.entry(g.community_code()).or_default() += 1;
+            *grids_per_street.entry(g.street_code()).or_default() += 1;
         }
         let grids = sym.len() as u32;
         Self {

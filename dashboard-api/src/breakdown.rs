@@ -1,16 +1,18 @@
 //! `GET /v1/breakdown` and `GET /v1/heatmap`: the clues reported in a period, grouped, with
 //! report, case and status counts (docs/ARCHITECTURE.md §5), read from the latest state of every
-//! clue (`clues FINAL`).
+//! clue inside the district (`dashboard_clues FINAL`, the dashboard's projection of `clues`).
 //!
-//! The street filter is applied before `FINAL` merges a clue's versions (a clue's street never
-//! changes once its report is known), everything else after it, as in the work queues.
+//! The period and street filters are applied before `FINAL` merges a clue's versions (a clue's
+//! report time and street never change once its report is known; the projection is keyed and
+//! partitioned by the report time, so a period reads its own rows only), everything else after
+//! it, as in the work queues.
 
 use std::collections::BTreeMap;
 
 use gridclue_core::{ReporterGroup, Status};
 use serde::{Deserialize, Serialize};
 
-use crate::params::{Filters, Period, DEPARTMENT_NOW_SQL, OPEN_STATUSES_SQL};
+use crate::params::{Filters, Period, OPEN_STATUSES_SQL};
 use crate::reference::Reference;
 
 /// The most rows a breakdown answers (only grids come near it).
@@ -69,25 +71,38 @@ impl By {
     }
 }
 
-/// The latest state of the clues inside the district, the street filter applied before `FINAL`.
-/// Bound: street ×2.
-pub(crate) fn clues_sql(columns: &str) -> String {
-    format!(
-        "SELECT {columns} FROM clues FINAL WHERE placement = 'inside' AND (? = '' OR street_code = ?)"
-    )
+/// Which clues a query over their latest states needs, decided before `FINAL` merges a clue's
+/// versions (on its report time, which never changes once its report is known).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Needed {
+    /// Every clue inside the district.
+    All,
+    /// Those reported in the period. Bound: from, to.
+    ReportedIn,
+}
+
+/// The latest state of the clues inside the district, the street filter and `needed` applied
+/// before `FINAL`. Bound: street ×2, then those of `needed`.
+pub(crate) fn clues_sql(columns: &str, needed: Needed) -> String {
+    let period = match needed {
+        Needed::All => "",
+        Needed::ReportedIn => " AND reported_at_ms >= ? AND reported_at_ms < ?",
+    };
+    format!("SELECT {columns} FROM dashboard_clues FINAL WHERE (? = '' OR street_code = ?){period}")
 }
 
 fn sql(by: By) -> String {
-    let inner = clues_sql(&format!(
+    let inner = clues_sql(
         "street_code, community_code, grid_code, category, reporter_group, status, is_case, \
-         deadline_ms, reported_at_ms, {DEPARTMENT_NOW_SQL} AS department_now"
-    ));
+         deadline_ms, department_now",
+        Needed::ReportedIn,
+    );
     format!(
         "SELECT {key} AS key, status, count() AS reports, \
                 countIf(is_case = 1) AS cases, \
                 countIf(is_case = 1 AND status IN {OPEN_STATUSES_SQL} AND deadline_ms > 0 AND deadline_ms < ?) AS overdue \
          FROM ({inner}) \
-         WHERE reported_at_ms >= ? AND reported_at_ms < ? AND {filters} \
+         WHERE {filters} \
          GROUP BY key, status \
          LIMIT {MAX_CELLS}",
         key = by.column(),
@@ -114,7 +129,8 @@ pub async fn query(
     now_ms: u64,
 ) -> clickhouse::error::Result<Vec<Cell>> {
     let street = filters.street.clone().unwrap_or_default();
-    // Placeholders bind in text order: the select list's first, then the subquery's.
+    // Placeholders bind in text order: the select list's first, then the subquery's, then the
+    // filters.
     let q = client
         .query(&sql(by))
         .bind(now_ms)
@@ -300,10 +316,10 @@ pub fn csv_columns() -> Vec<String> {
 
 /// Reports per grid, most first.
 fn heatmap_sql() -> String {
-    let inner = clues_sql("grid_code, category, reported_at_ms");
+    let inner = clues_sql("grid_code, category", Needed::ReportedIn);
     format!(
         "SELECT grid_code AS grid, count() AS count FROM ({inner}) \
-         WHERE reported_at_ms >= ? AND reported_at_ms < ? AND (? = '' OR category = ?) \
+         WHERE (? = '' OR category = ?) \
          GROUP BY grid ORDER BY count DESC, grid LIMIT {MAX_HEATMAP_ROWS}"
     )
 }

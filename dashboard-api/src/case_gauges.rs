@@ -54,7 +54,7 @@ fn set(gauge: &IntGaugeVec, street: &str, value: u64) {
 pub async fn refresh(state: &AppState) -> Result<(), clickhouse::error::Error> {
     let started = std::time::Instant::now();
     let rows = state
-        .ch
+        .read
         .query(CASES_BY_STREET_SQL)
         .bind(gridclue_core::wire::now_ms())
         .fetch_all::<StreetCases>()

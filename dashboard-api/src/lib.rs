@@ -79,6 +79,14 @@ pub struct DashboardConfig {
     pub clickhouse_password: Secret,
     /// A file holding the password (first line), instead of `clickhouse_password`.
     pub clickhouse_password_file: String,
+    /// The ClickHouse user every dashboard read runs as: one whose profile is read-only
+    /// (`readonly=2`), so the server itself refuses writes. Empty: the reads run as
+    /// `clickhouse_user` with the setting `readonly=2` on every query (tests, old setups).
+    pub clickhouse_read_user: String,
+    pub clickhouse_read_password: Secret,
+    /// A file holding the read user's password (first line), instead of
+    /// `clickhouse_read_password`.
+    pub clickhouse_read_password_file: String,
     /// Directory holding `categories.json`, `calendar.json` and `district/grids.geojson`.
     pub data_dir: String,
     /// The token file written by `gridclue-ingest tokens …` (re-read when it changes).
@@ -108,6 +116,9 @@ impl Default for DashboardConfig {
             clickhouse_user: "default".into(),
             clickhouse_password: Secret::default(),
             clickhouse_password_file: String::new(),
+            clickhouse_read_user: String::new(),
+            clickhouse_read_password: Secret::default(),
+            clickhouse_read_password_file: String::new(),
             data_dir: "data".into(),
             tokens_file: "var/tokens.json".into(),
             score_weights: indicators::ScoreWeights::default(),
@@ -149,14 +160,31 @@ impl DashboardConfig {
                 .or_from_file("clickhouse_password", &self.clickhouse_password_file)?,
         })
     }
+
+    /// The connection of the read-only user, if one is configured.
+    pub fn read_ch_settings(&self) -> Result<Option<ChSettings>, ConfigError> {
+        if self.clickhouse_read_user.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ChSettings {
+            url: self.clickhouse_url.clone(),
+            database: self.clickhouse_database.clone(),
+            user: self.clickhouse_read_user.clone(),
+            password: self.clickhouse_read_password.or_from_file(
+                "clickhouse_read_password",
+                &self.clickhouse_read_password_file,
+            )?,
+        }))
+    }
 }
 
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// The writing connection (redemptions only).
     pub ch: clickhouse::Client,
-    /// The same connection for the dashboard queries: read-only (`readonly=2`: settings may be
-    /// set, nothing written) and cut off after [`QUERY_TIMEOUT_SECS`].
+    /// The connection of every read, cut off after [`QUERY_TIMEOUT_SECS`]: the read-only user's
+    /// (see [`reader`]), or the writing one narrowed to `readonly=2`.
     pub read: clickhouse::Client,
     pub tokens: TokenStore,
     pub reference: Arc<Reference>,
@@ -177,6 +205,19 @@ pub struct AppState {
 /// The longest a dashboard query may run in ClickHouse (`max_execution_time`).
 pub const QUERY_TIMEOUT_SECS: u32 = 10;
 
+/// The client of the dashboard's reads. A user with a read-only profile (`dedicated_user`) is
+/// refused writes by the server whatever the query says; the writing user is narrowed with the
+/// setting `readonly=2` on every query instead (settings may be set, nothing written). A
+/// read-only profile forbids changing `readonly` itself, so it is only sent in the second case.
+pub fn reader(client: clickhouse::Client, dedicated_user: bool) -> clickhouse::Client {
+    let client = if dedicated_user {
+        client
+    } else {
+        client.with_setting("readonly", "2")
+    };
+    client.with_setting("max_execution_time", QUERY_TIMEOUT_SECS.to_string())
+}
+
 impl AppState {
     pub fn new(
         ch: clickhouse::Client,
@@ -184,10 +225,7 @@ impl AppState {
         reference: Reference,
         calendar: Calendar,
     ) -> Self {
-        let read = ch
-            .clone()
-            .with_setting("readonly", "2")
-            .with_setting("max_execution_time", QUERY_TIMEOUT_SECS.to_string());
+        let read = reader(ch.clone(), false);
         Self {
             ch,
             read,
@@ -231,6 +269,9 @@ impl AppState {
         let tokens = TokenStore::open(&config.tokens_file)?;
         let ch = gridclue_core::ch::connect(&config.ch_settings()?).await?;
         let mut state = Self::new(ch, tokens, reference, calendar);
+        if let Some(settings) = config.read_ch_settings()? {
+            state.read = reader(gridclue_core::ch::connect_reader(&settings).await?, true);
+        }
         state.score_weights = config.score_weights;
         state.points = config.points;
         state.district_map = Some(web::load_district_map(data)?);
@@ -278,7 +319,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(web::routes())
         .merge(service::checked_probe_routes(
-            clickhouse_readiness(state.ch.clone()),
+            clickhouse_readiness(state.read.clone()),
             state.metrics.registry.clone(),
         ))
         .route("/v1/summary", get(get_summary))
@@ -326,7 +367,7 @@ async fn get_summary(
 ) -> Result<Json<summary::Summary>, ApiError> {
     let scope = state.scope(&headers)?;
     let started = Instant::now();
-    let cells = summary::query(&state.ch, &scope).await.map_err(|e| {
+    let cells = summary::query(&state.read, &scope).await.map_err(|e| {
         tracing::warn!(error = %e, "summary query failed");
         ApiError::Unavailable
     })?;
@@ -352,7 +393,7 @@ async fn get_alerts(
     let params = alerts::Params::parse(&query_pairs(query)?)?;
     let street = alerts::street_filter(&scope, &params)?;
     let started = Instant::now();
-    let found = alerts::query(&state.ch, &street, &params)
+    let found = alerts::query(&state.read, &street, &params)
         .await
         .map_err(unavailable("alerts"))?;
     state.observe("alerts", started);
@@ -373,7 +414,7 @@ async fn get_indicators(
         gridclue_core::wire::now_ms(),
     )?;
     let started = Instant::now();
-    let counts = indicators::query(&state.ch, &plan).await.map_err(|e| {
+    let counts = indicators::query(&state.read, &plan).await.map_err(|e| {
         tracing::warn!(error = %e, "indicators query failed");
         ApiError::Unavailable
     })?;
@@ -414,7 +455,7 @@ async fn get_my_clues(
     let params = reporters::MyParams::parse(&query_pairs(query)?)?;
     let started = Instant::now();
     let answer = reporters::my_clues(
-        &state.ch,
+        &state.read,
         &reporter,
         &params,
         &state.reference,
@@ -432,7 +473,7 @@ async fn get_my_points(
 ) -> Result<Json<reporters::Points>, ApiError> {
     let reporter = reporters::reporter_of(&state.token(&headers)?)?;
     let started = Instant::now();
-    let answer = reporters::points(&state.ch, &reporter, &state.points)
+    let answer = reporters::points(&state.read, &reporter, &state.points)
         .await
         .map_err(unavailable("my_points"))?;
     state.observe("my_points", started);
@@ -448,7 +489,7 @@ async fn get_leaderboard(
     let params = reporters::BoardParams::parse(&query_pairs(query)?)?;
     let started = Instant::now();
     let answer = reporters::leaderboard(
-        &state.ch,
+        &state.read,
         &state.tokens.current(),
         &state.points,
         &params,
@@ -521,7 +562,7 @@ async fn get_work(
         query.map_err(|e| ApiError::invalid_parameter("(query string)", e.body_text()))?;
     let plan = work::plan(&scope, work::Params::parse(&pairs)?)?;
     let started = Instant::now();
-    let found = work::query(&state.ch, &plan).await.map_err(|e| {
+    let found = work::query(&state.read, &plan).await.map_err(|e| {
         tracing::warn!(error = %e, "work queue query failed");
         ApiError::Unavailable
     })?;

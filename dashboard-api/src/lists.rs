@@ -1,5 +1,5 @@
 //! `GET /v1/lists/{list}`: the clues a dashboard lists, a page at a time, read from the latest
-//! state of every clue (`clues FINAL`) at request time.
+//! state of every clue inside the district (`dashboard_clues FINAL`) at request time.
 //!
 //! | list | which clues | order |
 //! |---|---|---|
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::indicators::china_time;
-use crate::params::{Filters, DEPARTMENT_NOW_SQL, OPEN_STATUSES_SQL};
+use crate::params::{Filters, OPEN_STATUSES_SQL};
 use crate::reference::Reference;
 
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -155,30 +155,67 @@ pub fn parse_cursor(list: List, value: Option<&str>) -> Result<Option<Cursor>, A
     Ok(Some(cursor))
 }
 
-/// Bound: street ×2, the filters, now (per list), has-cursor, key ×2, id, limit.
-fn sql(list: List) -> String {
-    let inner = crate::breakdown::clues_sql(&format!(
-        "toString(clue_id) AS id, street_code, community_code, grid_code, category, \
-         {DEPARTMENT_NOW_SQL} AS department_now, status, accepted_at_ms, deadline_ms, \
-         yellow_at_ms, updated_at_ms, reported_at_ms"
-    ));
-    let (cmp, dir) = if list.descending() {
-        ("<", "DESC")
-    } else {
-        (">", "ASC")
-    };
+impl List {
+    /// `ORDER BY` direction and the keyset comparison after a cursor.
+    fn order(self) -> (&'static str, &'static str) {
+        if self.descending() {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        }
+    }
+
+    /// The filters, the list's condition and the cursor's keyset comparison over one row of
+    /// `dashboard_clues` (fixed SQL). Bound: the filters, now (per list), has-cursor, key ×2,
+    /// id.
+    fn row_conditions(self) -> String {
+        let (cmp, _) = self.order();
+        let key = self.sort_key();
+        format!(
+            "{filters} AND {condition} AND (? = 0 OR {key} {cmp} ? OR ({key} = ? AND id {cmp} ?))",
+            filters = Filters::sql("department_now"),
+            condition = self.condition(),
+        )
+    }
+}
+
+/// The columns of `dashboard_clues` a list reads.
+const LIST_COLUMNS: &str = "street_code, community_code, grid_code, category, department_now, \
+     status, accepted_at_ms, deadline_ms, yellow_at_ms, updated_at_ms, reported_at_ms";
+
+/// The candidates of a page: rows of any version of a clue (no `FINAL`) that meet the list's
+/// condition after the cursor, in the list's order, at most `n`. A clue whose latest state
+/// belongs on the page is among them with that state, so the page read from the candidates'
+/// latest states is exact up to the last candidate (see [`query`]). Bound:
+/// [`List::row_conditions`], then n.
+fn candidates_sql(list: List) -> String {
+    let (_, dir) = list.order();
     let key = list.sort_key();
     format!(
-        "SELECT id, street_code, community_code, grid_code, category, department_now, status, \
-                accepted_at_ms, deadline_ms, yellow_at_ms, updated_at_ms, reported_at_ms, \
-                {key} AS sort_key \
-         FROM ({inner}) \
-         WHERE {filters} AND {condition} \
-           AND (? = 0 OR {key} {cmp} ? OR ({key} = ? AND id {cmp} ?)) \
+        "SELECT id, reported_at_ms, {key} AS sort_key \
+         FROM (SELECT toString(clue_id) AS id, {LIST_COLUMNS} FROM dashboard_clues) \
+         WHERE {conditions} \
          ORDER BY {key} {dir}, id {dir} \
          LIMIT ?",
-        filters = Filters::sql("department_now"),
-        condition = list.condition(),
+        conditions = list.row_conditions(),
+    )
+}
+
+/// A page from the latest states (`FINAL`) of the given clues. Bound: their report times,
+/// their ids (two arrays: the projection's primary key), [`List::row_conditions`], limit.
+fn sql(list: List) -> String {
+    let (_, dir) = list.order();
+    let key = list.sort_key();
+    format!(
+        "SELECT id, {LIST_COLUMNS}, {key} AS sort_key \
+         FROM (SELECT toString(clue_id) AS id, {LIST_COLUMNS} \
+               FROM dashboard_clues FINAL \
+               WHERE reported_at_ms IN (SELECT arrayJoin(?)) \
+                 AND clue_id IN (SELECT toUUID(arrayJoin(?)))) \
+         WHERE {conditions} \
+         ORDER BY {key} {dir}, id {dir} \
+         LIMIT ?",
+        conditions = list.row_conditions(),
     )
 }
 
@@ -199,7 +236,39 @@ pub struct ListRow {
     pub sort_key: u64,
 }
 
+#[derive(Clone, Debug, clickhouse::Row, Deserialize)]
+struct Candidate {
+    id: String,
+    reported_at_ms: u64,
+    sort_key: u64,
+}
+
+/// The first candidates read for a page, per row asked for (more when many are stale).
+const CANDIDATES_PER_ROW: usize = 4;
+
+fn bind_row_conditions(
+    mut q: clickhouse::query::Query,
+    list: List,
+    filters: &Filters,
+    after: Option<&Cursor>,
+    now_ms: u64,
+) -> clickhouse::query::Query {
+    q = crate::params::bind_filters(q, filters);
+    for _ in 0..list.now_binds() {
+        q = q.bind(now_ms);
+    }
+    let (has, key, id) = after.map_or((0u8, 0, ""), |c| (1, c.key, c.clue_id.as_str()));
+    q.bind(has).bind(key).bind(key).bind(id)
+}
+
 /// Reads up to `limit + 1` rows (the extra one says a next page exists).
+///
+/// Two steps, so that no query merges the versions of every clue: the candidates (rows of any
+/// version meeting the condition, in list order), then the latest state of those clues only.
+/// Every clue whose latest state is on the page up to the last candidate's place is a
+/// candidate, so the rows up to that place are exact; when fewer than `limit + 1` remain
+/// there (stale versions took the candidates' places) and more candidates exist, the page is
+/// read again from more candidates.
 pub async fn query(
     client: &clickhouse::Client,
     list: List,
@@ -208,20 +277,46 @@ pub async fn query(
     after: Option<&Cursor>,
     now_ms: u64,
 ) -> clickhouse::error::Result<Vec<ListRow>> {
-    let street = filters.street.clone().unwrap_or_default();
-    let mut q = client.query(&sql(list)).bind(&street).bind(&street);
-    q = crate::params::bind_filters(q, filters);
-    for _ in 0..list.now_binds() {
-        q = q.bind(now_ms);
+    let wanted = limit as usize + 1;
+    let mut n = wanted * CANDIDATES_PER_ROW;
+    loop {
+        let q = client.query(&candidates_sql(list));
+        let candidates: Vec<Candidate> = bind_row_conditions(q, list, filters, after, now_ms)
+            .bind(n as u64)
+            .fetch_all()
+            .await?;
+        let Some(last) = candidates.last() else {
+            return Ok(Vec::new());
+        };
+        let exhausted = candidates.len() < n;
+        let cutoff = (last.sort_key, last.id.clone());
+        let mut reported: Vec<u64> = candidates.iter().map(|c| c.reported_at_ms).collect();
+        reported.sort_unstable();
+        reported.dedup();
+        let mut ids: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let q = client.query(&sql(list)).bind(reported).bind(ids);
+        let mut rows: Vec<ListRow> = bind_row_conditions(q, list, filters, after, now_ms)
+            .bind(limit + 1)
+            .fetch_all()
+            .await?;
+        if !exhausted {
+            let (key, id) = &cutoff;
+            rows.retain(|r| {
+                let place = (r.sort_key, &r.id).cmp(&(*key, id));
+                if list.descending() {
+                    place.is_ge()
+                } else {
+                    place.is_le()
+                }
+            });
+        }
+        if exhausted || rows.len() >= wanted {
+            return Ok(rows);
+        }
+        n *= CANDIDATES_PER_ROW;
     }
-    let (has, key, id) = after.map_or((0u8, 0, ""), |c| (1, c.key, c.clue_id.as_str()));
-    q.bind(has)
-        .bind(key)
-        .bind(key)
-        .bind(id)
-        .bind(limit + 1)
-        .fetch_all()
-        .await
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -367,6 +462,11 @@ mod tests {
         for list in List::ALL {
             let binds = 2 + Filters::default().binds().len() + list.now_binds() + 5;
             assert_eq!(sql(list).matches('?').count(), binds, "{list:?}");
+            assert_eq!(
+                candidates_sql(list).matches('?').count(),
+                binds - 2,
+                "{list:?}"
+            );
         }
     }
 }

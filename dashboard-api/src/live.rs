@@ -9,7 +9,7 @@
 //! sends an event when *its* numbers changed. So N streams cost one loop, and the loop's
 //! queries are counted (`gridclue_dashboard_stream_queries_total`) to show it.
 //!
-//! The numbers: the current China month's reports and cases (`clues FINAL`, as in
+//! The numbers: the current China month's reports and cases (`dashboard_clues FINAL`, as in
 //! `/v1/breakdown`), open and overdue cases now, and the month's closure, on-time and rework
 //! rates and score from `crate::indicators` (the one definition), by street and for the district.
 //!
@@ -122,7 +122,8 @@ fn state_sql() -> String {
          FROM ({inner}) \
          GROUP BY street",
         inner = crate::breakdown::clues_sql(
-            "street_code, reported_at_ms, is_case, status, deadline_ms"
+            "street_code, reported_at_ms, is_case, status, deadline_ms",
+            crate::breakdown::Needed::All,
         ),
     )
 }

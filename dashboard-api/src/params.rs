@@ -269,11 +269,6 @@ impl Format {
 pub const OPEN_STATUSES_SQL: &str =
     "('reported', 'accepted', 'dispatched', 'in_progress', 'handled')";
 
-/// A clue's department now: the one it is dispatched to, else the one it was routed (or last
-/// dispatched) to — as in the work queues.
-pub const DEPARTMENT_NOW_SQL: &str =
-    "if(assigned_department != '', assigned_department, department)";
-
 #[cfg(test)]
 mod tests {
     use super::*;

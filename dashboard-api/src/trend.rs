@@ -1,8 +1,9 @@
 //! `GET /v1/trend`: reports, acceptances, closures and missed deadlines per hour, day, week
 //! (Monday first) or month, China time, every bucket of the period present.
 //!
-//! Read from the facts (`clue_events`), counted per China hour in ClickHouse and summed into
-//! buckets here (hours nest in days, weeks and months at UTC+8, which has no daylight saving).
+//! Read from the facts (`dashboard_trend_facts`: the trend's facts of `clue_events`, keyed by the
+//! China hour they occurred in, so a period reads its own hours only), counted per China hour in
+//! ClickHouse and summed into buckets here (hours nest in days, weeks and months at UTC+8, which has no daylight saving).
 //! Each fact is counted once whatever was stored twice: a clue has one report, one acceptance and
 //! one closure, so those count distinct clues; a clue can miss several deadlines (after a
 //! postponement), so missed deadlines count distinct (clue, seq).
@@ -95,19 +96,18 @@ fn bucket_of(bucket: Bucket, hour_ms: u64) -> u64 {
     china_midnight_ms(first_day(bucket, local))
 }
 
-/// Facts per China hour (the hour's start in epoch ms). Bound: from, to, then the filters.
+/// Facts per China hour (the hour's start in epoch ms). A period starts and ends at China
+/// midnights, so the hours in it are the hours of the facts that occurred in it. Bound: from,
+/// to, then the filters.
 fn sql() -> String {
-    let offset_ms = i64::from(CHINA_OFFSET_SECS) * 1000;
     format!(
-        "SELECT toUInt64(intDiv(occurred_at_ms + {offset_ms}, {HOUR_MS}) * {HOUR_MS} - {offset_ms}) AS hour, \
+        "SELECT hour_ms AS hour, \
                 uniqExactIf(clue_id, fact_type = 'reported') AS reports, \
                 uniqExactIf(clue_id, fact_type = 'accepted') AS accepted, \
                 uniqExactIf(clue_id, fact_type = 'verified') AS closed, \
                 uniqExactIf(clue_id, seq, fact_type = 'overdue') AS overdue \
-         FROM clue_events \
-         WHERE occurred_at_ms >= ? AND occurred_at_ms < ? AND inside = 1 \
-           AND fact_type IN ('reported', 'accepted', 'verified', 'overdue') \
-           AND {filters} \
+         FROM dashboard_trend_facts \
+         WHERE hour_ms >= ? AND hour_ms < ? AND {filters} \
          GROUP BY hour \
          LIMIT 100000",
         filters = Filters::sql("department"),

@@ -1,7 +1,7 @@
 //! The dev broker's mock cluster, used the way the services use it: a producer with acks=all and
 //! idempotence, and consumers, both in-process (library) and across processes (the binary).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

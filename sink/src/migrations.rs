@@ -70,6 +70,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "indicator_deltas",
         sql: include_str!("../migrations/0010_indicator_deltas.sql"),
     },
+    Migration {
+        version: 11,
+        name: "dashboard_projections",
+        sql: include_str!("../migrations/0011_dashboard_projections.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \

@@ -194,13 +194,16 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("filling {} with {} facts…", db.database, args.facts);
             fill(&db, args.facts).await?;
             db.execute("OPTIMIZE TABLE clue_events FINAL").await;
-            // The latest-state table as background merges leave it in steady state (the
-            // dashboard's breakdowns and lists read it with FINAL).
+            // The latest-state table and the dashboard's projection of it as background merges
+            // leave them in steady state (read with FINAL), and the trend's facts.
             db.execute("OPTIMIZE TABLE clues FINAL").await;
             // The indicators' delta tables likewise (background merges sum their rows).
             db.execute("OPTIMIZE TABLE indicator_deltas FINAL").await;
             db.execute("OPTIMIZE TABLE indicator_days FINAL").await;
             db.execute("OPTIMIZE TABLE indicator_cohorts FINAL").await;
+            db.execute("OPTIMIZE TABLE dashboard_clues FINAL").await;
+            db.execute("OPTIMIZE TABLE dashboard_trend_facts FINAL")
+                .await;
             let client = db.client.clone();
             kept = Some(db);
             client

@@ -129,6 +129,11 @@ fn server_binary() -> Vec<String> {
     vec!["/usr/sbin/clickhouse-server".into()]
 }
 
+/// A user of [`PrivateClickHouse`] whose profile is read-only (`readonly=2`), as the read-only
+/// user of dashboard-api is configured by scripts/clickhouse.sh.
+pub const PRIVATE_READER_USER: &str = "reader";
+pub const PRIVATE_READER_PASSWORD: &str = "reader-test-password";
+
 /// A ClickHouse server process owned by one test (own ports, own data directory), so the test
 /// can stop and restart it without disturbing anyone else.
 pub struct PrivateClickHouse {
@@ -161,9 +166,13 @@ impl PrivateClickHouse {
             format!(
                 r#"<?xml version="1.0"?>
 <yandex>
-  <profiles><default><max_memory_usage>2000000000</max_memory_usage>{lc}</default></profiles>
+  <profiles><default><max_memory_usage>2000000000</max_memory_usage>{lc}</default>
+    <reader><readonly>2</readonly><max_execution_time>10</max_execution_time></reader></profiles>
   <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-    <profile>default</profile><quota>default</quota></default></users>
+    <profile>default</profile><quota>default</quota></default>
+    <{PRIVATE_READER_USER}><password>{PRIVATE_READER_PASSWORD}</password>
+    <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+    <profile>reader</profile><quota>default</quota></{PRIVATE_READER_USER}></users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
     <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
   </interval></default></quotas>
