@@ -549,7 +549,7 @@ async fn projections_answer_as_the_old_definitions_on_a_random_history() {
     let db = TestDb::create("dash_proj").await;
     // Half the history is stored before the projections exist and reaches them by the
     // migration's backfill; the rest through the materialized views.
-    gridclue_sink::migrations::apply_through(&db.client, 9)
+    gridclue_sink::migrations::apply_through(&db.client, 10)
         .await
         .unwrap();
     let histories = random_histories(&world, 0x5eed_0011, 600);
