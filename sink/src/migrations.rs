@@ -67,13 +67,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 10,
-        name: "indicator_deltas",
-        sql: include_str!("../migrations/0010_indicator_deltas.sql"),
-    },
-    Migration {
-        version: 11,
         name: "dashboard_projections",
-        sql: include_str!("../migrations/0011_dashboard_projections.sql"),
+        sql: include_str!("../migrations/0010_dashboard_projections.sql"),
     },
 ];
 

@@ -533,7 +533,7 @@ impl Pipeline {
             None => (None, None),
         };
         let row = rows::apply(prev.as_deref().cloned(), &env, p);
-        let event = rows::event_row(&env, prev.as_deref(), &row, &source);
+        let event = rows::event_row(&env, &row, &source);
         let clue = Arc::new(row);
         part.clues.insert(
             id,

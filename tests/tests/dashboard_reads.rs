@@ -1,4 +1,4 @@
-//! The dashboard's projections (migration 0011: `dashboard_clues`, `dashboard_trend_facts`) give
+//! The dashboard's projections (migration 0010: `dashboard_clues`, `dashboard_trend_facts`) give
 //! the answers the dashboard gave when it read `clues FINAL` and `clue_events` directly: on a
 //! randomized synthetic history (every lifecycle, reporter groups, postponements, returns,
 //! missed deadlines, duplicates; some clues written twice, some only their last facts again, as
@@ -549,7 +549,7 @@ async fn projections_answer_as_the_old_definitions_on_a_random_history() {
     let db = TestDb::create("dash_proj").await;
     // Half the history is stored before the projections exist and reaches them by the
     // migration's backfill; the rest through the materialized views.
-    gridclue_sink::migrations::apply_through(&db.client, 10)
+    gridclue_sink::migrations::apply_through(&db.client, 9)
         .await
         .unwrap();
     let histories = random_histories(&world, 0x5eed_0011, 600);
