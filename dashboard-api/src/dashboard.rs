@@ -1,8 +1,6 @@
 //! The handlers of the dashboard routes: authenticate, parse, check the scope, query, answer JSON
 //! or CSV. What each route computes lives in its module.
 
-use std::time::Instant;
-
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::HeaderMap;
@@ -16,7 +14,7 @@ use crate::error::ApiError;
 use crate::indicators::Reader;
 use crate::params::{self, Args, Filters, Format, Period, FILTER_NAMES};
 use crate::{breakdown, csv, lists, live, rankings, timeline, trend};
-use crate::{query_pairs, unavailable, AppState};
+use crate::{query_pairs, AppState};
 
 type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
@@ -102,11 +100,12 @@ pub(crate) async fn get_breakdown(
     let period = Period::parse(&args, None)?;
     let filters = Filters::parse(&args, &asked.reader, &state.reference)?;
     let now_ms = gridclue_core::wire::now_ms();
-    let started = Instant::now();
-    let cells = breakdown::query(&state.read, by, &period, &filters, now_ms)
-        .await
-        .map_err(unavailable("breakdown"))?;
-    state.observe("breakdown", started);
+    let cells = state
+        .timed(
+            "breakdown",
+            breakdown::query(&state.read, by, &period, &filters, now_ms),
+        )
+        .await?;
     let body = breakdown::assemble(by, &period, filters, &cells, &state.reference, now_ms);
     let filename = format!(
         "gridclue-breakdown-{}-{}.csv",
@@ -135,11 +134,9 @@ pub(crate) async fn get_trend(
     };
     let period = Period::parse(&args, bucket.max_days())?;
     let filters = Filters::parse(&args, &asked.reader, &state.reference)?;
-    let started = Instant::now();
-    let hours = trend::query(&state.read, &period, &filters)
-        .await
-        .map_err(unavailable("trend"))?;
-    state.observe("trend", started);
+    let hours = state
+        .timed("trend", trend::query(&state.read, &period, &filters))
+        .await?;
     let body = trend::assemble(bucket, &period, filters, &hours);
     let filename = format!(
         "gridclue-trend-{}-{}.csv",
@@ -160,13 +157,14 @@ pub(crate) async fn get_rankings(
     let params = rankings::parse(&args)?;
     let (current, previous) =
         rankings::plans(&asked.reader, params, gridclue_core::wire::now_ms())?;
-    let started = Instant::now();
-    let (now_counts, before_counts) = tokio::try_join!(
-        crate::indicators::query(&state.read, &current),
-        crate::indicators::query(&state.read, &previous),
-    )
-    .map_err(unavailable("rankings"))?;
-    state.observe("rankings", started);
+    let (now_counts, before_counts) = state
+        .timed("rankings", async {
+            tokio::try_join!(
+                crate::indicators::query(&state.read, &current),
+                crate::indicators::query(&state.read, &previous),
+            )
+        })
+        .await?;
     let w = &state.score_weights;
     let body = rankings::assemble(
         crate::indicators::assemble(&current, now_counts, &state.reference, w),
@@ -209,11 +207,12 @@ pub(crate) async fn get_list(
     let cursor = lists::parse_cursor(list, args.get("cursor"))?;
     let filters = Filters::parse(&args, &asked.reader, &state.reference)?;
     let now_ms = gridclue_core::wire::now_ms();
-    let started = Instant::now();
-    let rows = lists::query(&state.read, list, &filters, limit, cursor.as_ref(), now_ms)
-        .await
-        .map_err(unavailable("lists"))?;
-    state.observe("lists", started);
+    let rows = state
+        .timed(
+            "lists",
+            lists::query(&state.read, list, &filters, limit, cursor.as_ref(), now_ms),
+        )
+        .await?;
     let body = lists::assemble(list, filters, rows, limit, &state.reference, now_ms);
     let filename = format!("gridclue-list-{}.csv", list.as_str());
     answer(format, &body, lists::csv_columns, filename, false)
@@ -229,11 +228,12 @@ pub(crate) async fn get_heatmap(
         asked.table_args(&["from", "to", "category", "street", "format"], &headers)?;
     let period = Period::parse(&args, None)?;
     let filters = Filters::parse(&args, &asked.reader, &state.reference)?;
-    let started = Instant::now();
-    let body = breakdown::heatmap(&state.read, &period, &filters)
-        .await
-        .map_err(unavailable("heatmap"))?;
-    state.observe("heatmap", started);
+    let body = state
+        .timed(
+            "heatmap",
+            breakdown::heatmap(&state.read, &period, &filters),
+        )
+        .await?;
     let filename = format!("gridclue-heatmap-{}.csv", period_name(&period));
     answer(
         format,
@@ -256,11 +256,9 @@ pub(crate) async fn get_timeline(
         .parse()
         .map_err(|_| ApiError::invalid_parameter("clue_id", "must be a clue id (a UUID)"))?;
     let id = id.to_string();
-    let started = Instant::now();
-    let rows = timeline::query(&state.read, &id)
-        .await
-        .map_err(unavailable("timeline"))?;
-    state.observe("timeline", started);
+    let rows = state
+        .timed("timeline", timeline::query(&state.read, &id))
+        .await?;
     let not_found = || ApiError::NotFound(format!("no clue {id}"));
     if rows.is_empty() {
         return Err(not_found());

@@ -297,6 +297,19 @@ impl AppState {
             .observe(started.elapsed().as_secs_f64());
     }
 
+    /// Runs one named ClickHouse read: its duration goes to the query metric, its failure is
+    /// logged once and answered 503.
+    pub(crate) async fn timed<T>(
+        &self,
+        query: &'static str,
+        read: impl Future<Output = Result<T, clickhouse::error::Error>>,
+    ) -> Result<T, ApiError> {
+        let started = Instant::now();
+        let found = read.await.map_err(unavailable(query))?;
+        self.observe(query, started);
+        Ok(found)
+    }
+
     /// Authenticates the request's bearer token and returns which statistics it may read.
     fn scope(&self, headers: &HeaderMap) -> Result<Scope, ApiError> {
         let record = self.token(headers)?;
@@ -366,16 +379,9 @@ async fn get_summary(
     headers: HeaderMap,
 ) -> Result<Json<summary::Summary>, ApiError> {
     let scope = state.scope(&headers)?;
-    let started = Instant::now();
-    let cells = summary::query(&state.read, &scope).await.map_err(|e| {
-        tracing::warn!(error = %e, "summary query failed");
-        ApiError::Unavailable
-    })?;
-    state
-        .metrics
-        .query_duration
-        .with_label_values(&["summary"])
-        .observe(started.elapsed().as_secs_f64());
+    let cells = state
+        .timed("summary", summary::query(&state.read, &scope))
+        .await?;
     Ok(Json(summary::assemble(
         scope,
         &cells,
@@ -392,11 +398,9 @@ async fn get_alerts(
     let scope = state.scope(&headers)?;
     let params = alerts::Params::parse(&query_pairs(query)?)?;
     let street = alerts::street_filter(&scope, &params)?;
-    let started = Instant::now();
-    let found = alerts::query(&state.read, &street, &params)
-        .await
-        .map_err(unavailable("alerts"))?;
-    state.observe("alerts", started);
+    let found = state
+        .timed("alerts", alerts::query(&state.read, &street, &params))
+        .await?;
     Ok(Json(alerts::assemble(scope, found, &state.reference)))
 }
 
@@ -413,16 +417,9 @@ async fn get_indicators(
         indicators::Params::parse(&pairs)?,
         gridclue_core::wire::now_ms(),
     )?;
-    let started = Instant::now();
-    let counts = indicators::query(&state.read, &plan).await.map_err(|e| {
-        tracing::warn!(error = %e, "indicators query failed");
-        ApiError::Unavailable
-    })?;
-    state
-        .metrics
-        .query_duration
-        .with_label_values(&["indicators"])
-        .observe(started.elapsed().as_secs_f64());
+    let counts = state
+        .timed("indicators", indicators::query(&state.read, &plan))
+        .await?;
     Ok(Json(indicators::assemble(
         &plan,
         counts,
@@ -453,17 +450,18 @@ async fn get_my_clues(
 ) -> Result<Json<reporters::MyClues>, ApiError> {
     let reporter = reporters::reporter_of(&state.token(&headers)?)?;
     let params = reporters::MyParams::parse(&query_pairs(query)?)?;
-    let started = Instant::now();
-    let answer = reporters::my_clues(
-        &state.read,
-        &reporter,
-        &params,
-        &state.reference,
-        gridclue_core::wire::now_ms(),
-    )
-    .await
-    .map_err(unavailable("my_clues"))?;
-    state.observe("my_clues", started);
+    let answer = state
+        .timed(
+            "my_clues",
+            reporters::my_clues(
+                &state.read,
+                &reporter,
+                &params,
+                &state.reference,
+                gridclue_core::wire::now_ms(),
+            ),
+        )
+        .await?;
     Ok(Json(answer))
 }
 
@@ -472,11 +470,12 @@ async fn get_my_points(
     headers: HeaderMap,
 ) -> Result<Json<reporters::Points>, ApiError> {
     let reporter = reporters::reporter_of(&state.token(&headers)?)?;
-    let started = Instant::now();
-    let answer = reporters::points(&state.read, &reporter, &state.points)
-        .await
-        .map_err(unavailable("my_points"))?;
-    state.observe("my_points", started);
+    let answer = state
+        .timed(
+            "my_points",
+            reporters::points(&state.read, &reporter, &state.points),
+        )
+        .await?;
     Ok(Json(answer))
 }
 
@@ -487,17 +486,18 @@ async fn get_leaderboard(
 ) -> Result<Json<reporters::Leaderboard>, ApiError> {
     state.token(&headers)?;
     let params = reporters::BoardParams::parse(&query_pairs(query)?)?;
-    let started = Instant::now();
-    let answer = reporters::leaderboard(
-        &state.read,
-        &state.tokens.current(),
-        &state.points,
-        &params,
-        gridclue_core::wire::now_ms(),
-    )
-    .await
-    .map_err(unavailable("leaderboard"))?;
-    state.observe("leaderboard", started);
+    let answer = state
+        .timed(
+            "leaderboard",
+            reporters::leaderboard(
+                &state.read,
+                &state.tokens.current(),
+                &state.points,
+                &params,
+                gridclue_core::wire::now_ms(),
+            ),
+        )
+        .await?;
     Ok(Json(answer))
 }
 
@@ -561,16 +561,7 @@ async fn get_work(
     let Query(pairs) =
         query.map_err(|e| ApiError::invalid_parameter("(query string)", e.body_text()))?;
     let plan = work::plan(&scope, work::Params::parse(&pairs)?)?;
-    let started = Instant::now();
-    let found = work::query(&state.read, &plan).await.map_err(|e| {
-        tracing::warn!(error = %e, "work queue query failed");
-        ApiError::Unavailable
-    })?;
-    state
-        .metrics
-        .query_duration
-        .with_label_values(&["work"])
-        .observe(started.elapsed().as_secs_f64());
+    let found = state.timed("work", work::query(&state.read, &plan)).await?;
     Ok(Json(work::assemble(
         scope,
         &plan,

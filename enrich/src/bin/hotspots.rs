@@ -27,6 +27,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     gridclue_core::telemetry::init_tracing("hotspots");
+    gridclue_core::stamp_build_commit!();
     let cli = Cli::parse();
     let config: HotspotConfig = gridclue_core::config::load()?;
     match cli.command {
