@@ -7,6 +7,11 @@
 //! crash between the two can leave an aggregate short; the check finds that, the rebuild
 //! recomputes both aggregates with the views' own expressions. Rebuild with the sinks stopped:
 //! rows a sink writes during the rebuild could be counted twice.
+//!
+//! The rebuild also recomputes the governance indicators' delta projection (`indicator_deltas`,
+//! `indicator_days`, `indicator_cohorts`) with the backfill of migration 0011, which derives every fact's delta rows
+//! from the deduplicated facts: the repair after rows were written behind the sink's back (a
+//! fact stored twice adds its deltas twice until then).
 
 use std::collections::BTreeMap;
 
@@ -126,10 +131,34 @@ pub async fn check(client: &Client) -> Result<AggregateCheck, ChError> {
     })
 }
 
-/// Recomputes both aggregates from the facts (sinks stopped), then checks them.
+/// The indicators' delta projection recomputed from the facts: emptied, then the backfill
+/// statements of the migration that created it (they fill empty tables only).
+fn indicator_rebuild() -> Vec<String> {
+    let backfill = crate::migrations::MIGRATIONS
+        .iter()
+        .filter(|m| m.name == "indicator_deltas")
+        .flat_map(|m| m.statements())
+        .filter(|s| s.trim_start().starts_with("INSERT"));
+    [
+        "TRUNCATE TABLE indicator_deltas".to_owned(),
+        "TRUNCATE TABLE indicator_days".to_owned(),
+        "TRUNCATE TABLE indicator_cohorts".to_owned(),
+    ]
+    .into_iter()
+    .chain(backfill)
+    .collect()
+}
+
+/// Recomputes the aggregates and the indicators' delta projection from the facts (sinks
+/// stopped), then checks the aggregates.
 pub async fn rebuild(client: &Client) -> Result<AggregateCheck, ChError> {
-    for (i, sql) in REBUILD.iter().enumerate() {
-        tracing::info!(step = i + 1, of = REBUILD.len(), "rebuilding aggregates");
+    let steps: Vec<String> = REBUILD
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(indicator_rebuild())
+        .collect();
+    for (i, sql) in steps.iter().enumerate() {
+        tracing::info!(step = i + 1, of = steps.len(), "rebuilding aggregates");
         client.query(sql).execute().await?;
     }
     check(client).await
@@ -143,6 +172,17 @@ mod tests {
         rows.iter()
             .map(|(k, r, c)| (((*k).into(), String::new(), String::new()), (*r, *c)))
             .collect()
+    }
+
+    #[test]
+    fn the_indicator_rebuild_empties_both_tables_then_backfills_both() {
+        let steps = indicator_rebuild();
+        assert_eq!(steps.len(), 6, "{steps:#?}");
+        assert!(steps[0].ends_with("indicator_deltas") && steps[1].ends_with("indicator_days"));
+        assert!(steps[2].ends_with("indicator_cohorts"));
+        assert!(steps[3].starts_with("INSERT INTO indicator_deltas"));
+        assert!(steps[4].starts_with("INSERT INTO indicator_days"));
+        assert!(steps[5].starts_with("INSERT INTO indicator_cohorts"));
     }
 
     #[test]

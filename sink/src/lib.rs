@@ -41,6 +41,7 @@ pub mod aggregates;
 pub mod alerts;
 mod batching;
 pub mod dlq;
+pub mod indicator_deltas;
 pub mod log_reset;
 pub mod metrics;
 pub mod migrations;

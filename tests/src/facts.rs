@@ -269,14 +269,15 @@ impl History {
         let mut state: Option<ClueRow> = None;
         let (mut events, mut clues) = (Vec::new(), Vec::new());
         for (i, env) in self.facts.iter().enumerate() {
-            let row = apply(state.take(), env, 0);
+            let before = state.take();
+            let row = apply(before.clone(), env, 0);
             let source = Source {
                 topic: topic.clone(),
                 partition: 0,
                 log: 0,
                 offset: first_offset + i as i64,
             };
-            events.push(event_row(env, &row, &source));
+            events.push(event_row(env, before.as_ref(), &row, &source));
             clues.push(row.clone());
             state = Some(row);
         }
