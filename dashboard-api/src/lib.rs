@@ -331,7 +331,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(web::routes())
-        .merge(service::checked_probe_routes(
+        .merge(service::probe_routes(
             clickhouse_readiness(state.read.clone()),
             state.metrics.registry.clone(),
         ))

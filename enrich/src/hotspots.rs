@@ -237,7 +237,8 @@ pub async fn run_with_metrics(
     let ready = Readiness::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let http = {
-        let app = gridclue_core::service::readiness_routes(ready.clone(), metrics.registry.clone());
+        let app: axum::Router =
+            gridclue_core::service::probe_routes(ready.clone(), metrics.registry.clone());
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)

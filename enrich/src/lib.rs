@@ -137,7 +137,7 @@ fn probe_app(ready: Readiness, metrics: &metrics::EnrichMetrics, probe: Probe) -
             }),
         )
         .with_state(probe);
-    gridclue_core::service::readiness_routes(ready, metrics.registry.clone()).merge(admin)
+    gridclue_core::service::probe_routes(ready, metrics.registry.clone()).merge(admin)
 }
 
 /// Runs the processor until `shutdown` resolves or the loop fails.
