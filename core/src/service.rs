@@ -455,6 +455,22 @@ mod tests {
         assert_eq!(metrics.in_flight(), 0);
     }
 
+    /// What `/readyz` of `app` answers: status and body.
+    async fn readyz(app: &Router) -> (StatusCode, String) {
+        let r = app
+            .clone()
+            .oneshot(
+                axum::http::Request::get("/readyz")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
     #[tokio::test]
     async fn checked_readyz_answers_what_the_check_says() {
         let healthy = Arc::new(AtomicBool::new(false));
@@ -472,53 +488,25 @@ mod tests {
             })
         };
         let app: Router = probe_routes(check, Registry::new());
-        let readyz = || async {
-            let r = app
-                .clone()
-                .oneshot(
-                    axum::http::Request::get("/readyz")
-                        .body(axum::body::Body::empty())
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            let status = r.status();
-            let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
-            (status, String::from_utf8_lossy(&body).into_owned())
-        };
         assert_eq!(
-            readyz().await,
+            readyz(&app).await,
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "clickhouse unavailable".to_owned()
             )
         );
         healthy.store(true, Ordering::Release);
-        assert_eq!(readyz().await, (StatusCode::OK, "ready".to_owned()));
+        assert_eq!(readyz(&app).await, (StatusCode::OK, "ready".to_owned()));
     }
 
     #[tokio::test]
     async fn readyz_names_what_blocks_readiness() {
         let readiness = Readiness::new(Arc::new(AtomicBool::new(true)));
         let app: Router = probe_routes(readiness.clone(), Registry::new());
-        let readyz = || async {
-            let r = app
-                .clone()
-                .oneshot(
-                    axum::http::Request::get("/readyz")
-                        .body(axum::body::Body::empty())
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            let status = r.status();
-            let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
-            (status, String::from_utf8_lossy(&body).into_owned())
-        };
-        assert_eq!(readyz().await.0, StatusCode::OK);
+        assert_eq!(readyz(&app).await.0, StatusCode::OK);
         readiness.block("a", "partition 3 refused".into());
         readiness.block("b", "partition 5 refused".into());
-        let (status, body) = readyz().await;
+        let (status, body) = readyz(&app).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(
             body.contains("- partition 3 refused\n- partition 5 refused"),
@@ -527,9 +515,12 @@ mod tests {
         assert!(!readiness.is_ready());
         readiness.unblock("a");
         readiness.unblock("b");
-        assert_eq!(readyz().await.0, StatusCode::OK);
+        assert_eq!(readyz(&app).await.0, StatusCode::OK);
         readiness.set_started(false);
-        assert_eq!(readyz().await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            readyz(&app).await,
+            (StatusCode::SERVICE_UNAVAILABLE, "starting".to_owned())
+        );
     }
 
     #[tokio::test]
