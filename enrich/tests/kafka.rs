@@ -162,11 +162,13 @@ async fn verify(bootstrap: &str, w: &Workload) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_restarted_mid_stream_every_fact_exactly_once() {
-    let mock = cluster();
-    let bootstrap = mock.bootstrap_servers();
+    let TestKafka {
+        mock,
+        bootstrap,
+        producer,
+    } = TestKafka::start();
     let p = processor();
     let w = workload(&p, PARTITIONS as usize, 150, 11);
-    let producer = producer(&bootstrap);
     let cfg = config(&bootstrap, 40);
     let longest = w.partitions.iter().map(Vec::len).max().unwrap();
     let third = longest / 3 + 1;
@@ -225,11 +227,13 @@ async fn wait_for_ownership(rs: &[(&Running, usize)], timeout: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processors_while_partitions_move_every_fact_exactly_once() {
-    let mock = cluster();
-    let bootstrap = mock.bootstrap_servers();
+    let TestKafka {
+        mock,
+        bootstrap,
+        producer,
+    } = TestKafka::start();
     let p = processor();
     let w = workload(&p, PARTITIONS as usize, 150, 23);
-    let producer = producer(&bootstrap);
     let cfg = config(&bootstrap, 25);
     let longest = w.partitions.iter().map(Vec::len).max().unwrap();
     let step = longest / 5 + 1;
@@ -270,11 +274,13 @@ async fn two_processors_while_partitions_move_every_fact_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_mid_stream_loses_and_doubles_nothing() {
-    let mock = cluster();
-    let bootstrap = mock.bootstrap_servers();
+    let TestKafka {
+        mock,
+        bootstrap,
+        producer,
+    } = TestKafka::start();
     let p = processor();
     let w = workload(&p, PARTITIONS as usize, 100, 31);
-    let producer = producer(&bootstrap);
     produce(&producer, "clues.commands", &w, 0..usize::MAX).await;
     // A poison record in the dedupe stage's input: it goes to the DLQ, the partition flows on.
     producer
@@ -342,8 +348,11 @@ async fn a_missing_dedupe_topic_is_refused_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_wait_for_the_dedupe_stage_and_the_gauge_shows_them() {
-    let mock = cluster();
-    let bootstrap = mock.bootstrap_servers();
+    let TestKafka {
+        mock,
+        bootstrap,
+        producer,
+    } = TestKafka::start();
     let p = processor();
     let cfg = config(&bootstrap, 50);
     let mut rng = Rng::new(77);
@@ -361,7 +370,7 @@ async fn reports_wait_for_the_dedupe_stage_and_the_gauge_shows_them() {
         );
         w.partitions[i % PARTITIONS as usize].push((clue.to_string(), cmd.encode()));
     }
-    produce(&producer(&bootstrap), "clues.commands", &w, 0..usize::MAX).await;
+    produce(&producer, "clues.commands", &w, 0..usize::MAX).await;
 
     // Only the processor: the reports are placed and held, nothing is visible yet.
     let metrics = EnrichMetrics::new();
@@ -451,11 +460,13 @@ async fn overdue_facts(bootstrap: &str, want: usize) -> Vec<EventEnvelope> {
 /// Copies re-sent from the outbox carry the same identity and content.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overdue_is_emitted_once_per_deadline_across_a_restart() {
-    let mock = cluster();
-    let bootstrap = mock.bootstrap_servers();
+    let TestKafka {
+        mock,
+        bootstrap,
+        producer,
+    } = TestKafka::start();
     let p = processor();
     let limit = p.catalog.get("garbage_pile").unwrap().deadline;
-    let producer = producer(&bootstrap);
     let accepted_at = |n: u128, rng: u64, at: u64| {
         let clue = gridclue_core::ClueId(uuid::Uuid::from_u128(n));
         let (lat, lon) = inside_point(&p, &mut Rng::new(rng));

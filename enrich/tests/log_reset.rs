@@ -82,11 +82,13 @@ fn clues_of(w: &Workload, partition: usize) -> HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_positions_are_refused_until_rebased_and_then_every_fact_appears_once() {
-    let mock = cluster();
-    let bootstrap = mock.bootstrap_servers();
+    let TestKafka {
+        mock,
+        bootstrap,
+        producer,
+    } = TestKafka::start();
     let p = processor();
     let cfg = config(&bootstrap, 40);
-    let producer = producer(&bootstrap);
 
     // A first workload, processed completely.
     let first = workload(&p, PARTITIONS as usize, 40, 5);
@@ -285,18 +287,12 @@ async fn verify_exactly_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_commands_log_under_a_surviving_state_is_refused_then_applied_once() {
     let p = processor();
-    let old = cluster();
+    let old = TestKafka::start();
     let first = workload(&p, PARTITIONS as usize, 30, 9);
-    produce(
-        &producer(&old.bootstrap_servers()),
-        "clues.commands",
-        &first,
-        0..usize::MAX,
-    )
-    .await;
-    let cfg = config(&old.bootstrap_servers(), 40);
+    produce(&old.producer, "clues.commands", &first, 0..usize::MAX).await;
+    let cfg = config(&old.bootstrap, 40);
     let r = Running::start(&cfg);
-    verify_exactly_once(&old.bootstrap_servers(), &p, &first).await;
+    verify_exactly_once(&old.bootstrap, &p, &first).await;
     let m = r.metrics.clone();
     wait_until("no report pending", Duration::from_secs(30), || {
         m.pending_clues.get() == 0
@@ -306,8 +302,8 @@ async fn a_restarted_commands_log_under_a_surviving_state_is_refused_then_applie
 
     // The new cluster gets the changelog as it was (same partitions, same order), and an empty
     // commands log.
-    let new = cluster();
-    let (ob, nb) = (old.bootstrap_servers(), new.bootstrap_servers());
+    let new = TestKafka::start();
+    let (ob, nb) = (old.bootstrap.clone(), new.bootstrap.clone());
     let states = tokio::task::spawn_blocking(move || {
         read_partitioned(
             &ob,
@@ -319,7 +315,7 @@ async fn a_restarted_commands_log_under_a_surviving_state_is_refused_then_applie
     })
     .await
     .unwrap();
-    let to_new = producer(&nb);
+    let to_new = &new.producer;
     let mut latest: std::collections::HashMap<gridclue_core::ClueId, (i32, StateRecord)> =
         Default::default();
     for (partition, bytes) in &states {
@@ -379,7 +375,7 @@ async fn a_restarted_commands_log_under_a_surviving_state_is_refused_then_applie
         held_partitions.len() >= 2,
         "acceptances on several partitions"
     );
-    produce(&to_new, "clues.commands", &accepts, 0..usize::MAX).await;
+    produce(to_new, "clues.commands", &accepts, 0..usize::MAX).await;
 
     let cfg = EnrichConfig {
         kafka_brokers: nb.clone(),

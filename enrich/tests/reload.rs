@@ -13,7 +13,7 @@ use gridclue_core::wire::{EventEnvelope, Fact};
 use gridclue_core::ClueId;
 use gridclue_district::{generate, save_geojson, GenerateParams};
 use gridclue_enrich::EnrichConfig;
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 /// The `gridclue_enrich_map_info` lines of the service's `/metrics`.
 async fn map_info(http: &reqwest::Client, base: &str) -> Vec<String> {
     let metrics = http
@@ -41,13 +41,13 @@ async fn reload_map(http: &reqwest::Client, base: &str, token: Option<&str>) -> 
 }
 
 async fn report_and_read_version(
+    producer: &FutureProducer,
     bootstrap: &str,
     clue: ClueId,
     at: u64,
     lat: f64,
     lon: f64,
 ) -> String {
-    let producer = producer(bootstrap);
     let cmd = envelope(clue, report("garbage_pile", lat, lon), at);
     producer
         .send(
@@ -88,8 +88,11 @@ async fn report_and_read_version(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_map_reloads_without_a_restart() {
-    let mock = cluster();
-    let bootstrap = mock.bootstrap_servers();
+    let TestKafka {
+        mock,
+        bootstrap,
+        producer,
+    } = TestKafka::start();
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path();
     std::fs::create_dir_all(dir.join("district")).unwrap();
@@ -136,7 +139,15 @@ async fn the_map_reloads_without_a_restart() {
         )]
     );
     let (lat, lon) = inside_point(&p, &mut Rng::new(1));
-    let v = report_and_read_version(&bootstrap, ClueId::new_random(), MONDAY_9AM, lat, lon).await;
+    let v = report_and_read_version(
+        &producer,
+        &bootstrap,
+        ClueId::new_random(),
+        MONDAY_9AM,
+        lat,
+        lon,
+    )
+    .await;
     assert_eq!(v, old_version);
 
     // A new map (generated around the same centre) replaces the file; reload it.
@@ -169,6 +180,7 @@ async fn the_map_reloads_without_a_restart() {
         vec!["gridclue_enrich_map_info{version=\"test-map-2\"} 1".to_owned()]
     );
     let v = report_and_read_version(
+        &producer,
         &bootstrap,
         ClueId::new_random(),
         MONDAY_9AM + 1,

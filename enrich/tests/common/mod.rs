@@ -65,6 +65,27 @@ pub fn cluster_with(topics: &[(&str, i32)]) -> MockCluster<'static, DefaultProdu
     mock
 }
 
+/// A test's own Kafka: a mock cluster with every topic of [`TOPICS`] (stopped when dropped), its
+/// bootstrap address and a producer to it.
+pub struct TestKafka {
+    pub mock: MockCluster<'static, DefaultProducerContext>,
+    pub bootstrap: String,
+    pub producer: FutureProducer,
+}
+
+impl TestKafka {
+    pub fn start() -> Self {
+        let mock = cluster();
+        let bootstrap = mock.bootstrap_servers();
+        let producer = producer(&bootstrap);
+        Self {
+            mock,
+            bootstrap,
+            producer,
+        }
+    }
+}
+
 /// The processor's and the dedupe stage's configuration against `bootstrap`.
 pub fn config(bootstrap: &str, batch_max: usize) -> EnrichConfig {
     EnrichConfig {
