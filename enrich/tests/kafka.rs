@@ -122,13 +122,11 @@ async fn verify(bootstrap: &str, w: &Workload) {
         expected.len()
     );
     // Every refusal and every undecodable record is on the DLQ (at least once).
-    let b = bootstrap.to_owned();
-    let dlq = tokio::task::spawn_blocking(move || {
-        read_all(&b, "clues.dlq", 1, Duration::from_secs(5), |_| true)
-    })
-    .await
-    .unwrap();
-    let records: Vec<DlqRecord> = dlq.iter().map(|b| DlqRecord::decode(b).unwrap()).collect();
+    let dlq = read_to_end(bootstrap, "clues.dlq", 1).await;
+    let records: Vec<DlqRecord> = dlq
+        .iter()
+        .map(|(_, b)| DlqRecord::decode(b).unwrap())
+        .collect();
     let mut refused: std::collections::HashSet<(i32, i64)> = Default::default();
     for r in records.iter().filter(|r| r.stage != "enrich-dedupe") {
         assert_eq!(r.stage, "enrich");
@@ -140,21 +138,10 @@ async fn verify(bootstrap: &str, w: &Workload) {
     assert!(records.iter().any(|r| r.reason == DlqReason::Undecodable));
     assert!(records.iter().any(|r| r.reason == DlqReason::KeyMismatch));
     // The changelog holds a state for every clue that exists.
-    let b = bootstrap.to_owned();
-    let states = tokio::task::spawn_blocking(move || {
-        read_all(
-            &b,
-            "clues.state",
-            PARTITIONS,
-            Duration::from_secs(5),
-            |_| true,
-        )
-    })
-    .await
-    .unwrap();
+    let states = read_to_end(bootstrap, "clues.state", PARTITIONS).await;
     let clues: std::collections::HashSet<_> = states
         .iter()
-        .map(|b| serde_json::from_slice::<StateRecord>(b).unwrap().clue_id)
+        .map(|(_, b)| serde_json::from_slice::<StateRecord>(b).unwrap().clue_id)
         .collect();
     let expected_clues: std::collections::HashSet<_> = expected.keys().map(|k| k.0).collect();
     assert_eq!(clues, expected_clues);
@@ -162,11 +149,7 @@ async fn verify(bootstrap: &str, w: &Workload) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_restarted_mid_stream_every_fact_exactly_once() {
-    let TestKafka {
-        mock,
-        bootstrap,
-        producer,
-    } = TestKafka::start();
+    let (mock, bootstrap, producer) = kafka();
     let p = processor();
     let w = workload(&p, PARTITIONS as usize, 150, 11);
     let cfg = config(&bootstrap, 40);
@@ -227,11 +210,7 @@ async fn wait_for_ownership(rs: &[(&Running, usize)], timeout: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processors_while_partitions_move_every_fact_exactly_once() {
-    let TestKafka {
-        mock,
-        bootstrap,
-        producer,
-    } = TestKafka::start();
+    let (mock, bootstrap, producer) = kafka();
     let p = processor();
     let w = workload(&p, PARTITIONS as usize, 150, 23);
     let cfg = config(&bootstrap, 25);
@@ -274,11 +253,7 @@ async fn two_processors_while_partitions_move_every_fact_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_mid_stream_loses_and_doubles_nothing() {
-    let TestKafka {
-        mock,
-        bootstrap,
-        producer,
-    } = TestKafka::start();
+    let (mock, bootstrap, producer) = kafka();
     let p = processor();
     let w = workload(&p, PARTITIONS as usize, 100, 31);
     produce(&producer, "clues.commands", &w, 0..usize::MAX).await;
@@ -306,15 +281,10 @@ async fn a_broker_outage_mid_stream_loses_and_doubles_nothing() {
     mock.broker_up(1).unwrap();
     verify(&bootstrap, &w).await;
     assert!(!r.processor.is_finished());
-    let b = bootstrap.clone();
-    let dlq = tokio::task::spawn_blocking(move || {
-        read_all(&b, "clues.dlq", 1, Duration::from_secs(5), |_| true)
-    })
-    .await
-    .unwrap();
+    let dlq = read_to_end(&bootstrap, "clues.dlq", 1).await;
     let poison: Vec<DlqRecord> = dlq
         .iter()
-        .map(|b| DlqRecord::decode(b).unwrap())
+        .map(|(_, b)| DlqRecord::decode(b).unwrap())
         .filter(|d| d.stage == "enrich-dedupe")
         .collect();
     assert!(!poison.is_empty());
@@ -348,11 +318,7 @@ async fn a_missing_dedupe_topic_is_refused_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_wait_for_the_dedupe_stage_and_the_gauge_shows_them() {
-    let TestKafka {
-        mock,
-        bootstrap,
-        producer,
-    } = TestKafka::start();
+    let (mock, bootstrap, producer) = kafka();
     let p = processor();
     let cfg = config(&bootstrap, 50);
     let mut rng = Rng::new(77);
@@ -460,11 +426,7 @@ async fn overdue_facts(bootstrap: &str, want: usize) -> Vec<EventEnvelope> {
 /// Copies re-sent from the outbox carry the same identity and content.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overdue_is_emitted_once_per_deadline_across_a_restart() {
-    let TestKafka {
-        mock,
-        bootstrap,
-        producer,
-    } = TestKafka::start();
+    let (mock, bootstrap, producer) = kafka();
     let p = processor();
     let limit = p.catalog.get("garbage_pile").unwrap().deadline;
     let accepted_at = |n: u128, rng: u64, at: u64| {

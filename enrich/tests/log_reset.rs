@@ -82,11 +82,7 @@ fn clues_of(w: &Workload, partition: usize) -> HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_positions_are_refused_until_rebased_and_then_every_fact_appears_once() {
-    let TestKafka {
-        mock,
-        bootstrap,
-        producer,
-    } = TestKafka::start();
+    let (mock, bootstrap, producer) = kafka();
     let p = processor();
     let cfg = config(&bootstrap, 40);
 
@@ -287,12 +283,12 @@ async fn verify_exactly_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_commands_log_under_a_surviving_state_is_refused_then_applied_once() {
     let p = processor();
-    let old = TestKafka::start();
+    let (old, old_bootstrap, old_producer) = kafka();
     let first = workload(&p, PARTITIONS as usize, 30, 9);
-    produce(&old.producer, "clues.commands", &first, 0..usize::MAX).await;
-    let cfg = config(&old.bootstrap, 40);
+    produce(&old_producer, "clues.commands", &first, 0..usize::MAX).await;
+    let cfg = config(&old_bootstrap, 40);
     let r = Running::start(&cfg);
-    verify_exactly_once(&old.bootstrap, &p, &first).await;
+    verify_exactly_once(&old_bootstrap, &p, &first).await;
     let m = r.metrics.clone();
     wait_until("no report pending", Duration::from_secs(30), || {
         m.pending_clues.get() == 0
@@ -302,20 +298,8 @@ async fn a_restarted_commands_log_under_a_surviving_state_is_refused_then_applie
 
     // The new cluster gets the changelog as it was (same partitions, same order), and an empty
     // commands log.
-    let new = TestKafka::start();
-    let (ob, nb) = (old.bootstrap.clone(), new.bootstrap.clone());
-    let states = tokio::task::spawn_blocking(move || {
-        read_partitioned(
-            &ob,
-            "clues.state",
-            PARTITIONS,
-            Duration::from_secs(30),
-            |_| true,
-        )
-    })
-    .await
-    .unwrap();
-    let to_new = &new.producer;
+    let (new, nb, to_new) = kafka();
+    let states = read_to_end(&old_bootstrap, "clues.state", PARTITIONS).await;
     let mut latest: std::collections::HashMap<gridclue_core::ClueId, (i32, StateRecord)> =
         Default::default();
     for (partition, bytes) in &states {
@@ -375,7 +359,7 @@ async fn a_restarted_commands_log_under_a_surviving_state_is_refused_then_applie
         held_partitions.len() >= 2,
         "acceptances on several partitions"
     );
-    produce(to_new, "clues.commands", &accepts, 0..usize::MAX).await;
+    produce(&to_new, "clues.commands", &accepts, 0..usize::MAX).await;
 
     let cfg = EnrichConfig {
         kafka_brokers: nb.clone(),

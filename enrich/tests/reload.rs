@@ -88,11 +88,7 @@ async fn report_and_read_version(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_map_reloads_without_a_restart() {
-    let TestKafka {
-        mock,
-        bootstrap,
-        producer,
-    } = TestKafka::start();
+    let (mock, bootstrap, producer) = kafka();
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path();
     std::fs::create_dir_all(dir.join("district")).unwrap();

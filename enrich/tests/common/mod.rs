@@ -67,23 +67,15 @@ pub fn cluster_with(topics: &[(&str, i32)]) -> MockCluster<'static, DefaultProdu
 
 /// A test's own Kafka: a mock cluster with every topic of [`TOPICS`] (stopped when dropped), its
 /// bootstrap address and a producer to it.
-pub struct TestKafka {
-    pub mock: MockCluster<'static, DefaultProducerContext>,
-    pub bootstrap: String,
-    pub producer: FutureProducer,
-}
-
-impl TestKafka {
-    pub fn start() -> Self {
-        let mock = cluster();
-        let bootstrap = mock.bootstrap_servers();
-        let producer = producer(&bootstrap);
-        Self {
-            mock,
-            bootstrap,
-            producer,
-        }
-    }
+pub fn kafka() -> (
+    MockCluster<'static, DefaultProducerContext>,
+    String,
+    FutureProducer,
+) {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let producer = producer(&bootstrap);
+    (mock, bootstrap, producer)
 }
 
 /// The processor's and the dedupe stage's configuration against `bootstrap`.
@@ -556,6 +548,21 @@ pub fn read_partitioned(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Every record of `topic` up to its end now, with its partition, read off the runtime's
+/// threads.
+pub async fn read_to_end(
+    bootstrap: &str,
+    topic: &'static str,
+    partitions: i32,
+) -> Vec<(i32, Vec<u8>)> {
+    let b = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || {
+        read_partitioned(&b, topic, partitions, Duration::from_secs(30), |_| true)
+    })
+    .await
+    .unwrap()
 }
 
 /// Checks the facts read back against the reference: every identity present, none extra, and
