@@ -171,11 +171,7 @@ async fn killed_and_restarted_mid_stream_every_fact_exactly_once() {
     // The last run had work left: the kills were mid-stream.
     assert!(r.metrics.events.get() > 0);
     // Every clue got its verdict: none is left waiting.
-    let m = r.metrics.clone();
-    wait_until("no report pending", Duration::from_secs(10), || {
-        m.pending_clues.get() == 0
-    })
-    .await;
+    r.until_no_report_pending(Duration::from_secs(10)).await;
     r.stop().await;
     drop(mock);
 }

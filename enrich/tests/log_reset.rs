@@ -254,11 +254,7 @@ async fn reset_positions_are_refused_until_rebased_and_then_every_fact_appears_o
     let r = Running::start(&cfg);
     verify_exactly_once(&bootstrap, &p, &joined(&first, &second)).await;
     assert!(r.readiness.blockers().is_empty());
-    let m = r.metrics.clone();
-    wait_until("no report pending", Duration::from_secs(30), || {
-        m.pending_clues.get() == 0
-    })
-    .await;
+    r.until_no_report_pending(Duration::from_secs(30)).await;
     r.stop().await;
     drop(mock);
 }
@@ -289,11 +285,7 @@ async fn a_restarted_commands_log_under_a_surviving_state_is_refused_then_applie
     let cfg = config(&old_bootstrap, 40);
     let r = Running::start(&cfg);
     verify_exactly_once(&old_bootstrap, &p, &first).await;
-    let m = r.metrics.clone();
-    wait_until("no report pending", Duration::from_secs(30), || {
-        m.pending_clues.get() == 0
-    })
-    .await;
+    r.until_no_report_pending(Duration::from_secs(30)).await;
     r.stop().await;
 
     // The new cluster gets the changelog as it was (same partitions, same order), and an empty

@@ -145,6 +145,12 @@ impl Running {
         self.dedupe.await.unwrap().unwrap();
     }
 
+    /// Waits until no report waits for its dedupe verdict any more.
+    pub async fn until_no_report_pending(&self, timeout: Duration) {
+        let pending = &self.metrics.pending_clues;
+        wait_until("no report pending", timeout, || pending.get() == 0).await;
+    }
+
     /// The reset gauge of one partition.
     pub fn log_reset(&self, topic: &str, partition: i32) -> i64 {
         self.metrics
