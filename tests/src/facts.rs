@@ -107,6 +107,18 @@ pub fn first_grid(street: &str) -> GridCode {
         .unwrap_or_else(|| panic!("street {street} has no grid on the shipped map"))
 }
 
+/// The reports of the read-side fixtures' streets A, B and C, each on its street's first grid:
+/// garbage piles in A (routed to greening_city_appearance), manhole covers in B (water_affairs)
+/// and street vending in C (urban_management).
+pub fn street_reports(streets: &[String; 3]) -> [ReportSpec; 3] {
+    let [a, b, c] = streets;
+    [
+        ReportSpec::new(first_grid(a), "garbage_pile", "greening_city_appearance"),
+        ReportSpec::new(first_grid(b), "manhole_cover", "water_affairs"),
+        ReportSpec::new(first_grid(c), "street_vending", "urban_management"),
+    ]
+}
+
 impl History {
     /// A clue reported at `at_ms` (a duplicate from the start when `spec.duplicate_of` is set).
     pub fn reported(spec: &ReportSpec, at_ms: u64) -> Self {

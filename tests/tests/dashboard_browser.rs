@@ -38,7 +38,7 @@ use gridclue_dashboard_api::{DashboardConfig, Reference};
 use gridclue_tests::alerts::{alert, write_alerts};
 use gridclue_tests::browser::{chromium, ensure_node_modules, screenshot_dir};
 use gridclue_tests::ch::TestDb;
-use gridclue_tests::facts::{first_grid, write, History, ReportSpec};
+use gridclue_tests::facts::{first_grid, street_reports, write, History};
 use gridclue_tests::{data_dir, scratch};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -57,17 +57,7 @@ fn day(days: i64, hour: u64) -> u64 {
 
 /// The histories of the module docs, by name.
 fn histories(streets: &[String; 3]) -> Vec<(&'static str, History)> {
-    let a = ReportSpec::new(
-        first_grid(&streets[0]),
-        "garbage_pile",
-        "greening_city_appearance",
-    );
-    let b = ReportSpec::new(first_grid(&streets[1]), "manhole_cover", "water_affairs");
-    let c = ReportSpec::new(
-        first_grid(&streets[2]),
-        "street_vending",
-        "urban_management",
-    );
+    let [a, b, c] = street_reports(streets);
     let a1 = History::reported(&a, day(-5, 8))
         .accepted(day(-5, 9), Some(day(-3, 9)))
         .dispatched(day(-5, 10), "greening_city_appearance")
@@ -311,11 +301,7 @@ async fn dashboard_shows_the_api_numbers_and_filters_by_a_clicked_street() {
     write(&db.client, &all).await;
     write_alerts(&db.client, &alerts_of(&by_name)).await;
     // W: written while the page is open.
-    let c_spec = ReportSpec::new(
-        first_grid(&streets[2]),
-        "street_vending",
-        "urban_management",
-    );
+    let [_, _, c_spec] = street_reports(&streets);
     let unwritten = [
         History::reported(&c_spec, day(-1, 11)),
         History::reported(&c_spec, day(-1, 12)),

@@ -44,7 +44,7 @@ use axum::http::{header, Request, StatusCode};
 use gridclue_core::tokens::{TokenFile, TokenKind, TokenStore};
 use gridclue_dashboard_api::{AppState, Reference};
 use gridclue_tests::ch::TestDb;
-use gridclue_tests::facts::{china, first_grid, write, write_rows, History, ReportSpec};
+use gridclue_tests::facts::{china, street_reports, write, write_rows, History};
 use gridclue_tests::{data_dir, scratch};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -64,17 +64,7 @@ struct Fixture {
 
 fn histories(streets: &[String; 3]) -> BTreeMap<&'static str, History> {
     let t = china;
-    let a = ReportSpec::new(
-        first_grid(&streets[0]),
-        "garbage_pile",
-        "greening_city_appearance",
-    );
-    let b = ReportSpec::new(first_grid(&streets[1]), "manhole_cover", "water_affairs");
-    let c = ReportSpec::new(
-        first_grid(&streets[2]),
-        "street_vending",
-        "urban_management",
-    );
+    let [a, b, c] = street_reports(streets);
     let green = "greening_city_appearance";
     let mut h = BTreeMap::new();
     let a1 = History::reported(&a, t("2026-11-02 09:00"))
