@@ -388,26 +388,16 @@ async fn send_command(
 
 /// The overdue facts on `clues.events`, once `want` clues have one.
 async fn overdue_facts(bootstrap: &str, want: usize) -> Vec<EventEnvelope> {
-    let b = bootstrap.to_owned();
-    let got = tokio::task::spawn_blocking(move || {
-        read_all(
-            &b,
-            "clues.events",
-            PARTITIONS,
-            Duration::from_secs(60),
-            |got| {
-                let clues: std::collections::HashSet<_> = got
-                    .iter()
-                    .filter_map(|b| EventEnvelope::decode(b).ok())
-                    .filter(|e| matches!(e.fact, Fact::Overdue { .. }))
-                    .map(|e| e.clue_id)
-                    .collect();
-                clues.len() >= want
-            },
-        )
+    let got = events_until(bootstrap, move |got| {
+        let clues: std::collections::HashSet<_> = got
+            .iter()
+            .filter_map(|b| EventEnvelope::decode(b).ok())
+            .filter(|e| matches!(e.fact, Fact::Overdue { .. }))
+            .map(|e| e.clue_id)
+            .collect();
+        clues.len() >= want
     })
-    .await
-    .unwrap();
+    .await;
     got.iter()
         .filter_map(|b| EventEnvelope::decode(b).ok())
         .filter(|e| matches!(e.fact, Fact::Overdue { .. }))

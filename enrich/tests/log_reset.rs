@@ -404,18 +404,7 @@ async fn a_restarted_commands_log_under_a_surviving_state_is_refused_then_applie
     assert_eq!(rebased, held_partitions);
 
     let r = Running::start(&cfg);
-    let b = nb.clone();
-    let got = tokio::task::spawn_blocking(move || {
-        read_all(
-            &b,
-            "clues.events",
-            PARTITIONS,
-            Duration::from_secs(60),
-            |got| got.len() >= wanted,
-        )
-    })
-    .await
-    .unwrap();
+    let got = events_until(&nb, move |got| got.len() >= wanted).await;
     let facts: Vec<EventEnvelope> = got
         .iter()
         .map(|b| EventEnvelope::decode(b).unwrap())

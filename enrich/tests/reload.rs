@@ -59,22 +59,12 @@ async fn report_and_read_version(
         .await
         .map_err(|(e, _)| e)
         .unwrap();
-    let b = bootstrap.to_owned();
-    let events = tokio::task::spawn_blocking(move || {
-        read_all(
-            &b,
-            "clues.events",
-            PARTITIONS,
-            Duration::from_secs(30),
-            |got| {
-                got.iter()
-                    .filter_map(|x| EventEnvelope::decode(x).ok())
-                    .any(|e| e.clue_id == clue)
-            },
-        )
+    let events = events_until(bootstrap, move |got| {
+        got.iter()
+            .filter_map(|x| EventEnvelope::decode(x).ok())
+            .any(|e| e.clue_id == clue)
     })
-    .await
-    .unwrap();
+    .await;
     let e = events
         .iter()
         .filter_map(|x| EventEnvelope::decode(x).ok())

@@ -666,8 +666,12 @@ pub async fn reference(
     simulate(p, w, &verdicts_of(p, &log))
 }
 
-/// `clues.events`, read until `facts` distinct facts are there (or a minute passes).
-pub async fn facts_on_events(bootstrap: &str, facts: usize) -> Vec<Vec<u8>> {
+/// `clues.events`, read off the runtime's threads until `done` says enough (or a minute
+/// passes).
+pub async fn events_until(
+    bootstrap: &str,
+    done: impl FnMut(&[Vec<u8>]) -> bool + Send + 'static,
+) -> Vec<Vec<u8>> {
     let b = bootstrap.to_owned();
     tokio::task::spawn_blocking(move || {
         read_all(
@@ -675,9 +679,14 @@ pub async fn facts_on_events(bootstrap: &str, facts: usize) -> Vec<Vec<u8>> {
             "clues.events",
             PARTITIONS,
             Duration::from_secs(60),
-            all_facts_seen(facts),
+            done,
         )
     })
     .await
     .unwrap()
+}
+
+/// `clues.events`, read until `facts` distinct facts are there.
+pub async fn facts_on_events(bootstrap: &str, facts: usize) -> Vec<Vec<u8>> {
+    events_until(bootstrap, all_facts_seen(facts)).await
 }
