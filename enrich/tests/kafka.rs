@@ -6,82 +6,18 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
 use gridclue_core::wire::{
     Command, CommandEnvelope, DlqReason, DlqRecord, EventEnvelope, Fact, Lifecycle,
 };
-use gridclue_enrich::dedupe::{DedupeKind, DedupeRecord};
 use gridclue_enrich::dedupe_runner::DedupeRunner;
 use gridclue_enrich::metrics::EnrichMetrics;
 use gridclue_enrich::runner::{Runner, StateRecord};
 use gridclue_enrich::EnrichConfig;
-use rdkafka::mocking::MockCluster;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
-fn config(bootstrap: &str, batch_max: usize) -> EnrichConfig {
-    EnrichConfig {
-        kafka_brokers: bootstrap.to_owned(),
-        kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
-        data_dir: data_dir(),
-        batch_max,
-        restore_timeout_ms: 20_000,
-        // The workload's deadlines (2025) have all passed: overdue facts, emitted when the
-        // processor's clock says so, would interleave with the reference run's facts.
-        overdue_grace_ms: u64::MAX,
-        ..EnrichConfig::default()
-    }
-}
-
-/// A processor and a dedupe stage, as `gridclue_enrich::run` starts them.
-struct Running {
-    task: JoinHandle<anyhow::Result<()>>,
-    dedupe: JoinHandle<anyhow::Result<()>>,
-    owned: Arc<AtomicUsize>,
-    dedupe_owned: Arc<AtomicUsize>,
-    stop: watch::Sender<bool>,
-    metrics: EnrichMetrics,
-}
-
-impl Running {
-    /// Kills both loops (no shutdown, no final commit).
-    async fn kill(self) {
-        self.task.abort();
-        self.dedupe.abort();
-        let _ = self.task.await;
-        let _ = self.dedupe.await;
-    }
-
-    async fn stop(self) {
-        self.stop.send(true).unwrap();
-        self.task.await.unwrap().unwrap();
-        self.dedupe.await.unwrap().unwrap();
-    }
-}
-
-fn start(cfg: &EnrichConfig) -> Running {
-    // Logs only when asked for (RUST_LOG=info): they go to stderr, past the test harness.
-    if std::env::var_os("RUST_LOG").is_some() {
-        gridclue_core::telemetry::init_tracing("enrich-test");
-    }
-    let metrics = EnrichMetrics::new();
-    let p = processor();
-    let dedupe = DedupeRunner::new(cfg.clone(), p.dedupe, metrics.clone());
-    let runner = Runner::new(cfg.clone(), p, metrics.clone());
-    let (stop, rx) = watch::channel(false);
-    Running {
-        owned: runner.owned_partitions.clone(),
-        dedupe_owned: dedupe.owned_partitions.clone(),
-        task: tokio::spawn(runner.run(rx.clone())),
-        dedupe: tokio::spawn(dedupe.run(rx)),
-        stop,
-        metrics,
-    }
-}
 
 fn events_so_far(bootstrap: &str) -> usize {
     let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
@@ -101,19 +37,24 @@ fn events_so_far(bootstrap: &str) -> usize {
         .sum()
 }
 
+/// [`events_so_far`] off the runtime's threads.
+async fn events_now(bootstrap: &str) -> usize {
+    let b = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || events_so_far(&b))
+        .await
+        .unwrap()
+}
+
 async fn wait_for_events(r: &mut Running, bootstrap: &str, at_least: usize, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if r.task.is_finished() {
-            panic!("the processor stopped: {:?}", (&mut r.task).await);
+        if r.processor.is_finished() {
+            panic!("the processor stopped: {:?}", (&mut r.processor).await);
         }
         if r.dedupe.is_finished() {
             panic!("the dedupe stage stopped: {:?}", (&mut r.dedupe).await);
         }
-        let b = bootstrap.to_owned();
-        let n = tokio::task::spawn_blocking(move || events_so_far(&b))
-            .await
-            .unwrap();
+        let n = events_now(bootstrap).await;
         if n >= at_least {
             return;
         }
@@ -122,68 +63,9 @@ async fn wait_for_events(r: &mut Running, bootstrap: &str, at_least: usize, time
     panic!("fewer than {at_least} events after {timeout:?}");
 }
 
-/// Reads `clues.dedupe` once every report of the workload has been placed there.
-async fn dedupe_log(bootstrap: &str, reports: usize) -> Vec<(i32, Vec<u8>)> {
-    let b = bootstrap.to_owned();
-    tokio::task::spawn_blocking(move || {
-        read_partitioned(
-            &b,
-            "clues.dedupe",
-            DEDUPE_PARTITIONS,
-            Duration::from_secs(60),
-            |got| {
-                let placed: std::collections::HashSet<_> = got
-                    .iter()
-                    .filter_map(|(_, b)| DedupeRecord::decode(b).ok())
-                    .filter(|r| matches!(r.kind, DedupeKind::Placed { .. }))
-                    .map(|r| r.clue_id)
-                    .collect();
-                placed.len() >= reports
-            },
-        )
-    })
-    .await
-    .unwrap()
-}
-
-/// Clues whose report the processor forwards to the dedupe stage (placed inside the district,
-/// known category), as the processor itself decides it.
-fn inside_reports(p: &gridclue_enrich::processor::Processor, w: &Workload) -> usize {
-    let mut ids = std::collections::HashSet::new();
-    for (key, payload) in w.partitions.iter().flatten() {
-        let Ok(cmd) = gridclue_core::wire::CommandEnvelope::decode(payload) else {
-            continue;
-        };
-        let ctx = gridclue_enrich::processor::DecideCtx {
-            now_ms: 0,
-            offset: 0,
-            partition: 0,
-        };
-        if cmd.clue_id.to_string() == *key && !p.decide(None, &cmd, &ctx).forwards.is_empty() {
-            ids.insert(cmd.clue_id);
-        }
-    }
-    ids.len()
-}
-
 async fn verify(bootstrap: &str, w: &Workload) {
-    let p = processor();
-    let log = dedupe_log(bootstrap, inside_reports(&p, w)).await;
-    let verdicts = verdicts_of(&p, &log);
-    let (expected, refusals) = simulate(&p, w, &verdicts);
-    let b = bootstrap.to_owned();
-    let n = expected.len();
-    let got = tokio::task::spawn_blocking(move || {
-        read_all(
-            &b,
-            "clues.events",
-            PARTITIONS,
-            Duration::from_secs(60),
-            all_facts_seen(n),
-        )
-    })
-    .await
-    .unwrap();
+    let (expected, refusals) = reference(bootstrap, &processor(), w).await;
+    let got = facts_on_events(bootstrap, expected.len()).await;
     let copies = check_exactly_once(&expected, &got);
     // The workload exercises dedupe, refusals of terminal clues and outside points.
     let reports: Vec<_> = expected
@@ -240,13 +122,11 @@ async fn verify(bootstrap: &str, w: &Workload) {
         expected.len()
     );
     // Every refusal and every undecodable record is on the DLQ (at least once).
-    let b = bootstrap.to_owned();
-    let dlq = tokio::task::spawn_blocking(move || {
-        read_all(&b, "clues.dlq", 1, Duration::from_secs(5), |_| true)
-    })
-    .await
-    .unwrap();
-    let records: Vec<DlqRecord> = dlq.iter().map(|b| DlqRecord::decode(b).unwrap()).collect();
+    let dlq = read_to_end(bootstrap, "clues.dlq", 1).await;
+    let records: Vec<DlqRecord> = dlq
+        .iter()
+        .map(|(_, b)| DlqRecord::decode(b).unwrap())
+        .collect();
     let mut refused: std::collections::HashSet<(i32, i64)> = Default::default();
     for r in records.iter().filter(|r| r.stage != "enrich-dedupe") {
         assert_eq!(r.stage, "enrich");
@@ -258,21 +138,10 @@ async fn verify(bootstrap: &str, w: &Workload) {
     assert!(records.iter().any(|r| r.reason == DlqReason::Undecodable));
     assert!(records.iter().any(|r| r.reason == DlqReason::KeyMismatch));
     // The changelog holds a state for every clue that exists.
-    let b = bootstrap.to_owned();
-    let states = tokio::task::spawn_blocking(move || {
-        read_all(
-            &b,
-            "clues.state",
-            PARTITIONS,
-            Duration::from_secs(5),
-            |_| true,
-        )
-    })
-    .await
-    .unwrap();
+    let states = read_to_end(bootstrap, "clues.state", PARTITIONS).await;
     let clues: std::collections::HashSet<_> = states
         .iter()
-        .map(|b| serde_json::from_slice::<StateRecord>(b).unwrap().clue_id)
+        .map(|(_, b)| serde_json::from_slice::<StateRecord>(b).unwrap().clue_id)
         .collect();
     let expected_clues: std::collections::HashSet<_> = expected.keys().map(|k| k.0).collect();
     assert_eq!(clues, expected_clues);
@@ -280,11 +149,9 @@ async fn verify(bootstrap: &str, w: &Workload) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_restarted_mid_stream_every_fact_exactly_once() {
-    let mock = cluster();
-    let bootstrap = mock.bootstrap_servers();
+    let (mock, bootstrap, producer) = kafka();
     let p = processor();
     let w = workload(&p, PARTITIONS as usize, 150, 11);
-    let producer = producer(&bootstrap);
     let cfg = config(&bootstrap, 40);
     let longest = w.partitions.iter().map(Vec::len).max().unwrap();
     let third = longest / 3 + 1;
@@ -293,25 +160,18 @@ async fn killed_and_restarted_mid_stream_every_fact_exactly_once() {
     // no shutdown, no final commit) as soon as their first new facts appear.
     for k in 0..2 {
         produce(&producer, "clues.commands", &w, k * third..(k + 1) * third).await;
-        let b = bootstrap.clone();
-        let before = tokio::task::spawn_blocking(move || events_so_far(&b))
-            .await
-            .unwrap();
-        let mut r = start(&cfg);
+        let before = events_now(&bootstrap).await;
+        let mut r = Running::start(&cfg);
         wait_for_events(&mut r, &bootstrap, before + 1, Duration::from_secs(60)).await;
         r.kill().await;
     }
     produce(&producer, "clues.commands", &w, 2 * third..usize::MAX).await;
-    let r = start(&cfg);
+    let r = Running::start(&cfg);
     verify(&bootstrap, &w).await;
     // The last run had work left: the kills were mid-stream.
     assert!(r.metrics.events.get() > 0);
     // Every clue got its verdict: none is left waiting.
-    let m = r.metrics.clone();
-    wait_until("no report pending", Duration::from_secs(10), || {
-        m.pending_clues.get() == 0
-    })
-    .await;
+    r.until_no_report_pending(Duration::from_secs(10)).await;
     r.stop().await;
     drop(mock);
 }
@@ -346,11 +206,9 @@ async fn wait_for_ownership(rs: &[(&Running, usize)], timeout: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processors_while_partitions_move_every_fact_exactly_once() {
-    let mock = cluster();
-    let bootstrap = mock.bootstrap_servers();
+    let (mock, bootstrap, producer) = kafka();
     let p = processor();
     let w = workload(&p, PARTITIONS as usize, 150, 23);
-    let producer = producer(&bootstrap);
     let cfg = config(&bootstrap, 25);
     let longest = w.partitions.iter().map(Vec::len).max().unwrap();
     let step = longest / 5 + 1;
@@ -358,21 +216,28 @@ async fn two_processors_while_partitions_move_every_fact_exactly_once() {
     let all = PARTITIONS as usize;
 
     produce(&producer, "clues.commands", &w, 0..step).await;
-    let mut a = start(&cfg);
+    let mut a = Running::start(&cfg);
     wait_for_events(&mut a, &bootstrap, 1, Duration::from_secs(30)).await;
     // A second processor joins while commands keep coming: the partitions are split.
-    let b = start(&cfg);
+    let b = Running::start(&cfg);
     produce(&producer, "clues.commands", &w, step..2 * step).await;
     wait_for_ownership(&[(&a, half), (&b, half)], Duration::from_secs(60)).await;
+    let a_facts = a.metrics.events.get();
     produce(&producer, "clues.commands", &w, 2 * step..3 * step).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // The first one leaves cleanly: its partitions move to the second.
+    // The first one leaves cleanly once it has worked on these commands too (they reach every
+    // partition, its own among them): its partitions move to the second mid-stream.
+    wait_until(
+        "the first processor handles the new commands",
+        Duration::from_secs(60),
+        || a.metrics.events.get() > a_facts,
+    )
+    .await;
     a.stop().await;
     wait_for_ownership(&[(&b, all)], Duration::from_secs(60)).await;
     produce(&producer, "clues.commands", &w, 3 * step..4 * step).await;
     // A third joins (the partitions are split again) and the second is killed mid-stream:
     // the third takes everything over once the group gives up on the second.
-    let c = start(&cfg);
+    let c = Running::start(&cfg);
     produce(&producer, "clues.commands", &w, 4 * step..usize::MAX).await;
     wait_for_ownership(&[(&b, half), (&c, half)], Duration::from_secs(60)).await;
     b.kill().await;
@@ -384,11 +249,9 @@ async fn two_processors_while_partitions_move_every_fact_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_mid_stream_loses_and_doubles_nothing() {
-    let mock = cluster();
-    let bootstrap = mock.bootstrap_servers();
+    let (mock, bootstrap, producer) = kafka();
     let p = processor();
     let w = workload(&p, PARTITIONS as usize, 100, 31);
-    let producer = producer(&bootstrap);
     produce(&producer, "clues.commands", &w, 0..usize::MAX).await;
     // A poison record in the dedupe stage's input: it goes to the DLQ, the partition flows on.
     producer
@@ -402,27 +265,22 @@ async fn a_broker_outage_mid_stream_loses_and_doubles_nothing() {
         .await
         .map_err(|(e, _)| e)
         .unwrap();
-    let mut r = start(&config(&bootstrap, 30));
+    let mut r = Running::start(&config(&bootstrap, 30));
     wait_for_events(&mut r, &bootstrap, w.len() / 6, Duration::from_secs(60)).await;
     // The only broker goes away for two seconds: the processor keeps running and resumes.
     mock.broker_down(1).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        !r.task.is_finished(),
+        !r.processor.is_finished(),
         "the processor gave up during the outage"
     );
     mock.broker_up(1).unwrap();
     verify(&bootstrap, &w).await;
-    assert!(!r.task.is_finished());
-    let b = bootstrap.clone();
-    let dlq = tokio::task::spawn_blocking(move || {
-        read_all(&b, "clues.dlq", 1, Duration::from_secs(5), |_| true)
-    })
-    .await
-    .unwrap();
+    assert!(!r.processor.is_finished());
+    let dlq = read_to_end(&bootstrap, "clues.dlq", 1).await;
     let poison: Vec<DlqRecord> = dlq
         .iter()
-        .map(|b| DlqRecord::decode(b).unwrap())
+        .map(|(_, b)| DlqRecord::decode(b).unwrap())
         .filter(|d| d.stage == "enrich-dedupe")
         .collect();
     assert!(!poison.is_empty());
@@ -435,16 +293,11 @@ async fn a_broker_outage_mid_stream_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_dedupe_topic_is_refused_at_start() {
-    let mock = MockCluster::new(1).unwrap();
-    for (topic, partitions) in [
-        ("clues.commands", PARTITIONS),
-        ("clues.events", PARTITIONS),
-        ("clues.state", PARTITIONS),
-        ("clues.outcomes", PARTITIONS),
-        ("clues.dlq", 1),
-    ] {
-        mock.create_topic(topic, partitions, 1).unwrap();
-    }
+    let all_but_dedupe: Vec<(&str, i32)> = TOPICS
+        .into_iter()
+        .filter(|(topic, _)| *topic != "clues.dedupe")
+        .collect();
+    let mock = cluster_with(&all_but_dedupe);
     let runner = Runner::new(
         config(&mock.bootstrap_servers(), 10),
         processor(),
@@ -459,19 +312,9 @@ async fn a_missing_dedupe_topic_is_refused_at_start() {
     drop(mock);
 }
 
-/// Waits until `done` holds, or fails after `timeout`.
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} after {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_wait_for_the_dedupe_stage_and_the_gauge_shows_them() {
-    let mock = cluster();
-    let bootstrap = mock.bootstrap_servers();
+    let (mock, bootstrap, producer) = kafka();
     let p = processor();
     let cfg = config(&bootstrap, 50);
     let mut rng = Rng::new(77);
@@ -489,7 +332,7 @@ async fn reports_wait_for_the_dedupe_stage_and_the_gauge_shows_them() {
         );
         w.partitions[i % PARTITIONS as usize].push((clue.to_string(), cmd.encode()));
     }
-    produce(&producer(&bootstrap), "clues.commands", &w, 0..usize::MAX).await;
+    produce(&producer, "clues.commands", &w, 0..usize::MAX).await;
 
     // Only the processor: the reports are placed and held, nothing is visible yet.
     let metrics = EnrichMetrics::new();
@@ -500,10 +343,7 @@ async fn reports_wait_for_the_dedupe_stage_and_the_gauge_shows_them() {
         m.pending_clues.get() == reports as i64
     })
     .await;
-    let b = bootstrap.clone();
-    let events = tokio::task::spawn_blocking(move || events_so_far(&b))
-        .await
-        .unwrap();
+    let events = events_now(&bootstrap).await;
     assert_eq!(events, 0);
 
     // The dedupe stage starts: every report appears, and none waits any more.
@@ -514,10 +354,7 @@ async fn reports_wait_for_the_dedupe_stage_and_the_gauge_shows_them() {
         m.pending_clues.get() == 0
     })
     .await;
-    let b = bootstrap.clone();
-    let events = tokio::task::spawn_blocking(move || events_so_far(&b))
-        .await
-        .unwrap();
+    let events = events_now(&bootstrap).await;
     assert_eq!(events, reports);
     assert_eq!(
         metrics.verdicts.with_label_values(&["case"]).get()
@@ -551,26 +388,16 @@ async fn send_command(
 
 /// The overdue facts on `clues.events`, once `want` clues have one.
 async fn overdue_facts(bootstrap: &str, want: usize) -> Vec<EventEnvelope> {
-    let b = bootstrap.to_owned();
-    let got = tokio::task::spawn_blocking(move || {
-        read_all(
-            &b,
-            "clues.events",
-            PARTITIONS,
-            Duration::from_secs(60),
-            |got| {
-                let clues: std::collections::HashSet<_> = got
-                    .iter()
-                    .filter_map(|b| EventEnvelope::decode(b).ok())
-                    .filter(|e| matches!(e.fact, Fact::Overdue { .. }))
-                    .map(|e| e.clue_id)
-                    .collect();
-                clues.len() >= want
-            },
-        )
+    let got = events_until(bootstrap, move |got| {
+        let clues: std::collections::HashSet<_> = got
+            .iter()
+            .filter_map(|b| EventEnvelope::decode(b).ok())
+            .filter(|e| matches!(e.fact, Fact::Overdue { .. }))
+            .map(|e| e.clue_id)
+            .collect();
+        clues.len() >= want
     })
-    .await
-    .unwrap();
+    .await;
     got.iter()
         .filter_map(|b| EventEnvelope::decode(b).ok())
         .filter(|e| matches!(e.fact, Fact::Overdue { .. }))
@@ -585,11 +412,9 @@ async fn overdue_facts(bootstrap: &str, want: usize) -> Vec<EventEnvelope> {
 /// Copies re-sent from the outbox carry the same identity and content.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overdue_is_emitted_once_per_deadline_across_a_restart() {
-    let mock = cluster();
-    let bootstrap = mock.bootstrap_servers();
+    let (mock, bootstrap, producer) = kafka();
     let p = processor();
     let limit = p.catalog.get("garbage_pile").unwrap().deadline;
-    let producer = producer(&bootstrap);
     let accepted_at = |n: u128, rng: u64, at: u64| {
         let clue = gridclue_core::ClueId(uuid::Uuid::from_u128(n));
         let (lat, lon) = inside_point(&p, &mut Rng::new(rng));
@@ -615,7 +440,7 @@ async fn overdue_is_emitted_once_per_deadline_across_a_restart() {
         overdue_grace_ms: now - b_deadline + 600_000,
         ..config(&bootstrap, 100)
     };
-    let r = start(&first_cfg);
+    let r = Running::start(&first_cfg);
     for cmd in a.iter().chain(&b) {
         send_command(&producer, 0, cmd).await;
     }
@@ -635,7 +460,7 @@ async fn overdue_is_emitted_once_per_deadline_across_a_restart() {
     assert_eq!(r.metrics.overdue.get(), 1);
     r.kill().await;
 
-    let r = start(&EnrichConfig {
+    let r = Running::start(&EnrichConfig {
         overdue_grace_ms: 0,
         ..first_cfg
     });

@@ -6,72 +6,16 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use gridclue_core::kafka::KafkaSettings;
-use gridclue_core::service::Readiness;
 use gridclue_core::wire::EventEnvelope;
-use gridclue_enrich::dedupe_runner::DedupeRunner;
 use gridclue_enrich::log_reset::{self, CommitNote, RebaseOutcome, ResetKind, Resume};
-use gridclue_enrich::metrics::EnrichMetrics;
-use gridclue_enrich::runner::{Runner, StateRecord};
+use gridclue_enrich::runner::StateRecord;
 use gridclue_enrich::EnrichConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
-struct Running {
-    processor: JoinHandle<anyhow::Result<()>>,
-    dedupe: JoinHandle<anyhow::Result<()>>,
-    stop: watch::Sender<bool>,
-    metrics: EnrichMetrics,
-    readiness: Readiness,
-}
-
-impl Running {
-    fn start(cfg: &EnrichConfig) -> Self {
-        if std::env::var_os("RUST_LOG").is_some() {
-            gridclue_core::telemetry::init_tracing("enrich-test");
-        }
-        let metrics = EnrichMetrics::new();
-        let readiness = Readiness::default();
-        let p = processor();
-        let dedupe = DedupeRunner::new(cfg.clone(), p.dedupe, metrics.clone())
-            .with_readiness(readiness.clone());
-        let runner = Runner::new(cfg.clone(), p, metrics.clone()).with_readiness(readiness.clone());
-        let (stop, rx) = watch::channel(false);
-        Self {
-            processor: tokio::spawn(runner.run(rx.clone())),
-            dedupe: tokio::spawn(dedupe.run(rx)),
-            stop,
-            metrics,
-            readiness,
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.send(true).unwrap();
-        self.processor.await.unwrap().unwrap();
-        self.dedupe.await.unwrap().unwrap();
-    }
-
-    fn log_reset(&self, topic: &str, partition: i32) -> i64 {
-        self.metrics
-            .log_reset_detected
-            .with_label_values(&[topic, &partition.to_string()])
-            .get()
-    }
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} after {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn client(bootstrap: &str) -> BaseConsumer {
     ClientConfig::new()
@@ -138,21 +82,9 @@ fn clues_of(w: &Workload, partition: usize) -> HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_positions_are_refused_until_rebased_and_then_every_fact_appears_once() {
-    let mock = cluster();
-    let bootstrap = mock.bootstrap_servers();
+    let (mock, bootstrap, producer) = kafka();
     let p = processor();
-    let cfg = EnrichConfig {
-        kafka_brokers: bootstrap.clone(),
-        kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
-        data_dir: data_dir(),
-        batch_max: 40,
-        restore_timeout_ms: 20_000,
-        // The workloads' deadlines (2025) have all passed: overdue facts, emitted when the
-        // processor's clock says so, are no part of the reference run's facts.
-        overdue_grace_ms: u64::MAX,
-        ..EnrichConfig::default()
-    };
-    let producer = producer(&bootstrap);
+    let cfg = config(&bootstrap, 40);
 
     // A first workload, processed completely.
     let first = workload(&p, PARTITIONS as usize, 40, 5);
@@ -213,22 +145,18 @@ async fn reset_positions_are_refused_until_rebased_and_then_every_fact_appears_o
             && rr.log_reset("clues.dedupe", 0) == 1
     })
     .await;
-    let b = bootstrap.clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let b = b.clone();
-        let n = tokio::task::spawn_blocking(move || events(&b).len())
-            .await
-            .unwrap();
-        if n > before {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the other partitions did not flow"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for(
+        "new facts from the partitions not held",
+        Duration::from_secs(60),
+        || {
+            let b = bootstrap.clone();
+            async move {
+                let facts = tokio::task::spawn_blocking(move || events(&b).len());
+                facts.await.unwrap() > before
+            }
+        },
+    )
+    .await;
     assert_eq!(r.log_reset("clues.commands", 0), 0);
     assert_eq!(r.log_reset("clues.commands", 3), 0);
     let blockers = r.readiness.blockers().join("\n");
@@ -326,11 +254,7 @@ async fn reset_positions_are_refused_until_rebased_and_then_every_fact_appears_o
     let r = Running::start(&cfg);
     verify_exactly_once(&bootstrap, &p, &joined(&first, &second)).await;
     assert!(r.readiness.blockers().is_empty());
-    let m = r.metrics.clone();
-    wait_until("no report pending", Duration::from_secs(30), || {
-        m.pending_clues.get() == 0
-    })
-    .await;
+    r.until_no_report_pending(Duration::from_secs(30)).await;
     r.stop().await;
     drop(mock);
 }
@@ -342,59 +266,8 @@ async fn verify_exactly_once(
     p: &gridclue_enrich::processor::Processor,
     w: &Workload,
 ) {
-    let b = bootstrap.to_owned();
-    let expected_reports = w
-        .partitions
-        .iter()
-        .flatten()
-        .filter_map(|(k, payload)| {
-            let cmd = gridclue_core::wire::CommandEnvelope::decode(payload).ok()?;
-            let ctx = gridclue_enrich::processor::DecideCtx {
-                now_ms: 0,
-                offset: 0,
-                partition: 0,
-            };
-            (cmd.clue_id.to_string() == *k && !p.decide(None, &cmd, &ctx).forwards.is_empty())
-                .then_some(cmd.clue_id)
-        })
-        .collect::<HashSet<_>>()
-        .len();
-    let log = tokio::task::spawn_blocking(move || {
-        read_partitioned(
-            &b,
-            "clues.dedupe",
-            DEDUPE_PARTITIONS,
-            Duration::from_secs(60),
-            |got| {
-                let placed: HashSet<_> = got
-                    .iter()
-                    .filter_map(|(_, b)| gridclue_enrich::dedupe::DedupeRecord::decode(b).ok())
-                    .filter(|r| {
-                        matches!(r.kind, gridclue_enrich::dedupe::DedupeKind::Placed { .. })
-                    })
-                    .map(|r| r.clue_id)
-                    .collect();
-                placed.len() >= expected_reports
-            },
-        )
-    })
-    .await
-    .unwrap();
-    let verdicts = verdicts_of(p, &log);
-    let (expected, _) = simulate(p, w, &verdicts);
-    let n = expected.len();
-    let b = bootstrap.to_owned();
-    let got = tokio::task::spawn_blocking(move || {
-        read_all(
-            &b,
-            "clues.events",
-            PARTITIONS,
-            Duration::from_secs(60),
-            all_facts_seen(n),
-        )
-    })
-    .await
-    .unwrap();
+    let (expected, _) = reference(bootstrap, p, w).await;
+    let got = facts_on_events(bootstrap, expected.len()).await;
     let copies = check_exactly_once(&expected, &got);
     assert_eq!(copies, 0, "facts written twice");
 }
@@ -406,51 +279,19 @@ async fn verify_exactly_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_commands_log_under_a_surviving_state_is_refused_then_applied_once() {
     let p = processor();
-    let old = cluster();
+    let (old, old_bootstrap, old_producer) = kafka();
     let first = workload(&p, PARTITIONS as usize, 30, 9);
-    produce(
-        &producer(&old.bootstrap_servers()),
-        "clues.commands",
-        &first,
-        0..usize::MAX,
-    )
-    .await;
-    let cfg = EnrichConfig {
-        kafka_brokers: old.bootstrap_servers(),
-        kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
-        data_dir: data_dir(),
-        batch_max: 40,
-        restore_timeout_ms: 20_000,
-        // The workloads' deadlines (2025) have all passed: overdue facts, emitted when the
-        // processor's clock says so, are no part of the reference run's facts.
-        overdue_grace_ms: u64::MAX,
-        ..EnrichConfig::default()
-    };
+    produce(&old_producer, "clues.commands", &first, 0..usize::MAX).await;
+    let cfg = config(&old_bootstrap, 40);
     let r = Running::start(&cfg);
-    verify_exactly_once(&old.bootstrap_servers(), &p, &first).await;
-    let m = r.metrics.clone();
-    wait_until("no report pending", Duration::from_secs(30), || {
-        m.pending_clues.get() == 0
-    })
-    .await;
+    verify_exactly_once(&old_bootstrap, &p, &first).await;
+    r.until_no_report_pending(Duration::from_secs(30)).await;
     r.stop().await;
 
     // The new cluster gets the changelog as it was (same partitions, same order), and an empty
     // commands log.
-    let new = cluster();
-    let (ob, nb) = (old.bootstrap_servers(), new.bootstrap_servers());
-    let states = tokio::task::spawn_blocking(move || {
-        read_partitioned(
-            &ob,
-            "clues.state",
-            PARTITIONS,
-            Duration::from_secs(30),
-            |_| true,
-        )
-    })
-    .await
-    .unwrap();
-    let to_new = producer(&nb);
+    let (new, nb, to_new) = kafka();
+    let states = read_to_end(&old_bootstrap, "clues.state", PARTITIONS).await;
     let mut latest: std::collections::HashMap<gridclue_core::ClueId, (i32, StateRecord)> =
         Default::default();
     for (partition, bytes) in &states {
@@ -563,18 +404,7 @@ async fn a_restarted_commands_log_under_a_surviving_state_is_refused_then_applie
     assert_eq!(rebased, held_partitions);
 
     let r = Running::start(&cfg);
-    let b = nb.clone();
-    let got = tokio::task::spawn_blocking(move || {
-        read_all(
-            &b,
-            "clues.events",
-            PARTITIONS,
-            Duration::from_secs(60),
-            |got| got.len() >= wanted,
-        )
-    })
-    .await
-    .unwrap();
+    let got = events_until(&nb, move |got| got.len() >= wanted).await;
     let facts: Vec<EventEnvelope> = got
         .iter()
         .map(|b| EventEnvelope::decode(b).unwrap())

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use gridclue_core::tokens::TokenKind;
@@ -13,14 +13,17 @@ use gridclue_core::wire::{EventEnvelope, Fact};
 use gridclue_core::ClueId;
 use gridclue_district::{generate, save_geojson, GenerateParams};
 use gridclue_enrich::EnrichConfig;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::FutureRecord;
-/// GET `url` and read the body as text.
-async fn get_text(http: &reqwest::Client, url: String) -> String {
-    http.get(url).send().await.unwrap().text().await.unwrap()
-}
-
-fn map_info(metrics: &str) -> Vec<String> {
+use rdkafka::producer::{FutureProducer, FutureRecord};
+/// The `gridclue_enrich_map_info` lines of the service's `/metrics`.
+async fn map_info(http: &reqwest::Client, base: &str) -> Vec<String> {
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     metrics
         .lines()
         .filter(|l| l.starts_with("gridclue_enrich_map_info{"))
@@ -28,14 +31,23 @@ fn map_info(metrics: &str) -> Vec<String> {
         .collect()
 }
 
+/// `POST /admin/reload-map`, with `token` as the bearer token when given.
+async fn reload_map(http: &reqwest::Client, base: &str, token: Option<&str>) -> reqwest::Response {
+    let mut request = http.post(format!("{base}/admin/reload-map"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
 async fn report_and_read_version(
+    producer: &FutureProducer,
     bootstrap: &str,
     clue: ClueId,
     at: u64,
     lat: f64,
     lon: f64,
 ) -> String {
-    let producer = producer(bootstrap);
     let cmd = envelope(clue, report("garbage_pile", lat, lon), at);
     producer
         .send(
@@ -47,16 +59,12 @@ async fn report_and_read_version(
         .await
         .map_err(|(e, _)| e)
         .unwrap();
-    let b = bootstrap.to_owned();
-    let events = tokio::task::spawn_blocking(move || {
-        read_all(&b, "clues.events", 2, Duration::from_secs(30), |got| {
-            got.iter()
-                .filter_map(|x| EventEnvelope::decode(x).ok())
-                .any(|e| e.clue_id == clue)
-        })
+    let events = events_until(bootstrap, move |got| {
+        got.iter()
+            .filter_map(|x| EventEnvelope::decode(x).ok())
+            .any(|e| e.clue_id == clue)
     })
-    .await
-    .unwrap();
+    .await;
     let e = events
         .iter()
         .filter_map(|x| EventEnvelope::decode(x).ok())
@@ -70,18 +78,7 @@ async fn report_and_read_version(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_map_reloads_without_a_restart() {
-    let mock = MockCluster::new(1).unwrap();
-    for (t, p) in [
-        ("clues.commands", 2),
-        ("clues.events", 2),
-        ("clues.state", 2),
-        ("clues.dedupe", 2),
-        ("clues.outcomes", 2),
-        ("clues.dlq", 1),
-    ] {
-        mock.create_topic(t, p, 1).unwrap();
-    }
-    let bootstrap = mock.bootstrap_servers();
+    let (mock, bootstrap, producer) = kafka();
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path();
     std::fs::create_dir_all(dir.join("district")).unwrap();
@@ -114,27 +111,29 @@ async fn the_map_reloads_without_a_restart() {
         rx.await.ok();
     }));
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map_or(true, |r| !r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("ready", Duration::from_secs(20), || async {
+        let ready = http.get(format!("{base}/readyz")).send().await;
+        ready.is_ok_and(|r| r.status().is_success())
+    })
+    .await;
     let p = processor();
     let old_version = p.index.map_version().to_owned();
-    let metrics = get_text(&http, format!("{base}/metrics")).await;
     assert_eq!(
-        map_info(&metrics),
+        map_info(&http, &base).await,
         vec![format!(
             "gridclue_enrich_map_info{{version=\"{old_version}\"}} 1"
         )]
     );
     let (lat, lon) = inside_point(&p, &mut Rng::new(1));
-    let v = report_and_read_version(&bootstrap, ClueId::new_random(), MONDAY_9AM, lat, lon).await;
+    let v = report_and_read_version(
+        &producer,
+        &bootstrap,
+        ClueId::new_random(),
+        MONDAY_9AM,
+        lat,
+        lon,
+    )
+    .await;
     assert_eq!(v, old_version);
 
     // A new map (generated around the same centre) replaces the file; reload it.
@@ -147,42 +146,27 @@ async fn the_map_reloads_without_a_restart() {
     .unwrap();
     new_map.map_version = "test-map-2".into();
     save_geojson(&new_map, dir.join("district/grids.geojson")).unwrap();
-    let r = http
-        .post(format!("{base}/admin/reload-map"))
-        .send()
-        .await
-        .unwrap();
+    let r = reload_map(&http, &base, None).await;
     assert_eq!(r.status(), 401, "no token");
-    let r = http
-        .post(format!("{base}/admin/reload-map"))
-        .bearer_auth(&street)
-        .send()
-        .await
-        .unwrap();
+    let r = reload_map(&http, &base, Some(&street)).await;
     assert_eq!(r.status(), 403, "a street token");
-    let metrics = get_text(&http, format!("{base}/metrics")).await;
     assert_eq!(
-        map_info(&metrics),
+        map_info(&http, &base).await,
         vec![format!(
             "gridclue_enrich_map_info{{version=\"{old_version}\"}} 1"
         )],
         "a refused request reloads nothing"
     );
-    let r = http
-        .post(format!("{base}/admin/reload-map"))
-        .bearer_auth(&district)
-        .send()
-        .await
-        .unwrap();
+    let r = reload_map(&http, &base, Some(&district)).await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["map_version"], "test-map-2");
-    let metrics = get_text(&http, format!("{base}/metrics")).await;
     assert_eq!(
-        map_info(&metrics),
+        map_info(&http, &base).await,
         vec!["gridclue_enrich_map_info{version=\"test-map-2\"} 1".to_owned()]
     );
     let v = report_and_read_version(
+        &producer,
         &bootstrap,
         ClueId::new_random(),
         MONDAY_9AM + 1,
@@ -198,18 +182,12 @@ async fn the_map_reloads_without_a_restart() {
         b"{\"type\":\"FeatureCollection\"",
     )
     .unwrap();
-    let r = http
-        .post(format!("{base}/admin/reload-map"))
-        .bearer_auth(&district)
-        .send()
-        .await
-        .unwrap();
+    let r = reload_map(&http, &base, Some(&district)).await;
     assert_eq!(r.status(), 422);
     let problem: serde_json::Value = r.json().await.unwrap();
     assert_eq!(problem["type"], "map_reload_failed");
-    let metrics = get_text(&http, format!("{base}/metrics")).await;
     assert_eq!(
-        map_info(&metrics),
+        map_info(&http, &base).await,
         vec!["gridclue_enrich_map_info{version=\"test-map-2\"} 1".to_owned()]
     );
 

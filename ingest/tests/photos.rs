@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::images::{contains, jpeg, png};
+use common::images::{contains, exif_segment, gps_chunks, jpeg, png};
 use common::*;
 use gridclue_ingest::IngestConfig;
 use serde_json::Value;
@@ -47,14 +47,14 @@ async fn photos_are_stripped_stored_once_by_content_and_read_back_by_their_uploa
     let server = Server::start(config(&env)).await;
     let http = reqwest::Client::new();
 
-    let with_gps = jpeg(true, 3);
+    let with_gps = jpeg(&[exif_segment()], 3);
     assert!(contains(&with_gps, b"Exif") && contains(&with_gps, b"GPS"));
     let r = upload(&http, &server, Some(&env.reporter), "image/jpeg", with_gps).await;
     assert_eq!(r.status(), 201);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     let first: Value = r.json().await.unwrap();
     // The id is the SHA-256 of the picture without its metadata.
-    let clean = jpeg(false, 3);
+    let clean = jpeg(&[], 3);
     assert_eq!(first["photo"], sha256_ref(&clean));
     assert_eq!(first["bytes"], clean.len());
     assert_eq!(first["content_type"], "image/jpeg");
@@ -79,7 +79,7 @@ async fn photos_are_stripped_stored_once_by_content_and_read_back_by_their_uploa
         &server,
         Some(&env.reporter),
         "image/jpeg",
-        jpeg(true, 4),
+        jpeg(&[exif_segment()], 4),
     )
     .await;
     assert_eq!(r.status(), 201);
@@ -119,12 +119,12 @@ async fn photos_are_stripped_stored_once_by_content_and_read_back_by_their_uploa
         &server,
         Some(&env.department),
         "image/png",
-        png(true),
+        png(&gps_chunks()),
     )
     .await;
     assert_eq!(r.status(), 201, "a department uploads its 处置后 photo");
     let p: Value = r.json().await.unwrap();
-    assert_eq!(p["photo"], sha256_ref(&png(false)));
+    assert_eq!(p["photo"], sha256_ref(&png(&[])));
     assert_eq!(p["content_type"], "image/png");
     let r = http
         .get(format!(
@@ -138,7 +138,7 @@ async fn photos_are_stripped_stored_once_by_content_and_read_back_by_their_uploa
         .unwrap();
     assert_eq!(r.headers()["content-type"], "image/png");
     let body = r.bytes().await.unwrap();
-    assert_eq!(&body[..], &png(false)[..]);
+    assert_eq!(&body[..], &png(&[])[..]);
     assert!(!contains(&body, b"eXIf") && !contains(&body, b"tEXt"));
 
     // Stored once: one image object per picture.
@@ -157,7 +157,7 @@ async fn bad_uploads_are_refused_with_problem_details() {
     let env = Env::with_staff("photos-bad");
     let server = Server::start(config(&env)).await;
     let http = reqwest::Client::new();
-    let good = jpeg(false, 1);
+    let good = jpeg(&[], 1);
     let mut too_large = good.clone();
     too_large.truncate(too_large.len() - 2);
     too_large.resize(5000, 0);

@@ -673,7 +673,7 @@ async fn open311_client_round_trip() {
 /// a photo no clue refers to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn photos_are_read_in_the_scope_of_their_clues() {
-    use common::images::{jpeg, png};
+    use common::images::{exif_segment, gps_chunks, jpeg, png};
     let ch = clickhouse().await;
     let db = database(&ch).await;
     let env = Env::with_staff("photo-scope");
@@ -695,9 +695,14 @@ async fn photos_are_read_in_the_scope_of_their_clues() {
             v["photo"].as_str().unwrap().to_owned()
         }
     };
-    let before = upload(env.reporter.clone(), "image/jpeg", jpeg(true, 7)).await;
-    let after = upload(env.department.clone(), "image/png", png(true)).await;
-    let loose = upload(env.other_reporter.clone(), "image/jpeg", jpeg(false, 9)).await;
+    let before = upload(
+        env.reporter.clone(),
+        "image/jpeg",
+        jpeg(&[exif_segment()], 7),
+    )
+    .await;
+    let after = upload(env.department.clone(), "image/png", png(&gps_chunks())).await;
+    let loose = upload(env.other_reporter.clone(), "image/jpeg", jpeg(&[], 9)).await;
 
     let clue = ClueId::new_random();
     let at = gridclue_core::wire::now_ms() - 3_600_000;

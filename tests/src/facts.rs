@@ -3,14 +3,16 @@
 //! `rows::event_row`, the rows inserted with the sink's insert functions. Tests of the read side
 //! build hand-chosen histories with it (fact times, deadlines, ratings…) without a broker.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use gridclue_core::category::Urgency;
+use gridclue_core::tokens::TokenRecord;
 use gridclue_core::wire::{
     Actor, Channel, EventEnvelope, Fact, Placement, Reported, SCHEMA_VERSION,
 };
 use gridclue_core::{CategoryCode, ClueId, CommandId, GeoPoint, GridCode, ReporterGroup, Status};
+use gridclue_district::District;
 use gridclue_sink::rows::{apply, event_row, ClueRow, EventRow, Source};
 use gridclue_sink::store::{insert_clues, insert_events, insert_query_id, InsertTimeouts};
 
@@ -46,6 +48,75 @@ pub struct ReportSpec {
     pub reporter_group: Option<ReporterGroup>,
     /// Set for a report the dedupe stage found to repeat an open case.
     pub duplicate_of: Option<ClueId>,
+}
+
+impl ReportSpec {
+    /// A report of `category` in `grid`, routed to `department`, by a rider of no group.
+    pub fn new(grid: GridCode, category: &str, department: &str) -> Self {
+        Self {
+            grid,
+            category: category.into(),
+            department: department.into(),
+            reporter_id: "tok_rider".into(),
+            reporter_group: None,
+            duplicate_of: None,
+        }
+    }
+
+    /// The same report made by `reporter` (its id and group).
+    pub fn by(self, reporter: &TokenRecord) -> Self {
+        Self {
+            reporter_id: reporter.id.clone(),
+            reporter_group: reporter.group,
+            ..self
+        }
+    }
+
+    /// The same report, found by the dedupe stage to repeat the open case `case`.
+    pub fn repeating(self, case: ClueId) -> Self {
+        Self {
+            duplicate_of: Some(case),
+            ..self
+        }
+    }
+}
+
+/// The shipped district map, parsed once per test binary.
+fn shipped_map() -> &'static District {
+    static MAP: OnceLock<District> = OnceLock::new();
+    MAP.get_or_init(|| {
+        gridclue_district::load_geojson(crate::data_dir().join("district/grids.geojson"))
+            .expect("the shipped map loads")
+    })
+}
+
+/// The grids of `street` on the shipped map, in code order.
+pub fn grids_of(street: &str) -> Vec<GridCode> {
+    shipped_map()
+        .grids
+        .iter()
+        .filter(|g| g.street_code.as_str() == street)
+        .map(|g| g.grid_code)
+        .collect()
+}
+
+/// The first grid of `street` on the shipped map.
+pub fn first_grid(street: &str) -> GridCode {
+    *grids_of(street)
+        .first()
+        .unwrap_or_else(|| panic!("street {street} has no grid on the shipped map"))
+}
+
+/// The reports of the read-side fixtures' streets A, B and C, each on its street's first grid:
+/// garbage piles in A (routed to greening_city_appearance), manhole covers in B (water_affairs)
+/// and street vending in C (urban_management).
+pub fn street_reports(streets: &[String; 3]) -> [ReportSpec; 3] {
+    let [a, b, c] = streets;
+    [
+        ReportSpec::new(first_grid(a), "garbage_pile", "greening_city_appearance"),
+        ReportSpec::new(first_grid(b), "manhole_cover", "water_affairs"),
+        ReportSpec::new(first_grid(c), "street_vending", "urban_management"),
+    ]
 }
 
 impl History {
@@ -200,6 +271,12 @@ impl History {
             },
             status,
         )
+    }
+
+    /// The deadline `deadline_ms` passed with the clue still open (the status stays).
+    pub fn overdue(self, deadline_ms: u64) -> Self {
+        let status = self.status();
+        self.then(deadline_ms, Fact::Overdue { deadline_ms }, status)
     }
 
     pub fn supervised(self, at_ms: u64) -> Self {

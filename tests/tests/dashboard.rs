@@ -42,9 +42,10 @@ use gridclue_dashboard_api::live::{month_of, Live, StreamSettings};
 use gridclue_dashboard_api::{AppState, Reference};
 use gridclue_tests::alerts::{alert, write_alerts};
 use gridclue_tests::ch::TestDb;
-use gridclue_tests::facts::{china, write, write_rows, History, ReportSpec};
+use gridclue_tests::facts::{china, first_grid, grids_of, write, write_rows, History, ReportSpec};
 use gridclue_tests::{data_dir, scratch};
 use serde_json::Value;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tower::ServiceExt;
 
 const HOUR: u64 = 3_600_000;
@@ -64,36 +65,6 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-/// The grid codes of a street, in map order.
-fn grids_of(street: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(data_dir().join("district/grids.geojson")).unwrap();
-    let map: Value = serde_json::from_str(&text).unwrap();
-    map["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["properties"]["grid_code"].as_str())
-        .filter(|g| g.starts_with(street))
-        .map(str::to_owned)
-        .collect()
-}
-
-fn spec(grid: &str, category: &str, department: &str, reporter: &TokenRecord) -> ReportSpec {
-    ReportSpec {
-        grid: GridCode::parse(grid).unwrap(),
-        category: category.into(),
-        department: department.into(),
-        reporter_id: reporter.id.clone(),
-        reporter_group: reporter.group,
-        duplicate_of: None,
-    }
-}
-
-fn overdue(h: History, deadline_ms: u64) -> History {
-    let status = h.status();
-    h.then(deadline_ms, Fact::Overdue { deadline_ms }, status)
-}
-
 async fn fixture() -> Fixture {
     fixture_with(StreamSettings::default()).await
 }
@@ -104,14 +75,13 @@ async fn fixture_with(stream: StreamSettings) -> Fixture {
     let reference = Reference::load(&data_dir()).unwrap();
     let streets = [0, 1, 2].map(|i| reference.streets[i].code.clone());
     let a_grids = grids_of(&streets[0]);
-    let g_a1 = a_grids[0].clone();
+    let g_a1 = a_grids[0];
     // A grid of another community of the same street.
-    let g_a2 = a_grids
+    let g_a2 = *a_grids
         .iter()
-        .find(|g| g[..12] != g_a1[..12])
-        .expect("street A has two communities")
-        .clone();
-    let g_b1 = grids_of(&streets[1])[0].clone();
+        .find(|g| g.community_code() != g_a1.community_code())
+        .expect("street A has two communities");
+    let g_b1 = first_grid(&streets[1]);
 
     let dir = scratch("dashboard-tokens");
     let path = dir.path().join("tokens.json");
@@ -161,10 +131,10 @@ async fn fixture_with(stream: StreamSettings) -> Fixture {
         "urban_management",
         "water_affairs",
     );
-    let a1s = spec(&g_a1, "garbage_pile", green, &rider);
-    let a2s = spec(&g_a2, "garbage_pile", green, &rider);
-    let a7s = spec(&g_a1, "manhole_cover", water, &rider);
-    let bs = spec(&g_b1, "manhole_cover", water, &courier);
+    let a1s = ReportSpec::new(g_a1, "garbage_pile", green).by(&rider);
+    let a2s = ReportSpec::new(g_a2, "garbage_pile", green).by(&rider);
+    let a7s = ReportSpec::new(g_a1, "manhole_cover", water).by(&rider);
+    let bs = ReportSpec::new(g_b1, "manhole_cover", water).by(&courier);
     let now = gridclue_core::wire::now_ms();
 
     let mut a1 = History::reported(&a1s, t("2026-11-02 09:00"))
@@ -182,22 +152,17 @@ async fn fixture_with(stream: StreamSettings) -> Fixture {
     h.insert("a1", a1);
     h.insert(
         "a2",
-        overdue(
-            History::reported(&a1s, t("2026-11-02 10:30"))
-                .accepted(t("2026-11-02 11:00"), Some(t("2026-11-03 11:00")))
-                .dispatched(t("2026-11-02 11:30"), urban),
-            t("2026-11-03 11:00"),
-        ),
+        History::reported(&a1s, t("2026-11-02 10:30"))
+            .accepted(t("2026-11-02 11:00"), Some(t("2026-11-03 11:00")))
+            .dispatched(t("2026-11-02 11:30"), urban)
+            .overdue(t("2026-11-03 11:00")),
     );
     h.insert(
         "a3",
         History::reported(&a2s, t("2026-11-03 08:00"))
             .accepted(t("2026-11-03 09:00"), Some(t("2031-01-01 00:00"))),
     );
-    let dup = ReportSpec {
-        duplicate_of: Some(a1_id),
-        ..a2s.clone()
-    };
+    let dup = a2s.clone().repeating(a1_id);
     h.insert("a4", History::reported(&dup, t("2026-11-03 13:00")));
     h.insert(
         "a5",
@@ -231,14 +196,12 @@ async fn fixture_with(stream: StreamSettings) -> Fixture {
     );
     h.insert(
         "b3",
-        overdue(
-            History::reported(&bs, t("2026-11-06 12:00"))
-                .accepted(t("2026-11-06 13:00"), Some(t("2026-11-08 13:00")))
-                .dispatched(t("2026-11-06 14:00"), water)
-                .handled(t("2026-11-07 09:00"))
-                .reworked(t("2026-11-07 10:00")),
-            t("2026-11-08 13:00"),
-        ),
+        History::reported(&bs, t("2026-11-06 12:00"))
+            .accepted(t("2026-11-06 13:00"), Some(t("2026-11-08 13:00")))
+            .dispatched(t("2026-11-06 14:00"), water)
+            .handled(t("2026-11-07 09:00"))
+            .reworked(t("2026-11-07 10:00"))
+            .overdue(t("2026-11-08 13:00")),
     );
     h.insert(
         "y1",
@@ -277,7 +240,7 @@ async fn fixture_with(stream: StreamSettings) -> Fixture {
         reporter,
         reporter_record: rider,
         streets,
-        grids: [g_a1, g_a2, g_b1],
+        grids: [g_a1, g_a2, g_b1].map(|g| g.to_string()),
         ids: h.iter().map(|(k, v)| (*k, v.clue.to_string())).collect(),
         _dir: dir,
     }
@@ -1200,19 +1163,48 @@ impl Events {
     }
 }
 
+impl Fixture {
+    /// Starts the process's one live loop (numbers and alerts); it stops when the guard drops.
+    fn start_live(&self) -> DropGuard {
+        let stop = CancellationToken::new();
+        self.state
+            .start_live_numbers(stop.clone())
+            .expect("loop starts");
+        stop.drop_guard()
+    }
+
+    /// Writes a new alert (`id`, version 1) over three reports of `category` in `grid`, made in
+    /// the three hours before `now`.
+    async fn raise_alert(
+        &self,
+        id: u128,
+        grid: GridCode,
+        (category, department): (&str, &str),
+        now: u64,
+    ) -> AlertFact {
+        let s = ReportSpec::new(grid, category, department).by(&self.reporter_record);
+        let cases: Vec<History> = (0..3)
+            .map(|i| History::reported(&s, now - (3 - i) * HOUR))
+            .collect();
+        let refs: Vec<&History> = cases.iter().collect();
+        let raised = alert(id, 1, AlertState::New, &refs, now);
+        write_alerts(&self.db.client, std::slice::from_ref(&raised)).await;
+        raised
+    }
+}
+
 fn soon(secs: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(secs)
 }
 
 /// A new report now, in street C (a street with no other clue).
 async fn report_now(f: &Fixture) {
-    let grid = grids_of(&f.streets[2])[0].clone();
-    let s = spec(
-        &grid,
+    let s = ReportSpec::new(
+        first_grid(&f.streets[2]),
         "garbage_pile",
         "greening_city_appearance",
-        &f.reporter_record,
-    );
+    )
+    .by(&f.reporter_record);
     let h = History::reported(&s, gridclue_core::wire::now_ms());
     write(&f.db.client, &[h]).await;
 }
@@ -1226,11 +1218,7 @@ fn kpi(v: &Value, name: &str) -> u64 {
 #[tokio::test]
 async fn a_new_fact_changes_the_streamed_numbers_within_a_second() {
     let f = fixture().await;
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let _loop = f
-        .state
-        .start_live_numbers(cancel.clone())
-        .expect("loop starts");
+    let _live = f.start_live();
     let mut district = Events::open(&f, &f.district).await.unwrap();
     let first = district.next(soon(10)).await;
     assert_eq!(first["scope"]["kind"], "district");
@@ -1296,7 +1284,6 @@ async fn a_new_fact_changes_the_streamed_numbers_within_a_second() {
         (Some(1), Some(1))
     );
     assert_eq!(gauges(&f.streets[2]), ["1", "0"]);
-    cancel.cancel();
 }
 
 #[tokio::test]
@@ -1310,13 +1297,11 @@ async fn many_subscribers_share_one_query_loop() {
     })
     .await;
     let m = f.state.metrics.clone();
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let _loop = f
-        .state
-        .start_live_numbers(cancel.clone())
-        .expect("loop starts");
+    let _live = f.start_live();
     assert!(
-        f.state.start_live_numbers(cancel.clone()).is_none(),
+        f.state
+            .start_live_numbers(CancellationToken::new())
+            .is_none(),
         "one loop per process"
     );
 
@@ -1362,7 +1347,6 @@ async fn many_subscribers_share_one_query_loop() {
 
     drop(streams);
     assert_eq!(m.stream_subscribers.get(), 0);
-    cancel.cancel();
 }
 
 /// The alert ids of an `alerts` event, with their versions and states.
@@ -1384,11 +1368,7 @@ fn open_alerts(event: &Value) -> Vec<(String, u64, String)> {
 #[tokio::test]
 async fn a_new_alert_reaches_the_stream_within_a_second_in_its_street_only() {
     let f = fixture().await;
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let _loop = f
-        .state
-        .start_live_numbers(cancel.clone())
-        .expect("loop starts");
+    let _live = f.start_live();
     let mut district = Events::open(&f, &f.district).await.unwrap();
     let mut own = Events::open(&f, &f.street_a).await.unwrap();
     // No alert yet: both streams say so at once.
@@ -1400,20 +1380,10 @@ async fn a_new_alert_reaches_the_stream_within_a_second_in_its_street_only() {
     assert_eq!(open_alerts(&mine), vec![]);
 
     // Three garbage piles in street B's first grid raise an alert there.
-    let b_grid = grids_of(&f.streets[1])[0].clone();
+    let b_grid = first_grid(&f.streets[1]);
     let now = gridclue_core::wire::now_ms();
-    let s = spec(
-        &b_grid,
-        "garbage_pile",
-        "greening_city_appearance",
-        &f.reporter_record,
-    );
-    let cases: Vec<History> = (0..3)
-        .map(|i| History::reported(&s, now - (3 - i) * HOUR))
-        .collect();
-    let refs: Vec<&History> = cases.iter().collect();
-    let in_b = alert(0xB, 1, AlertState::New, &refs, now);
-    write_alerts(&f.db.client, std::slice::from_ref(&in_b)).await;
+    let garbage = ("garbage_pile", "greening_city_appearance");
+    let in_b = f.raise_alert(0xB, b_grid, garbage, now).await;
     // ClickHouse acknowledged the insert: the district's stream has it within a second.
     let raised = district.next_named("alerts", soon(1)).await;
     let b_id = in_b.alert_id.to_string();
@@ -1426,19 +1396,10 @@ async fn a_new_alert_reaches_the_stream_within_a_second_in_its_street_only() {
 
     // An alert in street A: street A's stream carries it, and only it (B's never reached it:
     // its next event holds A's alone).
-    let a_grid = grids_of(&f.streets[0])[0].clone();
-    let s = spec(
-        &a_grid,
-        "manhole_cover",
-        "water_affairs",
-        &f.reporter_record,
-    );
-    let cases: Vec<History> = (0..3)
-        .map(|i| History::reported(&s, now - (3 - i) * HOUR))
-        .collect();
-    let refs: Vec<&History> = cases.iter().collect();
-    let in_a = alert(0xA, 1, AlertState::New, &refs, now);
-    write_alerts(&f.db.client, std::slice::from_ref(&in_a)).await;
+    let manholes = ("manhole_cover", "water_affairs");
+    let in_a = f
+        .raise_alert(0xA, first_grid(&f.streets[0]), manholes, now)
+        .await;
     let a_id = in_a.alert_id.to_string();
     let mine = own.next_named("alerts", soon(1)).await;
     assert_eq!(open_alerts(&mine), vec![(a_id.clone(), 1, "new".into())]);
@@ -1459,5 +1420,4 @@ async fn a_new_alert_reaches_the_stream_within_a_second_in_its_street_only() {
     write_alerts(&f.db.client, &[closed.clone(), closed]).await;
     let after = district.next_named("alerts", soon(1)).await;
     assert_eq!(open_alerts(&after), vec![(a_id, 1, "new".into())]);
-    cancel.cancel();
 }

@@ -33,42 +33,18 @@ use std::time::Duration;
 use gridclue_core::hotspot::{AlertFact, AlertState};
 use gridclue_core::tokens::{TokenFile, TokenKind};
 use gridclue_core::wire::Fact;
-use gridclue_core::{GridCode, Status};
+use gridclue_core::Status;
 use gridclue_dashboard_api::{DashboardConfig, Reference};
 use gridclue_tests::alerts::{alert, write_alerts};
 use gridclue_tests::browser::{chromium, ensure_node_modules, screenshot_dir};
 use gridclue_tests::ch::TestDb;
-use gridclue_tests::facts::{write, History, ReportSpec};
+use gridclue_tests::facts::{first_grid, street_reports, write, History};
 use gridclue_tests::{data_dir, scratch};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
-}
-
-fn first_grid(street: &str) -> GridCode {
-    let text = std::fs::read_to_string(data_dir().join("district/grids.geojson")).unwrap();
-    let map: Value = serde_json::from_str(&text).unwrap();
-    let code = map["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["properties"]["grid_code"].as_str())
-        .find(|g| g.starts_with(street))
-        .unwrap();
-    GridCode::parse(code).unwrap()
-}
-
-fn spec(street: &str, category: &str, department: &str) -> ReportSpec {
-    ReportSpec {
-        grid: first_grid(street),
-        category: category.into(),
-        department: department.into(),
-        reporter_id: "tok_rider".into(),
-        reporter_group: None,
-        duplicate_of: None,
-    }
 }
 
 /// Epoch milliseconds of `hour`:00 China time, `days` days from today (China date).
@@ -81,18 +57,13 @@ fn day(days: i64, hour: u64) -> u64 {
 
 /// The histories of the module docs, by name.
 fn histories(streets: &[String; 3]) -> Vec<(&'static str, History)> {
-    let a = spec(&streets[0], "garbage_pile", "greening_city_appearance");
-    let b = spec(&streets[1], "manhole_cover", "water_affairs");
-    let c = spec(&streets[2], "street_vending", "urban_management");
+    let [a, b, c] = street_reports(streets);
     let a1 = History::reported(&a, day(-5, 8))
         .accepted(day(-5, 9), Some(day(-3, 9)))
         .dispatched(day(-5, 10), "greening_city_appearance")
         .handled(day(-4, 9))
         .closed(day(-4, 10), 9);
-    let dup = ReportSpec {
-        duplicate_of: Some(a1.clue),
-        ..a.clone()
-    };
+    let dup = a.clone().repeating(a1.clue);
     vec![
         ("A1", a1),
         (
@@ -330,7 +301,7 @@ async fn dashboard_shows_the_api_numbers_and_filters_by_a_clicked_street() {
     write(&db.client, &all).await;
     write_alerts(&db.client, &alerts_of(&by_name)).await;
     // W: written while the page is open.
-    let c_spec = spec(&streets[2], "street_vending", "urban_management");
+    let [_, _, c_spec] = street_reports(&streets);
     let unwritten = [
         History::reported(&c_spec, day(-1, 11)),
         History::reported(&c_spec, day(-1, 12)),

@@ -42,10 +42,9 @@ use std::collections::BTreeMap;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use gridclue_core::tokens::{TokenFile, TokenKind, TokenStore};
-use gridclue_core::GridCode;
 use gridclue_dashboard_api::{AppState, Reference};
 use gridclue_tests::ch::TestDb;
-use gridclue_tests::facts::{china, write, write_rows, History, ReportSpec};
+use gridclue_tests::facts::{china, street_reports, write, write_rows, History};
 use gridclue_tests::{data_dir, scratch};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -63,35 +62,9 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-fn first_grid(street: &str) -> GridCode {
-    let text = std::fs::read_to_string(data_dir().join("district/grids.geojson")).unwrap();
-    let map: Value = serde_json::from_str(&text).unwrap();
-    let code = map["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["properties"]["grid_code"].as_str())
-        .find(|g| g.starts_with(street))
-        .unwrap();
-    GridCode::parse(code).unwrap()
-}
-
-fn spec(street: &str, category: &str, department: &str) -> ReportSpec {
-    ReportSpec {
-        grid: first_grid(street),
-        category: category.into(),
-        department: department.into(),
-        reporter_id: "tok_rider".into(),
-        reporter_group: None,
-        duplicate_of: None,
-    }
-}
-
 fn histories(streets: &[String; 3]) -> BTreeMap<&'static str, History> {
     let t = china;
-    let a = spec(&streets[0], "garbage_pile", "greening_city_appearance");
-    let b = spec(&streets[1], "manhole_cover", "water_affairs");
-    let c = spec(&streets[2], "street_vending", "urban_management");
+    let [a, b, c] = street_reports(streets);
     let green = "greening_city_appearance";
     let mut h = BTreeMap::new();
     let a1 = History::reported(&a, t("2026-11-02 09:00"))
@@ -173,10 +146,7 @@ fn histories(streets: &[String; 3]) -> BTreeMap<&'static str, History> {
         "A11",
         History::reported(&a, t("2026-11-04 12:00")).withdrawn(t("2026-11-04 13:00")),
     );
-    let dup = ReportSpec {
-        duplicate_of: Some(a1_id),
-        ..a.clone()
-    };
+    let dup = a.clone().repeating(a1_id);
     h.insert("D1", History::reported(&dup, t("2026-11-03 12:00")));
     h.insert(
         "D2",

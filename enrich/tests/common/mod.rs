@@ -1,22 +1,30 @@
 //! Shared helpers of the enrich integration tests: a deterministic command workload, a
-//! sequential reference run of the pure processor, and Kafka plumbing for the mock cluster.
+//! sequential reference run of the pure processor, the mock cluster and the stages running on
+//! it, Kafka plumbing, and waits on observable conditions with deadlines.
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gridclue_core::category::CategoryCode;
 pub use gridclue_core::rng::Rng;
+use gridclue_core::service::Readiness;
 use gridclue_core::wire::{
     Actor, ActorKind, Channel, Command, CommandEnvelope, EventEnvelope, Lifecycle, Report,
     SCHEMA_VERSION,
 };
 use gridclue_core::{ClueId, CommandId, GeoPoint};
-use gridclue_enrich::dedupe::{DedupeRecord, DedupeStage};
+use gridclue_enrich::dedupe::{DedupeKind, DedupeRecord, DedupeStage};
+use gridclue_enrich::dedupe_runner::DedupeRunner;
 use gridclue_enrich::geoindex::Located;
+use gridclue_enrich::metrics::EnrichMetrics;
 use gridclue_enrich::processor::{ClueState, DecideCtx, Output, Processor};
+use gridclue_enrich::runner::Runner;
 use gridclue_enrich::EnrichConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -24,27 +32,154 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub const PARTITIONS: i32 = 4;
 /// Fewer than the streets (13), so partitions hold several streets' logs.
 pub const DEDUPE_PARTITIONS: i32 = 3;
 
-/// A one-broker mock cluster with every topic the processor and the dedupe stage need (it
-/// refuses to start when one is missing).
+/// Every topic the processor and the dedupe stage need (they refuse to start when one is
+/// missing), with its number of partitions.
+pub const TOPICS: [(&str, i32); 6] = [
+    ("clues.commands", PARTITIONS),
+    ("clues.events", PARTITIONS),
+    ("clues.state", PARTITIONS),
+    ("clues.dedupe", DEDUPE_PARTITIONS),
+    ("clues.outcomes", PARTITIONS),
+    ("clues.dlq", 1),
+];
+
+/// A one-broker mock cluster with every topic of [`TOPICS`].
 pub fn cluster() -> MockCluster<'static, DefaultProducerContext> {
+    cluster_with(&TOPICS)
+}
+
+/// A one-broker mock cluster with just these topics.
+pub fn cluster_with(topics: &[(&str, i32)]) -> MockCluster<'static, DefaultProducerContext> {
     let mock = MockCluster::new(1).unwrap();
-    for (topic, partitions) in [
-        ("clues.commands", PARTITIONS),
-        ("clues.events", PARTITIONS),
-        ("clues.state", PARTITIONS),
-        ("clues.dedupe", DEDUPE_PARTITIONS),
-        ("clues.outcomes", PARTITIONS),
-        ("clues.dlq", 1),
-    ] {
-        mock.create_topic(topic, partitions, 1).unwrap();
+    for (topic, partitions) in topics {
+        mock.create_topic(topic, *partitions, 1).unwrap();
     }
     mock
+}
+
+/// A test's own Kafka: a mock cluster with every topic of [`TOPICS`] (stopped when dropped), its
+/// bootstrap address and a producer to it.
+pub fn kafka() -> (
+    MockCluster<'static, DefaultProducerContext>,
+    String,
+    FutureProducer,
+) {
+    let mock = cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let producer = producer(&bootstrap);
+    (mock, bootstrap, producer)
+}
+
+/// The processor's and the dedupe stage's configuration against `bootstrap`.
+pub fn config(bootstrap: &str, batch_max: usize) -> EnrichConfig {
+    EnrichConfig {
+        kafka_brokers: bootstrap.to_owned(),
+        kafka_extra: gridclue_core::kafka::dev_broker_tuning(),
+        data_dir: data_dir(),
+        batch_max,
+        restore_timeout_ms: 20_000,
+        // The workloads' deadlines (2025) have all passed: overdue facts, emitted when the
+        // processor's clock says so, are no part of the reference run's facts.
+        overdue_grace_ms: u64::MAX,
+        ..EnrichConfig::default()
+    }
+}
+
+/// A processor and a dedupe stage, as `gridclue_enrich::run` starts them.
+pub struct Running {
+    pub processor: JoinHandle<anyhow::Result<()>>,
+    pub dedupe: JoinHandle<anyhow::Result<()>>,
+    /// The commands partitions the processor owns.
+    pub owned: Arc<AtomicUsize>,
+    /// The dedupe partitions the dedupe stage owns.
+    pub dedupe_owned: Arc<AtomicUsize>,
+    stop: watch::Sender<bool>,
+    pub metrics: EnrichMetrics,
+    pub readiness: Readiness,
+}
+
+impl Running {
+    pub fn start(cfg: &EnrichConfig) -> Self {
+        // Logs only when asked for (RUST_LOG=info): they go to stderr, past the test harness.
+        if std::env::var_os("RUST_LOG").is_some() {
+            gridclue_core::telemetry::init_tracing("enrich-test");
+        }
+        let metrics = EnrichMetrics::new();
+        let readiness = Readiness::default();
+        let p = processor();
+        let dedupe = DedupeRunner::new(cfg.clone(), p.dedupe, metrics.clone())
+            .with_readiness(readiness.clone());
+        let runner = Runner::new(cfg.clone(), p, metrics.clone()).with_readiness(readiness.clone());
+        let (stop, rx) = watch::channel(false);
+        Self {
+            owned: runner.owned_partitions.clone(),
+            dedupe_owned: dedupe.owned_partitions.clone(),
+            processor: tokio::spawn(runner.run(rx.clone())),
+            dedupe: tokio::spawn(dedupe.run(rx)),
+            stop,
+            metrics,
+            readiness,
+        }
+    }
+
+    /// Kills both loops (no shutdown, no final commit).
+    pub async fn kill(self) {
+        self.processor.abort();
+        self.dedupe.abort();
+        let _ = self.processor.await;
+        let _ = self.dedupe.await;
+    }
+
+    /// Stops both loops cleanly; both end without an error.
+    pub async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.processor.await.unwrap().unwrap();
+        self.dedupe.await.unwrap().unwrap();
+    }
+
+    /// Waits until no report waits for its dedupe verdict any more.
+    pub async fn until_no_report_pending(&self, timeout: Duration) {
+        let pending = &self.metrics.pending_clues;
+        wait_until("no report pending", timeout, || pending.get() == 0).await;
+    }
+
+    /// The reset gauge of one partition.
+    pub fn log_reset(&self, topic: &str, partition: i32) -> i64 {
+        self.metrics
+            .log_reset_detected
+            .with_label_values(&[topic, &partition.to_string()])
+            .get()
+    }
+}
+
+/// Waits until `done` holds, looking every 100 ms; fails after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// [`wait_until`] for a condition that has to be awaited (a request, a blocking Kafka read).
+pub async fn wait_for<F: Future<Output = bool>>(
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what} after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 pub fn data_dir() -> String {
@@ -421,6 +556,21 @@ pub fn read_partitioned(
     }
 }
 
+/// Every record of `topic` up to its end now, with its partition, read off the runtime's
+/// threads.
+pub async fn read_to_end(
+    bootstrap: &str,
+    topic: &'static str,
+    partitions: i32,
+) -> Vec<(i32, Vec<u8>)> {
+    let b = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || {
+        read_partitioned(&b, topic, partitions, Duration::from_secs(30), |_| true)
+    })
+    .await
+    .unwrap()
+}
+
 /// Checks the facts read back against the reference: every identity present, none extra, and
 /// every copy of an identity identical to the reference fact. Returns the number of copies
 /// beyond the first (harmless replays).
@@ -459,4 +609,84 @@ pub fn all_facts_seen(expected: usize) -> impl FnMut(&[Vec<u8>]) -> bool {
             .collect();
         ids.len() >= expected
     }
+}
+
+/// Clues whose report the processor forwards to the dedupe stage (placed inside the district,
+/// known category), as the processor itself decides it.
+pub fn inside_reports(p: &Processor, w: &Workload) -> usize {
+    let ctx = DecideCtx {
+        now_ms: 0,
+        offset: 0,
+        partition: 0,
+    };
+    w.partitions
+        .iter()
+        .flatten()
+        .filter_map(|(key, payload)| {
+            let cmd = CommandEnvelope::decode(payload).ok()?;
+            (cmd.clue_id.to_string() == *key && !p.decide(None, &cmd, &ctx).forwards.is_empty())
+                .then_some(cmd.clue_id)
+        })
+        .collect::<HashSet<_>>()
+        .len()
+}
+
+/// `clues.dedupe`, read once `reports` clues have been placed there.
+pub async fn dedupe_log(bootstrap: &str, reports: usize) -> Vec<(i32, Vec<u8>)> {
+    let b = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || {
+        read_partitioned(
+            &b,
+            "clues.dedupe",
+            DEDUPE_PARTITIONS,
+            Duration::from_secs(60),
+            |got| {
+                let placed: HashSet<_> = got
+                    .iter()
+                    .filter_map(|(_, b)| DedupeRecord::decode(b).ok())
+                    .filter(|r| matches!(r.kind, DedupeKind::Placed { .. }))
+                    .map(|r| r.clue_id)
+                    .collect();
+                placed.len() >= reports
+            },
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// The reference run of `w` ([`simulate`]) with the verdicts of the dedupe log on the cluster,
+/// read once every report of `w` that goes to the dedupe stage has been placed there.
+pub async fn reference(
+    bootstrap: &str,
+    p: &Processor,
+    w: &Workload,
+) -> (BTreeMap<(ClueId, u32), EventEnvelope>, usize) {
+    let log = dedupe_log(bootstrap, inside_reports(p, w)).await;
+    simulate(p, w, &verdicts_of(p, &log))
+}
+
+/// `clues.events`, read off the runtime's threads until `done` says enough (or a minute
+/// passes).
+pub async fn events_until(
+    bootstrap: &str,
+    done: impl FnMut(&[Vec<u8>]) -> bool + Send + 'static,
+) -> Vec<Vec<u8>> {
+    let b = bootstrap.to_owned();
+    tokio::task::spawn_blocking(move || {
+        read_all(
+            &b,
+            "clues.events",
+            PARTITIONS,
+            Duration::from_secs(60),
+            done,
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// `clues.events`, read until `facts` distinct facts are there.
+pub async fn facts_on_events(bootstrap: &str, facts: usize) -> Vec<Vec<u8>> {
+    events_until(bootstrap, all_facts_seen(facts)).await
 }

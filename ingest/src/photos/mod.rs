@@ -17,6 +17,8 @@
 //! any S3-compatible store in production (`photos_url`). Objects: `photos/<hex>` (the image)
 //! and `uploaders/<hex>/<token id>` (empty: who uploaded it, for the read scope).
 
+#[cfg(test)]
+pub(crate) mod sample_images;
 mod strip;
 
 use std::sync::Arc;

@@ -312,91 +312,30 @@ fn strip_webp(bytes: &[u8]) -> Result<Vec<u8>, StripError> {
 
 #[cfg(test)]
 mod tests {
-    //! The images are built byte by byte here: a 1×1 grey baseline JPEG (JFIF header, one
-    //! quantisation table, two one-code Huffman tables, one scan), a 1×1 RGB PNG (a stored
-    //! zlib block) and a lossless WebP, each with an EXIF block holding a GPS position.
+    //! The images are built byte by byte: a JPEG and a PNG by `sample_images` (shared with the
+    //! integration tests), a lossless WebP here, each with an EXIF block holding a GPS position.
     use super::*;
+    use crate::photos::sample_images::{
+        contains, exif_segment, exif_with_gps, gps_chunks, image_segments, jpeg, png, png_chunk,
+        segment,
+    };
     use proptest::prelude::*;
-
-    /// An EXIF (TIFF, big-endian) block whose IFD0 points at a GPS IFD with a latitude
-    /// reference "N" — enough for a reader to find a GPS position.
-    fn exif_with_gps() -> Vec<u8> {
-        let mut t = Vec::new();
-        t.extend_from_slice(b"MM\x00\x2a\x00\x00\x00\x08");
-        // IFD0: one entry, GPSInfo (0x8825) → offset 26.
-        t.extend_from_slice(&[0x00, 0x01, 0x88, 0x25, 0x00, 0x04, 0, 0, 0, 1, 0, 0, 0, 26]);
-        t.extend_from_slice(&[0, 0, 0, 0]);
-        // GPS IFD: GPSLatitudeRef (1) = "N".
-        t.extend_from_slice(&[
-            0x00, 0x01, 0x00, 0x01, 0x00, 0x02, 0, 0, 0, 2, b'N', 0, 0, 0,
-        ]);
-        t.extend_from_slice(&[0, 0, 0, 0]);
-        t.extend_from_slice(b"GPS 31.2N 121.47E");
-        t
-    }
-
-    fn segment(marker: u8, payload: &[u8]) -> Vec<u8> {
-        let mut s = vec![0xFF, marker];
-        s.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
-        s.extend_from_slice(payload);
-        s
-    }
-
-    /// SOI, the given APPn/COM segments, then a decodable 1×1 grey image and EOI.
-    fn jpeg(metadata: &[Vec<u8>]) -> Vec<u8> {
-        let mut j = vec![0xFF, SOI];
-        j.extend(segment(
-            APP0,
-            b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00",
-        ));
-        for m in metadata {
-            j.extend_from_slice(m);
-        }
-        j.extend(image_segments());
-        j
-    }
-
-    fn image_segments() -> Vec<u8> {
-        let mut j = Vec::new();
-        let mut dqt = vec![0x00];
-        dqt.extend_from_slice(&[1; 64]);
-        j.extend(segment(0xDB, &dqt));
-        // SOF0: 8-bit, 1×1, one component (id 1, 1×1 sampling, table 0).
-        j.extend(segment(0xC0, &[8, 0, 1, 0, 1, 1, 1, 0x11, 0]));
-        // DC table 0 and AC table 0: one code of length 1 each (DC category 0, AC end of block).
-        let mut counts = [0u8; 16];
-        counts[0] = 1;
-        for class in [0x00, 0x10] {
-            let mut dht = vec![class];
-            dht.extend_from_slice(&counts);
-            dht.push(0);
-            j.extend(segment(0xC4, &dht));
-        }
-        j.extend(segment(SOS, &[1, 1, 0x00, 0, 63, 0]));
-        // Bits 0 (DC diff 0) and 0 (EOB), padded with ones.
-        j.push(0x3F);
-        j.extend_from_slice(&[0xFF, EOI]);
-        j
-    }
-
-    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-        haystack.windows(needle.len()).any(|w| w == needle)
-    }
 
     #[test]
     fn jpeg_loses_exif_xmp_and_comments_and_keeps_the_image() {
-        let mut app1 = b"Exif\x00\x00".to_vec();
-        app1.extend(exif_with_gps());
         let xmp = b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta>GPSLatitude</x:xmpmeta>";
-        let photo = jpeg(&[
-            segment(0xE1, &app1),
-            segment(0xE1, xmp),
-            segment(0xE2, b"ICC_PROFILE\x00..."),
-            segment(COM, b"taken at home"),
-        ]);
+        let photo = jpeg(
+            &[
+                exif_segment(),
+                segment(0xE1, xmp),
+                segment(0xE2, b"ICC_PROFILE\x00..."),
+                segment(COM, b"taken at home"),
+            ],
+            1,
+        );
         assert!(contains(&photo, b"GPS"));
         let stripped = strip_metadata(ImageType::Jpeg, &photo).unwrap();
-        assert_eq!(stripped, jpeg(&[]));
+        assert_eq!(stripped, jpeg(&[], 1));
         for gone in [
             &b"Exif"[..],
             b"GPS",
@@ -411,7 +350,7 @@ mod tests {
             );
         }
         assert!(
-            stripped.ends_with(&image_segments()),
+            stripped.ends_with(&image_segments(1)),
             "the image is unchanged"
         );
         assert_eq!(ImageType::sniff(&stripped), Some(ImageType::Jpeg));
@@ -433,7 +372,7 @@ mod tests {
 
     #[test]
     fn jpeg_keeps_only_a_turning_orientation_of_its_exif() {
-        let turned = jpeg(&[segment(0xE1, &exif_with_orientation(6))]);
+        let turned = jpeg(&[segment(0xE1, &exif_with_orientation(6))], 1);
         let stripped = strip_metadata(ImageType::Jpeg, &turned).unwrap();
         assert!(!contains(&stripped, b"GPS"));
         let kept = orientation_segment(6);
@@ -442,22 +381,22 @@ mod tests {
             kept.len() - 2
         );
         assert_eq!(exif_orientation(&kept[4..]), Some(6), "readable again");
-        assert_eq!(stripped, jpeg(&[kept]));
+        assert_eq!(stripped, jpeg(&[kept], 1));
         assert_eq!(
             strip_metadata(ImageType::Jpeg, &stripped).unwrap(),
             stripped
         );
         // Upright is the default: nothing is kept.
-        let upright = jpeg(&[segment(0xE1, &exif_with_orientation(1))]);
+        let upright = jpeg(&[segment(0xE1, &exif_with_orientation(1))], 1);
         assert_eq!(
             strip_metadata(ImageType::Jpeg, &upright).unwrap(),
-            jpeg(&[])
+            jpeg(&[], 1)
         );
     }
 
     #[test]
     fn jpeg_scan_data_with_stuffed_bytes_and_restarts_is_copied_and_trailers_dropped() {
-        let mut photo = jpeg(&[]);
+        let mut photo = jpeg(&[], 1);
         photo.truncate(photo.len() - 3); // the scan byte and EOI
         let scan = [0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56];
         photo.extend_from_slice(&scan);
@@ -470,43 +409,10 @@ mod tests {
         );
     }
 
-    fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
-        let mut c = (data.len() as u32).to_be_bytes().to_vec();
-        c.extend_from_slice(kind);
-        c.extend_from_slice(data);
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(kind);
-        crc.update(data);
-        c.extend_from_slice(&crc.finalize().to_be_bytes());
-        c
-    }
-
-    /// A 1×1 RGB PNG with the given chunks between IHDR and IDAT.
-    fn png(metadata: &[Vec<u8>]) -> Vec<u8> {
-        let mut p = PNG_SIGNATURE.to_vec();
-        p.extend(png_chunk(b"IHDR", &[0, 0, 0, 1, 0, 0, 0, 1, 8, 2, 0, 0, 0]));
-        for m in metadata {
-            p.extend_from_slice(m);
-        }
-        // zlib: header, one stored block with the scanline (filter 0, r, g, b), Adler-32.
-        let raw = [0u8, 200, 30, 30];
-        let (a, b) = raw.iter().fold((1u32, 0u32), |(a, b), &x| {
-            let a = (a + u32::from(x)) % 65521;
-            (a, (b + a) % 65521)
-        });
-        let mut z = vec![0x78, 0x01, 0x01, 4, 0, 0xFB, 0xFF];
-        z.extend_from_slice(&raw);
-        z.extend_from_slice(&((b << 16) | a).to_be_bytes());
-        p.extend(png_chunk(b"IDAT", &z));
-        p.extend(png_chunk(b"IEND", &[]));
-        p
-    }
-
     #[test]
     fn png_loses_exif_and_text_chunks() {
-        let photo = png(&[
-            png_chunk(b"eXIf", &exif_with_gps()),
-            png_chunk(b"tEXt", b"Comment\x00GPS 31.2 121.47"),
+        let mut chunks = gps_chunks();
+        chunks.extend([
             png_chunk(
                 b"iTXt",
                 b"XML:com.adobe.xmp\x00\x00\x00\x00\x00<x:xmpmeta/>",
@@ -514,6 +420,7 @@ mod tests {
             png_chunk(b"zTXt", b"Author\x00\x00x"),
             png_chunk(b"gAMA", &[0, 0, 0xB1, 0x8F]),
         ]);
+        let photo = png(&chunks);
         let stripped = strip_metadata(ImageType::Png, &photo).unwrap();
         assert_eq!(stripped, png(&[png_chunk(b"gAMA", &[0, 0, 0xB1, 0x8F])]));
         assert!(!contains(&stripped, b"GPS"));
@@ -563,7 +470,7 @@ mod tests {
 
     #[test]
     fn truncated_and_malformed_images_are_refused() {
-        let j = jpeg(&[]);
+        let j = jpeg(&[], 1);
         assert_eq!(
             strip_metadata(ImageType::Jpeg, &j[..j.len() - 2]),
             Err(truncated(JPEG, "scan"))
@@ -598,7 +505,7 @@ mod tests {
             Some(ImageType::Jpeg)
         );
         assert_eq!(ImageType::from_media_type("image/gif"), None);
-        assert_eq!(ImageType::sniff(&jpeg(&[])), Some(ImageType::Jpeg));
+        assert_eq!(ImageType::sniff(&jpeg(&[], 1)), Some(ImageType::Jpeg));
         assert_eq!(ImageType::sniff(&png(&[])), Some(ImageType::Png));
         assert_eq!(ImageType::sniff(&webp(0, &[])), Some(ImageType::Webp));
         assert_eq!(ImageType::sniff(b"GIF89a"), None);

@@ -3,6 +3,8 @@
 //! in-process servers on port 0.
 #![allow(dead_code)]
 
+/// The sample images of `strip`'s unit tests: one definition of the JPEG and PNG writers.
+#[path = "../../src/photos/sample_images.rs"]
 pub mod images;
 
 use std::net::SocketAddr;
