@@ -32,7 +32,7 @@ help:
 	@echo "make chaos      faults under load (kill -9 of each process, rebalances, ClickHouse refusing"
 	@echo "                inserts, poison records): every 202 counted once, aggregates exact, DLQ = poison"
 	@echo "make chaos-short  the same, one fault each, without the dev broker kill (~3 min)"
-	@echo "make lint       cargo fmt --check + clippy -D warnings"
+	@echo "make lint       cargo fmt --check + unused dependencies + clippy -D warnings"
 	@echo "make fmt        cargo fmt"
 	@echo "make clean-var  down, then delete var/ (data, logs, tokens, secret)"
 
@@ -92,6 +92,7 @@ chaos-short:
 
 lint:
 	$(CARGO) fmt --all -- --check
+	python3 scripts/unused-deps.py
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt:

@@ -89,83 +89,64 @@ impl Readiness {
     }
 }
 
-#[derive(Clone)]
-struct Probes {
-    readiness: Readiness,
-    registry: Registry,
-}
-
-/// `/healthz` (the process answers), `/readyz` (200 once `ready` is set, 503 before) and
-/// `/metrics` (the registry in Prometheus text format).
-pub fn probe_routes(ready: Arc<AtomicBool>, registry: Registry) -> Router {
-    readiness_routes(Readiness::new(ready), registry)
-}
-
-/// Like [`probe_routes`], with `/readyz` answering 503 and one line per blocker while anything
-/// blocks `readiness`.
-pub fn readiness_routes(readiness: Readiness, registry: Registry) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(p): State<Probes>| async move {
-                let blockers = p.readiness.blockers();
-                if !p.readiness.started.load(Ordering::Acquire) {
-                    (StatusCode::SERVICE_UNAVAILABLE, "starting".to_owned())
-                } else if !blockers.is_empty() {
-                    let mut body = String::from("not ready:\n");
-                    for b in blockers {
-                        body.push_str("- ");
-                        body.push_str(&b);
-                        body.push('\n');
-                    }
-                    (StatusCode::SERVICE_UNAVAILABLE, body)
-                } else {
-                    (StatusCode::OK, "ready".to_owned())
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(|State(p): State<Probes>| async move {
-                (
-                    [(header::CONTENT_TYPE, crate::telemetry::METRICS_CONTENT_TYPE)],
-                    crate::telemetry::render(&p.registry),
-                )
-            }),
-        )
-        .with_state(Probes {
-            readiness,
-            registry,
-        })
-}
-
-/// A readiness check run on every `/readyz` request: `Err` names what is not ready.
+/// What `/readyz` answers, asked on every request: `Ok` (200 `ready`) or `Err` naming what is
+/// not ready (503 with that text). A service's own state ([`Readiness`] converts into one) or a
+/// dependency answering (ingest: the broker; dashboard-api: ClickHouse).
 pub type ReadinessCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
-/// `/healthz`, `/readyz` answering what `check` says now (200 `ready`, or 503 with the reason),
-/// and `/metrics` — for the services whose readiness is a dependency answering (ingest: the
-/// broker; dashboard-api: ClickHouse) rather than a state they set.
-pub fn checked_probe_routes<S>(check: ReadinessCheck, registry: Registry) -> Router<S>
+impl Readiness {
+    /// What `/readyz` says of this state: `starting` before the start, one line per blocker
+    /// while anything blocks.
+    pub fn answer(&self) -> Result<(), String> {
+        if !self.started.load(Ordering::Acquire) {
+            return Err("starting".to_owned());
+        }
+        let blockers = self.blockers();
+        if blockers.is_empty() {
+            return Ok(());
+        }
+        let mut body = String::from("not ready:\n");
+        for b in blockers {
+            body.push_str("- ");
+            body.push_str(&b);
+            body.push('\n');
+        }
+        Err(body)
+    }
+}
+
+impl From<Readiness> for ReadinessCheck {
+    fn from(readiness: Readiness) -> Self {
+        Arc::new(move || {
+            let answer = readiness.answer();
+            Box::pin(std::future::ready(answer))
+        })
+    }
+}
+
+/// `/healthz` (the process answers), `/readyz` (what `readiness` says now: 200 `ready`, or 503
+/// with the reason) and `/metrics` (the registry in Prometheus text format).
+pub fn probe_routes<S>(readiness: impl Into<ReadinessCheck>, registry: Registry) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
+    let check: ReadinessCheck = readiness.into();
     let readyz = get(move || {
-        let check = check.clone();
+        let answer = check();
         async move {
-            match check().await {
+            match answer.await {
                 Ok(()) => (StatusCode::OK, "ready".to_owned()),
                 Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
             }
         }
     });
     let metrics = get(move || {
-        let registry = registry.clone();
+        let text = crate::telemetry::render(&registry);
         async move {
             (
                 [(header::CONTENT_TYPE, crate::telemetry::METRICS_CONTENT_TYPE)],
-                crate::telemetry::render(&registry),
+                text,
             )
         }
     });
@@ -380,7 +361,7 @@ mod tests {
         let counter = prometheus::IntCounter::new("gridclue_test_total", "test").unwrap();
         registry.register(Box::new(counter.clone())).unwrap();
         counter.inc();
-        let app = probe_routes(ready.clone(), registry);
+        let app: Router = probe_routes(Readiness::new(ready.clone()), registry);
         let get = |path: &str| {
             axum::http::Request::get(path)
                 .body(axum::body::Body::empty())
@@ -474,6 +455,22 @@ mod tests {
         assert_eq!(metrics.in_flight(), 0);
     }
 
+    /// What `/readyz` of `app` answers: status and body.
+    async fn readyz(app: &Router) -> (StatusCode, String) {
+        let r = app
+            .clone()
+            .oneshot(
+                axum::http::Request::get("/readyz")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
     #[tokio::test]
     async fn checked_readyz_answers_what_the_check_says() {
         let healthy = Arc::new(AtomicBool::new(false));
@@ -490,54 +487,26 @@ mod tests {
                 })
             })
         };
-        let app: Router = checked_probe_routes(check, Registry::new());
-        let readyz = || async {
-            let r = app
-                .clone()
-                .oneshot(
-                    axum::http::Request::get("/readyz")
-                        .body(axum::body::Body::empty())
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            let status = r.status();
-            let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
-            (status, String::from_utf8_lossy(&body).into_owned())
-        };
+        let app: Router = probe_routes(check, Registry::new());
         assert_eq!(
-            readyz().await,
+            readyz(&app).await,
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "clickhouse unavailable".to_owned()
             )
         );
         healthy.store(true, Ordering::Release);
-        assert_eq!(readyz().await, (StatusCode::OK, "ready".to_owned()));
+        assert_eq!(readyz(&app).await, (StatusCode::OK, "ready".to_owned()));
     }
 
     #[tokio::test]
     async fn readyz_names_what_blocks_readiness() {
         let readiness = Readiness::new(Arc::new(AtomicBool::new(true)));
-        let app = readiness_routes(readiness.clone(), Registry::new());
-        let readyz = || async {
-            let r = app
-                .clone()
-                .oneshot(
-                    axum::http::Request::get("/readyz")
-                        .body(axum::body::Body::empty())
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            let status = r.status();
-            let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
-            (status, String::from_utf8_lossy(&body).into_owned())
-        };
-        assert_eq!(readyz().await.0, StatusCode::OK);
+        let app: Router = probe_routes(readiness.clone(), Registry::new());
+        assert_eq!(readyz(&app).await.0, StatusCode::OK);
         readiness.block("a", "partition 3 refused".into());
         readiness.block("b", "partition 5 refused".into());
-        let (status, body) = readyz().await;
+        let (status, body) = readyz(&app).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(
             body.contains("- partition 3 refused\n- partition 5 refused"),
@@ -546,9 +515,12 @@ mod tests {
         assert!(!readiness.is_ready());
         readiness.unblock("a");
         readiness.unblock("b");
-        assert_eq!(readyz().await.0, StatusCode::OK);
+        assert_eq!(readyz(&app).await.0, StatusCode::OK);
         readiness.set_started(false);
-        assert_eq!(readyz().await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            readyz(&app).await,
+            (StatusCode::SERVICE_UNAVAILABLE, "starting".to_owned())
+        );
     }
 
     #[tokio::test]

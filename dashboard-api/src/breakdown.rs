@@ -301,17 +301,29 @@ pub fn assemble(
     }
 }
 
-/// The CSV columns of a breakdown.
-pub fn csv_columns() -> Vec<String> {
-    let mut c = crate::csv::columns(&[
-        "key", "name", "reports", "cases", "open", "closed", "overdue",
-    ]);
-    c.extend(
-        Status::ALL
-            .iter()
-            .map(|s| format!("by_status.{}", s.as_str())),
-    );
-    c
+impl crate::csv::Export for Breakdown {
+    const WITH_TOTAL: bool = true;
+
+    fn file_name(&self) -> String {
+        format!(
+            "gridclue-breakdown-{}-{}_{}.csv",
+            self.by.as_str(),
+            self.from,
+            self.to
+        )
+    }
+
+    fn columns(&self) -> Vec<String> {
+        let mut c = crate::csv::columns(&[
+            "key", "name", "reports", "cases", "open", "closed", "overdue",
+        ]);
+        c.extend(
+            Status::ALL
+                .iter()
+                .map(|s| format!("by_status.{}", s.as_str())),
+        );
+        c
+    }
 }
 
 /// Reports per grid, most first.
@@ -337,6 +349,16 @@ pub struct Heatmap {
     pub category: Option<String>,
     pub street: Option<String>,
     pub rows: Vec<GridCount>,
+}
+
+impl crate::csv::Export for Heatmap {
+    fn file_name(&self) -> String {
+        format!("gridclue-heatmap-{}_{}.csv", self.from, self.to)
+    }
+
+    fn columns(&self) -> Vec<String> {
+        crate::csv::columns(&["grid", "count"])
+    }
 }
 
 pub async fn heatmap(

@@ -86,6 +86,19 @@ pub fn response(filename: &str, body: String) -> Response {
         .into_response()
 }
 
+/// A dashboard answer also offered as a CSV download: its `rows` (then its `total`, when
+/// [`Export::WITH_TOTAL`]) under its columns.
+pub trait Export: serde::Serialize {
+    /// Whether the `total` row follows the rows.
+    const WITH_TOTAL: bool = false;
+
+    /// The download's name (ASCII: codes, dates and route names only).
+    fn file_name(&self) -> String;
+
+    /// The columns: dot paths into each row's JSON value.
+    fn columns(&self) -> Vec<String>;
+}
+
 /// Column names from string slices.
 pub fn columns(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| (*s).to_owned()).collect()

@@ -7,13 +7,13 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gridclue_core::ClueId;
-use serde::Serialize;
 use serde_json::Value;
 
+use crate::csv::{self, Export};
 use crate::error::ApiError;
 use crate::indicators::Reader;
 use crate::params::{self, Args, Filters, Format, Period, FILTER_NAMES};
-use crate::{breakdown, csv, lists, live, rankings, timeline, trend};
+use crate::{breakdown, lists, live, rankings, timeline, trend};
 use crate::{query_pairs, AppState};
 
 type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -23,24 +23,18 @@ fn with_filters(own: &[&'static str]) -> Vec<&'static str> {
     own.iter().copied().chain(FILTER_NAMES).collect()
 }
 
-/// The answer as JSON, or as CSV of its `rows` (and `total`, when `with_total`) under
-/// `columns`.
-fn answer<T: Serialize>(
-    format: Format,
-    body: &T,
-    columns: impl FnOnce() -> Vec<String>,
-    filename: String,
-    with_total: bool,
-) -> Result<Response, ApiError> {
+/// The answer as JSON, or as its CSV download.
+fn answer<T: Export>(format: Format, body: &T) -> Result<Response, ApiError> {
     match format {
         Format::Json => Ok(Json(body).into_response()),
         Format::Csv => {
             let value = serde_json::to_value(body).map_err(|e| ApiError::Internal(e.into()))?;
             let mut rows: Vec<Value> = value["rows"].as_array().cloned().unwrap_or_default();
-            if with_total {
+            if T::WITH_TOTAL {
                 rows.push(value["total"].clone());
             }
-            Ok(csv::response(&filename, csv::table(&columns(), &rows)))
+            let table = csv::table(&body.columns(), &rows);
+            Ok(csv::response(&body.file_name(), table))
         }
     }
 }
@@ -76,10 +70,6 @@ impl Asked {
     }
 }
 
-fn period_name(p: &Period) -> String {
-    format!("{}_{}", p.from, p.to)
-}
-
 pub(crate) async fn get_breakdown(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -88,15 +78,12 @@ pub(crate) async fn get_breakdown(
     let asked = Asked::new(&state, &headers, query)?;
     let (args, format) =
         asked.table_args(&with_filters(&["by", "from", "to", "format"]), &headers)?;
-    let by = match args.get("by") {
-        None => breakdown::By::Street,
-        Some(v) => breakdown::By::parse(v).ok_or_else(|| {
-            ApiError::invalid_parameter(
-                "by",
-                format!("{v:?} is not a grouping (street, community, grid, category, department, group)"),
-            )
-        })?,
-    };
+    let by = args.choice(
+        "by",
+        breakdown::By::Street,
+        breakdown::By::parse,
+        "a grouping (street, community, grid, category, department, group)",
+    )?;
     let period = Period::parse(&args, None)?;
     let filters = Filters::parse(&args, &asked.reader, &state.reference)?;
     let now_ms = gridclue_core::wire::now_ms();
@@ -107,12 +94,7 @@ pub(crate) async fn get_breakdown(
         )
         .await?;
     let body = breakdown::assemble(by, &period, filters, &cells, &state.reference, now_ms);
-    let filename = format!(
-        "gridclue-breakdown-{}-{}.csv",
-        by.as_str(),
-        period_name(&period)
-    );
-    answer(format, &body, breakdown::csv_columns, filename, true)
+    answer(format, &body)
 }
 
 pub(crate) async fn get_trend(
@@ -123,27 +105,19 @@ pub(crate) async fn get_trend(
     let asked = Asked::new(&state, &headers, query)?;
     let (args, format) =
         asked.table_args(&with_filters(&["bucket", "from", "to", "format"]), &headers)?;
-    let bucket = match args.get("bucket") {
-        None => trend::Bucket::Day,
-        Some(v) => trend::Bucket::parse(v).ok_or_else(|| {
-            ApiError::invalid_parameter(
-                "bucket",
-                format!("{v:?} is not a bucket (hour, day, week, month)"),
-            )
-        })?,
-    };
+    let bucket = args.choice(
+        "bucket",
+        trend::Bucket::Day,
+        trend::Bucket::parse,
+        "a bucket (hour, day, week, month)",
+    )?;
     let period = Period::parse(&args, bucket.max_days())?;
     let filters = Filters::parse(&args, &asked.reader, &state.reference)?;
     let hours = state
         .timed("trend", trend::query(&state.read, &period, &filters))
         .await?;
     let body = trend::assemble(bucket, &period, filters, &hours);
-    let filename = format!(
-        "gridclue-trend-{}-{}.csv",
-        bucket.as_str(),
-        period_name(&period)
-    );
-    answer(format, &body, trend::csv_columns, filename, false)
+    answer(format, &body)
 }
 
 pub(crate) async fn get_rankings(
@@ -172,20 +146,7 @@ pub(crate) async fn get_rankings(
         &previous,
         &state.targets,
     );
-    let filename = format!(
-        "gridclue-rankings-{}-{}_{}.csv",
-        current.params.by.as_str(),
-        current.params.from,
-        current.params.to
-    );
-    let targets = state.targets;
-    answer(
-        format,
-        &body,
-        || rankings::csv_columns(&targets),
-        filename,
-        false,
-    )
+    answer(format, &body)
 }
 
 pub(crate) async fn get_list(
@@ -195,12 +156,12 @@ pub(crate) async fn get_list(
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
     let asked = Asked::new(&state, &headers, query)?;
-    let list = lists::List::parse(&list).ok_or_else(|| {
-        ApiError::invalid_parameter(
-            "list",
-            format!("{list:?} is not a list (overdue, due_soon, stale, newest)"),
-        )
-    })?;
+    let list = params::one_of(
+        "list",
+        &list,
+        lists::List::parse,
+        "a list (overdue, due_soon, stale, newest)",
+    )?;
     let (args, format) =
         asked.table_args(&with_filters(&["limit", "cursor", "format"]), &headers)?;
     let limit = lists::parse_limit(args.get("limit"))?;
@@ -214,8 +175,7 @@ pub(crate) async fn get_list(
         )
         .await?;
     let body = lists::assemble(list, filters, rows, limit, &state.reference, now_ms);
-    let filename = format!("gridclue-list-{}.csv", list.as_str());
-    answer(format, &body, lists::csv_columns, filename, false)
+    answer(format, &body)
 }
 
 pub(crate) async fn get_heatmap(
@@ -234,14 +194,7 @@ pub(crate) async fn get_heatmap(
             breakdown::heatmap(&state.read, &period, &filters),
         )
         .await?;
-    let filename = format!("gridclue-heatmap-{}.csv", period_name(&period));
-    answer(
-        format,
-        &body,
-        || csv::columns(&["grid", "count"]),
-        filename,
-        false,
-    )
+    answer(format, &body)
 }
 
 pub(crate) async fn get_timeline(

@@ -21,11 +21,19 @@
 //! - group: its street, community and category (fixed at the report), and its department as of
 //!   `as_of`: the one it was last dispatched to, else the one it was routed to.
 //!
-//! Every per-case value is an idempotent aggregate (min, max, argMax, "at least one"), so a fact
-//! stored twice by a replay changes nothing: the numbers are exact without `FINAL`. A case
-//! belongs to exactly one group, so the total is the sum of the rows' counts, and every rate —
-//! of a row or of the total — is computed from counts by [`Indicators::from_counts`], the one
-//! definition of the formulas.
+//! How it is computed: not by grouping the facts by clue, but from the sink's delta projection
+//! (`indicator_deltas` and `indicator_days`, migration 0011): with each fact the sink writes
+//! what it changes in its clue's contribution to these counts — the state before it with sign
+//! −1, after it with +1, from the fact's time on, and the deadline's later effects (due at the
+//! deadline, overdue a millisecond after). The counts as of `as_of` are the sums of the rows
+//! holding from `as_of` or earlier, of the cohort days in `[from, to)` (read as all of them minus
+//! the few holding from later, see [`sql`]). They equal the definition
+//! above because each fact is stored once (the sink's exactly-once writes into `clue_events`) and
+//! a clue's facts carry non-decreasing times (see the README: an instant between two facts of
+//! one clue stamped out of order is the one case served differently). A case belongs to exactly
+//! one group, so the total is the sum of the rows' counts, and every rate — of a row or of the
+//! total — is computed from counts by [`Indicators::from_counts`], the one definition of the
+//! formulas.
 //!
 //! The duplicate rate is over reports, not cases: the reports placed inside the district and
 //! received in `[from, to)`, of which duplicates (by the dedupe verdict or merged by a street
@@ -93,14 +101,14 @@ impl By {
         Self::ALL.into_iter().find(|b| b.as_str() == s)
     }
 
-    /// The group of a clue from its facts (fixed SQL, never user input): its street,
-    /// community and category never change; its department is the one on its latest fact.
-    fn key_sql(self) -> &'static str {
+    /// The column of the delta rows holding a clue's group (fixed SQL, never user input): its
+    /// street, community and category never change; its department is the one as of the delta.
+    fn column(self) -> &'static str {
         match self {
-            By::Street => "any(street_code)",
-            By::Community => "any(community_code)",
-            By::Department => "argMax(department, seq)",
-            By::Category => "any(category)",
+            By::Street => "street_code",
+            By::Community => "community_code",
+            By::Department => "department",
+            By::Category => "category",
         }
     }
 }
@@ -414,68 +422,57 @@ pub struct Answer {
     pub total: Indicators,
 }
 
-/// The fact types the query reads (the others change no indicator).
-const FACT_TYPES: &str = "'reported', 'merged', 'accepted', 'rejected', 'withdrawn', \
-     'dispatched', 'verified', 'verify_failed', 'postponed', 'supervised', 'rated'";
+/// The counts of [`Counts`] as sums of the delta tables' columns (never negative: every clue's
+/// deltas up to an instant sum to its contribution then).
+const SUMS: &str = "toUInt64(sum(accepted)) AS accepted, toUInt64(sum(due)) AS due, \
+     toUInt64(sum(closed)) AS closed, toUInt64(sum(closed_on_time)) AS closed_on_time, \
+     toUInt64(sum(verified)) AS verified, toUInt64(sum(reworked)) AS reworked, \
+     toUInt64(sum(postponed)) AS postponed, toUInt64(sum(supervised)) AS supervised, \
+     toUInt64(sum(overdue_open)) AS overdue_open, toUInt64(sum(timed_closed)) AS timed_closed, \
+     toUInt64(sum(working_ms)) AS working_ms, toUInt64(sum(rated)) AS rated, \
+     toUInt64(sum(rating_sum)) AS rating_sum, toUInt64(sum(reports)) AS reports, \
+     toUInt64(sum(duplicates)) AS duplicates";
 
-/// The query of `by`: one row per group, from one row per clue (see the module docs). Values are
-/// bound in this order: as_of (due), as_of (overdue), from, to (reports), from, to (cohort),
-/// then which facts are read: as_of; to (facts of clues reported before it: a case accepted or
-/// a report received before `to` was reported before `to`; rows written before
-/// `reported_at_ms` existed hold 0 there and are always read); from (facts from it on: every
-/// fact a cohort case needs is at or after its acceptance, except its report, which matters only
-/// for a report in the period — or, in records older than deadlines at acceptance, for the
-/// deadline it carries); street ×2 (empty: every street).
+/// The delta columns the tables share, and the same negated.
+const DELTAS: &str = "accepted, due, closed, closed_on_time, verified, reworked, postponed, \
+     supervised, overdue_open, timed_closed, working_ms, rated, rating_sum, reports, duplicates";
+const MINUS_DELTAS: &str = "-accepted, -due, -closed, -closed_on_time, -verified, -reworked, \
+     -postponed, -supervised, -overdue_open, -timed_closed, -working_ms, -rated, -rating_sum, \
+     -reports, -duplicates";
+
+const DAY_MS: u64 = 86_400_000;
+
+/// The China date of `ms` as days since 1970-01-01 (the delta tables' cohort day).
+fn cohort_day(ms: u64) -> u64 {
+    (ms + CHINA_OFFSET_SECS as u64 * 1000) / DAY_MS
+}
+
+/// The query of `by`: one row per group, summed from the delta projection (see the module
+/// docs): every delta of the cohort days (`indicator_cohorts`) minus those holding from after
+/// `as_of` — the whole UTC days after `as_of`'s day from `indicator_days`, the rest of its day
+/// from `indicator_deltas`. Groups whose cohort and reports are empty are left out. Values are
+/// bound in this order: street ×2 (empty: every street), the cohort's first and end day (all
+/// deltas); street ×2, first and end day, `as_of`'s UTC day (the later days); as_of, the end of
+/// its day, first and end day, street ×2 (the rest of its day).
 pub fn sql(by: By) -> String {
     format!(
-        "SELECT key, \
-       countIf(in_cohort) AS accepted, \
-       countIf(in_cohort AND (is_closed OR (deadline > 0 AND deadline <= ?))) AS due, \
-       countIf(in_cohort AND is_closed) AS closed, \
-       countIf(in_cohort AND is_closed AND (deadline = 0 OR closed_at <= deadline)) AS closed_on_time, \
-       countIf(in_cohort AND verifications > 0) AS verified, \
-       countIf(in_cohort AND reworks > 0) AS reworked, \
-       countIf(in_cohort AND postponements > 0) AS postponed, \
-       countIf(in_cohort AND supervisions > 0) AS supervised, \
-       countIf(in_cohort AND NOT is_closed AND deadline > 0 AND deadline < ?) AS overdue_open, \
-       countIf(in_cohort AND is_closed AND timed) AS timed_closed, \
-       sumIf(close_working_ms, in_cohort AND is_closed AND timed) AS working_ms, \
-       countIf(in_cohort AND case_rating > 0) AS rated, \
-       sumIf(toUInt64(case_rating), in_cohort AND case_rating > 0) AS rating_sum, \
-       countIf(in_reports) AS reports, \
-       countIf(in_reports AND duplicate) AS duplicates \
+        "SELECT key, {SUMS} \
 FROM ( \
-    SELECT clue_id, \
-           {key} AS key, \
-           max(inside) AS placed_inside, \
-           countIf(fact_type = 'reported') > 0 AS has_report, \
-           minIf(occurred_at_ms, fact_type = 'reported') AS reported_at, \
-           countIf(fact_type = 'merged' OR (fact_type = 'reported' AND isNotNull(duplicate_of))) > 0 AS duplicate, \
-           countIf(fact_type = 'accepted') > 0 AS has_accept, \
-           minIf(occurred_at_ms, fact_type = 'accepted') AS accepted_at, \
-           countIf(fact_type IN ('rejected', 'merged', 'withdrawn')) > 0 AS left_loop, \
-           argMaxIf(deadline_ms, seq, fact_type IN ('reported', 'accepted', 'postponed') AND deadline_ms > 0) AS deadline, \
-           countIf(fact_type = 'verified') > 0 AS is_closed, \
-           minIf(occurred_at_ms, fact_type = 'verified') AS closed_at, \
-           countIf(fact_type = 'verified' AND isNotNull(working_ms)) > 0 AS timed, \
-           maxIf(ifNull(working_ms, 0), fact_type = 'verified') AS close_working_ms, \
-           countIf(fact_type IN ('verified', 'verify_failed')) AS verifications, \
-           countIf(fact_type = 'verify_failed') AS reworks, \
-           countIf(fact_type = 'postponed') AS postponements, \
-           countIf(fact_type = 'supervised') AS supervisions, \
-           maxIf(rating, fact_type = 'rated') AS case_rating, \
-           has_report AND reported_at >= ? AND reported_at < ? AS in_reports, \
-           has_accept AND NOT left_loop AND accepted_at >= ? AND accepted_at < ? AS in_cohort \
-    FROM clue_events \
-    WHERE occurred_at_ms <= ? AND reported_at_ms < ? \
-      AND (occurred_at_ms >= ? OR (fact_type = 'reported' AND deadline_ms > 0)) \
-      AND (? = '' OR street_code = ?) \
-      AND fact_type IN ({FACT_TYPES}) \
-    GROUP BY clue_id \
-    HAVING placed_inside = 1 AND (in_cohort OR in_reports) \
+    SELECT key, {DELTAS} FROM indicator_cohorts \
+    WHERE dim = '{dim}' AND (? = '' OR street_code = ?) AND cohort_day >= ? AND cohort_day < ? \
+    UNION ALL \
+    SELECT key, {MINUS_DELTAS} FROM indicator_days \
+    WHERE dim = '{dim}' AND (? = '' OR street_code = ?) \
+      AND cohort_day >= ? AND cohort_day < ? AND effective_day > ? \
+    UNION ALL \
+    SELECT {column} AS key, {MINUS_DELTAS} FROM indicator_deltas \
+    WHERE effective_ms > ? AND effective_ms < ? \
+      AND cohort_day >= ? AND cohort_day < ? AND (? = '' OR street_code = ?) \
 ) \
-GROUP BY key",
-        key = by.key_sql()
+GROUP BY key \
+HAVING accepted > 0 OR reports > 0",
+        dim = by.as_str(),
+        column = by.column(),
     )
 }
 
@@ -485,17 +482,23 @@ pub async fn query(
     plan: &Plan,
 ) -> clickhouse::error::Result<Vec<Counts>> {
     let street = plan.street.clone().unwrap_or_default();
+    let (first_day, end_day) = (cohort_day(plan.from_ms), cohort_day(plan.to_ms));
+    let as_of_day = plan.as_of_ms / DAY_MS;
     client
         .query(&sql(plan.params.by))
+        .bind(&street)
+        .bind(&street)
+        .bind(first_day)
+        .bind(end_day)
+        .bind(&street)
+        .bind(&street)
+        .bind(first_day)
+        .bind(end_day)
+        .bind(as_of_day)
         .bind(plan.as_of_ms)
-        .bind(plan.as_of_ms)
-        .bind(plan.from_ms)
-        .bind(plan.to_ms)
-        .bind(plan.from_ms)
-        .bind(plan.to_ms)
-        .bind(plan.as_of_ms)
-        .bind(plan.to_ms)
-        .bind(plan.from_ms)
+        .bind((as_of_day + 1) * DAY_MS)
+        .bind(first_day)
+        .bind(end_day)
         .bind(&street)
         .bind(&street)
         .fetch_all()
@@ -762,7 +765,7 @@ mod tests {
     #[test]
     fn every_placeholder_is_bound() {
         for by in By::ALL {
-            assert_eq!(sql(by).matches('?').count(), 11, "{by:?}");
+            assert_eq!(sql(by).matches('?').count(), 15, "{by:?}");
         }
     }
 }

@@ -102,9 +102,6 @@ pub struct DashboardConfig {
     /// Open `GET /v1/stream` connections per token, and in all.
     pub stream_max_per_token: usize,
     pub stream_max_total: usize,
-    /// How often the open/overdue case gauges are refreshed.
-    #[serde(deserialize_with = "config::positive_ms")]
-    pub metrics_interval_ms: u64,
 }
 
 impl Default for DashboardConfig {
@@ -127,7 +124,6 @@ impl Default for DashboardConfig {
             stream_poll_ms: 300,
             stream_max_per_token: 8,
             stream_max_total: 2_000,
-            metrics_interval_ms: 15_000,
         }
     }
 }
@@ -331,7 +327,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(web::routes())
-        .merge(service::checked_probe_routes(
+        .merge(service::probe_routes(
             clickhouse_readiness(state.read.clone()),
             state.metrics.registry.clone(),
         ))
@@ -609,10 +605,6 @@ pub async fn run(
     };
     let live_loop = state.start_live_numbers(cancel.clone());
     tracing::info!(addr = %listener.local_addr()?, streets = state.reference.streets.len(), "dashboard-api listening");
-    let gauges = tokio::spawn(case_gauges::refresh_loop(
-        state.clone(),
-        std::time::Duration::from_millis(config.metrics_interval_ms),
-    ));
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown({
             let cancel = cancel.clone();
@@ -620,7 +612,6 @@ pub async fn run(
         })
         .await;
     cancel.cancel();
-    gauges.abort();
     if let Some(handle) = live_loop {
         handle.await.ok();
     }

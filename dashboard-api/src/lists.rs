@@ -411,24 +411,30 @@ pub fn assemble(
     }
 }
 
-pub fn csv_columns() -> Vec<String> {
-    crate::csv::columns(&[
-        "clue_id",
-        "street",
-        "street_name",
-        "community",
-        "community_name",
-        "grid",
-        "category",
-        "category_name",
-        "department",
-        "department_name",
-        "status",
-        "deadline",
-        "light",
-        "updated_at",
-        "reported_at",
-    ])
+impl crate::csv::Export for Page {
+    fn file_name(&self) -> String {
+        format!("gridclue-list-{}.csv", self.list.as_str())
+    }
+
+    fn columns(&self) -> Vec<String> {
+        crate::csv::columns(&[
+            "clue_id",
+            "street",
+            "street_name",
+            "community",
+            "community_name",
+            "grid",
+            "category",
+            "category_name",
+            "department",
+            "department_name",
+            "status",
+            "deadline",
+            "light",
+            "updated_at",
+            "reported_at",
+        ])
+    }
 }
 
 #[cfg(test)]

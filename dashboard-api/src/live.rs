@@ -12,6 +12,8 @@
 //! The numbers: the current China month's reports and cases (`dashboard_clues FINAL`, as in
 //! `/v1/breakdown`), open and overdue cases now, and the month's closure, on-time and rework
 //! rates and score from `crate::indicators` (the one definition), by street and for the district.
+//! The same reading sets the Prometheus case gauges ([`crate::case_gauges`]): no other loop
+//! polls ClickHouse for them.
 //!
 //! The same loop carries the hotspot alerts open now (`alerts` events): the probe also reads
 //! `hotspot_alerts`' parts, and when they changed one query reads every open alert (latest
@@ -19,7 +21,7 @@
 //! does, and gets an event when its open alerts (ids, versions, states) changed. The page then
 //! reads `/v1/alerts` for the details.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::case_gauges::{self, CaseCounts, StreetCases};
 use crate::error::ApiError;
 use crate::indicators::{
     self, china_midnight_ms, china_time, Reader, ScoreWeights, CHINA_OFFSET_SECS,
@@ -85,6 +88,9 @@ pub struct Snapshot {
     pub period: PeriodDates,
     pub district: Kpis,
     pub streets: Vec<StreetKpis>,
+    /// Open and overdue cases of every street of the map and every street seen (the case
+    /// gauges; not streamed).
+    pub cases: BTreeMap<String, CaseCounts>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -107,9 +113,10 @@ pub fn month_of(now_ms: u64) -> PeriodDates {
     }
 }
 
-/// Per street: the month's reports and cases, open and overdue cases now, and the earliest
-/// deadline of an open case not yet passed (0: none). Bound: from, to, from, to, now, now,
-/// then the subquery's street filter ("": every street).
+/// Per street: the month's reports and cases, open and overdue clues now, the same of cases
+/// only (the gauges), and the earliest deadline of an open clue not yet passed (0: none).
+/// Bound: from, to, from, to, now, now, now, then the subquery's street filter ("": every
+/// street).
 fn state_sql() -> String {
     let open = OPEN_STATUSES_SQL;
     format!(
@@ -118,6 +125,9 @@ fn state_sql() -> String {
                 countIf(is_case = 1 AND reported_at_ms >= ? AND reported_at_ms < ?) AS cases, \
                 countIf(status IN {open}) AS open, \
                 countIf(status IN {open} AND deadline_ms > 0 AND deadline_ms < ?) AS overdue, \
+                countIf(is_case = 1 AND status IN {open}) AS open_cases, \
+                countIf(is_case = 1 AND status IN {open} AND deadline_ms > 0 AND deadline_ms < ?) \
+                    AS overdue_cases, \
                 minIf(deadline_ms, status IN {open} AND deadline_ms >= ?) AS next_deadline_ms \
          FROM ({inner}) \
          GROUP BY street",
@@ -246,6 +256,8 @@ struct StreetState {
     cases: u64,
     open: u64,
     overdue: u64,
+    open_cases: u64,
+    overdue_cases: u64,
     next_deadline_ms: u64,
 }
 
@@ -282,6 +294,7 @@ pub async fn snapshot(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::Result
         .bind(to_ms)
         .bind(from_ms)
         .bind(to_ms)
+        .bind(now_ms)
         .bind(now_ms)
         .bind(now_ms)
         .bind("")
@@ -347,12 +360,21 @@ pub async fn snapshot(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::Result
         .min()
         .unwrap_or(u64::MAX);
     let changes_after = next_deadline.min(to_ms - 1);
+    let cases = case_gauges::by_street(
+        deps.reference.streets.iter().map(|s| s.code.clone()),
+        states.iter().map(|s| StreetCases {
+            street_code: s.street.clone(),
+            open: s.open_cases,
+            overdue: s.overdue_cases,
+        }),
+    );
     Ok((
         Snapshot {
             as_of_ms: now_ms,
             period,
             district,
             streets,
+            cases,
         },
         changes_after,
     ))
@@ -472,6 +494,7 @@ pub fn spawn(
                         tracing::warn!(error = %e, "live numbers: probe failed; retrying");
                     }
                     failing = true;
+                    deps.metrics.case_gauge_errors.inc();
                     continue;
                 }
             };
@@ -514,6 +537,7 @@ pub fn spawn(
                     failing = false;
                     last_probe = Some(probe);
                     changes_after = after;
+                    case_gauges::set(&deps.metrics, &snapshot.cases);
                     let changed = tx
                         .borrow()
                         .numbers
@@ -528,6 +552,7 @@ pub fn spawn(
                         tracing::warn!(error = %e, "live numbers: query failed; retrying");
                     }
                     failing = true;
+                    deps.metrics.case_gauge_errors.inc();
                 }
             }
         }
@@ -713,6 +738,7 @@ mod tests {
             as_of_ms: 1,
             period: month_of(1),
             district: k(5),
+            cases: BTreeMap::new(),
             streets: vec![
                 StreetKpis {
                     street: "310199001".into(),
@@ -753,7 +779,7 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_bound() {
-        assert_eq!(state_sql().matches('?').count(), 8);
+        assert_eq!(state_sql().matches('?').count(), 9);
         assert_eq!(PROBE_SQL.matches('?').count(), 0);
         assert_eq!(ACTIVE_ALERTS_SQL.matches('?').count(), 1);
     }

@@ -18,10 +18,11 @@ pub struct DashboardMetrics {
     pub stream_polls: IntCounter,
     /// Open `/v1/stream` connections.
     pub stream_subscribers: IntGauge,
-    /// Open cases by street (refreshed by [`crate::case_gauges`]).
+    /// Open cases by street (set by the live numbers' loop: [`crate::case_gauges`]).
     pub open_cases: IntGaugeVec,
     /// Open cases past their deadline by street.
     pub overdue_cases: IntGaugeVec,
+    /// Polls of the live numbers' loop that failed, leaving the case gauges as they were.
     pub case_gauge_errors: IntCounter,
 }
 

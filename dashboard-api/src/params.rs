@@ -59,6 +59,32 @@ impl<'a> Args<'a> {
         self.get(name)
             .ok_or_else(|| ApiError::invalid_parameter(name, "is required"))
     }
+
+    /// The optional parameter `name` read by `parse` ([`one_of`]), `default` when absent.
+    pub fn choice<T>(
+        &self,
+        name: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Option<T>,
+        expected: &str,
+    ) -> Result<T, ApiError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(value) => one_of(name, value, parse, expected),
+        }
+    }
+}
+
+/// `value` of the parameter `name` read by `parse`; a value it does not know is a 400 saying
+/// what was expected (`"a bucket (hour, day, week, month)"`).
+pub fn one_of<T>(
+    name: &str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+    expected: &str,
+) -> Result<T, ApiError> {
+    parse(value)
+        .ok_or_else(|| ApiError::invalid_parameter(name, format!("{value:?} is not {expected}")))
 }
 
 /// The parameters every filtered route accepts besides its own.

@@ -305,21 +305,33 @@ pub fn assemble(
     }
 }
 
-pub fn csv_columns(targets: &Targets) -> Vec<String> {
-    let mut c = crate::csv::columns(&["rank", "key", "name"]);
-    c.extend(INDICATOR_FIELDS.iter().map(|f| (*f).to_owned()));
-    c.push("previous.rank".into());
-    c.extend(INDICATOR_FIELDS.iter().map(|f| format!("previous.{f}")));
-    c.push("change.rank".into());
-    c.extend(CHANGED_FIELDS.iter().map(|f| format!("change.{f}")));
-    c.extend(
-        targets
-            .each()
-            .iter()
-            .filter(|(_, t, _)| t.is_some())
-            .map(|(n, _, _)| format!("vs_target.{n}")),
-    );
-    c
+impl crate::csv::Export for Rankings {
+    fn file_name(&self) -> String {
+        format!(
+            "gridclue-rankings-{}-{}_{}.csv",
+            self.by.as_str(),
+            self.from,
+            self.to
+        )
+    }
+
+    /// The indicators now, before and their change, then the ratio to each target set.
+    fn columns(&self) -> Vec<String> {
+        let mut c = crate::csv::columns(&["rank", "key", "name"]);
+        c.extend(INDICATOR_FIELDS.iter().map(|f| (*f).to_owned()));
+        c.push("previous.rank".into());
+        c.extend(INDICATOR_FIELDS.iter().map(|f| format!("previous.{f}")));
+        c.push("change.rank".into());
+        c.extend(CHANGED_FIELDS.iter().map(|f| format!("change.{f}")));
+        c.extend(
+            self.targets
+                .each()
+                .iter()
+                .filter(|(_, t, _)| t.is_some())
+                .map(|(n, _, _)| format!("vs_target.{n}")),
+        );
+        c
+    }
 }
 
 #[cfg(test)]

@@ -187,8 +187,19 @@ pub fn assemble(bucket: Bucket, period: &Period, filters: Filters, hours: &[Hour
     }
 }
 
-pub fn csv_columns() -> Vec<String> {
-    crate::csv::columns(&["start", "reports", "accepted", "closed", "overdue"])
+impl crate::csv::Export for Trend {
+    fn file_name(&self) -> String {
+        format!(
+            "gridclue-trend-{}-{}_{}.csv",
+            self.bucket.as_str(),
+            self.from,
+            self.to
+        )
+    }
+
+    fn columns(&self) -> Vec<String> {
+        crate::csv::columns(&["start", "reports", "accepted", "closed", "overdue"])
+    }
 }
 
 #[cfg(test)]

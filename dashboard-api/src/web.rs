@@ -23,69 +23,62 @@ use sha2::{Digest, Sha256};
 
 use crate::{ApiError, AppState};
 
-/// The vendored ECharts directory under `assets/`; its name carries the version, so the file
-/// behind a URL never changes and browsers may keep it.
-const ECHARTS_DIR: &str = "echarts-6.1.0";
-
 /// No inline script and no script from elsewhere. Inline *styles* are allowed because ECharts
 /// writes its tooltips as HTML with `style` attributes.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; \
      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// An embedded file: where it is served, its bytes, its type, and how long browsers keep it.
 struct Asset {
     path: &'static str,
     body: &'static [u8],
     content_type: &'static str,
+    cache_control: &'static str,
 }
 
-const INDEX_HTML: &[u8] = include_bytes!("../assets/index.html");
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
 
+/// The page's own files are revalidated (cheap with the ETag), so a new release is picked up
+/// at the next load.
+const REVALIDATE: &str = "no-cache";
+/// The vendored ECharts: its directory's name carries the version, so the file behind a URL
+/// never changes and browsers may keep it.
+const FOREVER: &str = "public, max-age=31536000, immutable";
+
+/// `embedded!(path under assets/, content type, cache policy)`.
+macro_rules! embedded {
+    ($path:literal, $content_type:expr, $cache_control:expr) => {
+        Asset {
+            path: $path,
+            body: include_bytes!(concat!("../assets/", $path)),
+            content_type: $content_type,
+            cache_control: $cache_control,
+        }
+    };
+}
+
+/// The page, served at `/dashboard` (not under `assets/`).
+static INDEX: Asset = embedded!("index.html", "text/html; charset=utf-8", REVALIDATE);
+
+/// What `/dashboard/assets/{path}` serves.
 static ASSETS: &[Asset] = &[
-    Asset {
-        path: "dashboard.js",
-        body: include_bytes!("../assets/dashboard.js"),
-        content_type: "text/javascript; charset=utf-8",
-    },
-    Asset {
-        path: "dashboard.css",
-        body: include_bytes!("../assets/dashboard.css"),
-        content_type: "text/css; charset=utf-8",
-    },
-    Asset {
-        path: "echarts-6.1.0/echarts.min.js",
-        body: include_bytes!("../assets/echarts-6.1.0/echarts.min.js"),
-        content_type: "text/javascript; charset=utf-8",
-    },
-    Asset {
-        path: "echarts-6.1.0/LICENSE",
-        body: include_bytes!("../assets/echarts-6.1.0/LICENSE"),
-        content_type: "text/plain; charset=utf-8",
-    },
-    Asset {
-        path: "echarts-6.1.0/NOTICE",
-        body: include_bytes!("../assets/echarts-6.1.0/NOTICE"),
-        content_type: "text/plain; charset=utf-8",
-    },
-    Asset {
-        path: "echarts-6.1.0/LICENSE-d3",
-        body: include_bytes!("../assets/echarts-6.1.0/LICENSE-d3"),
-        content_type: "text/plain; charset=utf-8",
-    },
-    Asset {
-        path: "echarts-6.1.0/README.md",
-        body: include_bytes!("../assets/echarts-6.1.0/README.md"),
-        content_type: "text/plain; charset=utf-8",
-    },
+    embedded!("dashboard.js", JAVASCRIPT, REVALIDATE),
+    embedded!("dashboard.css", "text/css; charset=utf-8", REVALIDATE),
+    embedded!("echarts-6.1.0/echarts.min.js", JAVASCRIPT, FOREVER),
+    embedded!("echarts-6.1.0/LICENSE", TEXT, FOREVER),
+    embedded!("echarts-6.1.0/NOTICE", TEXT, FOREVER),
+    embedded!("echarts-6.1.0/LICENSE-d3", TEXT, FOREVER),
+    embedded!("echarts-6.1.0/README.md", TEXT, FOREVER),
 ];
 
-/// Strong ETags of the embedded files, by path (index.html under "").
+/// Strong ETags of the embedded files, by path.
 static ETAGS: LazyLock<HashMap<&'static str, HeaderValue>> = LazyLock::new(|| {
     ASSETS
         .iter()
-        .map(|a| (a.path, a.body))
-        .chain([("", INDEX_HTML)])
-        .map(|(path, body)| (path, etag_of(body)))
+        .chain([&INDEX])
+        .map(|a| (a.path, etag_of(a.body)))
         .collect()
 });
 
@@ -152,34 +145,25 @@ fn cached(
     secure(response)
 }
 
-async fn index(headers: HeaderMap) -> Response {
+fn embedded(asset: &'static Asset, request: &HeaderMap) -> Response {
     cached(
-        &headers,
-        Bytes::from_static(INDEX_HTML),
-        "text/html; charset=utf-8",
-        "no-cache",
-        &ETAGS[""],
+        request,
+        Bytes::from_static(asset.body),
+        asset.content_type,
+        asset.cache_control,
+        &ETAGS[asset.path],
     )
 }
 
+async fn index(headers: HeaderMap) -> Response {
+    embedded(&INDEX, &headers)
+}
+
 async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
-    let Some(asset) = ASSETS.iter().find(|a| a.path == path) else {
-        return secure(ApiError::NotFound(format!("no dashboard asset {path:?}")).into_response());
-    };
-    // The versioned library never changes under its URL; the page's own files are revalidated
-    // (cheap with the ETag) so a new release is picked up at the next load.
-    let cache_control = if asset.path.starts_with(ECHARTS_DIR) {
-        "public, max-age=31536000, immutable"
-    } else {
-        "no-cache"
-    };
-    cached(
-        &headers,
-        Bytes::from_static(asset.body),
-        asset.content_type,
-        cache_control,
-        &ETAGS[asset.path],
-    )
+    match ASSETS.iter().find(|a| a.path == path) {
+        Some(asset) => embedded(asset, &headers),
+        None => secure(ApiError::NotFound(format!("no dashboard asset {path:?}")).into_response()),
+    }
 }
 
 async fn district_map(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -389,6 +373,9 @@ pub fn load_district_map(data_dir: &std::path::Path) -> anyhow::Result<Arc<Distr
 mod tests {
     use super::*;
 
+    /// The vendored ECharts directory under `assets/`.
+    const ECHARTS_DIR: &str = "echarts-6.1.0";
+
     /// Two streets side by side, each of two unit squares:
     /// ```text
     /// (0,2) ┌──┬──┐ (2,2)
@@ -468,11 +455,10 @@ mod tests {
         assert_eq!(doc["map_version"], "v1");
     }
 
-    fn state_with_map() -> AppState {
-        let tokens = std::env::temp_dir().join(format!(
-            "gridclue-web-test-tokens-{}.json",
-            std::process::id()
-        ));
+    /// The state with the shipped map, and the directory of its (empty) token file.
+    fn state_with_map() -> (AppState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens.json");
         gridclue_core::tokens::TokenFile::default()
             .write(&tokens)
             .unwrap();
@@ -484,7 +470,7 @@ mod tests {
             gridclue_core::calendar::Calendar::load(&data.join("calendar.json")).unwrap(),
         );
         state.district_map = Some(load_district_map(&data).unwrap());
-        state
+        (state, dir)
     }
 
     async fn get(path: &str, if_none_match: Option<&HeaderValue>) -> Response {
@@ -493,7 +479,8 @@ mod tests {
         if let Some(tag) = if_none_match {
             req = req.header(header::IF_NONE_MATCH, tag);
         }
-        crate::app(state_with_map())
+        let (state, _tokens) = state_with_map();
+        crate::app(state)
             .oneshot(req.body(axum::body::Body::empty()).unwrap())
             .await
             .unwrap()

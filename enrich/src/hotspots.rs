@@ -58,7 +58,7 @@ use crate::kafka_loop::{
     next_batch, next_offsets, read_partitions, send_all, Epochs, LoopContext, Outgoing, Refusals,
     Source,
 };
-use crate::log_reset::{self, Committed, RebaseOutcome, Resume};
+use crate::log_reset::{self, Committed, RebaseArgs, RebaseOutcome, Resume};
 
 /// The detector service's configuration (defaults → `GRIDCLUE_CONFIG` file → `GRIDCLUE_*`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -211,6 +211,32 @@ pub fn load_neighbours(data_dir: &str) -> anyhow::Result<Neighbours> {
     Ok(Neighbours::from_vertices(grids))
 }
 
+impl crate::binary::Binary for HotspotConfig {
+    const NAME: &'static str = "gridclue-hotspots";
+    const ABOUT: &'static str =
+        "Flags emerging hotspots: clusters of same-category cases in a grid or neighbourhood";
+    const REBASE_ABOUT: &'static str = "Give partitions whose Kafka log was reset the new log's \
+        start as their position (the service holds them until then): clues.events (the \
+        sequencer's) or clues.hotspot-input (the detector's). Stop every gridclue-hotspots first \
+        (this joins their consumer group), start them again afterwards";
+
+    fn listen(&self) -> std::net::SocketAddr {
+        self.listen
+    }
+
+    async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        run(listener, self, shutdown).await
+    }
+
+    async fn rebase(&self, args: &RebaseArgs) -> anyhow::Result<Vec<RebaseOutcome>> {
+        rebase(self, &args.topic, args.partitions(), args.force).await
+    }
+}
+
 /// Runs both loops until `shutdown` resolves or one fails; `/healthz`, `/readyz`, `/metrics`.
 pub async fn run(
     listener: TcpListener,
@@ -237,7 +263,8 @@ pub async fn run_with_metrics(
     let ready = Readiness::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let http = {
-        let app = gridclue_core::service::readiness_routes(ready.clone(), metrics.registry.clone());
+        let app: axum::Router =
+            gridclue_core::service::probe_routes(ready.clone(), metrics.registry.clone());
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)

@@ -16,7 +16,9 @@
 //!   (`gridclue-enrich rebase`).
 //! - [`metrics`] — Prometheus metrics.
 //! - [`config`] — configuration.
+//! - [`binary`] — the start-up both binaries share (command line, logging, configuration).
 
+pub mod binary;
 pub mod config;
 pub mod dedupe;
 pub mod dedupe_runner;
@@ -137,7 +139,36 @@ fn probe_app(ready: Readiness, metrics: &metrics::EnrichMetrics, probe: Probe) -
             }),
         )
         .with_state(probe);
-    gridclue_core::service::readiness_routes(ready, metrics.registry.clone()).merge(admin)
+    gridclue_core::service::probe_routes(ready, metrics.registry.clone()).merge(admin)
+}
+
+impl binary::Binary for EnrichConfig {
+    const NAME: &'static str = "gridclue-enrich";
+    const ABOUT: &'static str = "Places, routes and follows clues: the processor of clues.commands";
+    const REBASE_ABOUT: &'static str = "Give partitions whose Kafka log was reset a position in \
+        the new log (enrich refuses them until then): clues.commands or clues.state (the \
+        processor's partition: both logs together), or clues.dedupe (the dedupe stage's \
+        partition). Stop every gridclue-enrich first (this joins their consumer group), start \
+        them again afterwards";
+
+    fn listen(&self) -> std::net::SocketAddr {
+        self.listen
+    }
+
+    async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        run(listener, self, shutdown).await
+    }
+
+    async fn rebase(
+        &self,
+        args: &log_reset::RebaseArgs,
+    ) -> anyhow::Result<Vec<log_reset::RebaseOutcome>> {
+        log_reset::rebase(self, &args.topic, args.partitions(), args.force).await
+    }
 }
 
 /// Runs the processor until `shutdown` resolves or the loop fails.

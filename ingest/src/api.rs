@@ -121,7 +121,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/service-area", get(service_area))
         .nest("/open311/v2", crate::open311::routes())
         .merge(crate::admin::routes())
-        .merge(service::checked_probe_routes(
+        .merge(service::probe_routes(
             broker_readiness(state.producer.clone()),
             state.metrics.registry.clone(),
         ))

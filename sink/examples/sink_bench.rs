@@ -709,8 +709,9 @@ fn prepared_rows(
             } else {
                 FactGen::lifecycle(*id, seq, now_ms())
             };
-            let row = rows::apply(state.remove(&id.as_uuid()), &env, 0);
-            let mut ev = rows::event_row(&env, &row, &source);
+            let before = state.remove(&id.as_uuid());
+            let row = rows::apply(before.clone(), &env, 0);
+            let mut ev = rows::event_row(&env, before.as_ref(), &row, &source);
             ev.kafka_offset = events.len() as i64;
             events.push(ev);
             states.push(row.clone());
@@ -1012,8 +1013,8 @@ fn fold(facts: u64) -> String {
     for env in &decoded {
         let id = env.clue_id.as_uuid();
         let prev = state.get(&id).map(|r| (**r).clone());
-        let row = rows::apply(prev, env, 0);
-        events.push(rows::event_row(env, &row, &source));
+        let row = rows::apply(prev.clone(), env, 0);
+        events.push(rows::event_row(env, prev.as_ref(), &row, &source));
         state.insert(id, Arc::new(row));
     }
     let t_fold = t.elapsed();

@@ -5,8 +5,13 @@
 //! `FINAL`. The materialized views keep `clue_counts` and `fact_flow_hourly` in step with it as
 //! rows arrive. ClickHouse 18.16 writes a table and its views one after the other, so a server
 //! crash between the two can leave an aggregate short; the check finds that, the rebuild
-//! recomputes both aggregates with the views' own expressions. Rebuild with the sinks stopped:
+//! recomputes both aggregates with the views' own statements (read from the migrations). Rebuild with the sinks stopped:
 //! rows a sink writes during the rebuild could be counted twice.
+//!
+//! The rebuild also recomputes the governance indicators' delta projection (`indicator_deltas`,
+//! `indicator_days`, `indicator_cohorts`) with the backfill of migration 0011, which derives every fact's delta rows
+//! from the deduplicated facts: the repair after rows were written behind the sink's back (a
+//! fact stored twice adds its deltas twice until then).
 
 use std::collections::BTreeMap;
 
@@ -31,21 +36,37 @@ const FLOW_FROM_EVENTS: &str = "SELECT toString(toStartOfHour(toDateTime(intDiv(
      1000), 'UTC'))) AS k1, fact_type AS k2, '' AS k3, toInt64(count()) AS reports, \
      toInt64(0) AS cases FROM clue_events FINAL GROUP BY k1, k2";
 
-/// The views' expressions (migration 0003), over the deduplicated facts.
-const REBUILD: [&str; 4] = [
-    "TRUNCATE TABLE clue_counts",
-    "INSERT INTO clue_counts SELECT \
-       toDate(toDateTime(intDiv(reported_at_ms, 1000), 'UTC')) AS day, street_code, \
-       community_code, grid_code, nearest_street_code, category, \
-       routed_department AS department, reporter_group, placement, \
-       toInt64(report_delta) AS report_count, toInt64(case_delta) AS case_count \
-     FROM clue_events FINAL WHERE report_delta != 0 OR case_delta != 0",
-    "TRUNCATE TABLE fact_flow_hourly",
-    "INSERT INTO fact_flow_hourly SELECT \
-       toStartOfHour(toDateTime(intDiv(occurred_at_ms, 1000), 'UTC')) AS hour, street_code, \
-       community_code, category, department, reporter_group, fact_type, toUInt64(1) AS facts \
-     FROM clue_events FINAL",
-];
+/// The aggregates the rebuild recomputes with their materialized views' own statements.
+const VIEW_TARGETS: [&str; 2] = ["clue_counts", "fact_flow_hourly"];
+
+/// `INSERT INTO target SELECT …` over the deduplicated facts, taken from the latest migration
+/// statement creating the view that writes `target`: the view and its rebuild are one
+/// definition, so they cannot drift. The view reads each inserted block of `clue_events`; the
+/// rebuild reads every stored fact once (`FINAL`).
+fn view_rebuild(target: &str) -> String {
+    let head = format!(" TO {target} AS");
+    let view = crate::migrations::MIGRATIONS
+        .iter()
+        .flat_map(|m| m.statements())
+        .rfind(|s| s.starts_with("CREATE MATERIALIZED VIEW") && s.contains(&head))
+        .unwrap_or_else(|| panic!("no migration creates the view of {target}"));
+    let select = &view[view.find(&head).expect("found above") + head.len()..];
+    assert_eq!(
+        select.matches("FROM clue_events").count(),
+        1,
+        "the view of {target} reads clue_events once"
+    );
+    let select = select.replacen("FROM clue_events", "FROM clue_events FINAL", 1);
+    format!("INSERT INTO {target} {}", select.trim())
+}
+
+/// Each aggregate emptied, then refilled by its view's statement over the facts.
+fn aggregate_rebuild() -> Vec<String> {
+    VIEW_TARGETS
+        .iter()
+        .flat_map(|t| [format!("TRUNCATE TABLE {t}"), view_rebuild(t)])
+        .collect()
+}
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct Group {
@@ -126,10 +147,33 @@ pub async fn check(client: &Client) -> Result<AggregateCheck, ChError> {
     })
 }
 
-/// Recomputes both aggregates from the facts (sinks stopped), then checks them.
+/// The indicators' delta projection recomputed from the facts: emptied, then the backfill
+/// statements of the migration that created it (they fill empty tables only).
+fn indicator_rebuild() -> Vec<String> {
+    let backfill = crate::migrations::MIGRATIONS
+        .iter()
+        .filter(|m| m.name == "indicator_deltas")
+        .flat_map(|m| m.statements())
+        .filter(|s| s.trim_start().starts_with("INSERT"));
+    [
+        "TRUNCATE TABLE indicator_deltas".to_owned(),
+        "TRUNCATE TABLE indicator_days".to_owned(),
+        "TRUNCATE TABLE indicator_cohorts".to_owned(),
+    ]
+    .into_iter()
+    .chain(backfill)
+    .collect()
+}
+
+/// Recomputes the aggregates and the indicators' delta projection from the facts (sinks
+/// stopped), then checks the aggregates.
 pub async fn rebuild(client: &Client) -> Result<AggregateCheck, ChError> {
-    for (i, sql) in REBUILD.iter().enumerate() {
-        tracing::info!(step = i + 1, of = REBUILD.len(), "rebuilding aggregates");
+    let steps: Vec<String> = aggregate_rebuild()
+        .into_iter()
+        .chain(indicator_rebuild())
+        .collect();
+    for (i, sql) in steps.iter().enumerate() {
+        tracing::info!(step = i + 1, of = steps.len(), "rebuilding aggregates");
         client.query(sql).execute().await?;
     }
     check(client).await
@@ -143,6 +187,37 @@ mod tests {
         rows.iter()
             .map(|(k, r, c)| (((*k).into(), String::new(), String::new()), (*r, *c)))
             .collect()
+    }
+
+    #[test]
+    fn the_indicator_rebuild_empties_both_tables_then_backfills_both() {
+        let steps = indicator_rebuild();
+        assert_eq!(steps.len(), 6, "{steps:#?}");
+        assert!(steps[0].ends_with("indicator_deltas") && steps[1].ends_with("indicator_days"));
+        assert!(steps[2].ends_with("indicator_cohorts"));
+        assert!(steps[3].starts_with("INSERT INTO indicator_deltas"));
+        assert!(steps[4].starts_with("INSERT INTO indicator_days"));
+        assert!(steps[5].starts_with("INSERT INTO indicator_cohorts"));
+    }
+
+    #[test]
+    fn the_aggregate_rebuild_runs_each_views_statement_over_the_stored_facts() {
+        let steps = aggregate_rebuild();
+        assert_eq!(steps.len(), 4, "{steps:#?}");
+        assert_eq!(steps[0], "TRUNCATE TABLE clue_counts");
+        assert!(steps[1].starts_with("INSERT INTO clue_counts SELECT"));
+        assert!(steps[1].contains("routed_department AS department"));
+        assert!(steps[1].ends_with("WHERE report_delta != 0 OR case_delta != 0"));
+        assert_eq!(steps[2], "TRUNCATE TABLE fact_flow_hourly");
+        assert!(steps[3].starts_with("INSERT INTO fact_flow_hourly SELECT"));
+        assert!(steps[3].ends_with("FROM clue_events FINAL"));
+        for insert in [&steps[1], &steps[3]] {
+            assert_eq!(
+                insert.matches("FROM clue_events FINAL").count(),
+                1,
+                "{insert}"
+            );
+        }
     }
 
     #[test]

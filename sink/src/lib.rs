@@ -41,6 +41,7 @@ pub mod aggregates;
 pub mod alerts;
 mod batching;
 pub mod dlq;
+pub mod indicator_deltas;
 pub mod log_reset;
 pub mod metrics;
 pub mod migrations;
@@ -238,7 +239,8 @@ pub async fn run_with_metrics(
     }
     let ready = Readiness::default();
     let http_stop = CancellationToken::new();
-    let app = gridclue_core::service::readiness_routes(ready.clone(), metrics.registry.clone());
+    let app: axum::Router =
+        gridclue_core::service::probe_routes(ready.clone(), metrics.registry.clone());
     let http = {
         let stop = http_stop.clone();
         tokio::spawn(async move {

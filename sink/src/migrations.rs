@@ -70,6 +70,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "dashboard_projections",
         sql: include_str!("../migrations/0010_dashboard_projections.sql"),
     },
+    Migration {
+        version: 11,
+        name: "indicator_deltas",
+        sql: include_str!("../migrations/0011_indicator_deltas.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \

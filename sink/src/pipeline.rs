@@ -54,7 +54,7 @@ use crate::metrics::SinkMetrics;
 use crate::poller::{Control, Generation, Item, Poller};
 use crate::rows::{self, ClueState, Source};
 use crate::store;
-use crate::writer::{dlq_record, Attempt, Feed, Unit, Writer};
+use crate::writer::{dlq_record, Attempt, FactWrite, Feed, Unit, Writer};
 use crate::SinkConfig;
 
 /// Why the loop stopped early.
@@ -131,6 +131,10 @@ struct PartitionState {
     /// Offsets of this log at or below this are already stored in `clue_events`.
     resume_after: Option<i64>,
     clues: HashMap<Uuid, ClueState>,
+    /// Clues whose loaded state is behind their stored facts (a sink stopped between a batch's
+    /// facts and its states): while any is left, the records at or below `resume_after` are
+    /// read to fold those facts into their states, not skipped by offset.
+    states_behind: usize,
 }
 
 /// A partition the loop does not consume for now.
@@ -495,7 +499,8 @@ impl Pipeline {
         batch.read(p, offset, Instant::now());
         let part = self.partitions.get_mut(&p).expect("partition loaded");
         let live = matches!(self.mode, Mode::Live);
-        if live && part.resume_after.is_some_and(|r| offset <= r) {
+        let resumed = live && part.resume_after.is_some_and(|r| offset <= r);
+        if resumed && part.states_behind == 0 {
             self.metrics.skipped.with_label_values(&["resumed"]).inc();
             return Ok(());
         }
@@ -509,6 +514,7 @@ impl Pipeline {
         };
         let env = match EventEnvelope::decode(payload) {
             Ok(env) => env,
+            Err(_) if resumed => return Ok(()), // sent to the DLQ when first read
             Err(e) => {
                 let record = dlq_record(e.dlq_reason(), e.to_string(), &source, key, payload);
                 batch.push_dlq(record, payload.len());
@@ -517,6 +523,9 @@ impl Pipeline {
         };
         if let Some(k) = key {
             if k != env.clue_id.to_string().as_bytes() {
+                if resumed {
+                    return Ok(());
+                }
                 let detail = format!("record key does not match clue id {}", env.clue_id);
                 let record = dlq_record(DlqReason::KeyMismatch, detail, &source, key, payload);
                 batch.push_dlq(record, payload.len());
@@ -524,16 +533,32 @@ impl Pipeline {
             }
         }
         let id = env.clue_id.as_uuid();
-        let (prev, prev_stored) = match part.clues.get(&id) {
+        let (prev, prev_stored, write) = match part.clues.get(&id) {
             Some(s) if s.stored_seq.is_some_and(|stored| env.seq <= stored) => {
                 self.metrics.skipped.with_label_values(&["duplicate"]).inc();
+                if rows::has_folded(&s.row, env.seq) {
+                    return Ok(());
+                }
+                // Stored before a restart, after the last state written: the state catches up.
+                if s.stored_seq == Some(env.seq) {
+                    part.states_behind = part.states_behind.saturating_sub(1);
+                }
+                (
+                    Some(s.row.clone()),
+                    s.stored_seq,
+                    FactWrite::StoredBeforeRestart,
+                )
+            }
+            // Below the resume point and not stored: a fact sent to the DLQ when first read.
+            _ if resumed => {
+                self.metrics.skipped.with_label_values(&["resumed"]).inc();
                 return Ok(());
             }
-            Some(s) => (Some(s.row.clone()), s.stored_seq),
-            None => (None, None),
+            Some(s) => (Some(s.row.clone()), s.stored_seq, FactWrite::Pending),
+            None => (None, None, FactWrite::Pending),
         };
         let row = rows::apply(prev.as_deref().cloned(), &env, p);
-        let event = rows::event_row(&env, &row, &source);
+        let event = rows::event_row(&env, prev.as_deref(), &row, &source);
         let clue = Arc::new(row);
         part.clues.insert(
             id,
@@ -546,6 +571,7 @@ impl Pipeline {
         batch.push_fact(
             Unit {
                 event,
+                write,
                 clue,
                 prev,
                 prev_stored,
@@ -677,10 +703,26 @@ impl Pipeline {
             )
             .await?;
         writer.resume_all();
+        let states_behind = clues
+            .values()
+            .filter(|s| {
+                s.stored_seq
+                    .is_some_and(|stored| !rows::has_folded(&s.row, stored))
+            })
+            .count();
+        if states_behind > 0 {
+            tracing::info!(
+                partition = p,
+                clues = states_behind,
+                "states behind their stored facts (the last writer stopped between its inserts); \
+                 folding the stored facts in as they are read again"
+            );
+        }
         Ok(PartitionState {
             log: inspection.stored.log,
             resume_after,
             clues,
+            states_behind,
         })
     }
 

@@ -12,6 +12,8 @@ use gridclue_core::Status;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::indicator_deltas;
+
 /// Where a fact was read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Source {
@@ -74,6 +76,13 @@ pub struct EventRow {
     /// On a `verified` fact: the working time from acceptance to closure (docs/ARCHITECTURE.md
     /// §6, mean_hours_to_close); null on other facts and where the fact does not carry it.
     pub working_ms: Option<u64>,
+    /// The fact's delta rows of the governance indicators (see `indicator_deltas`), as parallel
+    /// arrays: from when each holds, the China day of its cohort, the clue's department and the
+    /// signed counts in the order of `indicator_deltas::COUNTER_NAMES`.
+    pub indicator_effective_ms: Vec<u64>,
+    pub indicator_cohort_day: Vec<u32>,
+    pub indicator_department: Vec<String>,
+    pub indicator_counts: Vec<Vec<i64>>,
 }
 
 impl EventRow {
@@ -94,6 +103,11 @@ impl EventRow {
             + self.actor_role.len()
             + self.actor_scope.len()
             + self.actor_id.len()
+            + self
+                .indicator_department
+                .iter()
+                .map(|d| d.len() + 12 + 8 * crate::indicator_deltas::COUNTERS)
+                .sum::<usize>()
     }
 }
 
@@ -211,10 +225,16 @@ pub fn is_case(row: &ClueRow) -> bool {
         && row.status != Status::Withdrawn.as_str()
 }
 
-/// The state of a clue whose report has not been seen (a lifecycle fact came first).
-fn unknown_clue(env: &EventEnvelope, partition: i32) -> ClueRow {
+/// Whether the fact numbered `seq` is already folded into `row` (seqs start at 0; a row that
+/// never had a fact folded in has no status yet).
+pub fn has_folded(row: &ClueRow, seq: u32) -> bool {
+    !row.status.is_empty() && seq <= row.version
+}
+
+/// The state of a clue before any fact is folded in (its report not seen yet).
+pub fn blank(clue_id: Uuid, partition: i32) -> ClueRow {
     ClueRow {
-        clue_id: env.clue_id.as_uuid(),
+        clue_id,
         placement: "unknown".into(),
         kafka_partition: partition,
         ..ClueRow::default()
@@ -271,9 +291,8 @@ fn fill_report(row: &mut ClueRow, r: &Reported, env: &EventEnvelope) {
 /// the state's version is already in it and changes nothing, except that a report seen after
 /// its clue's later facts still fills in the place and category.
 pub fn apply(state: Option<ClueRow>, env: &EventEnvelope, partition: i32) -> ClueRow {
-    let mut row = state.unwrap_or_else(|| unknown_clue(env, partition));
-    // A row that never had a fact folded in has no status yet.
-    let fresh = row.status.is_empty();
+    let mut row = state.unwrap_or_else(|| blank(env.clue_id.as_uuid(), partition));
+    let folded = has_folded(&row, env.seq);
     if let Fact::Reported(r) = &env.fact {
         if row.placement == "unknown" {
             fill_report(&mut row, r, env);
@@ -282,7 +301,7 @@ pub fn apply(state: Option<ClueRow>, env: &EventEnvelope, partition: i32) -> Clu
             row.report_case = u8::from(is_case(&at_report));
         }
     }
-    if !fresh && env.seq <= row.version {
+    if folded {
         row.is_case = u8::from(is_case(&row));
         return row;
     }
@@ -406,8 +425,14 @@ fn channel_name(c: gridclue_core::wire::Channel) -> &'static str {
 }
 
 /// The `clue_events` row of `env`, with the clue's place and category taken from `clue` (the
-/// state after folding `env` in).
-pub fn event_row(env: &EventEnvelope, clue: &ClueRow, source: &Source) -> EventRow {
+/// state after folding `env` into `before`, `None` for a clue's first fact).
+pub fn event_row(
+    env: &EventEnvelope,
+    before: Option<&ClueRow>,
+    clue: &ClueRow,
+    source: &Source,
+) -> EventRow {
+    let deltas = indicator_deltas::deltas(env, before, clue);
     let (detail, deadline_ms, duplicate_of) = match &env.fact {
         Fact::Reported(r) => (
             r.description.clone(),
@@ -494,6 +519,10 @@ pub fn event_row(env: &EventEnvelope, clue: &ClueRow, source: &Source) -> EventR
             Fact::Verified { working_ms } => *working_ms,
             _ => None,
         },
+        indicator_effective_ms: deltas.iter().map(|d| d.effective_ms).collect(),
+        indicator_cohort_day: deltas.iter().map(|d| d.cohort_day).collect(),
+        indicator_department: deltas.iter().map(|d| d.department.clone()).collect(),
+        indicator_counts: deltas.iter().map(|d| d.counts.to_vec()).collect(),
     }
 }
 
@@ -577,6 +606,7 @@ pub(crate) mod tests {
         assert_eq!((s1.accepted_at_ms, s1.deadline_ms), (1_100, 40_000));
         let ev = event_row(
             &a,
+            Some(&s0),
             &s1,
             &Source {
                 topic: "t".into(),
@@ -645,7 +675,7 @@ pub(crate) mod tests {
             log: 0,
             offset: 0,
         };
-        let e = event_row(env, clue, &source);
+        let e = event_row(env, None, clue, &source);
         (e.report_delta, e.case_delta)
     }
 
@@ -742,9 +772,11 @@ pub(crate) mod tests {
                 actor,
                 ..next(&env, fact, status)
             };
-            row = apply(Some(row.clone()), &env, 0);
+            let before = row.clone();
+            row = apply(Some(before.clone()), &env, 0);
             let ev = event_row(
                 &env,
+                Some(&before),
                 &row,
                 &Source {
                     topic: "t".into(),
@@ -896,7 +928,7 @@ pub(crate) mod tests {
             offset: 0,
         };
         let s0 = apply(None, &r, 0);
-        assert_eq!(event_row(&r, &s0, &source).working_ms, None);
+        assert_eq!(event_row(&r, None, &s0, &source).working_ms, None);
         let closed = next(
             &r,
             Fact::Verified {
@@ -904,14 +936,14 @@ pub(crate) mod tests {
             },
             Status::Closed,
         );
-        let s1 = apply(Some(s0), &closed, 0);
-        let ev = event_row(&closed, &s1, &source);
+        let s1 = apply(Some(s0.clone()), &closed, 0);
+        let ev = event_row(&closed, Some(&s0), &s1, &source);
         assert_eq!(
             (ev.fact_type.as_str(), ev.working_ms),
             ("verified", Some(4 * 3_600_000))
         );
         let legacy = next(&r, Fact::Verified { working_ms: None }, Status::Closed);
-        assert_eq!(event_row(&legacy, &s1, &source).working_ms, None);
+        assert_eq!(event_row(&legacy, Some(&s0), &s1, &source).working_ms, None);
     }
 
     #[test]

@@ -230,7 +230,8 @@ struct StoredSeq {
 }
 
 /// The state of every clue of `partition`: its latest `clues` row and the highest seq stored in
-/// `clue_events`.
+/// `clue_events`. The row may be behind the stored facts (a sink stopped between its two
+/// inserts), never ahead of them.
 pub async fn load_partition(
     client: &Client,
     topic: &str,
@@ -263,9 +264,14 @@ pub async fn load_partition(
         })
         .collect();
     for s in seqs {
-        if let Some(state) = out.get_mut(&s.clue_id) {
-            state.stored_seq = Some(s.seq);
-        }
+        // Facts are stored before their state: a clue whose facts are stored but whose first
+        // state is not starts from the blank state, which the replayed facts fill in.
+        out.entry(s.clue_id)
+            .or_insert_with(|| ClueState {
+                row: std::sync::Arc::new(crate::rows::blank(s.clue_id, partition)),
+                stored_seq: None,
+            })
+            .stored_seq = Some(s.seq);
     }
     Ok(out)
 }

@@ -1,12 +1,17 @@
 //! Makes a batch durable: inserts its facts into ClickHouse and its undecodable records into the
 //! DLQ, retrying with backoff while either does not answer.
 //!
+//! - Facts go first (`clue_events`), the clues' states (`clues`) after them, so a stored state
+//!   never runs ahead of the stored facts: a sink killed between the two inserts reloads states a
+//!   few facts behind and folds the stored facts it replays into them (see `pipeline`), and every
+//!   fact it writes later is written against the state just before it.
 //! - Rows ClickHouse refuses as data are isolated by splitting the refused chunk in halves;
-//!   a single refused fact goes to the DLQ and is undone (its `clues` row put back to the
-//!   previous state, in ClickHouse and in the loop's memory).
+//!   a single refused fact goes to the DLQ and is undone in the loop's memory (its state was not
+//!   written: states follow their facts).
 //! - After a failed `clue_events` insert the writer waits until the statement no longer runs on
-//!   the server and drops from the retry what ClickHouse stored after all (a statement cut off
-//!   mid-stream may have stored a prefix), so no fact is inserted twice.
+//!   the server and marks in the retry what ClickHouse stored after all (a statement cut off
+//!   mid-stream may have stored a prefix), so no fact is inserted twice; their states are still
+//!   written. After a failed `clues` insert only the states are retried.
 //! - Facts of partitions the sink no longer owns are dropped from a retry: their next owner
 //!   writes them.
 //!
@@ -34,9 +39,23 @@ use crate::rows::{ClueRow, EventRow, Source};
 use crate::store::{self, Failure, InsertTimeouts};
 use crate::SinkConfig;
 
+/// Whether a unit's fact is still to be inserted into `clue_events`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FactWrite {
+    /// Not stored yet: the writer inserts the fact, then the clue's state.
+    Pending,
+    /// Stored by an insert that then failed (or whose state insert failed): only the state is
+    /// left to write.
+    StoredByFailedInsert,
+    /// Stored before the sink restarted and read again: the fact is folded into a reloaded state
+    /// that was written before it, and only that state is written.
+    StoredBeforeRestart,
+}
+
 /// One fact on its way into ClickHouse.
 pub(crate) struct Unit {
     pub event: EventRow,
+    pub write: FactWrite,
     /// The clue's state after this fact…
     pub clue: Arc<ClueRow>,
     /// …and before it (with the seq stored before it), to undo a fact ClickHouse refuses.
@@ -143,9 +162,7 @@ impl Writer {
             rows = units.len(),
             "insert failed"
         );
-        if phase == store::EVENTS_TABLE {
-            self.forget_stored(&mut units, &query_id, feed).await?;
-        }
+        self.mark_stored(&mut units, phase, &query_id, feed).await?;
         self.write_units(units, feed).await
     }
 
@@ -155,7 +172,12 @@ impl Writer {
         // Observed locally, published once for the batch.
         let freshness = self.metrics.freshness.local();
         let end_to_end = self.metrics.end_to_end_freshness.local();
-        for u in units {
+        let mut stored = 0;
+        for u in units
+            .iter()
+            .filter(|u| u.write != FactWrite::StoredBeforeRestart)
+        {
+            stored += 1;
             let age = now.saturating_sub(u.event.occurred_at_ms) as f64 / 1000.0;
             freshness.observe(age);
             if let Some(ingested) = u.ingested_at_ms {
@@ -164,7 +186,7 @@ impl Writer {
         }
         freshness.flush();
         end_to_end.flush();
-        feed.stored(units.len());
+        feed.stored(stored);
     }
 
     /// Inserts the units, splitting a chunk ClickHouse refuses until the refused facts are
@@ -180,7 +202,11 @@ impl Writer {
                 Ok(()) => self.written(&chunk, feed),
                 Err(Stop::Rejected(e)) if chunk.len() == 1 => {
                     let u = chunk.pop().expect("one unit");
-                    self.refused(u, &e, feed).await?;
+                    if u.write == FactWrite::Pending {
+                        self.refused(u, &e, feed).await?;
+                    } else {
+                        self.state_refused(&u, &e, feed);
+                    }
                 }
                 Err(Stop::Rejected(_)) => {
                     let right = chunk.split_off(chunk.len() / 2);
@@ -223,43 +249,36 @@ impl Writer {
             u.message.payload().unwrap_or_default(),
         );
         self.send_dlq(record, feed).await?;
-        self.undo(&u, feed).await
-    }
-
-    /// Takes back a fact ClickHouse refused: its `clues` row was written before the refusal, so
-    /// a row with the previous state at the same version replaces it (ReplacingMergeTree keeps
-    /// the last of equal versions, and the clue's next fact has a higher one), and the state in
-    /// memory goes back to what it was, so the fact can be replayed from the DLQ once fixed.
-    async fn undo(&self, u: &Unit, feed: &mut impl Feed) -> Result<(), Stop> {
-        let mut row = match &u.prev {
-            Some(prev) => (**prev).clone(),
-            None => ClueRow {
-                clue_id: u.clue.clue_id,
-                placement: "unknown".into(),
-                kafka_partition: u.source.partition,
-                ..ClueRow::default()
-            },
-        };
-        row.version = u.event.seq;
-        let client = self.client.clone();
-        let timeouts = self.timeouts;
-        let row = Arc::new(row);
-        self.retry(
-            "undo",
-            move || {
-                let client = client.clone();
-                let row = row.clone();
-                async move { store::insert_clues(&client, &[&*row], timeouts).await }
-            },
-            feed,
-        )
-        .await?;
-        self.resume_all();
-        feed.undone(u);
+        self.undo(&u, feed);
         Ok(())
     }
 
-    /// One chunk, `clues` first then `clue_events` (whose rows mark the offsets as stored),
+    /// A state ClickHouse refused whose fact is stored: the fact counts and must not reach the
+    /// DLQ (replayed from there it would count twice); the state in memory keeps it, so the
+    /// clue's next fact writes a state that includes it.
+    fn state_refused(&self, u: &Unit, e: &clickhouse::error::Error, feed: &mut impl Feed) {
+        self.metrics
+            .errors
+            .with_label_values(&["clickhouse_rejected_state"])
+            .inc();
+        tracing::error!(
+            partition = u.source.partition,
+            offset = u.source.offset,
+            error = %store::short_error(e),
+            "ClickHouse refused a clue's state whose fact is stored; keeping the fact"
+        );
+        feed.stored(usize::from(u.write == FactWrite::StoredByFailedInsert));
+    }
+
+    /// Takes back a fact ClickHouse refused: nothing of it is stored (its state is written only
+    /// after its fact), so only the state in memory goes back to what it was, and the fact can
+    /// be replayed from the DLQ once fixed.
+    fn undo(&self, u: &Unit, feed: &mut impl Feed) {
+        self.resume_all();
+        feed.undone(u);
+    }
+
+    /// One chunk, `clue_events` first (whose rows mark the offsets as stored) then `clues`,
     /// retried until acknowledged or refused as data.
     async fn insert_chunk(&self, chunk: &mut Vec<Unit>, feed: &mut impl Feed) -> Result<(), Stop> {
         let mut backoff = self.retry_initial;
@@ -283,13 +302,7 @@ impl Writer {
                 rows = chunk.len(),
                 "insert failed"
             );
-            if phase == store::EVENTS_TABLE {
-                self.forget_stored(chunk, &query_id, feed).await?;
-                if chunk.is_empty() {
-                    self.resume_all();
-                    return Ok(());
-                }
-            }
+            self.mark_stored(chunk, phase, &query_id, feed).await?;
             if let Failure::Rejected(_) = failure {
                 return Err(Stop::Rejected(e));
             }
@@ -308,10 +321,29 @@ impl Writer {
         }
     }
 
-    /// Drops from `chunk` the facts a failed insert (`query_id`) stored after all.
-    async fn forget_stored(
+    /// Marks in `chunk` the facts the failed insert stored: all of them when the state insert
+    /// failed (the facts went first), else those the `clue_events` insert (`query_id`) stored
+    /// after all.
+    async fn mark_stored(
         &self,
-        chunk: &mut Vec<Unit>,
+        chunk: &mut [Unit],
+        phase: &'static str,
+        query_id: &str,
+        feed: &mut impl Feed,
+    ) -> Result<(), Stop> {
+        if phase == store::CLUES_TABLE {
+            for u in chunk.iter_mut().filter(|u| u.write == FactWrite::Pending) {
+                u.write = FactWrite::StoredByFailedInsert;
+            }
+            return Ok(());
+        }
+        self.mark_stored_events(chunk, query_id, feed).await
+    }
+
+    /// Marks in `chunk` the facts a failed `clue_events` insert (`query_id`) stored after all.
+    async fn mark_stored_events(
+        &self,
+        chunk: &mut [Unit],
         query_id: &str,
         feed: &mut impl Feed,
     ) -> Result<(), Stop> {
@@ -335,7 +367,7 @@ impl Writer {
             self.wait(Duration::from_millis(100), feed).await?;
         }
         let mut ranges: BTreeMap<(i32, u32), (i64, i64)> = BTreeMap::new();
-        for u in chunk.iter() {
+        for u in chunk.iter().filter(|u| u.write == FactWrite::Pending) {
             let r = ranges
                 .entry((u.source.partition, u.source.log))
                 .or_insert((u.source.offset, u.source.offset));
@@ -359,11 +391,16 @@ impl Writer {
                 )
                 .await?;
             if let Some(max) = stored {
-                let before = chunk.len();
-                chunk.retain(|u| {
-                    u.source.partition != p || u.source.log != log || u.source.offset > max
-                });
-                let kept = before - chunk.len();
+                let mut kept = 0;
+                for u in chunk.iter_mut().filter(|u| {
+                    u.write == FactWrite::Pending
+                        && u.source.partition == p
+                        && u.source.log == log
+                        && u.source.offset <= max
+                }) {
+                    u.write = FactWrite::StoredByFailedInsert;
+                    kept += 1;
+                }
                 tracing::info!(
                     partition = p,
                     up_to = max,
@@ -374,7 +411,6 @@ impl Writer {
                     .skipped
                     .with_label_values(&["stored_by_failed_insert"])
                     .inc_by(kept as u64);
-                feed.stored(kept);
             }
         }
         Ok(())
@@ -492,8 +528,8 @@ fn query_id_for(units: &[Unit]) -> String {
     store::insert_query_id(&partitions)
 }
 
-/// Writes `units`: the latest `clues` row of each clue first, then the `clue_events` rows (whose
-/// offsets mark the facts as stored). Returns the table whose insert failed.
+/// Writes `units`: the `clue_events` rows not stored yet first (their offsets mark the facts as
+/// stored), then the latest `clues` row of each clue. Returns the table whose insert failed.
 async fn insert_units(
     client: &Client,
     metrics: &SinkMetrics,
@@ -513,17 +549,23 @@ async fn insert_units(
             .or_insert(&u.clue);
     }
     let clues: Vec<&ClueRow> = latest.into_values().collect();
-    let events: Vec<&EventRow> = units.iter().map(|u| &u.event).collect();
+    let events: Vec<&EventRow> = units
+        .iter()
+        .filter(|u| u.write == FactWrite::Pending)
+        .map(|u| &u.event)
+        .collect();
+    if !events.is_empty() {
+        let t = Instant::now();
+        store::insert_events(client, &events, timeouts, query_id)
+            .await
+            .map_err(|e| (store::EVENTS_TABLE, e))?;
+        observe_insert(metrics, store::EVENTS_TABLE, events.len(), t);
+    }
     let t = Instant::now();
     store::insert_clues(client, &clues, timeouts)
         .await
         .map_err(|e| (store::CLUES_TABLE, e))?;
     observe_insert(metrics, store::CLUES_TABLE, clues.len(), t);
-    let t = Instant::now();
-    store::insert_events(client, &events, timeouts, query_id)
-        .await
-        .map_err(|e| (store::EVENTS_TABLE, e))?;
-    observe_insert(metrics, store::EVENTS_TABLE, events.len(), t);
     Ok(())
 }
 

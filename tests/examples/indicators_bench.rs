@@ -197,6 +197,10 @@ async fn main() -> anyhow::Result<()> {
             // The latest-state table and the dashboard's projection of it as background merges
             // leave them in steady state (read with FINAL), and the trend's facts.
             db.execute("OPTIMIZE TABLE clues FINAL").await;
+            // The indicators' delta tables likewise (background merges sum their rows).
+            db.execute("OPTIMIZE TABLE indicator_deltas FINAL").await;
+            db.execute("OPTIMIZE TABLE indicator_days FINAL").await;
+            db.execute("OPTIMIZE TABLE indicator_cohorts FINAL").await;
             db.execute("OPTIMIZE TABLE dashboard_clues FINAL").await;
             db.execute("OPTIMIZE TABLE dashboard_trend_facts FINAL")
                 .await;
@@ -212,6 +216,8 @@ async fn main() -> anyhow::Result<()> {
     let facts = scalar("SELECT count() FROM clue_events").await?;
     let clues = scalar("SELECT uniqExact(clue_id) FROM clue_events").await?;
     let parts = scalar("SELECT count() FROM system.parts WHERE active AND database = currentDatabase() AND table = 'clue_events'").await?;
+    let delta_rows = scalar("SELECT count() FROM indicator_deltas").await?;
+    let day_rows = scalar("SELECT count() FROM indicator_days").await?;
 
     let dir = scratch("indicators-bench");
     let path = dir.path().join("tokens.json");
@@ -233,17 +239,18 @@ async fn main() -> anyhow::Result<()> {
     };
     let app = gridclue_dashboard_api::app(state);
     println!(
-        "{facts} facts, {clues} clues, {parts} part(s); {} runs per query (after 2 warm-up runs)",
+        "{facts} facts, {clues} clues, {parts} part(s); indicator_deltas {delta_rows} rows, \
+         indicator_days {day_rows} rows; {} runs per query (after 2 warm-up runs)",
         args.runs
     );
     println!("| query | p50 ms | p99 ms | max ms | rows |");
     println!("|---|---|---|---|---|");
+    let street = Reference::load(&data_dir())?.streets[0].code.clone();
     let queries: Vec<String> = if args.dashboard {
         let clue: String = client
             .query("SELECT toString(clue_id) FROM clues LIMIT 1")
             .fetch_one()
             .await?;
-        let street = Reference::load(&data_dir())?.streets[0].code.clone();
         [
             "/v1/breakdown?from=2026-01-01&to=2027-01-01&by=street",
             "/v1/breakdown?from=2026-06-01&to=2026-07-01&by=category",
@@ -276,9 +283,15 @@ async fn main() -> anyhow::Result<()> {
             "from=2026-01-01&to=2027-01-01&by=community",
             "from=2026-06-01&to=2026-07-01&by=street",
             "from=2026-06-01&to=2026-07-01&by=category&as_of=2026-06-20T12:00:00%2B08:00",
+            "from=2026-01-01&to=2027-01-01&by=category&as_of=2026-07-01T09:30:00%2B08:00",
         ]
         .into_iter()
         .map(|q| format!("/v1/indicators?{q}"))
+        .chain([
+            format!("/v1/indicators?from=2026-01-01&to=2027-01-01&by=community&street={street}"),
+            "/v1/rankings?from=2026-06-01&to=2026-07-01&by=street".to_owned(),
+            "/v1/rankings?from=2026-01-01&to=2027-01-01&by=department".to_owned(),
+        ])
         .collect()
     };
     for query in &queries {

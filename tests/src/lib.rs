@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod browser;
 pub mod ch;
 pub mod facts;
+pub mod indicators_reference;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

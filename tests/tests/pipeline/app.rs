@@ -191,7 +191,6 @@ impl StoppedApp {
             clickhouse_database: database.clone(),
             data_dir: data,
             tokens_file: tokens_file.display().to_string(),
-            metrics_interval_ms: METRICS_INTERVAL_MS,
             ..Default::default()
         };
         tasks.push(tokio::spawn(gridclue_dashboard_api::run(
