@@ -806,8 +806,9 @@ async fn raw(cli: &Cli, facts: u64, batch: usize) -> String {
     let mut folded: Vec<(rows::EventRow, rows::ClueRow)> = Vec::with_capacity(facts as usize);
     for env in backlog(&gen, facts) {
         let id = env.clue_id.as_uuid();
-        let row = rows::apply(state.remove(&id), &env, 0);
-        let mut event = rows::event_row(&env, &row, &source);
+        let before = state.remove(&id);
+        let row = rows::apply(before.clone(), &env, 0);
+        let mut event = rows::event_row(&env, before.as_ref(), &row, &source);
         event.kafka_offset = folded.len() as i64;
         state.insert(id, row.clone());
         folded.push((event, row));
@@ -927,8 +928,9 @@ async fn peer(cli: &Cli, facts: u64, batch: usize, linger: Duration) -> String {
                 offset: m.offset(),
             };
             let id = env.clue_id.as_uuid();
-            let row = rows::apply(state.remove(&id), &env, m.partition());
-            events.push(rows::event_row(&env, &row, &source));
+            let before = state.remove(&id);
+            let row = rows::apply(before.clone(), &env, m.partition());
+            events.push(rows::event_row(&env, before.as_ref(), &row, &source));
             state.insert(id, row);
             touched.push(id);
             next_offsets.insert(m.partition(), m.offset() + 1);
