@@ -628,7 +628,11 @@ pub async fn run(args: OpenArgs) -> anyhow::Result<()> {
     let mut step = 0u64;
     while let Some(rate) = search.next_rate() {
         step += 1;
-        settle(&context, &bounds).await;
+        // Without probes there is no freshness to settle (and a ceiling that cannot answer
+        // reads would never settle); the previous step's requests were all answered or timed out.
+        if args.probe_every_ms > 0 {
+            settle(&context, &bounds).await;
+        }
         eprintln!("step {step}: {rate:.0} req/s for {} s", args.duration);
         let report = one_run(&context, &mix, Schedule::new(rate)?, step).await?;
         let verdict = bounds.held(&report);

@@ -6,6 +6,8 @@
 //! cargo run --release -p gridclue-sink --example sink_bench -- throughput --facts 1000000
 //! cargo run --release -p gridclue-sink --example sink_bench -- freshness --rate 1000 --seconds 30
 //! cargo run --release -p gridclue-sink --example sink_bench -- query --facts 10000000
+//! cargo run --release -p gridclue-sink --example sink_bench -- raw --facts 500000
+//! cargo run --release -p gridclue-sink --example sink_bench -- peer --facts 500000
 //! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +59,28 @@ enum Mode {
         batch: usize,
         #[arg(long, default_value_t = 10)]
         batches: usize,
+    },
+    /// The sink's ceiling: the rows the sink writes for a backlog of `facts` (same order, each
+    /// batch's latest `clues` row per clue, then its `clue_events` rows), inserted with a raw
+    /// `INSERT … FORMAT RowBinary` per table and batch, with the views; no Kafka.
+    Raw {
+        #[arg(long, default_value_t = 500_000)]
+        facts: u64,
+        /// Facts per batch (the sink's batches hold up to `batch_max_rows`, 100 000).
+        #[arg(long, default_value_t = 100_000)]
+        batch: usize,
+    },
+    /// The peer: the plain loop a user would write (rdkafka StreamConsumer → clickhouse
+    /// inserts → commit), draining the same backlog into the same tables and views.
+    Peer {
+        #[arg(long, default_value_t = 500_000)]
+        facts: u64,
+        /// Facts per insert…
+        #[arg(long, default_value_t = 100_000)]
+        batch: usize,
+        /// …or the time since a batch's first fact, whichever comes first.
+        #[arg(long, default_value_t = 500)]
+        linger_ms: u64,
     },
     /// CPU cost of decoding and folding facts (no Kafka, no ClickHouse).
     Fold {
@@ -204,53 +228,59 @@ fn fast_producer(brokers: &str) -> FutureProducer {
         .expect("producer")
 }
 
-/// Produces `n` facts (6 per clue, in waves of 20 000 clues); returns facts produced.
+/// Clues per wave of a backlog.
+const WAVE: u64 = 20_000;
+
+/// The facts of a backlog of `facts` in production order: waves of 20 000 clues, each wave all
+/// its reports, then all its acceptances, … (6 facts per clue).
+fn backlog(gen: &FactGen, facts: u64) -> impl Iterator<Item = EventEnvelope> + '_ {
+    let clues = facts.div_ceil(6);
+    (0..clues)
+        .step_by(WAVE as usize)
+        .flat_map(move |start| {
+            let n = WAVE.min(clues - start);
+            let ids: Arc<Vec<ClueId>> = Arc::new((0..n).map(|_| ClueId::new_random()).collect());
+            (0..6u32).flat_map(move |seq| {
+                let ids = ids.clone();
+                (0..n as usize).map(move |k| {
+                    let at = now_ms();
+                    if seq == 0 {
+                        gen.report(start + k as u64, ids[k], at)
+                    } else {
+                        FactGen::lifecycle(ids[k], seq, at)
+                    }
+                })
+            })
+        })
+        .take(facts as usize)
+}
+
+/// Produces a backlog of `facts` facts; returns facts produced.
 async fn produce_backlog(p: &FutureProducer, facts: u64, gen: &FactGen) -> u64 {
-    let clues_total = facts.div_ceil(6);
-    let wave = 20_000u64;
     let mut produced = 0u64;
     let mut pending = Vec::with_capacity(50_000);
-    let mut start = 0;
-    while start < clues_total && produced < facts {
-        let n = wave.min(clues_total - start);
-        let ids: Vec<ClueId> = (0..n).map(|_| ClueId::new_random()).collect();
-        for seq in 0..6u32 {
-            for (k, id) in ids.iter().enumerate() {
-                if produced >= facts {
+    for env in backlog(gen, facts) {
+        let key = env.clue_id.to_string();
+        let payload = env.encode();
+        loop {
+            match p.send_result(FutureRecord::to("clues.events").key(&key).payload(&payload)) {
+                Ok(f) => {
+                    pending.push(f);
                     break;
                 }
-                let at = now_ms();
-                let env = if seq == 0 {
-                    gen.report(start + k as u64, *id, at)
-                } else {
-                    FactGen::lifecycle(*id, seq, at)
-                };
-                let key = id.to_string();
-                let payload = env.encode();
-                loop {
-                    match p
-                        .send_result(FutureRecord::to("clues.events").key(&key).payload(&payload))
-                    {
-                        Ok(f) => {
-                            pending.push(f);
-                            break;
-                        }
-                        Err(_) => {
-                            for f in pending.drain(..) {
-                                let _ = f.await;
-                            }
-                        }
-                    }
-                }
-                produced += 1;
-                if pending.len() >= 50_000 {
+                Err(_) => {
                     for f in pending.drain(..) {
-                        f.await.expect("delivery").expect("delivered");
+                        let _ = f.await;
                     }
                 }
             }
         }
-        start += n;
+        produced += 1;
+        if pending.len() >= 50_000 {
+            for f in pending.drain(..) {
+                f.await.expect("delivery").expect("delivered");
+            }
+        }
     }
     for f in pending.drain(..) {
         f.await.expect("delivery").expect("delivered");
@@ -741,6 +771,213 @@ async fn insert(cli: &Cli, batch: usize, batches: usize) -> String {
     out
 }
 
+/// The latest `clues` row of each clue in a batch, as the sink writes it.
+fn latest_states<'a>(
+    states: impl Iterator<Item = &'a gridclue_sink::rows::ClueRow>,
+) -> Vec<&'a gridclue_sink::rows::ClueRow> {
+    let mut latest: std::collections::HashMap<uuid::Uuid, &gridclue_sink::rows::ClueRow> =
+        std::collections::HashMap::new();
+    for row in states {
+        latest
+            .entry(row.clue_id)
+            .and_modify(|r| {
+                if row.version >= r.version {
+                    *r = row;
+                }
+            })
+            .or_insert(row);
+    }
+    latest.into_values().collect()
+}
+
+async fn raw(cli: &Cli, facts: u64, batch: usize) -> String {
+    use gridclue_sink::{rows, store};
+    let gen = FactGen {
+        grids: grid_codes(),
+    };
+    let source = rows::Source {
+        topic: "clues.events".into(),
+        partition: 0,
+        log: 0,
+        offset: 0,
+    };
+    let mut state: std::collections::HashMap<uuid::Uuid, rows::ClueRow> =
+        std::collections::HashMap::new();
+    let mut folded: Vec<(rows::EventRow, rows::ClueRow)> = Vec::with_capacity(facts as usize);
+    for env in backlog(&gen, facts) {
+        let id = env.clue_id.as_uuid();
+        let before = state.remove(&id);
+        let row = rows::apply(before.clone(), &env, 0);
+        let mut event = rows::event_row(&env, before.as_ref(), &row, &source);
+        event.kafka_offset = folded.len() as i64;
+        state.insert(id, row.clone());
+        folded.push((event, row));
+    }
+    drop(state);
+    let db = format!("gridclue_bench_raw_{}", std::process::id());
+    let settings = gridclue_core::ch::ChSettings {
+        url: cli.clickhouse_url.clone(),
+        database: db.clone(),
+        user: "default".into(),
+        password: Default::default(),
+    };
+    let client = gridclue_core::ch::connect(&settings).await.unwrap();
+    gridclue_sink::migrations::apply(&client).await.unwrap();
+    let timeouts = store::InsertTimeouts {
+        send: Duration::from_secs(60),
+        end: Duration::from_secs(60),
+    };
+    let mut clue_rows = 0usize;
+    let (mut clues_s, mut events_s) = (0.0, 0.0);
+    let started = Instant::now();
+    for chunk in folded.chunks(batch) {
+        let clues = latest_states(chunk.iter().map(|(_, c)| c));
+        clue_rows += clues.len();
+        let t = Instant::now();
+        store::insert_clues(&client, &clues, timeouts)
+            .await
+            .unwrap();
+        clues_s += t.elapsed().as_secs_f64();
+        let events: Vec<&rows::EventRow> = chunk.iter().map(|(e, _)| e).collect();
+        let t = Instant::now();
+        store::insert_events(&client, &events, timeouts, "bench-raw")
+            .await
+            .unwrap();
+        events_s += t.elapsed().as_secs_f64();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop_db(&cli.clickhouse_url, &db, cli.keep_db).await;
+    format!(
+        "raw: {facts} facts in batches of {batch}: {:.0} facts/s ({:.0} rows/s: {facts} \
+         clue_events rows + {clue_rows} clues rows); insert time clues {clues_s:.2} s, \
+         clue_events {events_s:.2} s",
+        facts as f64 / secs,
+        (facts as usize + clue_rows) as f64 / secs,
+    )
+}
+
+/// The loop a user would write with rdkafka and the clickhouse crate: a StreamConsumer; each
+/// fact decoded and folded into its clue's state, kept in a HashMap; the rows collected until
+/// `batch` facts or `linger` since the batch's first fact; the batch's latest `clues` rows and
+/// then its `clue_events` rows inserted; then the offsets committed. Nothing else: no
+/// retries, DLQ, rebalance handling, state reload, duplicate detection or metrics.
+async fn peer(cli: &Cli, facts: u64, batch: usize, linger: Duration) -> String {
+    use gridclue_sink::{rows, store};
+    use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let cluster = mock_cluster(cli.partitions);
+    let brokers = cluster.bootstrap_servers();
+    let gen = FactGen {
+        grids: grid_codes(),
+    };
+    let p = fast_producer(&brokers);
+    let t = Instant::now();
+    let n = produce_backlog(&p, facts, &gen).await;
+    println!(
+        "backlog: {n} facts produced in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    check_nothing_dropped(&brokers, cli.partitions);
+    let db = format!("gridclue_bench_peer_{}", std::process::id());
+    let settings = gridclue_core::ch::ChSettings {
+        url: cli.clickhouse_url.clone(),
+        database: db.clone(),
+        user: "default".into(),
+        password: Default::default(),
+    };
+    let client = gridclue_core::ch::connect(&settings).await.unwrap();
+    gridclue_sink::migrations::apply(&client).await.unwrap();
+    let timeouts = store::InsertTimeouts {
+        send: Duration::from_secs(60),
+        end: Duration::from_secs(60),
+    };
+
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", format!("peer-{db}"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        // The same tuning the sink gets for the mock broker, which answers a fetch only when
+        // this wait is up.
+        .set("fetch.wait.max.ms", "50")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["clues.events"]).unwrap();
+
+    let mut state: std::collections::HashMap<uuid::Uuid, rows::ClueRow> =
+        std::collections::HashMap::new();
+    let mut events: Vec<rows::EventRow> = Vec::with_capacity(batch);
+    let mut touched: Vec<uuid::Uuid> = Vec::with_capacity(batch);
+    let mut next_offsets: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+    let mut inserted = 0u64;
+    let mut inserts = 0u64;
+    let started = Instant::now();
+    let mut first: Option<(Instant, u64)> = None;
+    let mut batch_started: Option<Instant> = None;
+    while inserted < n {
+        let wait = batch_started.map_or(linger, |t| linger.saturating_sub(t.elapsed()));
+        if let Ok(received) = tokio::time::timeout(wait, consumer.recv()).await {
+            let m = received.unwrap();
+            let env = EventEnvelope::decode(m.payload().unwrap_or_default()).unwrap();
+            let source = rows::Source {
+                topic: "clues.events".into(),
+                partition: m.partition(),
+                log: 0,
+                offset: m.offset(),
+            };
+            let id = env.clue_id.as_uuid();
+            let before = state.remove(&id);
+            let row = rows::apply(before.clone(), &env, m.partition());
+            events.push(rows::event_row(&env, before.as_ref(), &row, &source));
+            state.insert(id, row);
+            touched.push(id);
+            next_offsets.insert(m.partition(), m.offset() + 1);
+            batch_started.get_or_insert_with(Instant::now);
+        }
+        let due = batch_started.is_some_and(|t| t.elapsed() >= linger);
+        if events.len() >= batch || (due && !events.is_empty()) {
+            touched.sort_unstable();
+            touched.dedup();
+            let clues: Vec<&rows::ClueRow> = touched.iter().map(|id| &state[id]).collect();
+            store::insert_clues(&client, &clues, timeouts)
+                .await
+                .unwrap();
+            let event_rows: Vec<&rows::EventRow> = events.iter().collect();
+            store::insert_events(&client, &event_rows, timeouts, "bench-peer")
+                .await
+                .unwrap();
+            let mut offsets = TopicPartitionList::new();
+            for (partition, offset) in next_offsets.drain() {
+                offsets
+                    .add_partition_offset("clues.events", partition, Offset::Offset(offset))
+                    .unwrap();
+            }
+            consumer.commit(&offsets, CommitMode::Async).unwrap();
+            inserted += events.len() as u64;
+            inserts += 1;
+            if first.is_none() {
+                first = Some((Instant::now(), inserted));
+            }
+            events.clear();
+            touched.clear();
+            batch_started = None;
+        }
+    }
+    let end = Instant::now();
+    let (t_first, rows_first) = first.unwrap();
+    let steady = (n - rows_first) as f64 / (end - t_first).as_secs_f64();
+    let total = n as f64 / (end - started).as_secs_f64();
+    drop(consumer);
+    drop_db(&cli.clickhouse_url, &db, cli.keep_db).await;
+    format!(
+        "peer: {n} facts drained; {steady:.0} facts/s from the first insert to the last \
+         ({total:.0}/s including the consumer-group start); {inserts} batches (avg {:.0} facts)",
+        n as f64 / inserts.max(1) as f64
+    )
+}
+
 fn fold(facts: u64) -> String {
     use gridclue_sink::rows;
     let gen = FactGen {
@@ -819,6 +1056,12 @@ async fn main() {
         Mode::Query { facts, runs } => query(&cli, *facts, *runs).await,
         Mode::Fold { facts } => fold(*facts),
         Mode::Insert { batch, batches } => insert(&cli, *batch, *batches).await,
+        Mode::Raw { facts, batch } => raw(&cli, *facts, *batch).await,
+        Mode::Peer {
+            facts,
+            batch,
+            linger_ms,
+        } => peer(&cli, *facts, *batch, Duration::from_millis(*linger_ms)).await,
     };
     println!("{line}");
 }
