@@ -1,8 +1,10 @@
-//! The district's bounding box, read from the map's coordinates, for edge validation.
+//! The district's bounding box, for edge validation, and each grid's readable address, both from
+//! the district map as `gridclue_district` loads it.
 
-use std::path::Path;
+use std::collections::HashMap;
 
-use anyhow::Context;
+use geo_types::Polygon;
+use gridclue_district::District;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BoundingBox {
@@ -13,28 +15,33 @@ pub struct BoundingBox {
 }
 
 impl BoundingBox {
-    pub fn from_geojson(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading district map {}", path.display()))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("parsing district map {}", path.display()))?;
-        let mut bbox = BoundingBox {
-            min_lon: f64::INFINITY,
-            min_lat: f64::INFINITY,
-            max_lon: f64::NEG_INFINITY,
-            max_lat: f64::NEG_INFINITY,
-        };
-        let features = json["features"].as_array().context("map has no features")?;
-        for f in features {
-            visit_positions(&f["geometry"]["coordinates"], &mut |lon, lat| {
-                bbox.min_lon = bbox.min_lon.min(lon);
-                bbox.max_lon = bbox.max_lon.max(lon);
-                bbox.min_lat = bbox.min_lat.min(lat);
-                bbox.max_lat = bbox.max_lat.max(lat);
-            });
-        }
-        anyhow::ensure!(bbox.min_lon.is_finite(), "map has no coordinates");
-        Ok(bbox)
+    /// The smallest box holding every grid and excluded area of the map; `None` for a map
+    /// without any.
+    pub fn of(district: &District) -> Option<Self> {
+        let grids = district.grids.iter().map(|g| &g.polygon);
+        Self::around(grids.chain(district.excluded.iter().map(|e| &e.polygon)))
+    }
+
+    /// The smallest box holding the polygons (their outer rings: holes lie inside them).
+    fn around<'a>(polygons: impl Iterator<Item = &'a Polygon<f64>>) -> Option<Self> {
+        polygons
+            .flat_map(|p| p.exterior().coords())
+            .fold(None, |bbox: Option<Self>, c| {
+                Some(match bbox {
+                    None => Self {
+                        min_lon: c.x,
+                        min_lat: c.y,
+                        max_lon: c.x,
+                        max_lat: c.y,
+                    },
+                    Some(b) => Self {
+                        min_lon: b.min_lon.min(c.x),
+                        min_lat: b.min_lat.min(c.y),
+                        max_lon: b.max_lon.max(c.x),
+                        max_lat: b.max_lat.max(c.y),
+                    },
+                })
+            })
     }
 
     pub fn expanded(&self, margin_deg: f64) -> Self {
@@ -53,68 +60,66 @@ impl BoundingBox {
 
 /// A readable address for each unit grid of the map: "<street> <community> <grid code>"
 /// (used as Open311's `address`; the grid code alone is its `address_id`).
-pub fn grid_addresses(path: &Path) -> anyhow::Result<std::collections::HashMap<String, String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading district map {}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("parsing district map {}", path.display()))?;
-    let mut out = std::collections::HashMap::new();
-    for f in json["features"].as_array().context("map has no features")? {
-        let p = &f["properties"];
-        let Some(grid) = p["grid_code"].as_str() else {
-            continue;
-        };
-        let parts: Vec<&str> = [p["street_name"].as_str(), p["community_name"].as_str()]
-            .into_iter()
-            .flatten()
-            .chain(std::iter::once(grid))
-            .collect();
-        out.insert(grid.to_owned(), parts.join(" "));
-    }
-    Ok(out)
-}
-
-fn visit_positions(v: &serde_json::Value, f: &mut impl FnMut(f64, f64)) {
-    if let Some(items) = v.as_array() {
-        match (
-            items.first().and_then(|x| x.as_f64()),
-            items.get(1).and_then(|x| x.as_f64()),
-        ) {
-            (Some(lon), Some(lat)) => f(lon, lat),
-            _ => items.iter().for_each(|i| visit_positions(i, f)),
-        }
-    }
+pub fn grid_addresses(district: &District) -> HashMap<String, String> {
+    district
+        .grids
+        .iter()
+        .map(|g| {
+            let street = district.street(&g.street_code).map(|s| s.name.as_str());
+            let community = district
+                .community(&g.community_code)
+                .map(|c| c.name.as_str());
+            let code = g.grid_code.to_string();
+            let parts: Vec<&str> = [street, community, Some(code.as_str())]
+                .into_iter()
+                .flatten()
+                .filter(|p| !p.is_empty())
+                .collect();
+            (code.clone(), parts.join(" "))
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use geo_types::polygon;
+
+    fn shipped_map() -> District {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/district/grids.geojson");
+        gridclue_district::load_geojson(path).unwrap()
+    }
 
     #[test]
-    fn bbox_covers_all_rings() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.geojson");
-        std::fs::write(
-            &path,
-            r#"{"type":"FeatureCollection","features":[
-              {"type":"Feature","properties":{},"geometry":{"type":"Polygon","coordinates":[[[121.0,31.0],[121.2,31.0],[121.2,31.1],[121.0,31.0]]]}},
-              {"type":"Feature","properties":{},"geometry":{"type":"MultiPolygon","coordinates":[[[[120.9,31.05],[121.0,31.3],[121.0,31.05],[120.9,31.05]]]]}}]}"#,
-        )
-        .unwrap();
-        let b = BoundingBox::from_geojson(&path).unwrap();
+    fn bbox_covers_all_polygons() {
+        let a = polygon![(x: 121.0, y: 31.0), (x: 121.2, y: 31.0), (x: 121.2, y: 31.1)];
+        let b = polygon![(x: 120.9, y: 31.05), (x: 121.0, y: 31.3), (x: 121.0, y: 31.05)];
+        let bbox = BoundingBox::around([&a, &b].into_iter()).unwrap();
         assert_eq!(
-            (b.min_lon, b.max_lon, b.min_lat, b.max_lat),
+            (bbox.min_lon, bbox.max_lon, bbox.min_lat, bbox.max_lat),
             (120.9, 121.2, 31.0, 31.3)
         );
-        assert!(b.contains(31.1, 121.1));
-        assert!(!b.contains(31.1, 121.3));
-        assert!(b.expanded(0.2).contains(31.1, 121.3));
+        assert!(bbox.contains(31.1, 121.1));
+        assert!(!bbox.contains(31.1, 121.3));
+        assert!(bbox.expanded(0.2).contains(31.1, 121.3));
+        assert_eq!(BoundingBox::around(std::iter::empty()), None);
+    }
+
+    #[test]
+    fn the_shipped_maps_box_holds_every_grid_corner() {
+        let district = shipped_map();
+        let bbox = BoundingBox::of(&district).unwrap();
+        for g in &district.grids {
+            for c in g.polygon.exterior().coords() {
+                assert!(bbox.contains(c.y, c.x), "{} outside {bbox:?}", g.grid_code);
+            }
+        }
     }
 
     #[test]
     fn shipped_map_names_every_grid() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/district/grids.geojson");
-        let names = grid_addresses(&path).unwrap();
+        let names = grid_addresses(&shipped_map());
         assert_eq!(names.len(), 1000);
         assert_eq!(
             names["310199001001001"],

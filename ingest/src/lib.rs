@@ -67,8 +67,10 @@ pub fn build_state(config: &IngestConfig) -> anyhow::Result<api::AppState> {
     let data = Path::new(&config.data_dir);
     let catalog = Catalog::load(&data.join("categories.json"))?;
     let map = data.join("district/grids.geojson");
-    let area = bounds::BoundingBox::from_geojson(&map)?;
-    let grid_addresses = bounds::grid_addresses(&map)?;
+    let district = gridclue_district::load_geojson(&map)
+        .with_context(|| format!("loading the district map {}", map.display()))?;
+    let area = bounds::BoundingBox::of(&district).context("the district map has no grids")?;
+    let grid_addresses = bounds::grid_addresses(&district);
     let map_file = page::MapFile::load(&map)?;
     let photos = if config.photos_url.trim().is_empty() {
         None

@@ -3,10 +3,9 @@
 
 use anyhow::Context;
 use geo::{BoundingRect, Contains};
-use geo_types::{Geometry, MultiPolygon, Point, Polygon};
+use geo_types::{MultiPolygon, Point, Polygon};
 use rand::rngs::StdRng;
 use rand::Rng;
-use serde_json::Value;
 
 /// One unit grid of the map: its street and outline.
 pub struct GridShape {
@@ -15,56 +14,22 @@ pub struct GridShape {
     pub polygon: Polygon<f64>,
 }
 
-/// The grids of a district map (GeoJSON) and their union.
+/// The grids of a district map (GeoJSON, loaded by `gridclue_district`) and their union.
 pub fn load_map(path: &str) -> anyhow::Result<(Vec<GridShape>, MultiPolygon<f64>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    let json: Value = serde_json::from_str(&text)?;
-    let mut grids = Vec::new();
-    for f in json["features"].as_array().context("no features")? {
-        if f["properties"]["grid_code"].is_null() {
-            continue;
-        }
-        let geometry: Geometry<f64> =
-            serde_json::from_value::<GeoJsonPolygon>(f["geometry"].clone())?.into_polygon()?;
-        let Geometry::Polygon(polygon) = geometry else {
-            continue;
-        };
-        grids.push(GridShape {
-            street: f["properties"]["street_code"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            grid_code: f["properties"]["grid_code"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            polygon,
-        });
-    }
+    let district =
+        gridclue_district::load_geojson(path).with_context(|| format!("loading map {path}"))?;
+    let grids: Vec<GridShape> = district
+        .grids
+        .into_iter()
+        .map(|g| GridShape {
+            street: g.street_code.to_string(),
+            grid_code: g.grid_code.to_string(),
+            polygon: g.polygon,
+        })
+        .collect();
     anyhow::ensure!(!grids.is_empty(), "map {path} has no grids");
     let all = MultiPolygon::new(grids.iter().map(|g| g.polygon.clone()).collect());
     Ok((grids, all))
-}
-
-#[derive(serde::Deserialize)]
-struct GeoJsonPolygon {
-    #[serde(rename = "type")]
-    kind: String,
-    coordinates: Vec<Vec<[f64; 2]>>,
-}
-
-impl GeoJsonPolygon {
-    fn into_polygon(self) -> anyhow::Result<Geometry<f64>> {
-        anyhow::ensure!(
-            self.kind == "Polygon",
-            "only Polygon geometries are sampled"
-        );
-        let mut rings = self.coordinates.into_iter().map(|r| {
-            geo_types::LineString::from(r.into_iter().map(|[x, y]| (x, y)).collect::<Vec<_>>())
-        });
-        let exterior = rings.next().context("polygon without rings")?;
-        Ok(Geometry::Polygon(Polygon::new(exterior, rings.collect())))
-    }
 }
 
 /// A random point inside the polygon (rejection sampling in its bounding box).
