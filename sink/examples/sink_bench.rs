@@ -108,15 +108,8 @@ const CATEGORIES: [&str; 6] = [
 fn grid_codes() -> Vec<GridCode> {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/district/grids.geojson");
-    let text = std::fs::read_to_string(path).expect("district map");
-    let map: serde_json::Value = serde_json::from_str(&text).expect("GeoJSON");
-    map["features"]
-        .as_array()
-        .expect("features")
-        .iter()
-        .filter_map(|f| f["properties"]["grid_code"].as_str())
-        .map(|c| GridCode::parse(c).expect("grid code"))
-        .collect()
+    let district = gridclue_district::load_geojson(path).expect("district map");
+    district.grids.into_iter().map(|g| g.grid_code).collect()
 }
 
 /// Facts for clues `first..first+n`, in waves: all reports, then all acceptances, … so that a
