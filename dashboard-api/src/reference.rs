@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use gridclue_core::Catalog;
-use serde::Deserialize;
+use gridclue_district::District;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Street {
@@ -39,55 +39,28 @@ pub struct Reference {
     pub departments: Vec<DepartmentName>,
 }
 
-#[derive(Deserialize)]
-struct FeatureCollection {
-    features: Vec<Feature>,
-}
-
-#[derive(Deserialize)]
-struct Feature {
-    #[serde(default)]
-    properties: Properties,
-}
-
-#[derive(Default, Deserialize)]
-struct Properties {
-    street_code: Option<String>,
-    street_name: Option<String>,
-    community_code: Option<String>,
-    community_name: Option<String>,
-}
-
 impl Reference {
-    /// Streets named by the features of a GeoJSON FeatureCollection (only the `street_code` and
-    /// `street_name` properties are read; features without them are ignored).
-    pub fn streets_from_geojson(text: &str) -> anyhow::Result<Vec<Street>> {
-        let fc: FeatureCollection = serde_json::from_str(text)
-            .context("district map is not a GeoJSON FeatureCollection")?;
-        let mut streets = BTreeMap::new();
-        for f in fc.features {
-            if let (Some(code), Some(name)) = (f.properties.street_code, f.properties.street_name) {
-                streets.entry(code).or_insert(name);
-            }
-        }
-        Ok(streets
-            .into_iter()
-            .map(|(code, name)| Street { code, name })
-            .collect())
+    /// The map's streets, sorted by code.
+    pub fn streets_of(district: &District) -> Vec<Street> {
+        let mut streets: Vec<Street> = district
+            .streets
+            .iter()
+            .map(|s| Street {
+                code: s.code.to_string(),
+                name: s.name.clone(),
+            })
+            .collect();
+        streets.sort_by(|a, b| a.code.cmp(&b.code));
+        streets
     }
 
-    /// Community names by code, from the same features' `community_code` and `community_name`.
-    pub fn communities_from_geojson(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
-        let fc: FeatureCollection = serde_json::from_str(text)
-            .context("district map is not a GeoJSON FeatureCollection")?;
-        let mut communities = BTreeMap::new();
-        for f in fc.features {
-            let p = f.properties;
-            if let (Some(code), Some(name)) = (p.community_code, p.community_name) {
-                communities.entry(code).or_insert(name);
-            }
-        }
-        Ok(communities)
+    /// The map's community names by code.
+    pub fn communities_of(district: &District) -> BTreeMap<String, String> {
+        district
+            .communities
+            .iter()
+            .map(|c| (c.code.to_string(), c.name.clone()))
+            .collect()
     }
 
     pub fn departments_from_catalog(catalog: &Catalog) -> Vec<DepartmentName> {
@@ -117,15 +90,13 @@ impl Reference {
     /// Loads `<data_dir>/district/grids.geojson` and `<data_dir>/categories.json`.
     pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
         let map = data_dir.join("district/grids.geojson");
-        let text = std::fs::read_to_string(&map)
-            .with_context(|| format!("reading the district map {}", map.display()))?;
-        let streets = Self::streets_from_geojson(&text)?;
-        let communities = Self::communities_from_geojson(&text)?;
+        let district = gridclue_district::load_geojson(&map)
+            .with_context(|| format!("loading the district map {}", map.display()))?;
         let catalog = Catalog::load(&data_dir.join("categories.json"))?;
         Ok(Self {
-            streets,
+            streets: Self::streets_of(&district),
             categories: Self::categories_from_catalog(&catalog),
-            communities,
+            communities: Self::communities_of(&district),
             departments: Self::departments_from_catalog(&catalog),
         })
     }
@@ -153,40 +124,50 @@ impl Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gridclue_district::{Community, CommunityCode, StreetCode};
+
+    fn street(code: &str, name: &str) -> gridclue_district::Street {
+        gridclue_district::Street {
+            code: StreetCode::parse(code).unwrap(),
+            name: name.into(),
+        }
+    }
 
     #[test]
-    fn streets_come_from_feature_properties() {
-        let text = r#"{"type":"FeatureCollection","features":[
-          {"type":"Feature","properties":{"grid_code":"310199002001001","street_code":"310199002","street_name":"乙街道"},"geometry":null},
-          {"type":"Feature","properties":{"grid_code":"310199001001001","street_code":"310199001","street_name":"甲街道"},"geometry":null},
-          {"type":"Feature","properties":{"grid_code":"310199001001002","street_code":"310199001","street_name":"甲街道"},"geometry":null},
-          {"type":"Feature","properties":{"kind":"excluded"},"geometry":null}]}"#;
-        let streets = Reference::streets_from_geojson(text).unwrap();
-        assert_eq!(streets.len(), 2);
-        assert_eq!(streets[0].code, "310199001");
+    fn streets_and_communities_come_from_the_map() {
+        let district = District {
+            map_version: "test".into(),
+            streets: vec![street("310199002", "乙街道"), street("310199001", "甲街道")],
+            communities: vec![Community {
+                code: CommunityCode::parse("310199001001").unwrap(),
+                name: "兰城社区".into(),
+                street_code: StreetCode::parse("310199001").unwrap(),
+            }],
+            grids: vec![],
+            excluded: vec![],
+        };
         let r = Reference {
-            streets,
-            communities: Reference::communities_from_geojson(text).unwrap(),
+            streets: Reference::streets_of(&district),
+            communities: Reference::communities_of(&district),
             ..Reference::default()
         };
+        assert_eq!(r.streets.len(), 2);
+        assert_eq!(r.streets[0].code, "310199001", "sorted by code");
         assert_eq!(r.street_name("310199002"), Some("乙街道"));
         assert_eq!(r.street_name("310199003"), None);
-        // The test features carry no community names.
-        assert_eq!(r.community_name("310199001001"), None);
+        assert_eq!(r.community_name("310199001001"), Some("兰城社区"));
+        assert_eq!(r.community_name("310199002001"), None);
     }
 
     #[test]
     fn shipped_map_names_thirteen_streets() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/district/grids.geojson");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let streets = Reference::streets_from_geojson(&text).unwrap();
-        assert_eq!(streets.len(), 13, "{streets:?}");
-        let communities = Reference::communities_from_geojson(&text).unwrap();
+        let r = Reference::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../data")).unwrap();
+        assert_eq!(r.streets.len(), 13, "{:?}", r.streets);
         assert!(
-            communities.len() > streets.len(),
+            r.communities.len() > r.streets.len(),
             "every street has communities: {}",
-            communities.len()
+            r.communities.len()
         );
-        assert!(communities.keys().all(|c| c.len() == 12));
+        assert!(r.communities.keys().all(|c| c.len() == 12));
     }
 }

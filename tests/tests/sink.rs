@@ -644,9 +644,10 @@ fn tokens(street_code: &str) -> Tokens {
 }
 
 fn reference() -> Reference {
-    let text = std::fs::read_to_string(data_dir().join("district/grids.geojson")).unwrap();
+    let district =
+        gridclue_district::load_geojson(data_dir().join("district/grids.geojson")).unwrap();
     Reference {
-        streets: Reference::streets_from_geojson(&text).unwrap(),
+        streets: Reference::streets_of(&district),
         categories: vec![
             CategoryName {
                 code: "manhole_cover".into(),
