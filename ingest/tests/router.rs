@@ -234,7 +234,9 @@ async fn broker_unavailable_is_a_bounded_503_with_retry_after() {
         post_json("/v1/clues", Some(&env.reporter), &clue_json()),
     )
     .await;
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Bounded by the configured produce timeout, not librdkafka's default (300 s); the margin
+    // is wide so a loaded machine cannot fail it.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
     assert_eq!(r.headers()["retry-after"], "2");
     expect_problem(r, StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable").await;
     let batch = json!({"clues": [clue_json(), clue_json()]});
