@@ -209,7 +209,9 @@ async fn a_clue_is_worked_to_closure_through_http() {
     let deadline_wait = std::time::Instant::now() + Duration::from_secs(30);
     let view = loop {
         let v = app.clue_view(&clue).await;
-        if v["history"].as_array().map(Vec::len) == Some(expected.len()) {
+        // The facts (history) are stored before the clue's state (status): wait for both.
+        if v["history"].as_array().map(Vec::len) == Some(expected.len()) && v["status"] == "closed"
+        {
             break v;
         }
         assert!(std::time::Instant::now() < deadline_wait, "{v:#}");

@@ -355,12 +355,16 @@ async fn rules_and_dashboards_name_only_metrics_the_services_expose() {
     }
     // Prometheus's own series per target.
     exposed.insert("up".to_owned());
-    // Series born only of a fault (a Kafka log reset): the services' own registries show them
-    // under that name once a partition is held.
+    // Series born only of a fault (a Kafka log reset, a failed insert): the services' own
+    // registries show them under that name once it happens.
     let sink = gridclue_sink::metrics::SinkMetrics::new();
     sink.log_reset_detected
         .with_label_values(&["clues.events", "0"])
         .set(1);
+    // …and a failed insert that stored its facts after all (GridclueAggregatesMayBeShort).
+    sink.skipped
+        .with_label_values(&["stored_by_failed_insert"])
+        .inc();
     let enrich = gridclue_enrich::metrics::EnrichMetrics::new();
     enrich
         .log_reset_detected
