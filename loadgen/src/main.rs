@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use geo::{BoundingRect, Contains};
 use geo_types::{MultiPolygon, Point};
@@ -293,7 +292,7 @@ async fn load(args: Args) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
-    let codes = category_codes(&client, &args.ingest_url).await?;
+    let codes = gridclue_loadgen::open::fetch_categories(&client, &args.ingest_url).await?;
     let planned = plan(&args, &grids, &district, &codes);
     eprintln!(
         "posting {} clues to {} at {} req/s with {} connections",
@@ -334,26 +333,6 @@ async fn load(args: Args) -> anyhow::Result<()> {
     progress.await?;
     eprintln!();
     report(&run, &args, secs)
-}
-
-/// The category codes ingest accepts.
-async fn category_codes(client: &reqwest::Client, ingest_url: &str) -> anyhow::Result<Vec<String>> {
-    let categories: Value = client
-        .get(format!("{ingest_url}/v1/categories"))
-        .send()
-        .await
-        .context("fetching categories from ingest")?
-        .error_for_status()?
-        .json()
-        .await?;
-    let codes: Vec<String> = categories["categories"]
-        .as_array()
-        .context("categories response has no list")?
-        .iter()
-        .filter_map(|c| c["code"].as_str().map(str::to_owned))
-        .collect();
-    anyhow::ensure!(!codes.is_empty(), "no categories");
-    Ok(codes)
 }
 
 /// What the workers share: the plan still to send, the answers and the latencies.

@@ -1243,7 +1243,8 @@ fn print_report(r: &RunReport) {
     }
 }
 
-async fn fetch_categories(http: &reqwest::Client, ingest: &str) -> anyhow::Result<Vec<String>> {
+/// The category codes ingest accepts (`GET /v1/categories`).
+pub async fn fetch_categories(http: &reqwest::Client, ingest: &str) -> anyhow::Result<Vec<String>> {
     let categories: Value = http
         .get(format!("{ingest}/v1/categories"))
         .send()

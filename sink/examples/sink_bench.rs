@@ -105,6 +105,25 @@ const CATEGORIES: [&str; 6] = [
     "street_vending",
 ];
 
+/// A bench insert may wait long on a loaded box; a timeout would only stop the measurement.
+const BENCH_TIMEOUTS: gridclue_sink::store::InsertTimeouts = gridclue_sink::store::InsertTimeouts {
+    send: Duration::from_secs(60),
+    end: Duration::from_secs(60),
+};
+
+/// A client of database `db` on the bench's ClickHouse, every migration applied.
+async fn migrated_db(clickhouse_url: &str, db: &str) -> clickhouse::Client {
+    let settings = gridclue_core::ch::ChSettings {
+        url: clickhouse_url.to_owned(),
+        database: db.to_owned(),
+        user: "default".into(),
+        password: Default::default(),
+    };
+    let client = gridclue_core::ch::connect(&settings).await.unwrap();
+    gridclue_sink::migrations::apply(&client).await.unwrap();
+    client
+}
+
 fn grid_codes() -> Vec<GridCode> {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/district/grids.geojson");
@@ -717,21 +736,11 @@ fn prepared_rows(
 async fn insert(cli: &Cli, batch: usize, batches: usize) -> String {
     use gridclue_sink::store;
     let (events, clues) = prepared_rows(batch as u64);
-    let timeouts = store::InsertTimeouts {
-        send: Duration::from_secs(60),
-        end: Duration::from_secs(60),
-    };
+    let timeouts = BENCH_TIMEOUTS;
     let mut out = format!("insert of {batches} batches of {batch} rows:");
     for views in [true, false] {
         let db = format!("gridclue_bench_ins_{}_{views}", std::process::id());
-        let settings = gridclue_core::ch::ChSettings {
-            url: cli.clickhouse_url.clone(),
-            database: db.clone(),
-            user: "default".into(),
-            password: Default::default(),
-        };
-        let client = gridclue_core::ch::connect(&settings).await.unwrap();
-        gridclue_sink::migrations::apply(&client).await.unwrap();
+        let client = migrated_db(&cli.clickhouse_url, &db).await;
         if !views {
             for v in ["clue_counts_mv", "fact_flow_hourly_mv"] {
                 client
@@ -808,18 +817,8 @@ async fn raw(cli: &Cli, facts: u64, batch: usize) -> String {
     }
     drop(state);
     let db = format!("gridclue_bench_raw_{}", std::process::id());
-    let settings = gridclue_core::ch::ChSettings {
-        url: cli.clickhouse_url.clone(),
-        database: db.clone(),
-        user: "default".into(),
-        password: Default::default(),
-    };
-    let client = gridclue_core::ch::connect(&settings).await.unwrap();
-    gridclue_sink::migrations::apply(&client).await.unwrap();
-    let timeouts = store::InsertTimeouts {
-        send: Duration::from_secs(60),
-        end: Duration::from_secs(60),
-    };
+    let client = migrated_db(&cli.clickhouse_url, &db).await;
+    let timeouts = BENCH_TIMEOUTS;
     let mut clue_rows = 0usize;
     let (mut clues_s, mut events_s) = (0.0, 0.0);
     let started = Instant::now();
@@ -874,18 +873,8 @@ async fn peer(cli: &Cli, facts: u64, batch: usize, linger: Duration) -> String {
     );
     check_nothing_dropped(&brokers, cli.partitions);
     let db = format!("gridclue_bench_peer_{}", std::process::id());
-    let settings = gridclue_core::ch::ChSettings {
-        url: cli.clickhouse_url.clone(),
-        database: db.clone(),
-        user: "default".into(),
-        password: Default::default(),
-    };
-    let client = gridclue_core::ch::connect(&settings).await.unwrap();
-    gridclue_sink::migrations::apply(&client).await.unwrap();
-    let timeouts = store::InsertTimeouts {
-        send: Duration::from_secs(60),
-        end: Duration::from_secs(60),
-    };
+    let client = migrated_db(&cli.clickhouse_url, &db).await;
+    let timeouts = BENCH_TIMEOUTS;
 
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &brokers)
