@@ -329,7 +329,7 @@ fn rows_of(histories: &[History], first_offset: i64) -> (Vec<EventRow>, Vec<Clue
 }
 
 /// Every answer the projections serve, for a set of periods, filters and instants.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, Default)]
 struct Answers {
     breakdowns: Vec<Vec<Cell>>,
     heatmaps: Vec<Vec<GridCount>>,
@@ -389,12 +389,7 @@ fn cases(world: &World) -> Vec<Case> {
 }
 
 async fn old_answers(db: &TestDb, cases: &[Case]) -> Answers {
-    let mut a = Answers {
-        breakdowns: Vec::new(),
-        heatmaps: Vec::new(),
-        trends: Vec::new(),
-        pages: Vec::new(),
-    };
+    let mut a = Answers::default();
     for c in cases {
         let street = c.filters.street.clone().unwrap_or_default();
         let category = c.filters.category.clone().unwrap_or_default();
@@ -476,12 +471,7 @@ async fn old_answers(db: &TestDb, cases: &[Case]) -> Answers {
 }
 
 async fn new_answers(db: &TestDb, cases: &[Case]) -> Answers {
-    let mut a = Answers {
-        breakdowns: Vec::new(),
-        heatmaps: Vec::new(),
-        trends: Vec::new(),
-        pages: Vec::new(),
-    };
+    let mut a = Answers::default();
     for c in cases {
         for by in By::ALL {
             let mut cells = breakdown::query(&db.client, by, &c.period, &c.filters, c.now_ms)
