@@ -53,6 +53,7 @@ pub mod names {
     pub const SINK_ERRORS_TOTAL: &str = "gridclue_sink_errors_total";
     pub const SINK_FRESHNESS_SECONDS: &str = "gridclue_sink_freshness_seconds";
     pub const SINK_PAUSED: &str = "gridclue_sink_paused";
+    pub const SINK_FETCH_PAUSED: &str = "gridclue_sink_fetch_paused";
     pub const SINK_DLQ_TOTAL: &str = "gridclue_sink_dlq_total";
     pub const SINK_SKIPPED_TOTAL: &str = "gridclue_sink_skipped_total";
     pub const SINK_LOG_RESET_DETECTED: &str = "gridclue_sink_log_reset_detected";

@@ -23,6 +23,8 @@ pub struct SinkMetrics {
     pub freshness: Histogram,
     /// 1 while consumption is paused because ClickHouse does not take inserts.
     pub paused: IntGauge,
+    /// 1 while the poller fetches nothing because the loop is behind (backpressure).
+    pub fetch_paused: IntGauge,
     /// Records sent to the DLQ, by reason.
     pub dlq: IntCounterVec,
     /// Facts skipped because they were already stored, by why (`duplicate`, `resumed`).
@@ -135,6 +137,14 @@ impl SinkMetrics {
         registry
             .register(Box::new(paused.clone()))
             .expect("metric registered once");
+        let fetch_paused = IntGauge::new(
+            names::SINK_FETCH_PAUSED,
+            "1 while fetching from Kafka is paused because the sink's loop is behind (backpressure)",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(fetch_paused.clone()))
+            .expect("metric registered once");
         let dlq = counter_vec(
             &registry,
             names::SINK_DLQ_TOTAL,
@@ -169,6 +179,7 @@ impl SinkMetrics {
             errors,
             freshness,
             paused,
+            fetch_paused,
             dlq,
             skipped,
             log_reset_detected,

@@ -302,6 +302,7 @@ impl Pipeline {
             self.cfg.events_topic.clone(),
             self.generation.clone(),
             16,
+            self.metrics.fetch_paused.clone(),
         );
         self.poller = Some(poller);
         self.rx = Some(rx);

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntGauge;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
@@ -79,6 +80,7 @@ impl Poller {
         topic: String,
         generation: Generation,
         capacity: usize,
+        fetch_paused: IntGauge,
     ) -> (Self, mpsc::Receiver<Item>) {
         let (tx, rx) = mpsc::channel(capacity);
         let (control, orders) = std::sync::mpsc::channel();
@@ -93,7 +95,14 @@ impl Poller {
                         orders,
                         held: HashSet::new(),
                     };
-                    poll_loop(&consumer, &tx, &stop, &generation, &mut steering)
+                    poll_loop(
+                        &consumer,
+                        &tx,
+                        &stop,
+                        &generation,
+                        &mut steering,
+                        &fetch_paused,
+                    )
                 })
                 .expect("poller thread starts")
         };
@@ -238,6 +247,7 @@ fn poll_loop<C: ConsumerContext>(
     stop: &AtomicBool,
     generation: &AtomicU64,
     steering: &mut Steering,
+    fetch_paused: &IntGauge,
 ) {
     // Items the channel had no room for. While the loop is merely behind, the poller waits for
     // room without polling (librdkafka's own prefetch queue bounds what is buffered); once it
@@ -249,17 +259,19 @@ fn poll_loop<C: ConsumerContext>(
     let mut seen_generation = generation.load(Ordering::Acquire);
     let mut blocked_since: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Acquire) {
-        // A new assignment starts with nothing paused and nothing held: librdkafka keeps a
-        // partition's pause across a revocation, and the loop judges a partition afresh when it
-        // comes back.
+        // A new assignment starts with nothing paused and nothing held: the loop judges a
+        // partition afresh when it comes back. librdkafka keeps an application's pause across
+        // a revocation and a later assignment, and an eager rebalance is two generations (the
+        // revocation, then the assignment, often seconds apart): a pause made before the
+        // revocation is still there when the assignment arrives, whatever happened in
+        // between, so every new generation resumes what it was given.
         let g = generation.load(Ordering::Acquire);
         if g != seen_generation {
             seen_generation = g;
-            if paused || !steering.held.is_empty() {
-                steering.held.clear();
-                set_paused(consumer, false, &steering.held);
-                paused = false;
-            }
+            steering.held.clear();
+            set_paused(consumer, false, &steering.held);
+            paused = false;
+            fetch_paused.set(0);
         }
         steering.apply(consumer, &mut pending, paused, g);
         while let Some(item) = pending.pop_front() {
@@ -278,6 +290,7 @@ fn poll_loop<C: ConsumerContext>(
             if paused {
                 set_paused(consumer, false, &steering.held);
                 paused = false;
+                fetch_paused.set(0);
             }
         } else {
             let since = *blocked_since.get_or_insert_with(std::time::Instant::now);
@@ -288,6 +301,7 @@ fn poll_loop<C: ConsumerContext>(
             if !paused {
                 set_paused(consumer, true, &steering.held);
                 paused = true;
+                fetch_paused.set(1);
             }
         }
         let timeout = Duration::from_millis(if full { 20 } else { 100 });
@@ -324,5 +338,165 @@ fn flush_chunk(pending: &mut VecDeque<Item>, chunk: &mut Vec<OwnedMessage>, gene
             generation,
             messages: std::mem::take(chunk),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Instant;
+
+    use rdkafka::consumer::Rebalance;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{ClientConfig, ClientContext};
+
+    use super::*;
+
+    const TOPIC: &str = "events";
+    const GROUP: &str = "sink";
+
+    /// Bumps the generation at every rebalance, as the sink's own context does.
+    struct Counting(Generation);
+
+    impl ClientContext for Counting {}
+
+    impl ConsumerContext for Counting {
+        fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+            self.0.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn group_member(bootstrap: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", bootstrap)
+            .set("group.id", GROUP)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "200");
+        c
+    }
+
+    fn produce(bootstrap: &str, partitions: &[i32], payload: &str, per_partition: usize) {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .expect("producer");
+        for &p in partitions {
+            for _ in 0..per_partition {
+                producer
+                    .send(
+                        BaseRecord::<(), str>::to(TOPIC)
+                            .partition(p)
+                            .payload(payload),
+                    )
+                    .expect("queued");
+            }
+        }
+        producer.flush(Duration::from_secs(10)).expect("flushed");
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn assigned<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> BTreeSet<i32> {
+        consumer
+            .assignment()
+            .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Takes what the poller hands over until `payload` was seen from each of `partitions`.
+    fn receive(rx: &mut mpsc::Receiver<Item>, partitions: &BTreeSet<i32>, payload: &[u8]) {
+        let mut seen = BTreeSet::new();
+        let what = format!("{partitions:?} to hand over {payload:?}");
+        wait_for(&what, || {
+            while let Ok(item) = rx.try_recv() {
+                if let Item::Messages { messages, .. } = item {
+                    seen.extend(
+                        messages
+                            .iter()
+                            .filter(|m| m.payload() == Some(payload))
+                            .map(|m| m.partition()),
+                    );
+                }
+            }
+            partitions.is_subset(&seen)
+        });
+    }
+
+    /// A pause for backpressure made before a revocation must not outlive the rebalance: the
+    /// loop may catch up while the group waits for its members, and the assignment that follows
+    /// must be fetched. (Found by the chaos suite: a sink that consumed nothing after a second
+    /// sink joined and left.)
+    #[test]
+    fn partitions_paused_for_backpressure_are_fetched_after_a_rebalance() {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        mock.create_topic(TOPIC, 2, 1).expect("topic");
+        let bootstrap = mock.bootstrap_servers();
+        produce(&bootstrap, &[0, 1], "before", 3 * CHUNK);
+
+        let generation = Generation::default();
+        let consumer: BaseConsumer<Counting> = group_member(&bootstrap)
+            .create_with_context(Counting(generation.clone()))
+            .expect("consumer");
+        consumer.subscribe(&[TOPIC]).expect("subscribed");
+        let consumer = Arc::new(consumer);
+        let fetch_paused = IntGauge::new("fetch_paused", "test").expect("gauge");
+        let (_poller, mut rx) = Poller::start(
+            consumer.clone(),
+            TOPIC.into(),
+            generation.clone(),
+            1,
+            fetch_paused.clone(),
+        );
+
+        // Nothing is taken from the poller: its one-item channel fills and it pauses fetching.
+        wait_for("the backpressure pause", || fetch_paused.get() == 1);
+        let before_join = generation.load(Ordering::Acquire);
+
+        // A second member joins: the partitions are revoked …
+        let stop_other = Arc::new(AtomicBool::new(false));
+        let other = {
+            let stop = stop_other.clone();
+            let other: BaseConsumer = group_member(&bootstrap).create().expect("consumer");
+            other.subscribe(&[TOPIC]).expect("subscribed");
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    let _ = other.poll(Duration::from_millis(50));
+                }
+                other.unsubscribe();
+                let _ = other.poll(Duration::from_millis(500));
+            })
+        };
+        wait_for("the revocation", || {
+            generation.load(Ordering::Acquire) > before_join
+        });
+        // … and the loop catches up while the group waits for its members.
+        wait_for("the end of the backpressure", || {
+            while rx.try_recv().is_ok() {}
+            fetch_paused.get() == 0
+        });
+        wait_for("one of the two partitions assigned", || {
+            generation.load(Ordering::Acquire) > before_join + 1 && assigned(&*consumer).len() == 1
+        });
+        let mine = assigned(&*consumer);
+        produce(&bootstrap, &[0, 1], "after join", 5);
+        receive(&mut rx, &mine, b"after join");
+
+        // The second member leaves: every partition comes back, and is fetched.
+        stop_other.store(true, Ordering::Release);
+        other.join().expect("second member stopped");
+        wait_for("every partition assigned again", || {
+            assigned(&*consumer) == BTreeSet::from([0, 1])
+        });
+        produce(&bootstrap, &[0, 1], "after leave", 5);
+        receive(&mut rx, &BTreeSet::from([0, 1]), b"after leave");
     }
 }
