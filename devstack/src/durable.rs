@@ -11,14 +11,15 @@
 //! - while it runs, a consumer of its own tails every partition of every topic and appends what
 //!   it reads to the journal (fsync'd every [`JournalConfig::flush_interval`]); the committed
 //!   offsets of [`JournalConfig::groups`] are read every [`JournalConfig::snapshot_interval`]
-//!   (the mock answers no ListGroups, so the groups are named up front);
+//!   (the mock answers no ListGroups, so the groups are named up front) and written once the
+//!   journal has read every record produced before them (see `PendingOffsets`);
 //! - [`DurableKafka::shutdown`] lets the journal catch up with every partition's high watermark,
 //!   fsyncs it and writes a last snapshot of the committed offsets. Stop the clients first: what
 //!   they produce or commit after that is not kept.
 //!
 //! What a kill (SIGKILL) of the owning process loses: records the journal had not read yet
 //! (its read lag, logged when it exceeds the flush interval) and commits after the last
-//! snapshot; what the journal read is handed to the operating system at once (every
+//! snapshot written, which never marks as consumed an input whose outputs were lost; what the journal read is handed to the operating system at once (every
 //! [`WRITE_OUT_INTERVAL`] under a stream of records). A crash of the machine also loses what was
 //! not fsync'd yet (at most [`JournalConfig::flush_interval`]). A committed offset beyond a
 //! partition's restored end is lowered to that end (and logged).
@@ -684,6 +685,7 @@ impl Recorder {
             groups,
             layout,
             offsets,
+            pending: None,
             tape,
         };
         let (stop, stopped) = mpsc::channel();
@@ -731,7 +733,31 @@ struct RecorderState {
     layout: TopicLayout,
     /// The committed offsets last written to the journal.
     offsets: GroupOffsets,
+    /// Committed offsets read but not written yet: the journal has not read everything
+    /// produced before them.
+    pending: Option<PendingOffsets>,
     tape: Tape,
+}
+
+/// Committed offsets, and every partition's high watermark read just after them.
+///
+/// A consumer that produces what it derives from its input (enrich: commands in, facts out)
+/// commits its input only once its output is acknowledged, so every output of a committed input
+/// lies below these watermarks. Written only once the journal has read up to them, a snapshot
+/// never outlives the outputs of what it marks as consumed: after a kill, a consumer whose
+/// outputs were lost reads their inputs again instead of skipping them.
+struct PendingOffsets {
+    offsets: GroupOffsets,
+    high: BTreeMap<PartitionKey, i64>,
+}
+
+impl PendingOffsets {
+    /// Whether the journal, at `next` per partition, has read up to every watermark.
+    fn journaled(&self, next: &BTreeMap<PartitionKey, i64>) -> bool {
+        self.high
+            .iter()
+            .all(|(k, &h)| next.get(k).is_some_and(|&at| at >= h))
+    }
 }
 
 /// The records side of the journal: the writer and where each partition stands.
@@ -787,10 +813,11 @@ impl RecorderState {
                 unreported_lag = Duration::ZERO;
                 last_lag_warning = Some(Instant::now());
             }
-            if last_snapshot.elapsed() >= self.config.snapshot_interval {
-                self.snapshot_offsets(false)?;
+            if self.pending.is_none() && last_snapshot.elapsed() >= self.config.snapshot_interval {
+                self.read_offsets();
                 last_snapshot = Instant::now();
             }
+            self.write_offsets_journaled()?;
             if last_layout_check.elapsed() >= LAYOUT_CHECK_INTERVAL {
                 self.follow_new_partitions()?;
                 last_layout_check = Instant::now();
@@ -809,10 +836,51 @@ impl RecorderState {
         self.catch_up()
     }
 
-    /// Reads the groups' committed offsets and writes them when they changed (or when `force`).
-    /// The journal is fsync'd first, so a snapshot points past the durable records only by what
-    /// the journal had not read yet when the clients committed.
-    fn snapshot_offsets(&mut self, force: bool) -> Result<(), DevstackError> {
+    /// Reads the groups' committed offsets and, when they changed, the high watermarks after
+    /// them; they are written once the journal has read up to those watermarks.
+    fn read_offsets(&mut self) {
+        let now = match self.committed_offsets() {
+            Ok(now) => now,
+            Err(e) => {
+                warn!(error = %e, "cannot read committed offsets");
+                return;
+            }
+        };
+        if now == self.offsets {
+            return;
+        }
+        match high_watermarks(&self.consumer, self.tape.next.keys()) {
+            Ok(high) => {
+                self.pending = Some(PendingOffsets { offsets: now, high });
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read the high watermarks; committed offsets kept as they were")
+            }
+        }
+    }
+
+    /// Writes the pending committed offsets once the journal has read up to their watermarks.
+    /// The journal is fsync'd first: a snapshot never points past the durable records.
+    fn write_offsets_journaled(&mut self) -> Result<(), DevstackError> {
+        let journaled = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.journaled(&self.tape.next));
+        if let (true, Some(p)) = (journaled, self.pending.take()) {
+            self.write_offsets(p.offsets)?;
+        }
+        Ok(())
+    }
+
+    fn write_offsets(&mut self, offsets: GroupOffsets) -> Result<(), DevstackError> {
+        self.tape.writer.sync()?;
+        journal::write_json(&self.config.dir, GROUPS_FILE, &offsets)?;
+        self.offsets = offsets;
+        Ok(())
+    }
+
+    /// Every group's committed offsets (a group that cannot be read keeps its last ones).
+    fn committed_offsets(&self) -> Result<GroupOffsets, DevstackError> {
         let mut partitions = TopicPartitionList::new();
         for (topic, partition) in self.tape.next.keys() {
             partitions
@@ -834,12 +902,7 @@ impl RecorderState {
                 }
             }
         }
-        if force || now != self.offsets {
-            self.tape.writer.sync()?;
-            journal::write_json(&self.config.dir, GROUPS_FILE, &now)?;
-            self.offsets = now;
-        }
-        Ok(())
+        Ok(now)
     }
 
     /// Journals topics and partitions created since the start (clients may auto-create topics).
@@ -907,8 +970,9 @@ impl RecorderState {
         if !lagging.is_empty() {
             warn!(partitions = ?lagging, "the journal did not catch up before the timeout");
         }
-        self.tape.writer.sync()?;
-        self.snapshot_offsets(true)?;
+        // The clients are stopped: their last commits follow everything they produced.
+        let offsets = self.committed_offsets()?;
+        self.write_offsets(offsets)?;
         self.tape.report.lagging = lagging;
         self.tape.report.bytes = self.tape.writer.bytes_written();
         self.tape.report.end_offsets = self.tape.next.clone();
@@ -976,5 +1040,37 @@ impl Tape {
         self.report.records += 1;
         self.next.insert(key, m.offset() + 1);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(entries: &[(&str, i32, i64)]) -> BTreeMap<PartitionKey, i64> {
+        entries
+            .iter()
+            .map(|&(t, p, o)| ((t.to_string(), p), o))
+            .collect()
+    }
+
+    #[test]
+    fn committed_offsets_wait_until_the_journal_has_read_every_watermark() {
+        let pending = PendingOffsets {
+            offsets: GroupOffsets::default(),
+            high: at(&[("clues.commands", 0, 120), ("clues.events", 0, 80)]),
+        };
+        // The enrich group committed its commands up to 120 after its facts were acknowledged
+        // below 80: until the journal holds those facts the commit is not kept.
+        assert!(!pending.journaled(&at(&[("clues.commands", 0, 120), ("clues.events", 0, 79)])));
+        assert!(!pending.journaled(&at(&[("clues.commands", 0, 119), ("clues.events", 0, 90)])));
+        // A partition the journal has not started on is not read up to anything.
+        assert!(!pending.journaled(&at(&[("clues.commands", 0, 120)])));
+        assert!(pending.journaled(&at(&[("clues.commands", 0, 120), ("clues.events", 0, 80)])));
+        assert!(pending.journaled(&at(&[
+            ("clues.commands", 0, 130),
+            ("clues.events", 0, 95),
+            ("clues.dlq", 0, 3)
+        ])));
     }
 }

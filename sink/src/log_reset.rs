@@ -52,6 +52,9 @@ pub struct StoredLog {
     pub clusters: Vec<String>,
     /// The highest offset stored from this log, and the fact stored from it.
     pub last: Option<(i64, FactId)>,
+    /// For a log the sink started after the broker lost the tail of the previous one: the
+    /// offset up to which it is the previous log (stored already), so it is read after it.
+    pub continues_after: Option<i64>,
 }
 
 /// What the broker shows of the partition now.
@@ -133,6 +136,9 @@ pub enum Verdict {
         adopt_cluster: bool,
     },
     Reset(ResetKind),
+    /// The broker lost the log's tail: the records up to `kept_through` are still the facts
+    /// stored from them, those after it are gone (some offsets taken again by new records).
+    Truncated { kind: ResetKind, kept_through: i64 },
 }
 
 /// The offset whose record must be compared with the stored fact, if it is still in the log.
@@ -149,9 +155,10 @@ pub fn judge(stored: &StoredLog, broker: &BrokerLog, at_stored: Option<&AtOffset
         .as_ref()
         .is_some_and(|id| !stored.clusters.contains(id));
     let Some((n, fact)) = stored.last else {
-        // Nothing stored from this log: nothing is skipped by offset.
+        // Nothing stored from this log: nothing is skipped by offset, unless the log continues
+        // one whose records up to an offset are stored.
         return Verdict::Consume {
-            resume_after: None,
+            resume_after: stored.continues_after,
             adopt_cluster: new_cluster,
         };
     };
@@ -181,6 +188,32 @@ pub fn judge(stored: &StoredLog, broker: &BrokerLog, at_stored: Option<&AtOffset
         },
     }
 }
+
+/// Of the offsets stored from a log (`stored`, highest first, with their facts), the highest
+/// whose record in the broker's log is still the fact stored from it, when the log lost its
+/// tail: a log that loses its tail keeps every record before the loss, so the records that
+/// match form a prefix and a binary search asks `fact_at` about log2(n) offsets. `None` when
+/// even the lowest differs (nothing proves it is the same log).
+pub fn last_kept<E>(
+    stored: &[(i64, FactId)],
+    mut fact_at: impl FnMut(i64) -> Result<AtOffset, E>,
+) -> Result<Option<i64>, E> {
+    let (mut differs_through, mut matches_from) = (0, stored.len());
+    while differs_through < matches_from {
+        let mid = (differs_through + matches_from) / 2;
+        let (offset, fact) = stored[mid];
+        if fact_at(offset)? == AtOffset::Fact(fact) {
+            matches_from = mid;
+        } else {
+            differs_through = mid + 1;
+        }
+    }
+    Ok(stored.get(matches_from).map(|(offset, _)| *offset))
+}
+
+/// How many of the highest stored offsets below the broker's high watermark a truncation is
+/// looked for in: a tail lost by a broker is its last moments' records, not a log's worth.
+const TRUNCATION_WINDOW: u64 = 100_000;
 
 /// A failed look at ClickHouse or Kafka while judging a partition (retried by the caller).
 #[derive(Debug, thiserror::Error)]
@@ -293,12 +326,14 @@ pub struct KafkaLogRow {
     pub stored_before: i64,
     pub note: String,
     pub recorded_at_ms: u64,
+    pub continues_after: i64,
 }
 
 #[derive(clickhouse::Row, Deserialize)]
 struct LogCluster {
     kafka_log: u32,
     cluster_id: String,
+    continues_after: i64,
 }
 
 #[derive(clickhouse::Row, Deserialize)]
@@ -318,7 +353,7 @@ pub async fn stored_log(
 ) -> Result<StoredLog, clickhouse::error::Error> {
     let rows: Vec<LogCluster> = client
         .query(
-            "SELECT kafka_log, cluster_id FROM kafka_logs \
+            "SELECT kafka_log, cluster_id, continues_after FROM kafka_logs \
              WHERE kafka_topic = ? AND kafka_partition = ?",
         )
         .bind(topic)
@@ -326,6 +361,12 @@ pub async fn stored_log(
         .fetch_all()
         .await?;
     let log = rows.iter().map(|r| r.kafka_log).max().unwrap_or(0);
+    let continues_after = rows
+        .iter()
+        .filter(|r| r.kafka_log == log)
+        .map(|r| r.continues_after)
+        .max()
+        .filter(|&m| m >= 0);
     let mut clusters: Vec<String> = rows
         .into_iter()
         .filter(|r| r.kafka_log == log && !r.cluster_id.is_empty())
@@ -348,7 +389,46 @@ pub async fn stored_log(
         log,
         clusters,
         last: (last.rows > 0).then_some((last.max_offset, (last.clue_id, last.seq))),
+        continues_after,
     })
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct StoredFact {
+    kafka_offset: i64,
+    #[serde(with = "clickhouse::serde::uuid")]
+    clue_id: Uuid,
+    seq: u32,
+}
+
+/// The offsets stored from `log` within `[low, high)` (the broker's log now), highest first, at
+/// most [`TRUNCATION_WINDOW`] of them, with their facts.
+async fn stored_in_log(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+    log: u32,
+    broker: &BrokerLog,
+) -> Result<Vec<(i64, FactId)>, clickhouse::error::Error> {
+    let rows: Vec<StoredFact> = client
+        .query(
+            "SELECT kafka_offset, clue_id, seq FROM clue_events \
+             WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_log = ? \
+             AND kafka_offset >= ? AND kafka_offset < ? \
+             ORDER BY kafka_offset DESC LIMIT ?",
+        )
+        .bind(topic)
+        .bind(partition)
+        .bind(log)
+        .bind(broker.low)
+        .bind(broker.high)
+        .bind(TRUNCATION_WINDOW)
+        .fetch_all()
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.kafka_offset, (r.clue_id, r.seq)))
+        .collect())
 }
 
 pub async fn record_log(
@@ -371,9 +451,9 @@ pub struct Inspection {
 }
 
 impl Inspection {
-    /// The reset, if the verdict is one.
+    /// The reset, if the verdict is one (a truncated log is one too: see [`Self::truncation`]).
     pub fn reset(&self) -> Option<LogReset> {
-        let Verdict::Reset(kind) = &self.verdict else {
+        let (Verdict::Reset(kind) | Verdict::Truncated { kind, .. }) = &self.verdict else {
             return None;
         };
         Some(LogReset {
@@ -387,6 +467,14 @@ impl Inspection {
         })
     }
 
+    /// The offset up to which a log that lost its tail still holds the stored records.
+    pub fn truncation(&self) -> Option<i64> {
+        match self.verdict {
+            Verdict::Truncated { kept_through, .. } => Some(kept_through),
+            _ => None,
+        }
+    }
+
     fn row(&self, log: u32, stored_before: i64, note: &str) -> KafkaLogRow {
         KafkaLogRow {
             kafka_topic: self.topic.clone(),
@@ -398,6 +486,7 @@ impl Inspection {
             stored_before,
             note: note.to_owned(),
             recorded_at_ms: now_ms(),
+            continues_after: -1,
         }
     }
 }
@@ -424,7 +513,21 @@ pub async fn inspect(
         }
         None => None,
     };
-    let verdict = judge(&stored, &broker, at_stored.as_ref());
+    let verdict = match judge(&stored, &broker, at_stored.as_ref()) {
+        Verdict::Reset(kind @ (ResetKind::BeyondEnd | ResetKind::OtherRecord)) => {
+            let candidates = stored_in_log(client, topic, partition, stored.log, &broker).await?;
+            let (probe, topic) = (probe.clone(), topic.to_owned());
+            let kept = tokio::task::spawn_blocking(move || {
+                last_kept(&candidates, |offset| probe.fact_at(&topic, partition, offset))
+            })
+            .await??;
+            match kept {
+                Some(kept_through) => Verdict::Truncated { kind, kept_through },
+                None => Verdict::Reset(kind),
+            }
+        }
+        verdict => verdict,
+    };
     Ok(Inspection {
         topic: topic.to_owned(),
         partition,
@@ -462,6 +565,28 @@ pub async fn adopt_cluster(
         );
     }
     record_log(client, &inspection.row(inspection.stored.log, -1, note)).await
+}
+
+/// Starts a new log for a partition whose log lost its tail ([`Verdict::Truncated`]): it is the
+/// old log up to the last record kept, and is read after it. Returns the new log's number.
+pub async fn continue_after_truncation(
+    client: &Client,
+    inspection: &Inspection,
+) -> Result<u32, clickhouse::error::Error> {
+    let Some(kept_through) = inspection.truncation() else {
+        return Ok(inspection.stored.log);
+    };
+    let from_log = inspection.stored.log;
+    let stored_through = inspection.stored.last.map_or(-1, |(n, _)| n);
+    let note = format!(
+        "started by the sink: the broker lost the tail of log {from_log} after offset \
+         {kept_through} (offsets up to {stored_through} had been stored); read after \
+         {kept_through}"
+    );
+    let mut row = inspection.row(from_log + 1, stored_through, &note);
+    row.continues_after = kept_through;
+    record_log(client, &row).await?;
+    Ok(from_log + 1)
 }
 
 /// Which partitions `gridclue-sink rebase` acts on.
@@ -555,6 +680,7 @@ mod tests {
             log: 0,
             clusters: clusters.iter().map(|c| c.to_string()).collect(),
             last,
+            continues_after: None,
         }
     }
 
@@ -658,6 +784,70 @@ mod tests {
                 adopt_cluster: true
             }
         );
+    }
+
+    #[test]
+    fn a_log_continuing_another_is_read_after_what_it_continues() {
+        let s = StoredLog {
+            log: 1,
+            clusters: vec!["b".into()],
+            last: None,
+            continues_after: Some(599),
+        };
+        assert_eq!(
+            judge(&s, &broker(0, 640, "b"), None),
+            Verdict::Consume {
+                resume_after: Some(599),
+                adopt_cluster: false
+            }
+        );
+    }
+
+    /// Offsets 10, 12, …, 30 stored (highest first); the broker still holds the same facts up
+    /// to `kept` and other records after it.
+    fn truncated_at(kept: i64) -> (Vec<(i64, FactId)>, impl Fn(i64) -> AtOffset) {
+        let stored: Vec<(i64, FactId)> = (5..=15)
+            .rev()
+            .map(|i: u8| (i64::from(i) * 2, fact(i)))
+            .collect();
+        let broker = move |offset: i64| {
+            if offset <= kept {
+                AtOffset::Fact(fact((offset / 2) as u8))
+            } else if offset % 3 == 0 {
+                AtOffset::Other
+            } else {
+                AtOffset::Fact(fact(200))
+            }
+        };
+        (stored, broker)
+    }
+
+    #[test]
+    fn the_last_record_kept_is_found_by_asking_about_few_offsets() {
+        for (kept, expected) in [(30, Some(30)), (25, Some(24)), (12, Some(12)), (10, Some(10))] {
+            let (stored, broker) = truncated_at(kept);
+            let mut asked = Vec::new();
+            let found = last_kept::<()>(&stored, |offset| {
+                asked.push(offset);
+                Ok(broker(offset))
+            });
+            assert_eq!(found, Ok(expected), "kept through {kept}");
+            // 11 stored offsets: at most ceil(log2(12)) = 4 looks at the broker.
+            assert!(asked.len() <= 4, "kept through {kept}: asked {asked:?}");
+        }
+    }
+
+    #[test]
+    fn a_log_that_holds_none_of_the_stored_facts_is_not_a_truncated_one() {
+        let (stored, broker) = truncated_at(9);
+        assert_eq!(last_kept::<()>(&stored, |o| Ok(broker(o))), Ok(None));
+        assert_eq!(last_kept::<()>(&[], |o| Ok(broker(o))), Ok(None));
+    }
+
+    #[test]
+    fn a_failed_look_at_the_broker_is_an_error_not_a_verdict() {
+        let (stored, _) = truncated_at(20);
+        assert_eq!(last_kept(&stored, |_| Err("timed out")), Err("timed out"));
     }
 
     #[test]

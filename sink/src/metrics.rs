@@ -32,6 +32,8 @@ pub struct SinkMetrics {
     /// 1 while a partition is not consumed because its Kafka log was reset, by topic and
     /// partition.
     pub log_reset_detected: IntGaugeVec,
+    /// Logs found to have lost their tail (and continued in a new log), by topic and partition.
+    pub log_truncations: IntCounterVec,
     /// A fact's command acknowledged at ingest → its insert acknowledged (facts that carry
     /// the time).
     pub end_to_end_freshness: Histogram,
@@ -169,6 +171,13 @@ impl SinkMetrics {
         registry
             .register(Box::new(log_reset_detected.clone()))
             .expect("metric registered once");
+        let log_truncations = counter_vec(
+            &registry,
+            names::SINK_LOG_TRUNCATIONS_TOTAL,
+            "Kafka logs found to have lost records the sink had stored (read on in a new log \
+             after the last record kept), by topic and partition",
+            &["topic", "partition"],
+        );
         Self {
             registry,
             rows_inserted,
@@ -183,6 +192,7 @@ impl SinkMetrics {
             dlq,
             skipped,
             log_reset_detected,
+            log_truncations,
             end_to_end_freshness,
             lag,
         }

@@ -604,6 +604,7 @@ impl Pipeline {
         if self.stale(p, generation) {
             return Ok(false); // reassigned meanwhile: judged again at its next message
         }
+        let inspection = self.continue_truncated(inspection).await?;
         if let Some(reset) = inspection.reset() {
             self.hold(p, reset, generation);
             return Ok(false);
@@ -617,15 +618,17 @@ impl Pipeline {
             ms = started.elapsed().as_millis() as u64,
             "partition state loaded"
         );
-        // A log nothing was stored from yet is read from its start: the group's committed
-        // offset may be a position in the log before a rebase.
-        let from_start = state.log > 0 && state.resume_after.is_none();
+        // A log started by a rebase or after a truncation, nothing stored from it yet, is read
+        // from its start (or after what it continues): the group's committed offset may be a
+        // position in the previous log, beyond records the new one holds.
+        let start = (state.log > 0 && inspection.stored.last.is_none())
+            .then(|| state.resume_after.map_or(inspection.broker.low, |m| m + 1));
         if self.stale(p, generation) {
             return Ok(false);
         }
         self.partitions.insert(p, state);
-        if from_start && offset > inspection.broker.low {
-            self.move_to(p, inspection.broker.low, generation);
+        if let Some(start) = start.filter(|&start| offset > start) {
+            self.move_to(p, start, generation);
             return Ok(false);
         }
         Ok(true)
@@ -655,6 +658,45 @@ impl Pipeline {
             );
             writer.wait(Duration::from_millis(50), self).await?;
         }
+    }
+
+    /// For a partition whose log lost its tail, starts the log that continues it (see
+    /// [`log_reset::continue_after_truncation`]) and judges the partition again.
+    async fn continue_truncated(&mut self, inspection: Inspection) -> Result<Inspection, Stop> {
+        let Some(kept_through) = inspection.truncation() else {
+            return Ok(inspection);
+        };
+        let p = inspection.partition;
+        let found = inspection.clone();
+        let client = self.client.clone();
+        let writer = self.writer.clone();
+        let log = writer
+            .retry(
+                "continue_log",
+                move || {
+                    let client = client.clone();
+                    let found = found.clone();
+                    async move { log_reset::continue_after_truncation(&client, &found).await }
+                },
+                self,
+            )
+            .await?;
+        let lost = inspection.reset().map_or(0, |r| r.stored_offset - kept_through);
+        tracing::warn!(
+            topic = %inspection.topic,
+            partition = p,
+            kept_through,
+            stored_through = kept_through + lost,
+            high_watermark = inspection.broker.high,
+            log,
+            "the broker lost the tail of the partition's log (records it had acknowledged, and \
+             this sink had stored, are gone); reading on in a new log after the last record kept"
+        );
+        self.metrics
+            .log_truncations
+            .with_label_values(&[&inspection.topic, &p.to_string()])
+            .inc();
+        self.inspect_retrying(p).await
     }
 
     /// Judges the partition's log (see [`log_reset::inspect`]), retrying failed looks at
@@ -829,6 +871,7 @@ impl Pipeline {
             if self.stale(p, generation) || !self.held.contains_key(&p) {
                 continue; // revoked or reassigned meanwhile
             }
+            let inspection = self.continue_truncated(inspection).await?;
             if inspection.reset().is_some() {
                 tracing::debug!(partition = p, "the partition's log is still reset");
                 let next = Instant::now() + self.recheck_interval();

@@ -2043,3 +2043,116 @@ async fn a_reset_log_is_refused_until_rebased_and_every_fact_counts_once() {
     assert!(again.is_empty(), "nothing is reset any more: {again:?}");
     sink.stop().await;
 }
+
+/// A broker that lost the tail of a log (records it had acknowledged and the sink had stored):
+/// the sink proves the log is the same one up to a record, continues it in a new log after that
+/// record, and counts every fact once — the lost ones stay stored, copies of them are skipped,
+/// the records that take the lost offsets are new facts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_lost_its_tail_is_read_on_after_the_last_record_kept() {
+    let db = prepared_db("truncated").await;
+    let first = Broker::start();
+    let config = sink_config(&first, &db);
+    let topic = config.events_topic.clone();
+    let all = stories(3);
+    let (old, new) = all.split_at(all.len() / 2);
+    let old_on: Vec<Vec<Story>> = (0..2)
+        .map(|p| old.iter().skip(p).step_by(2).cloned().collect())
+        .collect();
+    let p = producer(&first);
+    let mut stored_through = Vec::new();
+    for (part, stories) in old_on.iter().enumerate() {
+        let offsets = produce_stories_to(&p, &topic, part as i32, stories).await;
+        stored_through.push(*offsets.last().unwrap());
+    }
+    let sink = start_sink(config.clone()).await;
+    wait_numbers(&db, &numbers_of(&expected(old)), Duration::from_secs(60)).await;
+    sink.stop().await;
+
+    // The broker comes back holding each log's records only up to a point, as a dev broker
+    // killed before its journal read the last ones does.
+    let second = Broker::start();
+    let config = SinkConfig {
+        kafka_brokers: second.bootstrap.clone(),
+        ..config
+    };
+    let p = producer(&second);
+    // Partition 0 keeps half its stories; a later lost one is produced again (as enrich does
+    // when it reads its commands again, though not at the offsets it had), then one new story:
+    // the log ends before the offset stored from it.
+    let (kept0, lost0) = old_on[0].split_at(old_on[0].len() / 2);
+    let (new0, rest) = new.split_at(1);
+    let kept_through0 = *produce_stories_to(&p, &topic, 0, kept0)
+        .await
+        .last()
+        .unwrap();
+    assert!(lost0.len() >= 2, "partition 0 must lose at least two stories");
+    produce_stories_to(&p, &topic, 0, &lost0[1..2]).await;
+    let end0 = *produce_stories_to(&p, &topic, 0, new0)
+        .await
+        .last()
+        .unwrap();
+    assert!(
+        end0 < stored_through[0],
+        "partition 0 must end before the stored offset"
+    );
+    // Partition 1 keeps a third of its stories, then new ones grow it past the stored offset;
+    // the group's position is still the one the sink committed on the first broker.
+    let (kept1, _) = old_on[1].split_at(old_on[1].len() / 3);
+    let kept_through1 = *produce_stories_to(&p, &topic, 1, kept1)
+        .await
+        .last()
+        .unwrap();
+    let end1 = *produce_stories_to(&p, &topic, 1, rest)
+        .await
+        .last()
+        .unwrap();
+    assert!(
+        end1 > stored_through[1],
+        "partition 1 must grow past the stored offset"
+    );
+    commit_standalone(&second, &config, 1, stored_through[1] + 1);
+
+    let sink = start_sink(config.clone()).await;
+    let everything: Vec<Story> = old.iter().chain(new).cloned().collect();
+    let e = expected(&everything);
+    wait_numbers(&db, &numbers_of(&e), Duration::from_secs(60)).await;
+    assert_audit(&db, e.facts, "every fact written once").await;
+    assert_flow(&db, e.facts).await;
+    assert_indicators_exact(&db).await;
+    for part in [0, 1] {
+        assert_eq!(sink.log_reset(part), 0.0, "partition {part} is not held");
+        assert_eq!(
+            sink.counter(
+                "gridclue_sink_log_truncations_total",
+                Some(("partition", &part.to_string()))
+            ),
+            1.0,
+            "partition {part}'s truncation is counted"
+        );
+    }
+    assert_eq!(sink.readyz().await.0, StatusCode::OK);
+    assert_eq!(
+        sink.counter("gridclue_sink_skipped_total", Some(("why", "duplicate"))),
+        facts_of(&lost0[1..2]) as f64,
+        "the copies of lost facts are skipped"
+    );
+    assert_eq!(
+        sink.counter("gridclue_sink_skipped_total", Some(("why", "resumed"))),
+        facts_of(kept0) as f64,
+        "partition 0 is read from its start (nothing committed) and its kept records skipped; \
+         partition 1 is read from after its kept records, not from the stale position"
+    );
+    for (part, kept_through) in [(0, kept_through0), (1, kept_through1)] {
+        assert_eq!(
+            db.scalar(&format!(
+                "SELECT count() FROM kafka_logs WHERE kafka_partition = {part} \
+                 AND kafka_log = 1 AND continues_after = {kept_through}"
+            ))
+            .await,
+            1,
+            "partition {part} continues in log 1 after offset {kept_through}"
+        );
+    }
+    sink.stop().await;
+}
