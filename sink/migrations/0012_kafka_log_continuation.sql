@@ -4,7 +4,7 @@
 -- continues_after, the same ones the sink stored from them (it checks the record there), so
 -- the new log is the old one up to that offset and is read after it; the records that take the
 -- lost offsets are new. -1 for logs started any other way (their first read starts at the log's
--- start). See docs/ARCHITECTURE.md, "Kafka logs".
+-- start). See sink/README.md, "Reset Kafka logs", and docs/ARCHITECTURE.md §7.
 --
 -- The sink checks system.columns before adding a column, so the migration can run again.
 ALTER TABLE kafka_logs ADD COLUMN continues_after Int64 DEFAULT -1;

@@ -138,7 +138,10 @@ pub enum Verdict {
     Reset(ResetKind),
     /// The broker lost the log's tail: the records up to `kept_through` are still the facts
     /// stored from them, those after it are gone (some offsets taken again by new records).
-    Truncated { kind: ResetKind, kept_through: i64 },
+    Truncated {
+        kind: ResetKind,
+        kept_through: i64,
+    },
 }
 
 /// The offset whose record must be compared with the stored fact, if it is still in the log.
@@ -518,7 +521,9 @@ pub async fn inspect(
             let candidates = stored_in_log(client, topic, partition, stored.log, &broker).await?;
             let (probe, topic) = (probe.clone(), topic.to_owned());
             let kept = tokio::task::spawn_blocking(move || {
-                last_kept(&candidates, |offset| probe.fact_at(&topic, partition, offset))
+                last_kept(&candidates, |offset| {
+                    probe.fact_at(&topic, partition, offset)
+                })
             })
             .await??;
             match kept {
@@ -824,7 +829,12 @@ mod tests {
 
     #[test]
     fn the_last_record_kept_is_found_by_asking_about_few_offsets() {
-        for (kept, expected) in [(30, Some(30)), (25, Some(24)), (12, Some(12)), (10, Some(10))] {
+        for (kept, expected) in [
+            (30, Some(30)),
+            (25, Some(24)),
+            (12, Some(12)),
+            (10, Some(10)),
+        ] {
             let (stored, broker) = truncated_at(kept);
             let mut asked = Vec::new();
             let found = last_kept::<()>(&stored, |offset| {

@@ -681,7 +681,9 @@ impl Pipeline {
                 self,
             )
             .await?;
-        let lost = inspection.reset().map_or(0, |r| r.stored_offset - kept_through);
+        let lost = inspection
+            .reset()
+            .map_or(0, |r| r.stored_offset - kept_through);
         tracing::warn!(
             topic = %inspection.topic,
             partition = p,

@@ -2086,7 +2086,10 @@ async fn a_log_that_lost_its_tail_is_read_on_after_the_last_record_kept() {
         .await
         .last()
         .unwrap();
-    assert!(lost0.len() >= 2, "partition 0 must lose at least two stories");
+    assert!(
+        lost0.len() >= 2,
+        "partition 0 must lose at least two stories"
+    );
     produce_stories_to(&p, &topic, 0, &lost0[1..2]).await;
     let end0 = *produce_stories_to(&p, &topic, 0, new0)
         .await

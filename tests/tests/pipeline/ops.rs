@@ -361,6 +361,10 @@ async fn rules_and_dashboards_name_only_metrics_the_services_expose() {
     sink.log_reset_detected
         .with_label_values(&["clues.events", "0"])
         .set(1);
+    // …a log that lost its tail (GridclueKafkaLogTruncated)…
+    sink.log_truncations
+        .with_label_values(&["clues.events", "0"])
+        .inc();
     // …and a failed insert that stored its facts after all (GridclueAggregatesMayBeShort).
     sink.skipped
         .with_label_values(&["stored_by_failed_insert"])
