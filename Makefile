@@ -19,7 +19,7 @@ GRIDCLUE_GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 endif
 export GRIDCLUE_GIT_COMMIT
 
-.PHONY: help build up down restart status env demo test test-ops ops-deps lint fmt clickhouse browser-deps clean-var chaos chaos-short
+.PHONY: help build up down restart status env demo test test-ops test-chaos ops-deps lint fmt clickhouse browser-deps clean-var chaos chaos-short
 
 help:
 	@echo "make demo       up + load the demo clues + print the summary"
@@ -27,8 +27,10 @@ help:
 	@echo "make down       stop everything the stack started"
 	@echo "make status     what runs where"
 	@echo "make restart    restart the five services (scripts/stack.sh restart NAME for one)"
-	@echo "make test       all tests (starts the local ClickHouse when needed; includes test-ops)"
+	@echo "make test       all tests (starts the local ClickHouse when needed; includes test-ops and"
+	@echo "                test-chaos unless TEST_CHAOS=no)"
 	@echo "make test-ops   promtool checks and alert unit tests, docker-compose.yml validation"
+	@echo "make test-chaos chaos-short on a stack of its own (var/chaos-test, ports 17xxx), started and stopped"
 	@echo "make chaos      faults under load (kill -9 of each process, rebalances, ClickHouse refusing"
 	@echo "                inserts, poison records): every 202 counted once, aggregates exact, DLQ = poison"
 	@echo "make chaos-short  the same, one fault each, without the dev broker kill (~3 min)"
@@ -82,6 +84,24 @@ test-ops: ops-deps
 test: clickhouse browser-deps test-ops
 	GRIDCLUE_TEST_CLICKHOUSE_URL=$(TEST_CLICKHOUSE_URL) GRIDCLUE_REQUIRE_BROWSER=1 \
 		$(CARGO) test $(TEST_PKGS) $(TEST_ARGS)
+	@if [ "$(TEST_CHAOS)" = yes ]; then $(MAKE) --no-print-directory test-chaos; \
+		else echo "test: chaos-short skipped (TEST_CHAOS=$(TEST_CHAOS))"; fi
+
+# The short chaos run (scripts/chaos.sh --short) on a stack of its own: its own var dir, ports and
+# ClickHouse server (the run kills ClickHouse and makes it refuse inserts), started here and
+# stopped however the run ends. Part of make test unless TEST_CHAOS=no.
+TEST_CHAOS ?= yes
+CHAOS_TEST_ENV := GRIDCLUE_VAR_DIR=$(CURDIR)/var/chaos-test \
+	GRIDCLUE_CH_HTTP_PORT=17123 GRIDCLUE_CH_TCP_PORT=17000 GRIDCLUE_CH_INTERSERVER_PORT=17009 \
+	GRIDCLUE_INGEST_PORT=17401 GRIDCLUE_DASHBOARD_PORT=17402 GRIDCLUE_ENRICH_PORT=17403 \
+	GRIDCLUE_SINK_PORT=17404 GRIDCLUE_HOTSPOTS_PORT=17405
+test-chaos:
+	$(CARGO) build --bins
+	-@$(CHAOS_TEST_ENV) scripts/stack.sh down >/dev/null 2>&1
+	rm -rf var/chaos-test
+	$(CHAOS_TEST_ENV) scripts/stack.sh up
+	$(CHAOS_TEST_ENV) scripts/chaos.sh --short; rc=$$?; \
+		$(CHAOS_TEST_ENV) scripts/stack.sh down; exit $$rc
 
 # Both need the stack running (make up) and gridclue-load built (cargo build -p gridclue-loadgen).
 chaos:
