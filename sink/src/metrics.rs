@@ -54,6 +54,14 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
     c
 }
 
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
 impl SinkMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
@@ -131,22 +139,16 @@ impl SinkMetrics {
         registry
             .register(Box::new(freshness.clone()))
             .expect("metric registered once");
-        let paused = IntGauge::new(
+        let paused = gauge(
+            &registry,
             names::SINK_PAUSED,
             "1 while consumption is paused because ClickHouse does not take inserts",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(paused.clone()))
-            .expect("metric registered once");
-        let fetch_paused = IntGauge::new(
+        );
+        let fetch_paused = gauge(
+            &registry,
             names::SINK_FETCH_PAUSED,
             "1 while fetching from Kafka is paused because the sink's loop is behind (backpressure)",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(fetch_paused.clone()))
-            .expect("metric registered once");
+        );
         let dlq = counter_vec(
             &registry,
             names::SINK_DLQ_TOTAL,

@@ -638,14 +638,11 @@ impl Pipeline {
     async fn fence(&mut self, p: i32) -> Result<(), Stop> {
         let writer = self.writer.clone();
         loop {
-            let client = self.client.clone();
             let running = writer
-                .retry(
+                .retry_with(
                     "fence",
-                    move || {
-                        let client = client.clone();
-                        async move { store::partition_insert_running(&client, p).await }
-                    },
+                    self.client.clone(),
+                    |client| async move { store::partition_insert_running(&client, p).await },
                     self,
                 )
                 .await?;
@@ -667,16 +664,13 @@ impl Pipeline {
             return Ok(inspection);
         };
         let p = inspection.partition;
-        let found = inspection.clone();
-        let client = self.client.clone();
         let writer = self.writer.clone();
         let log = writer
-            .retry(
+            .retry_with(
                 "continue_log",
-                move || {
-                    let client = client.clone();
-                    let found = found.clone();
-                    async move { log_reset::continue_after_truncation(&client, &found).await }
+                (self.client.clone(), inspection.clone()),
+                |(client, found)| async move {
+                    log_reset::continue_after_truncation(&client, &found).await
                 },
                 self,
             )
@@ -727,22 +721,15 @@ impl Pipeline {
         let Verdict::Consume { resume_after, .. } = inspection.verdict else {
             unreachable!("only consumable partitions are loaded");
         };
-        let client = self.client.clone();
-        let topic = self.topic.clone();
         let p = inspection.partition;
-        let found = inspection.clone();
         let writer = self.writer.clone();
         let clues = writer
-            .retry(
+            .retry_with(
                 "load_partition",
-                move || {
-                    let client = client.clone();
-                    let topic = topic.clone();
-                    let found = found.clone();
-                    async move {
-                        log_reset::adopt_cluster(&client, &found).await?;
-                        store::load_partition(&client, &topic, p).await
-                    }
+                (self.client.clone(), self.topic.clone(), inspection.clone()),
+                |(client, topic, found)| async move {
+                    log_reset::adopt_cluster(&client, &found).await?;
+                    store::load_partition(&client, &topic, p).await
                 },
                 self,
             )

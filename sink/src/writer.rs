@@ -348,16 +348,11 @@ impl Writer {
         feed: &mut impl Feed,
     ) -> Result<(), Stop> {
         loop {
-            let client = self.client.clone();
-            let id = query_id.to_owned();
             let running = self
-                .retry(
+                .retry_with(
                     "check_insert",
-                    move || {
-                        let client = client.clone();
-                        let id = id.clone();
-                        async move { store::query_running(&client, &id).await }
-                    },
+                    (self.client.clone(), query_id.to_owned()),
+                    |(client, id)| async move { store::query_running(&client, &id).await },
                     feed,
                 )
                 .await?;
@@ -375,17 +370,12 @@ impl Writer {
             r.1 = r.1.max(u.source.offset);
         }
         for ((p, log), (from, to)) in ranges {
-            let client = self.client.clone();
-            let topic = self.topic.clone();
             let stored = self
-                .retry(
+                .retry_with(
                     "check_stored",
-                    move || {
-                        let client = client.clone();
-                        let topic = topic.clone();
-                        async move {
-                            store::stored_offset_in(&client, &topic, p, log, from, to).await
-                        }
+                    (self.client.clone(), self.topic.clone()),
+                    |(client, topic)| async move {
+                        store::stored_offset_in(&client, &topic, p, log, from, to).await
                     },
                     feed,
                 )
@@ -453,6 +443,23 @@ impl Writer {
 
     /// Runs a ClickHouse call until it succeeds, backing off and keeping the consumer polled
     /// (and paused: nothing new is read while ClickHouse does not answer).
+    /// [`Self::retry`] of `f` on a fresh clone of `state` per attempt (each attempt's future
+    /// owns what it reads).
+    pub(crate) async fn retry_with<S, T, F, Fut>(
+        &self,
+        op: &'static str,
+        state: S,
+        f: F,
+        feed: &mut impl Feed,
+    ) -> Result<T, Stop>
+    where
+        S: Clone,
+        F: Fn(S) -> Fut,
+        Fut: Future<Output = Result<T, clickhouse::error::Error>>,
+    {
+        self.retry(op, || f(state.clone()), feed).await
+    }
+
     pub(crate) async fn retry<T, F, Fut>(
         &self,
         op: &'static str,

@@ -1476,9 +1476,10 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
     // report photos column; 5 the closed loop's columns (actors, supervision, postponements…);
     // 6 the Kafka log of each fact (the first log for the old rows); 7 the working time of
     // closures; 8 the redemptions of points; 9 the hotspot alerts; 10 the dashboard's
-    // projections; 11 the indicators' delta projection.
+    // projections; 11 the indicators' delta projection; 12 the continuation of a log that lost
+    // its tail.
     let report = gridclue_sink::migrations::apply(&db.client).await.unwrap();
-    assert_eq!(report.applied, vec![3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    assert_eq!(report.applied, vec![3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     assert_eq!(
         db.scalar("SELECT count() FROM clue_events").await,
         events_before
@@ -1832,6 +1833,32 @@ fn committed(broker: &Broker, config: &SinkConfig, partition: i32) -> Option<i64
     }
 }
 
+/// Has a sink store `old_on[p]` (the stories of partition `p`) from `first`, stops it, and
+/// starts an empty broker in the first one's place. Returns the offsets each partition's facts
+/// had on the first broker, the new broker, and the sink's configuration pointing at it.
+async fn stored_then_broker_replaced(
+    db: &TestDb,
+    first: &Broker,
+    config: SinkConfig,
+    old_on: &[Vec<Story>],
+) -> (Vec<Vec<i64>>, Broker, SinkConfig) {
+    let p = producer(first);
+    let mut offsets = Vec::new();
+    for (part, stories) in old_on.iter().enumerate() {
+        offsets.push(produce_stories_to(&p, &config.events_topic, part as i32, stories).await);
+    }
+    let sink = start_sink(config.clone()).await;
+    let old: Vec<Story> = old_on.iter().flatten().cloned().collect();
+    wait_numbers(db, &numbers_of(&expected(&old)), Duration::from_secs(60)).await;
+    sink.stop().await;
+    let second = Broker::start();
+    let config = SinkConfig {
+        kafka_brokers: second.bootstrap.clone(),
+        ..config
+    };
+    (offsets, second, config)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_log_is_refused_until_rebased_and_every_fact_counts_once() {
     let db = prepared_db("reset").await;
@@ -1847,23 +1874,11 @@ async fn a_reset_log_is_refused_until_rebased_and_every_fact_counts_once() {
     let old_on: Vec<Vec<Story>> = (0..3)
         .map(|p| old.iter().skip(p).step_by(3).cloned().collect())
         .collect();
-    let p = producer(&first);
-    let mut old_offsets = Vec::new();
-    for (part, stories) in old_on.iter().enumerate() {
-        old_offsets.push(produce_stories_to(&p, &topic, part as i32, stories).await);
-    }
-    let sink = start_sink(config.clone()).await;
-    wait_numbers(&db, &numbers_of(&expected(old)), Duration::from_secs(60)).await;
-    sink.stop().await;
-
-    // The broker is replaced by an empty one: partition 0 gets fewer records than were stored
+    let (old_offsets, second, config) =
+        stored_then_broker_replaced(&db, &first, config, &old_on).await;
+    // The broker was replaced by an empty one: partition 0 gets fewer records than were stored
     // from it, partition 1 more (but other ones), partition 2 the same records again (as a
     // broker that replays its journal would) and then new ones, partition 3 only new ones.
-    let second = Broker::start();
-    let config = SinkConfig {
-        kafka_brokers: second.bootstrap.clone(),
-        ..config
-    };
     let p = producer(&second);
     let (new_p0, rest) = new.split_at(1);
     let (new_p1, rest) = rest.split_at(12);
@@ -2059,23 +2074,10 @@ async fn a_log_that_lost_its_tail_is_read_on_after_the_last_record_kept() {
     let old_on: Vec<Vec<Story>> = (0..2)
         .map(|p| old.iter().skip(p).step_by(2).cloned().collect())
         .collect();
-    let p = producer(&first);
-    let mut stored_through = Vec::new();
-    for (part, stories) in old_on.iter().enumerate() {
-        let offsets = produce_stories_to(&p, &topic, part as i32, stories).await;
-        stored_through.push(*offsets.last().unwrap());
-    }
-    let sink = start_sink(config.clone()).await;
-    wait_numbers(&db, &numbers_of(&expected(old)), Duration::from_secs(60)).await;
-    sink.stop().await;
-
+    let (offsets, second, config) = stored_then_broker_replaced(&db, &first, config, &old_on).await;
+    let stored_through: Vec<i64> = offsets.iter().map(|o| *o.last().unwrap()).collect();
     // The broker comes back holding each log's records only up to a point, as a dev broker
     // killed before its journal read the last ones does.
-    let second = Broker::start();
-    let config = SinkConfig {
-        kafka_brokers: second.bootstrap.clone(),
-        ..config
-    };
     let p = producer(&second);
     // Partition 0 keeps half its stories; a later lost one is produced again (as enrich does
     // when it reads its commands again, though not at the offsets it had), then one new story:
