@@ -209,8 +209,11 @@ async fn a_clue_is_worked_to_closure_through_http() {
     let deadline_wait = std::time::Instant::now() + Duration::from_secs(30);
     let view = loop {
         let v = app.clue_view(&clue).await;
-        // The facts (history) are stored before the clue's state (status): wait for both.
-        if v["history"].as_array().map(Vec::len) == Some(expected.len()) && v["status"] == "closed"
+        // The facts (history) are stored before the clue's state: wait for both. The state is
+        // closed from the verification on; only the rating says it has taken the last fact.
+        if v["history"].as_array().map(Vec::len) == Some(expected.len())
+            && v["status"] == "closed"
+            && v["rating"] == 5
         {
             break v;
         }
