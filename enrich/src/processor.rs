@@ -44,7 +44,7 @@
 
 use std::sync::Arc;
 
-use gridclue_core::category::{Catalog, CategoryCode};
+use gridclue_core::category::{Catalog, CategoryCode, DepartmentCode};
 use gridclue_core::grid::StreetCode;
 use gridclue_core::light::YELLOW_FRACTION;
 use gridclue_core::roles::{self, ClueScope, Refusal, RefusalReason};
@@ -125,7 +125,7 @@ pub struct ClueState {
     pub applied_offset: i64,
     /// The department the clue is dispatched to now (none before dispatch and after a return).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub department: Option<String>,
+    pub department: Option<DepartmentCode>,
     /// When the SLA clock started (the accept's issue time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_at_ms: Option<u64>,
@@ -183,7 +183,7 @@ impl ClueState {
             street_code: report
                 .and_then(|r| r.street_code.as_ref())
                 .map_or("", |s| s.as_str()),
-            department: self.department.as_deref(),
+            department: self.department.as_ref().map(DepartmentCode::as_str),
             reporter_id: report.map_or("", |r| r.reporter_id.as_str()),
         }
     }
@@ -768,10 +768,13 @@ impl Processor {
                 }
             }
             Lifecycle::Dispatch { department } => {
-                if self.catalog.department(department).is_none() {
+                if self.catalog.department(department.as_str()).is_none() {
                     return Err(Refusal::new(
                         RefusalReason::UnknownDepartment,
-                        format!("no department {department:?} in the category table"),
+                        format!(
+                            "no department {:?} in the category table",
+                            department.as_str()
+                        ),
                     ));
                 }
                 next.department = Some(department.clone());
