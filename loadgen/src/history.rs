@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gridclue_core::calendar::Calendar;
-use gridclue_core::category::Catalog;
+use gridclue_core::category::{Catalog, DepartmentCode};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -102,7 +102,7 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub department: Option<String>,
+    pub department: Option<DepartmentCode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_of_source_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -186,10 +186,10 @@ fn street(code: &str) -> By {
     }
 }
 
-fn department(code: &str) -> By {
+fn department(code: &DepartmentCode) -> By {
     By {
         role: "department",
-        scope: Some(code.to_owned()),
+        scope: Some(code.to_string()),
     }
 }
 
@@ -208,8 +208,8 @@ pub struct Setting<'a> {
     pub late: bool,
     pub reported_at_ms: u64,
     pub street: &'a str,
-    pub right_department: &'a str,
-    pub wrong_department: &'a str,
+    pub right_department: &'a DepartmentCode,
+    pub wrong_department: &'a DepartmentCode,
     pub limit: gridclue_core::category::Deadline,
     /// An earlier clue of the same street and category, for a merge.
     pub merge_into: Option<&'a str>,
@@ -325,9 +325,9 @@ pub fn timeline(s: &Setting<'_>, calendar: &Calendar, rng: &mut StdRng) -> (Vec<
                 match action {
                     "dispatch" => {
                         e.department = Some(if f.wrong_department && dispatches == 0 {
-                            s.wrong_department.to_owned()
+                            s.wrong_department.clone()
                         } else {
-                            right.to_owned()
+                            right.clone()
                         });
                         dispatches += 1;
                     }
@@ -371,11 +371,8 @@ pub fn plan(
         .iter()
         .map(|c| c.code.to_string())
         .collect();
-    let mut departments: Vec<&str> = catalog
-        .departments()
-        .iter()
-        .map(|d| d.code.as_str())
-        .collect();
+    let mut departments: Vec<&DepartmentCode> =
+        catalog.departments().iter().map(|d| &d.code).collect();
     departments.sort_unstable();
     let mut streets: Vec<&str> = grids.iter().map(|g| g.street.as_str()).collect();
     streets.sort_unstable();
@@ -440,8 +437,8 @@ pub fn plan(
         let spec = catalog
             .get(&d.category)
             .expect("categories come from the catalog");
-        let right = spec.department.as_str();
-        let others: Vec<&str> = departments
+        let right = &spec.department;
+        let others: Vec<&DepartmentCode> = departments
             .iter()
             .copied()
             .filter(|x| *x != right)
@@ -674,7 +671,10 @@ mod tests {
             if let Some(d) = c.timeline.iter().rev().find(|e| e.action == "dispatch") {
                 let handled_by = c.timeline.iter().find(|e| e.action == "handle");
                 if let Some(h) = handled_by {
-                    assert_eq!(h.by.scope, d.department);
+                    assert_eq!(
+                        h.by.scope.as_deref(),
+                        d.department.as_ref().map(DepartmentCode::as_str)
+                    );
                 }
             }
         }
