@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use gridclue_core::calendar::Calendar;
 use gridclue_core::category::{Catalog, DepartmentCode};
+use gridclue_core::grid::StreetCode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -179,10 +180,10 @@ impl Story<'_> {
     }
 }
 
-fn street(code: &str) -> By {
+fn street(code: StreetCode) -> By {
     By {
         role: "street",
-        scope: Some(code.to_owned()),
+        scope: Some(code.to_string()),
     }
 }
 
@@ -207,7 +208,7 @@ pub struct Setting<'a> {
     pub fate: Fate,
     pub late: bool,
     pub reported_at_ms: u64,
-    pub street: &'a str,
+    pub street: StreetCode,
     pub right_department: &'a DepartmentCode,
     pub wrong_department: &'a DepartmentCode,
     pub limit: gridclue_core::category::Deadline,
@@ -374,16 +375,16 @@ pub fn plan(
     let mut departments: Vec<&DepartmentCode> =
         catalog.departments().iter().map(|d| &d.code).collect();
     departments.sort_unstable();
-    let mut streets: Vec<&str> = grids.iter().map(|g| g.street.as_str()).collect();
+    let mut streets: Vec<StreetCode> = grids.iter().map(|g| g.street).collect();
     streets.sort_unstable();
     streets.dedup();
     let today = (until_ms + OFFSET_MS) / DAY * DAY - OFFSET_MS;
     // First the reports: where, what, when. A draw within the dedupe radius of an earlier report
     // of its category could be made a duplicate of it (the processor would say so), which an old
     // system's records with their own timelines are not: it is drawn again.
-    struct Drawn<'a> {
+    struct Drawn {
         source_id: String,
-        street: &'a str,
+        street: StreetCode,
         lat: f64,
         lon: f64,
         category: String,
@@ -391,7 +392,7 @@ pub fn plan(
         reported_at_ms: u64,
     }
     let mut placed: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
-    let mut drawn: Vec<Drawn<'_>> = Vec::with_capacity(args.count);
+    let mut drawn: Vec<Drawn> = Vec::with_capacity(args.count);
     let mut i = 0;
     while drawn.len() < args.count {
         i += 1;
@@ -429,7 +430,7 @@ pub fn plan(
     // dedupe stage compares a report with the ones placed before it), and a merge goes into a
     // clue reported earlier.
     drawn.sort_by(|a, b| (a.reported_at_ms, &a.source_id).cmp(&(b.reported_at_ms, &b.source_id)));
-    let mut merge_targets: HashMap<(String, String), String> = HashMap::new();
+    let mut merge_targets: HashMap<(StreetCode, String), String> = HashMap::new();
     let mut out = Vec::with_capacity(drawn.len());
     for d in drawn {
         let fate = fate(args.seed, &d.source_id);
@@ -444,7 +445,7 @@ pub fn plan(
             .filter(|x| *x != right)
             .collect();
         let wrong = others[rng.gen_range(0..others.len())];
-        let key = (d.street.to_owned(), d.category.clone());
+        let key = (d.street, d.category.clone());
         let target = merge_targets.get(&key).cloned();
         let setting = Setting {
             fate,
