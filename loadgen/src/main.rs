@@ -271,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
             let mut streets: Vec<StreetCode> = grids.into_iter().map(|g| g.street).collect();
             streets.sort_unstable();
             streets.dedup();
-            staff::run(args, streets.iter().map(StreetCode::to_string).collect()).await
+            staff::run(args, streets).await
         }
         Some(Cmd::History(args)) => gridclue_loadgen::history::run(args).await,
         Some(Cmd::Hotspots(args)) => gridclue_loadgen::hotspots::run(args).await,

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use gridclue_core::grid::StreetCode;
 use gridclue_core::rng::mix;
 use gridclue_core::DepartmentCode;
 use serde::{Deserialize, Serialize};
@@ -173,7 +174,8 @@ pub struct WorkItem {
     #[serde(default)]
     pub channel: String,
     pub category: String,
-    pub street_code: String,
+    /// Only clues placed inside the district are queued: every item has a street.
+    pub street_code: StreetCode,
     #[serde(default)]
     pub seq: u32,
     #[serde(default)]
@@ -383,7 +385,7 @@ impl Api {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StaffTokens {
     /// Street code → token.
-    pub streets: BTreeMap<String, String>,
+    pub streets: BTreeMap<StreetCode, String>,
     /// Department code → token.
     pub departments: BTreeMap<DepartmentCode, String>,
 }
@@ -419,7 +421,7 @@ impl StaffTokens {
 async fn staff_tokens(
     api: &Api,
     args: &StaffArgs,
-    streets: &[String],
+    streets: &[StreetCode],
     departments: &[DepartmentCode],
 ) -> anyhow::Result<StaffTokens> {
     let kept = StaffTokens::read(&args.tokens_file);
@@ -516,7 +518,7 @@ struct Step {
     body: Value,
     key: String,
     /// (street, category) of an accept: the accepted clue becomes a merge target.
-    place: Option<(String, String)>,
+    place: Option<(StreetCode, String)>,
 }
 
 impl Step {
@@ -534,7 +536,7 @@ struct Known {
     /// The status our last action left each clue in.
     status: HashMap<String, String>,
     /// A clue accepted per (street, category): later repeats are merged into it.
-    merge_targets: HashMap<(String, String), String>,
+    merge_targets: HashMap<(StreetCode, String), String>,
     /// Clues whose postponement was asked for (once per clue, whatever the district decides).
     postpone_asked: HashSet<String>,
     supervised: HashSet<String>,
@@ -640,7 +642,7 @@ impl Cast<'_> {
                 0,
             )]),
             End::Merged => {
-                let key = (item.street_code.clone(), item.category.clone());
+                let key = (item.street_code, item.category.clone());
                 match known.merge_targets.get(&key) {
                     Some(target) if target != id => Some(vec![step(
                         street,
@@ -655,7 +657,7 @@ impl Cast<'_> {
             }
             _ => {
                 let mut accept = step(street, id, json!({"action": "accept"}), s, 0);
-                accept.place = Some((item.street_code.clone(), item.category.clone()));
+                accept.place = Some((item.street_code, item.category.clone()));
                 let mut steps = vec![accept];
                 if f.end != End::Accepted {
                     steps.push(self.dispatch_step(street, item, f));
@@ -942,7 +944,7 @@ fn learn(known: &mut Known, tally: &mut Tally, done: &[(Step, Outcome)]) -> u64 
     applied
 }
 
-pub async fn run(args: StaffArgs, streets: Vec<String>) -> anyhow::Result<()> {
+pub async fn run(args: StaffArgs, streets: Vec<StreetCode>) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(args.concurrency)
