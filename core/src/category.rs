@@ -1,4 +1,4 @@
-//! Category codes and the category catalog shipped in `data/categories.json`.
+//! Category and department codes and the category catalog shipped in `data/categories.json`.
 
 use std::collections::HashMap;
 use std::fmt;
