@@ -183,7 +183,7 @@ impl ClueState {
             street_code: report
                 .and_then(|r| r.street_code.as_ref())
                 .map_or("", |s| s.as_str()),
-            department: self.department.as_ref().map(DepartmentCode::as_str),
+            department: self.department.as_ref(),
             reporter_id: report.map_or("", |r| r.reporter_id.as_str()),
         }
     }
