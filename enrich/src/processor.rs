@@ -1001,4 +1001,24 @@ mod tests {
             serde_json::from_str(r#"{"category":"manhole_cover","inside":true}"#).unwrap();
         assert_eq!(before_streets_were_kept.street_code, None);
     }
+
+    /// The department a clue is dispatched to is written as its plain code, and absent when
+    /// none holds it, as before the code was typed.
+    #[test]
+    fn clue_state_keeps_the_department_in_its_written_form() {
+        let mut state = ClueState::new(Status::Dispatched, None, 7);
+        state.department = Some(DepartmentCode::parse("water_affairs").unwrap());
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["department"], "water_affairs");
+        assert_eq!(serde_json::from_value::<ClueState>(json).unwrap(), state);
+
+        state.department = None;
+        let json = serde_json::to_value(&state).unwrap();
+        assert!(json.get("department").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<ClueState>(json).unwrap(), state);
+
+        let mut bad = serde_json::to_value(&state).unwrap();
+        bad["department"] = "Water Affairs".into();
+        assert!(serde_json::from_value::<ClueState>(bad).is_err());
+    }
 }
