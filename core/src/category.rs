@@ -1,4 +1,4 @@
-//! Category codes and the category catalog shipped in `data/categories.json`.
+//! Category and department codes and the category catalog shipped in `data/categories.json`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -52,6 +52,91 @@ impl From<CategoryCode> for String {
     }
 }
 
+/// A department code: a short ASCII slug such as `water_affairs`, naming a department
+/// (职能部门) of the catalog. Clues are routed and dispatched to it and department tokens are
+/// scoped to it; on the wire it is the plain string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DepartmentCode(String);
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "department code must be 1–{} lowercase ASCII letters or '_'",
+    DepartmentCode::MAX_LEN
+)]
+pub struct DepartmentCodeError;
+
+impl DepartmentCode {
+    /// The longest code accepted, in bytes.
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(s: &str) -> Result<Self, DepartmentCodeError> {
+        let ok = !s.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(DepartmentCodeError)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DepartmentCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+impl TryFrom<String> for DepartmentCode {
+    type Error = DepartmentCodeError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl TryFrom<&str> for DepartmentCode {
+    type Error = DepartmentCodeError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        Self::parse(s)
+    }
+}
+
+impl std::str::FromStr for DepartmentCode {
+    type Err = DepartmentCodeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl From<DepartmentCode> for String {
+    fn from(c: DepartmentCode) -> Self {
+        c.0
+    }
+}
+
+impl AsRef<str> for DepartmentCode {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for DepartmentCode {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for DepartmentCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Family {
@@ -95,7 +180,7 @@ pub struct Deadline {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Department {
-    pub code: String,
+    pub code: DepartmentCode,
     pub name_zh: String,
     pub name_en: String,
 }
@@ -108,7 +193,7 @@ pub struct Category {
     pub family: Family,
     pub name_zh: String,
     pub name_en: String,
-    pub department: String,
+    pub department: DepartmentCode,
     pub urgency: Urgency,
     pub deadline: Deadline,
     #[serde(default)]
@@ -126,11 +211,11 @@ pub enum CatalogError {
     Parse(#[from] serde_json::Error),
     #[error("category {category} names unknown department {department}")]
     UnknownDepartment {
-        category: String,
-        department: String,
+        category: CategoryCode,
+        department: DepartmentCode,
     },
     #[error("category code {0} appears twice")]
-    DuplicateCode(String),
+    DuplicateCode(CategoryCode),
 }
 
 #[derive(Deserialize)]
@@ -162,12 +247,12 @@ impl Catalog {
         for (i, c) in file.categories.iter().enumerate() {
             if !file.departments.iter().any(|d| d.code == c.department) {
                 return Err(CatalogError::UnknownDepartment {
-                    category: c.code.to_string(),
+                    category: c.code.clone(),
                     department: c.department.clone(),
                 });
             }
             if by_code.insert(c.code.clone(), i).is_some() {
-                return Err(CatalogError::DuplicateCode(c.code.to_string()));
+                return Err(CatalogError::DuplicateCode(c.code.clone()));
             }
         }
         Ok(Self {
@@ -191,7 +276,7 @@ impl Catalog {
     }
 
     pub fn department(&self, code: &str) -> Option<&Department> {
-        self.departments.iter().find(|d| d.code == code)
+        self.departments.iter().find(|d| d.code == *code)
     }
 }
 
@@ -220,6 +305,11 @@ mod tests {
             Catalog::from_json(&bad),
             Err(CatalogError::UnknownDepartment { .. })
         ));
+        let malformed = SAMPLE.replace("\"department\":\"city_mgmt\"", "\"department\":\"City\"");
+        assert!(matches!(
+            Catalog::from_json(&malformed),
+            Err(CatalogError::Parse(_))
+        ));
         let cat = r#"{"code":"x","family":"event","name_zh":"a","name_en":"b","department":"city_mgmt","urgency":"low","deadline":{"unit":"working_days","amount":1}}"#;
         let dup = format!(
             r#"{{"departments":[{{"code":"city_mgmt","name_zh":"城管","name_en":"C"}}],"categories":[{cat},{cat}]}}"#
@@ -237,6 +327,53 @@ mod tests {
         for code in ["manhole_cover", "garbage_pile", "food_safety"] {
             assert!(c.get(code).is_some(), "{code} missing");
         }
+    }
+
+    #[test]
+    fn department_codes_are_lowercase_slugs() {
+        for ok in ["water_affairs", "d", "fire_rescue", "_", &"a".repeat(64)] {
+            let code = DepartmentCode::parse(ok).unwrap();
+            assert_eq!(code.as_str(), ok);
+            assert_eq!(code.to_string(), ok);
+        }
+        let too_long = "a".repeat(65);
+        for bad in [
+            "",
+            too_long.as_str(),
+            "Water_affairs",
+            "water-affairs",
+            "water affairs",
+            "dept_2",
+            "城管",
+            "water_affairs\n",
+        ] {
+            assert_eq!(
+                DepartmentCode::parse(bad),
+                Err(DepartmentCodeError),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn department_codes_are_plain_strings_on_the_wire() {
+        let code: DepartmentCode = serde_json::from_str(r#""urban_management""#).unwrap();
+        assert_eq!(code, "urban_management");
+        assert_eq!(
+            serde_json::to_string(&code).unwrap(),
+            r#""urban_management""#
+        );
+        let err = serde_json::from_str::<DepartmentCode>(r#""Urban""#).unwrap_err();
+        assert!(err.to_string().contains("department code"), "{err}");
+    }
+
+    #[test]
+    fn shipped_department_codes_parse() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/categories.json");
+        let c = Catalog::load(&path).unwrap();
+        let codes: Vec<&str> = c.departments().iter().map(|d| d.code.as_str()).collect();
+        assert!(codes.contains(&"water_affairs"), "{codes:?}");
+        assert_eq!(codes.len(), 9, "{codes:?}");
     }
 
     #[test]

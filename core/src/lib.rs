@@ -6,7 +6,8 @@
 //! - [`geo`] — validated WGS84 points.
 //! - [`grid`] — the 15-digit municipal unit-grid code and its street/community prefixes.
 //! - [`hotspot`] — emerging-hotspot detection, a pure fold over cases (alerts).
-//! - [`category`] — category codes and the category catalog (`data/categories.json`).
+//! - [`category`] — category and department codes and the category catalog
+//!   (`data/categories.json`).
 //! - [`status`] — the closed-loop status machine as a pure function.
 //! - [`roles`] — who may take which action on which clue (pure; 403 before 409).
 //! - [`light`] — the deadline's traffic light (green, yellow, red), one definition for all.
@@ -42,7 +43,7 @@ pub mod telemetry;
 pub mod tokens;
 pub mod wire;
 
-pub use category::{Catalog, CategoryCode};
+pub use category::{Catalog, CategoryCode, DepartmentCode};
 pub use geo::GeoPoint;
 pub use grid::GridCode;
 pub use ids::{ClueId, CommandId, ReporterGroup, ReporterId};

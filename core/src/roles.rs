@@ -17,6 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::category::DepartmentCode;
 use crate::status::{next_status, Action, Status, TransitionError};
 use crate::wire::{Actor, ActorKind};
 
@@ -154,7 +155,7 @@ pub struct ClueScope<'a> {
     /// The owner street's 9-digit code (empty for a point outside the district).
     pub street_code: &'a str,
     /// The department the clue is dispatched to now (`None` before dispatch and after a return).
-    pub department: Option<&'a str>,
+    pub department: Option<&'a DepartmentCode>,
     /// The reporter's id (the reporter token's public id).
     pub reporter_id: &'a str,
 }
@@ -224,7 +225,7 @@ pub fn authorize(actor: &Actor, action: Action, clue: &ClueScope<'_>) -> Result<
                 "the clue belongs to another street office",
             ))
         }
-        ActorKind::Department if clue.department.is_none_or(|d| d != scope) => Err(Refusal::new(
+        ActorKind::Department if clue.department.is_none_or(|d| *d != scope) => Err(Refusal::new(
             RefusalReason::NotAssigned,
             "the clue is not dispatched to this department",
         )),
@@ -270,7 +271,13 @@ mod tests {
         }
     }
 
-    fn clue(department: Option<&str>) -> ClueScope<'_> {
+    /// The department the test clues are dispatched to.
+    fn dispatched_to() -> &'static DepartmentCode {
+        static CODE: std::sync::OnceLock<DepartmentCode> = std::sync::OnceLock::new();
+        CODE.get_or_init(|| DepartmentCode::parse(DEPT).unwrap())
+    }
+
+    fn clue(department: Option<&DepartmentCode>) -> ClueScope<'_> {
         ClueScope {
             street_code: STREET,
             department,
@@ -308,7 +315,7 @@ mod tests {
     /// (409 or the next status).
     #[test]
     fn every_role_action_status_is_allowed_forbidden_or_conflicting() {
-        let dept_clue = clue(Some(DEPT));
+        let dept_clue = clue(Some(dispatched_to()));
         let own = [
             actor(ActorKind::Street, "tok_s", Some(STREET)),
             actor(ActorKind::Department, "tok_d", Some(DEPT)),
@@ -358,14 +365,16 @@ mod tests {
         let other_reporter = actor(ActorKind::Reporter, "tok_r2", None);
         for status in S::ALL {
             for action in role_actions(ActorKind::Street) {
-                let r = check(&other_street, *action, status, &clue(Some(DEPT))).unwrap_err();
+                let r = check(&other_street, *action, status, &clue(Some(dispatched_to())))
+                    .unwrap_err();
                 assert_eq!(
                     (r.reason, r.class()),
                     (R::OtherStreet, RefusalClass::Forbidden)
                 );
             }
             for action in role_actions(ActorKind::Department) {
-                let r = check(&other_dept, *action, status, &clue(Some(DEPT))).unwrap_err();
+                let r =
+                    check(&other_dept, *action, status, &clue(Some(dispatched_to()))).unwrap_err();
                 assert_eq!(
                     (r.reason, r.class()),
                     (R::NotAssigned, RefusalClass::Forbidden)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::category::Catalog;
+use crate::category::{Catalog, DepartmentCode};
 use crate::ids::ReporterGroup;
 use crate::secrets::{digest_eq, token_hash};
 use crate::wire::{Actor, ActorKind};
@@ -115,9 +115,7 @@ pub fn check_scope(
             "a street token needs a 9-digit street code as scope".into(),
         )),
         (TokenKind::Department, Some(d)) => {
-            let shaped = !d.is_empty()
-                && d.len() <= 64
-                && d.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            let shaped = DepartmentCode::parse(d).is_ok();
             match catalog {
                 _ if !shaped => Err(TokenError::Scope(format!(
                     "department scope {d:?} is not a department code (lowercase letters and '_')"

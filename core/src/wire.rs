@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::category::{CategoryCode, Urgency};
+use crate::category::{CategoryCode, DepartmentCode, Urgency};
 use crate::geo::GeoPoint;
 use crate::grid::GridCode;
 use crate::ids::{ClueId, CommandId, ReporterGroup};
@@ -198,7 +198,7 @@ pub enum Lifecycle {
         duplicate_of: ClueId,
     },
     Dispatch {
-        department: String,
+        department: DepartmentCode,
     },
     Start,
     Handle {
@@ -334,7 +334,8 @@ pub struct Reported {
     pub location: GeoPoint,
     pub placement: Placement,
     pub map_version: String,
-    pub department: String,
+    /// The department the category routes to (every report has one, inside the district or not).
+    pub department: DepartmentCode,
     pub urgency: Urgency,
     /// Working-time deadline (epoch ms), absent when the clue is outside the district.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -372,7 +373,7 @@ pub enum Fact {
         duplicate_of: ClueId,
     },
     Dispatched {
-        department: String,
+        department: DepartmentCode,
     },
     Started,
     Handled {
@@ -800,7 +801,7 @@ mod tests {
                     on_boundary: false,
                 },
                 map_version: "m1".into(),
-                department: "city_mgmt".into(),
+                department: DepartmentCode::parse("city_mgmt").unwrap(),
                 urgency: Urgency::Normal,
                 deadline_ms: Some(99),
                 reporter_id: "tok_1".into(),
@@ -815,7 +816,31 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["type"], "reported");
         assert_eq!(json["placement"]["kind"], "inside");
+        assert_eq!(json["department"], "city_mgmt");
         assert_eq!(EventEnvelope::decode(&bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn department_codes_travel_as_plain_strings() {
+        let mut c = report_command();
+        c.command = Command::Lifecycle(Lifecycle::Dispatch {
+            department: DepartmentCode::parse("water_affairs").unwrap(),
+        });
+        let text = String::from_utf8(c.encode()).unwrap();
+        assert!(
+            text.contains(r#""type":"dispatch","department":"water_affairs""#),
+            "{text}"
+        );
+        assert_eq!(CommandEnvelope::decode(text.as_bytes()).unwrap(), c);
+        let malformed = text.replace("water_affairs", "Water Affairs");
+        assert!(CommandEnvelope::decode(malformed.as_bytes()).is_err());
+        let fact = Fact::Dispatched {
+            department: DepartmentCode::parse("fire_rescue").unwrap(),
+        };
+        assert_eq!(
+            serde_json::to_string(&fact).unwrap(),
+            r#"{"type":"dispatched","department":"fire_rescue"}"#
+        );
     }
 
     #[test]

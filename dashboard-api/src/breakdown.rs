@@ -235,8 +235,8 @@ fn known_groups(by: By, filters: &Filters, reference: &Reference) -> Vec<(String
         By::Department => reference
             .departments
             .iter()
-            .filter(|d| only(&filters.department, &d.code))
-            .map(|d| (d.code.clone(), d.name_zh.clone()))
+            .filter(|d| filters.department.as_ref().is_none_or(|a| *a == d.code))
+            .map(|d| (d.code.to_string(), d.name_zh.clone()))
             .collect(),
         By::Group => ReporterGroup::ALL
             .iter()

@@ -525,7 +525,7 @@ fn known_groups(by: By, street: Option<&str>, reference: &Reference) -> Vec<(Str
         By::Department => reference
             .departments
             .iter()
-            .map(|d| (d.code.clone(), d.name_zh.clone()))
+            .map(|d| (d.code.to_string(), d.name_zh.clone()))
             .collect(),
         By::Category => reference
             .categories

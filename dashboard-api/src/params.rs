@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use axum::http::{header, HeaderMap};
 use chrono::{Months, NaiveDate};
 use gridclue_core::tokens::{TokenKind, TokenRecord};
+use gridclue_core::DepartmentCode;
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -145,7 +146,7 @@ pub struct Filters {
     pub community: Option<String>,
     pub grid: Option<String>,
     pub category: Option<String>,
-    pub department: Option<String>,
+    pub department: Option<DepartmentCode>,
 }
 
 fn digits(args: &Args<'_>, name: &str, len: usize, what: &str) -> Result<Option<String>, ApiError> {
@@ -157,6 +158,19 @@ fn digits(args: &Args<'_>, name: &str, len: usize, what: &str) -> Result<Option<
             format!("must be a {len}-digit {what} code"),
         )),
     }
+}
+
+fn department_code(args: &Args<'_>) -> Result<Option<DepartmentCode>, ApiError> {
+    args.get("department")
+        .map(|v| {
+            DepartmentCode::parse(v).map_err(|_| {
+                ApiError::invalid_parameter(
+                    "department",
+                    format!("{v:?} is not a department code (lowercase letters and '_')"),
+                )
+            })
+        })
+        .transpose()
 }
 
 impl Filters {
@@ -173,7 +187,7 @@ impl Filters {
             community: digits(args, "community", 12, "community")?,
             grid: digits(args, "grid", 15, "grid")?,
             category: args.get("category").map(str::to_owned),
-            department: args.get("department").map(str::to_owned),
+            department: department_code(args)?,
         };
         if let Reader::Street(own) = reader {
             let outside =
@@ -210,7 +224,7 @@ impl Filters {
             }
         }
         if let Some(d) = &f.department {
-            if reference.department(d).is_none() {
+            if reference.department(d.as_str()).is_none() {
                 return Err(ApiError::invalid_parameter(
                     "department",
                     format!("{d:?} is not a department of the catalog"),
@@ -228,7 +242,9 @@ impl Filters {
             v(&self.community),
             v(&self.grid),
             v(&self.category),
-            v(&self.department),
+            self.department
+                .as_ref()
+                .map_or_else(String::new, DepartmentCode::to_string),
         );
         [
             s.clone(),
@@ -298,7 +314,7 @@ pub const OPEN_STATUSES_SQL: &str =
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference::Street;
+    use crate::reference::{DepartmentName, Street};
 
     fn pairs(q: &str) -> Vec<(String, String)> {
         q.split('&')
@@ -322,7 +338,44 @@ mod tests {
                     name: "乙".into(),
                 },
             ],
+            departments: vec![DepartmentName {
+                code: DepartmentCode::parse("water_affairs").unwrap(),
+                name_zh: "水务".into(),
+                name_en: "Water affairs".into(),
+            }],
             ..Reference::default()
+        }
+    }
+
+    #[test]
+    fn a_department_filter_names_a_department_of_the_catalog() {
+        let parse = |q: &str| {
+            let p = pairs(q);
+            Filters::parse(
+                &Args::parse(&p, &FILTER_NAMES).unwrap(),
+                &Reader::District,
+                &reference(),
+            )
+            .map_err(|e| e.to_string())
+        };
+        let f = parse("department=water_affairs").unwrap();
+        assert_eq!(f.department.as_ref().unwrap(), "water_affairs");
+        assert_eq!(&f.binds()[8..], ["water_affairs", "water_affairs"]);
+        assert_eq!(&Filters::default().binds()[8..], ["", ""]);
+        for (q, detail) in [
+            (
+                "department=fire_rescue",
+                "is not a department of the catalog",
+            ),
+            ("department=", "is not a department code"),
+            ("department=Water", "is not a department code"),
+            ("department=water%20affairs", "is not a department code"),
+        ] {
+            let err = parse(q).unwrap_err();
+            assert!(
+                err.starts_with("query parameter `department`") && err.contains(detail),
+                "{q}: {err}"
+            );
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
-use gridclue_core::Catalog;
+use gridclue_core::{Catalog, DepartmentCode};
 use gridclue_district::District;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct CategoryName {
 /// A department's names, from the catalog.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DepartmentName {
-    pub code: String,
+    pub code: DepartmentCode,
     pub name_zh: String,
     pub name_en: String,
 }
@@ -117,7 +117,7 @@ impl Reference {
     }
 
     pub fn department(&self, code: &str) -> Option<&DepartmentName> {
-        self.departments.iter().find(|d| d.code == code)
+        self.departments.iter().find(|d| d.code == *code)
     }
 }
 

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use gridclue_core::calendar::Calendar;
 use gridclue_core::light::{clue_light, Light};
 use gridclue_core::tokens::{TokenKind, TokenRecord};
-use gridclue_core::{ClueId, Status};
+use gridclue_core::{ClueId, DepartmentCode, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -86,7 +86,7 @@ impl Queue {
 pub enum WorkScope {
     District,
     Street { street_code: String },
-    Department { department: String },
+    Department { department: DepartmentCode },
 }
 
 impl WorkScope {
@@ -94,7 +94,11 @@ impl WorkScope {
         match (token.kind, token.scope.clone()) {
             (TokenKind::District, _) => Ok(WorkScope::District),
             (TokenKind::Street, Some(street_code)) => Ok(WorkScope::Street { street_code }),
-            (TokenKind::Department, Some(department)) => Ok(WorkScope::Department { department }),
+            (TokenKind::Department, Some(scope)) => DepartmentCode::parse(&scope)
+                .map(|department| WorkScope::Department { department })
+                .map_err(|_| {
+                    ApiError::Forbidden("read work queues (token scope is not a department code)")
+                }),
             (TokenKind::Street | TokenKind::Department, None) => Err(ApiError::Forbidden(
                 "read work queues (token without a scope)",
             )),
@@ -151,7 +155,7 @@ impl Cursor {
 pub struct Params {
     pub queue: Option<Queue>,
     pub street: Option<String>,
-    pub department: Option<String>,
+    pub department: Option<DepartmentCode>,
     pub limit: Option<u32>,
     pub cursor: Option<Cursor>,
 }
@@ -183,15 +187,9 @@ impl Params {
                     p.street = Some(value.clone());
                 }
                 "department" => {
-                    let ok = !value.is_empty()
-                        && value.len() <= 64
-                        && value.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-                    if !ok {
-                        return Err(bad(
-                            "must be a department code (lowercase letters and '_')".into()
-                        ));
-                    }
-                    p.department = Some(value.clone());
+                    p.department = Some(DepartmentCode::parse(value).map_err(|_| {
+                        bad("must be a department code (lowercase letters and '_')".into())
+                    })?)
                 }
                 "limit" => {
                     let limit = value
@@ -226,7 +224,8 @@ impl Params {
 pub struct Plan {
     pub queues: Vec<Queue>,
     pub street: String,
-    pub department: String,
+    /// The department whose work is read (`None`: any).
+    pub department: Option<DepartmentCode>,
     pub limit: u32,
     pub after: Option<Cursor>,
 }
@@ -264,8 +263,8 @@ pub fn plan(scope: &WorkScope, params: Params) -> Result<Plan, ApiError> {
         (WorkScope::Department { department }, Some(d)) if &d != department => {
             return Err(ApiError::Forbidden("read another department's work"))
         }
-        (WorkScope::Department { department }, _) => department.clone(),
-        (_, d) => d.unwrap_or_default(),
+        (WorkScope::Department { department }, _) => Some(department.clone()),
+        (_, d) => d,
     };
     Ok(Plan {
         queues,
@@ -364,13 +363,15 @@ pub async fn query(client: &clickhouse::Client, plan: &Plan) -> clickhouse::erro
         .as_ref()
         .map(|c| (c.reported_at_ms, c.clue_id.as_str()))
         .unwrap_or((0, ""));
+    // "" = any department, as the SQL reads it.
+    let department = plan.department.as_ref().map_or("", DepartmentCode::as_str);
     let rows = client
         .query(&items_sql())
         .bind(&names)
         .bind(&plan.street)
         .bind(&plan.street)
-        .bind(&plan.department)
-        .bind(&plan.department)
+        .bind(department)
+        .bind(department)
         .bind(after_ms)
         .bind(after_ms)
         .bind(after_id)
@@ -382,8 +383,8 @@ pub async fn query(client: &clickhouse::Client, plan: &Plan) -> clickhouse::erro
         .bind(&names)
         .bind(&plan.street)
         .bind(&plan.street)
-        .bind(&plan.department)
-        .bind(&plan.department)
+        .bind(department)
+        .bind(department)
         .fetch_all::<QueueCount>()
         .await?;
     Ok(Found {
@@ -593,10 +594,12 @@ mod tests {
         let p = Params::parse(&pairs(&[
             ("queue", "verify"),
             ("street", "310199001"),
+            ("department", "water_affairs"),
             ("limit", "500"),
         ]))
         .unwrap();
         assert_eq!(p.queue, Some(Queue::Verify));
+        assert_eq!(p.department.unwrap(), "water_affairs");
         assert_eq!(p.limit, Some(500));
         for (q, name) in [
             (vec![("queue", "sweep")], "queue"),
@@ -605,6 +608,8 @@ mod tests {
             (vec![("limit", "ten")], "limit"),
             (vec![("street", "31019900")], "street"),
             (vec![("department", "Water")], "department"),
+            (vec![("department", "")], "department"),
+            (vec![("department", "fire-rescue")], "department"),
             (vec![("cursor", "accept:12:not-a-uuid")], "cursor"),
             (vec![("cursor", "later")], "cursor"),
             (vec![("page", "2")], "page"),
@@ -642,8 +647,8 @@ mod tests {
             vec![Queue::Accept, Queue::Dispatch, Queue::Verify]
         );
         assert_eq!(
-            (all.street.as_str(), all.department.as_str(), all.limit),
-            ("310199001", "", DEFAULT_LIMIT)
+            (all.street.as_str(), all.department, all.limit),
+            ("310199001", None, DEFAULT_LIMIT)
         );
         let handle = Params {
             queue: Some(Queue::Handle),
@@ -662,20 +667,18 @@ mod tests {
         assert!(plan(&street, own).is_ok());
 
         let department = WorkScope::Department {
-            department: "water_affairs".into(),
+            department: "water_affairs".parse().unwrap(),
         };
         let p = plan(&department, handle.clone()).unwrap();
-        assert_eq!(
-            (p.queues.as_slice(), p.department.as_str()),
-            (&[Queue::Handle][..], "water_affairs")
-        );
+        assert_eq!(p.queues, [Queue::Handle]);
+        assert_eq!(p.department.unwrap(), "water_affairs");
         let accept = Params {
             queue: Some(Queue::Accept),
             ..Params::default()
         };
         assert_eq!(err(plan(&department, accept)).0, 403);
         let elsewhere = Params {
-            department: Some("fire_rescue".into()),
+            department: Some("fire_rescue".parse().unwrap()),
             ..Params::default()
         };
         assert_eq!(err(plan(&department, elsewhere)).0, 403);

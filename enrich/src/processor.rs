@@ -44,7 +44,7 @@
 
 use std::sync::Arc;
 
-use gridclue_core::category::{Catalog, CategoryCode};
+use gridclue_core::category::{Catalog, CategoryCode, DepartmentCode};
 use gridclue_core::grid::StreetCode;
 use gridclue_core::light::YELLOW_FRACTION;
 use gridclue_core::roles::{self, ClueScope, Refusal, RefusalReason};
@@ -125,7 +125,7 @@ pub struct ClueState {
     pub applied_offset: i64,
     /// The department the clue is dispatched to now (none before dispatch and after a return).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub department: Option<String>,
+    pub department: Option<DepartmentCode>,
     /// When the SLA clock started (the accept's issue time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_at_ms: Option<u64>,
@@ -183,7 +183,7 @@ impl ClueState {
             street_code: report
                 .and_then(|r| r.street_code.as_ref())
                 .map_or("", |s| s.as_str()),
-            department: self.department.as_deref(),
+            department: self.department.as_ref(),
             reporter_id: report.map_or("", |r| r.reporter_id.as_str()),
         }
     }
@@ -768,10 +768,13 @@ impl Processor {
                 }
             }
             Lifecycle::Dispatch { department } => {
-                if self.catalog.department(department).is_none() {
+                if self.catalog.department(department.as_str()).is_none() {
                     return Err(Refusal::new(
                         RefusalReason::UnknownDepartment,
-                        format!("no department {department:?} in the category table"),
+                        format!(
+                            "no department {:?} in the category table",
+                            department.as_str()
+                        ),
                     ));
                 }
                 next.department = Some(department.clone());
@@ -997,5 +1000,25 @@ mod tests {
         let before_streets_were_kept: ReportInfo =
             serde_json::from_str(r#"{"category":"manhole_cover","inside":true}"#).unwrap();
         assert_eq!(before_streets_were_kept.street_code, None);
+    }
+
+    /// The department a clue is dispatched to is written as its plain code, and absent when
+    /// none holds it, as before the code was typed.
+    #[test]
+    fn clue_state_keeps_the_department_in_its_written_form() {
+        let mut state = ClueState::new(Status::Dispatched, None, 7);
+        state.department = Some(DepartmentCode::parse("water_affairs").unwrap());
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["department"], "water_affairs");
+        assert_eq!(serde_json::from_value::<ClueState>(json).unwrap(), state);
+
+        state.department = None;
+        let json = serde_json::to_value(&state).unwrap();
+        assert!(json.get("department").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<ClueState>(json).unwrap(), state);
+
+        let mut bad = serde_json::to_value(&state).unwrap();
+        bad["department"] = "Water Affairs".into();
+        assert!(serde_json::from_value::<ClueState>(bad).is_err());
     }
 }

@@ -170,7 +170,7 @@ fn command_of(action: Action) -> Command {
             duplicate_of: ClueId(Uuid::from_u128(999)),
         }),
         Action::Dispatch => Command::Lifecycle(Lifecycle::Dispatch {
-            department: DEPT.into(),
+            department: DEPT.parse().unwrap(),
         }),
         Action::VerifyOk => Command::Lifecycle(Lifecycle::VerifyOk),
         Action::VerifyFail => Command::Lifecycle(Lifecycle::VerifyFail {
@@ -507,7 +507,7 @@ fn a_clue_lives_through_return_rework_postponement_and_supervision_to_closure() 
         (
             street.clone(),
             Command::Lifecycle(Lifecycle::Dispatch {
-                department: "urban_management".into(),
+                department: "urban_management".parse().unwrap(),
             }),
             Status::Dispatched,
         ),
@@ -521,7 +521,7 @@ fn a_clue_lives_through_return_rework_postponement_and_supervision_to_closure() 
         (
             street.clone(),
             Command::Lifecycle(Lifecycle::Dispatch {
-                department: DEPT.into(),
+                department: DEPT.parse().unwrap(),
             }),
             Status::Dispatched,
         ),

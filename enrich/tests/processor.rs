@@ -311,7 +311,7 @@ fn the_deadline_starts_at_acceptance_in_working_time() {
     line.apply(
         clue(1),
         Command::Lifecycle(Lifecycle::Dispatch {
-            department: "water_affairs".into(),
+            department: "water_affairs".parse().unwrap(),
         }),
         local("2025-03-10 09:05"),
     );
@@ -339,7 +339,7 @@ fn a_closure_carries_the_working_time_since_acceptance() {
     for (cmd, at) in [
         (
             Command::Lifecycle(Lifecycle::Dispatch {
-                department: "greening_city_appearance".into(),
+                department: "greening_city_appearance".parse().unwrap(),
             }),
             "2025-03-07 17:10",
         ),
@@ -442,7 +442,7 @@ fn duplicates_are_found_across_partitions_and_closed_cases_leave_the_stage() {
     for (i, cmd) in [
         Command::Lifecycle(Lifecycle::Accept),
         Command::Lifecycle(Lifecycle::Dispatch {
-            department: "greening_city_appearance".into(),
+            department: "greening_city_appearance".parse().unwrap(),
         }),
         Command::Lifecycle(Lifecycle::Start),
         Command::Lifecycle(Lifecycle::Handle {
@@ -489,7 +489,7 @@ fn commands_for_a_clue_awaiting_its_verdict_are_kept_and_applied_after_it() {
     line.apply(
         clue(1),
         Command::Lifecycle(Lifecycle::Dispatch {
-            department: "greening_city_appearance".into(),
+            department: "greening_city_appearance".parse().unwrap(),
         }),
         t + 120_000,
     );

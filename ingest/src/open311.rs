@@ -174,7 +174,7 @@ fn fail(state: &AppState, error: ApiError, format: Format) -> Response {
 }
 
 fn service_json(c: &Category, state: &AppState, en: bool) -> Value {
-    let dept = state.catalog.department(&c.department);
+    let dept = state.catalog.department(c.department.as_str());
     let (name, description, group, dept_name) = if en {
         (
             c.name_en.as_str(),

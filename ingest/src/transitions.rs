@@ -18,7 +18,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use gridclue_core::category::Catalog;
+use gridclue_core::category::{Catalog, DepartmentCode};
 use gridclue_core::tokens::TokenRecord;
 use gridclue_core::wire::{self, Command, CommandEnvelope, Lifecycle, OutcomeRecord, Verdict};
 use gridclue_core::{Action, ClueId, CommandId};
@@ -306,24 +306,25 @@ fn merge_target(b: &Fields<'_>, clue: ClueId) -> Result<ClueId, ApiError> {
     Ok(target)
 }
 
-fn known_department(b: &Fields<'_>, catalog: &Catalog) -> Result<String, ApiError> {
+/// `department`: a department of the catalog (a malformed code is as unknown as a missing one).
+fn known_department(b: &Fields<'_>, catalog: &Catalog) -> Result<DepartmentCode, ApiError> {
     let department = b.text("department", true)?;
-    if catalog.department(&department).is_none() {
-        let known: Vec<&str> = catalog
-            .departments()
-            .iter()
-            .map(|d| d.code.as_str())
-            .collect();
-        return Err(field_error(
-            "unknown_department",
-            "department",
-            format!(
-                "unknown department {department:?}; the departments are {}",
-                known.join(", ")
-            ),
-        ));
+    if let Some(known) = catalog.department(&department) {
+        return Ok(known.code.clone());
     }
-    Ok(department)
+    let known: Vec<&str> = catalog
+        .departments()
+        .iter()
+        .map(|d| d.code.as_str())
+        .collect();
+    Err(field_error(
+        "unknown_department",
+        "department",
+        format!(
+            "unknown department {department:?}; the departments are {}",
+            known.join(", ")
+        ),
+    ))
 }
 
 /// `photos`: absent, or at most [`MAX_PHOTOS`] http(s) URLs or `sha256:` hashes.
@@ -637,7 +638,7 @@ mod tests {
             (
                 r#"{"action":"dispatch","department":"water_affairs"}"#.into(),
                 Command::Lifecycle(Lifecycle::Dispatch {
-                    department: "water_affairs".into(),
+                    department: "water_affairs".parse().unwrap(),
                 }),
             ),
             (

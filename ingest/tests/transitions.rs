@@ -112,7 +112,7 @@ async fn a_transition_waits_for_its_verdict_and_retries_get_it_without_producing
     assert_eq!(
         cmd.command,
         Command::Lifecycle(Lifecycle::Dispatch {
-            department: "water_affairs".into()
+            department: "water_affairs".parse().unwrap()
         })
     );
     let poll = |token: String| {

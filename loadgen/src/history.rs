@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gridclue_core::calendar::Calendar;
-use gridclue_core::category::Catalog;
+use gridclue_core::category::{Catalog, DepartmentCode};
+use gridclue_core::grid::StreetCode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -102,7 +103,7 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub department: Option<String>,
+    pub department: Option<DepartmentCode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_of_source_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -179,17 +180,17 @@ impl Story<'_> {
     }
 }
 
-fn street(code: &str) -> By {
+fn street(code: StreetCode) -> By {
     By {
         role: "street",
-        scope: Some(code.to_owned()),
+        scope: Some(code.to_string()),
     }
 }
 
-fn department(code: &str) -> By {
+fn department(code: &DepartmentCode) -> By {
     By {
         role: "department",
-        scope: Some(code.to_owned()),
+        scope: Some(code.to_string()),
     }
 }
 
@@ -207,9 +208,9 @@ pub struct Setting<'a> {
     pub fate: Fate,
     pub late: bool,
     pub reported_at_ms: u64,
-    pub street: &'a str,
-    pub right_department: &'a str,
-    pub wrong_department: &'a str,
+    pub street: StreetCode,
+    pub right_department: &'a DepartmentCode,
+    pub wrong_department: &'a DepartmentCode,
     pub limit: gridclue_core::category::Deadline,
     /// An earlier clue of the same street and category, for a merge.
     pub merge_into: Option<&'a str>,
@@ -325,9 +326,9 @@ pub fn timeline(s: &Setting<'_>, calendar: &Calendar, rng: &mut StdRng) -> (Vec<
                 match action {
                     "dispatch" => {
                         e.department = Some(if f.wrong_department && dispatches == 0 {
-                            s.wrong_department.to_owned()
+                            s.wrong_department.clone()
                         } else {
-                            right.to_owned()
+                            right.clone()
                         });
                         dispatches += 1;
                     }
@@ -371,22 +372,19 @@ pub fn plan(
         .iter()
         .map(|c| c.code.to_string())
         .collect();
-    let mut departments: Vec<&str> = catalog
-        .departments()
-        .iter()
-        .map(|d| d.code.as_str())
-        .collect();
+    let mut departments: Vec<&DepartmentCode> =
+        catalog.departments().iter().map(|d| &d.code).collect();
     departments.sort_unstable();
-    let mut streets: Vec<&str> = grids.iter().map(|g| g.street.as_str()).collect();
+    let mut streets: Vec<StreetCode> = grids.iter().map(|g| g.street).collect();
     streets.sort_unstable();
     streets.dedup();
     let today = (until_ms + OFFSET_MS) / DAY * DAY - OFFSET_MS;
     // First the reports: where, what, when. A draw within the dedupe radius of an earlier report
     // of its category could be made a duplicate of it (the processor would say so), which an old
     // system's records with their own timelines are not: it is drawn again.
-    struct Drawn<'a> {
+    struct Drawn {
         source_id: String,
-        street: &'a str,
+        street: StreetCode,
         lat: f64,
         lon: f64,
         category: String,
@@ -394,7 +392,7 @@ pub fn plan(
         reported_at_ms: u64,
     }
     let mut placed: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
-    let mut drawn: Vec<Drawn<'_>> = Vec::with_capacity(args.count);
+    let mut drawn: Vec<Drawn> = Vec::with_capacity(args.count);
     let mut i = 0;
     while drawn.len() < args.count {
         i += 1;
@@ -432,7 +430,7 @@ pub fn plan(
     // dedupe stage compares a report with the ones placed before it), and a merge goes into a
     // clue reported earlier.
     drawn.sort_by(|a, b| (a.reported_at_ms, &a.source_id).cmp(&(b.reported_at_ms, &b.source_id)));
-    let mut merge_targets: HashMap<(String, String), String> = HashMap::new();
+    let mut merge_targets: HashMap<(StreetCode, String), String> = HashMap::new();
     let mut out = Vec::with_capacity(drawn.len());
     for d in drawn {
         let fate = fate(args.seed, &d.source_id);
@@ -440,14 +438,14 @@ pub fn plan(
         let spec = catalog
             .get(&d.category)
             .expect("categories come from the catalog");
-        let right = spec.department.as_str();
-        let others: Vec<&str> = departments
+        let right = &spec.department;
+        let others: Vec<&DepartmentCode> = departments
             .iter()
             .copied()
             .filter(|x| *x != right)
             .collect();
         let wrong = others[rng.gen_range(0..others.len())];
-        let key = (d.street.to_owned(), d.category.clone());
+        let key = (d.street, d.category.clone());
         let target = merge_targets.get(&key).cloned();
         let setting = Setting {
             fate,
@@ -674,7 +672,10 @@ mod tests {
             if let Some(d) = c.timeline.iter().rev().find(|e| e.action == "dispatch") {
                 let handled_by = c.timeline.iter().find(|e| e.action == "handle");
                 if let Some(h) = handled_by {
-                    assert_eq!(h.by.scope, d.department);
+                    assert_eq!(
+                        h.by.scope.as_deref(),
+                        d.department.as_ref().map(DepartmentCode::as_str)
+                    );
                 }
             }
         }

@@ -329,18 +329,14 @@ pub fn evaluate(
     categories: &[CategoryCode],
     scenario: &Scenario,
 ) -> anyhow::Result<Report> {
-    let mut grids: Vec<GridCode> = map
-        .iter()
-        .map(|g| GridCode::parse(&g.grid_code))
-        .collect::<Result<_, _>>()?;
+    let mut grids: Vec<GridCode> = map.iter().map(|g| g.grid_code).collect();
     grids.sort_unstable();
     let neighbours = Arc::new(Neighbours::from_vertices(map.iter().map(|g| {
-        let code = GridCode::parse(&g.grid_code).expect("checked above");
         let vertices: Vec<[f64; 2]> = std::iter::once(g.polygon.exterior())
             .chain(g.polygon.interiors())
             .flat_map(|r| r.coords().map(|c| [c.x, c.y]))
             .collect();
-        (code, vertices)
+        (g.grid_code, vertices)
     })));
     let streets: HashSet<gridclue_core::grid::StreetCode> =
         grids.iter().map(|g| g.street_code()).collect();
@@ -503,11 +499,10 @@ async fn live(args: HotspotArgs) -> anyhow::Result<()> {
     let (map, _) = crate::map::load_map(&args.map)?;
     let categories = load_categories(&args.categories)?;
     let neighbours = Neighbours::from_vertices(map.iter().map(|g| {
-        let code = GridCode::parse(&g.grid_code).expect("valid grid codes");
         let vertices: Vec<[f64; 2]> = g.polygon.exterior().coords().map(|c| [c.x, c.y]).collect();
-        (code, vertices)
+        (g.grid_code, vertices)
     }));
-    let shape: HashMap<&str, &GridShape> = map.iter().map(|g| (g.grid_code.as_str(), g)).collect();
+    let shape: HashMap<GridCode, &GridShape> = map.iter().map(|g| (g.grid_code, g)).collect();
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
@@ -518,7 +513,7 @@ async fn live(args: HotspotArgs) -> anyhow::Result<()> {
     for k in 0..args.live_outbreaks {
         // a centre far from the earlier ones (no grid of its neighbourhood used), a category
         let centre = loop {
-            let g = GridCode::parse(&map[rng.gen_range(0..map.len())].grid_code)?;
+            let g = map[rng.gen_range(0..map.len())].grid_code;
             let ring: Vec<GridCode> = std::iter::once(g)
                 .chain(neighbours.touching(&g).iter().copied())
                 .collect();
@@ -535,7 +530,7 @@ async fn live(args: HotspotArgs) -> anyhow::Result<()> {
         let mut last_ack = Instant::now();
         let mut ids = Vec::new();
         for (i, grid) in [centre, touching[0], touching[1]].iter().enumerate() {
-            let (lon, lat) = crate::map::point_in(&shape[grid.as_str()].polygon, &mut rng)
+            let (lon, lat) = crate::map::point_in(&shape[grid].polygon, &mut rng)
                 .context("no point inside a grid")?;
             let r = http
                 .post(format!("{}/v1/clues", args.ingest_url))

@@ -8,6 +8,7 @@
 //! `gridclue-load staff …` then plays the district's staff on those clues
 //! ([`gridclue_loadgen::staff`]).
 
+use gridclue_core::grid::StreetCode;
 use gridclue_loadgen::map::{load_map, pick_category, point_in, GridShape, DESCRIPTIONS};
 use gridclue_loadgen::staff;
 
@@ -109,7 +110,7 @@ fn plan(
     codes: &[String],
 ) -> Vec<Planned> {
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let mut streets: Vec<&str> = grids.iter().map(|g| g.street.as_str()).collect();
+    let mut streets: Vec<StreetCode> = grids.iter().map(|g| g.street).collect();
     streets.sort_unstable();
     streets.dedup();
     let bbox = district.bounding_rect().expect("non-empty district");
@@ -267,7 +268,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Cmd::Staff(args)) => {
             let (grids, _) = load_map(&args.map)?;
-            let mut streets: Vec<String> = grids.into_iter().map(|g| g.street).collect();
+            let mut streets: Vec<StreetCode> = grids.into_iter().map(|g| g.street).collect();
             streets.sort_unstable();
             streets.dedup();
             staff::run(args, streets).await

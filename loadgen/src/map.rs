@@ -4,13 +4,15 @@
 use anyhow::Context;
 use geo::{BoundingRect, Contains};
 use geo_types::{MultiPolygon, Point, Polygon};
+use gridclue_core::grid::StreetCode;
+use gridclue_core::GridCode;
 use rand::rngs::StdRng;
 use rand::Rng;
 
 /// One unit grid of the map: its street and outline.
 pub struct GridShape {
-    pub street: String,
-    pub grid_code: String,
+    pub street: StreetCode,
+    pub grid_code: GridCode,
     pub polygon: Polygon<f64>,
 }
 
@@ -21,12 +23,17 @@ pub fn load_map(path: &str) -> anyhow::Result<(Vec<GridShape>, MultiPolygon<f64>
     let grids: Vec<GridShape> = district
         .grids
         .into_iter()
-        .map(|g| GridShape {
-            street: g.street_code.to_string(),
-            grid_code: g.grid_code.to_string(),
-            polygon: g.polygon,
+        .map(|g| {
+            // The map crate has its own code types; the loader works with the core ones.
+            let grid_code = GridCode::parse(g.grid_code.as_str())
+                .with_context(|| format!("grid code {} of map {path}", g.grid_code.as_str()))?;
+            Ok(GridShape {
+                street: grid_code.street_code(),
+                grid_code,
+                polygon: g.polygon,
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     anyhow::ensure!(!grids.is_empty(), "map {path} has no grids");
     let all = MultiPolygon::new(grids.iter().map(|g| g.polygon.clone()).collect());
     Ok((grids, all))

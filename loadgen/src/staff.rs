@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use gridclue_core::grid::StreetCode;
 use gridclue_core::rng::mix;
+use gridclue_core::DepartmentCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -172,7 +174,8 @@ pub struct WorkItem {
     #[serde(default)]
     pub channel: String,
     pub category: String,
-    pub street_code: String,
+    /// Only clues placed inside the district are queued: every item has a street.
+    pub street_code: StreetCode,
     #[serde(default)]
     pub seq: u32,
     #[serde(default)]
@@ -382,9 +385,9 @@ impl Api {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StaffTokens {
     /// Street code → token.
-    pub streets: BTreeMap<String, String>,
+    pub streets: BTreeMap<StreetCode, String>,
     /// Department code → token.
-    pub departments: BTreeMap<String, String>,
+    pub departments: BTreeMap<DepartmentCode, String>,
 }
 
 impl StaffTokens {
@@ -418,64 +421,23 @@ impl StaffTokens {
 async fn staff_tokens(
     api: &Api,
     args: &StaffArgs,
-    streets: &[String],
-    departments: &[String],
+    streets: &[StreetCode],
+    departments: &[DepartmentCode],
 ) -> anyhow::Result<StaffTokens> {
     let kept = StaffTokens::read(&args.tokens_file);
-    let mut tokens = StaffTokens::default();
     let mut issued = 0;
-    let works = |token: String| async move {
-        let url = format!("{}/v1/work?limit=1", api.dashboard);
-        let ok = api
-            .http
-            .get(&url)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        ok.then_some(token)
-    };
-    for (kind, codes, kept, out) in [
-        ("street", streets, &kept.streets, &mut tokens.streets),
-        (
+    let tokens = StaffTokens {
+        streets: tokens_of(api, args, "street", streets, &kept.streets, &mut issued).await?,
+        departments: tokens_of(
+            api,
+            args,
             "department",
             departments,
             &kept.departments,
-            &mut tokens.departments,
-        ),
-    ] {
-        for code in codes {
-            let reuse = match kept.get(code) {
-                Some(t) => works(t.clone()).await,
-                None => None,
-            };
-            let token = match reuse {
-                Some(t) => t,
-                None => {
-                    issued += 1;
-                    let body =
-                        json!({"kind": kind, "scope": code, "name": format!("demo {kind} {code}")});
-                    let url = format!("{}/v1/admin/tokens", api.ingest);
-                    let r: Value = api
-                        .retrying(|| {
-                            api.http
-                                .post(&url)
-                                .bearer_auth(&args.district_token)
-                                .json(&body)
-                        })
-                        .await
-                        .with_context(|| format!("issuing the demo {kind} token of {code}"))?
-                        .json()
-                        .await?;
-                    r["secret"]
-                        .as_str()
-                        .context("an issued token without its secret")?
-                        .to_owned()
-                }
-            };
-            out.insert(code.clone(), token);
-        }
-    }
+            &mut issued,
+        )
+        .await?,
+    };
     if issued > 0 {
         tokens.write(&args.tokens_file)?;
         eprintln!(
@@ -484,6 +446,65 @@ async fn staff_tokens(
         );
     }
     Ok(tokens)
+}
+
+/// The tokens of one `kind` of staff by scope code: the kept ones that still work, the missing
+/// ones issued (counted in `issued`).
+async fn tokens_of<C>(
+    api: &Api,
+    args: &StaffArgs,
+    kind: &str,
+    codes: &[C],
+    kept: &BTreeMap<C, String>,
+    issued: &mut usize,
+) -> anyhow::Result<BTreeMap<C, String>>
+where
+    C: Ord + Clone + std::fmt::Display + Serialize,
+{
+    let mut out = BTreeMap::new();
+    for code in codes {
+        let reuse = match kept.get(code) {
+            Some(t) if token_works(api, t).await => Some(t.clone()),
+            _ => None,
+        };
+        let token = match reuse {
+            Some(t) => t,
+            None => {
+                *issued += 1;
+                let body =
+                    json!({"kind": kind, "scope": code, "name": format!("demo {kind} {code}")});
+                let url = format!("{}/v1/admin/tokens", api.ingest);
+                let r: Value = api
+                    .retrying(|| {
+                        api.http
+                            .post(&url)
+                            .bearer_auth(&args.district_token)
+                            .json(&body)
+                    })
+                    .await
+                    .with_context(|| format!("issuing the demo {kind} token of {code}"))?
+                    .json()
+                    .await?;
+                r["secret"]
+                    .as_str()
+                    .context("an issued token without its secret")?
+                    .to_owned()
+            }
+        };
+        out.insert(code.clone(), token);
+    }
+    Ok(out)
+}
+
+/// Whether `token` still reads a work queue (not revoked, not from another stack).
+async fn token_works(api: &Api, token: &str) -> bool {
+    let url = format!("{}/v1/work?limit=1", api.dashboard);
+    api.http
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -497,7 +518,7 @@ struct Step {
     body: Value,
     key: String,
     /// (street, category) of an accept: the accepted clue becomes a merge target.
-    place: Option<(String, String)>,
+    place: Option<(StreetCode, String)>,
 }
 
 impl Step {
@@ -515,7 +536,7 @@ struct Known {
     /// The status our last action left each clue in.
     status: HashMap<String, String>,
     /// A clue accepted per (street, category): later repeats are merged into it.
-    merge_targets: HashMap<(String, String), String>,
+    merge_targets: HashMap<(StreetCode, String), String>,
     /// Clues whose postponement was asked for (once per clue, whatever the district decides).
     postpone_asked: HashSet<String>,
     supervised: HashSet<String>,
@@ -561,8 +582,8 @@ struct Cast<'a> {
     district: &'a str,
     reporter: &'a str,
     /// Category code → responsible department.
-    departments: &'a HashMap<String, String>,
-    all_departments: &'a [String],
+    departments: &'a HashMap<String, DepartmentCode>,
+    all_departments: &'a [DepartmentCode],
 }
 
 fn step(token: &str, clue_id: &str, body: Value, seed: u64, n: u32) -> Step {
@@ -577,17 +598,16 @@ fn step(token: &str, clue_id: &str, body: Value, seed: u64, n: u32) -> Step {
 }
 
 impl Cast<'_> {
-    fn responsible(&self, category: &str) -> &str {
+    fn responsible(&self, category: &str) -> &DepartmentCode {
         self.departments
             .get(category)
-            .map(String::as_str)
-            .unwrap_or(self.all_departments[0].as_str())
+            .unwrap_or(&self.all_departments[0])
     }
 
     /// Another department than the responsible one (the same for the same clue).
-    fn wrong(&self, clue_id: &str, category: &str) -> String {
+    fn wrong(&self, clue_id: &str, category: &str) -> DepartmentCode {
         let right = self.responsible(category);
-        let others: Vec<&String> = self
+        let others: Vec<&DepartmentCode> = self
             .all_departments
             .iter()
             .filter(|d| *d != right)
@@ -622,7 +642,7 @@ impl Cast<'_> {
                 0,
             )]),
             End::Merged => {
-                let key = (item.street_code.clone(), item.category.clone());
+                let key = (item.street_code, item.category.clone());
                 match known.merge_targets.get(&key) {
                     Some(target) if target != id => Some(vec![step(
                         street,
@@ -637,7 +657,7 @@ impl Cast<'_> {
             }
             _ => {
                 let mut accept = step(street, id, json!({"action": "accept"}), s, 0);
-                accept.place = Some((item.street_code.clone(), item.category.clone()));
+                accept.place = Some((item.street_code, item.category.clone()));
                 let mut steps = vec![accept];
                 if f.end != End::Accepted {
                     steps.push(self.dispatch_step(street, item, f));
@@ -651,7 +671,7 @@ impl Cast<'_> {
         let department = if f.wrong_department && item.returned_count == 0 {
             self.wrong(&item.clue_id, &item.category)
         } else {
-            self.responsible(&item.category).to_owned()
+            self.responsible(&item.category).clone()
         };
         step(
             street,
@@ -675,7 +695,7 @@ impl Cast<'_> {
         &self,
         item: &WorkItem,
         token: &str,
-        department: &str,
+        department: &DepartmentCode,
         known: &Known,
     ) -> Vec<Vec<Step>> {
         let f = fate(self.seed, &item.clue_id);
@@ -924,7 +944,7 @@ fn learn(known: &mut Known, tally: &mut Tally, done: &[(Step, Outcome)]) -> u64 
     applied
 }
 
-pub async fn run(args: StaffArgs, streets: Vec<String>) -> anyhow::Result<()> {
+pub async fn run(args: StaffArgs, streets: Vec<StreetCode>) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(args.concurrency)
@@ -940,14 +960,16 @@ pub async fn run(args: StaffArgs, streets: Vec<String>) -> anyhow::Result<()> {
         .context("fetching categories from ingest")?
         .json()
         .await?;
-    let mut departments: HashMap<String, String> = HashMap::new();
-    let mut all_departments: Vec<String> = Vec::new();
+    let mut departments: HashMap<String, DepartmentCode> = HashMap::new();
+    let mut all_departments: Vec<DepartmentCode> = Vec::new();
     for c in categories["categories"].as_array().into_iter().flatten() {
         if let (Some(code), Some(d)) = (c["code"].as_str(), c["department"].as_str()) {
-            departments.insert(code.to_owned(), d.to_owned());
-            if !all_departments.iter().any(|x| x == d) {
-                all_departments.push(d.to_owned());
+            let d = DepartmentCode::parse(d)
+                .with_context(|| format!("category {code} names the department {d:?}"))?;
+            if !all_departments.contains(&d) {
+                all_departments.push(d.clone());
             }
+            departments.insert(code.to_owned(), d);
         }
     }
     all_departments.sort();

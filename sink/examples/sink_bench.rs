@@ -158,7 +158,7 @@ impl FactGen {
                     on_boundary: false,
                 },
                 map_version: "bench".into(),
-                department: "city_mgmt".into(),
+                department: "city_mgmt".parse().unwrap(),
                 urgency: Urgency::Normal,
                 deadline_ms: Some(at + 86_400_000),
                 reporter_id: format!("tok_{:06}", i % 5000),
@@ -182,7 +182,7 @@ impl FactGen {
             ),
             2 => (
                 Fact::Dispatched {
-                    department: "city_mgmt".into(),
+                    department: "city_mgmt".parse().unwrap(),
                 },
                 Status::Dispatched,
             ),

@@ -319,7 +319,7 @@ mod tests {
                 },
                 Action::Withdraw => Fact::Withdrawn { reason: "w".into() },
                 Action::Dispatch => Fact::Dispatched {
-                    department: ["dept_a", "dept_b"][rng.below(2)].into(),
+                    department: ["dept_a", "dept_b"][rng.below(2)].parse().unwrap(),
                 },
                 Action::Start => Fact::Started,
                 Action::Handle => Fact::Handled {

@@ -244,8 +244,8 @@ pub fn blank(clue_id: Uuid, partition: i32) -> ClueRow {
 /// Fills the report's attributes into `row`.
 fn fill_report(row: &mut ClueRow, r: &Reported, env: &EventEnvelope) {
     row.category = r.category.to_string();
-    row.department = r.department.clone();
-    row.routed_department = r.department.clone();
+    row.department = r.department.to_string();
+    row.routed_department = r.department.to_string();
     row.urgency = r.urgency.as_str().into();
     row.reporter_id = r.reporter_id.clone();
     row.reporter_group = r
@@ -321,8 +321,8 @@ pub fn apply(state: Option<ClueRow>, env: &EventEnvelope, partition: i32) -> Clu
         }
         Fact::Merged { duplicate_of } => row.duplicate_of = Some(duplicate_of.as_uuid()),
         Fact::Dispatched { department } => {
-            row.department = department.clone();
-            row.assigned_department = department.clone();
+            row.department = department.to_string();
+            row.assigned_department = department.to_string();
             if row.dispatched_at_ms == 0 {
                 row.dispatched_at_ms = at;
             }
@@ -449,7 +449,7 @@ pub fn event_row(
             (note.clone(), 0, None)
         }
         Fact::Merged { duplicate_of } => (String::new(), 0, Some(duplicate_of.as_uuid())),
-        Fact::Dispatched { department } => (department.clone(), 0, None),
+        Fact::Dispatched { department } => (department.to_string(), 0, None),
         Fact::Postponed {
             reason,
             deadline_ms,
@@ -549,7 +549,7 @@ pub(crate) mod tests {
                 location: GeoPoint::new(31.2, 121.5).unwrap(),
                 placement,
                 map_version: "m1".into(),
-                department: "city_mgmt".into(),
+                department: "city_mgmt".parse().unwrap(),
                 urgency: Urgency::Normal,
                 deadline_ms: Some(9_000),
                 reporter_id: "tok_1".into(),
@@ -800,7 +800,7 @@ pub(crate) mod tests {
         );
         let (s, _) = step(
             Fact::Dispatched {
-                department: "water_affairs".into(),
+                department: "water_affairs".parse().unwrap(),
             },
             Status::Dispatched,
             street(),

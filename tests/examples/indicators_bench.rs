@@ -103,7 +103,7 @@ fn history(rng: &mut Rng, grids: &[GridCode], catalog: &Catalog, at: u64, last: 
     let mut deadline = accepted + limit;
     let mut h = h
         .accepted(accepted, Some(deadline))
-        .dispatched(accepted + HOUR / 2, &category.department);
+        .dispatched(accepted + HOUR / 2, category.department.as_str());
     if rng.chance(0.05) {
         h = h.supervised(accepted + HOUR);
     }

@@ -11,7 +11,9 @@ use gridclue_core::tokens::TokenRecord;
 use gridclue_core::wire::{
     Actor, Channel, EventEnvelope, Fact, Placement, Reported, SCHEMA_VERSION,
 };
-use gridclue_core::{CategoryCode, ClueId, CommandId, GeoPoint, GridCode, ReporterGroup, Status};
+use gridclue_core::{
+    CategoryCode, ClueId, CommandId, DepartmentCode, GeoPoint, GridCode, ReporterGroup, Status,
+};
 use gridclue_district::District;
 use gridclue_sink::rows::{apply, event_row, ClueRow, EventRow, Source};
 use gridclue_sink::store::{insert_clues, insert_events, insert_query_id, InsertTimeouts};
@@ -43,7 +45,7 @@ pub struct ReportSpec {
     pub grid: GridCode,
     pub category: String,
     /// The department the report is routed to.
-    pub department: String,
+    pub department: DepartmentCode,
     pub reporter_id: String,
     pub reporter_group: Option<ReporterGroup>,
     /// Set for a report the dedupe stage found to repeat an open case.
@@ -56,7 +58,7 @@ impl ReportSpec {
         Self {
             grid,
             category: category.into(),
-            department: department.into(),
+            department: DepartmentCode::parse(department).expect("a department code"),
             reporter_id: "tok_rider".into(),
             reporter_group: None,
             duplicate_of: None,
@@ -219,7 +221,7 @@ impl History {
         self.then(
             at_ms,
             Fact::Dispatched {
-                department: department.into(),
+                department: DepartmentCode::parse(department).expect("a department code"),
             },
             Status::Dispatched,
         )

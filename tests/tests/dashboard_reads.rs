@@ -14,7 +14,7 @@
 use chrono::NaiveDate;
 use gridclue_core::rng::Rng;
 use gridclue_core::wire::Fact;
-use gridclue_core::{Catalog, ClueId, GridCode, ReporterGroup};
+use gridclue_core::{Catalog, ClueId, DepartmentCode, GridCode, ReporterGroup};
 use gridclue_dashboard_api::breakdown::{self, By, Cell, GridCount};
 use gridclue_dashboard_api::lists::{self, Cursor, List, ListRow};
 use gridclue_dashboard_api::live;
@@ -192,7 +192,7 @@ async fn new_live(db: &TestDb, now_ms: u64) -> Vec<StreetNumbers> {
 struct World {
     grids: Vec<GridCode>,
     catalog: Catalog,
-    departments: Vec<String>,
+    departments: Vec<DepartmentCode>,
 }
 
 impl World {
@@ -267,7 +267,7 @@ impl World {
         }
         t += HOUR / 2;
         let department = &self.departments[rng.below(self.departments.len())];
-        h = h.dispatched(t, department);
+        h = h.dispatched(t, department.as_str());
         if rng.chance(0.1) {
             t += HOUR;
             h = h.returned(t);
@@ -275,7 +275,10 @@ impl World {
                 return h;
             }
             t += HOUR;
-            h = h.dispatched(t, &self.departments[rng.below(self.departments.len())]);
+            h = h.dispatched(
+                t,
+                self.departments[rng.below(self.departments.len())].as_str(),
+            );
         }
         if rng.chance(0.1) {
             deadline += 24 * HOUR;

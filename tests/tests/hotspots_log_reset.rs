@@ -70,7 +70,7 @@ fn report(grid: GridCode, at_ms: u64) -> EventEnvelope {
                 on_boundary: false,
             },
             map_version: "test".into(),
-            department: "greening_city_appearance".into(),
+            department: "greening_city_appearance".parse().unwrap(),
             urgency: Urgency::Normal,
             deadline_ms: None,
             reporter_id: "tok_rider".into(),

@@ -59,7 +59,7 @@ fn history(rng: &mut Rng, grids: &[GridCode], last: ClueId) -> History {
     let spec = ReportSpec {
         grid: grids[rng.below(grids.len())],
         category: category.into(),
-        department: department.into(),
+        department: department.parse().unwrap(),
         reporter_id: "tok_rider".into(),
         reporter_group: None,
         duplicate_of: rng.chance(0.05).then_some(last),

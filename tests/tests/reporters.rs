@@ -60,7 +60,7 @@ fn histories(ids: [&str; 3]) -> BTreeMap<&'static str, History> {
     let spec = |rider: &str| ReportSpec {
         grid: first_grid(),
         category: "garbage_pile".into(),
-        department: "greening_city_appearance".into(),
+        department: "greening_city_appearance".parse().unwrap(),
         reporter_id: rider.into(),
         reporter_group: None,
         duplicate_of: None,

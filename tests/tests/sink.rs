@@ -69,7 +69,7 @@ fn report(clue: ClueId, placement: Placement, category: &str, at_ms: u64) -> Eve
             location: GeoPoint::new(31.2, 121.5).unwrap(),
             placement,
             map_version: "test".into(),
-            department: "city_mgmt".into(),
+            department: "city_mgmt".parse().unwrap(),
             urgency: Urgency::Normal,
             deadline_ms: Some(at_ms + 86_400_000),
             reporter_id: "tok_test".into(),
@@ -143,7 +143,7 @@ impl Story {
         )
         .then(
             Fact::Dispatched {
-                department: "city_mgmt".into(),
+                department: "city_mgmt".parse().unwrap(),
             },
             Status::Dispatched,
         )

@@ -305,7 +305,7 @@ pub fn workload(
             let life = [
                 Command::Lifecycle(Lifecycle::Accept),
                 Command::Lifecycle(Lifecycle::Dispatch {
-                    department: "water_affairs".into(),
+                    department: "water_affairs".parse().unwrap(),
                 }),
                 Command::Lifecycle(Lifecycle::Start),
                 Command::Lifecycle(Lifecycle::Handle {

@@ -103,11 +103,11 @@ pub async fn spawn_app_on(broker: Broker) -> TestApp {
                 .issue(
                     TokenKind::Department,
                     None,
-                    Some(d.code.clone()),
+                    Some(d.code.to_string()),
                     &d.name_en,
                 )
                 .unwrap();
-            (d.code.clone(), t)
+            (d.code.to_string(), t)
         })
         .collect();
     tokens.write(&tokens_file).unwrap();

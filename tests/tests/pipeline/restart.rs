@@ -171,7 +171,7 @@ async fn a_restarted_stack_keeps_its_counts_counts_new_clues_and_closes_old_ones
         vec![
             Command::Lifecycle(Lifecycle::Accept),
             Command::Lifecycle(Lifecycle::Dispatch {
-                department: "urban_management".into(),
+                department: "urban_management".parse().unwrap(),
             }),
             Command::Lifecycle(Lifecycle::Start),
             Command::Lifecycle(Lifecycle::Handle {

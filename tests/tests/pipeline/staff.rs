@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use gridclue_core::grid::StreetCode;
 use gridclue_loadgen::staff::{fate, End, Fate, StaffArgs};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -126,7 +127,10 @@ async fn the_staff_work_every_clue_to_the_end_its_fate_names() {
         "street_light",
         "illegal_ads",
     ];
-    let mut streets: Vec<String> = grids.iter().map(|g| g.street_code.clone()).collect();
+    let mut streets: Vec<StreetCode> = grids
+        .iter()
+        .map(|g| StreetCode::parse(&g.street_code).unwrap())
+        .collect();
     streets.sort_unstable();
     streets.dedup();
     let first_street = grids[0].street_code.clone();
