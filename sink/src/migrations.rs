@@ -75,6 +75,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "indicator_deltas",
         sql: include_str!("../migrations/0011_indicator_deltas.sql"),
     },
+    Migration {
+        version: 12,
+        name: "status_counts",
+        sql: include_str!("../migrations/0012_status_counts.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
