@@ -135,6 +135,16 @@ impl Period {
     pub fn to_ms(&self) -> u64 {
         china_midnight_ms(self.to)
     }
+
+    /// The first and the day after the last report day of the period (days since 1970-01-01 of
+    /// the China dates, as `status_counts` keys them).
+    pub fn from_day(&self) -> u64 {
+        crate::indicators::cohort_day(self.from_ms())
+    }
+
+    pub fn to_day(&self) -> u64 {
+        crate::indicators::cohort_day(self.to_ms())
+    }
 }
 
 /// Place, category and department filters; `None` = any. The street is set for a street

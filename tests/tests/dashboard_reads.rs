@@ -1,10 +1,12 @@
-//! The dashboard's projections (migration 0010: `dashboard_clues`, `dashboard_trend_facts`) give
-//! the answers the dashboard gave when it read `clues FINAL` and `clue_events` directly: on a
-//! randomized synthetic history (every lifecycle, reporter groups, postponements, returns,
-//! missed deadlines, duplicates; some clues written twice, some only their last facts again, as
-//! replays would), every breakdown grouping, the heatmap, the trend and every list page are
-//! compared with the old definitions' SQL, kept here as the reference. The projections are also
-//! backfilled from a database filled before they existed, and replays change no answer.
+//! The dashboard's projections (migration 0010: `dashboard_clues`, `dashboard_trend_facts`) and
+//! running status counts (0012: `status_counts`, `status_deadlines`) give the answers the
+//! dashboard gave when it read `clues FINAL` and `clue_events` directly: on a randomized
+//! synthetic history (every lifecycle, reporter groups, postponements, returns, missed
+//! deadlines, duplicates), every breakdown grouping, the heatmap, the trend, every list page and
+//! the live numbers are compared with the old definitions' SQL, kept here as the reference. Both
+//! are also backfilled from a database filled before they existed. Replays (some clues written
+//! twice, some only their last facts again) change no answer of the projections; the status
+//! counts count them until `rebuild-aggregates`, which the check finds and the rebuild repairs.
 //!
 //! And dashboard-api's reads: through a read-only user, ClickHouse itself refuses a write.
 //!
@@ -545,20 +547,31 @@ async fn projections_answer_as_the_old_definitions_on_a_random_history() {
     let (before, after) = histories.split_at(300);
     let (events, clues) = rows_of(before, 0);
     write_rows(&db.client, &events, &clues).await;
-    db.execute("TRUNCATE TABLE dashboard_clues").await;
-    db.execute("TRUNCATE TABLE dashboard_trend_facts").await;
-    let projections = gridclue_sink::migrations::MIGRATIONS
-        .iter()
-        .find(|m| m.name == "dashboard_projections")
-        .unwrap();
-    let backfill: Vec<String> = projections
-        .statements()
-        .into_iter()
-        .filter(|s| s.trim_start().starts_with("INSERT"))
-        .collect();
-    assert_eq!(backfill.len(), 2, "backfills of the two projections");
-    for statement in &backfill {
-        db.execute(statement).await;
+    for table in [
+        "dashboard_clues",
+        "dashboard_trend_facts",
+        "status_counts",
+        "status_deadlines",
+    ] {
+        db.execute(&format!("TRUNCATE TABLE {table}")).await;
+    }
+    for migration in ["dashboard_projections", "status_counts"] {
+        let backfill: Vec<String> = gridclue_sink::migrations::MIGRATIONS
+            .iter()
+            .find(|m| m.name == migration)
+            .unwrap()
+            .statements()
+            .into_iter()
+            .filter(|s| s.trim_start().starts_with("INSERT"))
+            .collect();
+        assert_eq!(
+            backfill.len(),
+            2,
+            "backfills of the two tables of {migration}"
+        );
+        for statement in &backfill {
+            db.execute(statement).await;
+        }
     }
     let (events, clues) = rows_of(after, 10_000);
     // In a few inserts, as the sink's batches.
@@ -603,15 +616,38 @@ async fn projections_answer_as_the_old_definitions_on_a_random_history() {
         tail_clues.extend_from_slice(&c[c.len() - keep..]);
     }
     write_rows(&db.client, &tail_events, &tail_clues).await;
+    // The projections of 0010 keep every answer through replays. The running status counts
+    // (0012: the breakdowns and the live numbers) count state rows written behind the sink's
+    // back, as the other aggregates do: the check finds them and the rebuild repairs them.
     let replayed = new_answers(&db, &cases).await;
-    assert_eq!(new, replayed, "a replay changed an answer");
+    assert_eq!(
+        (&new.heatmaps, &new.trends, &new.pages),
+        (&replayed.heatmaps, &replayed.trends, &replayed.pages),
+        "a replay changed an answer of the projections"
+    );
+    let drift = gridclue_sink::aggregates::check(&db.client).await.unwrap();
+    assert!(drift.status_groups_off > 0, "{drift:?}");
+    let rebuilt = gridclue_sink::aggregates::rebuild(&db.client)
+        .await
+        .unwrap();
+    assert!(rebuilt.is_exact(), "{rebuilt:?}");
+    assert_eq!(
+        new,
+        new_answers(&db, &cases).await,
+        "the rebuild restored every answer"
+    );
     for c in &cases {
         assert_eq!(old_live(&db, c.now_ms).await, new_live(&db, c.now_ms).await);
     }
     // And merged as background merges would leave them.
-    db.execute("OPTIMIZE TABLE dashboard_clues FINAL").await;
-    db.execute("OPTIMIZE TABLE dashboard_trend_facts FINAL")
-        .await;
+    for table in [
+        "dashboard_clues",
+        "dashboard_trend_facts",
+        "status_counts",
+        "status_deadlines",
+    ] {
+        db.execute(&format!("OPTIMIZE TABLE {table} FINAL")).await;
+    }
     assert_eq!(
         new,
         new_answers(&db, &cases).await,
