@@ -1,5 +1,5 @@
--- Running status counts for the dashboard's breakdowns and live numbers (dashboard-api README,
--- "Benchmark: the dashboard queries"): the status counts of the clues reported on each China day
+-- Running status counts for the dashboard's breakdowns and live numbers, and the trend's facts
+-- per day (dashboard-api README, "Benchmark: the dashboard queries"): the status counts of the clues reported on each China day
 -- (the breakdown's period is a range of report days), summed instead of read clue by clue.
 --
 -- With each fact, the sink writes the change the fact makes to its clue's breakdown state — the
@@ -102,6 +102,47 @@ FROM clue_events
 ARRAY JOIN state_sign, state_status, state_department, state_is_case, state_deadline_ms
 WHERE state_deadline_ms > 0;
 
+-- The trend's facts (reports, acceptances, closures and missed deadlines of clues inside the
+-- district; the place, category and department are the fact's own, as on clue_events) counted
+-- per China day (days since 1970-01-01) at three grains: 'street' (street, category,
+-- department), 'community' (and the community), 'grid' (and the grid). A day, week or month
+-- trend sums a period's days; an hour trend reads dashboard_trend_facts. Each counted fact
+-- happens once per clue but the missed deadline (one per deadline), so with every fact stored
+-- once these are the distinct counts the trend is defined by; `gridclue-sink
+-- rebuild-aggregates` recomputes them from clue_events FINAL with this view's statement.
+CREATE TABLE IF NOT EXISTS trend_days
+(
+    grain String,
+    day UInt32,
+    street_code String,
+    community String,
+    grid String,
+    category String,
+    department String,
+    reports Int64,
+    accepted Int64,
+    closed Int64,
+    overdue Int64
+)
+ENGINE = SummingMergeTree((reports, accepted, closed, overdue))
+ORDER BY (grain, day, street_code, community, grid, category, department);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS trend_days_mv TO trend_days AS
+SELECT
+    (arrayJoin([('street', '', ''), ('community', community_code, ''), ('grid', community_code, grid_code)]) AS place).1 AS grain,
+    toUInt32(intDiv(occurred_at_ms + 28800000, 86400000)) AS day,
+    street_code,
+    place.2 AS community,
+    place.3 AS grid,
+    category,
+    department,
+    toInt64(fact_type = 'reported') AS reports,
+    toInt64(fact_type = 'accepted') AS accepted,
+    toInt64(fact_type = 'verified') AS closed,
+    toInt64(fact_type = 'overdue') AS overdue
+FROM clue_events
+WHERE inside = 1 AND fact_type IN ('reported', 'accepted', 'verified', 'overdue');
+
 -- Backfill from the clues' latest states (run it with the sinks stopped, as `gridclue-sink
 -- migrate` or at the start of a sink, before it consumes; a no-op on an empty database, and
 -- skipped when the tables already hold rows): one +1 row per clue inside the district, what
@@ -140,3 +181,21 @@ SELECT
 FROM clues FINAL
 WHERE placement = 'inside' AND status IN ('reported', 'accepted', 'dispatched', 'in_progress', 'handled') AND deadline_ms > 0
     AND (SELECT count() FROM status_deadlines) = 0;
+
+-- And the trend's days from the stored facts, each once (FINAL).
+INSERT INTO trend_days
+SELECT
+    (arrayJoin([('street', '', ''), ('community', community_code, ''), ('grid', community_code, grid_code)]) AS place).1 AS grain,
+    toUInt32(intDiv(occurred_at_ms + 28800000, 86400000)) AS day,
+    street_code,
+    place.2 AS community,
+    place.3 AS grid,
+    category,
+    department,
+    toInt64(fact_type = 'reported') AS reports,
+    toInt64(fact_type = 'accepted') AS accepted,
+    toInt64(fact_type = 'verified') AS closed,
+    toInt64(fact_type = 'overdue') AS overdue
+FROM clue_events FINAL
+WHERE inside = 1 AND fact_type IN ('reported', 'accepted', 'verified', 'overdue')
+    AND (SELECT count() FROM trend_days) = 0;

@@ -49,6 +49,23 @@ const STATUS_FROM_AGGREGATE: &str = "SELECT concat(grain, ' ', toString(cohort_d
      UNION ALL SELECT concat('deadline ', toString(cohort_day)) AS k1, street_code AS k2, \
      concat(status, ' ', toString(is_case)) AS k3, sum(clues) AS reports, toInt64(0) AS cases \
      FROM status_deadlines GROUP BY k1, k2, k3";
+/// The trend's days compared at (grain and China day, street, fact kind): reports and
+/// acceptances, closures and missed deadlines.
+const TREND_FROM_AGGREGATE: &str = "SELECT concat(grain, ' ', toString(day)) AS k1, \
+     street_code AS k2, 'reports accepted' AS k3, sum(reports) AS reports, \
+     sum(accepted) AS cases FROM trend_days GROUP BY k1, k2 \
+     UNION ALL SELECT concat(grain, ' ', toString(day)) AS k1, street_code AS k2, \
+     'closed overdue' AS k3, sum(closed) AS reports, sum(overdue) AS cases \
+     FROM trend_days GROUP BY k1, k2";
+const TREND_FROM_EVENTS: &str = "SELECT concat(arrayJoin(['street', 'community', 'grid']), ' ', \
+     toString(intDiv(occurred_at_ms + 28800000, 86400000))) AS k1, street_code AS k2, \
+     arrayJoin(['reports accepted', 'closed overdue']) AS k3, \
+     toInt64(if(k3 = 'reports accepted', countIf(fact_type = 'reported'), \
+     countIf(fact_type = 'verified'))) AS reports, \
+     toInt64(if(k3 = 'reports accepted', countIf(fact_type = 'accepted'), \
+     countIf(fact_type = 'overdue'))) AS cases \
+     FROM (SELECT occurred_at_ms, street_code, fact_type, inside FROM clue_events FINAL) \
+     WHERE inside = 1 GROUP BY k1, k2, k3";
 const STATUS_FROM_STATES: &str = "SELECT concat(arrayJoin(['street', 'group', 'community', \
      'grid']), ' ', toString(intDiv(reported_at_ms + 28800000, 86400000))) AS k1, \
      street_code AS k2, concat(status, ' ', toString(is_case)) AS k3, toInt64(count()) AS reports, \
@@ -126,11 +143,16 @@ pub struct AggregateCheck {
     /// (grain, report day, street, status) groups of the running status counts, and of the
     /// open clues by deadline, whose numbers differ from the latest states'.
     pub status_groups_off: usize,
+    /// (grain, China day, street) groups of `trend_days` whose counts differ from the facts'.
+    pub trend_groups_off: usize,
 }
 
 impl AggregateCheck {
     pub fn is_exact(&self) -> bool {
-        self.counts_groups_off == 0 && self.flow_groups_off == 0 && self.status_groups_off == 0
+        self.counts_groups_off == 0
+            && self.flow_groups_off == 0
+            && self.status_groups_off == 0
+            && self.trend_groups_off == 0
     }
 }
 
@@ -170,6 +192,10 @@ pub async fn check(client: &Client) -> Result<AggregateCheck, ChError> {
         groups(client, STATUS_FROM_AGGREGATE).await?,
         groups(client, STATUS_FROM_STATES).await?,
     );
+    let (trend, trend_truth) = (
+        groups(client, TREND_FROM_AGGREGATE).await?,
+        groups(client, TREND_FROM_EVENTS).await?,
+    );
     let street_clues = |g: &Groups| {
         g.iter()
             .filter(|((k1, _, _), _)| k1.starts_with("street "))
@@ -190,6 +216,7 @@ pub async fn check(client: &Client) -> Result<AggregateCheck, ChError> {
         states_clues: street_clues(&status_truth),
         status_clues: street_clues(&status),
         status_groups_off: differing(&status, &status_truth),
+        trend_groups_off: differing(&trend, &trend_truth),
     })
 }
 
@@ -211,8 +238,9 @@ fn indicator_rebuild() -> Vec<String> {
     .collect()
 }
 
-/// The running status counts recomputed from the clues' latest states: emptied, then the
-/// backfill statements of the migration that created them (they fill empty tables only).
+/// The running status counts recomputed from the clues' latest states, and the trend's days
+/// from the facts: emptied, then the backfill statements of the migration that created them
+/// (they fill empty tables only).
 fn status_rebuild() -> Vec<String> {
     let backfill = crate::migrations::MIGRATIONS
         .iter()
@@ -222,6 +250,7 @@ fn status_rebuild() -> Vec<String> {
     [
         "TRUNCATE TABLE status_counts".to_owned(),
         "TRUNCATE TABLE status_deadlines".to_owned(),
+        "TRUNCATE TABLE trend_days".to_owned(),
     ]
     .into_iter()
     .chain(backfill)
@@ -265,16 +294,19 @@ mod tests {
     }
 
     #[test]
-    fn the_status_rebuild_empties_both_tables_then_backfills_both_from_the_latest_states() {
+    fn the_status_rebuild_empties_the_tables_of_0012_then_backfills_them() {
         let steps = status_rebuild();
-        assert_eq!(steps.len(), 4, "{steps:#?}");
+        assert_eq!(steps.len(), 6, "{steps:#?}");
         assert_eq!(steps[0], "TRUNCATE TABLE status_counts");
         assert_eq!(steps[1], "TRUNCATE TABLE status_deadlines");
-        assert!(steps[2].starts_with("INSERT INTO status_counts"));
-        assert!(steps[3].starts_with("INSERT INTO status_deadlines"));
-        for insert in &steps[2..] {
+        assert_eq!(steps[2], "TRUNCATE TABLE trend_days");
+        assert!(steps[3].starts_with("INSERT INTO status_counts"));
+        assert!(steps[4].starts_with("INSERT INTO status_deadlines"));
+        for insert in &steps[3..5] {
             assert_eq!(insert.matches("FROM clues FINAL").count(), 1, "{insert}");
         }
+        assert!(steps[5].starts_with("INSERT INTO trend_days"));
+        assert_eq!(steps[5].matches("FROM clue_events FINAL").count(), 1);
     }
 
     #[test]

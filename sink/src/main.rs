@@ -375,4 +375,5 @@ fn print_check(c: &gridclue_sink::aggregates::AggregateCheck) {
         "status_counts:    clues {} / {} in the latest states; groups off: {}",
         c.status_clues, c.states_clues, c.status_groups_off
     );
+    println!("trend_days:       groups off: {}", c.trend_groups_off);
 }

@@ -336,7 +336,23 @@ struct Answers {
     breakdowns: Vec<Vec<Cell>>,
     heatmaps: Vec<Vec<GridCount>>,
     trends: Vec<Vec<HourCounts>>,
+    /// Day, week and month buckets (summed from the hours of the old definition; from the
+    /// trend's days now).
+    bucket_trends: Vec<Vec<trend::TrendRow>>,
     pages: Vec<Vec<ListRow>>,
+}
+
+const LONG_BUCKETS: [trend::Bucket; 3] = [
+    trend::Bucket::Day,
+    trend::Bucket::Week,
+    trend::Bucket::Month,
+];
+
+fn buckets(c: &Case, counts: &[HourCounts]) -> Vec<Vec<trend::TrendRow>> {
+    LONG_BUCKETS
+        .iter()
+        .map(|b| trend::assemble(*b, &c.period, c.filters.clone(), counts).rows)
+        .collect()
 }
 
 struct Case {
@@ -429,12 +445,12 @@ async fn old_answers(db: &TestDb, cases: &[Case]) -> Answers {
             .query(&old_trend_sql())
             .bind(c.period.from_ms())
             .bind(c.period.to_ms());
-        a.trends.push(
-            gridclue_dashboard_api::params::bind_filters(q, &c.filters)
-                .fetch_all()
-                .await
-                .unwrap(),
-        );
+        let hours: Vec<HourCounts> = gridclue_dashboard_api::params::bind_filters(q, &c.filters)
+            .fetch_all()
+            .await
+            .unwrap();
+        a.bucket_trends.extend(buckets(c, &hours));
+        a.trends.push(hours);
         for list in List::ALL {
             let mut after: Option<Cursor> = None;
             // The first two pages of 7 (the second from the first's cursor).
@@ -493,6 +509,10 @@ async fn new_answers(db: &TestDb, cases: &[Case]) -> Answers {
             .unwrap();
         hours.sort_by_key(|h| h.hour);
         a.trends.push(hours);
+        let days = trend::query_days(&db.client, &c.period, &c.filters)
+            .await
+            .unwrap();
+        a.bucket_trends.extend(buckets(c, &days));
         for list in List::ALL {
             let mut after: Option<Cursor> = None;
             for _ in 0..2 {
@@ -552,10 +572,11 @@ async fn projections_answer_as_the_old_definitions_on_a_random_history() {
         "dashboard_trend_facts",
         "status_counts",
         "status_deadlines",
+        "trend_days",
     ] {
         db.execute(&format!("TRUNCATE TABLE {table}")).await;
     }
-    for migration in ["dashboard_projections", "status_counts"] {
+    for (migration, tables) in [("dashboard_projections", 2), ("status_counts", 3)] {
         let backfill: Vec<String> = gridclue_sink::migrations::MIGRATIONS
             .iter()
             .find(|m| m.name == migration)
@@ -566,8 +587,8 @@ async fn projections_answer_as_the_old_definitions_on_a_random_history() {
             .collect();
         assert_eq!(
             backfill.len(),
-            2,
-            "backfills of the two tables of {migration}"
+            tables,
+            "backfills of the tables of {migration}"
         );
         for statement in &backfill {
             db.execute(statement).await;
@@ -589,6 +610,7 @@ async fn projections_answer_as_the_old_definitions_on_a_random_history() {
     assert_eq!(old.breakdowns, new.breakdowns);
     assert_eq!(old.heatmaps, new.heatmaps);
     assert_eq!(old.trends, new.trends);
+    assert_eq!(old.bucket_trends, new.bucket_trends);
     assert_eq!(old.pages, new.pages);
     for c in &cases {
         let old_live = old_live(&db, c.now_ms).await;
@@ -616,9 +638,10 @@ async fn projections_answer_as_the_old_definitions_on_a_random_history() {
         tail_clues.extend_from_slice(&c[c.len() - keep..]);
     }
     write_rows(&db.client, &tail_events, &tail_clues).await;
-    // The projections of 0010 keep every answer through replays. The running status counts
-    // (0012: the breakdowns and the live numbers) count state rows written behind the sink's
-    // back, as the other aggregates do: the check finds them and the rebuild repairs them.
+    // The projections of 0010 keep every answer through replays. The running status counts and
+    // the trend's days (0012: the breakdowns, the live numbers, day to month trends) count rows
+    // written behind the sink's back, as the other aggregates do: the check finds them and the
+    // rebuild repairs them.
     let replayed = new_answers(&db, &cases).await;
     assert_eq!(
         (&new.heatmaps, &new.trends, &new.pages),
@@ -626,7 +649,10 @@ async fn projections_answer_as_the_old_definitions_on_a_random_history() {
         "a replay changed an answer of the projections"
     );
     let drift = gridclue_sink::aggregates::check(&db.client).await.unwrap();
-    assert!(drift.status_groups_off > 0, "{drift:?}");
+    assert!(
+        drift.status_groups_off > 0 && drift.trend_groups_off > 0,
+        "{drift:?}"
+    );
     let rebuilt = gridclue_sink::aggregates::rebuild(&db.client)
         .await
         .unwrap();
@@ -645,6 +671,7 @@ async fn projections_answer_as_the_old_definitions_on_a_random_history() {
         "dashboard_trend_facts",
         "status_counts",
         "status_deadlines",
+        "trend_days",
     ] {
         db.execute(&format!("OPTIMIZE TABLE {table} FINAL")).await;
     }
