@@ -206,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
                 .await;
             db.execute("OPTIMIZE TABLE status_counts FINAL").await;
             db.execute("OPTIMIZE TABLE status_deadlines FINAL").await;
+            db.execute("OPTIMIZE TABLE trend_days FINAL").await;
             let client = db.client.clone();
             kept = Some(db);
             client
