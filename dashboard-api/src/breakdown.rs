@@ -2,8 +2,9 @@
 //! report, case and status counts (docs/ARCHITECTURE.md §5) of their latest states.
 //!
 //! The breakdown sums the running status counts (`status_counts`, migration 0012: per report
-//! day, the clues in each state, kept by the sink with −1/+1 rows per fact) over the period's
-//! report days, at the coarsest grain holding the grouping and the filters; the open cases past
+//! day and month, the clues in each state, kept by the sink with −1/+1 rows per fact) over the
+//! period's report days (whole months as one row per group), at the coarsest grain holding the
+//! grouping and the filters; the open cases past
 //! their deadline are those with a deadline (`dated`) minus those whose deadline is still ahead
 //! (`status_deadlines`, read from now on). No clue is read. The heatmap reads the latest state of
 //! every clue reported in the period (`dashboard_clues FINAL`, the dashboard's projection of
@@ -100,10 +101,11 @@ fn grain(by: By, filters: &Filters) -> &'static str {
     }
 }
 
-/// Cells of (group, status): the period's summed state rows, and minus the open cases whose
+/// Cells of (group, status): the period's summed state rows (its whole months from the month
+/// rows of the grain, the other days from its day rows), and minus the open cases whose
 /// deadline is still ahead (so that `overdue` counts the open cases with a deadline before now).
-/// Columns a grain does not hold are ''. Bound: from day, to day, the filters, then now, from
-/// day, to day, the filters.
+/// Columns a grain does not hold are ''. Bound: the day and month ranges (6), the filters, then
+/// now, from day, to day, the filters.
 fn sql(by: By, grain: &str) -> String {
     let filters = Filters::sql("department_now");
     format!(
@@ -116,7 +118,9 @@ fn sql(by: By, grain: &str) -> String {
                  SELECT street_code, community AS community_code, grid AS grid_code, category, \
                         department_now, reporter AS reporter_group, status, is_case, clues, dated \
                  FROM status_counts \
-                 WHERE grain = '{grain}' AND cohort_day >= ? AND cohort_day < ?) \
+                 WHERE (grain = '{grain}' AND ((cohort_day >= ? AND cohort_day < ?) \
+                                               OR (cohort_day >= ? AND cohort_day < ?))) \
+                    OR (grain = '{grain}_month' AND cohort_day >= ? AND cohort_day < ?)) \
              WHERE {filters} \
              GROUP BY key, status \
              UNION ALL \
@@ -150,10 +154,11 @@ pub async fn query(
     filters: &Filters,
     now_ms: u64,
 ) -> clickhouse::error::Result<Vec<Cell>> {
-    let q = client
-        .query(&sql(by, grain(by, filters)))
-        .bind(period.from_day())
-        .bind(period.to_day());
+    let grain = grain(by, filters);
+    let mut q = client.query(&sql(by, grain));
+    for day in period.day_and_month_ranges(grain != "grid") {
+        q = q.bind(day);
+    }
     let q = crate::params::bind_filters(q, filters)
         .bind(now_ms)
         .bind(period.from_day())
@@ -512,10 +517,10 @@ mod tests {
     #[test]
     fn every_placeholder_is_bound() {
         for by in By::ALL {
-            // from, to, the filters, then now, from, to, the filters.
+            // 6 day and month bounds, the filters, then now, from, to, the filters.
             assert_eq!(
                 sql(by, grain(by, &Filters::default())).matches('?').count(),
-                5 + 2 * Filters::default().binds().len()
+                9 + 2 * Filters::default().binds().len()
             );
         }
         assert_eq!(heatmap_sql().matches('?').count(), 6);

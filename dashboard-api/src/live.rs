@@ -115,9 +115,9 @@ pub fn month_of(now_ms: u64) -> PeriodDates {
 
 /// Per street: the month's reports and cases, open and overdue clues now, the same of cases
 /// only (the gauges), and the earliest deadline of an open clue not yet passed (0: none). From
-/// the running status counts (as `/v1/breakdown`): every report day's summed states at the
+/// the running status counts (as `/v1/breakdown`): every report month's summed states at the
 /// street grain, minus the open clues whose deadline is still ahead (whose earliest deadline
-/// with a clue is the next one). Bound: from day, to day, from day, to day, now.
+/// with a clue is the next one). Bound: the month's first day ×2, now.
 fn state_sql() -> String {
     let open = OPEN_STATUSES_SQL;
     format!(
@@ -128,15 +128,15 @@ fn state_sql() -> String {
                 max(next_deadline) AS next_deadline_ms \
          FROM ( \
              SELECT street_code AS street, \
-                    sumIf(clues, cohort_day >= ? AND cohort_day < ?) AS reports, \
-                    sumIf(clues, is_case = 1 AND cohort_day >= ? AND cohort_day < ?) AS cases, \
+                    sumIf(clues, cohort_day = ?) AS reports, \
+                    sumIf(clues, is_case = 1 AND cohort_day = ?) AS cases, \
                     sumIf(clues, status IN {open}) AS open, \
                     sumIf(dated, status IN {open}) AS overdue, \
                     sumIf(clues, is_case = 1 AND status IN {open}) AS open_cases, \
                     sumIf(dated, is_case = 1 AND status IN {open}) AS overdue_cases, \
                     toUInt64(0) AS next_deadline \
              FROM status_counts \
-             WHERE grain = 'street' \
+             WHERE grain = 'street_month' \
              GROUP BY street \
              UNION ALL \
              SELECT street, toInt64(0), toInt64(0), toInt64(0), -sum(n), toInt64(0), \
@@ -289,10 +289,7 @@ pub struct LoopDeps {
 pub async fn snapshot(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::Result<(Snapshot, u64)> {
     let period = month_of(now_ms);
     let to_ms = china_midnight_ms(period.to);
-    let (from_day, to_day) = (
-        indicators::cohort_day(china_midnight_ms(period.from)),
-        indicators::cohort_day(to_ms),
-    );
+    let month_day = indicators::cohort_day(china_midnight_ms(period.from));
     let plan = indicators::plan(
         &Reader::District,
         indicators::Params {
@@ -308,10 +305,8 @@ pub async fn snapshot(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::Result
     let states = deps
         .ch
         .query(&state_sql())
-        .bind(from_day)
-        .bind(to_day)
-        .bind(from_day)
-        .bind(to_day)
+        .bind(month_day)
+        .bind(month_day)
         .bind(now_ms)
         .fetch_all::<StreetState>();
     // Both at once: the numbers are fresher by the shorter of the two.
@@ -793,7 +788,7 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_bound() {
-        assert_eq!(state_sql().matches('?').count(), 5);
+        assert_eq!(state_sql().matches('?').count(), 3);
         assert_eq!(PROBE_SQL.matches('?').count(), 0);
         assert_eq!(ACTIVE_ALERTS_SQL.matches('?').count(), 1);
     }

@@ -28,6 +28,9 @@ ALTER TABLE clue_events ADD COLUMN state_deadline_ms Array(UInt64);
 -- date) at four grains, so that a query reads the coarsest one holding its grouping and filters:
 -- 'street' (street, category, department, status), 'group' (and the reporter group),
 -- 'community' (and the community), 'grid' (everything). Columns a grain does not hold are ''.
+-- The first three are also summed per report month ('street_month', 'group_month',
+-- 'community_month'; cohort_day: the month's first day), so that a period reads its whole
+-- months as one row per group and its other days day by day.
 -- clues: the clues in that state; dated: those of them open with a deadline (the overdue ones
 -- are these minus the ones whose deadline is still ahead, from status_deadlines).
 CREATE TABLE IF NOT EXISTS status_counts
@@ -70,8 +73,8 @@ ORDER BY (deadline_ms, cohort_day, street_code, community_code, grid_code, categ
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS status_counts_mv TO status_counts AS
 SELECT
-    (arrayJoin([('street', '', '', ''), ('group', '', '', reporter_group), ('community', community_code, '', ''), ('grid', community_code, grid_code, reporter_group)]) AS place).1 AS grain,
-    toUInt32(intDiv(reported_at_ms + 28800000, 86400000)) AS cohort_day,
+    (arrayJoin([('street', '', '', '', 0), ('group', '', '', reporter_group, 0), ('community', community_code, '', '', 0), ('grid', community_code, grid_code, reporter_group, 0), ('street_month', '', '', '', 1), ('group_month', '', '', reporter_group, 1), ('community_month', community_code, '', '', 1)]) AS place).1 AS grain,
+    if(place.5 = 1, toUInt32(toStartOfMonth(toDate(toDateTime(intDiv(reported_at_ms, 1000) + 28800, 'UTC')))), toUInt32(intDiv(reported_at_ms + 28800000, 86400000))) AS cohort_day,
     street_code,
     place.2 AS community,
     place.3 AS grid,
@@ -150,8 +153,8 @@ WHERE inside = 1 AND fact_type IN ('reported', 'accepted', 'verified', 'overdue'
 -- and runs these again.
 INSERT INTO status_counts
 SELECT
-    (arrayJoin([('street', '', '', ''), ('group', '', '', reporter_group), ('community', community_code, '', ''), ('grid', community_code, grid_code, reporter_group)]) AS place).1 AS grain,
-    toUInt32(intDiv(reported_at_ms + 28800000, 86400000)) AS cohort_day,
+    (arrayJoin([('street', '', '', '', 0), ('group', '', '', reporter_group, 0), ('community', community_code, '', '', 0), ('grid', community_code, grid_code, reporter_group, 0), ('street_month', '', '', '', 1), ('group_month', '', '', reporter_group, 1), ('community_month', community_code, '', '', 1)]) AS place).1 AS grain,
+    if(place.5 = 1, toUInt32(toStartOfMonth(toDate(toDateTime(intDiv(reported_at_ms, 1000) + 28800, 'UTC')))), toUInt32(intDiv(reported_at_ms + 28800000, 86400000))) AS cohort_day,
     street_code,
     place.2 AS community,
     place.3 AS grid,

@@ -66,8 +66,11 @@ const TREND_FROM_EVENTS: &str = "SELECT concat(arrayJoin(['street', 'community',
      countIf(fact_type = 'overdue'))) AS cases \
      FROM (SELECT occurred_at_ms, street_code, fact_type, inside FROM clue_events FINAL) \
      WHERE inside = 1 GROUP BY k1, k2, k3";
-const STATUS_FROM_STATES: &str = "SELECT concat(arrayJoin(['street', 'group', 'community', \
-     'grid']), ' ', toString(intDiv(reported_at_ms + 28800000, 86400000))) AS k1, \
+const STATUS_FROM_STATES: &str = "SELECT concat((arrayJoin([('street', 0), ('group', 0), \
+     ('community', 0), ('grid', 0), ('street_month', 1), ('group_month', 1), \
+     ('community_month', 1)]) AS grain).1, ' ', toString(if(grain.2 = 1, \
+     toUInt32(toStartOfMonth(toDate(toDateTime(intDiv(reported_at_ms, 1000) + 28800, 'UTC')))), \
+     toUInt32(intDiv(reported_at_ms + 28800000, 86400000))))) AS k1, \
      street_code AS k2, concat(status, ' ', toString(is_case)) AS k3, toInt64(count()) AS reports, \
      toInt64(countIf(is_open AND deadline_ms > 0)) AS cases FROM (SELECT reported_at_ms, \
      street_code, status, is_case, deadline_ms, placement, status IN ('reported', 'accepted', \

@@ -116,7 +116,11 @@ fn cell(key: &str, status: &str, reports: u64, cases: u64, overdue: u64) -> Cell
 }
 
 async fn cells(s: &Set, by: By, filters: &Filters, now: &str) -> Vec<Cell> {
-    let mut c = breakdown::query(&s.db.client, by, &p(), filters, china(now))
+    cells_in(s, &p(), by, filters, now).await
+}
+
+async fn cells_in(s: &Set, period: &Period, by: By, filters: &Filters, now: &str) -> Vec<Cell> {
+    let mut c = breakdown::query(&s.db.client, by, period, filters, china(now))
         .await
         .unwrap();
     c.sort_by(|x, y| (&x.key, &x.status).cmp(&(&y.key, &y.status)));
@@ -220,6 +224,31 @@ async fn assert_hand_counts(s: &Set, live: bool) {
     assert_eq!(
         cells(s, By::Street, &at_u, now).await,
         vec![cell(a, "dispatched", 1, 1, 0)]
+    );
+
+    // A period of a whole month and days around it (10-31 to 12-01; November from the month
+    // rows): every clue of street A, c7 (reported, a case without a deadline) too. By street, by
+    // community (month rows too) and by grid (day rows only) alike.
+    let around = Period {
+        from: "2026-10-31".parse().unwrap(),
+        to: "2026-12-02".parse().unwrap(),
+    };
+    let mut want = street_cells(a, 1, 1);
+    want.push(cell(a, "reported", 1, 1, 0));
+    want.sort_by(|x, y| (&x.key, &x.status).cmp(&(&y.key, &y.status)));
+    assert_eq!(cells_in(s, &around, By::Street, &none, now).await, want);
+    let mut by_community = cells_in(s, &around, By::Community, &none, now).await;
+    let c7 = cell(k1, "reported", 1, 1, 0);
+    assert!(by_community.contains(&c7), "{by_community:?}");
+    by_community.retain(|c| c != &c7);
+    let mut want = community1(k1);
+    want.extend(community2(k2));
+    assert_eq!(by_community, want);
+    let by_grid = cells_in(s, &around, By::Grid, &none, now).await;
+    assert_eq!(
+        by_grid.iter().map(|c| c.reports).sum::<u64>(),
+        8,
+        "{by_grid:?}"
     );
 
     if !live {
