@@ -93,10 +93,13 @@ fn grain(by: By, filters: &Filters) -> &'static str {
     } else {
         0
     };
+    let by_place = matches!(by, By::Street | By::Community | By::Grid);
+    let place_only = by_place && filters.category.is_none() && filters.department.is_none();
     match (place, by == By::Group) {
         (0, false) => "street",
         (0, true) => "group",
         (1, false) => "community",
+        (2, false) if place_only => "place",
         _ => "grid",
     }
 }
@@ -115,8 +118,9 @@ fn sql(by: By, grain: &str) -> String {
              SELECT {key} AS key, status, sum(clues) AS n, sumIf(clues, is_case = 1) AS c, \
                     sumIf(dated, is_case = 1) AS o \
              FROM ( \
-                 SELECT street_code, community AS community_code, grid AS grid_code, category, \
-                        department_now, reporter AS reporter_group, status, is_case, clues, dated \
+                 SELECT street_code, community AS community_code, grid AS grid_code, \
+                        category_code AS category, department_now, reporter AS reporter_group, \
+                        status, is_case, clues, dated \
                  FROM status_counts \
                  WHERE (grain = '{grain}' AND ((cohort_day >= ? AND cohort_day < ?) \
                                                OR (cohort_day >= ? AND cohort_day < ?))) \
@@ -505,13 +509,17 @@ mod tests {
             assert_eq!(grain(by, &none), "street");
             assert_eq!(grain(by, &street_and_category), "street");
             assert_eq!(grain(by, &community), "community");
-            assert_eq!(grain(by, &grid), "grid");
         }
+        assert_eq!(grain(By::Street, &grid), "place");
+        assert_eq!(grain(By::Department, &grid), "grid");
         assert_eq!(grain(By::Group, &street_and_category), "group");
         assert_eq!(grain(By::Group, &community), "grid");
         assert_eq!(grain(By::Community, &none), "community");
-        assert_eq!(grain(By::Community, &grid), "grid");
-        assert_eq!(grain(By::Grid, &none), "grid");
+        // Grids without a category or department: the place grain.
+        assert_eq!(grain(By::Community, &grid), "place");
+        assert_eq!(grain(By::Grid, &none), "place");
+        assert_eq!(grain(By::Grid, &street_and_category), "grid");
+        assert_eq!(grain(By::Category, &grid), "grid");
     }
 
     #[test]

@@ -30,7 +30,9 @@ ALTER TABLE clue_events ADD COLUMN state_deadline_ms Array(UInt64);
 -- 'community' (and the community), 'grid' (everything). Columns a grain does not hold are ''.
 -- The first three are also summed per report month ('street_month', 'group_month',
 -- 'community_month'; cohort_day: the month's first day), so that a period reads its whole
--- months as one row per group and its other days day by day.
+-- months as one row per group and its other days day by day. 'place' and 'place_month' hold the
+-- street, community and grid only (no category, department or reporter group): grids by day
+-- and month for the queries that filter by neither.
 -- clues: the clues in that state; dated: those of them open with a deadline (the overdue ones
 -- are these minus the ones whose deadline is still ahead, from status_deadlines).
 CREATE TABLE IF NOT EXISTS status_counts
@@ -40,7 +42,7 @@ CREATE TABLE IF NOT EXISTS status_counts
     street_code String,
     community String,
     grid String,
-    category String,
+    category_code String,
     department_now String,
     reporter String,
     status String,
@@ -49,7 +51,7 @@ CREATE TABLE IF NOT EXISTS status_counts
     dated Int64
 )
 ENGINE = SummingMergeTree((clues, dated))
-ORDER BY (grain, cohort_day, street_code, community, grid, category, department_now, reporter, status, is_case);
+ORDER BY (grain, cohort_day, street_code, community, grid, category_code, department_now, reporter, status, is_case);
 
 -- The state rows of open clues with a deadline, by deadline: the clues whose deadline is still
 -- ahead of an instant are the sum of the rows from that instant on (few: the open cases not yet
@@ -73,13 +75,13 @@ ORDER BY (deadline_ms, cohort_day, street_code, community_code, grid_code, categ
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS status_counts_mv TO status_counts AS
 SELECT
-    (arrayJoin([('street', '', '', '', 0), ('group', '', '', reporter_group, 0), ('community', community_code, '', '', 0), ('grid', community_code, grid_code, reporter_group, 0), ('street_month', '', '', '', 1), ('group_month', '', '', reporter_group, 1), ('community_month', community_code, '', '', 1)]) AS place).1 AS grain,
+    (arrayJoin([('street', '', '', '', 0, category, state_department), ('group', '', '', reporter_group, 0, category, state_department), ('community', community_code, '', '', 0, category, state_department), ('grid', community_code, grid_code, reporter_group, 0, category, state_department), ('street_month', '', '', '', 1, category, state_department), ('group_month', '', '', reporter_group, 1, category, state_department), ('community_month', community_code, '', '', 1, category, state_department), ('place', community_code, grid_code, '', 0, '', ''), ('place_month', community_code, grid_code, '', 1, '', '')]) AS place).1 AS grain,
     if(place.5 = 1, toUInt32(toStartOfMonth(toDate(toDateTime(intDiv(reported_at_ms, 1000) + 28800, 'UTC')))), toUInt32(intDiv(reported_at_ms + 28800000, 86400000))) AS cohort_day,
     street_code,
     place.2 AS community,
     place.3 AS grid,
-    category,
-    state_department AS department_now,
+    place.6 AS category_code,
+    place.7 AS department_now,
     place.4 AS reporter,
     state_status AS status,
     state_is_case AS is_case,
@@ -153,13 +155,13 @@ WHERE inside = 1 AND fact_type IN ('reported', 'accepted', 'verified', 'overdue'
 -- and runs these again.
 INSERT INTO status_counts
 SELECT
-    (arrayJoin([('street', '', '', '', 0), ('group', '', '', reporter_group, 0), ('community', community_code, '', '', 0), ('grid', community_code, grid_code, reporter_group, 0), ('street_month', '', '', '', 1), ('group_month', '', '', reporter_group, 1), ('community_month', community_code, '', '', 1)]) AS place).1 AS grain,
+    (arrayJoin([('street', '', '', '', 0, category, if(assigned_department != '', assigned_department, department)), ('group', '', '', reporter_group, 0, category, if(assigned_department != '', assigned_department, department)), ('community', community_code, '', '', 0, category, if(assigned_department != '', assigned_department, department)), ('grid', community_code, grid_code, reporter_group, 0, category, if(assigned_department != '', assigned_department, department)), ('street_month', '', '', '', 1, category, if(assigned_department != '', assigned_department, department)), ('group_month', '', '', reporter_group, 1, category, if(assigned_department != '', assigned_department, department)), ('community_month', community_code, '', '', 1, category, if(assigned_department != '', assigned_department, department)), ('place', community_code, grid_code, '', 0, '', ''), ('place_month', community_code, grid_code, '', 1, '', '')]) AS place).1 AS grain,
     if(place.5 = 1, toUInt32(toStartOfMonth(toDate(toDateTime(intDiv(reported_at_ms, 1000) + 28800, 'UTC')))), toUInt32(intDiv(reported_at_ms + 28800000, 86400000))) AS cohort_day,
     street_code,
     place.2 AS community,
     place.3 AS grid,
-    category,
-    if(assigned_department != '', assigned_department, department) AS department_now,
+    place.6 AS category_code,
+    place.7 AS department_now,
     place.4 AS reporter,
     status,
     is_case,

@@ -68,7 +68,8 @@ const TREND_FROM_EVENTS: &str = "SELECT concat(arrayJoin(['street', 'community',
      WHERE inside = 1 GROUP BY k1, k2, k3";
 const STATUS_FROM_STATES: &str = "SELECT concat((arrayJoin([('street', 0), ('group', 0), \
      ('community', 0), ('grid', 0), ('street_month', 1), ('group_month', 1), \
-     ('community_month', 1)]) AS grain).1, ' ', toString(if(grain.2 = 1, \
+     ('community_month', 1), ('place', 0), ('place_month', 1)]) AS grain).1, ' ', \
+     toString(if(grain.2 = 1, \
      toUInt32(toStartOfMonth(toDate(toDateTime(intDiv(reported_at_ms, 1000) + 28800, 'UTC')))), \
      toUInt32(intDiv(reported_at_ms + 28800000, 86400000))))) AS k1, \
      street_code AS k2, concat(status, ' ', toString(is_case)) AS k3, toInt64(count()) AS reports, \
