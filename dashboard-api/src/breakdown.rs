@@ -4,9 +4,9 @@
 //! The breakdown sums the running status counts (`status_counts`, migration 0012: per report
 //! day and month, the clues in each state, kept by the sink with −1/+1 rows per fact) over the
 //! period's report days (whole months as one row per group), at the coarsest grain holding the
-//! grouping and the filters; the open cases past
-//! their deadline are those with a deadline (`dated`) minus those whose deadline is still ahead
-//! (`status_deadlines`, read from now on). No clue is read. The heatmap reads the latest state of
+//! grouping and the filters; the open cases past their deadline are those with a deadline
+//! (`dated`) minus those whose deadline is still ahead (`status_deadlines`, read from now on).
+//! No clue is read. The heatmap reads the latest state of
 //! every clue reported in the period (`dashboard_clues FINAL`, the dashboard's projection of
 //! `clues`; a clue's report time and street never change once its report is known, so the
 //! period and street filters are applied before `FINAL` merges a clue's versions).

@@ -1016,6 +1016,21 @@ async fn assert_indicators_exact(db: &TestDb) {
     );
 }
 
+/// The running status counts and the trend's days (migration 0012, fed by views on the sink's
+/// inserts) equal the clues' latest states and the stored facts, group by group.
+async fn assert_status_counts_exact(db: &TestDb) {
+    let check = gridclue_sink::aggregates::check(&db.client).await.unwrap();
+    assert_eq!(
+        (check.status_groups_off, check.trend_groups_off),
+        (0, 0),
+        "status counts off after the sink's restarts and replays: {check:?}"
+    );
+    assert!(
+        check.status_clues > 0,
+        "no clue in the status counts: the check proves nothing"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_facts_projected_twice_change_no_number() {
     let broker = Broker::start();
@@ -1058,6 +1073,7 @@ async fn the_same_facts_projected_twice_change_no_number() {
     assert_audit(&db, e.facts, "no fact was written twice").await;
     assert_flow(&db, e.facts).await;
     assert_indicators_exact(&db).await;
+    assert_status_counts_exact(&db).await;
     sink.stop().await;
 
     // Re-projecting everything into an empty database gives the same numbers, and doing it
@@ -1232,6 +1248,7 @@ async fn sink_killed_mid_batch_and_restarted_gives_exact_counts() {
     assert_audit(&db, e.facts, "no fact was written twice").await;
     assert_flow(&db, e.facts).await;
     assert_indicators_exact(&db).await;
+    assert_status_counts_exact(&db).await;
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -1365,6 +1382,7 @@ async fn a_sink_stopped_between_facts_and_states_catches_its_states_up() {
     assert_audit(&db, e.facts, "no fact was written twice").await;
     assert_flow(&db, e.facts).await;
     assert_indicators_exact(&db).await;
+    assert_status_counts_exact(&db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
