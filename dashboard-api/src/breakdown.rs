@@ -1,18 +1,22 @@
 //! `GET /v1/breakdown` and `GET /v1/heatmap`: the clues reported in a period, grouped, with
-//! report, case and status counts (docs/ARCHITECTURE.md §5), read from the latest state of every
-//! clue inside the district (`dashboard_clues FINAL`, the dashboard's projection of `clues`).
+//! report, case and status counts (docs/ARCHITECTURE.md §5) of their latest states.
 //!
-//! The period and street filters are applied before `FINAL` merges a clue's versions (a clue's
-//! report time and street never change once its report is known; the projection is keyed and
-//! partitioned by the report time, so a period reads its own rows only), everything else after
-//! it, as in the work queues.
+//! The breakdown sums the running status counts (`status_counts`, migration 0013: per report
+//! day and month, the clues in each state, kept by the sink with −1/+1 rows per fact) over the
+//! period's report days (whole months as one row per group), at the coarsest grain holding the
+//! grouping and the filters; the open cases past their deadline are those with a deadline
+//! (`dated`) minus those whose deadline is still ahead (`status_deadlines`, read from now on).
+//! No clue is read. The heatmap reads the latest state of
+//! every clue reported in the period (`dashboard_clues FINAL`, the dashboard's projection of
+//! `clues`; a clue's report time and street never change once its report is known, so the
+//! period and street filters are applied before `FINAL` merges a clue's versions).
 
 use std::collections::BTreeMap;
 
 use gridclue_core::{ReporterGroup, Status};
 use serde::{Deserialize, Serialize};
 
-use crate::params::{Filters, Period, OPEN_STATUSES_SQL};
+use crate::params::{Filters, Period};
 use crate::reference::Reference;
 
 /// The most rows a breakdown answers (only grids come near it).
@@ -71,42 +75,68 @@ impl By {
     }
 }
 
-/// Which clues a query over their latest states needs, decided before `FINAL` merges a clue's
-/// versions (on its report time, which never changes once its report is known).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Needed {
-    /// Every clue inside the district.
-    All,
-    /// Those reported in the period. Bound: from, to.
-    ReportedIn,
-}
-
-/// The latest state of the clues inside the district, the street filter and `needed` applied
-/// before `FINAL`. Bound: street ×2, then those of `needed`.
-pub(crate) fn clues_sql(columns: &str, needed: Needed) -> String {
-    let period = match needed {
-        Needed::All => "",
-        Needed::ReportedIn => " AND reported_at_ms >= ? AND reported_at_ms < ?",
-    };
-    format!("SELECT {columns} FROM dashboard_clues FINAL WHERE (? = '' OR street_code = ?){period}")
-}
-
-fn sql(by: By) -> String {
-    let inner = clues_sql(
-        "street_code, community_code, grid_code, category, reporter_group, status, is_case, \
-         deadline_ms, department_now",
-        Needed::ReportedIn,
-    );
+/// The latest state of the clues inside the district reported in the period, the street filter
+/// and the period applied before `FINAL`. Bound: street ×2, from, to.
+fn clues_sql(columns: &str) -> String {
     format!(
-        "SELECT {key} AS key, status, count() AS reports, \
-                countIf(is_case = 1) AS cases, \
-                countIf(is_case = 1 AND status IN {OPEN_STATUSES_SQL} AND deadline_ms > 0 AND deadline_ms < ?) AS overdue \
-         FROM ({inner}) \
-         WHERE {filters} \
+        "SELECT {columns} FROM dashboard_clues FINAL WHERE (? = '' OR street_code = ?) \
+         AND reported_at_ms >= ? AND reported_at_ms < ?"
+    )
+}
+
+/// The coarsest grain of `status_counts` holding `by` and the filters (see migration 0013).
+fn grain(by: By, filters: &Filters) -> &'static str {
+    let place = if by == By::Grid || filters.grid.is_some() {
+        2
+    } else if by == By::Community || filters.community.is_some() {
+        1
+    } else {
+        0
+    };
+    let by_place = matches!(by, By::Street | By::Community | By::Grid);
+    let place_only = by_place && filters.category.is_none() && filters.department.is_none();
+    match (place, by == By::Group) {
+        (0, false) => "street",
+        (0, true) => "group",
+        (1, false) => "community",
+        (2, false) if place_only => "place",
+        _ => "grid",
+    }
+}
+
+/// Cells of (group, status): the period's summed state rows (its whole months from the month
+/// rows of the grain, the other days from its day rows), and minus the open cases whose
+/// deadline is still ahead (so that `overdue` counts the open cases with a deadline before now).
+/// Columns a grain does not hold are ''. Bound: the day and month ranges (6), the filters, then
+/// now, from day, to day, the filters.
+fn sql(by: By, grain: &str) -> String {
+    let filters = Filters::sql("department_now");
+    format!(
+        "SELECT key, status, toUInt64(sum(n)) AS reports, toUInt64(sum(c)) AS cases, \
+                toUInt64(sum(o)) AS overdue \
+         FROM ( \
+             SELECT {key} AS key, status, sum(clues) AS n, sumIf(clues, is_case = 1) AS c, \
+                    sumIf(dated, is_case = 1) AS o \
+             FROM ( \
+                 SELECT street_code, community AS community_code, grid AS grid_code, \
+                        category_code AS category, department_now, reporter AS reporter_group, \
+                        status, is_case, clues, dated \
+                 FROM status_counts \
+                 WHERE (grain = '{grain}' AND ((cohort_day >= ? AND cohort_day < ?) \
+                                               OR (cohort_day >= ? AND cohort_day < ?))) \
+                    OR (grain = '{grain}_month' AND cohort_day >= ? AND cohort_day < ?)) \
+             WHERE {filters} \
+             GROUP BY key, status \
+             UNION ALL \
+             SELECT {key} AS key, status, toInt64(0) AS n, toInt64(0) AS c, \
+                    -sumIf(clues, is_case = 1) AS o \
+             FROM status_deadlines \
+             WHERE deadline_ms >= ? AND cohort_day >= ? AND cohort_day < ? AND {filters} \
+             GROUP BY key, status) \
          GROUP BY key, status \
+         HAVING sum(n) != 0 \
          LIMIT {MAX_CELLS}",
         key = by.column(),
-        filters = Filters::sql("department_now"),
     )
 }
 
@@ -128,16 +158,15 @@ pub async fn query(
     filters: &Filters,
     now_ms: u64,
 ) -> clickhouse::error::Result<Vec<Cell>> {
-    let street = filters.street.clone().unwrap_or_default();
-    // Placeholders bind in text order: the select list's first, then the subquery's, then the
-    // filters.
-    let q = client
-        .query(&sql(by))
+    let grain = grain(by, filters);
+    let mut q = client.query(&sql(by, grain));
+    for day in period.day_and_month_ranges(grain != "grid") {
+        q = q.bind(day);
+    }
+    let q = crate::params::bind_filters(q, filters)
         .bind(now_ms)
-        .bind(&street)
-        .bind(&street)
-        .bind(period.from_ms())
-        .bind(period.to_ms());
+        .bind(period.from_day())
+        .bind(period.to_day());
     crate::params::bind_filters(q, filters).fetch_all().await
 }
 
@@ -328,7 +357,7 @@ impl crate::csv::Export for Breakdown {
 
 /// Reports per grid, most first.
 fn heatmap_sql() -> String {
-    let inner = clues_sql("grid_code, category", Needed::ReportedIn);
+    let inner = clues_sql("grid_code, category");
     format!(
         "SELECT grid_code AS grid, count() AS count FROM ({inner}) \
          WHERE (? = '' OR category = ?) \
@@ -460,12 +489,46 @@ mod tests {
     }
 
     #[test]
+    fn the_grain_holds_the_grouping_and_every_filter() {
+        let none = Filters::default();
+        let community = Filters {
+            community: Some("310199001001".into()),
+            ..Filters::default()
+        };
+        let grid = Filters {
+            grid: Some("310199001001001".into()),
+            ..Filters::default()
+        };
+        let street_and_category = Filters {
+            street: Some("310199001".into()),
+            category: Some("garbage_pile".into()),
+            department: Some("water_affairs".into()),
+            ..Filters::default()
+        };
+        for by in [By::Street, By::Category, By::Department] {
+            assert_eq!(grain(by, &none), "street");
+            assert_eq!(grain(by, &street_and_category), "street");
+            assert_eq!(grain(by, &community), "community");
+        }
+        assert_eq!(grain(By::Street, &grid), "place");
+        assert_eq!(grain(By::Department, &grid), "grid");
+        assert_eq!(grain(By::Group, &street_and_category), "group");
+        assert_eq!(grain(By::Group, &community), "grid");
+        assert_eq!(grain(By::Community, &none), "community");
+        // Grids without a category or department: the place grain.
+        assert_eq!(grain(By::Community, &grid), "place");
+        assert_eq!(grain(By::Grid, &none), "place");
+        assert_eq!(grain(By::Grid, &street_and_category), "grid");
+        assert_eq!(grain(By::Category, &grid), "grid");
+    }
+
+    #[test]
     fn every_placeholder_is_bound() {
         for by in By::ALL {
-            // now, street ×2, from, to, then the filters.
+            // 6 day and month bounds, the filters, then now, from, to, the filters.
             assert_eq!(
-                sql(by).matches('?').count(),
-                5 + Filters::default().binds().len()
+                sql(by, grain(by, &Filters::default())).matches('?').count(),
+                9 + 2 * Filters::default().binds().len()
             );
         }
         assert_eq!(heatmap_sql().matches('?').count(), 6);

@@ -113,9 +113,16 @@ pub(crate) async fn get_trend(
     )?;
     let period = Period::parse(&args, bucket.max_days())?;
     let filters = Filters::parse(&args, &asked.reader, &state.reference)?;
-    let hours = state
-        .timed("trend", trend::query(&state.read, &period, &filters))
-        .await?;
+    // Buckets of a day or longer sum whole days.
+    let hours = if bucket == trend::Bucket::Hour {
+        state
+            .timed("trend", trend::query(&state.read, &period, &filters))
+            .await?
+    } else {
+        state
+            .timed("trend", trend::query_days(&state.read, &period, &filters))
+            .await?
+    };
     let body = trend::assemble(bucket, &period, filters, &hours);
     answer(format, &body)
 }

@@ -443,7 +443,7 @@ const MINUS_DELTAS: &str = "-accepted, -due, -closed, -closed_on_time, -verified
 const DAY_MS: u64 = 86_400_000;
 
 /// The China date of `ms` as days since 1970-01-01 (the delta tables' cohort day).
-fn cohort_day(ms: u64) -> u64 {
+pub(crate) fn cohort_day(ms: u64) -> u64 {
     (ms + CHINA_OFFSET_SECS as u64 * 1000) / DAY_MS
 }
 

@@ -9,7 +9,7 @@
 //! sends an event when *its* numbers changed. So N streams cost one loop, and the loop's
 //! queries are counted (`gridclue_dashboard_stream_queries_total`) to show it.
 //!
-//! The numbers: the current China month's reports and cases (`dashboard_clues FINAL`, as in
+//! The numbers: the current China month's reports and cases (the running status counts, as in
 //! `/v1/breakdown`), open and overdue cases now, and the month's closure, on-time and rework
 //! rates and score from `crate::indicators` (the one definition), by street and for the district.
 //! The same reading sets the Prometheus case gauges ([`crate::case_gauges`]): no other loop
@@ -114,27 +114,41 @@ pub fn month_of(now_ms: u64) -> PeriodDates {
 }
 
 /// Per street: the month's reports and cases, open and overdue clues now, the same of cases
-/// only (the gauges), and the earliest deadline of an open clue not yet passed (0: none).
-/// Bound: from, to, from, to, now, now, now, then the subquery's street filter ("": every
-/// street).
+/// only (the gauges), and the earliest deadline of an open clue not yet passed (0: none). From
+/// the running status counts (as `/v1/breakdown`): every report month's summed states at the
+/// street grain, minus the open clues whose deadline is still ahead (whose earliest deadline
+/// with a clue is the next one). Bound: the month's first day ×2, now.
 fn state_sql() -> String {
     let open = OPEN_STATUSES_SQL;
     format!(
-        "SELECT street_code AS street, \
-                countIf(reported_at_ms >= ? AND reported_at_ms < ?) AS reports, \
-                countIf(is_case = 1 AND reported_at_ms >= ? AND reported_at_ms < ?) AS cases, \
-                countIf(status IN {open}) AS open, \
-                countIf(status IN {open} AND deadline_ms > 0 AND deadline_ms < ?) AS overdue, \
-                countIf(is_case = 1 AND status IN {open}) AS open_cases, \
-                countIf(is_case = 1 AND status IN {open} AND deadline_ms > 0 AND deadline_ms < ?) \
-                    AS overdue_cases, \
-                minIf(deadline_ms, status IN {open} AND deadline_ms >= ?) AS next_deadline_ms \
-         FROM ({inner}) \
+        "SELECT street, toUInt64(sum(reports)) AS reports, toUInt64(sum(cases)) AS cases, \
+                toUInt64(sum(open)) AS open, toUInt64(sum(overdue)) AS overdue, \
+                toUInt64(sum(open_cases)) AS open_cases, \
+                toUInt64(sum(overdue_cases)) AS overdue_cases, \
+                max(next_deadline) AS next_deadline_ms \
+         FROM ( \
+             SELECT street_code AS street, \
+                    sumIf(clues, cohort_day = ?) AS reports, \
+                    sumIf(clues, is_case = 1 AND cohort_day = ?) AS cases, \
+                    sumIf(clues, status IN {open}) AS open, \
+                    sumIf(dated, status IN {open}) AS overdue, \
+                    sumIf(clues, is_case = 1 AND status IN {open}) AS open_cases, \
+                    sumIf(dated, is_case = 1 AND status IN {open}) AS overdue_cases, \
+                    toUInt64(0) AS next_deadline \
+             FROM status_counts \
+             WHERE grain = 'street_month' \
+             GROUP BY street \
+             UNION ALL \
+             SELECT street, toInt64(0), toInt64(0), toInt64(0), -sum(n), toInt64(0), \
+                    -sum(n_cases), minIf(due, n > 0) \
+             FROM ( \
+                 SELECT street_code AS street, deadline_ms AS due, sum(clues) AS n, \
+                        sumIf(clues, is_case = 1) AS n_cases \
+                 FROM status_deadlines \
+                 WHERE deadline_ms >= ? AND status IN {open} \
+                 GROUP BY street, due) \
+             GROUP BY street) \
          GROUP BY street",
-        inner = crate::breakdown::clues_sql(
-            "street_code, reported_at_ms, is_case, status, deadline_ms",
-            crate::breakdown::Needed::All,
-        ),
     )
 }
 
@@ -274,7 +288,8 @@ pub struct LoopDeps {
 /// it.
 pub async fn snapshot(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::Result<(Snapshot, u64)> {
     let period = month_of(now_ms);
-    let (from_ms, to_ms) = (china_midnight_ms(period.from), china_midnight_ms(period.to));
+    let to_ms = china_midnight_ms(period.to);
+    let month_day = indicators::cohort_day(china_midnight_ms(period.from));
     let plan = indicators::plan(
         &Reader::District,
         indicators::Params {
@@ -290,15 +305,9 @@ pub async fn snapshot(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::Result
     let states = deps
         .ch
         .query(&state_sql())
-        .bind(from_ms)
-        .bind(to_ms)
-        .bind(from_ms)
-        .bind(to_ms)
+        .bind(month_day)
+        .bind(month_day)
         .bind(now_ms)
-        .bind(now_ms)
-        .bind(now_ms)
-        .bind("")
-        .bind("")
         .fetch_all::<StreetState>();
     // Both at once: the numbers are fresher by the shorter of the two.
     deps.metrics.stream_queries.inc_by(2);
@@ -779,7 +788,7 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_bound() {
-        assert_eq!(state_sql().matches('?').count(), 9);
+        assert_eq!(state_sql().matches('?').count(), 3);
         assert_eq!(PROBE_SQL.matches('?').count(), 0);
         assert_eq!(ACTIVE_ALERTS_SQL.matches('?').count(), 1);
     }

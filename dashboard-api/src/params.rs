@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::http::{header, HeaderMap};
-use chrono::{Months, NaiveDate};
+use chrono::{Datelike, Months, NaiveDate};
 use gridclue_core::tokens::{TokenKind, TokenRecord};
 use gridclue_core::DepartmentCode;
 use serde::Serialize;
@@ -135,6 +135,43 @@ impl Period {
 
     pub fn to_ms(&self) -> u64 {
         china_midnight_ms(self.to)
+    }
+
+    /// The first and the day after the last report day of the period (days since 1970-01-01 of
+    /// the China dates, as `status_counts` keys them).
+    pub fn from_day(&self) -> u64 {
+        crate::indicators::cohort_day(self.from_ms())
+    }
+
+    pub fn to_day(&self) -> u64 {
+        crate::indicators::cohort_day(self.to_ms())
+    }
+
+    /// The period's report days as `status_counts` holds them: its whole months from the month
+    /// rows (keyed by their first day), the days before and after those from the day rows. In
+    /// bind order: the days before [from, to), the days after, the months; a range that is empty
+    /// is [0, 0). Without `months` (a grain without month rows), every day from the day rows.
+    pub fn day_and_month_ranges(&self, months: bool) -> [u64; 6] {
+        let day = |d: NaiveDate| crate::indicators::cohort_day(china_midnight_ms(d));
+        let first = if self.from.day() == 1 {
+            Some(self.from)
+        } else {
+            self.from
+                .with_day(1)
+                .and_then(|d| d.checked_add_months(Months::new(1)))
+        };
+        let end = self.to.with_day(1).expect("day 1 exists");
+        match first {
+            Some(first) if months && first < end => [
+                day(self.from),
+                day(first),
+                day(end),
+                day(self.to),
+                day(first),
+                day(end),
+            ],
+            _ => [day(self.from), day(self.to), 0, 0, 0, 0],
+        }
     }
 }
 
@@ -314,6 +351,32 @@ pub const OPEN_STATUSES_SQL: &str =
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_period_reads_its_whole_months_from_the_month_rows() {
+        let p = |from: &str, to: &str| Period {
+            from: from.parse().unwrap(),
+            to: to.parse().unwrap(),
+        };
+        // 2026-01-01 is day 20454; 2026-06-01 day 20605; 2026-07-01 day 20635.
+        assert_eq!(
+            p("2026-01-01", "2027-01-01").day_and_month_ranges(true),
+            [20454, 20454, 20819, 20819, 20454, 20819]
+        );
+        assert_eq!(
+            p("2026-05-30", "2026-07-03").day_and_month_ranges(true),
+            [20603, 20605, 20635, 20637, 20605, 20635]
+        );
+        // No whole month: days only; and without month rows, days only.
+        assert_eq!(
+            p("2026-06-02", "2026-07-01").day_and_month_ranges(true),
+            [20606, 20635, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            p("2026-06-01", "2026-07-01").day_and_month_ranges(false),
+            [20605, 20635, 0, 0, 0, 0]
+        );
+    }
     use crate::reference::{DepartmentName, Street};
 
     fn pairs(q: &str) -> Vec<(String, String)> {

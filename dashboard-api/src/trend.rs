@@ -1,12 +1,15 @@
 //! `GET /v1/trend`: reports, acceptances, closures and missed deadlines per hour, day, week
 //! (Monday first) or month, China time, every bucket of the period present.
 //!
-//! Read from the facts (`dashboard_trend_facts`: the trend's facts of `clue_events`, keyed by the
-//! China hour they occurred in, so a period reads its own hours only), counted per China hour in
-//! ClickHouse and summed into buckets here (hours nest in days, weeks and months at UTC+8, which has no daylight saving).
-//! Each fact is counted once whatever was stored twice: a clue has one report, one acceptance and
-//! one closure, so those count distinct clues; a clue can miss several deadlines (after a
-//! postponement), so missed deadlines count distinct (clue, seq).
+//! Hourly buckets are read from the facts (`dashboard_trend_facts`: the trend's facts of
+//! `clue_events`, keyed by the China hour they occurred in, so a period reads its own hours
+//! only), counted per China hour in ClickHouse. Each fact is counted once whatever was stored
+//! twice: a clue has one report, one acceptance and one closure, so those count distinct clues;
+//! a clue can miss several deadlines (after a postponement), so missed deadlines count distinct
+//! (clue, seq). Day, week and month buckets sum the same counts per China day, kept by the sink's
+//! writes (`trend_days`, migration 0013: exact because the sink stores each fact once; a fact
+//! written behind its back counts until `rebuild-aggregates`). Hours and days are summed into
+//! buckets here (they nest in weeks and months at UTC+8, which has no daylight saving).
 
 use std::collections::BTreeMap;
 
@@ -114,6 +117,37 @@ fn sql() -> String {
     )
 }
 
+/// The grain of `trend_days` holding the filters (see migration 0013).
+fn grain(filters: &Filters) -> &'static str {
+    if filters.grid.is_some() {
+        "grid"
+    } else if filters.community.is_some() {
+        "community"
+    } else {
+        "street"
+    }
+}
+
+/// Facts per China day, each day as the epoch milliseconds of its first instant. Columns a grain
+/// does not hold are ''. Bound: from day, to day, then the filters.
+fn days_sql(grain: &str) -> String {
+    format!(
+        "SELECT toUInt64(day) * 86400000 - 28800000 AS hour, \
+                toUInt64(sum(reports)) AS reports, toUInt64(sum(accepted)) AS accepted, \
+                toUInt64(sum(closed)) AS closed, toUInt64(sum(overdue)) AS overdue \
+         FROM ( \
+             SELECT day, street_code, community AS community_code, grid AS grid_code, category, \
+                    department, reports, accepted, closed, overdue \
+             FROM trend_days \
+             WHERE grain = '{grain}' AND day >= ? AND day < ?) \
+         WHERE {filters} \
+         GROUP BY day \
+         LIMIT 100000",
+        filters = Filters::sql("department"),
+    )
+}
+
+/// Counts per hour (`query`) or per day (`query_days`); `hour` is the start of either.
 #[derive(Clone, Debug, Default, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
 pub struct HourCounts {
     pub hour: u64,
@@ -132,6 +166,19 @@ pub async fn query(
         .query(&sql())
         .bind(period.from_ms())
         .bind(period.to_ms());
+    crate::params::bind_filters(q, filters).fetch_all().await
+}
+
+/// The counts per China day of the period (days without facts absent).
+pub async fn query_days(
+    client: &clickhouse::Client,
+    period: &Period,
+    filters: &Filters,
+) -> clickhouse::error::Result<Vec<HourCounts>> {
+    let q = client
+        .query(&days_sql(grain(filters)))
+        .bind(period.from_day())
+        .bind(period.to_day());
     crate::params::bind_filters(q, filters).fetch_all().await
 }
 
@@ -154,7 +201,8 @@ pub struct Trend {
     pub rows: Vec<TrendRow>,
 }
 
-/// Sums the hours into the period's buckets (every bucket present, zeros included).
+/// Sums the hours (or days, for buckets of a day or longer) into the period's buckets (every
+/// bucket present, zeros included).
 pub fn assemble(bucket: Bucket, period: &Period, filters: Filters, hours: &[HourCounts]) -> Trend {
     let mut buckets: BTreeMap<u64, TrendRow> = bucket_starts(bucket, period)
         .into_iter()
@@ -271,5 +319,40 @@ mod tests {
             sql().matches('?').count(),
             2 + Filters::default().binds().len()
         );
+        for grain in ["street", "community", "grid"] {
+            assert_eq!(
+                days_sql(grain).matches('?').count(),
+                2 + Filters::default().binds().len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_day_sums_into_its_day_week_and_month() {
+        let p = period("2026-11-02", "2026-11-04");
+        let day = |d: &str, reports| HourCounts {
+            hour: china_midnight_ms(d.parse().unwrap()),
+            reports,
+            ..HourCounts::default()
+        };
+        let days = [day("2026-11-02", 2), day("2026-11-03", 5)];
+        let t = assemble(Bucket::Day, &p, Filters::default(), &days);
+        assert_eq!(t.rows.iter().map(|r| r.reports).collect::<Vec<_>>(), [2, 5]);
+        let t = assemble(Bucket::Month, &p, Filters::default(), &days);
+        assert_eq!(t.rows.iter().map(|r| r.reports).collect::<Vec<_>>(), [7]);
+    }
+
+    #[test]
+    fn the_grain_holds_the_place_filters() {
+        let mut f = Filters {
+            street: Some("310199001".into()),
+            category: Some("garbage_pile".into()),
+            ..Filters::default()
+        };
+        assert_eq!(grain(&f), "street");
+        f.community = Some("310199001001".into());
+        assert_eq!(grain(&f), "community");
+        f.grid = Some("310199001001001".into());
+        assert_eq!(grain(&f), "grid");
     }
 }

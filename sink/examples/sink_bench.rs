@@ -69,6 +69,10 @@ enum Mode {
         /// Facts per batch (the sink's batches hold up to `batch_max_rows`, 100 000).
         #[arg(long, default_value_t = 100_000)]
         batch: usize,
+        /// A materialized view to drop before inserting (repeatable), to price a view: e.g.
+        /// the three of migration 0013.
+        #[arg(long)]
+        drop_view: Vec<String>,
     },
     /// The peer: the plain loop a user would write (rdkafka StreamConsumer → clickhouse
     /// inserts → commit), draining the same backlog into the same tables and views.
@@ -792,7 +796,7 @@ fn latest_states<'a>(
     latest.into_values().collect()
 }
 
-async fn raw(cli: &Cli, facts: u64, batch: usize) -> String {
+async fn raw(cli: &Cli, facts: u64, batch: usize, drop_views: &[String]) -> String {
     use gridclue_sink::{rows, store};
     let gen = FactGen {
         grids: grid_codes(),
@@ -818,6 +822,13 @@ async fn raw(cli: &Cli, facts: u64, batch: usize) -> String {
     drop(state);
     let db = format!("gridclue_bench_raw_{}", std::process::id());
     let client = migrated_db(&cli.clickhouse_url, &db).await;
+    for view in drop_views {
+        client
+            .query(&format!("DROP TABLE {view}"))
+            .execute()
+            .await
+            .unwrap();
+    }
     let timeouts = BENCH_TIMEOUTS;
     let mut clue_rows = 0usize;
     let (mut clues_s, mut events_s) = (0.0, 0.0);
@@ -842,7 +853,7 @@ async fn raw(cli: &Cli, facts: u64, batch: usize) -> String {
     format!(
         "raw: {facts} facts in batches of {batch}: {:.0} facts/s ({:.0} rows/s: {facts} \
          clue_events rows + {clue_rows} clues rows); insert time clues {clues_s:.2} s, \
-         clue_events {events_s:.2} s",
+         clue_events {events_s:.2} s; views dropped: {drop_views:?}",
         facts as f64 / secs,
         (facts as usize + clue_rows) as f64 / secs,
     )
@@ -1038,7 +1049,11 @@ async fn main() {
         Mode::Query { facts, runs } => query(&cli, *facts, *runs).await,
         Mode::Fold { facts } => fold(*facts),
         Mode::Insert { batch, batches } => insert(&cli, *batch, *batches).await,
-        Mode::Raw { facts, batch } => raw(&cli, *facts, *batch).await,
+        Mode::Raw {
+            facts,
+            batch,
+            drop_view,
+        } => raw(&cli, *facts, *batch, drop_view).await,
         Mode::Peer {
             facts,
             batch,

@@ -12,6 +12,10 @@
 //! `indicator_days`, `indicator_cohorts`) with the backfill of migration 0011, which derives every fact's delta rows
 //! from the deduplicated facts: the repair after rows were written behind the sink's back (a
 //! fact stored twice adds its deltas twice until then).
+//!
+//! The running status counts (`status_counts`, `status_deadlines`, migration 0013) telescope to
+//! one row per clue for its latest state: the check compares them with the clues' latest states
+//! (`clues FINAL`), the rebuild refills them from those with the migration's backfill.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +39,49 @@ const FLOW_FROM_AGGREGATE: &str = "SELECT toString(hour) AS k1, fact_type AS k2,
 const FLOW_FROM_EVENTS: &str = "SELECT toString(toStartOfHour(toDateTime(intDiv(occurred_at_ms, \
      1000), 'UTC'))) AS k1, fact_type AS k2, '' AS k3, toInt64(count()) AS reports, \
      toInt64(0) AS cases FROM clue_events FINAL GROUP BY k1, k2";
+
+/// The grain the status counts are compared at: (grain and report day, street, status and
+/// whether a case), clues and the open ones with a deadline; and the same of the open clues by
+/// deadline (grain 'deadline').
+const STATUS_FROM_AGGREGATE: &str = "SELECT concat(grain, ' ', toString(cohort_day)) AS k1, \
+     street_code AS k2, concat(status, ' ', toString(is_case)) AS k3, sum(clues) AS reports, \
+     sum(dated) AS cases FROM status_counts GROUP BY k1, k2, k3 \
+     UNION ALL SELECT concat('deadline ', toString(cohort_day)) AS k1, street_code AS k2, \
+     concat(status, ' ', toString(is_case)) AS k3, sum(clues) AS reports, toInt64(0) AS cases \
+     FROM status_deadlines GROUP BY k1, k2, k3";
+/// The trend's days compared at (grain and China day, street, fact kind): reports and
+/// acceptances, closures and missed deadlines.
+const TREND_FROM_AGGREGATE: &str = "SELECT concat(grain, ' ', toString(day)) AS k1, \
+     street_code AS k2, 'reports accepted' AS k3, sum(reports) AS reports, \
+     sum(accepted) AS cases FROM trend_days GROUP BY k1, k2 \
+     UNION ALL SELECT concat(grain, ' ', toString(day)) AS k1, street_code AS k2, \
+     'closed overdue' AS k3, sum(closed) AS reports, sum(overdue) AS cases \
+     FROM trend_days GROUP BY k1, k2";
+const TREND_FROM_EVENTS: &str = "SELECT concat(arrayJoin(['street', 'community', 'grid']), ' ', \
+     toString(intDiv(occurred_at_ms + 28800000, 86400000))) AS k1, street_code AS k2, \
+     arrayJoin(['reports accepted', 'closed overdue']) AS k3, \
+     toInt64(if(k3 = 'reports accepted', countIf(fact_type = 'reported'), \
+     countIf(fact_type = 'verified'))) AS reports, \
+     toInt64(if(k3 = 'reports accepted', countIf(fact_type = 'accepted'), \
+     countIf(fact_type = 'overdue'))) AS cases \
+     FROM (SELECT occurred_at_ms, street_code, fact_type, inside FROM clue_events FINAL) \
+     WHERE inside = 1 GROUP BY k1, k2, k3";
+const STATUS_FROM_STATES: &str = "SELECT concat((arrayJoin([('street', 0), ('group', 0), \
+     ('community', 0), ('grid', 0), ('street_month', 1), ('group_month', 1), \
+     ('community_month', 1), ('place', 0), ('place_month', 1)]) AS grain).1, ' ', \
+     toString(if(grain.2 = 1, \
+     toUInt32(toStartOfMonth(toDate(toDateTime(intDiv(reported_at_ms, 1000) + 28800, 'UTC')))), \
+     toUInt32(intDiv(reported_at_ms + 28800000, 86400000))))) AS k1, \
+     street_code AS k2, concat(status, ' ', toString(is_case)) AS k3, toInt64(count()) AS reports, \
+     toInt64(countIf(is_open AND deadline_ms > 0)) AS cases FROM (SELECT reported_at_ms, \
+     street_code, status, is_case, deadline_ms, placement, status IN ('reported', 'accepted', \
+     'dispatched', 'in_progress', 'handled') AS is_open FROM clues FINAL) \
+     WHERE placement = 'inside' GROUP BY k1, k2, k3 \
+     UNION ALL SELECT concat('deadline ', toString(intDiv(reported_at_ms + 28800000, 86400000))) \
+     AS k1, street_code AS k2, concat(status, ' ', toString(is_case)) AS k3, \
+     toInt64(count()) AS reports, toInt64(0) AS cases FROM clues FINAL \
+     WHERE placement = 'inside' AND status IN ('reported', 'accepted', 'dispatched', \
+     'in_progress', 'handled') AND deadline_ms > 0 GROUP BY k1, k2, k3";
 
 /// The aggregates the rebuild recomputes with their materialized views' own statements.
 const VIEW_TARGETS: [&str; 2] = ["clue_counts", "fact_flow_hourly"];
@@ -93,11 +140,23 @@ pub struct AggregateCheck {
     /// (day, street, category) and (hour, fact type) groups whose numbers differ.
     pub counts_groups_off: usize,
     pub flow_groups_off: usize,
+    /// Clues inside the district according to their latest states, and according to
+    /// `status_counts` (its 'street' grain).
+    pub states_clues: i64,
+    pub status_clues: i64,
+    /// (grain, report day, street, status) groups of the running status counts, and of the
+    /// open clues by deadline, whose numbers differ from the latest states'.
+    pub status_groups_off: usize,
+    /// (grain, China day, street) groups of `trend_days` whose counts differ from the facts'.
+    pub trend_groups_off: usize,
 }
 
 impl AggregateCheck {
     pub fn is_exact(&self) -> bool {
-        self.counts_groups_off == 0 && self.flow_groups_off == 0
+        self.counts_groups_off == 0
+            && self.flow_groups_off == 0
+            && self.status_groups_off == 0
+            && self.trend_groups_off == 0
     }
 }
 
@@ -133,6 +192,20 @@ pub async fn check(client: &Client) -> Result<AggregateCheck, ChError> {
         groups(client, FLOW_FROM_AGGREGATE).await?,
         groups(client, FLOW_FROM_EVENTS).await?,
     );
+    let (status, status_truth) = (
+        groups(client, STATUS_FROM_AGGREGATE).await?,
+        groups(client, STATUS_FROM_STATES).await?,
+    );
+    let (trend, trend_truth) = (
+        groups(client, TREND_FROM_AGGREGATE).await?,
+        groups(client, TREND_FROM_EVENTS).await?,
+    );
+    let street_clues = |g: &Groups| {
+        g.iter()
+            .filter(|((k1, _, _), _)| k1.starts_with("street "))
+            .map(|(_, (clues, _))| clues)
+            .sum::<i64>()
+    };
     let (facts_reports, facts_cases) = totals(&counts_truth);
     let (counts_reports, counts_cases) = totals(&counts);
     Ok(AggregateCheck {
@@ -144,6 +217,10 @@ pub async fn check(client: &Client) -> Result<AggregateCheck, ChError> {
         flow_facts: totals(&flow).0,
         counts_groups_off: differing(&counts, &counts_truth),
         flow_groups_off: differing(&flow, &flow_truth),
+        states_clues: street_clues(&status_truth),
+        status_clues: street_clues(&status),
+        status_groups_off: differing(&status, &status_truth),
+        trend_groups_off: differing(&trend, &trend_truth),
     })
 }
 
@@ -165,12 +242,32 @@ fn indicator_rebuild() -> Vec<String> {
     .collect()
 }
 
-/// Recomputes the aggregates and the indicators' delta projection from the facts (sinks
-/// stopped), then checks the aggregates.
+/// The running status counts recomputed from the clues' latest states, and the trend's days
+/// from the facts: emptied, then the backfill statements of the migration that created them
+/// (they fill empty tables only).
+fn status_rebuild() -> Vec<String> {
+    let backfill = crate::migrations::MIGRATIONS
+        .iter()
+        .filter(|m| m.name == "status_counts")
+        .flat_map(|m| m.statements())
+        .filter(|s| s.trim_start().starts_with("INSERT"));
+    [
+        "TRUNCATE TABLE status_counts".to_owned(),
+        "TRUNCATE TABLE status_deadlines".to_owned(),
+        "TRUNCATE TABLE trend_days".to_owned(),
+    ]
+    .into_iter()
+    .chain(backfill)
+    .collect()
+}
+
+/// Recomputes the aggregates, the indicators' delta projection and the running status counts
+/// (sinks stopped), then checks the aggregates.
 pub async fn rebuild(client: &Client) -> Result<AggregateCheck, ChError> {
     let steps: Vec<String> = aggregate_rebuild()
         .into_iter()
         .chain(indicator_rebuild())
+        .chain(status_rebuild())
         .collect();
     for (i, sql) in steps.iter().enumerate() {
         tracing::info!(step = i + 1, of = steps.len(), "rebuilding aggregates");
@@ -198,6 +295,22 @@ mod tests {
         assert!(steps[3].starts_with("INSERT INTO indicator_deltas"));
         assert!(steps[4].starts_with("INSERT INTO indicator_days"));
         assert!(steps[5].starts_with("INSERT INTO indicator_cohorts"));
+    }
+
+    #[test]
+    fn the_status_rebuild_empties_the_tables_of_0013_then_backfills_them() {
+        let steps = status_rebuild();
+        assert_eq!(steps.len(), 6, "{steps:#?}");
+        assert_eq!(steps[0], "TRUNCATE TABLE status_counts");
+        assert_eq!(steps[1], "TRUNCATE TABLE status_deadlines");
+        assert_eq!(steps[2], "TRUNCATE TABLE trend_days");
+        assert!(steps[3].starts_with("INSERT INTO status_counts"));
+        assert!(steps[4].starts_with("INSERT INTO status_deadlines"));
+        for insert in &steps[3..5] {
+            assert_eq!(insert.matches("FROM clues FINAL").count(), 1, "{insert}");
+        }
+        assert!(steps[5].starts_with("INSERT INTO trend_days"));
+        assert_eq!(steps[5].matches("FROM clue_events FINAL").count(), 1);
     }
 
     #[test]

@@ -49,6 +49,7 @@ mod pipeline;
 mod poller;
 pub mod replay;
 pub mod rows;
+pub mod status_counts;
 pub mod store;
 mod writer;
 

@@ -371,4 +371,9 @@ fn print_check(c: &gridclue_sink::aggregates::AggregateCheck) {
         "fact_flow_hourly: facts {} / {} in the facts; groups off: {}",
         c.flow_facts, c.facts, c.flow_groups_off
     );
+    println!(
+        "status_counts:    clues {} / {} in the latest states; groups off: {}",
+        c.status_clues, c.states_clues, c.status_groups_off
+    );
+    println!("trend_days:       groups off: {}", c.trend_groups_off);
 }

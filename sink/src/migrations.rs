@@ -80,6 +80,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "kafka_log_continuation",
         sql: include_str!("../migrations/0012_kafka_log_continuation.sql"),
     },
+    Migration {
+        version: 13,
+        name: "status_counts",
+        sql: include_str!("../migrations/0013_status_counts.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \

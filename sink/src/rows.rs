@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::indicator_deltas;
+use crate::status_counts;
 
 /// Where a fact was read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +84,13 @@ pub struct EventRow {
     pub indicator_cohort_day: Vec<u32>,
     pub indicator_department: Vec<String>,
     pub indicator_counts: Vec<Vec<i64>>,
+    /// The fact's rows of the running status counts (see `status_counts`), as parallel arrays:
+    /// sign, status, department now, whether a case, deadline while open.
+    pub state_sign: Vec<i8>,
+    pub state_status: Vec<String>,
+    pub state_department: Vec<String>,
+    pub state_is_case: Vec<u8>,
+    pub state_deadline_ms: Vec<u64>,
 }
 
 impl EventRow {
@@ -107,6 +115,12 @@ impl EventRow {
                 .indicator_department
                 .iter()
                 .map(|d| d.len() + 12 + 8 * crate::indicator_deltas::COUNTERS)
+                .sum::<usize>()
+            + self
+                .state_status
+                .iter()
+                .zip(&self.state_department)
+                .map(|(s, d)| s.len() + d.len() + 14)
                 .sum::<usize>()
     }
 }
@@ -433,6 +447,7 @@ pub fn event_row(
     source: &Source,
 ) -> EventRow {
     let deltas = indicator_deltas::deltas(env, before, clue);
+    let states = status_counts::rows(before, clue);
     let (detail, deadline_ms, duplicate_of) = match &env.fact {
         Fact::Reported(r) => (
             r.description.clone(),
@@ -523,6 +538,11 @@ pub fn event_row(
         indicator_cohort_day: deltas.iter().map(|d| d.cohort_day).collect(),
         indicator_department: deltas.iter().map(|d| d.department.clone()).collect(),
         indicator_counts: deltas.iter().map(|d| d.counts.to_vec()).collect(),
+        state_sign: states.iter().map(|s| s.sign).collect(),
+        state_status: states.iter().map(|s| s.status.clone()).collect(),
+        state_department: states.iter().map(|s| s.department.clone()).collect(),
+        state_is_case: states.iter().map(|s| s.is_case).collect(),
+        state_deadline_ms: states.iter().map(|s| s.deadline_ms).collect(),
     }
 }
 

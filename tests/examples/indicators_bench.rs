@@ -204,6 +204,9 @@ async fn main() -> anyhow::Result<()> {
             db.execute("OPTIMIZE TABLE dashboard_clues FINAL").await;
             db.execute("OPTIMIZE TABLE dashboard_trend_facts FINAL")
                 .await;
+            db.execute("OPTIMIZE TABLE status_counts FINAL").await;
+            db.execute("OPTIMIZE TABLE status_deadlines FINAL").await;
+            db.execute("OPTIMIZE TABLE trend_days FINAL").await;
             let client = db.client.clone();
             kept = Some(db);
             client
@@ -218,6 +221,8 @@ async fn main() -> anyhow::Result<()> {
     let parts = scalar("SELECT count() FROM system.parts WHERE active AND database = currentDatabase() AND table = 'clue_events'").await?;
     let delta_rows = scalar("SELECT count() FROM indicator_deltas").await?;
     let day_rows = scalar("SELECT count() FROM indicator_days").await?;
+    let status_rows = scalar("SELECT count() FROM status_counts").await?;
+    let deadline_rows = scalar("SELECT count() FROM status_deadlines").await?;
 
     let dir = scratch("indicators-bench");
     let path = dir.path().join("tokens.json");
@@ -240,7 +245,8 @@ async fn main() -> anyhow::Result<()> {
     let app = gridclue_dashboard_api::app(state);
     println!(
         "{facts} facts, {clues} clues, {parts} part(s); indicator_deltas {delta_rows} rows, \
-         indicator_days {day_rows} rows; {} runs per query (after 2 warm-up runs)",
+         indicator_days {day_rows} rows, status_counts {status_rows} rows, status_deadlines \
+         {deadline_rows} rows; {} runs per query (after 2 warm-up runs)",
         args.runs
     );
     println!("| query | p50 ms | p99 ms | max ms | rows |");

@@ -1,10 +1,12 @@
-//! The dashboard's projections (migration 0010: `dashboard_clues`, `dashboard_trend_facts`) give
-//! the answers the dashboard gave when it read `clues FINAL` and `clue_events` directly: on a
-//! randomized synthetic history (every lifecycle, reporter groups, postponements, returns,
-//! missed deadlines, duplicates; some clues written twice, some only their last facts again, as
-//! replays would), every breakdown grouping, the heatmap, the trend and every list page are
-//! compared with the old definitions' SQL, kept here as the reference. The projections are also
-//! backfilled from a database filled before they existed, and replays change no answer.
+//! The dashboard's projections (migration 0010: `dashboard_clues`, `dashboard_trend_facts`) and
+//! running status counts (0013: `status_counts`, `status_deadlines`) give the answers the
+//! dashboard gave when it read `clues FINAL` and `clue_events` directly: on a randomized
+//! synthetic history (every lifecycle, reporter groups, postponements, returns, missed
+//! deadlines, duplicates), every breakdown grouping, the heatmap, the trend, every list page and
+//! the live numbers are compared with the old definitions' SQL, kept here as the reference. Both
+//! are also backfilled from a database filled before they existed. Replays (some clues written
+//! twice, some only their last facts again) change no answer of the projections; the status
+//! counts count them until `rebuild-aggregates`, which the check finds and the rebuild repairs.
 //!
 //! And dashboard-api's reads: through a read-only user, ClickHouse itself refuses a write.
 //!
@@ -337,7 +339,23 @@ struct Answers {
     breakdowns: Vec<Vec<Cell>>,
     heatmaps: Vec<Vec<GridCount>>,
     trends: Vec<Vec<HourCounts>>,
+    /// Day, week and month buckets (summed from the hours of the old definition; from the
+    /// trend's days now).
+    bucket_trends: Vec<Vec<trend::TrendRow>>,
     pages: Vec<Vec<ListRow>>,
+}
+
+const LONG_BUCKETS: [trend::Bucket; 3] = [
+    trend::Bucket::Day,
+    trend::Bucket::Week,
+    trend::Bucket::Month,
+];
+
+fn buckets(c: &Case, counts: &[HourCounts]) -> Vec<Vec<trend::TrendRow>> {
+    LONG_BUCKETS
+        .iter()
+        .map(|b| trend::assemble(*b, &c.period, c.filters.clone(), counts).rows)
+        .collect()
 }
 
 struct Case {
@@ -430,12 +448,12 @@ async fn old_answers(db: &TestDb, cases: &[Case]) -> Answers {
             .query(&old_trend_sql())
             .bind(c.period.from_ms())
             .bind(c.period.to_ms());
-        a.trends.push(
-            gridclue_dashboard_api::params::bind_filters(q, &c.filters)
-                .fetch_all()
-                .await
-                .unwrap(),
-        );
+        let hours: Vec<HourCounts> = gridclue_dashboard_api::params::bind_filters(q, &c.filters)
+            .fetch_all()
+            .await
+            .unwrap();
+        a.bucket_trends.extend(buckets(c, &hours));
+        a.trends.push(hours);
         for list in List::ALL {
             let mut after: Option<Cursor> = None;
             // The first two pages of 7 (the second from the first's cursor).
@@ -494,6 +512,10 @@ async fn new_answers(db: &TestDb, cases: &[Case]) -> Answers {
             .unwrap();
         hours.sort_by_key(|h| h.hour);
         a.trends.push(hours);
+        let days = trend::query_days(&db.client, &c.period, &c.filters)
+            .await
+            .unwrap();
+        a.bucket_trends.extend(buckets(c, &days));
         for list in List::ALL {
             let mut after: Option<Cursor> = None;
             for _ in 0..2 {
@@ -548,20 +570,32 @@ async fn projections_answer_as_the_old_definitions_on_a_random_history() {
     let (before, after) = histories.split_at(300);
     let (events, clues) = rows_of(before, 0);
     write_rows(&db.client, &events, &clues).await;
-    db.execute("TRUNCATE TABLE dashboard_clues").await;
-    db.execute("TRUNCATE TABLE dashboard_trend_facts").await;
-    let projections = gridclue_sink::migrations::MIGRATIONS
-        .iter()
-        .find(|m| m.name == "dashboard_projections")
-        .unwrap();
-    let backfill: Vec<String> = projections
-        .statements()
-        .into_iter()
-        .filter(|s| s.trim_start().starts_with("INSERT"))
-        .collect();
-    assert_eq!(backfill.len(), 2, "backfills of the two projections");
-    for statement in &backfill {
-        db.execute(statement).await;
+    for table in [
+        "dashboard_clues",
+        "dashboard_trend_facts",
+        "status_counts",
+        "status_deadlines",
+        "trend_days",
+    ] {
+        db.execute(&format!("TRUNCATE TABLE {table}")).await;
+    }
+    for (migration, tables) in [("dashboard_projections", 2), ("status_counts", 3)] {
+        let backfill: Vec<String> = gridclue_sink::migrations::MIGRATIONS
+            .iter()
+            .find(|m| m.name == migration)
+            .unwrap()
+            .statements()
+            .into_iter()
+            .filter(|s| s.trim_start().starts_with("INSERT"))
+            .collect();
+        assert_eq!(
+            backfill.len(),
+            tables,
+            "backfills of the tables of {migration}"
+        );
+        for statement in &backfill {
+            db.execute(statement).await;
+        }
     }
     let (events, clues) = rows_of(after, 10_000);
     // In a few inserts, as the sink's batches.
@@ -579,6 +613,7 @@ async fn projections_answer_as_the_old_definitions_on_a_random_history() {
     assert_eq!(old.breakdowns, new.breakdowns);
     assert_eq!(old.heatmaps, new.heatmaps);
     assert_eq!(old.trends, new.trends);
+    assert_eq!(old.bucket_trends, new.bucket_trends);
     assert_eq!(old.pages, new.pages);
     for c in &cases {
         let old_live = old_live(&db, c.now_ms).await;
@@ -606,15 +641,43 @@ async fn projections_answer_as_the_old_definitions_on_a_random_history() {
         tail_clues.extend_from_slice(&c[c.len() - keep..]);
     }
     write_rows(&db.client, &tail_events, &tail_clues).await;
+    // The projections of 0010 keep every answer through replays. The running status counts and
+    // the trend's days (0013: the breakdowns, the live numbers, day to month trends) count rows
+    // written behind the sink's back, as the other aggregates do: the check finds them and the
+    // rebuild repairs them.
     let replayed = new_answers(&db, &cases).await;
-    assert_eq!(new, replayed, "a replay changed an answer");
+    assert_eq!(
+        (&new.heatmaps, &new.trends, &new.pages),
+        (&replayed.heatmaps, &replayed.trends, &replayed.pages),
+        "a replay changed an answer of the projections"
+    );
+    let drift = gridclue_sink::aggregates::check(&db.client).await.unwrap();
+    assert!(
+        drift.status_groups_off > 0 && drift.trend_groups_off > 0,
+        "{drift:?}"
+    );
+    let rebuilt = gridclue_sink::aggregates::rebuild(&db.client)
+        .await
+        .unwrap();
+    assert!(rebuilt.is_exact(), "{rebuilt:?}");
+    assert_eq!(
+        new,
+        new_answers(&db, &cases).await,
+        "the rebuild restored every answer"
+    );
     for c in &cases {
         assert_eq!(old_live(&db, c.now_ms).await, new_live(&db, c.now_ms).await);
     }
     // And merged as background merges would leave them.
-    db.execute("OPTIMIZE TABLE dashboard_clues FINAL").await;
-    db.execute("OPTIMIZE TABLE dashboard_trend_facts FINAL")
-        .await;
+    for table in [
+        "dashboard_clues",
+        "dashboard_trend_facts",
+        "status_counts",
+        "status_deadlines",
+        "trend_days",
+    ] {
+        db.execute(&format!("OPTIMIZE TABLE {table} FINAL")).await;
+    }
     assert_eq!(
         new,
         new_answers(&db, &cases).await,
