@@ -16,6 +16,11 @@
 //!
 //! Pages are keyset pages: each list's order is (sort key, clue id), and the cursor is the last
 //! row's place in it.
+//!
+//! Where the candidates of a page come from: the lists of open clues read `open_cases` (the open
+//! clues' states, migration 0014: the size of the open backlog, not of every clue); `newest`
+//! reads `dashboard_clues` (keyed by report time) from a window of the latest report times that
+//! widens until it holds the page's candidates.
 
 use gridclue_core::light::{clue_light, Light, YELLOW_FRACTION};
 use gridclue_core::{ClueId, Status};
@@ -88,6 +93,16 @@ impl List {
 
     fn descending(self) -> bool {
         self == List::Newest
+    }
+
+    /// The table holding every clue the list can show, with the columns of `dashboard_clues`:
+    /// the open cases' states for the lists of open clues (only their rows of sign +1: a state
+    /// entering the set), every clue's states for `newest`.
+    fn candidate_source(self) -> &'static str {
+        match self {
+            List::Overdue | List::DueSoon | List::Stale => "open_cases WHERE sign = 1",
+            List::Newest => "dashboard_clues",
+        }
     }
 }
 
@@ -184,21 +199,67 @@ const LIST_COLUMNS: &str = "street_code, community_code, grid_code, category, de
      status, accepted_at_ms, deadline_ms, yellow_at_ms, updated_at_ms, reported_at_ms";
 
 /// The candidates of a page: rows of any version of a clue (no `FINAL`) that meet the list's
-/// condition after the cursor, in the list's order, at most `n`. A clue whose latest state
-/// belongs on the page is among them with that state, so the page read from the candidates'
-/// latest states is exact up to the last candidate (see [`query`]). Bound:
-/// [`List::row_conditions`], then n.
+/// condition after the cursor and whose report time is at least a bound, in the list's order,
+/// at most `n`. A clue whose latest state belongs on the page is among them with that state
+/// (its source holds that state: see [`List::candidate_source`]), so the page read from the
+/// candidates' latest states is exact up to the last candidate (see [`query`]). Bound:
+/// [`List::row_conditions`], the report-time bound, then n.
 fn candidates_sql(list: List) -> String {
     let (_, dir) = list.order();
     let key = list.sort_key();
     format!(
         "SELECT id, reported_at_ms, {key} AS sort_key \
-         FROM (SELECT toString(clue_id) AS id, {LIST_COLUMNS} FROM dashboard_clues) \
-         WHERE {conditions} \
+         FROM (SELECT toString(clue_id) AS id, {LIST_COLUMNS} FROM {source}) \
+         WHERE {conditions} AND reported_at_ms >= ? \
          ORDER BY {key} {dir}, id {dir} \
          LIMIT ?",
+        source = list.candidate_source(),
         conditions = list.row_conditions(),
     )
+}
+
+/// How far back from the cursor's report time (or now) the first window of `newest` reaches,
+/// and by how much each next window is wider.
+const NEWEST_FIRST_WINDOW_MS: u64 = 86_400_000;
+const NEWEST_WINDOW_GROWTH: u64 = 16;
+
+/// The report-time bounds `newest` reads candidates from, narrowest first, the last one 0 (every
+/// report). A window holding `n` candidates holds the first `n` of every report: its rows were
+/// all reported at or after the bound, every other row before it. The lists of open clues read
+/// the open cases at once (bound 0).
+fn report_time_bounds(list: List, after: Option<&Cursor>, now_ms: u64) -> Vec<u64> {
+    let mut bounds = Vec::new();
+    if list == List::Newest {
+        let anchor = after.map_or(now_ms, |c| c.key);
+        let mut window = NEWEST_FIRST_WINDOW_MS;
+        while window < anchor {
+            bounds.push(anchor - window);
+            window = window.saturating_mul(NEWEST_WINDOW_GROWTH);
+        }
+    }
+    bounds.push(0);
+    bounds
+}
+
+/// The first `n` candidates after the cursor, from the narrowest window that holds them.
+async fn candidates(
+    client: &clickhouse::Client,
+    list: List,
+    filters: &Filters,
+    after: Option<&Cursor>,
+    now_ms: u64,
+    n: usize,
+) -> clickhouse::error::Result<Vec<Candidate>> {
+    let sql = candidates_sql(list);
+    let mut found = Vec::new();
+    for bound in report_time_bounds(list, after, now_ms) {
+        let q = bind_row_conditions(client.query(&sql), list, filters, after, now_ms);
+        found = q.bind(bound).bind(n as u64).fetch_all().await?;
+        if found.len() >= n {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// A page from the latest states (`FINAL`) of the given clues. Bound: their report times,
@@ -280,11 +341,7 @@ pub async fn query(
     let wanted = limit as usize + 1;
     let mut n = wanted * CANDIDATES_PER_ROW;
     loop {
-        let q = client.query(&candidates_sql(list));
-        let candidates: Vec<Candidate> = bind_row_conditions(q, list, filters, after, now_ms)
-            .bind(n as u64)
-            .fetch_all()
-            .await?;
+        let candidates = candidates(client, list, filters, after, now_ms, n).await?;
         let Some(last) = candidates.last() else {
             return Ok(Vec::new());
         };
@@ -470,9 +527,38 @@ mod tests {
             assert_eq!(sql(list).matches('?').count(), binds, "{list:?}");
             assert_eq!(
                 candidates_sql(list).matches('?').count(),
-                binds - 2,
+                binds - 1,
                 "{list:?}"
             );
+        }
+    }
+
+    #[test]
+    fn newest_reads_widening_windows_back_from_the_cursor_then_everything() {
+        let day = NEWEST_FIRST_WINDOW_MS;
+        let now = 1_796_000_000_000;
+        let bounds = report_time_bounds(List::Newest, None, now);
+        assert_eq!(
+            bounds,
+            [
+                now - day,
+                now - 16 * day,
+                now - 256 * day,
+                now - 4096 * day,
+                0
+            ]
+        );
+        let cursor = Cursor {
+            list: List::Newest,
+            key: 20 * day,
+            clue_id: ClueId::new_random().to_string(),
+        };
+        assert_eq!(
+            report_time_bounds(List::Newest, Some(&cursor), now),
+            [19 * day, 4 * day, 0]
+        );
+        for list in [List::Overdue, List::DueSoon, List::Stale] {
+            assert_eq!(report_time_bounds(list, None, now), [0], "{list:?}");
         }
     }
 }

@@ -12,6 +12,11 @@
 //! `indicator_days`, `indicator_cohorts`) with the backfill of migration 0011, which derives every fact's delta rows
 //! from the deduplicated facts: the repair after rows were written behind the sink's back (a
 //! fact stored twice adds its deltas twice until then).
+//!
+//! And the open cases the dashboard's lists read (`open_cases`, migration 0014): the check
+//! compares the states its rows sum to with the latest state of every open clue in
+//! `dashboard_clues`; the rebuild empties it and fills it again from those states with the
+//! migration's backfill.
 
 use std::collections::BTreeMap;
 
@@ -93,12 +98,52 @@ pub struct AggregateCheck {
     /// (day, street, category) and (hour, fact type) groups whose numbers differ.
     pub counts_groups_off: usize,
     pub flow_groups_off: usize,
+    /// Open clues inside the district (their latest states in `dashboard_clues`); of those,
+    /// the ones whose state `open_cases` does not hold (a list could miss them); and the
+    /// states `open_cases` holds that are no open clue's latest (harmless to the lists, which
+    /// read each candidate's latest state, but not what the sink writes).
+    pub open_clues: u64,
+    pub open_cases_missing: u64,
+    pub open_cases_extra: u64,
 }
 
 impl AggregateCheck {
     pub fn is_exact(&self) -> bool {
-        self.counts_groups_off == 0 && self.flow_groups_off == 0
+        self.counts_groups_off == 0
+            && self.flow_groups_off == 0
+            && self.open_cases_missing == 0
+            && self.open_cases_extra == 0
     }
+}
+
+/// Every listed column of a state, in `open_cases` and in `dashboard_clues`.
+const OPEN_CASE_COLUMNS: &str = "clue_id, version, reported_at_ms, street_code, \
+     community_code, grid_code, category, department_now, status, accepted_at_ms, deadline_ms, \
+     yellow_at_ms, updated_at_ms";
+
+/// The open clues' latest states against the states whose rows in `open_cases` do not cancel
+/// (sum of signs above zero), matched on every column.
+fn open_cases_check_sql() -> String {
+    let open = "('reported', 'accepted', 'dispatched', 'in_progress', 'handled')";
+    format!(
+        "SELECT toUInt64(countIf(in_states = 1)) AS open_clues, \
+                toUInt64(countIf(in_states = 1 AND in_table = 0)) AS missing, \
+                toUInt64(countIf(in_states = 0 AND in_table = 1)) AS extra \
+         FROM (SELECT max(s) AS in_states, max(t) AS in_table \
+               FROM (SELECT {OPEN_CASE_COLUMNS}, toUInt8(1) AS s, toUInt8(0) AS t \
+                     FROM dashboard_clues FINAL WHERE status IN {open} \
+                     UNION ALL \
+                     SELECT {OPEN_CASE_COLUMNS}, toUInt8(0) AS s, toUInt8(1) AS t \
+                     FROM open_cases GROUP BY {OPEN_CASE_COLUMNS} HAVING sum(sign) > 0) \
+               GROUP BY {OPEN_CASE_COLUMNS})"
+    )
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct OpenCasesCheck {
+    open_clues: u64,
+    missing: u64,
+    extra: u64,
 }
 
 async fn groups(client: &Client, sql: &str) -> Result<Groups, ChError> {
@@ -133,6 +178,10 @@ pub async fn check(client: &Client) -> Result<AggregateCheck, ChError> {
         groups(client, FLOW_FROM_AGGREGATE).await?,
         groups(client, FLOW_FROM_EVENTS).await?,
     );
+    let open = client
+        .query(&open_cases_check_sql())
+        .fetch_one::<OpenCasesCheck>()
+        .await?;
     let (facts_reports, facts_cases) = totals(&counts_truth);
     let (counts_reports, counts_cases) = totals(&counts);
     Ok(AggregateCheck {
@@ -144,6 +193,9 @@ pub async fn check(client: &Client) -> Result<AggregateCheck, ChError> {
         flow_facts: totals(&flow).0,
         counts_groups_off: differing(&counts, &counts_truth),
         flow_groups_off: differing(&flow, &flow_truth),
+        open_clues: open.open_clues,
+        open_cases_missing: open.missing,
+        open_cases_extra: open.extra,
     })
 }
 
@@ -165,12 +217,26 @@ fn indicator_rebuild() -> Vec<String> {
     .collect()
 }
 
-/// Recomputes the aggregates and the indicators' delta projection from the facts (sinks
-/// stopped), then checks the aggregates.
+/// The open cases recomputed from the latest states: emptied, then the backfill of the
+/// migration that created the table (it fills an empty table only).
+fn open_cases_rebuild() -> Vec<String> {
+    let backfill = crate::migrations::MIGRATIONS
+        .iter()
+        .filter(|m| m.name == "open_cases")
+        .flat_map(|m| m.statements())
+        .filter(|s| s.trim_start().starts_with("INSERT"));
+    std::iter::once("TRUNCATE TABLE open_cases".to_owned())
+        .chain(backfill)
+        .collect()
+}
+
+/// Recomputes the aggregates, the indicators' delta projection and the open cases (sinks
+/// stopped), then checks them.
 pub async fn rebuild(client: &Client) -> Result<AggregateCheck, ChError> {
     let steps: Vec<String> = aggregate_rebuild()
         .into_iter()
         .chain(indicator_rebuild())
+        .chain(open_cases_rebuild())
         .collect();
     for (i, sql) in steps.iter().enumerate() {
         tracing::info!(step = i + 1, of = steps.len(), "rebuilding aggregates");
@@ -198,6 +264,23 @@ mod tests {
         assert!(steps[3].starts_with("INSERT INTO indicator_deltas"));
         assert!(steps[4].starts_with("INSERT INTO indicator_days"));
         assert!(steps[5].starts_with("INSERT INTO indicator_cohorts"));
+    }
+
+    #[test]
+    fn the_open_cases_rebuild_empties_the_table_then_backfills_it_from_the_states() {
+        let steps = open_cases_rebuild();
+        assert_eq!(steps.len(), 2, "{steps:#?}");
+        assert_eq!(steps[0], "TRUNCATE TABLE open_cases");
+        assert!(
+            steps[1].starts_with("INSERT INTO open_cases"),
+            "{}",
+            steps[1]
+        );
+        assert!(
+            steps[1].contains("FROM dashboard_clues FINAL"),
+            "{}",
+            steps[1]
+        );
     }
 
     #[test]

@@ -371,4 +371,8 @@ fn print_check(c: &gridclue_sink::aggregates::AggregateCheck) {
         "fact_flow_hourly: facts {} / {} in the facts; groups off: {}",
         c.flow_facts, c.facts, c.flow_groups_off
     );
+    println!(
+        "open_cases:       {} open clues; states missing: {}, states not an open clue's latest: {}",
+        c.open_clues, c.open_cases_missing, c.open_cases_extra
+    );
 }

@@ -80,6 +80,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "kafka_log_continuation",
         sql: include_str!("../migrations/0012_kafka_log_continuation.sql"),
     },
+    Migration {
+        version: 14,
+        name: "open_cases",
+        sql: include_str!("../migrations/0014_open_cases.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \

@@ -83,6 +83,16 @@ pub struct EventRow {
     pub indicator_cohort_day: Vec<u32>,
     pub indicator_department: Vec<String>,
     pub indicator_counts: Vec<Vec<i64>>,
+    /// The fact's rows of `open_cases` (see `open_cases`), as parallel arrays: sign, the
+    /// state's version, status, department now, accepted, deadline, yellow and update times.
+    pub open_case_sign: Vec<i8>,
+    pub open_case_version: Vec<u32>,
+    pub open_case_status: Vec<String>,
+    pub open_case_department: Vec<String>,
+    pub open_case_accepted_at_ms: Vec<u64>,
+    pub open_case_deadline_ms: Vec<u64>,
+    pub open_case_yellow_at_ms: Vec<u64>,
+    pub open_case_updated_at_ms: Vec<u64>,
 }
 
 impl EventRow {
@@ -107,6 +117,12 @@ impl EventRow {
                 .indicator_department
                 .iter()
                 .map(|d| d.len() + 12 + 8 * crate::indicator_deltas::COUNTERS)
+                .sum::<usize>()
+            + self
+                .open_case_status
+                .iter()
+                .zip(&self.open_case_department)
+                .map(|(s, d)| s.len() + d.len() + 40)
                 .sum::<usize>()
     }
 }
@@ -433,6 +449,7 @@ pub fn event_row(
     source: &Source,
 ) -> EventRow {
     let deltas = indicator_deltas::deltas(env, before, clue);
+    let open_cases = crate::open_cases::rows(before, clue);
     let (detail, deadline_ms, duplicate_of) = match &env.fact {
         Fact::Reported(r) => (
             r.description.clone(),
@@ -523,6 +540,17 @@ pub fn event_row(
         indicator_cohort_day: deltas.iter().map(|d| d.cohort_day).collect(),
         indicator_department: deltas.iter().map(|d| d.department.clone()).collect(),
         indicator_counts: deltas.iter().map(|d| d.counts.to_vec()).collect(),
+        open_case_sign: open_cases.iter().map(|r| r.sign).collect(),
+        open_case_version: open_cases.iter().map(|r| r.version).collect(),
+        open_case_status: open_cases.iter().map(|r| r.status.clone()).collect(),
+        open_case_department: open_cases
+            .iter()
+            .map(|r| r.department_now.clone())
+            .collect(),
+        open_case_accepted_at_ms: open_cases.iter().map(|r| r.accepted_at_ms).collect(),
+        open_case_deadline_ms: open_cases.iter().map(|r| r.deadline_ms).collect(),
+        open_case_yellow_at_ms: open_cases.iter().map(|r| r.yellow_at_ms).collect(),
+        open_case_updated_at_ms: open_cases.iter().map(|r| r.updated_at_ms).collect(),
     }
 }
 
