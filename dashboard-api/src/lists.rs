@@ -95,13 +95,13 @@ impl List {
         self == List::Newest
     }
 
-    /// The table holding every clue the list can show, with the columns of `dashboard_clues`:
-    /// the open cases' states for the lists of open clues (only their rows of sign +1: a state
-    /// entering the set), every clue's states for `newest`.
+    /// The table holding every clue the list can show, with the columns of `dashboard_clues`,
+    /// and which of its rows: the open cases' states for the lists of open clues (only their
+    /// rows of sign +1: a state entering the set), every clue's states for `newest`.
     fn candidate_source(self) -> &'static str {
         match self {
-            List::Overdue | List::DueSoon | List::Stale => "open_cases WHERE sign = 1",
-            List::Newest => "dashboard_clues",
+            List::Overdue | List::DueSoon | List::Stale => "open_cases WHERE sign = 1 AND",
+            List::Newest => "dashboard_clues WHERE",
         }
     }
 }
@@ -202,15 +202,18 @@ const LIST_COLUMNS: &str = "street_code, community_code, grid_code, category, de
 /// condition after the cursor and whose report time is at least a bound, in the list's order,
 /// at most `n`. A clue whose latest state belongs on the page is among them with that state
 /// (its source holds that state: see [`List::candidate_source`]), so the page read from the
-/// candidates' latest states is exact up to the last candidate (see [`query`]). Bound:
-/// [`List::row_conditions`], the report-time bound, then n.
+/// candidates' latest states is exact up to the last candidate (see [`query`]). The bound is
+/// applied to the table itself (ClickHouse 18.16 does not push an outer condition into a
+/// subquery), so a window of report times reads that range of `dashboard_clues`' primary key
+/// only. Bound: the report-time bound, [`List::row_conditions`], then n.
 fn candidates_sql(list: List) -> String {
     let (_, dir) = list.order();
     let key = list.sort_key();
     format!(
         "SELECT id, reported_at_ms, {key} AS sort_key \
-         FROM (SELECT toString(clue_id) AS id, {LIST_COLUMNS} FROM {source}) \
-         WHERE {conditions} AND reported_at_ms >= ? \
+         FROM (SELECT toString(clue_id) AS id, {LIST_COLUMNS} \
+               FROM {source} reported_at_ms >= ?) \
+         WHERE {conditions} \
          ORDER BY {key} {dir}, id {dir} \
          LIMIT ?",
         source = list.candidate_source(),
@@ -253,8 +256,11 @@ async fn candidates(
     let sql = candidates_sql(list);
     let mut found = Vec::new();
     for bound in report_time_bounds(list, after, now_ms) {
-        let q = bind_row_conditions(client.query(&sql), list, filters, after, now_ms);
-        found = q.bind(bound).bind(n as u64).fetch_all().await?;
+        let q = client.query(&sql).bind(bound);
+        found = bind_row_conditions(q, list, filters, after, now_ms)
+            .bind(n as u64)
+            .fetch_all()
+            .await?;
         if found.len() >= n {
             break;
         }
