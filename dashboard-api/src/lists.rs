@@ -180,18 +180,38 @@ impl List {
         }
     }
 
-    /// The filters, the list's condition and the cursor's keyset comparison over one row of
-    /// `dashboard_clues` (fixed SQL). Bound: the filters, now (per list), has-cursor, key ×2,
-    /// id.
-    fn row_conditions(self) -> String {
+    /// The filters given, the list's condition and, after a cursor, its keyset comparison over
+    /// one row of `dashboard_clues` (fixed SQL: a condition per filter given, not one per filter
+    /// that compares every row with an empty value, which ClickHouse 18.16 would evaluate on
+    /// every row). Bound: [`given_filters`]' values, now (per list), key ×2 and id after a
+    /// cursor.
+    fn row_conditions(self, filters: &Filters, after: Option<&Cursor>) -> String {
         let (cmp, _) = self.order();
         let key = self.sort_key();
-        format!(
-            "{filters} AND {condition} AND (? = 0 OR {key} {cmp} ? OR ({key} = ? AND id {cmp} ?))",
-            filters = Filters::sql("department_now"),
-            condition = self.condition(),
-        )
+        let mut conditions: Vec<String> = given_filters(filters)
+            .iter()
+            .map(|(column, _)| format!("{column} = ?"))
+            .collect();
+        conditions.push(self.condition());
+        if after.is_some() {
+            conditions.push(format!("({key} {cmp} ? OR ({key} = ? AND id {cmp} ?))"));
+        }
+        conditions.join(" AND ")
     }
+}
+
+/// The filters given (an empty value is none), with the column each compares.
+fn given_filters(filters: &Filters) -> Vec<(&'static str, &str)> {
+    [
+        ("street_code", &filters.street),
+        ("community_code", &filters.community),
+        ("grid_code", &filters.grid),
+        ("category", &filters.category),
+        ("department_now", &filters.department),
+    ]
+    .into_iter()
+    .filter_map(|(column, value)| Some((column, value.as_deref().filter(|v| !v.is_empty())?)))
+    .collect()
 }
 
 /// The columns of `dashboard_clues` a list reads.
@@ -206,7 +226,7 @@ const LIST_COLUMNS: &str = "street_code, community_code, grid_code, category, de
 /// applied to the table itself (ClickHouse 18.16 does not push an outer condition into a
 /// subquery), so a window of report times reads that range of `dashboard_clues`' primary key
 /// only. Bound: the report-time bound, [`List::row_conditions`], then n.
-fn candidates_sql(list: List) -> String {
+fn candidates_sql(list: List, filters: &Filters, after: Option<&Cursor>) -> String {
     let (_, dir) = list.order();
     let key = list.sort_key();
     format!(
@@ -217,7 +237,7 @@ fn candidates_sql(list: List) -> String {
          ORDER BY {key} {dir}, id {dir} \
          LIMIT ?",
         source = list.candidate_source(),
-        conditions = list.row_conditions(),
+        conditions = list.row_conditions(filters, after),
     )
 }
 
@@ -253,7 +273,7 @@ async fn candidates(
     now_ms: u64,
     n: usize,
 ) -> clickhouse::error::Result<Vec<Candidate>> {
-    let sql = candidates_sql(list);
+    let sql = candidates_sql(list, filters, after);
     let mut found = Vec::new();
     for bound in report_time_bounds(list, after, now_ms) {
         let q = client.query(&sql).bind(bound);
@@ -270,7 +290,7 @@ async fn candidates(
 
 /// A page from the latest states (`FINAL`) of the given clues. Bound: their report times,
 /// their ids (two arrays: the projection's primary key), [`List::row_conditions`], limit.
-fn sql(list: List) -> String {
+fn sql(list: List, filters: &Filters, after: Option<&Cursor>) -> String {
     let (_, dir) = list.order();
     let key = list.sort_key();
     format!(
@@ -282,7 +302,7 @@ fn sql(list: List) -> String {
          WHERE {conditions} \
          ORDER BY {key} {dir}, id {dir} \
          LIMIT ?",
-        conditions = list.row_conditions(),
+        conditions = list.row_conditions(filters, after),
     )
 }
 
@@ -320,12 +340,16 @@ fn bind_row_conditions(
     after: Option<&Cursor>,
     now_ms: u64,
 ) -> clickhouse::query::Query {
-    q = crate::params::bind_filters(q, filters);
+    for (_, value) in given_filters(filters) {
+        q = q.bind(value);
+    }
     for _ in 0..list.now_binds() {
         q = q.bind(now_ms);
     }
-    let (has, key, id) = after.map_or((0u8, 0, ""), |c| (1, c.key, c.clue_id.as_str()));
-    q.bind(has).bind(key).bind(key).bind(id)
+    match after {
+        Some(c) => q.bind(c.key).bind(c.key).bind(c.clue_id.as_str()),
+        None => q,
+    }
 }
 
 /// Reads up to `limit + 1` rows (the extra one says a next page exists).
@@ -359,7 +383,10 @@ pub async fn query(
         let mut ids: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let q = client.query(&sql(list)).bind(reported).bind(ids);
+        let q = client
+            .query(&sql(list, filters, after))
+            .bind(reported)
+            .bind(ids);
         let mut rows: Vec<ListRow> = bind_row_conditions(q, list, filters, after, now_ms)
             .bind(limit + 1)
             .fetch_all()
@@ -528,14 +555,33 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_bound() {
+        let cursor = Cursor {
+            list: List::Overdue,
+            key: 17,
+            clue_id: ClueId::new_random().to_string(),
+        };
+        let some = Filters {
+            street: Some("310199001".into()),
+            category: Some("garbage_pile".into()),
+            department: Some(String::new()),
+            ..Filters::default()
+        };
+        assert_eq!(given_filters(&some).len(), 2, "an empty value is no filter");
         for list in List::ALL {
-            let binds = 2 + Filters::default().binds().len() + list.now_binds() + 5;
-            assert_eq!(sql(list).matches('?').count(), binds, "{list:?}");
-            assert_eq!(
-                candidates_sql(list).matches('?').count(),
-                binds - 1,
-                "{list:?}"
-            );
+            for filters in [Filters::default(), some.clone()] {
+                for after in [None, Some(&cursor)] {
+                    let given = given_filters(&filters).len() + 3 * usize::from(after.is_some());
+                    let binds = given + list.now_binds();
+                    let candidates = candidates_sql(list, &filters, after);
+                    assert_eq!(
+                        candidates.matches('?').count(),
+                        1 + binds + 1,
+                        "{candidates}"
+                    );
+                    let page = sql(list, &filters, after);
+                    assert_eq!(page.matches('?').count(), 2 + binds + 1, "{page}");
+                }
+            }
         }
     }
 
