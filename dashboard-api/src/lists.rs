@@ -16,6 +16,11 @@
 //!
 //! Pages are keyset pages: each list's order is (sort key, clue id), and the cursor is the last
 //! row's place in it.
+//!
+//! Where the candidates of a page come from: the lists of open clues read `open_cases` (the open
+//! clues' states, migration 0014: the size of the open backlog, not of every clue); `newest`
+//! reads `dashboard_clues` (keyed by report time) from a window of the latest report times that
+//! widens until it holds the page's candidates.
 
 use gridclue_core::light::{clue_light, Light, YELLOW_FRACTION};
 use gridclue_core::{ClueId, Status};
@@ -88,6 +93,16 @@ impl List {
 
     fn descending(self) -> bool {
         self == List::Newest
+    }
+
+    /// The table holding every clue the list can show, with the columns of `dashboard_clues`,
+    /// and which of its rows: the open cases' states for the lists of open clues (only their
+    /// rows of sign +1: a state entering the set), every clue's states for `newest`.
+    fn candidate_source(self) -> &'static str {
+        match self {
+            List::Overdue | List::DueSoon | List::Stale => "open_cases WHERE sign = 1 AND",
+            List::Newest => "dashboard_clues WHERE",
+        }
     }
 }
 
@@ -165,18 +180,38 @@ impl List {
         }
     }
 
-    /// The filters, the list's condition and the cursor's keyset comparison over one row of
-    /// `dashboard_clues` (fixed SQL). Bound: the filters, now (per list), has-cursor, key ×2,
-    /// id.
-    fn row_conditions(self) -> String {
+    /// The filters given, the list's condition and, after a cursor, its keyset comparison over
+    /// one row of `dashboard_clues` (fixed SQL: a condition per filter given, not one per filter
+    /// that compares every row with an empty value, which ClickHouse 18.16 would evaluate on
+    /// every row). Bound: [`given_filters`]' values, now (per list), key ×2 and id after a
+    /// cursor.
+    fn row_conditions(self, filters: &Filters, after: Option<&Cursor>) -> String {
         let (cmp, _) = self.order();
         let key = self.sort_key();
-        format!(
-            "{filters} AND {condition} AND (? = 0 OR {key} {cmp} ? OR ({key} = ? AND id {cmp} ?))",
-            filters = Filters::sql("department_now"),
-            condition = self.condition(),
-        )
+        let mut conditions: Vec<String> = given_filters(filters)
+            .iter()
+            .map(|(column, _)| format!("{column} = ?"))
+            .collect();
+        conditions.push(self.condition());
+        if after.is_some() {
+            conditions.push(format!("({key} {cmp} ? OR ({key} = ? AND id {cmp} ?))"));
+        }
+        conditions.join(" AND ")
     }
+}
+
+/// The filters given (an empty value is none), with the column each compares.
+fn given_filters(filters: &Filters) -> Vec<(&'static str, &str)> {
+    [
+        ("street_code", &filters.street),
+        ("community_code", &filters.community),
+        ("grid_code", &filters.grid),
+        ("category", &filters.category),
+        ("department_now", &filters.department),
+    ]
+    .into_iter()
+    .filter_map(|(column, value)| Some((column, value.as_deref().filter(|v| !v.is_empty())?)))
+    .collect()
 }
 
 /// The columns of `dashboard_clues` a list reads.
@@ -184,26 +219,78 @@ const LIST_COLUMNS: &str = "street_code, community_code, grid_code, category, de
      status, accepted_at_ms, deadline_ms, yellow_at_ms, updated_at_ms, reported_at_ms";
 
 /// The candidates of a page: rows of any version of a clue (no `FINAL`) that meet the list's
-/// condition after the cursor, in the list's order, at most `n`. A clue whose latest state
-/// belongs on the page is among them with that state, so the page read from the candidates'
-/// latest states is exact up to the last candidate (see [`query`]). Bound:
-/// [`List::row_conditions`], then n.
-fn candidates_sql(list: List) -> String {
+/// condition after the cursor and whose report time is at least a bound, in the list's order,
+/// at most `n`. A clue whose latest state belongs on the page is among them with that state
+/// (its source holds that state: see [`List::candidate_source`]), so the page read from the
+/// candidates' latest states is exact up to the last candidate (see [`query`]). The bound is
+/// applied to the table itself (ClickHouse 18.16 does not push an outer condition into a
+/// subquery), so a window of report times reads that range of `dashboard_clues`' primary key
+/// only. Bound: the report-time bound, [`List::row_conditions`], then n.
+fn candidates_sql(list: List, filters: &Filters, after: Option<&Cursor>) -> String {
     let (_, dir) = list.order();
     let key = list.sort_key();
     format!(
         "SELECT id, reported_at_ms, {key} AS sort_key \
-         FROM (SELECT toString(clue_id) AS id, {LIST_COLUMNS} FROM dashboard_clues) \
+         FROM (SELECT toString(clue_id) AS id, {LIST_COLUMNS} \
+               FROM {source} reported_at_ms >= ?) \
          WHERE {conditions} \
          ORDER BY {key} {dir}, id {dir} \
          LIMIT ?",
-        conditions = list.row_conditions(),
+        source = list.candidate_source(),
+        conditions = list.row_conditions(filters, after),
     )
+}
+
+/// How far back from the cursor's report time (or now) the first window of `newest` reaches,
+/// and by how much each next window is wider.
+const NEWEST_FIRST_WINDOW_MS: u64 = 86_400_000;
+const NEWEST_WINDOW_GROWTH: u64 = 16;
+
+/// The report-time bounds `newest` reads candidates from, narrowest first, the last one 0 (every
+/// report). A window holding `n` candidates holds the first `n` of every report: its rows were
+/// all reported at or after the bound, every other row before it. The lists of open clues read
+/// the open cases at once (bound 0).
+fn report_time_bounds(list: List, after: Option<&Cursor>, now_ms: u64) -> Vec<u64> {
+    let mut bounds = Vec::new();
+    if list == List::Newest {
+        let anchor = after.map_or(now_ms, |c| c.key);
+        let mut window = NEWEST_FIRST_WINDOW_MS;
+        while window < anchor {
+            bounds.push(anchor - window);
+            window = window.saturating_mul(NEWEST_WINDOW_GROWTH);
+        }
+    }
+    bounds.push(0);
+    bounds
+}
+
+/// The first `n` candidates after the cursor, from the narrowest window that holds them.
+async fn candidates(
+    client: &clickhouse::Client,
+    list: List,
+    filters: &Filters,
+    after: Option<&Cursor>,
+    now_ms: u64,
+    n: usize,
+) -> clickhouse::error::Result<Vec<Candidate>> {
+    let sql = candidates_sql(list, filters, after);
+    let mut found = Vec::new();
+    for bound in report_time_bounds(list, after, now_ms) {
+        let q = client.query(&sql).bind(bound);
+        found = bind_row_conditions(q, list, filters, after, now_ms)
+            .bind(n as u64)
+            .fetch_all()
+            .await?;
+        if found.len() >= n {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// A page from the latest states (`FINAL`) of the given clues. Bound: their report times,
 /// their ids (two arrays: the projection's primary key), [`List::row_conditions`], limit.
-fn sql(list: List) -> String {
+fn sql(list: List, filters: &Filters, after: Option<&Cursor>) -> String {
     let (_, dir) = list.order();
     let key = list.sort_key();
     format!(
@@ -215,7 +302,7 @@ fn sql(list: List) -> String {
          WHERE {conditions} \
          ORDER BY {key} {dir}, id {dir} \
          LIMIT ?",
-        conditions = list.row_conditions(),
+        conditions = list.row_conditions(filters, after),
     )
 }
 
@@ -253,12 +340,16 @@ fn bind_row_conditions(
     after: Option<&Cursor>,
     now_ms: u64,
 ) -> clickhouse::query::Query {
-    q = crate::params::bind_filters(q, filters);
+    for (_, value) in given_filters(filters) {
+        q = q.bind(value);
+    }
     for _ in 0..list.now_binds() {
         q = q.bind(now_ms);
     }
-    let (has, key, id) = after.map_or((0u8, 0, ""), |c| (1, c.key, c.clue_id.as_str()));
-    q.bind(has).bind(key).bind(key).bind(id)
+    match after {
+        Some(c) => q.bind(c.key).bind(c.key).bind(c.clue_id.as_str()),
+        None => q,
+    }
 }
 
 /// Reads up to `limit + 1` rows (the extra one says a next page exists).
@@ -280,11 +371,7 @@ pub async fn query(
     let wanted = limit as usize + 1;
     let mut n = wanted * CANDIDATES_PER_ROW;
     loop {
-        let q = client.query(&candidates_sql(list));
-        let candidates: Vec<Candidate> = bind_row_conditions(q, list, filters, after, now_ms)
-            .bind(n as u64)
-            .fetch_all()
-            .await?;
+        let candidates = candidates(client, list, filters, after, now_ms, n).await?;
         let Some(last) = candidates.last() else {
             return Ok(Vec::new());
         };
@@ -296,7 +383,10 @@ pub async fn query(
         let mut ids: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let q = client.query(&sql(list)).bind(reported).bind(ids);
+        let q = client
+            .query(&sql(list, filters, after))
+            .bind(reported)
+            .bind(ids);
         let mut rows: Vec<ListRow> = bind_row_conditions(q, list, filters, after, now_ms)
             .bind(limit + 1)
             .fetch_all()
@@ -465,14 +555,62 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_bound() {
+        let cursor = Cursor {
+            list: List::Overdue,
+            key: 17,
+            clue_id: ClueId::new_random().to_string(),
+        };
+        let some = Filters {
+            street: Some("310199001".into()),
+            category: Some("garbage_pile".into()),
+            department: Some(String::new()),
+            ..Filters::default()
+        };
+        assert_eq!(given_filters(&some).len(), 2, "an empty value is no filter");
         for list in List::ALL {
-            let binds = 2 + Filters::default().binds().len() + list.now_binds() + 5;
-            assert_eq!(sql(list).matches('?').count(), binds, "{list:?}");
-            assert_eq!(
-                candidates_sql(list).matches('?').count(),
-                binds - 2,
-                "{list:?}"
-            );
+            for filters in [Filters::default(), some.clone()] {
+                for after in [None, Some(&cursor)] {
+                    let given = given_filters(&filters).len() + 3 * usize::from(after.is_some());
+                    let binds = given + list.now_binds();
+                    let candidates = candidates_sql(list, &filters, after);
+                    assert_eq!(
+                        candidates.matches('?').count(),
+                        1 + binds + 1,
+                        "{candidates}"
+                    );
+                    let page = sql(list, &filters, after);
+                    assert_eq!(page.matches('?').count(), 2 + binds + 1, "{page}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn newest_reads_widening_windows_back_from_the_cursor_then_everything() {
+        let day = NEWEST_FIRST_WINDOW_MS;
+        let now = 1_796_000_000_000;
+        let bounds = report_time_bounds(List::Newest, None, now);
+        assert_eq!(
+            bounds,
+            [
+                now - day,
+                now - 16 * day,
+                now - 256 * day,
+                now - 4096 * day,
+                0
+            ]
+        );
+        let cursor = Cursor {
+            list: List::Newest,
+            key: 20 * day,
+            clue_id: ClueId::new_random().to_string(),
+        };
+        assert_eq!(
+            report_time_bounds(List::Newest, Some(&cursor), now),
+            [19 * day, 4 * day, 0]
+        );
+        for list in [List::Overdue, List::DueSoon, List::Stale] {
+            assert_eq!(report_time_bounds(list, None, now), [0], "{list:?}");
         }
     }
 }

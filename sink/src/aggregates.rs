@@ -16,6 +16,11 @@
 //! The running status counts (`status_counts`, `status_deadlines`, migration 0013) telescope to
 //! one row per clue for its latest state: the check compares them with the clues' latest states
 //! (`clues FINAL`), the rebuild refills them from those with the migration's backfill.
+//!
+//! And the open cases the dashboard's lists read (`open_cases`, migration 0014): the check
+//! compares the states its rows sum to with the latest state of every open clue in
+//! `dashboard_clues`; the rebuild empties it and fills it again from those states with the
+//! migration's backfill.
 
 use std::collections::BTreeMap;
 
@@ -149,6 +154,13 @@ pub struct AggregateCheck {
     pub status_groups_off: usize,
     /// (grain, China day, street) groups of `trend_days` whose counts differ from the facts'.
     pub trend_groups_off: usize,
+    /// Open clues inside the district (their latest states in `dashboard_clues`); of those,
+    /// the ones whose state `open_cases` does not hold (a list could miss them); and the
+    /// states `open_cases` holds that are no open clue's latest (harmless to the lists, which
+    /// read each candidate's latest state, but not what the sink writes).
+    pub open_clues: u64,
+    pub open_cases_missing: u64,
+    pub open_cases_extra: u64,
 }
 
 impl AggregateCheck {
@@ -157,7 +169,39 @@ impl AggregateCheck {
             && self.flow_groups_off == 0
             && self.status_groups_off == 0
             && self.trend_groups_off == 0
+            && self.open_cases_missing == 0
+            && self.open_cases_extra == 0
     }
+}
+
+/// Every listed column of a state, in `open_cases` and in `dashboard_clues`.
+const OPEN_CASE_COLUMNS: &str = "clue_id, version, reported_at_ms, street_code, \
+     community_code, grid_code, category, department_now, status, accepted_at_ms, deadline_ms, \
+     yellow_at_ms, updated_at_ms";
+
+/// The open clues' latest states against the states whose rows in `open_cases` do not cancel
+/// (sum of signs above zero), matched on every column.
+fn open_cases_check_sql() -> String {
+    let open = "('reported', 'accepted', 'dispatched', 'in_progress', 'handled')";
+    format!(
+        "SELECT toUInt64(countIf(in_states = 1)) AS open_clues, \
+                toUInt64(countIf(in_states = 1 AND in_table = 0)) AS missing, \
+                toUInt64(countIf(in_states = 0 AND in_table = 1)) AS extra \
+         FROM (SELECT max(s) AS in_states, max(t) AS in_table \
+               FROM (SELECT {OPEN_CASE_COLUMNS}, toUInt8(1) AS s, toUInt8(0) AS t \
+                     FROM dashboard_clues FINAL WHERE status IN {open} \
+                     UNION ALL \
+                     SELECT {OPEN_CASE_COLUMNS}, toUInt8(0) AS s, toUInt8(1) AS t \
+                     FROM open_cases GROUP BY {OPEN_CASE_COLUMNS} HAVING sum(sign) > 0) \
+               GROUP BY {OPEN_CASE_COLUMNS})"
+    )
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct OpenCasesCheck {
+    open_clues: u64,
+    missing: u64,
+    extra: u64,
 }
 
 async fn groups(client: &Client, sql: &str) -> Result<Groups, ChError> {
@@ -206,6 +250,10 @@ pub async fn check(client: &Client) -> Result<AggregateCheck, ChError> {
             .map(|(_, (clues, _))| clues)
             .sum::<i64>()
     };
+    let open = client
+        .query(&open_cases_check_sql())
+        .fetch_one::<OpenCasesCheck>()
+        .await?;
     let (facts_reports, facts_cases) = totals(&counts_truth);
     let (counts_reports, counts_cases) = totals(&counts);
     Ok(AggregateCheck {
@@ -221,6 +269,9 @@ pub async fn check(client: &Client) -> Result<AggregateCheck, ChError> {
         status_clues: street_clues(&status),
         status_groups_off: differing(&status, &status_truth),
         trend_groups_off: differing(&trend, &trend_truth),
+        open_clues: open.open_clues,
+        open_cases_missing: open.missing,
+        open_cases_extra: open.extra,
     })
 }
 
@@ -261,13 +312,27 @@ fn status_rebuild() -> Vec<String> {
     .collect()
 }
 
-/// Recomputes the aggregates, the indicators' delta projection and the running status counts
-/// (sinks stopped), then checks the aggregates.
+/// The open cases recomputed from the latest states: emptied, then the backfill of the
+/// migration that created the table (it fills an empty table only).
+fn open_cases_rebuild() -> Vec<String> {
+    let backfill = crate::migrations::MIGRATIONS
+        .iter()
+        .filter(|m| m.name == "open_cases")
+        .flat_map(|m| m.statements())
+        .filter(|s| s.trim_start().starts_with("INSERT"));
+    std::iter::once("TRUNCATE TABLE open_cases".to_owned())
+        .chain(backfill)
+        .collect()
+}
+
+/// Recomputes the aggregates, the indicators' delta projection, the running status counts
+/// and the open cases (sinks stopped), then checks them.
 pub async fn rebuild(client: &Client) -> Result<AggregateCheck, ChError> {
     let steps: Vec<String> = aggregate_rebuild()
         .into_iter()
         .chain(indicator_rebuild())
         .chain(status_rebuild())
+        .chain(open_cases_rebuild())
         .collect();
     for (i, sql) in steps.iter().enumerate() {
         tracing::info!(step = i + 1, of = steps.len(), "rebuilding aggregates");
@@ -311,6 +376,23 @@ mod tests {
         }
         assert!(steps[5].starts_with("INSERT INTO trend_days"));
         assert_eq!(steps[5].matches("FROM clue_events FINAL").count(), 1);
+    }
+
+    #[test]
+    fn the_open_cases_rebuild_empties_the_table_then_backfills_it_from_the_states() {
+        let steps = open_cases_rebuild();
+        assert_eq!(steps.len(), 2, "{steps:#?}");
+        assert_eq!(steps[0], "TRUNCATE TABLE open_cases");
+        assert!(
+            steps[1].starts_with("INSERT INTO open_cases"),
+            "{}",
+            steps[1]
+        );
+        assert!(
+            steps[1].contains("FROM dashboard_clues FINAL"),
+            "{}",
+            steps[1]
+        );
     }
 
     #[test]

@@ -246,7 +246,7 @@ pub fn deltas(env: &EventEnvelope, before: Option<&ClueRow>, after: &ClueRow) ->
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use gridclue_core::rng::Rng;
@@ -262,7 +262,7 @@ mod tests {
 
     /// A random history following the status machine: times never decrease (equal times too),
     /// deadlines before and after the facts, departments that change, cases that leave the loop.
-    fn history(rng: &mut Rng) -> Vec<EventEnvelope> {
+    pub(crate) fn history(rng: &mut Rng) -> Vec<EventEnvelope> {
         let clue = ClueId::new_random();
         let placement = if rng.chance(0.1) {
             Placement::Outside {

@@ -45,6 +45,7 @@ pub mod indicator_deltas;
 pub mod log_reset;
 pub mod metrics;
 pub mod migrations;
+pub mod open_cases;
 mod pipeline;
 mod poller;
 pub mod replay;

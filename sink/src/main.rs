@@ -376,4 +376,8 @@ fn print_check(c: &gridclue_sink::aggregates::AggregateCheck) {
         c.status_clues, c.states_clues, c.status_groups_off
     );
     println!("trend_days:       groups off: {}", c.trend_groups_off);
+    println!(
+        "open_cases:       {} open clues; states missing: {}, states not an open clue's latest: {}",
+        c.open_clues, c.open_cases_missing, c.open_cases_extra
+    );
 }

@@ -85,6 +85,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "status_counts",
         sql: include_str!("../migrations/0013_status_counts.sql"),
     },
+    Migration {
+        version: 14,
+        name: "open_cases",
+        sql: include_str!("../migrations/0014_open_cases.sql"),
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \

@@ -91,6 +91,16 @@ pub struct EventRow {
     pub state_department: Vec<String>,
     pub state_is_case: Vec<u8>,
     pub state_deadline_ms: Vec<u64>,
+    /// The fact's rows of `open_cases` (see `open_cases`), as parallel arrays: sign, the
+    /// state's version, status, department now, accepted, deadline, yellow and update times.
+    pub open_case_sign: Vec<i8>,
+    pub open_case_version: Vec<u32>,
+    pub open_case_status: Vec<String>,
+    pub open_case_department: Vec<String>,
+    pub open_case_accepted_at_ms: Vec<u64>,
+    pub open_case_deadline_ms: Vec<u64>,
+    pub open_case_yellow_at_ms: Vec<u64>,
+    pub open_case_updated_at_ms: Vec<u64>,
 }
 
 impl EventRow {
@@ -121,6 +131,12 @@ impl EventRow {
                 .iter()
                 .zip(&self.state_department)
                 .map(|(s, d)| s.len() + d.len() + 14)
+                .sum::<usize>()
+            + self
+                .open_case_status
+                .iter()
+                .zip(&self.open_case_department)
+                .map(|(s, d)| s.len() + d.len() + 40)
                 .sum::<usize>()
     }
 }
@@ -448,6 +464,7 @@ pub fn event_row(
 ) -> EventRow {
     let deltas = indicator_deltas::deltas(env, before, clue);
     let states = status_counts::rows(before, clue);
+    let open_cases = crate::open_cases::rows(before, clue);
     let (detail, deadline_ms, duplicate_of) = match &env.fact {
         Fact::Reported(r) => (
             r.description.clone(),
@@ -543,6 +560,17 @@ pub fn event_row(
         state_department: states.iter().map(|s| s.department.clone()).collect(),
         state_is_case: states.iter().map(|s| s.is_case).collect(),
         state_deadline_ms: states.iter().map(|s| s.deadline_ms).collect(),
+        open_case_sign: open_cases.iter().map(|r| r.sign).collect(),
+        open_case_version: open_cases.iter().map(|r| r.version).collect(),
+        open_case_status: open_cases.iter().map(|r| r.status.clone()).collect(),
+        open_case_department: open_cases
+            .iter()
+            .map(|r| r.department_now.clone())
+            .collect(),
+        open_case_accepted_at_ms: open_cases.iter().map(|r| r.accepted_at_ms).collect(),
+        open_case_deadline_ms: open_cases.iter().map(|r| r.deadline_ms).collect(),
+        open_case_yellow_at_ms: open_cases.iter().map(|r| r.yellow_at_ms).collect(),
+        open_case_updated_at_ms: open_cases.iter().map(|r| r.updated_at_ms).collect(),
     }
 }
 

@@ -10,7 +10,8 @@
 //! ```
 //! `--suite indicators` (default) times `/v1/indicators`; `--suite dashboard` times every
 //! dashboard route (breakdown, trend, rankings, lists, heatmap, timeline) and the live numbers'
-//! snapshot (the two queries the `/v1/stream` loop runs when something changed).
+//! snapshot (the two queries the `/v1/stream` loop runs when something changed); `--suite
+//! lists` only the lists of the dashboard suite.
 //! Point it at a ClickHouse of its own (not the shared test server): the timings are the
 //! server's, and a loaded server both skews them and slows everyone else's tests. With
 //! `--keep-db` the database stays; `--database NAME` times the queries on such a kept database
@@ -37,6 +38,7 @@ struct Args {
     keep_db: bool,
     database: Option<String>,
     dashboard: bool,
+    lists_only: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -47,6 +49,7 @@ fn args() -> anyhow::Result<Args> {
         keep_db: false,
         database: None,
         dashboard: false,
+        lists_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,7 +66,8 @@ fn args() -> anyhow::Result<Args> {
             "--suite" => match value()?.as_str() {
                 "indicators" => a.dashboard = false,
                 "dashboard" => a.dashboard = true,
-                other => anyhow::bail!("--suite {other}: indicators or dashboard"),
+                "lists" => (a.dashboard, a.lists_only) = (true, true),
+                other => anyhow::bail!("--suite {other}: indicators, dashboard or lists"),
             },
             other => anyhow::bail!(
                 "unknown argument {other} (--clickhouse-url, --facts, --runs, --keep-db, --database, --suite)"
@@ -207,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
             db.execute("OPTIMIZE TABLE status_counts FINAL").await;
             db.execute("OPTIMIZE TABLE status_deadlines FINAL").await;
             db.execute("OPTIMIZE TABLE trend_days FINAL").await;
+            db.execute("OPTIMIZE TABLE open_cases FINAL").await;
             let client = db.client.clone();
             kept = Some(db);
             client
@@ -223,6 +228,7 @@ async fn main() -> anyhow::Result<()> {
     let day_rows = scalar("SELECT count() FROM indicator_days").await?;
     let status_rows = scalar("SELECT count() FROM status_counts").await?;
     let deadline_rows = scalar("SELECT count() FROM status_deadlines").await?;
+    let open_rows = scalar("SELECT count() FROM open_cases").await?;
 
     let dir = scratch("indicators-bench");
     let path = dir.path().join("tokens.json");
@@ -246,7 +252,8 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{facts} facts, {clues} clues, {parts} part(s); indicator_deltas {delta_rows} rows, \
          indicator_days {day_rows} rows, status_counts {status_rows} rows, status_deadlines \
-         {deadline_rows} rows; {} runs per query (after 2 warm-up runs)",
+         {deadline_rows} rows, open_cases {open_rows} rows; {} runs per query (after 2 warm-up \
+         runs)",
         args.runs
     );
     println!("| query | p50 ms | p99 ms | max ms | rows |");
@@ -281,6 +288,7 @@ async fn main() -> anyhow::Result<()> {
             ),
             format!("/v1/clues/{clue}/timeline"),
         ])
+        .filter(|q| !args.lists_only || q.starts_with("/v1/lists/"))
         .collect()
     } else {
         [
