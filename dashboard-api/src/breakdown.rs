@@ -502,7 +502,7 @@ mod tests {
         let street_and_category = Filters {
             street: Some("310199001".into()),
             category: Some("garbage_pile".into()),
-            department: Some("water_affairs".into()),
+            department: Some("water_affairs".parse().unwrap()),
             ..Filters::default()
         };
         for by in [By::Street, By::Category, By::Department] {

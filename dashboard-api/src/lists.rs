@@ -203,14 +203,14 @@ impl List {
 /// The filters given (an empty value is none), with the column each compares.
 fn given_filters(filters: &Filters) -> Vec<(&'static str, &str)> {
     [
-        ("street_code", &filters.street),
-        ("community_code", &filters.community),
-        ("grid_code", &filters.grid),
-        ("category", &filters.category),
-        ("department_now", &filters.department),
+        ("street_code", filters.street.as_deref()),
+        ("community_code", filters.community.as_deref()),
+        ("grid_code", filters.grid.as_deref()),
+        ("category", filters.category.as_deref()),
+        ("department_now", filters.department.as_ref().map(|d| d.as_str())),
     ]
     .into_iter()
-    .filter_map(|(column, value)| Some((column, value.as_deref().filter(|v| !v.is_empty())?)))
+    .filter_map(|(column, value)| Some((column, value.filter(|v| !v.is_empty())?)))
     .collect()
 }
 
@@ -563,7 +563,7 @@ mod tests {
         let some = Filters {
             street: Some("310199001".into()),
             category: Some("garbage_pile".into()),
-            department: Some(String::new()),
+            grid: Some(String::new()),
             ..Filters::default()
         };
         assert_eq!(given_filters(&some).len(), 2, "an empty value is no filter");

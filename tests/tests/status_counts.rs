@@ -218,7 +218,7 @@ async fn assert_hand_counts(s: &Set, live: bool) {
         community2("garbage_pile")
     );
     let at_u = Filters {
-        department: Some(U.into()),
+        department: Some(U.parse().unwrap()),
         ..Filters::default()
     };
     assert_eq!(
