@@ -58,6 +58,7 @@ pub mod names {
     pub const SINK_SKIPPED_TOTAL: &str = "gridclue_sink_skipped_total";
     pub const SINK_LOG_RESET_DETECTED: &str = "gridclue_sink_log_reset_detected";
     pub const SINK_LOG_TRUNCATIONS_TOTAL: &str = "gridclue_sink_log_truncations_total";
+    pub const SINK_VIEW_REPAIRS_TOTAL: &str = "gridclue_sink_view_repairs_total";
     pub const SINK_CONSUMER_LAG_MESSAGES: &str = "gridclue_sink_consumer_lag_messages";
     pub const SINK_CONSUMER_LAG_SECONDS: &str = "gridclue_sink_consumer_lag_seconds";
     /// A fact's command acknowledged by Kafka at ingest → the fact's insert acknowledged by

@@ -91,11 +91,10 @@ const STATUS_FROM_STATES: &str = "SELECT concat((arrayJoin([('street', 0), ('gro
 /// The aggregates the rebuild recomputes with their materialized views' own statements.
 const VIEW_TARGETS: [&str; 2] = ["clue_counts", "fact_flow_hourly"];
 
-/// `INSERT INTO target SELECT …` over the deduplicated facts, taken from the latest migration
-/// statement creating the view that writes `target`: the view and its rebuild are one
-/// definition, so they cannot drift. The view reads each inserted block of `clue_events`; the
-/// rebuild reads every stored fact once (`FINAL`).
-fn view_rebuild(target: &str) -> String {
+/// The `SELECT` of the view that writes `target`, from the latest migration statement creating
+/// it: the view, its rebuild and its repair after a crash (`view_repair`) are one definition,
+/// so they cannot drift. It reads `clue_events` once (the inserted block, for the view).
+pub(crate) fn view_select(target: &str) -> String {
     let head = format!(" TO {target} AS");
     let view = crate::migrations::MIGRATIONS
         .iter()
@@ -108,8 +107,14 @@ fn view_rebuild(target: &str) -> String {
         1,
         "the view of {target} reads clue_events once"
     );
-    let select = select.replacen("FROM clue_events", "FROM clue_events FINAL", 1);
-    format!("INSERT INTO {target} {}", select.trim())
+    select.trim().to_owned()
+}
+
+/// `INSERT INTO target SELECT …` over the deduplicated facts: the view's statement reading
+/// every stored fact once (`FINAL`) instead of an inserted block.
+fn view_rebuild(target: &str) -> String {
+    let select = view_select(target).replacen("FROM clue_events", "FROM clue_events FINAL", 1);
+    format!("INSERT INTO {target} {select}")
 }
 
 /// Each aggregate emptied, then refilled by its view's statement over the facts.

@@ -17,8 +17,13 @@
 //! - [`alerts`]: projects the hotspot alerts of `clues.alerts` (`hotspot_alerts`).
 //! - [`dlq`]: the dead-letter queue for operators (`gridclue-sink dlq list|show|replay`).
 //! - [`metrics`]: the sink's Prometheus metrics.
+//! - [`indicator_deltas`], [`status_counts`], [`open_cases`]: the rows each fact adds to the
+//!   indicators' delta projection, the running status counts and the open cases (written on
+//!   its `clue_events` row, spread by views).
 //! - [`aggregates`]: checks the aggregate tables against the facts, and rebuilds them
 //!   (`gridclue-sink check-aggregates`, `rebuild-aggregates`).
+//! - [`view_repair`]: after a failed insert that stored its facts, gives the views' targets
+//!   the rows a ClickHouse crash kept from them.
 //!
 //! [`run`] takes its listener, config and shutdown signal as arguments so tests run it
 //! in-process on port 0.
@@ -52,6 +57,7 @@ pub mod replay;
 pub mod rows;
 pub mod status_counts;
 pub mod store;
+pub mod view_repair;
 mod writer;
 
 pub use metrics::SinkMetrics;

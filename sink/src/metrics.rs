@@ -29,6 +29,9 @@ pub struct SinkMetrics {
     pub dlq: IntCounterVec,
     /// Facts skipped because they were already stored, by why (`duplicate`, `resumed`).
     pub skipped: IntCounterVec,
+    /// Views' targets checked after a failed insert that stored its facts, by target and
+    /// outcome (`complete`, `repaired`, `unresolved`).
+    pub view_repairs: IntCounterVec,
     /// 1 while a partition is not consumed because its Kafka log was reset, by topic and
     /// partition.
     pub log_reset_detected: IntGaugeVec,
@@ -161,6 +164,13 @@ impl SinkMetrics {
             "Facts not inserted because ClickHouse already holds them, by why",
             &["why"],
         );
+        let view_repairs = counter_vec(
+            &registry,
+            names::SINK_VIEW_REPAIRS_TOTAL,
+            "Views' targets checked after a failed insert that stored its facts, by target and \
+             outcome (unresolved: run gridclue-sink check-aggregates)",
+            &["view", "outcome"],
+        );
         let log_reset_detected = IntGaugeVec::new(
             Opts::new(
                 names::SINK_LOG_RESET_DETECTED,
@@ -193,6 +203,7 @@ impl SinkMetrics {
             fetch_paused,
             dlq,
             skipped,
+            view_repairs,
             log_reset_detected,
             log_truncations,
             end_to_end_freshness,

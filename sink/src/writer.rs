@@ -11,7 +11,8 @@
 //! - After a failed `clue_events` insert the writer waits until the statement no longer runs on
 //!   the server and marks in the retry what ClickHouse stored after all (a statement cut off
 //!   mid-stream may have stored a prefix), so no fact is inserted twice; their states are still
-//!   written. After a failed `clues` insert only the states are retried.
+//!   written, and the views' targets get the rows a crash kept from them (`view_repair`).
+//!   After a failed `clues` insert only the states are retried.
 //! - Facts of partitions the sink no longer owns are dropped from a retry: their next owner
 //!   writes them.
 //!
@@ -37,6 +38,7 @@ use crate::metrics::SinkMetrics;
 use crate::pipeline::{cancelled, Stop};
 use crate::rows::{ClueRow, EventRow, Source};
 use crate::store::{self, Failure, InsertTimeouts};
+use crate::view_repair;
 use crate::SinkConfig;
 
 /// Whether a unit's fact is still to be inserted into `clue_events`.
@@ -401,6 +403,56 @@ impl Writer {
                     .skipped
                     .with_label_values(&["stored_by_failed_insert"])
                     .inc_by(kept as u64);
+                let facts = view_repair::StoredFacts {
+                    topic: self.topic.to_string(),
+                    partition: p,
+                    log,
+                    from,
+                    to: max,
+                };
+                self.repair_views(facts, feed).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the views' targets the stored facts a crash between the table's write and its
+    /// views' kept from them (see `view_repair`).
+    async fn repair_views(
+        &self,
+        facts: view_repair::StoredFacts,
+        feed: &mut impl Feed,
+    ) -> Result<(), Stop> {
+        let outcomes = self
+            .retry_with(
+                "repair_views",
+                (self.client.clone(), facts.clone()),
+                |(client, facts)| async move { view_repair::repair(&client, &facts).await },
+                feed,
+            )
+            .await?;
+        for (view, outcome) in outcomes {
+            self.metrics
+                .view_repairs
+                .with_label_values(&[view, outcome.label()])
+                .inc();
+            match outcome {
+                view_repair::Outcome::Complete => {}
+                view_repair::Outcome::Repaired => tracing::warn!(
+                    view,
+                    partition = facts.partition,
+                    from = facts.from,
+                    to = facts.to,
+                    "a view had none of the facts a failed insert stored; its rows were inserted"
+                ),
+                view_repair::Outcome::Unresolved => tracing::error!(
+                    view,
+                    partition = facts.partition,
+                    from = facts.from,
+                    to = facts.to,
+                    "a view differs from the facts by more than a failed insert's; run \
+                     gridclue-sink check-aggregates"
+                ),
             }
         }
         Ok(())

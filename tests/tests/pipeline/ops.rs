@@ -365,9 +365,9 @@ async fn rules_and_dashboards_name_only_metrics_the_services_expose() {
     sink.log_truncations
         .with_label_values(&["clues.events", "0"])
         .inc();
-    // …and a failed insert that stored its facts after all (GridclueAggregatesMayBeShort).
-    sink.skipped
-        .with_label_values(&["stored_by_failed_insert"])
+    // …and a view the sink could not repair after a crash (GridclueAggregatesMayBeShort).
+    sink.view_repairs
+        .with_label_values(&["fact_flow_hourly", "unresolved"])
         .inc();
     let enrich = gridclue_enrich::metrics::EnrichMetrics::new();
     enrich
