@@ -199,8 +199,9 @@ lost_in_promise() {
 }
 
 # aggregates_gap — how far the aggregates are from a recomputation from the facts
-# (`gridclue-sink check-aggregates`): "reports cases facts" missing from clue_counts and
-# fact_flow_hourly (negative: counted twice), e.g. "0 0 0".
+# (`gridclue-sink check-aggregates`): "reports cases facts off" — reports, cases and facts
+# missing from clue_counts and fact_flow_hourly (negative: counted twice), and the groups off in
+# every aggregate it checks (status counts, trend days, open cases too), e.g. "0 0 0 0".
 aggregates_gap() {
     sink_tool check-aggregates >"$OUT_DIR/aggregates.log" 2>&1 || true
     python3 - "$OUT_DIR/aggregates.log" <<'EOF_PY'
@@ -210,12 +211,15 @@ c = re.search(r"reports (\d+) / (\d+) in the facts, cases (\d+) / (\d+)", text)
 f = re.search(r"facts (\d+) / (\d+) in the facts", text)
 if not c or not f:
     sys.exit("check-aggregates printed no counts (see " + sys.argv[1] + ")")
-print(int(c[2]) - int(c[1]), int(c[4]) - int(c[3]), int(f[2]) - int(f[1]))
+off = sum(int(n) for n in re.findall(r"groups off: (\d+)", text))
+o = re.search(r"states missing: (\d+), states not an open clue's latest: (\d+)", text)
+off += int(o[1]) + int(o[2]) if o else 0
+print(int(c[2]) - int(c[1]), int(c[4]) - int(c[3]), int(f[2]) - int(f[1]), off)
 EOF_PY
 }
 
 # aggregates_exact BEFORE — "yes" when the gap is what it was before the scenario (a few tries
-# while the last facts land), else "NO:reports/cases/facts" (the change of the gap).
+# while the last facts land), else "NO:reports/cases/facts/groups" (the change of the gap).
 aggregates_exact() {
     local before="$1" now i
     for i in 1 2 3 4 5; do
@@ -379,7 +383,7 @@ run_scenario() {
     dlq_positions "$OUT_DIR/$name.dlq.before"
     local gap_before
     gap_before="$(aggregates_gap)"
-    [ "$gap_before" = "0 0 0" ] || note "$name: the aggregates were already off before it (missing reports/cases/facts: $gap_before); judging the change"
+    [ "$gap_before" = "0 0 0 0" ] || note "$name: the aggregates were already off before it (missing reports/cases/facts, groups off: $gap_before); judging the change"
     local duration="$DURATION" faults="$KILLS"
     if [ "$name" = refuse ]; then
         faults=1

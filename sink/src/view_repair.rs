@@ -110,14 +110,37 @@ pub const TARGETS: &[Target] = &[
     },
 ];
 
-/// The facts one insert stored: a range of offsets of one Kafka log of the events topic.
+/// The facts one insert stored: ranges of offsets of Kafka logs of the events topic, one per
+/// partition the insert held. All of them, because the views took the insert whole or not at
+/// all, and its partitions' facts share groups (a street's day).
 #[derive(Clone, Debug)]
 pub struct StoredFacts {
     pub topic: String,
+    pub ranges: Vec<OffsetRange>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct OffsetRange {
     pub partition: i32,
     pub log: u32,
     pub from: i64,
     pub to: i64,
+}
+
+impl StoredFacts {
+    /// The condition selecting the facts in `clue_events`: the topic, then four binds per range.
+    fn condition(&self) -> String {
+        let ranges = self
+            .ranges
+            .iter()
+            .map(|_| {
+                "(kafka_partition = ? AND kafka_log = ? AND kafka_offset >= ? \
+                 AND kafka_offset <= ?)"
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        format!("kafka_topic = ? AND ({ranges})")
+    }
 }
 
 /// What the check found in one target.
@@ -175,27 +198,23 @@ pub fn verdict(contribution: &Measures, current: &Measures, truth: &Measures) ->
     }
 }
 
-/// The condition selecting the stored facts in `clue_events` (five binds).
-const FACTS: &str = "kafka_topic = ? AND kafka_partition = ? AND kafka_log = ? \
-     AND kafka_offset >= ? AND kafka_offset <= ?";
-
 /// The view's statement over some rows of `clue_events` instead of the inserted block.
 fn view_over(target: &str, rows: &str) -> String {
     view_select(target).replacen("FROM clue_events", &format!("FROM ({rows})"), 1)
 }
 
-/// The view over the stored facts (one `FACTS`).
-fn over_facts(target: &str) -> String {
-    view_over(target, &format!("SELECT * FROM clue_events WHERE {FACTS}"))
+/// The view over the stored facts (`facts`: their condition).
+fn over_facts(target: &str, facts: &str) -> String {
+    view_over(target, &format!("SELECT * FROM clue_events WHERE {facts}"))
 }
 
-/// The view over every stored fact of the streets the stored facts are in (one `FACTS`).
-fn over_their_streets(target: &str) -> String {
+/// The view over every stored fact of the streets the stored facts are in.
+fn over_their_streets(target: &str, facts: &str) -> String {
     view_over(
         target,
         &format!(
             "SELECT * FROM clue_events FINAL WHERE street_code IN \
-             (SELECT street_code FROM clue_events WHERE {FACTS})"
+             (SELECT street_code FROM clue_events WHERE {facts})"
         ),
     )
 }
@@ -229,7 +248,8 @@ fn grouped(measure: Measure, keys: &[String], rows: &str, touched: Option<&str>)
     )
 }
 
-/// The three readings of a target and its repair, as SQL; `FACTS` appears `binds` times.
+/// The three readings of a target and its repair, as SQL, each with the facts' condition in it
+/// (bound by [`bound`]).
 #[derive(Debug)]
 pub struct TargetSql {
     pub contribution: String,
@@ -238,8 +258,9 @@ pub struct TargetSql {
     pub repair: String,
 }
 
-/// The statements for `target`, whose columns are `columns` (in any order).
-pub fn target_sql(target: &Target, columns: &[String]) -> TargetSql {
+/// The statements for `target`, whose columns are `columns` (in any order), over the facts of
+/// `condition` (see [`StoredFacts::condition`]).
+pub fn target_sql(target: &Target, columns: &[String], condition: &str) -> TargetSql {
     let measured: &[&str] = match target.measure {
         Measure::Sum(c) => c,
         Measure::Presence => &[],
@@ -249,7 +270,7 @@ pub fn target_sql(target: &Target, columns: &[String]) -> TargetSql {
         .filter(|c| !measured.contains(&c.as_str()))
         .cloned()
         .collect();
-    let facts = over_facts(target.table);
+    let facts = over_facts(target.table, condition);
     let table = format!("SELECT * FROM {}", target.table);
     let all = columns.join(", ");
     TargetSql {
@@ -258,7 +279,7 @@ pub fn target_sql(target: &Target, columns: &[String]) -> TargetSql {
         truth: grouped(
             target.measure,
             &keys,
-            &over_their_streets(target.table),
+            &over_their_streets(target.table, condition),
             Some(&facts),
         ),
         repair: format!(
@@ -275,16 +296,14 @@ struct Group {
     repair_measures: Vec<i64>,
 }
 
-/// Runs `sql` with the stored facts bound at each `FACTS` in it.
+/// `sql` with the stored facts bound at each of their conditions in it.
 fn bound(client: &Client, sql: &str, facts: &StoredFacts) -> clickhouse::query::Query {
     let mut q = client.query(sql);
-    for _ in 0..sql.matches(FACTS).count() {
-        q = q
-            .bind(facts.topic.as_str())
-            .bind(facts.partition)
-            .bind(facts.log)
-            .bind(facts.from)
-            .bind(facts.to);
+    for _ in 0..sql.matches(&facts.condition()).count() {
+        q = q.bind(facts.topic.as_str());
+        for r in &facts.ranges {
+            q = q.bind(r.partition).bind(r.log).bind(r.from).bind(r.to);
+        }
     }
     q
 }
@@ -342,7 +361,11 @@ pub async fn repair(
 ) -> Result<Vec<(&'static str, Outcome)>, ChError> {
     let mut outcomes = Vec::with_capacity(TARGETS.len());
     for target in TARGETS {
-        let sql = target_sql(target, &columns(client, target.table).await?);
+        let sql = target_sql(
+            target,
+            &columns(client, target.table).await?,
+            &facts.condition(),
+        );
         let outcome = match settled_verdict(client, &sql, facts).await? {
             Verdict::Complete => Outcome::Complete,
             Verdict::Missing => {
@@ -453,27 +476,46 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        let sql = target_sql(target, &columns);
+        let facts = StoredFacts {
+            topic: "clues.events".into(),
+            ranges: vec![
+                OffsetRange {
+                    partition: 0,
+                    log: 0,
+                    from: 10,
+                    to: 12,
+                },
+                OffsetRange {
+                    partition: 3,
+                    log: 1,
+                    from: 7,
+                    to: 7,
+                },
+            ],
+        };
+        let condition = facts.condition();
+        let sql = target_sql(target, &columns, &condition);
         let keys = "grain, day, street_code, community, grid, category, department";
         for reading in [&sql.contribution, &sql.current, &sql.truth] {
             assert!(reading.ends_with(&format!("GROUP BY {keys}")), "{reading}");
             assert!(reading.contains("toInt64(sum(overdue))"), "{reading}");
         }
-        assert_eq!(sql.contribution.matches(FACTS).count(), 1);
-        assert_eq!(sql.current.matches(FACTS).count(), 1);
+        assert_eq!(sql.contribution.matches(&condition).count(), 1);
+        assert_eq!(sql.current.matches(&condition).count(), 1);
         // The streets, then the touched groups.
-        assert_eq!(sql.truth.matches(FACTS).count(), 2);
+        assert_eq!(sql.truth.matches(&condition).count(), 2);
         assert!(sql
             .truth
             .contains("FROM clue_events FINAL WHERE street_code IN"));
         assert!(sql
             .repair
             .starts_with(&format!("INSERT INTO trend_days ({})", columns.join(", "))));
-        assert_eq!(sql.repair.matches(FACTS).count(), 1);
+        assert_eq!(sql.repair.matches(&condition).count(), 1);
+        // The topic and four binds per range, at every condition.
         for statement in [&sql.contribution, &sql.current, &sql.truth, &sql.repair] {
             assert_eq!(
                 statement.matches('?').count(),
-                5 * statement.matches(FACTS).count()
+                9 * statement.matches(&condition).count()
             );
         }
     }

@@ -371,6 +371,7 @@ impl Writer {
             r.0 = r.0.min(u.source.offset);
             r.1 = r.1.max(u.source.offset);
         }
+        let mut stored_ranges = Vec::new();
         for ((p, log), (from, to)) in ranges {
             let stored = self
                 .retry_with(
@@ -403,15 +404,20 @@ impl Writer {
                     .skipped
                     .with_label_values(&["stored_by_failed_insert"])
                     .inc_by(kept as u64);
-                let facts = view_repair::StoredFacts {
-                    topic: self.topic.to_string(),
+                stored_ranges.push(view_repair::OffsetRange {
                     partition: p,
                     log,
                     from,
                     to: max,
-                };
-                self.repair_views(facts, feed).await?;
+                });
             }
+        }
+        if !stored_ranges.is_empty() {
+            let facts = view_repair::StoredFacts {
+                topic: self.topic.to_string(),
+                ranges: stored_ranges,
+            };
+            self.repair_views(facts, feed).await?;
         }
         Ok(())
     }
@@ -440,16 +446,12 @@ impl Writer {
                 view_repair::Outcome::Complete => {}
                 view_repair::Outcome::Repaired => tracing::warn!(
                     view,
-                    partition = facts.partition,
-                    from = facts.from,
-                    to = facts.to,
+                    facts = ?facts.ranges,
                     "a view had none of the facts a failed insert stored; its rows were inserted"
                 ),
                 view_repair::Outcome::Unresolved => tracing::error!(
                     view,
-                    partition = facts.partition,
-                    from = facts.from,
-                    to = facts.to,
+                    facts = ?facts.ranges,
                     "a view differs from the facts by more than a failed insert's; run \
                      gridclue-sink check-aggregates"
                 ),

@@ -1800,7 +1800,7 @@ async fn aggregates_that_drift_from_the_facts_are_found_and_rebuilt() {
 /// anything else.
 #[tokio::test]
 async fn views_a_crash_kept_from_a_stored_insert_are_repaired() {
-    use gridclue_sink::view_repair::{repair, Outcome, StoredFacts};
+    use gridclue_sink::view_repair::{repair, OffsetRange, Outcome, StoredFacts};
     use gridclue_tests::facts::{china, History, ReportSpec};
 
     let db = prepared_db("view_repair").await;
@@ -1821,15 +1821,23 @@ async fn views_a_crash_kept_from_a_stored_insert_are_repaired() {
     gridclue_tests::facts::write_rows(&db.client, &events, &clues).await;
     let (events, clues) = c2.rows(100);
     gridclue_tests::facts::write_rows(&db.client, &events, &clues).await;
-    // The insert the crash cut: c2 accepted and dispatched (101–102), c3 reported and accepted
-    // (200–201), written while four views were detached.
+    // The insert the crash cut, of two partitions: c2 accepted and dispatched (partition 0,
+    // 101–102), c3 reported and accepted (partition 1, 200–201) in c2's street on c2's day (so
+    // both partitions' facts move street B's reported count of that day), written while four
+    // views were detached.
     let c2 = c2
         .accepted(t("2026-11-02 11:30"), Some(t("2026-11-04 11:30")))
         .dispatched(t("2026-11-02 12:00"), "water_affairs");
-    let c3 = History::reported(&spec_a, t("2026-11-02 13:00"))
+    let c3 = History::reported(&spec_b, t("2026-11-02 13:00"))
         .accepted(t("2026-11-02 13:10"), Some(t("2026-11-03 13:10")));
     let (e2, s2) = c2.rows(100);
-    let (e3, s3) = c3.rows(200);
+    let (mut e3, mut s3) = c3.rows(200);
+    for e in &mut e3 {
+        e.kafka_partition = 1;
+    }
+    for c in &mut s3 {
+        c.kafka_partition = 1;
+    }
     let cut = [
         "fact_flow_hourly",
         "status_counts",
@@ -1853,10 +1861,20 @@ async fn views_a_crash_kept_from_a_stored_insert_are_repaired() {
 
     let facts = StoredFacts {
         topic: gridclue_core::wire::EVENTS_TOPIC.into(),
-        partition: 0,
-        log: 0,
-        from: 101,
-        to: 201,
+        ranges: vec![
+            OffsetRange {
+                partition: 0,
+                log: 0,
+                from: 101,
+                to: 102,
+            },
+            OffsetRange {
+                partition: 1,
+                log: 0,
+                from: 200,
+                to: 201,
+            },
+        ],
     };
     let outcomes = repair(&db.client, &facts).await.unwrap();
     let repaired: Vec<&str> = outcomes
