@@ -22,7 +22,8 @@
 #
 #   scripts/chaos.sh            every scenario, 3 faults each, 200 req/s for 40 s, refusal 60 s
 #   scripts/chaos.sh --short    one fault each, 8 s of load, refusal 5 s, without the dev
-#                               broker (make chaos-short; not part of make test: it needs a stack)
+#                               broker (make chaos-short on a running stack; make test runs it
+#                               as make test-chaos, on a stack of its own)
 #   CHAOS_SCENARIOS="sink refuse" CHAOS_KILLS=2 CHAOS_RATE=300 CHAOS_DURATION=30 scripts/chaos.sh
 #
 # The stack must be running (make up) with the same GRIDCLUE_* environment, and gridclue-load

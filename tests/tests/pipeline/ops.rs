@@ -365,10 +365,12 @@ async fn rules_and_dashboards_name_only_metrics_the_services_expose() {
     sink.log_truncations
         .with_label_values(&["clues.events", "0"])
         .inc();
-    // …and a view the sink could not repair after a crash (GridclueAggregatesMayBeShort).
+    // …a view the sink could not repair after a crash (GridclueAggregatesMayBeShort)…
     sink.view_repairs
         .with_label_values(&["fact_flow_hourly", "unresolved"])
         .inc();
+    // …and facts skipped as stored (GridclueSinkStalled counts them as progress).
+    sink.skipped.with_label_values(&["duplicate"]).inc();
     let enrich = gridclue_enrich::metrics::EnrichMetrics::new();
     enrich
         .log_reset_detected
