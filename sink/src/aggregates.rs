@@ -529,10 +529,11 @@ async fn run_steps(client: &Client, stage: &str, steps: &[Step]) -> Result<(), R
     Ok(())
 }
 
-/// The indicators' delta projection, in parts of [`FACTS_PER_PART`] facts; a part over the
-/// server's memory limit starts the projection over with four times as many parts.
-async fn rebuild_indicators(client: &Client) -> Result<(), RebuildError> {
-    let mut parts = indicator_parts(client).await.map_err(RebuildError::Plan)?;
+/// The indicators' delta projection recomputed from the facts in about `parts` ranges of clue
+/// ids (the rebuild takes one per [`FACTS_PER_PART`] stored facts); a range over the server's
+/// memory limit starts the projection over with four times as many.
+pub async fn rebuild_indicators(client: &Client, parts: u64) -> Result<(), RebuildError> {
+    let mut parts = parts.max(1);
     let mut retries = 0;
     loop {
         let boundaries = clue_boundaries(client, parts)
@@ -573,7 +574,8 @@ pub async fn rebuild(client: &Client) -> Result<AggregateCheck, RebuildError> {
         &whole(aggregate_rebuild(), &VIEW_TARGETS),
     )
     .await?;
-    rebuild_indicators(client).await?;
+    let parts = indicator_parts(client).await.map_err(RebuildError::Plan)?;
+    rebuild_indicators(client, parts).await?;
     run_steps(
         client,
         "status counts",

@@ -301,10 +301,9 @@ async fn status_counts_equal_hand_counts_through_transitions_replays_and_rebuild
         .await
         .unwrap();
     assert!(rebuilt.is_exact(), "{rebuilt:?}");
-    // Not the live numbers here: they carry the indicators too, and the indicators' rebuild
-    // (migration 0011's backfill, which orders a clue's facts by seq) miscounts c8, whose report
-    // was stored after its acceptance (a report row of -1 in no street).
-    assert_hand_counts(&s, false).await;
+    // The live numbers too: they carry the indicators, which the rebuild recomputes — c8, whose
+    // report was stored after its acceptance, as the sink counted it.
+    assert_hand_counts(&s, true).await;
 
     // New facts after the rebuild move the counts on from the rebuilt rows: c5 handled and
     // closed (on time) — street A's dispatched cell keeps c1 only, closed has c2 and c5.
