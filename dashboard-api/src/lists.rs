@@ -207,7 +207,10 @@ fn given_filters(filters: &Filters) -> Vec<(&'static str, &str)> {
         ("community_code", filters.community.as_deref()),
         ("grid_code", filters.grid.as_deref()),
         ("category", filters.category.as_deref()),
-        ("department_now", filters.department.as_ref().map(|d| d.as_str())),
+        (
+            "department_now",
+            filters.department.as_ref().map(|d| d.as_str()),
+        ),
     ]
     .into_iter()
     .filter_map(|(column, value)| Some((column, value.filter(|v| !v.is_empty())?)))

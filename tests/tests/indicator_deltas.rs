@@ -485,7 +485,9 @@ async fn a_report_stored_after_the_acceptance_is_counted_alike_by_the_sink_and_t
     let check = gridclue_sink::aggregates::check(&db.client).await.unwrap();
     assert!(check.is_exact(), "{check:?}");
 
-    let rebuilt = gridclue_sink::aggregates::rebuild(&db.client).await.unwrap();
+    let rebuilt = gridclue_sink::aggregates::rebuild(&db.client)
+        .await
+        .unwrap();
     assert!(rebuilt.is_exact(), "{rebuilt:?}");
     assert_by_hand("rebuilt").await;
     assert_eq!(summed_tables(&db).await, written);

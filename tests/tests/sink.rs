@@ -1497,7 +1497,10 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
     // projections; 11 the indicators' delta projection; 12 the continuation of a log that lost
     // its tail; 13 the running status counts; 14 the open cases.
     let report = gridclue_sink::migrations::apply(&db.client).await.unwrap();
-    assert_eq!(report.applied, vec![3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+    assert_eq!(
+        report.applied,
+        vec![3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+    );
     assert_eq!(
         db.scalar("SELECT count() FROM clue_events").await,
         events_before
