@@ -653,6 +653,32 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_step_names_itself_and_the_tables_left_incomplete() {
+        let over_memory = RebuildError::Step {
+            step: 5,
+            of: 16,
+            what: "indicators: indicator_deltas from the facts, clue range 2 of 11".into(),
+            incomplete: INDICATOR_TABLES.join(", "),
+            source: ChError::BadResponse(
+                "Code: 241, e.displayText() = DB::Exception: Memory limit (for query) exceeded"
+                    .into(),
+            ),
+        };
+        let text = over_memory.to_string();
+        assert!(text.starts_with("rebuild step 5 of 16 (indicators: indicator_deltas from the facts, clue range 2 of 11) failed: "), "{text}");
+        assert!(text.ends_with("indicator_deltas, indicator_days, indicator_cohorts are incomplete until `gridclue-sink rebuild-aggregates` is run again (with the sinks stopped)"), "{text}");
+        assert!(over_memory.is_memory_limit());
+        let refused = RebuildError::Step {
+            source: ChError::BadResponse("Code: 62, e.displayText() = Syntax error".into()),
+            step: 1,
+            of: 1,
+            what: String::new(),
+            incomplete: String::new(),
+        };
+        assert!(!refused.is_memory_limit());
+    }
+
+    #[test]
     fn clue_ranges_are_cut_evenly_at_distinct_stored_ids() {
         let ids: Vec<String> = (0..10).map(|i| format!("id{i}")).collect();
         assert_eq!(evenly_picked(&ids, 1), Vec::<String>::new());
