@@ -309,6 +309,72 @@ pub struct Counts {
     pub duplicates: u64,
 }
 
+/// The counts of one group as ClickHouse sums them: signed, like the delta rows. Every sum is
+/// at least 0 when the projection is exact; a negative one (rows written behind the sink's back,
+/// or a projection rebuilt the old way) is served as 0 (see [`non_negative`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, clickhouse::Row, Deserialize)]
+struct SignedCounts {
+    key: String,
+    accepted: i64,
+    due: i64,
+    closed: i64,
+    closed_on_time: i64,
+    verified: i64,
+    reworked: i64,
+    postponed: i64,
+    supervised: i64,
+    overdue_open: i64,
+    timed_closed: i64,
+    working_ms: i64,
+    rated: i64,
+    rating_sum: i64,
+    reports: i64,
+    duplicates: i64,
+}
+
+impl SignedCounts {
+    fn non_negative(self) -> Counts {
+        let n = |what: &'static str, v: i64| non_negative(what, &self.key, v);
+        Counts {
+            accepted: n("accepted", self.accepted),
+            due: n("due", self.due),
+            closed: n("closed", self.closed),
+            closed_on_time: n("closed_on_time", self.closed_on_time),
+            verified: n("verified", self.verified),
+            reworked: n("reworked", self.reworked),
+            postponed: n("postponed", self.postponed),
+            supervised: n("supervised", self.supervised),
+            overdue_open: n("overdue_open", self.overdue_open),
+            timed_closed: n("timed_closed", self.timed_closed),
+            working_ms: n("working_ms", self.working_ms),
+            rated: n("rated", self.rated),
+            rating_sum: n("rating_sum", self.rating_sum),
+            reports: n("reports", self.reports),
+            duplicates: n("duplicates", self.duplicates),
+            key: self.key,
+        }
+    }
+}
+
+/// A count summed from signed rows, as served: counts are never negative (the JSON promises
+/// non-negative integers), so a negative sum — the projection is off, not the facts — is served
+/// as 0 and logged (once per process: the same drift shows in every answer until the rebuild).
+pub(crate) fn non_negative(what: &'static str, key: &str, value: i64) -> u64 {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    u64::try_from(value).unwrap_or_else(|_| {
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                what,
+                key,
+                value,
+                "a summed count is negative, served as 0 (further ones are not logged): \
+                 run `gridclue-sink check-aggregates`"
+            );
+        }
+        0
+    })
+}
+
 impl Counts {
     fn add(&mut self, o: &Counts) {
         self.accepted += o.accepted;
@@ -424,14 +490,14 @@ pub struct Answer {
 
 /// The counts of [`Counts`] as sums of the delta tables' columns (never negative: every clue's
 /// deltas up to an instant sum to its contribution then).
-const SUMS: &str = "toUInt64(sum(accepted)) AS accepted, toUInt64(sum(due)) AS due, \
-     toUInt64(sum(closed)) AS closed, toUInt64(sum(closed_on_time)) AS closed_on_time, \
-     toUInt64(sum(verified)) AS verified, toUInt64(sum(reworked)) AS reworked, \
-     toUInt64(sum(postponed)) AS postponed, toUInt64(sum(supervised)) AS supervised, \
-     toUInt64(sum(overdue_open)) AS overdue_open, toUInt64(sum(timed_closed)) AS timed_closed, \
-     toUInt64(sum(working_ms)) AS working_ms, toUInt64(sum(rated)) AS rated, \
-     toUInt64(sum(rating_sum)) AS rating_sum, toUInt64(sum(reports)) AS reports, \
-     toUInt64(sum(duplicates)) AS duplicates";
+const SUMS: &str = "toInt64(sum(accepted)) AS accepted, toInt64(sum(due)) AS due, \
+     toInt64(sum(closed)) AS closed, toInt64(sum(closed_on_time)) AS closed_on_time, \
+     toInt64(sum(verified)) AS verified, toInt64(sum(reworked)) AS reworked, \
+     toInt64(sum(postponed)) AS postponed, toInt64(sum(supervised)) AS supervised, \
+     toInt64(sum(overdue_open)) AS overdue_open, toInt64(sum(timed_closed)) AS timed_closed, \
+     toInt64(sum(working_ms)) AS working_ms, toInt64(sum(rated)) AS rated, \
+     toInt64(sum(rating_sum)) AS rating_sum, toInt64(sum(reports)) AS reports, \
+     toInt64(sum(duplicates)) AS duplicates";
 
 /// The delta columns the tables share, and the same negated.
 const DELTAS: &str = "accepted, due, closed, closed_on_time, verified, reworked, postponed, \
@@ -501,8 +567,9 @@ pub async fn query(
         .bind(end_day)
         .bind(&street)
         .bind(&street)
-        .fetch_all()
+        .fetch_all::<SignedCounts>()
         .await
+        .map(|rows| rows.into_iter().map(SignedCounts::non_negative).collect())
 }
 
 /// The groups every answer lists, even at zero (in scope): known streets, communities,
@@ -610,6 +677,38 @@ pub fn assemble(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn negative_sums_are_served_as_zero_and_the_others_as_they_are() {
+        assert_eq!(non_negative("reports", "s", 7), 7);
+        assert_eq!(non_negative("reports", "s", 0), 0);
+        assert_eq!(non_negative("reports", "s", -1), 0);
+        assert_eq!(non_negative("reports", "s", i64::MIN), 0);
+        let signed = SignedCounts {
+            key: "310199001".into(),
+            accepted: 4,
+            due: 2,
+            reports: -1,
+            duplicates: -1,
+            working_ms: i64::MAX,
+            ..SignedCounts::default()
+        };
+        let served = signed.non_negative();
+        assert_eq!(
+            (
+                served.key.as_str(),
+                served.accepted,
+                served.due,
+                served.reports,
+                served.duplicates
+            ),
+            ("310199001", 4, 2, 0, 0)
+        );
+        assert_eq!(served.working_ms, i64::MAX as u64);
+        // No duplicate rate from a clamped count.
+        let row = Indicators::from_counts(&served, String::new(), &ScoreWeights::default());
+        assert_eq!((row.reports, row.duplicate_rate), (0, None));
+    }
 
     fn pairs(query: &str) -> Vec<(String, String)> {
         query

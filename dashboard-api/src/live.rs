@@ -121,10 +121,10 @@ pub fn month_of(now_ms: u64) -> PeriodDates {
 fn state_sql() -> String {
     let open = OPEN_STATUSES_SQL;
     format!(
-        "SELECT street, toUInt64(sum(reports)) AS reports, toUInt64(sum(cases)) AS cases, \
-                toUInt64(sum(open)) AS open, toUInt64(sum(overdue)) AS overdue, \
-                toUInt64(sum(open_cases)) AS open_cases, \
-                toUInt64(sum(overdue_cases)) AS overdue_cases, \
+        "SELECT street, toInt64(sum(reports)) AS reports, toInt64(sum(cases)) AS cases, \
+                toInt64(sum(open)) AS open, toInt64(sum(overdue)) AS overdue, \
+                toInt64(sum(open_cases)) AS open_cases, \
+                toInt64(sum(overdue_cases)) AS overdue_cases, \
                 max(next_deadline) AS next_deadline_ms \
          FROM ( \
              SELECT street_code AS street, \
@@ -263,7 +263,7 @@ pub async fn active_alerts(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::R
     })
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct StreetState {
     street: String,
     reports: u64,
@@ -273,6 +273,36 @@ struct StreetState {
     open_cases: u64,
     overdue_cases: u64,
     next_deadline_ms: u64,
+}
+
+/// A row of [`state_sql`]: sums of signed rows (the running status counts), each at least 0
+/// when they are exact; a negative one is served as 0 ([`indicators::non_negative`]).
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
+struct SignedStreetState {
+    street: String,
+    reports: i64,
+    cases: i64,
+    open: i64,
+    overdue: i64,
+    open_cases: i64,
+    overdue_cases: i64,
+    next_deadline_ms: u64,
+}
+
+impl SignedStreetState {
+    fn non_negative(self) -> StreetState {
+        let n = |what: &'static str, v: i64| indicators::non_negative(what, &self.street, v);
+        StreetState {
+            reports: n("reports", self.reports),
+            cases: n("cases", self.cases),
+            open: n("open", self.open),
+            overdue: n("overdue", self.overdue),
+            open_cases: n("open_cases", self.open_cases),
+            overdue_cases: n("overdue_cases", self.overdue_cases),
+            next_deadline_ms: self.next_deadline_ms,
+            street: self.street,
+        }
+    }
 }
 
 /// What the loop reads with.
@@ -308,10 +338,14 @@ pub async fn snapshot(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::Result
         .bind(month_day)
         .bind(month_day)
         .bind(now_ms)
-        .fetch_all::<StreetState>();
+        .fetch_all::<SignedStreetState>();
     // Both at once: the numbers are fresher by the shorter of the two.
     deps.metrics.stream_queries.inc_by(2);
     let (states, counts) = tokio::try_join!(states, indicators::query(&deps.ch, &plan))?;
+    let states: Vec<StreetState> = states
+        .into_iter()
+        .map(SignedStreetState::non_negative)
+        .collect();
     let answer = indicators::assemble(&plan, counts, &deps.reference, &deps.weights);
 
     let state_of: HashMap<&str, &StreetState> =

@@ -190,6 +190,11 @@ ARRAY JOIN indicator_effective_ms, indicator_cohort_day, indicator_department, i
 -- fact k the state after k-1 with sign -1 and after k with +1, from the fact's time (t), plus
 -- the deadline's rows and the closure's working time. Rows are not summed per fact here (the
 -- sink sums them); the sums read are the same.
+-- (`gridclue-sink rebuild-aggregates` runs sink/sql/indicator_rebuild.sql instead: this fold
+-- with each clue's place taken from its report — a fact stored before its clue's report has no
+-- place on its row, and this statement wrote -1 report in no street and no case for such a
+-- clue —, in ranges of clue ids: this one statement over every clue needs more than 4 GB at
+-- 1 M facts. The statements here cannot change: the migration's checksum is checked.)
 INSERT INTO indicator_deltas
 SELECT
     c.1 AS effective_ms,

@@ -9,9 +9,13 @@
 //! rows a sink writes during the rebuild could be counted twice.
 //!
 //! The rebuild also recomputes the governance indicators' delta projection (`indicator_deltas`,
-//! `indicator_days`, `indicator_cohorts`) with the backfill of migration 0011, which derives every fact's delta rows
-//! from the deduplicated facts: the repair after rows were written behind the sink's back (a
-//! fact stored twice adds its deltas twice until then).
+//! `indicator_days`, `indicator_cohorts`) from the deduplicated facts with
+//! `sql/indicator_rebuild.sql` (migration 0011's backfill with each clue's place taken from its
+//! report, run per range of clue ids so that it fits the server's memory): the repair after rows
+//! were written behind the sink's back (a fact stored twice adds its deltas twice until then).
+//! A step that fails stops the rebuild with an error naming the step and the tables it left
+//! incomplete (emptied, partly filled) until the rebuild runs again; a range over the memory
+//! limit starts the projection over in smaller ranges.
 //!
 //! The running status counts (`status_counts`, `status_deadlines`, migration 0013) telescope to
 //! one row per clue for its latest state: the check compares them with the clues' latest states
@@ -280,22 +284,154 @@ pub async fn check(client: &Client) -> Result<AggregateCheck, ChError> {
     })
 }
 
-/// The indicators' delta projection recomputed from the facts: emptied, then the backfill
-/// statements of the migration that created it (they fill empty tables only).
-fn indicator_rebuild() -> Vec<String> {
-    let backfill = crate::migrations::MIGRATIONS
+/// The indicators' rebuild (see the file): the delta rows of the clues of one range of ids,
+/// then the two summed tables from the delta rows.
+const INDICATOR_REBUILD: &str = include_str!("../sql/indicator_rebuild.sql");
+/// The condition of the file's first statement that selects every clue.
+const EVERY_CLUE: &str = "clue_id >= toUUID('00000000-0000-0000-0000-000000000000')";
+/// The facts one statement of the indicators' rebuild groups at most, about: the statement
+/// holds some 6 KB per fact (measured on 18.16: 571 MiB for 100 000 facts), so a part stays
+/// far under the server's memory limit (4 GB for a query here) and beside other queries.
+pub const FACTS_PER_PART: u64 = 100_000;
+/// How many times a part that hit the memory limit is tried again, each time with four times
+/// as many parts (from the start: the tables are emptied again).
+const SPLIT_RETRIES: u32 = 2;
+
+/// The tables the indicators' rebuild empties and fills.
+const INDICATOR_TABLES: [&str; 3] = ["indicator_deltas", "indicator_days", "indicator_cohorts"];
+
+/// One statement of the rebuild: what it does (for the progress log and errors), the SQL and
+/// the values bound to its `?`s, and the tables left incomplete when it fails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Step {
+    what: String,
+    sql: String,
+    binds: Vec<String>,
+    incomplete: &'static [&'static str],
+}
+
+impl Step {
+    fn new(
+        what: impl Into<String>,
+        sql: impl Into<String>,
+        incomplete: &'static [&'static str],
+    ) -> Self {
+        Step {
+            what: what.into(),
+            sql: sql.into(),
+            binds: Vec::new(),
+            incomplete,
+        }
+    }
+}
+
+/// The statements of [`INDICATOR_REBUILD`]: the delta rows' (over every clue) and the two sums'.
+fn indicator_statements() -> [String; 3] {
+    let statements = crate::migrations::split_statements(INDICATOR_REBUILD);
+    let [deltas, days, cohorts]: [String; 3] = statements
+        .try_into()
+        .expect("the indicators' rebuild is three statements");
+    assert_eq!(
+        deltas.matches(EVERY_CLUE).count(),
+        1,
+        "the delta rows' statement selects every clue once"
+    );
+    [deltas, days, cohorts]
+}
+
+/// The indicators' delta projection recomputed from the facts: emptied, then the delta rows of
+/// the clues of each range between consecutive `boundaries` (stored clue ids in the server's
+/// order; none: every clue at once), then the two summed tables from them.
+fn indicator_rebuild(boundaries: &[String]) -> Vec<Step> {
+    let [deltas, days, cohorts] = indicator_statements();
+    let parts = boundaries.len() + 1;
+    let mut steps: Vec<Step> = INDICATOR_TABLES
         .iter()
-        .filter(|m| m.name == "indicator_deltas")
-        .flat_map(|m| m.statements())
-        .filter(|s| s.trim_start().starts_with("INSERT"));
-    [
-        "TRUNCATE TABLE indicator_deltas".to_owned(),
-        "TRUNCATE TABLE indicator_days".to_owned(),
-        "TRUNCATE TABLE indicator_cohorts".to_owned(),
-    ]
-    .into_iter()
-    .chain(backfill)
-    .collect()
+        .map(|t| {
+            Step::new(
+                format!("empty {t}"),
+                format!("TRUNCATE TABLE {t}"),
+                &INDICATOR_TABLES,
+            )
+        })
+        .collect();
+    for part in 0..parts {
+        let (lower, upper) = (
+            part.checked_sub(1).map(|i| &boundaries[i]),
+            boundaries.get(part),
+        );
+        let (range, binds) = match (lower, upper) {
+            (None, None) => (EVERY_CLUE.to_owned(), vec![]),
+            (None, Some(u)) => ("clue_id < toUUID(?)".to_owned(), vec![u.clone()]),
+            (Some(l), None) => ("clue_id >= toUUID(?)".to_owned(), vec![l.clone()]),
+            (Some(l), Some(u)) => (
+                "clue_id >= toUUID(?) AND clue_id < toUUID(?)".to_owned(),
+                vec![l.clone(), u.clone()],
+            ),
+        };
+        steps.push(Step {
+            binds,
+            ..Step::new(
+                format!(
+                    "indicator_deltas from the facts, clue range {} of {parts}",
+                    part + 1
+                ),
+                deltas.replacen(EVERY_CLUE, &range, 1),
+                &INDICATOR_TABLES,
+            )
+        });
+    }
+    steps.push(Step::new(
+        "indicator_days from indicator_deltas",
+        days,
+        &INDICATOR_TABLES,
+    ));
+    steps.push(Step::new(
+        "indicator_cohorts from indicator_deltas",
+        cohorts,
+        &INDICATOR_TABLES,
+    ));
+    steps
+}
+
+/// `parts - 1` clue ids that cut the stored clues into `parts` ranges of about as many clues, in
+/// the server's order of ids (18.16 orders a UUID by its last 8 bytes first, so the cuts come
+/// from the stored ids, never from the text): every 16th clue by hash, sorted, then evenly
+/// picked. Fewer when there are fewer clues.
+async fn clue_boundaries(client: &Client, parts: u64) -> Result<Vec<String>, ChError> {
+    if parts <= 1 {
+        return Ok(Vec::new());
+    }
+    let sample: Vec<String> = client
+        .query(
+            "SELECT toString(clue_id) FROM clue_events \
+             WHERE cityHash64(toString(clue_id)) % 16 = 0 GROUP BY clue_id ORDER BY clue_id",
+        )
+        .fetch_all()
+        .await?;
+    Ok(evenly_picked(&sample, parts))
+}
+
+/// `parts - 1` values cutting `sorted` into `parts` runs of about equal length (distinct ones).
+fn evenly_picked(sorted: &[String], parts: u64) -> Vec<String> {
+    let n = sorted.len() as u64;
+    let mut cuts: Vec<String> = (1..parts)
+        .map(|i| i * n / parts)
+        .filter(|&at| at > 0 && at < n)
+        .map(|at| sorted[at as usize].clone())
+        .collect();
+    cuts.dedup();
+    cuts
+}
+
+/// How many parts the indicators' rebuild starts with: the stored fact rows (duplicates
+/// included) over [`FACTS_PER_PART`].
+async fn indicator_parts(client: &Client) -> Result<u64, ChError> {
+    let facts: u64 = client
+        .query("SELECT count() FROM clue_events")
+        .fetch_one()
+        .await?;
+    Ok(facts.div_ceil(FACTS_PER_PART).max(1))
 }
 
 /// The running status counts recomputed from the clues' latest states, and the trend's days
@@ -330,20 +466,137 @@ fn open_cases_rebuild() -> Vec<String> {
         .collect()
 }
 
-/// Recomputes the aggregates, the indicators' delta projection, the running status counts
-/// and the open cases (sinks stopped), then checks them.
-pub async fn rebuild(client: &Client) -> Result<AggregateCheck, ChError> {
-    let steps: Vec<String> = aggregate_rebuild()
-        .into_iter()
-        .chain(indicator_rebuild())
-        .chain(status_rebuild())
-        .chain(open_cases_rebuild())
-        .collect();
-    for (i, sql) in steps.iter().enumerate() {
-        tracing::info!(step = i + 1, of = steps.len(), "rebuilding aggregates");
-        client.query(sql).execute().await?;
+/// A step of the rebuild failed. The tables it names were emptied by the rebuild and are
+/// incomplete until `gridclue-sink rebuild-aggregates` runs again (it starts over).
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(
+        "rebuild step {step} of {of} ({what}) failed: {source}; {incomplete} are incomplete \
+         until `gridclue-sink rebuild-aggregates` is run again (with the sinks stopped)"
+    )]
+    Step {
+        step: usize,
+        of: usize,
+        what: String,
+        incomplete: String,
+        source: ChError,
+    },
+    #[error("reading the stored facts to plan the rebuild failed: {0}")]
+    Plan(ChError),
+    #[error("checking the rebuilt aggregates failed: {0}")]
+    Check(ChError),
+}
+
+impl RebuildError {
+    /// Whether running the rebuild again later may succeed (ClickHouse unreachable or busy), as
+    /// opposed to a statement the server refuses.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RebuildError::Step { source, .. }
+            | RebuildError::Plan(source)
+            | RebuildError::Check(source) => crate::store::is_transient(source),
+        }
     }
-    check(client).await
+
+    fn is_memory_limit(&self) -> bool {
+        matches!(self, RebuildError::Step { source, .. } if is_memory_limit(source))
+    }
+}
+
+/// ClickHouse's MEMORY_LIMIT_EXCEEDED (code 241).
+fn is_memory_limit(e: &ChError) -> bool {
+    e.to_string().contains("Code: 241")
+}
+
+async fn run_steps(client: &Client, stage: &str, steps: &[Step]) -> Result<(), RebuildError> {
+    for (i, step) in steps.iter().enumerate() {
+        let started = std::time::Instant::now();
+        tracing::info!(stage, step = i + 1, of = steps.len(), what = %step.what, "rebuilding");
+        let mut query = client.query(&step.sql);
+        for value in &step.binds {
+            query = query.bind(value.as_str());
+        }
+        query.execute().await.map_err(|source| RebuildError::Step {
+            step: i + 1,
+            of: steps.len(),
+            what: format!("{stage}: {}", step.what),
+            incomplete: step.incomplete.join(", "),
+            source,
+        })?;
+        tracing::info!(
+            stage,
+            step = i + 1,
+            of = steps.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "rebuilt"
+        );
+    }
+    Ok(())
+}
+
+/// The indicators' delta projection recomputed from the facts in about `parts` ranges of clue
+/// ids (the rebuild takes one per [`FACTS_PER_PART`] stored facts); a range over the server's
+/// memory limit starts the projection over with four times as many.
+pub async fn rebuild_indicators(client: &Client, parts: u64) -> Result<(), RebuildError> {
+    let mut parts = parts.max(1);
+    let mut retries = 0;
+    loop {
+        let boundaries = clue_boundaries(client, parts)
+            .await
+            .map_err(RebuildError::Plan)?;
+        let steps = indicator_rebuild(&boundaries);
+        tracing::info!(
+            parts = boundaries.len() + 1,
+            "rebuilding the indicators' delta projection"
+        );
+        match run_steps(client, "indicators", &steps).await {
+            Err(e) if e.is_memory_limit() && retries < SPLIT_RETRIES => {
+                retries += 1;
+                parts *= 4;
+                tracing::warn!(error = %e, parts, "over the memory limit: starting over in smaller parts");
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Recomputes the aggregates, the indicators' delta projection, the running status counts
+/// and the open cases (sinks stopped), then checks them. A failed step stops the rebuild and
+/// says which tables it left incomplete.
+pub async fn rebuild(client: &Client) -> Result<AggregateCheck, RebuildError> {
+    let whole = |stage: Vec<String>, tables: &'static [&'static str]| -> Vec<Step> {
+        stage
+            .into_iter()
+            .map(|sql| {
+                let what = sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+                Step::new(what, sql, tables)
+            })
+            .collect()
+    };
+    run_steps(
+        client,
+        "aggregates",
+        &whole(aggregate_rebuild(), &VIEW_TARGETS),
+    )
+    .await?;
+    let parts = indicator_parts(client).await.map_err(RebuildError::Plan)?;
+    rebuild_indicators(client, parts).await?;
+    run_steps(
+        client,
+        "status counts",
+        &whole(
+            status_rebuild(),
+            &["status_counts", "status_deadlines", "trend_days"],
+        ),
+    )
+    .await?;
+    run_steps(
+        client,
+        "open cases",
+        &whole(open_cases_rebuild(), &["open_cases"]),
+    )
+    .await?;
+    check(client).await.map_err(RebuildError::Check)
 }
 
 #[cfg(test)]
@@ -357,14 +610,88 @@ mod tests {
     }
 
     #[test]
-    fn the_indicator_rebuild_empties_both_tables_then_backfills_both() {
-        let steps = indicator_rebuild();
-        assert_eq!(steps.len(), 6, "{steps:#?}");
-        assert!(steps[0].ends_with("indicator_deltas") && steps[1].ends_with("indicator_days"));
-        assert!(steps[2].ends_with("indicator_cohorts"));
-        assert!(steps[3].starts_with("INSERT INTO indicator_deltas"));
-        assert!(steps[4].starts_with("INSERT INTO indicator_days"));
-        assert!(steps[5].starts_with("INSERT INTO indicator_cohorts"));
+    fn the_indicator_rebuild_empties_the_tables_then_fills_each_clue_range_then_sums() {
+        let whole = indicator_rebuild(&[]);
+        assert_eq!(whole.len(), 6, "{whole:#?}");
+        for (step, table) in whole.iter().zip(INDICATOR_TABLES) {
+            assert_eq!(step.sql, format!("TRUNCATE TABLE {table}"));
+        }
+        assert!(whole[3].sql.starts_with("INSERT INTO indicator_deltas"));
+        assert!(whole[3].sql.contains(EVERY_CLUE) && whole[3].binds.is_empty());
+        assert!(whole[4].sql.starts_with("INSERT INTO indicator_days"));
+        assert!(whole[5].sql.starts_with("INSERT INTO indicator_cohorts"));
+
+        let cuts = ["a".to_owned(), "b".to_owned()];
+        let split = indicator_rebuild(&cuts);
+        assert_eq!(split.len(), 8, "{split:#?}");
+        let ranges: Vec<(&str, Vec<&str>)> = split[3..6]
+            .iter()
+            .map(|s| {
+                assert!(s.sql.starts_with("INSERT INTO indicator_deltas"));
+                assert!(!s.sql.contains(EVERY_CLUE));
+                let at = s.sql.find("WHERE clue_id").expect("a range");
+                let range = s.sql[at + 6..].split(" GROUP BY").next().unwrap().trim();
+                (range, s.binds.iter().map(String::as_str).collect())
+            })
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![
+                ("clue_id < toUUID(?)", vec!["a"]),
+                (
+                    "clue_id >= toUUID(?) AND clue_id < toUUID(?)",
+                    vec!["a", "b"]
+                ),
+                ("clue_id >= toUUID(?)", vec!["b"]),
+            ]
+        );
+        // The statements differ in their range only.
+        assert_eq!(
+            split[4].sql.replacen(
+                "clue_id >= toUUID(?) AND clue_id < toUUID(?)",
+                EVERY_CLUE,
+                1
+            ),
+            whole[3].sql
+        );
+        assert!(split[6].sql.starts_with("INSERT INTO indicator_days"));
+    }
+
+    #[test]
+    fn a_failed_step_names_itself_and_the_tables_left_incomplete() {
+        let over_memory = RebuildError::Step {
+            step: 5,
+            of: 16,
+            what: "indicators: indicator_deltas from the facts, clue range 2 of 11".into(),
+            incomplete: INDICATOR_TABLES.join(", "),
+            source: ChError::BadResponse(
+                "Code: 241, e.displayText() = DB::Exception: Memory limit (for query) exceeded"
+                    .into(),
+            ),
+        };
+        let text = over_memory.to_string();
+        assert!(text.starts_with("rebuild step 5 of 16 (indicators: indicator_deltas from the facts, clue range 2 of 11) failed: "), "{text}");
+        assert!(text.ends_with("indicator_deltas, indicator_days, indicator_cohorts are incomplete until `gridclue-sink rebuild-aggregates` is run again (with the sinks stopped)"), "{text}");
+        assert!(over_memory.is_memory_limit());
+        let refused = RebuildError::Step {
+            source: ChError::BadResponse("Code: 62, e.displayText() = Syntax error".into()),
+            step: 1,
+            of: 1,
+            what: String::new(),
+            incomplete: String::new(),
+        };
+        assert!(!refused.is_memory_limit());
+    }
+
+    #[test]
+    fn clue_ranges_are_cut_evenly_at_distinct_stored_ids() {
+        let ids: Vec<String> = (0..10).map(|i| format!("id{i}")).collect();
+        assert_eq!(evenly_picked(&ids, 1), Vec::<String>::new());
+        assert_eq!(evenly_picked(&ids, 2), vec!["id5"]);
+        assert_eq!(evenly_picked(&ids, 4), vec!["id2", "id5", "id7"]);
+        // More parts than ids: fewer ranges, none empty.
+        assert_eq!(evenly_picked(&ids[..2], 5), vec!["id1"]);
+        assert_eq!(evenly_picked(&[], 3), Vec::<String>::new());
     }
 
     #[test]

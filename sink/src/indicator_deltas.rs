@@ -132,8 +132,9 @@ fn view(row: &ClueRow) -> Option<View> {
     })
 }
 
-/// The rows of `view` held from `t` on, times `sign` (see the module docs).
-fn emit(view: &View, t: u64, sign: i64, out: &mut Vec<Delta>) {
+/// The rows of `view` held from `t` on, times `sign` (see the module docs); its case's rows
+/// from `case_from` (≥ `t`) on.
+fn emit(view: &View, t: u64, case_from: u64, sign: i64, out: &mut Vec<Delta>) {
     let mut push = |at: u64, day: u32, counts: Counters| {
         out.push(Delta {
             effective_ms: at,
@@ -149,6 +150,7 @@ fn emit(view: &View, t: u64, sign: i64, out: &mut Vec<Delta>) {
         push(t, day, c);
     }
     if let Some(case) = &view.case {
+        let t = case_from;
         let d = case.deadline_ms;
         let mut c = [0; COUNTERS];
         c[ACCEPTED] = 1;
@@ -189,6 +191,14 @@ fn emit(view: &View, t: u64, sign: i64, out: &mut Vec<Delta>) {
 /// `after`: summed by instant, cohort day and department, zero rows dropped, in a stable order.
 pub fn deltas(env: &EventEnvelope, before: Option<&ClueRow>, after: &ClueRow) -> Vec<Delta> {
     let t = env.occurred_at_ms;
+    // A report stored after its clue's later facts (they were folded with no place, so they
+    // wrote nothing): the report counts from its own time, the case the later facts made from
+    // the latest of them — exact as of every instant from then on, and when one fact came before
+    // the report (its acceptance), at every instant.
+    let case_from = match (&env.fact, before) {
+        (Fact::Reported(_), Some(b)) if b.placement == "unknown" => t.max(b.updated_at_ms),
+        _ => t,
+    };
     let before = before.and_then(view);
     let after_view = view(after);
     if before == after_view && !matches!(env.fact, Fact::Verified { .. }) {
@@ -196,10 +206,10 @@ pub fn deltas(env: &EventEnvelope, before: Option<&ClueRow>, after: &ClueRow) ->
     }
     let mut rows = Vec::new();
     if let Some(v) = &before {
-        emit(v, t, -1, &mut rows);
+        emit(v, t, t, -1, &mut rows);
     }
     if let Some(v) = &after_view {
-        emit(v, t, 1, &mut rows);
+        emit(v, t, case_from, 1, &mut rows);
         let newly_closed = before
             .as_ref()
             .and_then(|b| b.case.as_ref())
@@ -523,5 +533,63 @@ pub(crate) mod tests {
             rows,
             vec![(2_000, 1, 0, 0), (50_000, 0, 1, 0), (50_001, 0, 0, 1)]
         );
+    }
+
+    #[test]
+    fn a_report_stored_after_the_acceptance_counts_the_case_from_the_acceptance() {
+        let r = report(
+            ClueId::new_random(),
+            Placement::Inside {
+                grid_code: GridCode::parse("310199003002017").unwrap(),
+                on_boundary: false,
+            },
+        );
+        let accept = EventEnvelope {
+            seq: 1,
+            occurred_at_ms: 2_000,
+            status: Status::Accepted,
+            fact: Fact::Accepted {
+                deadline_ms: Some(50_000),
+                yellow_at_ms: None,
+            },
+            ..r.clone()
+        };
+        // Stored (and folded) in this order: the acceptance first, with no place yet.
+        let s1 = apply(None, &accept, 0);
+        assert!(deltas(&accept, None, &s1).is_empty());
+        let s2 = apply(Some(s1.clone()), &r, 0);
+        let written = deltas(&r, Some(&s1), &s2);
+        let rows: Vec<(u64, i64, i64, i64, i64)> = written
+            .iter()
+            .map(|d| {
+                (
+                    d.effective_ms,
+                    d.counts[REPORTS],
+                    d.counts[ACCEPTED],
+                    d.counts[DUE],
+                    d.counts[OVERDUE_OPEN],
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (1_000, 1, 0, 0, 0),
+                (2_000, 0, 1, 0, 0),
+                (50_000, 0, 0, 1, 0),
+                (50_001, 0, 0, 0, 1)
+            ]
+        );
+        // What the definition reads from the facts in seq order, at every instant around them.
+        let facts = [r, accept];
+        for t in [
+            0, 999, 1_000, 1_999, 2_000, 2_001, 49_999, 50_000, 50_001, 90_000,
+        ] {
+            let mut summed = ByCell::new();
+            for d in written.iter().filter(|d| d.effective_ms <= t) {
+                add(&mut summed, d.cohort_day, &d.department, d.counts);
+            }
+            assert_eq!(non_zero(summed), as_of(&facts, t), "at {t}");
+        }
     }
 }

@@ -141,8 +141,8 @@ fn street_cells(a: &str, dispatched_overdue: u64, accepted_overdue: u64) -> Vec<
     ]
 }
 
-/// The breakdown's cells by hand, and (with `live`) the live numbers.
-async fn assert_hand_counts(s: &Set, live: bool) {
+/// The breakdown's cells by hand, and the live numbers.
+async fn assert_hand_counts(s: &Set) {
     let a = s.street.as_str();
     let none = Filters::default();
     // Overdue at three instants: 11-03 22:00 only c8 (c1's deadline is the postponed one);
@@ -251,9 +251,6 @@ async fn assert_hand_counts(s: &Set, live: bool) {
         "{by_grid:?}"
     );
 
-    if !live {
-        return;
-    }
     // The live numbers at 11-06 12:00: November's reports c1–c8 (8), cases c1, c2, c5, c7 (a
     // report is a case until rejected, merged or withdrawn), c8 (5); open c1, c5, c7, c8, overdue
     // c1 and c8; the next deadline c5's.
@@ -280,7 +277,7 @@ async fn assert_hand_counts(s: &Set, live: bool) {
 #[tokio::test]
 async fn status_counts_equal_hand_counts_through_transitions_replays_and_rebuilds() {
     let s = set().await;
-    assert_hand_counts(&s, true).await;
+    assert_hand_counts(&s).await;
     let exact = gridclue_sink::aggregates::check(&s.db.client)
         .await
         .unwrap();
@@ -301,10 +298,9 @@ async fn status_counts_equal_hand_counts_through_transitions_replays_and_rebuild
         .await
         .unwrap();
     assert!(rebuilt.is_exact(), "{rebuilt:?}");
-    // Not the live numbers here: they carry the indicators too, and the indicators' rebuild
-    // (migration 0011's backfill, which orders a clue's facts by seq) miscounts c8, whose report
-    // was stored after its acceptance (a report row of -1 in no street).
-    assert_hand_counts(&s, false).await;
+    // The live numbers too: they carry the indicators, which the rebuild recomputes — c8, whose
+    // report was stored after its acceptance, as the sink counted it.
+    assert_hand_counts(&s).await;
 
     // New facts after the rebuild move the counts on from the rebuilt rows: c5 handled and
     // closed (on time) — street A's dispatched cell keeps c1 only, closed has c2 and c5.
@@ -344,4 +340,80 @@ async fn status_counts_equal_hand_counts_through_transitions_replays_and_rebuild
         2
     );
     assert_eq!(s.db.scalar("SELECT count() FROM status_deadlines").await, 2);
+}
+
+/// Sums that went negative (rows written behind the sink's back that take away more than was
+/// there) are served as 0 by the live numbers and the indicators — counts are never negative —
+/// instead of wrapping (or overflowing: the snapshot panicked in a debug build); the other
+/// counts are served as they are.
+#[tokio::test]
+async fn negative_sums_are_served_as_zero() {
+    let s = set().await;
+    s.db.execute(
+        "INSERT INTO status_counts (grain, cohort_day, street_code, status, is_case, clues, dated) \
+         SELECT grain, cohort_day, street_code, status, is_case, -10 * sum(clues), -10 * sum(dated) \
+         FROM status_counts WHERE grain = 'street_month' \
+         GROUP BY grain, cohort_day, street_code, status, is_case",
+    )
+    .await;
+    let november_2 = gridclue_sink::indicator_deltas::china_day(china("2026-11-02 12:00"));
+    s.db.execute(&format!(
+        "INSERT INTO indicator_cohorts (dim, street_code, key, cohort_day, reports, duplicates) \
+         VALUES ('street', '{a}', '{a}', {november_2}, -20, -3)",
+        a = s.street
+    ))
+    .await;
+    let now = china("2026-11-06 12:00");
+    let deps = live::LoopDeps {
+        ch: s.db.client.clone(),
+        reference: std::sync::Arc::new(Reference::load(&data_dir()).unwrap()),
+        weights: Default::default(),
+        metrics: gridclue_dashboard_api::DashboardMetrics::new(),
+        poll: std::time::Duration::from_millis(300),
+    };
+    let (snapshot, _) = live::snapshot(&deps, now).await.unwrap();
+    let street = &snapshot
+        .streets
+        .iter()
+        .find(|x| x.street == s.street)
+        .unwrap()
+        .kpis;
+    assert_eq!(
+        (street.reports, street.cases, street.open, street.overdue),
+        (0, 0, 0, 0)
+    );
+    let d = &snapshot.district;
+    assert_eq!((d.reports, d.cases, d.open, d.overdue), (0, 0, 0, 0));
+    let gauges = &snapshot.cases[&s.street];
+    assert_eq!((gauges.open, gauges.overdue), (0, 0));
+
+    // The indicators of November by street: street A's reports 0 (not -12), its cohort as it is
+    // (c1, c8, c2, c5 accepted; c1 and c8 overdue, c2 closed), no duplicate rate from a
+    // negative count.
+    let plan = gridclue_dashboard_api::indicators::plan(
+        &gridclue_dashboard_api::indicators::Reader::District,
+        gridclue_dashboard_api::indicators::Params {
+            from: "2026-11-01".parse().unwrap(),
+            to: "2026-12-01".parse().unwrap(),
+            as_of_ms: Some(now),
+            by: gridclue_dashboard_api::indicators::By::Street,
+            street: None,
+        },
+        now,
+    )
+    .unwrap();
+    let counts = gridclue_dashboard_api::indicators::query(&s.db.client, &plan)
+        .await
+        .unwrap();
+    let a = counts.iter().find(|c| c.key == s.street).unwrap();
+    assert_eq!(
+        (
+            a.reports,
+            a.duplicates,
+            a.accepted,
+            a.closed,
+            a.overdue_open
+        ),
+        (0, 0, 4, 1, 2)
+    );
 }
