@@ -170,6 +170,9 @@ pub struct AggregateCheck {
     pub open_clues: u64,
     pub open_cases_missing: u64,
     pub open_cases_extra: u64,
+    /// Every view's target against the view's statement over every stored fact: the groups
+    /// off in each (the indicators' tables among them).
+    pub views_groups_off: Vec<(&'static str, usize)>,
 }
 
 impl AggregateCheck {
@@ -180,6 +183,7 @@ impl AggregateCheck {
             && self.trend_groups_off == 0
             && self.open_cases_missing == 0
             && self.open_cases_extra == 0
+            && self.views_groups_off.iter().all(|(_, off)| *off == 0)
     }
 }
 
@@ -281,6 +285,7 @@ pub async fn check(client: &Client) -> Result<AggregateCheck, ChError> {
         open_clues: open.open_clues,
         open_cases_missing: open.missing,
         open_cases_extra: open.extra,
+        views_groups_off: crate::view_repair::groups_off(client).await?,
     })
 }
 

@@ -380,4 +380,7 @@ fn print_check(c: &gridclue_sink::aggregates::AggregateCheck) {
         "open_cases:       {} open clues; states missing: {}, states not an open clue's latest: {}",
         c.open_clues, c.open_cases_missing, c.open_cases_extra
     );
+    for (view, off) in &c.views_groups_off {
+        println!("view of {view:<17} groups off: {off}");
+    }
 }

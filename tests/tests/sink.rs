@@ -1858,6 +1858,17 @@ async fn views_a_crash_kept_from_a_stored_insert_are_repaired() {
         short.flow_groups_off > 0 && short.status_groups_off > 0 && short.open_cases_missing > 0,
         "the cut insert left the views short: {short:?}"
     );
+    // The check of every view against its statement over the facts names exactly those four.
+    let mut short_views: Vec<&str> = short
+        .views_groups_off
+        .iter()
+        .filter(|(_, off)| *off > 0)
+        .map(|(view, _)| *view)
+        .collect();
+    short_views.sort_unstable();
+    let mut cut_sorted = cut.to_vec();
+    cut_sorted.sort_unstable();
+    assert_eq!(short_views, cut_sorted, "{short:?}");
 
     let facts = StoredFacts {
         topic: gridclue_core::wire::EVENTS_TOPIC.into(),
