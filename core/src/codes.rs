@@ -10,6 +10,11 @@
 pub use crate::category::{CategoryCode, DepartmentCode};
 pub use crate::grid::{CodeError, CommunityCode, GridCode, StreetCode};
 
+/// An optional code as written where `""` stands for none (SQL parameters, CSV cells).
+pub fn or_empty<C: AsRef<str>>(code: &Option<C>) -> &str {
+    code.as_ref().map_or("", AsRef::as_ref)
+}
+
 /// Serde for `Option<Code>` written as the code, or as `""` for `None`; reads `""` (and, with
 /// `#[serde(default)]`, an absent field) as `None` and rejects a malformed code.
 ///
@@ -28,7 +33,7 @@ pub mod empty_as_none {
         C: AsRef<str>,
         S: Serializer,
     {
-        serializer.serialize_str(code.as_ref().map_or("", |c| c.as_ref()))
+        serializer.serialize_str(super::or_empty(code))
     }
 
     pub fn deserialize<'de, C, D>(deserializer: D) -> Result<Option<C>, D::Error>
