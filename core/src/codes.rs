@@ -50,6 +50,30 @@ pub mod empty_as_none {
         }
     }
 
+    /// The code `s`, `None` when it is empty or malformed (the latter with a warning).
+    fn well_formed<C>(s: String) -> Option<C>
+    where
+        C: TryFrom<String>,
+        C::Error: Display,
+    {
+        if s.is_empty() {
+            return None;
+        }
+        match C::try_from(s.clone()) {
+            Ok(code) => Some(code),
+            Err(error) => {
+                let quoted: String = s.chars().take(QUOTED_CHARS).collect();
+                tracing::warn!(
+                    code_type = std::any::type_name::<C>(),
+                    value = %quoted,
+                    %error,
+                    "malformed code read as none"
+                );
+                None
+            }
+        }
+    }
+
     /// Reads a malformed code as `None` instead of failing, with a warning naming the code's
     /// type and quoting the value (codes are not personal data). For rows read from ClickHouse
     /// to be shown: one bad value must not fail a whole page or endpoint.
@@ -66,23 +90,20 @@ pub mod empty_as_none {
             C::Error: Display,
             D: Deserializer<'de>,
         {
-            let s = String::deserialize(deserializer)?;
-            if s.is_empty() {
-                return Ok(None);
-            }
-            match C::try_from(s.clone()) {
-                Ok(code) => Ok(Some(code)),
-                Err(error) => {
-                    let quoted: String = s.chars().take(super::QUOTED_CHARS).collect();
-                    tracing::warn!(
-                        code_type = std::any::type_name::<C>(),
-                        value = %quoted,
-                        %error,
-                        "malformed code read as none"
-                    );
-                    Ok(None)
-                }
-            }
+            String::deserialize(deserializer).map(super::well_formed)
+        }
+
+        /// Reads a list of codes leniently: a malformed one is left out with the same warning,
+        /// `""` too (`#[serde(deserialize_with = "empty_as_none::lenient::each")]` on a
+        /// `Vec<Code>`, which is written as its plain strings without an adapter).
+        pub fn each<'de, C, D>(deserializer: D) -> Result<Vec<C>, D::Error>
+        where
+            C: TryFrom<String>,
+            C::Error: Display,
+            D: Deserializer<'de>,
+        {
+            let all = Vec::<String>::deserialize(deserializer)?;
+            Ok(all.into_iter().filter_map(super::well_formed).collect())
         }
     }
 }
@@ -146,6 +167,22 @@ mod tests {
         }
         let err = serde_json::from_str::<Strict>(r#"{"street":"31"}"#).unwrap_err();
         assert!(err.to_string().contains("expected 9 digits"), "{err}");
+    }
+
+    #[test]
+    fn a_list_read_leniently_leaves_malformed_codes_out() {
+        #[derive(Deserialize, Serialize)]
+        struct Grids {
+            #[serde(deserialize_with = "empty_as_none::lenient::each")]
+            grids: Vec<GridCode>,
+        }
+        let read: Grids =
+            serde_json::from_str(r#"{"grids":["310199003002017","","31x","310199003002018"]}"#)
+                .unwrap();
+        assert_eq!(
+            serde_json::to_string(&read).unwrap(),
+            r#"{"grids":["310199003002017","310199003002018"]}"#
+        );
     }
 
     #[test]
