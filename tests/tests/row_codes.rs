@@ -4,6 +4,7 @@
 //! absent (outside the district, before a dispatch, after a return), and the columns hold
 //! exactly the strings written out below by hand.
 
+use gridclue_dashboard_api::timeline;
 use gridclue_sink::rows::{ClueRow, EventRow};
 use gridclue_sink::store::load_partition;
 use gridclue_tests::ch::TestDb;
@@ -160,4 +161,61 @@ async fn typed_codes_round_trip_through_clickhouse_as_plain_strings() {
             open_case_department: departments,
         })
     );
+}
+
+/// A fact row whose codes are malformed (written behind the sink's back, e.g. by hand) does not
+/// fail the dashboard's read of it through RowBinary: the malformed codes read as none and the
+/// timeline shows the clue without a street (`""`) and the dispatch without a department, the
+/// well-formed columns as they are.
+#[tokio::test]
+async fn malformed_codes_in_stored_rows_are_read_as_none() {
+    let db = TestDb::create("row_codes_bad").await;
+    gridclue_sink::migrations::apply(&db.client).await.unwrap();
+    let clue = gridclue_core::ClueId::new_random().to_string();
+    let t = china("2026-11-02 09:00");
+    for (seq, fact_type, department) in [
+        (0u32, "reported", "greening_city_appearance"),
+        (1, "dispatched", "Water Affairs"),
+    ] {
+        db.client
+            .query(
+                "INSERT INTO clue_events (clue_id, seq, command_id, fact_type, status, \
+                 occurred_at_ms, processed_at_ms, placement, inside, grid_code, community_code, \
+                 street_code, category, department, detail, kafka_topic, kafka_partition, \
+                 kafka_offset) SELECT toUUID(?), ?, toUUID(?), ?, ?, ?, ?, 'inside', 1, \
+                 '310199001001002', '310199001001', '31019900X', 'garbage_pile', ?, ?, \
+                 'clues.events', 0, ?",
+            )
+            .bind(&clue)
+            .bind(seq)
+            .bind(gridclue_core::CommandId::new_random().to_string())
+            .bind(fact_type)
+            .bind(fact_type)
+            .bind(t + u64::from(seq))
+            .bind(t + u64::from(seq))
+            .bind(department)
+            .bind(department)
+            .bind(i64::from(seq))
+            .execute()
+            .await
+            .expect("a hand-written fact row");
+    }
+    let rows = timeline::query(&db.client, &clue)
+        .await
+        .expect("the malformed codes do not fail the read");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.street_code, r.department.clone()))
+            .collect::<Vec<_>>(),
+        [
+            (None, Some("greening_city_appearance".parse().unwrap())),
+            (None, None)
+        ]
+    );
+    let shown =
+        serde_json::to_value(timeline::assemble(clue.clone(), rows, &Default::default())).unwrap();
+    assert_eq!(shown["street"], "");
+    assert_eq!(shown["facts"][1]["kind"], "dispatched");
+    assert_eq!(shown["facts"][1]["department"], serde_json::Value::Null);
 }
