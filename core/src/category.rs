@@ -52,6 +52,38 @@ impl From<CategoryCode> for String {
     }
 }
 
+impl TryFrom<&str> for CategoryCode {
+    type Error = CategoryCodeError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        Self::parse(s)
+    }
+}
+
+impl std::str::FromStr for CategoryCode {
+    type Err = CategoryCodeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl AsRef<str> for CategoryCode {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for CategoryCode {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for CategoryCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// A department code: a short ASCII slug such as `water_affairs`, naming a department
 /// (职能部门) of the catalog. Clues are routed and dispatched to it and department tokens are
 /// scoped to it; on the wire it is the plain string.

@@ -270,34 +270,6 @@ impl fmt::Display for StreetKind {
     }
 }
 
-/// Serde for an optional code written as its digits, or as `""` when there is none (a clue
-/// placed outside the district has no street): the form state records used before the codes
-/// were typed, so records written by either form read back the same.
-pub mod empty_as_none {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<C, S>(code: &Option<C>, serializer: S) -> Result<S::Ok, S::Error>
-    where
-        C: AsRef<str>,
-        S: Serializer,
-    {
-        serializer.serialize_str(code.as_ref().map_or("", |c| c.as_ref()))
-    }
-
-    pub fn deserialize<'de, C, D>(deserializer: D) -> Result<Option<C>, D::Error>
-    where
-        C: TryFrom<String, Error = super::CodeError>,
-        D: Deserializer<'de>,
-    {
-        let s = String::deserialize(deserializer)?;
-        if s.is_empty() {
-            Ok(None)
-        } else {
-            C::try_from(s).map(Some).map_err(serde::de::Error::custom)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,29 +328,6 @@ mod tests {
             }
         );
         assert!(GridCode::from_parts("310199", 3, 1000, 1).is_err());
-    }
-
-    #[test]
-    fn an_absent_code_is_written_and_read_as_empty() {
-        #[derive(Serialize, Deserialize, PartialEq, Debug)]
-        struct Holder {
-            #[serde(default, with = "empty_as_none")]
-            street: Option<StreetCode>,
-        }
-        let none = Holder { street: None };
-        assert_eq!(serde_json::to_string(&none).unwrap(), r#"{"street":""}"#);
-        assert_eq!(
-            serde_json::from_str::<Holder>(r#"{"street":""}"#).unwrap(),
-            none
-        );
-        assert_eq!(serde_json::from_str::<Holder>("{}").unwrap(), none);
-        let some: Holder = serde_json::from_str(r#"{"street":"310101001"}"#).unwrap();
-        assert_eq!(some.street.unwrap(), "310101001");
-        assert_eq!(
-            serde_json::to_string(&some).unwrap(),
-            r#"{"street":"310101001"}"#
-        );
-        assert!(serde_json::from_str::<Holder>(r#"{"street":"31"}"#).is_err());
     }
 
     #[test]

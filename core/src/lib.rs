@@ -8,6 +8,8 @@
 //! - [`hotspot`] — emerging-hotspot detection, a pure fold over cases (alerts).
 //! - [`category`] — category and department codes and the category catalog
 //!   (`data/categories.json`).
+//! - [`codes`] — every code type in one place and the serde adapter for an absent code
+//!   written as `""`.
 //! - [`status`] — the closed-loop status machine as a pure function.
 //! - [`roles`] — who may take which action on which clue (pure; 403 before 409).
 //! - [`light`] — the deadline's traffic light (green, yellow, red), one definition for all.
@@ -26,6 +28,7 @@
 pub mod calendar;
 pub mod category;
 pub mod ch;
+pub mod codes;
 pub mod config;
 pub mod geo;
 pub mod grid;
@@ -45,7 +48,7 @@ pub mod wire;
 
 pub use category::{Catalog, CategoryCode, DepartmentCode};
 pub use geo::GeoPoint;
-pub use grid::GridCode;
+pub use grid::{CommunityCode, GridCode, StreetCode};
 pub use ids::{ClueId, CommandId, ReporterGroup, ReporterId};
 pub use light::Light;
 pub use status::{Action, Status, TransitionError};

@@ -7,8 +7,10 @@
 //! 200). Newest first.
 
 use chrono::NaiveDate;
+use gridclue_core::codes::{
+    empty_as_none, or_empty, CategoryCode, CommunityCode, GridCode, StreetCode,
+};
 use gridclue_core::hotspot::AlertState;
-use gridclue_core::CategoryCode;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -39,17 +41,25 @@ HAVING (? = '' OR latest_state = ?) AND raised_at_ms >= ? AND raised_at_ms < ? \
 ORDER BY raised_at_ms DESC, id \
 LIMIT ?";
 
+/// One alert as ClickHouse returns it. Its codes are read leniently (see
+/// [`empty_as_none::lenient`]): a malformed one is shown as `""` (left out of the grids), not an
+/// error of the list.
 #[derive(Clone, Debug, PartialEq, clickhouse::Row, Deserialize)]
 pub struct Found {
     pub id: String,
     pub latest_version: u32,
     pub latest_state: String,
     pub kind: String,
-    pub grid: String,
-    pub place_grids: Vec<String>,
-    pub community: String,
-    pub street: String,
-    pub cat: String,
+    #[serde(with = "empty_as_none::lenient")]
+    pub grid: Option<GridCode>,
+    #[serde(deserialize_with = "empty_as_none::lenient::each")]
+    pub place_grids: Vec<GridCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub community: Option<CommunityCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub street: Option<StreetCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub cat: Option<CategoryCode>,
     pub w_start: u64,
     pub w_end: u64,
     pub w_days: u32,
@@ -182,13 +192,17 @@ pub struct AlertView {
     pub version: u32,
     pub state: String,
     pub place_kind: String,
-    pub grid_code: String,
-    pub grids: Vec<String>,
-    pub community_code: String,
+    #[serde(with = "empty_as_none")]
+    pub grid_code: Option<GridCode>,
+    pub grids: Vec<GridCode>,
+    #[serde(with = "empty_as_none")]
+    pub community_code: Option<CommunityCode>,
     pub community_name: String,
-    pub street_code: String,
+    #[serde(with = "empty_as_none")]
+    pub street_code: Option<StreetCode>,
     pub street_name: String,
-    pub category: String,
+    #[serde(with = "empty_as_none")]
+    pub category: Option<CategoryCode>,
     pub category_name: String,
     pub category_name_en: String,
     pub window_start: String,
@@ -212,17 +226,20 @@ pub fn assemble(scope: Scope, found: Vec<Found>, reference: &Reference) -> Alert
     let rows = found
         .into_iter()
         .map(|f| {
-            let category = reference.categories.iter().find(|c| c.code == f.cat);
+            let category = reference
+                .categories
+                .iter()
+                .find(|c| c.code == or_empty(&f.cat));
             AlertView {
                 street_name: reference
                     .streets
                     .iter()
-                    .find(|s| s.code == f.street)
+                    .find(|s| s.code == or_empty(&f.street))
                     .map(|s| s.name.clone())
                     .unwrap_or_default(),
                 community_name: reference
                     .communities
-                    .get(&f.community)
+                    .get(or_empty(&f.community))
                     .cloned()
                     .unwrap_or_default(),
                 category_name: category.map(|c| c.name_zh.clone()).unwrap_or_default(),

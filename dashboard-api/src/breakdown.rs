@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use gridclue_core::codes::{empty_as_none, GridCode};
 use gridclue_core::{ReporterGroup, Status};
 use serde::{Deserialize, Serialize};
 
@@ -365,9 +366,12 @@ fn heatmap_sql() -> String {
     )
 }
 
+/// One grid's count, as ClickHouse returns it and as the heatmap shows it. The grid is read
+/// leniently (see [`empty_as_none::lenient`]): a malformed one is shown as `""`.
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
 pub struct GridCount {
-    pub grid: String,
+    #[serde(with = "empty_as_none::lenient")]
+    pub grid: Option<GridCode>,
     pub count: u64,
 }
 

@@ -22,6 +22,9 @@
 //! reads `dashboard_clues` (keyed by report time) from a window of the latest report times that
 //! widens until it holds the page's candidates.
 
+use gridclue_core::codes::{
+    empty_as_none, or_empty, CategoryCode, CommunityCode, DepartmentCode, GridCode, StreetCode,
+};
 use gridclue_core::light::{clue_light, Light, YELLOW_FRACTION};
 use gridclue_core::{ClueId, Status};
 use serde::{Deserialize, Serialize};
@@ -309,14 +312,21 @@ fn sql(list: List, filters: &Filters, after: Option<&Cursor>) -> String {
     )
 }
 
+/// One listed clue as ClickHouse returns it. Its codes are read leniently (see
+/// [`empty_as_none::lenient`]): a malformed one is shown as `""`, not an error of the page.
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
 pub struct ListRow {
     pub id: String,
-    pub street_code: String,
-    pub community_code: String,
-    pub grid_code: String,
-    pub category: String,
-    pub department_now: String,
+    #[serde(with = "empty_as_none::lenient")]
+    pub street_code: Option<StreetCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub community_code: Option<CommunityCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub grid_code: Option<GridCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub category: Option<CategoryCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub department_now: Option<DepartmentCode>,
     pub status: String,
     pub accepted_at_ms: u64,
     pub deadline_ms: u64,
@@ -415,14 +425,19 @@ pub async fn query(
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Item {
     pub clue_id: String,
-    pub street: String,
+    #[serde(with = "empty_as_none")]
+    pub street: Option<StreetCode>,
     pub street_name: Option<String>,
-    pub community: String,
+    #[serde(with = "empty_as_none")]
+    pub community: Option<CommunityCode>,
     pub community_name: Option<String>,
-    pub grid: String,
-    pub category: String,
+    #[serde(with = "empty_as_none")]
+    pub grid: Option<GridCode>,
+    #[serde(with = "empty_as_none")]
+    pub category: Option<CategoryCode>,
     pub category_name: Option<String>,
-    pub department: String,
+    #[serde(with = "empty_as_none")]
+    pub department: Option<DepartmentCode>,
     pub department_name: Option<String>,
     pub status: String,
     pub deadline: Option<String>,
@@ -449,13 +464,17 @@ fn item(r: ListRow, reference: &Reference, now_ms: u64) -> Item {
         status.and_then(|s| clue_light(s, now_ms, r.accepted_at_ms, r.yellow_at_ms, r.deadline_ms));
     let running = light.is_some();
     Item {
-        street_name: reference.street_name(&r.street_code).map(str::to_owned),
-        community_name: reference
-            .community_name(&r.community_code)
+        street_name: reference
+            .street_name(or_empty(&r.street_code))
             .map(str::to_owned),
-        category_name: reference.category(&r.category).map(|c| c.name_zh.clone()),
+        community_name: reference
+            .community_name(or_empty(&r.community_code))
+            .map(str::to_owned),
+        category_name: reference
+            .category(or_empty(&r.category))
+            .map(|c| c.name_zh.clone()),
         department_name: reference
-            .department(&r.department_now)
+            .department(or_empty(&r.department_now))
             .map(|d| d.name_zh.clone()),
         deadline: running.then(|| china_time(r.deadline_ms)),
         deadline_ms: running.then_some(r.deadline_ms),

@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{Datelike, Duration as Days, FixedOffset, NaiveDate, TimeZone};
+use gridclue_core::codes::{empty_as_none, or_empty, CategoryCode, CommunityCode, StreetCode};
 use gridclue_core::light::clue_light;
 use gridclue_core::tokens::{TokenFile, TokenKind, TokenRecord};
 use gridclue_core::{ReporterGroup, Status};
@@ -699,13 +700,18 @@ const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
 
 const MY_CLUES_TOTAL_SQL: &str = "SELECT uniqExact(clue_id) FROM clues WHERE reporter_id = ?";
 
+/// One of a reporter's clues as ClickHouse returns it. Its codes are read leniently (see
+/// [`empty_as_none::lenient`]): a malformed one is shown as `""`, not an error of the page.
 #[derive(Clone, Debug, clickhouse::Row, Deserialize)]
 struct MyClueRow {
     clue: String,
     latest_status: String,
-    category_code: String,
-    street: String,
-    community: String,
+    #[serde(with = "empty_as_none::lenient")]
+    category_code: Option<CategoryCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    street: Option<StreetCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    community: Option<CommunityCode>,
     reported_at: u64,
     accepted_at: u64,
     yellow_at: u64,
@@ -790,11 +796,15 @@ pub struct MyClue {
     pub status: String,
     /// green, yellow or red while the case's deadline runs; null otherwise.
     pub light: Option<gridclue_core::Light>,
-    pub category: String,
+    /// Empty (`""`) where the clue has none (outside the district, no community or street).
+    #[serde(with = "empty_as_none")]
+    pub category: Option<CategoryCode>,
     pub category_name: Option<String>,
-    pub street_code: String,
+    #[serde(with = "empty_as_none")]
+    pub street_code: Option<StreetCode>,
     pub street_name: Option<String>,
-    pub community_code: String,
+    #[serde(with = "empty_as_none")]
+    pub community_code: Option<CommunityCode>,
     pub community_name: Option<String>,
     pub reported_at: String,
     pub reported_at_ms: u64,
@@ -875,10 +885,14 @@ pub async fn my_clues(
                 MyClue {
                     light,
                     category_name: reference
-                        .category(&r.category_code)
+                        .category(or_empty(&r.category_code))
                         .map(|c| c.name_zh.clone()),
-                    street_name: reference.street_name(&r.street).map(str::to_owned),
-                    community_name: reference.community_name(&r.community).map(str::to_owned),
+                    street_name: reference
+                        .street_name(or_empty(&r.street))
+                        .map(str::to_owned),
+                    community_name: reference
+                        .community_name(or_empty(&r.community))
+                        .map(str::to_owned),
                     reported_at: china_time(r.reported_at),
                     reported_at_ms: r.reported_at,
                     deadline: nonzero(r.deadline).map(china_time),

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use gridclue_core::codes::{empty_as_none, DepartmentCode, StreetCode};
 use gridclue_core::tokens::TokenFile;
 use serde::{Deserialize, Serialize};
 
@@ -21,14 +22,19 @@ fn sql() -> String {
     )
 }
 
+/// One fact of a clue as ClickHouse returns it. Its codes are read leniently (see
+/// [`empty_as_none::lenient`]): a malformed street is no street (a street office is then not
+/// shown the clue), a malformed department none, rather than an error of the timeline.
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
 pub struct FactRow {
     pub seq: u32,
     pub fact_type: String,
     pub status: String,
     pub occurred_at_ms: u64,
-    pub street_code: String,
-    pub department: String,
+    #[serde(with = "empty_as_none::lenient")]
+    pub street_code: Option<StreetCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub department: Option<DepartmentCode>,
     pub actor_role: String,
     pub actor_id: String,
     pub detail: String,
@@ -61,7 +67,7 @@ pub struct Fact {
     pub note: String,
     pub photos: Vec<String>,
     /// On a dispatch: the department it went to.
-    pub department: Option<String>,
+    pub department: Option<DepartmentCode>,
     /// On an acceptance or approved postponement: the deadline it set.
     pub deadline: Option<String>,
     pub deadline_ms: Option<u64>,
@@ -71,16 +77,16 @@ pub struct Fact {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Timeline {
     pub clue_id: String,
-    pub street: String,
+    /// `""` while the clue has no street (outside the district, its report not stored yet).
+    #[serde(with = "empty_as_none")]
+    pub street: Option<StreetCode>,
     pub status: String,
     pub facts: Vec<Fact>,
 }
 
 /// The street of a clue: the one its facts carry (every fact once its report is known).
-pub fn street_of(rows: &[FactRow]) -> Option<&str> {
-    rows.iter()
-        .map(|r| r.street_code.as_str())
-        .find(|s| !s.is_empty())
+pub fn street_of(rows: &[FactRow]) -> Option<StreetCode> {
+    rows.iter().find_map(|r| r.street_code)
 }
 
 pub fn assemble(clue_id: String, rows: Vec<FactRow>, tokens: &TokenFile) -> Timeline {
@@ -90,7 +96,7 @@ pub fn assemble(clue_id: String, rows: Vec<FactRow>, tokens: &TokenFile) -> Time
         .filter(|t| !t.name.is_empty())
         .map(|t| (t.id.as_str(), t.name.as_str()))
         .collect();
-    let street = street_of(&rows).unwrap_or_default().to_owned();
+    let street = street_of(&rows);
     let status = rows.last().map(|r| r.status.clone()).unwrap_or_default();
     let facts = rows
         .into_iter()
@@ -105,7 +111,7 @@ pub fn assemble(clue_id: String, rows: Vec<FactRow>, tokens: &TokenFile) -> Time
                 actor: names.get(r.actor_id.as_str()).map(|n| (*n).to_owned()),
                 // A dispatch's text is its department code, a merge's is empty.
                 note: if dispatch { String::new() } else { r.detail },
-                department: dispatch.then_some(r.department),
+                department: r.department.filter(|_| dispatch),
                 deadline: sets_deadline.then(|| china_time(r.deadline_ms)),
                 deadline_ms: sets_deadline.then_some(r.deadline_ms),
                 rating: (r.fact_type == "rated").then_some(r.rating),

@@ -22,9 +22,12 @@
 use std::collections::BTreeMap;
 
 use gridclue_core::calendar::Calendar;
+use gridclue_core::codes::{
+    empty_as_none, or_empty, CategoryCode, CommunityCode, DepartmentCode, GridCode, StreetCode,
+};
 use gridclue_core::light::{clue_light, Light};
 use gridclue_core::tokens::{TokenKind, TokenRecord};
-use gridclue_core::{ClueId, DepartmentCode, Status};
+use gridclue_core::{ClueId, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -316,7 +319,8 @@ fn counts_sql() -> String {
     format!("SELECT queue, count() AS clues FROM ({QUEUED_SQL}) GROUP BY queue")
 }
 
-/// One queued clue as ClickHouse returns it.
+/// One queued clue as ClickHouse returns it. Its codes are read leniently (see
+/// [`empty_as_none::lenient`]): a malformed one is shown as `""`, not an error of the queue.
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
 pub struct WorkRow {
     pub queue: String,
@@ -324,11 +328,16 @@ pub struct WorkRow {
     pub version: u32,
     pub status: String,
     pub channel: String,
-    pub grid_code: String,
-    pub community_code: String,
-    pub street_code: String,
-    pub category: String,
-    pub at_department: String,
+    #[serde(with = "empty_as_none::lenient")]
+    pub grid_code: Option<GridCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub community_code: Option<CommunityCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub street_code: Option<StreetCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub category: Option<CategoryCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub at_department: Option<DepartmentCode>,
     pub reported_at_ms: u64,
     pub accepted_at_ms: u64,
     pub deadline_ms: u64,
@@ -404,16 +413,21 @@ pub struct WorkItem {
     /// How the report came in: `api`, `web`, `open311`, or `import` (history from an older
     /// system).
     pub channel: String,
-    pub category: String,
+    #[serde(with = "empty_as_none")]
+    pub category: Option<CategoryCode>,
     pub category_name: Option<String>,
     pub category_name_en: Option<String>,
-    pub street_code: String,
+    #[serde(with = "empty_as_none")]
+    pub street_code: Option<StreetCode>,
     pub street_name: Option<String>,
-    pub community_code: String,
+    #[serde(with = "empty_as_none")]
+    pub community_code: Option<CommunityCode>,
     pub community_name: Option<String>,
-    pub grid_code: String,
+    #[serde(with = "empty_as_none")]
+    pub grid_code: Option<GridCode>,
     /// The department the clue is dispatched to now, else the one it was routed to.
-    pub department: String,
+    #[serde(with = "empty_as_none")]
+    pub department: Option<DepartmentCode>,
     pub department_name: Option<String>,
     pub reported_at: String,
     pub reported_at_ms: u64,
@@ -480,14 +494,16 @@ fn item(row: WorkRow, reference: &Reference, calendar: &Calendar, now_ms: u64) -
         let ms = remaining_working_ms(calendar, now_ms, row.deadline_ms);
         (ms as f64 / 360_000.0).round() / 10.0
     });
-    let category = reference.category(&row.category);
-    let department = reference.department(&row.at_department);
+    let category = reference.category(or_empty(&row.category));
+    let department = reference.department(or_empty(&row.at_department));
     WorkItem {
         category_name: category.map(|c| c.name_zh.clone()),
         category_name_en: category.map(|c| c.name_en.clone()),
-        street_name: reference.street_name(&row.street_code).map(str::to_owned),
+        street_name: reference
+            .street_name(or_empty(&row.street_code))
+            .map(str::to_owned),
         community_name: reference
-            .community_name(&row.community_code)
+            .community_name(or_empty(&row.community_code))
             .map(str::to_owned),
         department_name: department.map(|d| d.name_zh.clone()),
         reported_at: china_time(row.reported_at_ms),

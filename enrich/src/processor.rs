@@ -74,7 +74,7 @@ pub struct ReportInfo {
     /// Placed inside the district.
     pub inside: bool,
     /// The owner street (none outside the district; written as `""` then).
-    #[serde(default, with = "gridclue_core::grid::empty_as_none")]
+    #[serde(default, with = "gridclue_core::codes::empty_as_none")]
     pub street_code: Option<StreetCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate_of: Option<ClueId>,

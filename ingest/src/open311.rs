@@ -32,6 +32,7 @@ use axum::routing::get;
 use axum::Router;
 use chrono::DateTime;
 use gridclue_core::category::Category;
+use gridclue_core::codes::or_empty;
 use gridclue_core::wire::Channel;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use serde_json::{json, Map, Value};
@@ -489,8 +490,8 @@ async fn fetch_requests(
 
 /// One clue as an Open311 service request.
 pub fn request_json(state: &AppState, r: &ClueRow, report: Option<&ReportText>, en: bool) -> Value {
-    let category = state.catalog.get(&r.category);
-    let department = state.catalog.department(&r.department);
+    let category = state.catalog.get(or_empty(&r.category));
+    let department = state.catalog.department(or_empty(&r.department));
     let open = !CLOSED_STATUSES.contains(&r.status.as_str());
     let time = |ms: u64| {
         if ms == 0 {
@@ -504,17 +505,17 @@ pub fn request_json(state: &AppState, r: &ClueRow, report: Option<&ReportText>, 
         "status": if open { "open" } else { "closed" },
         "status_notes": r.status,
         "service_name": category.map(|c| if en { c.name_en.as_str() } else { c.name_zh.as_str() }),
-        "service_code": r.category,
+        "service_code": or_empty(&r.category),
         "description": report.map_or("", |t| t.description.as_str()),
         "agency_responsible": department
             .map(|d| if en { d.name_en.as_str() } else { d.name_zh.as_str() })
-            .unwrap_or(r.department.as_str()),
+            .unwrap_or(or_empty(&r.department)),
         "service_notice": "",
         "requested_datetime": time(r.reported_at_ms),
         "updated_datetime": time(r.updated_at_ms),
         "expected_datetime": time(r.deadline_ms),
-        "address": state.grid_addresses.get(&r.grid_code),
-        "address_id": if r.grid_code.is_empty() { Value::Null } else { json!(r.grid_code) },
+        "address": state.grid_addresses.get(or_empty(&r.grid_code)),
+        "address_id": r.grid_code.map(String::from),
         "zipcode": Value::Null,
         "lat": r.lat,
         "long": r.lon,

@@ -19,6 +19,9 @@ use axum::Json;
 use chrono::{FixedOffset, TimeZone};
 use clickhouse::Client;
 use gridclue_core::ch::ChSettings;
+use gridclue_core::codes::{
+    empty_as_none, or_empty, CategoryCode, CommunityCode, DepartmentCode, GridCode, StreetCode,
+};
 use gridclue_core::ClueId;
 use serde::Deserialize;
 use serde_json::json;
@@ -29,18 +32,27 @@ use crate::error::ApiError;
 use crate::metrics::IngestMetrics;
 
 /// The latest state of a clue, as the `clues` table holds it.
+///
+/// Codes are read leniently (`''` and a malformed code alike read as none, the latter with a
+/// warning): the row is only shown, and one bad value must not turn a reporter's view or an
+/// Open311 list into an error. Shown, an absent code is `""` as the column holds it.
 #[derive(Clone, Debug, PartialEq, clickhouse::Row, Deserialize)]
 pub struct ClueRow {
     pub id: String,
     pub status: String,
     pub placement: String,
-    pub grid_code: String,
-    pub community_code: String,
-    pub street_code: String,
+    #[serde(with = "empty_as_none::lenient")]
+    pub grid_code: Option<GridCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub community_code: Option<CommunityCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub street_code: Option<StreetCode>,
     pub lat: f64,
     pub lon: f64,
-    pub category: String,
-    pub department: String,
+    #[serde(with = "empty_as_none::lenient")]
+    pub category: Option<CategoryCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub department: Option<DepartmentCode>,
     pub reporter_id: String,
     pub channel: String,
     pub dup_of: String,
@@ -86,13 +98,17 @@ pub struct ReportText {
     pub photos: Vec<String>,
 }
 
-/// Who may see a clue that refers to a photo: its reporter, street and departments.
+/// Who may see a clue that refers to a photo: its reporter, street and departments (a
+/// malformed code reads as none, leniently like [`ClueRow`]'s: it grants no one access).
 #[derive(Clone, Debug, PartialEq, clickhouse::Row, Deserialize)]
 pub struct PhotoClue {
     pub reporter_id: String,
-    pub street_code: String,
-    pub department: String,
-    pub routed_department: String,
+    #[serde(with = "empty_as_none::lenient")]
+    pub street_code: Option<StreetCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub department: Option<DepartmentCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub routed_department: Option<DepartmentCode>,
 }
 
 /// What an Open311 `GET requests` asks for.
@@ -365,7 +381,7 @@ async fn reporter_view(state: &AppState, parts: &Parts, id: &str) -> Result<Resp
         .ok_or(ApiError::NotFound)?;
     let history = store.history(id).await?;
     let report = history.iter().find(|f| f.seq == 0);
-    let category = state.catalog.get(&clue.category);
+    let category = state.catalog.get(or_empty(&clue.category));
     let history: Vec<_> = history
         .iter()
         .map(|f| {
@@ -408,15 +424,15 @@ async fn reporter_view(state: &AppState, parts: &Parts, id: &str) -> Result<Resp
         "open": status.is_some_and(|s| s.is_open()),
         "light": light,
         "rating": (clue.rating > 0).then_some(clue.rating),
-        "category": clue.category,
+        "category": or_empty(&clue.category),
         "category_name_zh": category.map(|c| c.name_zh.as_str()),
         "category_name_en": category.map(|c| c.name_en.as_str()),
-        "department": clue.department,
+        "department": or_empty(&clue.department),
         "placement": clue.placement,
-        "grid_code": clue.grid_code,
-        "community_code": clue.community_code,
-        "street_code": clue.street_code,
-        "address": state.grid_addresses.get(&clue.grid_code),
+        "grid_code": or_empty(&clue.grid_code),
+        "community_code": or_empty(&clue.community_code),
+        "street_code": or_empty(&clue.street_code),
+        "address": state.grid_addresses.get(or_empty(&clue.grid_code)),
         "lat": clue.lat,
         "lon": clue.lon,
         "duplicate_of": if clue.dup_of.is_empty() { None } else { Some(&clue.dup_of) },

@@ -299,6 +299,22 @@ async fn reporters_see_their_own_clues_only() {
     assert_eq!(view["open"], true);
     assert_eq!(view["category_name_zh"], "井盖破损/缺失");
     assert_eq!(view["address"], "洪泉街道 兰城社区 310199001001001");
+    assert_eq!(
+        [
+            &view["grid_code"],
+            &view["community_code"],
+            &view["street_code"],
+            &view["category"],
+            &view["department"]
+        ],
+        [
+            "310199001001001",
+            "310199001001",
+            "310199001",
+            "manhole_cover",
+            "water_affairs"
+        ]
+    );
     assert!(view["deadline"].as_str().unwrap().ends_with("+08:00"));
     let history: Vec<_> = view["history"]
         .as_array()
@@ -345,6 +361,37 @@ async fn reporters_see_their_own_clues_only() {
     let (status, _, view) = get(f.old.to_string(), env.reporter.clone()).await;
     assert_eq!((status, view["open"].as_bool()), (200, Some(false)));
     assert_eq!(view["history"][1]["detail"], "not a problem");
+
+    // A row whose codes are malformed (written behind the sink's back) is still shown: its
+    // malformed codes read as none, shown as "" like an absent code; the good ones stay.
+    let bad = ClueId::new_random();
+    insert(
+        &ch,
+        &db,
+        "clues",
+        &[json!({
+            "clue_id": bad.to_string(), "version": 0, "status": "reported",
+            "placement": "inside", "inside": 1, "grid_code": "310199001001001",
+            "community_code": "3101990010", "street_code": "31019900X",
+            "lat": INSIDE.0, "lon": INSIDE.1, "category": "manhole_cover",
+            "department": "Water Affairs", "urgency": "urgent", "reporter_id": env.reporter_id,
+            "channel": "api", "is_case": 1, "reported_at_ms": f.now - 60_000,
+            "updated_at_ms": f.now - 60_000,
+        })],
+    )
+    .await;
+    let (status, _, view) = get(bad.to_string(), env.reporter.clone()).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        [
+            &view["grid_code"],
+            &view["community_code"],
+            &view["street_code"],
+            &view["category"],
+            &view["department"]
+        ],
+        ["310199001001001", "", "", "manhole_cover", ""]
+    );
     server.stop().await.unwrap();
 
     // ClickHouse configured but unreachable: a bounded 503.

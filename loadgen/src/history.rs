@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gridclue_core::calendar::Calendar;
-use gridclue_core::category::{Catalog, DepartmentCode};
+use gridclue_core::category::{Catalog, CategoryCode, DepartmentCode};
 use gridclue_core::grid::StreetCode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -116,7 +116,7 @@ pub struct Entry {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HistoricalClue {
     pub source_id: String,
-    pub category: String,
+    pub category: CategoryCode,
     pub lat: f64,
     pub lon: f64,
     pub description: &'static str,
@@ -367,10 +367,10 @@ pub fn plan(
     until_ms: u64,
 ) -> Vec<HistoricalClue> {
     let mut rng = StdRng::seed_from_u64(args.seed ^ 0x6869_7374);
-    let codes: Vec<String> = catalog
+    let codes: Vec<CategoryCode> = catalog
         .categories()
         .iter()
-        .map(|c| c.code.to_string())
+        .map(|c| c.code.clone())
         .collect();
     let mut departments: Vec<&DepartmentCode> =
         catalog.departments().iter().map(|d| &d.code).collect();
@@ -387,11 +387,11 @@ pub fn plan(
         street: StreetCode,
         lat: f64,
         lon: f64,
-        category: String,
+        category: CategoryCode,
         description: &'static str,
         reported_at_ms: u64,
     }
-    let mut placed: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
+    let mut placed: HashMap<CategoryCode, Vec<(f64, f64)>> = HashMap::new();
     let mut drawn: Vec<Drawn> = Vec::with_capacity(args.count);
     let mut i = 0;
     while drawn.len() < args.count {
@@ -430,13 +430,13 @@ pub fn plan(
     // dedupe stage compares a report with the ones placed before it), and a merge goes into a
     // clue reported earlier.
     drawn.sort_by(|a, b| (a.reported_at_ms, &a.source_id).cmp(&(b.reported_at_ms, &b.source_id)));
-    let mut merge_targets: HashMap<(StreetCode, String), String> = HashMap::new();
+    let mut merge_targets: HashMap<(StreetCode, CategoryCode), String> = HashMap::new();
     let mut out = Vec::with_capacity(drawn.len());
     for d in drawn {
         let fate = fate(args.seed, &d.source_id);
         let late = rng.gen_bool(LATE_SHARE);
         let spec = catalog
-            .get(&d.category)
+            .get(d.category.as_str())
             .expect("categories come from the catalog");
         let right = &spec.department;
         let others: Vec<&DepartmentCode> = departments

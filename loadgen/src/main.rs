@@ -9,6 +9,7 @@
 //! ([`gridclue_loadgen::staff`]).
 
 use gridclue_core::grid::StreetCode;
+use gridclue_core::CategoryCode;
 use gridclue_loadgen::map::{load_map, pick_category, point_in, GridShape, DESCRIPTIONS};
 use gridclue_loadgen::staff;
 
@@ -107,7 +108,7 @@ fn plan(
     args: &Args,
     grids: &[GridShape],
     district: &MultiPolygon<f64>,
-    codes: &[String],
+    codes: &[CategoryCode],
 ) -> Vec<Planned> {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut streets: Vec<StreetCode> = grids.iter().map(|g| g.street).collect();

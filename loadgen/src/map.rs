@@ -5,7 +5,7 @@ use anyhow::Context;
 use geo::{BoundingRect, Contains};
 use geo_types::{MultiPolygon, Point, Polygon};
 use gridclue_core::grid::StreetCode;
-use gridclue_core::GridCode;
+use gridclue_core::{CategoryCode, GridCode};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -53,17 +53,17 @@ pub fn point_in(poly: &Polygon<f64>, rng: &mut StdRng) -> Option<(f64, f64)> {
 }
 
 /// Category codes with rough real-world weights (garbage and vending dominate).
-pub fn pick_category(codes: &[String], rng: &mut StdRng) -> String {
+pub fn pick_category(codes: &[CategoryCode], rng: &mut StdRng) -> CategoryCode {
     let weight = |c: &str| match c {
         "garbage_pile" => 8.0,
         "manhole_cover" => 4.0,
         "food_safety" => 3.0,
         _ => 1.5,
     };
-    let total: f64 = codes.iter().map(|c| weight(c)).sum();
+    let total: f64 = codes.iter().map(|c| weight(c.as_str())).sum();
     let mut x = rng.gen_range(0.0..total);
     for c in codes {
-        x -= weight(c);
+        x -= weight(c.as_str());
         if x <= 0.0 {
             return c.clone();
         }

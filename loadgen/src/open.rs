@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use gridclue_core::CategoryCode;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -497,7 +498,7 @@ struct Shared {
     http: reqwest::Client,
     args: OpenArgs,
     reporters: Vec<String>,
-    categories: Vec<String>,
+    categories: Vec<CategoryCode>,
     points: Vec<(f64, f64)>,
     latencies: Mutex<Latencies>,
     /// p99 of the last second for the progress line; reset every second.
@@ -689,7 +690,7 @@ struct RunContext {
     http: reqwest::Client,
     args: OpenArgs,
     reporters: Vec<String>,
-    categories: Vec<String>,
+    categories: Vec<CategoryCode>,
     points: Vec<(f64, f64)>,
     acked: Arc<Mutex<Option<std::fs::File>>>,
 }
@@ -980,7 +981,7 @@ async fn send(shared: &Shared, planned: Planned, seed: u64) -> Option<(String, S
             let category = pick_category(&shared.categories, &mut rng);
             let form = [
                 ("api_key", token.clone()),
-                ("service_code", category),
+                ("service_code", category.into()),
                 ("lat", lat.to_string()),
                 ("long", lon.to_string()),
                 ("description", DESCRIPTIONS[0].to_owned()),
@@ -1244,7 +1245,11 @@ fn print_report(r: &RunReport) {
 }
 
 /// The category codes ingest accepts (`GET /v1/categories`).
-pub async fn fetch_categories(http: &reqwest::Client, ingest: &str) -> anyhow::Result<Vec<String>> {
+/// The category codes ingest serves (parsed: a malformed code is an error of the run).
+pub async fn fetch_categories(
+    http: &reqwest::Client,
+    ingest: &str,
+) -> anyhow::Result<Vec<CategoryCode>> {
     let categories: Value = http
         .get(format!("{ingest}/v1/categories"))
         .send()
@@ -1253,12 +1258,13 @@ pub async fn fetch_categories(http: &reqwest::Client, ingest: &str) -> anyhow::R
         .error_for_status()?
         .json()
         .await?;
-    let codes: Vec<String> = categories["categories"]
+    let codes = categories["categories"]
         .as_array()
         .context("categories response has no list")?
         .iter()
-        .filter_map(|c| c["code"].as_str().map(str::to_owned))
-        .collect();
+        .filter_map(|c| c["code"].as_str())
+        .map(|code| CategoryCode::parse(code).with_context(|| format!("category {code:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(!codes.is_empty(), "no categories");
     Ok(codes)
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clickhouse::Client;
+use gridclue_core::codes::{CategoryCode, CommunityCode, GridCode, StreetCode};
 use gridclue_core::hotspot::AlertFact;
 use gridclue_core::wire::DlqRecord;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -30,11 +31,11 @@ pub struct AlertRow {
     pub version: u32,
     pub state: String,
     pub place_kind: String,
-    pub grid_code: String,
-    pub grids: Vec<String>,
-    pub community_code: String,
-    pub street_code: String,
-    pub category: String,
+    pub grid_code: GridCode,
+    pub grids: Vec<GridCode>,
+    pub community_code: CommunityCode,
+    pub street_code: StreetCode,
+    pub category: CategoryCode,
     pub window_start_ms: u64,
     pub window_end_ms: u64,
     pub window_days: u32,
@@ -55,11 +56,11 @@ impl AlertRow {
             version: a.version,
             state: a.state.as_str().to_owned(),
             place_kind: a.place_kind.as_str().to_owned(),
-            grid_code: a.grid_code.to_string(),
-            grids: a.grids.iter().map(|g| g.to_string()).collect(),
-            community_code: a.community_code.to_string(),
-            street_code: a.street_code.to_string(),
-            category: a.category.as_str().to_owned(),
+            grid_code: a.grid_code,
+            grids: a.grids.clone(),
+            community_code: a.community_code,
+            street_code: a.street_code,
+            category: a.category.clone(),
             window_start_ms: a.window_start_ms,
             window_end_ms: a.window_end_ms,
             window_days: a.window_days,

@@ -26,7 +26,7 @@
 //! delta tables, so a fact and its deltas are stored by the same insert.
 
 use gridclue_core::wire::{EventEnvelope, Fact};
-use gridclue_core::Status;
+use gridclue_core::{DepartmentCode, Status};
 
 use crate::rows::ClueRow;
 
@@ -81,14 +81,14 @@ pub fn china_day(ms: u64) -> u32 {
 pub struct Delta {
     pub effective_ms: u64,
     pub cohort_day: u32,
-    pub department: String,
+    pub department: DepartmentCode,
     pub counts: Counters,
 }
 
 /// What of a clue's state the indicators read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct View {
-    department: String,
+    department: DepartmentCode,
     /// A report placed inside the district: its China day and whether it is a duplicate.
     report: Option<(u32, bool)>,
     case: Option<Case>,
@@ -126,7 +126,7 @@ fn view(row: &ClueRow) -> Option<View> {
         rating: row.rating,
     });
     Some(View {
-        department: row.department.clone(),
+        department: row.department.clone()?,
         report: Some((china_day(row.reported_at_ms), row.duplicate_of.is_some())),
         case,
     })
@@ -376,11 +376,11 @@ pub(crate) mod tests {
         facts
     }
 
-    type ByCell = BTreeMap<(u32, String), Counters>;
+    type ByCell = BTreeMap<(u32, DepartmentCode), Counters>;
 
-    fn add(map: &mut ByCell, day: u32, department: &str, counts: Counters) {
+    fn add(map: &mut ByCell, day: u32, department: &DepartmentCode, counts: Counters) {
         let cell = map
-            .entry((day, department.to_owned()))
+            .entry((day, department.clone()))
             .or_insert([0; COUNTERS]);
         for (x, y) in cell.iter_mut().zip(counts) {
             *x += y;
@@ -406,15 +406,11 @@ pub(crate) mod tests {
         let Some(row) = row.filter(|r| r.placement == "inside") else {
             return out;
         };
+        let department = row.department.clone().unwrap();
         let mut report = [0; COUNTERS];
         report[REPORTS] = 1;
         report[DUPLICATES] = i64::from(row.duplicate_of.is_some());
-        add(
-            &mut out,
-            china_day(row.reported_at_ms),
-            &row.department,
-            report,
-        );
+        add(&mut out, china_day(row.reported_at_ms), &department, report);
         let left = ["rejected", "duplicate", "withdrawn"].contains(&row.status.as_str());
         if row.accepted_at_ms > 0 && !left {
             let (closed, d) = (row.closed_at_ms > 0, row.deadline_ms);
@@ -433,7 +429,7 @@ pub(crate) mod tests {
             c[WORKING_MS] = timed.unwrap_or(0) as i64;
             c[RATED] = i64::from(row.rating > 0);
             c[RATING_SUM] = i64::from(row.rating);
-            add(&mut out, china_day(row.accepted_at_ms), &row.department, c);
+            add(&mut out, china_day(row.accepted_at_ms), &department, c);
         }
         non_zero(out)
     }

@@ -7,9 +7,9 @@
 //! open clues, with the same columns. Summed per (clue, version), the rows written for a clue's
 //! facts leave exactly its latest state when that is listed, and nothing otherwise.
 
-use gridclue_core::Status;
+use gridclue_core::{DepartmentCode, Status};
 
-use crate::rows::ClueRow;
+use crate::rows::{department_now, ClueRow};
 
 /// One row: a listed state of a clue and its sign.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub struct OpenCaseRow {
     pub sign: i8,
     pub version: u32,
     pub status: String,
-    pub department_now: String,
+    pub department_now: DepartmentCode,
     pub accepted_at_ms: u64,
     pub deadline_ms: u64,
     pub yellow_at_ms: u64,
@@ -29,21 +29,22 @@ pub fn is_listed(row: &ClueRow) -> bool {
     row.placement == "inside" && row.status.parse::<Status>().is_ok_and(Status::is_open)
 }
 
-fn listed(row: &ClueRow, sign: i8) -> OpenCaseRow {
-    OpenCaseRow {
+/// The row of `row` with `sign`, when it is listed (a placed report always names its
+/// department).
+fn listed(row: &ClueRow, sign: i8) -> Option<OpenCaseRow> {
+    if !is_listed(row) {
+        return None;
+    }
+    Some(OpenCaseRow {
         sign,
         version: row.version,
         status: row.status.clone(),
-        department_now: if row.assigned_department.is_empty() {
-            row.department.clone()
-        } else {
-            row.assigned_department.clone()
-        },
+        department_now: department_now(row)?.clone(),
         accepted_at_ms: row.accepted_at_ms,
         deadline_ms: row.deadline_ms,
         yellow_at_ms: row.yellow_at_ms,
         updated_at_ms: row.updated_at_ms,
-    }
+    })
 }
 
 /// The rows of a fact that turned `before` (`None`: the clue's first fact) into `after`.
@@ -57,11 +58,9 @@ pub fn rows(before: Option<&ClueRow>, after: &ClueRow) -> Vec<OpenCaseRow> {
         if b.version == after.version && is_listed(after) {
             return out;
         }
-        out.push(listed(b, -1));
+        out.extend(listed(b, -1));
     }
-    if is_listed(after) {
-        out.push(listed(after, 1));
-    }
+    out.extend(listed(after, 1));
     out
 }
 
@@ -114,7 +113,7 @@ mod tests {
                 open += 1;
                 let (sum, row) = &left[&last.version];
                 assert_eq!(left.len(), 1, "{left:?}");
-                assert_eq!((*sum, row), (1, &listed(&last, 1)));
+                assert_eq!((*sum, row), (1, &listed(&last, 1).unwrap()));
             } else {
                 closed += 1;
                 assert!(left.is_empty(), "{left:?}");
@@ -144,6 +143,6 @@ mod tests {
             .find(|(_, last)| is_listed(last))
             .expect("an open history with later facts");
         assert!(last.version > 0);
-        assert_eq!(written, vec![listed(&last, 1)]);
+        assert_eq!(written, vec![listed(&last, 1).unwrap()]);
     }
 }

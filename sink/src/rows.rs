@@ -7,6 +7,9 @@
 
 use std::sync::Arc;
 
+use gridclue_core::codes::{
+    empty_as_none, or_empty, CategoryCode, CommunityCode, DepartmentCode, GridCode, StreetCode,
+};
 use gridclue_core::wire::{EventEnvelope, Fact, Placement, Reported};
 use gridclue_core::Status;
 use serde::{Deserialize, Serialize};
@@ -39,11 +42,18 @@ pub struct EventRow {
     pub processed_at_ms: u64,
     pub placement: String,
     pub inside: u8,
-    pub grid_code: String,
-    pub community_code: String,
-    pub street_code: String,
-    pub category: String,
-    pub department: String,
+    /// The clue's place and category (empty outside the district and before its report is
+    /// known; ClickHouse holds `''` then).
+    #[serde(with = "empty_as_none")]
+    pub grid_code: Option<GridCode>,
+    #[serde(with = "empty_as_none")]
+    pub community_code: Option<CommunityCode>,
+    #[serde(with = "empty_as_none")]
+    pub street_code: Option<StreetCode>,
+    #[serde(with = "empty_as_none")]
+    pub category: Option<CategoryCode>,
+    #[serde(with = "empty_as_none")]
+    pub department: Option<DepartmentCode>,
     pub reporter_group: String,
     #[serde(with = "clickhouse::serde::uuid::option")]
     pub duplicate_of: Option<Uuid>,
@@ -56,8 +66,10 @@ pub struct EventRow {
     pub kafka_log: u32,
     /// When the clue was reported (the key of the daily aggregates).
     pub reported_at_ms: u64,
-    pub routed_department: String,
-    pub nearest_street_code: String,
+    #[serde(with = "empty_as_none")]
+    pub routed_department: Option<DepartmentCode>,
+    #[serde(with = "empty_as_none")]
+    pub nearest_street_code: Option<StreetCode>,
     /// +1 for a report (inside or outside the district), else 0.
     pub report_delta: i8,
     /// +1 for a report that is a case, -1 when such a case is rejected or merged, else 0.
@@ -82,13 +94,13 @@ pub struct EventRow {
     /// signed counts in the order of `indicator_deltas::COUNTER_NAMES`.
     pub indicator_effective_ms: Vec<u64>,
     pub indicator_cohort_day: Vec<u32>,
-    pub indicator_department: Vec<String>,
+    pub indicator_department: Vec<DepartmentCode>,
     pub indicator_counts: Vec<Vec<i64>>,
     /// The fact's rows of the running status counts (see `status_counts`), as parallel arrays:
     /// sign, status, department now, whether a case, deadline while open.
     pub state_sign: Vec<i8>,
     pub state_status: Vec<String>,
-    pub state_department: Vec<String>,
+    pub state_department: Vec<DepartmentCode>,
     pub state_is_case: Vec<u8>,
     pub state_deadline_ms: Vec<u64>,
     /// The fact's rows of `open_cases` (see `open_cases`), as parallel arrays: sign, the
@@ -96,7 +108,7 @@ pub struct EventRow {
     pub open_case_sign: Vec<i8>,
     pub open_case_version: Vec<u32>,
     pub open_case_status: Vec<String>,
-    pub open_case_department: Vec<String>,
+    pub open_case_department: Vec<DepartmentCode>,
     pub open_case_accepted_at_ms: Vec<u64>,
     pub open_case_deadline_ms: Vec<u64>,
     pub open_case_yellow_at_ms: Vec<u64>,
@@ -109,11 +121,11 @@ impl EventRow {
         120 + self.fact_type.len()
             + self.status.len()
             + self.placement.len()
-            + self.grid_code.len()
-            + self.community_code.len()
-            + self.street_code.len()
-            + self.category.len()
-            + self.department.len()
+            + code_len(&self.grid_code)
+            + code_len(&self.community_code)
+            + code_len(&self.street_code)
+            + code_len(&self.category)
+            + code_len(&self.department)
             + self.reporter_group.len()
             + self.detail.len()
             + self.kafka_topic.len()
@@ -124,24 +136,30 @@ impl EventRow {
             + self
                 .indicator_department
                 .iter()
-                .map(|d| d.len() + 12 + 8 * crate::indicator_deltas::COUNTERS)
+                .map(|d| d.as_str().len() + 12 + 8 * crate::indicator_deltas::COUNTERS)
                 .sum::<usize>()
             + self
                 .state_status
                 .iter()
                 .zip(&self.state_department)
-                .map(|(s, d)| s.len() + d.len() + 14)
+                .map(|(s, d)| s.len() + d.as_str().len() + 14)
                 .sum::<usize>()
             + self
                 .open_case_status
                 .iter()
                 .zip(&self.open_case_department)
-                .map(|(s, d)| s.len() + d.len() + 40)
+                .map(|(s, d)| s.len() + d.as_str().len() + 40)
                 .sum::<usize>()
     }
 }
 
 /// One row of `clues` (also the shape the sink reloads its state from).
+///
+/// Its codes are read back strictly: the sink writes only codes it parsed from typed facts, and
+/// releases before the codes were typed wrote the same strings (the catalog and the map only
+/// ever held well-formed codes). A row it cannot read is an error of the partition's reload,
+/// logged and retried like any failed read, rather than a state silently rewritten without its
+/// place or department.
 #[derive(Clone, Debug, Default, PartialEq, clickhouse::Row, Serialize, Deserialize)]
 pub struct ClueRow {
     #[serde(with = "clickhouse::serde::uuid")]
@@ -151,16 +169,27 @@ pub struct ClueRow {
     pub placement: String,
     pub inside: u8,
     pub on_boundary: u8,
-    pub grid_code: String,
-    pub community_code: String,
-    pub street_code: String,
-    pub nearest_street_code: String,
+    /// The place of a clue inside the district (else empty).
+    #[serde(with = "empty_as_none")]
+    pub grid_code: Option<GridCode>,
+    #[serde(with = "empty_as_none")]
+    pub community_code: Option<CommunityCode>,
+    #[serde(with = "empty_as_none")]
+    pub street_code: Option<StreetCode>,
+    /// The street nearest to a clue outside the district (else empty).
+    #[serde(with = "empty_as_none")]
+    pub nearest_street_code: Option<StreetCode>,
     pub distance_m: f64,
     pub lat: f64,
     pub lon: f64,
     pub map_version: String,
-    pub category: String,
-    pub department: String,
+    /// Empty until the report is known.
+    #[serde(with = "empty_as_none")]
+    pub category: Option<CategoryCode>,
+    /// The department the clue is at: the routed one, then the one it was last dispatched to
+    /// (empty until the report is known).
+    #[serde(with = "empty_as_none")]
+    pub department: Option<DepartmentCode>,
     pub urgency: String,
     pub reporter_id: String,
     pub reporter_group: String,
@@ -179,13 +208,15 @@ pub struct ClueRow {
     pub updated_at_ms: u64,
     pub kafka_partition: i32,
     /// The department the report was routed to (`department` follows dispatches).
-    pub routed_department: String,
+    #[serde(with = "empty_as_none")]
+    pub routed_department: Option<DepartmentCode>,
     /// Whether the clue was a case right after its report.
     pub report_case: u8,
     /// When only 20% of the limit's working time remains (0: no deadline, or an older row).
     pub yellow_at_ms: u64,
     /// The department the clue is dispatched to now (empty before dispatch and after a return).
-    pub assigned_department: String,
+    #[serde(with = "empty_as_none")]
+    pub assigned_department: Option<DepartmentCode>,
     pub withdrawn_at_ms: u64,
     pub returned_count: u16,
     /// Verifications, passed or failed.
@@ -212,21 +243,26 @@ impl ClueRow {
     pub fn approx_bytes(&self) -> usize {
         200 + self.status.len()
             + self.placement.len()
-            + self.grid_code.len()
-            + self.community_code.len()
-            + self.street_code.len()
-            + self.nearest_street_code.len()
+            + code_len(&self.grid_code)
+            + code_len(&self.community_code)
+            + code_len(&self.street_code)
+            + code_len(&self.nearest_street_code)
             + self.map_version.len()
-            + self.category.len()
-            + self.department.len()
+            + code_len(&self.category)
+            + code_len(&self.department)
             + self.urgency.len()
             + self.reporter_id.len()
             + self.reporter_group.len()
             + self.channel.len()
-            + self.assigned_department.len()
+            + code_len(&self.assigned_department)
             + self.last_action.len()
             + self.last_actor_role.len()
     }
+}
+
+/// The bytes of an optional code as written (`''` when absent).
+fn code_len<C: AsRef<str>>(code: &Option<C>) -> usize {
+    or_empty(code).len()
 }
 
 /// What the sink remembers about a clue.
@@ -255,6 +291,12 @@ pub fn is_case(row: &ClueRow) -> bool {
         && row.status != Status::Withdrawn.as_str()
 }
 
+/// The department a clue is at now: the one it is dispatched to, else the one it was routed to
+/// (`None` only before its report is known).
+pub fn department_now(row: &ClueRow) -> Option<&DepartmentCode> {
+    row.assigned_department.as_ref().or(row.department.as_ref())
+}
+
 /// Whether the fact numbered `seq` is already folded into `row` (seqs start at 0; a row that
 /// never had a fact folded in has no status yet).
 pub fn has_folded(row: &ClueRow, seq: u32) -> bool {
@@ -273,9 +315,9 @@ pub fn blank(clue_id: Uuid, partition: i32) -> ClueRow {
 
 /// Fills the report's attributes into `row`.
 fn fill_report(row: &mut ClueRow, r: &Reported, env: &EventEnvelope) {
-    row.category = r.category.to_string();
-    row.department = r.department.to_string();
-    row.routed_department = r.department.to_string();
+    row.category = Some(r.category.clone());
+    row.department = Some(r.department.clone());
+    row.routed_department = Some(r.department.clone());
     row.urgency = r.urgency.as_str().into();
     row.reporter_id = r.reporter_id.clone();
     row.reporter_group = r
@@ -301,18 +343,16 @@ fn fill_report(row: &mut ClueRow, r: &Reported, env: &EventEnvelope) {
         } => {
             row.inside = 1;
             row.on_boundary = u8::from(*on_boundary);
-            row.grid_code = grid_code.as_str().into();
-            row.community_code = grid_code.community_code().into();
-            row.street_code = grid_code.street_code().into();
+            row.grid_code = Some(*grid_code);
+            row.community_code = Some(grid_code.community_code());
+            row.street_code = Some(grid_code.street_code());
         }
         Placement::Outside {
             nearest_grid_code,
             distance_m,
         } => {
             row.distance_m = *distance_m;
-            row.nearest_street_code = nearest_grid_code
-                .map(|g| g.street_code().to_string())
-                .unwrap_or_default();
+            row.nearest_street_code = nearest_grid_code.map(|g| g.street_code());
         }
     }
 }
@@ -351,14 +391,14 @@ pub fn apply(state: Option<ClueRow>, env: &EventEnvelope, partition: i32) -> Clu
         }
         Fact::Merged { duplicate_of } => row.duplicate_of = Some(duplicate_of.as_uuid()),
         Fact::Dispatched { department } => {
-            row.department = department.to_string();
-            row.assigned_department = department.to_string();
+            row.department = Some(department.clone());
+            row.assigned_department = Some(department.clone());
             if row.dispatched_at_ms == 0 {
                 row.dispatched_at_ms = at;
             }
         }
         Fact::Returned { .. } => {
-            row.assigned_department.clear();
+            row.assigned_department = None;
             bump(&mut row.returned_count);
         }
         Fact::Handled { .. } => row.handled_at_ms = at,
@@ -510,9 +550,9 @@ pub fn event_row(
         processed_at_ms: env.processed_at_ms,
         placement: clue.placement.clone(),
         inside: clue.inside,
-        grid_code: clue.grid_code.clone(),
-        community_code: clue.community_code.clone(),
-        street_code: clue.street_code.clone(),
+        grid_code: clue.grid_code,
+        community_code: clue.community_code,
+        street_code: clue.street_code,
         category: clue.category.clone(),
         department: clue.department.clone(),
         reporter_group: clue.reporter_group.clone(),
@@ -525,7 +565,7 @@ pub fn event_row(
         kafka_log: source.log,
         reported_at_ms: clue.reported_at_ms,
         routed_department: clue.routed_department.clone(),
-        nearest_street_code: clue.nearest_street_code.clone(),
+        nearest_street_code: clue.nearest_street_code,
         report_delta,
         case_delta,
         photos: match &env.fact {
@@ -635,8 +675,8 @@ pub(crate) mod tests {
         let clue = ClueId::new_random();
         let r = report(clue, inside());
         let s0 = apply(None, &r, 3);
-        assert_eq!(s0.street_code, "310199003");
-        assert_eq!(s0.community_code, "310199003002");
+        assert_eq!(s0.street_code.unwrap(), "310199003");
+        assert_eq!(s0.community_code.unwrap(), "310199003002");
         assert_eq!(s0.is_case, 1);
         assert_eq!(s0.kafka_partition, 3);
         // The SLA clock starts at acceptance: the accept carries the deadline.
@@ -650,7 +690,7 @@ pub(crate) mod tests {
         );
         let s1 = apply(Some(s0.clone()), &a, 3);
         assert_eq!((s1.version, s1.status.as_str()), (1, "accepted"));
-        assert_eq!(s1.street_code, "310199003");
+        assert_eq!(s1.street_code.unwrap(), "310199003");
         assert_eq!((s1.accepted_at_ms, s1.deadline_ms), (1_100, 40_000));
         let ev = event_row(
             &a,
@@ -666,7 +706,7 @@ pub(crate) mod tests {
         assert_eq!(
             (
                 ev.fact_type.as_str(),
-                ev.street_code.as_str(),
+                ev.street_code.unwrap().as_str(),
                 ev.deadline_ms
             ),
             ("accepted", "310199003", 40_000)
@@ -853,7 +893,7 @@ pub(crate) mod tests {
             Status::Dispatched,
             street(),
         );
-        assert_eq!(s.assigned_department, "water_affairs");
+        assert_eq!(s.assigned_department.unwrap(), "water_affairs");
         let (s, ev) = step(
             Fact::Returned {
                 reason: "not ours".into(),
@@ -861,7 +901,7 @@ pub(crate) mod tests {
             Status::Accepted,
             dept(),
         );
-        assert_eq!((s.assigned_department.as_str(), s.returned_count), ("", 1));
+        assert_eq!((s.assigned_department, s.returned_count), (None, 1));
         assert_eq!(
             (
                 ev.actor_role.as_str(),
@@ -1009,8 +1049,8 @@ pub(crate) mod tests {
             ("outside", 0, 0)
         );
         assert_eq!(
-            (s.street_code.as_str(), s.nearest_street_code.as_str()),
-            ("", "310199101")
+            (s.street_code, s.nearest_street_code),
+            (None, Some(StreetCode::parse("310199101").unwrap()))
         );
     }
 

@@ -10,33 +10,29 @@
 //! `clue_events` row carries them. A fact that changes none of the state writes no rows; the
 //! rows of a clue's facts telescope to +1 for the state after its last fact.
 
-use gridclue_core::Status;
+use gridclue_core::{DepartmentCode, Status};
 
-use crate::rows::ClueRow;
+use crate::rows::{department_now, ClueRow};
 
 /// One state row: `sign` × the clue in this state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateRow {
     pub sign: i8,
     pub status: String,
-    pub department: String,
+    pub department: DepartmentCode,
     pub is_case: u8,
     /// The deadline of an open clue (0: none, or the clue is closed or out of the loop).
     pub deadline_ms: u64,
 }
 
 /// The breakdown state of `row` (`None`: not a clue inside the district, or its report is not
-/// known yet).
+/// known yet — a placed report always names its department).
 fn state(row: &ClueRow) -> Option<StateRow> {
     if row.placement != "inside" {
         return None;
     }
     let open = row.status.parse::<Status>().is_ok_and(|s| !s.is_terminal());
-    let department = if row.assigned_department.is_empty() {
-        &row.department
-    } else {
-        &row.assigned_department
-    };
+    let department = department_now(row)?;
     Some(StateRow {
         sign: 1,
         status: row.status.clone(),
@@ -68,7 +64,7 @@ mod tests {
             placement: "inside".into(),
             inside: 1,
             status: status.into(),
-            department: "water_affairs".into(),
+            department: Some("water_affairs".parse().unwrap()),
             is_case: 1,
             deadline_ms: 5_000,
             ..ClueRow::default()
@@ -96,7 +92,7 @@ mod tests {
     fn the_department_now_is_the_assigned_one_else_the_routed_one() {
         let before = clue("accepted");
         let mut after = clue("dispatched");
-        after.assigned_department = "urban_management".into();
+        after.assigned_department = Some("urban_management".parse().unwrap());
         let r = rows(Some(&before), &after);
         assert_eq!(r[0].department, "water_affairs");
         assert_eq!(r[1].department, "urban_management");

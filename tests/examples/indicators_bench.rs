@@ -87,7 +87,7 @@ fn history(rng: &mut Rng, grids: &[GridCode], catalog: &Catalog, at: u64, last: 
     let duplicate = rng.chance(0.08);
     let spec = ReportSpec {
         grid: grids[rng.below(grids.len())],
-        category: category.code.to_string(),
+        category: category.code.clone(),
         department: category.department.clone(),
         reporter_id: reporter,
         reporter_group: None,

@@ -43,7 +43,7 @@ pub struct History {
 #[derive(Clone, Debug)]
 pub struct ReportSpec {
     pub grid: GridCode,
-    pub category: String,
+    pub category: CategoryCode,
     /// The department the report is routed to.
     pub department: DepartmentCode,
     pub reporter_id: String,
@@ -57,7 +57,7 @@ impl ReportSpec {
     pub fn new(grid: GridCode, category: &str, department: &str) -> Self {
         Self {
             grid,
-            category: category.into(),
+            category: CategoryCode::parse(category).expect("a category code"),
             department: DepartmentCode::parse(department).expect("a department code"),
             reporter_id: "tok_rider".into(),
             reporter_group: None,
@@ -147,7 +147,7 @@ impl History {
             status,
             actor: Some(reporter),
             fact: Fact::Reported(Box::new(Reported {
-                category: CategoryCode::parse(&spec.category).expect("a category code"),
+                category: spec.category.clone(),
                 location: GeoPoint::new(31.2, 121.5).expect("a point"),
                 placement: Placement::Inside {
                     grid_code: spec.grid,

@@ -240,7 +240,7 @@ impl World {
         };
         let spec = ReportSpec {
             grid: self.grids[rng.below(self.grids.len())],
-            category: category.code.to_string(),
+            category: category.code.clone(),
             department: category.department.clone(),
             reporter_id: format!("tok_{}", rng.below(20)),
             reporter_group: group,

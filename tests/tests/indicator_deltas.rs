@@ -58,7 +58,7 @@ fn history(rng: &mut Rng, grids: &[GridCode], last: ClueId) -> History {
     let (category, department) = categories[rng.below(categories.len())];
     let spec = ReportSpec {
         grid: grids[rng.below(grids.len())],
-        category: category.into(),
+        category: category.parse().unwrap(),
         department: department.parse().unwrap(),
         reporter_id: "tok_rider".into(),
         reporter_group: None,

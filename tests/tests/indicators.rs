@@ -691,8 +691,12 @@ async fn a_street_office_reads_its_own_street_only() {
         expected.len()
     );
     assert!(keys(&communities).iter().all(|k| k.starts_with(a.as_str())));
-    let first = &f.histories["A1"].rows(0).1[0].community_code;
-    check(row(&communities, first), &street_a_late(), "A's community");
+    let first = f.histories["A1"].rows(0).1[0].community_code.unwrap();
+    check(
+        row(&communities, first.as_str()),
+        &street_a_late(),
+        "A's community",
+    );
     // The district may narrow to a street the same way.
     let narrowed = f
         .answer(&format!("{PERIOD}&{LATE}&street={b}"), &f.district)

@@ -59,7 +59,7 @@ fn histories(ids: [&str; 3]) -> BTreeMap<&'static str, History> {
     let t = china;
     let spec = |rider: &str| ReportSpec {
         grid: first_grid(),
-        category: "garbage_pile".into(),
+        category: "garbage_pile".parse().unwrap(),
         department: "greening_city_appearance".parse().unwrap(),
         reporter_id: rider.into(),
         reporter_group: None,

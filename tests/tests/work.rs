@@ -57,6 +57,14 @@ async fn insert(db: &TestDb, rows: &[ClueRow]) {
         .unwrap();
 }
 
+/// The code `s` (`None` for `""`, as the row's column reads it).
+fn code<C: std::str::FromStr>(s: &str) -> Option<C>
+where
+    C::Err: std::fmt::Debug,
+{
+    (!s.is_empty()).then(|| s.parse().unwrap())
+}
+
 fn id_of(row: &ClueRow) -> String {
     row.clue_id.to_string()
 }
@@ -70,13 +78,13 @@ fn clue(street: &str, minute: u64, status: &str) -> ClueRow {
         status: status.into(),
         placement: "inside".into(),
         inside: 1,
-        grid_code: grid.clone(),
-        community_code: grid[..12].to_owned(),
-        street_code: street.into(),
-        category: "garbage_pile".into(),
+        grid_code: code(&grid),
+        community_code: code(&grid[..12]),
+        street_code: code(street),
+        category: code("garbage_pile"),
         channel: "api".into(),
-        department: "greening_city_appearance".into(),
-        routed_department: "greening_city_appearance".into(),
+        department: code("greening_city_appearance"),
+        routed_department: code("greening_city_appearance"),
         reported_at_ms: T0 + minute * 60_000,
         updated_at_ms: T0 + minute * 60_000,
         is_case: 1,
@@ -110,9 +118,9 @@ fn running(mut row: ClueRow, now: u64, yellow_in: i64, deadline_in: i64) -> Clue
 fn at(mut row: ClueRow, version: u32, status: &str, assigned: &str) -> ClueRow {
     row.version = version;
     row.status = status.into();
-    row.assigned_department = assigned.into();
+    row.assigned_department = code(assigned);
     if !assigned.is_empty() {
-        row.department = assigned.into();
+        row.department = code(assigned);
     }
     row
 }
@@ -190,7 +198,7 @@ async fn fixture() -> Fixture {
     // Written twice: first reported (routed to water), then dispatched to fire.
     let moved = clue(a, 11, "reported");
     older.push(ClueRow {
-        department: "water_affairs".into(),
+        department: code("water_affairs"),
         ..moved.clone()
     });
     add(
@@ -206,19 +214,19 @@ async fn fixture() -> Fixture {
     let back = running(clue(a, 12, "x"), now, green.0, green.1);
     older.push(at(back.clone(), 3, "dispatched", "water_affairs"));
     let mut back = at(back, 5, "accepted", "");
-    back.department = "water_affairs".into();
+    back.department = code("water_affairs");
     back.returned_count = 1;
     add("a_returned_by_water", back);
     // Never queued: outside the district, and a fact without its report.
     let mut outside = clue(a, 13, "rejected");
     outside.placement = "outside".into();
     outside.inside = 0;
-    outside.street_code = String::new();
-    outside.nearest_street_code = a.into();
+    outside.street_code = None;
+    outside.nearest_street_code = code(a);
     add("outside", outside);
     let mut orphan = clue(a, 14, "accepted");
     orphan.placement = "unknown".into();
-    orphan.street_code = String::new();
+    orphan.street_code = None;
     add("orphan", orphan);
 
     // Older versions first, in their own insert (their own part), then the latest.

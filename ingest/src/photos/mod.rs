@@ -313,10 +313,11 @@ async fn may_read(state: &AppState, token: &TokenRecord, id: &PhotoId) -> Result
     let scope = token.scope.as_deref().unwrap_or_default();
     Ok(clues.iter().any(|c| match token.kind {
         TokenKind::Reporter => c.reporter_id == token.id,
-        TokenKind::Street => !scope.is_empty() && c.street_code == scope,
-        TokenKind::Department => {
-            !scope.is_empty() && (c.department == scope || c.routed_department == scope)
-        }
+        TokenKind::Street => c.street_code.is_some_and(|s| s == scope),
+        TokenKind::Department => [&c.department, &c.routed_department]
+            .into_iter()
+            .flatten()
+            .any(|d| d == scope),
         TokenKind::District => true,
     }))
 }
