@@ -33,6 +33,7 @@ use clickhouse::Client;
 use serde::Deserialize;
 
 use crate::aggregates::view_select;
+use crate::indicator_deltas::COUNTER_NAMES;
 
 /// How a target's rows are measured: the columns summed (the targets that add up rows), or
 /// whether a row is there at all (a target that keeps one row per fact).
@@ -48,24 +49,6 @@ pub struct Target {
     pub table: &'static str,
     pub measure: Measure,
 }
-
-const INDICATOR_COUNTERS: &[&str] = &[
-    "accepted",
-    "due",
-    "closed",
-    "closed_on_time",
-    "verified",
-    "reworked",
-    "postponed",
-    "supervised",
-    "overdue_open",
-    "timed_closed",
-    "working_ms",
-    "rated",
-    "rating_sum",
-    "reports",
-    "duplicates",
-];
 
 /// Every target of a view of `clue_events` (a test checks the migrations create no other).
 pub const TARGETS: &[Target] = &[
@@ -83,15 +66,15 @@ pub const TARGETS: &[Target] = &[
     },
     Target {
         table: "indicator_deltas",
-        measure: Measure::Sum(INDICATOR_COUNTERS),
+        measure: Measure::Sum(&COUNTER_NAMES),
     },
     Target {
         table: "indicator_days",
-        measure: Measure::Sum(INDICATOR_COUNTERS),
+        measure: Measure::Sum(&COUNTER_NAMES),
     },
     Target {
         table: "indicator_cohorts",
-        measure: Measure::Sum(INDICATOR_COUNTERS),
+        measure: Measure::Sum(&COUNTER_NAMES),
     },
     Target {
         table: "status_counts",
