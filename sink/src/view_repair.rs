@@ -313,15 +313,16 @@ async fn columns(client: &Client, table: &str) -> Result<Vec<String>, ChError> {
         .await
 }
 
+/// The target against the facts' contribution (read once: the stored facts do not change).
 async fn read_verdict(
     client: &Client,
     sql: &TargetSql,
     facts: &StoredFacts,
+    contribution: &Measures,
 ) -> Result<Verdict, ChError> {
-    let contribution = read(client, &sql.contribution, facts).await?;
     let current = read(client, &sql.current, facts).await?;
     let truth = read(client, &sql.truth, facts).await?;
-    Ok(verdict(&contribution, &current, &truth))
+    Ok(verdict(contribution, &current, &truth))
 }
 
 /// Reads a target's verdict until two readings in a row agree (at most three tries).
@@ -330,10 +331,11 @@ async fn settled_verdict(
     sql: &TargetSql,
     facts: &StoredFacts,
 ) -> Result<Verdict, ChError> {
-    let mut last = read_verdict(client, sql, facts).await?;
+    let contribution = read(client, &sql.contribution, facts).await?;
+    let mut last = read_verdict(client, sql, facts, &contribution).await?;
     for _ in 0..2 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let next = read_verdict(client, sql, facts).await?;
+        let next = read_verdict(client, sql, facts, &contribution).await?;
         if next == last {
             return Ok(next);
         }
