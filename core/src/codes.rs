@@ -1,5 +1,6 @@
 //! The domain's code vocabulary in one place — grid, community and street codes ([`crate::grid`]),
-//! category and department codes ([`crate::category`]) — and the one serde adapter for a code
+//! category and department codes ([`crate::category`]), an actor's scope (its street or its
+//! department, [`crate::roles::ActorScope`]) — and the one serde adapter for a code
 //! that may be absent where its column or field holds the empty string for "none" (a clue placed
 //! outside the district has no street; a clue has no department before it is dispatched).
 //!
@@ -9,6 +10,7 @@
 
 pub use crate::category::{CategoryCode, DepartmentCode};
 pub use crate::grid::{CodeError, CommunityCode, GridCode, StreetCode};
+pub use crate::roles::ActorScope;
 
 /// An optional code as written where `""` stands for none (SQL parameters, CSV cells).
 pub fn or_empty<C: AsRef<str>>(code: &Option<C>) -> &str {

@@ -15,9 +15,12 @@
 //! the status machine's, which is [`RefusalClass::Conflict`] (409): an actor learns nothing about
 //! the state of a clue it may not act on.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::category::DepartmentCode;
+use crate::grid::StreetCode;
 use crate::status::{next_status, Action, Status, TransitionError};
 use crate::wire::{Actor, ActorKind};
 
@@ -149,11 +152,101 @@ impl From<TransitionError> for Refusal {
     }
 }
 
+/// What a street office or a department token may act on: its street, or its department. On
+/// the wire (tokens file, commands, facts, ClickHouse `actor_scope`) it is the plain code; the
+/// two shapes cannot be confused (9 digits, or lowercase letters and `_`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ActorScope {
+    Street(StreetCode),
+    Department(DepartmentCode),
+}
+
+/// Why a string is neither a street code nor a department code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("scope {0:?} is neither a 9-digit street code nor a department code")]
+pub struct ActorScopeError(String);
+
+impl ActorScope {
+    /// The longest part of a malformed scope an error quotes.
+    const QUOTED_CHARS: usize = 64;
+
+    /// A street code when `s` is all digits, a department code otherwise.
+    pub fn parse(s: &str) -> Result<Self, ActorScopeError> {
+        let parsed = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            StreetCode::parse(s).map(Self::Street).ok()
+        } else {
+            DepartmentCode::parse(s).map(Self::Department).ok()
+        };
+        parsed.ok_or_else(|| ActorScopeError(s.chars().take(Self::QUOTED_CHARS).collect()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Street(street) => street.as_str(),
+            Self::Department(department) => department.as_str(),
+        }
+    }
+
+    /// The street office's street, for a street scope.
+    pub fn street(&self) -> Option<&StreetCode> {
+        match self {
+            Self::Street(street) => Some(street),
+            Self::Department(_) => None,
+        }
+    }
+
+    /// The department, for a department scope.
+    pub fn department(&self) -> Option<&DepartmentCode> {
+        match self {
+            Self::Department(department) => Some(department),
+            Self::Street(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ActorScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl AsRef<str> for ActorScope {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl TryFrom<String> for ActorScope {
+    type Error = ActorScopeError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<ActorScope> for String {
+    fn from(scope: ActorScope) -> Self {
+        scope.as_str().to_owned()
+    }
+}
+
+impl From<StreetCode> for ActorScope {
+    fn from(street: StreetCode) -> Self {
+        Self::Street(street)
+    }
+}
+
+impl From<DepartmentCode> for ActorScope {
+    fn from(department: DepartmentCode) -> Self {
+        Self::Department(department)
+    }
+}
+
 /// What decides who may act on a clue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClueScope<'a> {
-    /// The owner street's 9-digit code (empty for a point outside the district).
-    pub street_code: &'a str,
+    /// The owner street (`None` for a point outside the district).
+    pub street_code: Option<&'a StreetCode>,
     /// The department the clue is dispatched to now (`None` before dispatch and after a return).
     pub department: Option<&'a DepartmentCode>,
     /// The reporter's id (the reporter token's public id).
@@ -217,18 +310,20 @@ pub fn authorize(actor: &Actor, action: Action, clue: &ClueScope<'_>) -> Result<
             format!("a {} token may not {action}", actor.kind.as_str()),
         ));
     }
-    let scope = actor.scope.as_deref().unwrap_or("");
+    let scope = actor.scope.as_ref();
     match actor.kind {
-        ActorKind::Street if clue.street_code.is_empty() || scope != clue.street_code => {
+        ActorKind::Street if !owns(scope.and_then(ActorScope::street), clue.street_code) => {
             Err(Refusal::new(
                 RefusalReason::OtherStreet,
                 "the clue belongs to another street office",
             ))
         }
-        ActorKind::Department if clue.department.is_none_or(|d| *d != scope) => Err(Refusal::new(
-            RefusalReason::NotAssigned,
-            "the clue is not dispatched to this department",
-        )),
+        ActorKind::Department if !owns(scope.and_then(ActorScope::department), clue.department) => {
+            Err(Refusal::new(
+                RefusalReason::NotAssigned,
+                "the clue is not dispatched to this department",
+            ))
+        }
         ActorKind::Reporter if clue.reporter_id.is_empty() || actor.id != clue.reporter_id => {
             Err(Refusal::new(
                 RefusalReason::NotOwnClue,
@@ -237,6 +332,11 @@ pub fn authorize(actor: &Actor, action: Action, clue: &ClueScope<'_>) -> Result<
         }
         _ => Ok(()),
     }
+}
+
+/// Whether an actor's street or department is the clue's (neither side may be missing).
+fn owns<T: PartialEq>(own: Option<&T>, clue: Option<&T>) -> bool {
+    own.is_some() && own == clue
 }
 
 /// The status after `actor` takes `action` on a clue in `status`: role and scope first (403),
@@ -267,7 +367,7 @@ mod tests {
             kind,
             id: id.into(),
             group: None,
-            scope: scope.map(Into::into),
+            scope: scope.map(|s| ActorScope::parse(s).unwrap()),
         }
     }
 
@@ -277,9 +377,14 @@ mod tests {
         CODE.get_or_init(|| DepartmentCode::parse(DEPT).unwrap())
     }
 
+    fn own_street() -> &'static StreetCode {
+        static CODE: std::sync::OnceLock<StreetCode> = std::sync::OnceLock::new();
+        CODE.get_or_init(|| StreetCode::parse(STREET).unwrap())
+    }
+
     fn clue(department: Option<&DepartmentCode>) -> ClueScope<'_> {
         ClueScope {
-            street_code: STREET,
+            street_code: Some(own_street()),
             department,
             reporter_id: REPORTER,
         }
@@ -400,13 +505,13 @@ mod tests {
             R::OtherStreet
         );
         let outside = ClueScope {
-            street_code: "",
+            street_code: None,
             department: None,
             reporter_id: REPORTER,
         };
-        let empty_scope = actor(ActorKind::Street, "tok_s4", Some(""));
+        let own = actor(ActorKind::Street, "tok_s4", Some(STREET));
         assert_eq!(
-            check(&empty_scope, A::Accept, S::Reported, &outside)
+            check(&own, A::Accept, S::Reported, &outside)
                 .unwrap_err()
                 .reason,
             R::OtherStreet
@@ -414,10 +519,40 @@ mod tests {
     }
 
     #[test]
+    fn a_scope_is_a_street_or_a_department_by_its_shape() {
+        let street = ActorScope::parse(STREET).unwrap();
+        assert_eq!(street.street(), Some(own_street()));
+        assert_eq!(street.department(), None);
+        let department = ActorScope::parse(DEPT).unwrap();
+        assert_eq!(department.department(), Some(dispatched_to()));
+        assert_eq!(department.street(), None);
+        for bad in [
+            "",
+            "31019900",
+            "310199200",
+            "Water",
+            "water-affairs",
+            "3101x9003",
+        ] {
+            let err = ActorScope::parse(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("neither a 9-digit street code"),
+                "{bad}: {err}"
+            );
+        }
+        let json = serde_json::to_string(&[street, department]).unwrap();
+        assert_eq!(json, r#"["310199003","water_affairs"]"#);
+        let back: Vec<ActorScope> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back[1].as_str(), DEPT);
+        assert!(serde_json::from_str::<ActorScope>(r#""310199""#).is_err());
+    }
+
+    #[test]
     fn the_district_acts_anywhere_as_a_street() {
         let district = actor(ActorKind::District, "tok_x", None);
+        let town = StreetCode::parse("310199101").unwrap();
         let elsewhere = ClueScope {
-            street_code: "310199101",
+            street_code: Some(&town),
             department: None,
             reporter_id: "tok_other",
         };

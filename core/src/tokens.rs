@@ -9,7 +9,9 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::category::{Catalog, DepartmentCode};
+use crate::grid::StreetCode;
 use crate::ids::ReporterGroup;
+use crate::roles::ActorScope;
 use crate::secrets::{digest_eq, token_hash};
 use crate::wire::{Actor, ActorKind};
 
@@ -78,7 +80,7 @@ pub struct TokenRecord {
     #[serde(default)]
     pub group: Option<ReporterGroup>,
     #[serde(default)]
-    pub scope: Option<String>,
+    pub scope: Option<ActorScope>,
     #[serde(default)]
     pub name: String,
     #[serde(default)]
@@ -100,45 +102,64 @@ impl TokenRecord {
     }
 }
 
-/// Checks a token's scope for its kind: a street code (9 digits) for street tokens, a
-/// department code of `catalog` for department tokens, none for the others.
-pub fn check_scope(
+/// Parses a token's scope for its kind (at the boundary: the CLI, the admin API, an import's
+/// `by`): a street code for street tokens, a department code (of `catalog`, when given) for
+/// department tokens, none for the others.
+pub fn parse_scope(
     kind: TokenKind,
     scope: Option<&str>,
     catalog: Option<&Catalog>,
-) -> Result<(), TokenError> {
-    match (kind, scope) {
-        (TokenKind::Street, Some(s)) if s.len() == 9 && s.bytes().all(|b| b.is_ascii_digit()) => {
-            Ok(())
-        }
-        (TokenKind::Street, _) => Err(TokenError::Scope(
-            "a street token needs a 9-digit street code as scope".into(),
-        )),
-        (TokenKind::Department, Some(d)) => {
-            let shaped = DepartmentCode::parse(d).is_ok();
-            match catalog {
-                _ if !shaped => Err(TokenError::Scope(format!(
+) -> Result<Option<ActorScope>, TokenError> {
+    let parsed = match (kind, scope) {
+        (_, None) => None,
+        (TokenKind::Street, Some(s)) => Some(
+            StreetCode::parse(s)
+                .map(ActorScope::Street)
+                .map_err(|_| TokenError::Scope(STREET_SCOPE.into()))?,
+        ),
+        (TokenKind::Department, Some(d)) => Some(
+            DepartmentCode::parse(d)
+                .map(ActorScope::Department)
+                .map_err(|_| {
+                    TokenError::Scope(format!(
                     "department scope {d:?} is not a department code (lowercase letters and '_')"
-                ))),
-                Some(c) if c.department(d).is_none() => {
-                    let known: Vec<&str> =
-                        c.departments().iter().map(|d| d.code.as_str()).collect();
-                    Err(TokenError::Scope(format!(
-                        "unknown department {d:?}; the category table has: {}",
-                        known.join(", ")
-                    )))
-                }
-                _ => Ok(()),
-            }
+                ))
+                })?,
+        ),
+        (TokenKind::Reporter | TokenKind::District, Some(_)) => return Err(no_scope(kind)),
+    };
+    check_scope(kind, parsed.as_ref())?;
+    if let (Some(ActorScope::Department(d)), Some(c)) = (&parsed, catalog) {
+        if c.department(d.as_str()).is_none() {
+            let known: Vec<&str> = c.departments().iter().map(|d| d.code.as_str()).collect();
+            return Err(TokenError::Scope(format!(
+                "unknown department {:?}; the category table has: {}",
+                d.as_str(),
+                known.join(", ")
+            )));
         }
-        (TokenKind::Department, None) => Err(TokenError::Scope(
+    }
+    Ok(parsed)
+}
+
+const STREET_SCOPE: &str = "a street token needs a 9-digit street code as scope";
+
+fn no_scope(kind: TokenKind) -> TokenError {
+    TokenError::Scope(format!("a {} token takes no scope", kind.as_str()))
+}
+
+/// Checks that a scope is of the kind's shape: a street for a street token, a department for a
+/// department token, none for the others.
+pub fn check_scope(kind: TokenKind, scope: Option<&ActorScope>) -> Result<(), TokenError> {
+    match (kind, scope) {
+        (TokenKind::Street, Some(ActorScope::Street(_)))
+        | (TokenKind::Department, Some(ActorScope::Department(_)))
+        | (TokenKind::Reporter | TokenKind::District, None) => Ok(()),
+        (TokenKind::Street, _) => Err(TokenError::Scope(STREET_SCOPE.into())),
+        (TokenKind::Department, _) => Err(TokenError::Scope(
             "a department token needs a department code as scope".into(),
         )),
-        (TokenKind::Reporter | TokenKind::District, Some(_)) => Err(TokenError::Scope(format!(
-            "a {} token takes no scope",
-            kind.as_str()
-        ))),
-        (TokenKind::Reporter | TokenKind::District, None) => Ok(()),
+        (TokenKind::Reporter | TokenKind::District, Some(_)) => Err(no_scope(kind)),
     }
 }
 
@@ -208,16 +229,16 @@ impl TokenFile {
     }
 
     /// Adds a new token and returns the secret (shown once, never stored) with its record.
-    /// The scope is checked for its shape ([`check_scope`] without a catalog); callers that
-    /// have the category table check department codes against it first.
+    /// The scope is checked against the kind ([`check_scope`]); callers that have the category
+    /// table check department codes against it first ([`parse_scope`]).
     pub fn issue(
         &mut self,
         kind: TokenKind,
         group: Option<ReporterGroup>,
-        scope: Option<String>,
+        scope: Option<ActorScope>,
         name: &str,
     ) -> Result<(String, TokenRecord), TokenError> {
-        check_scope(kind, scope.as_deref(), None)?;
+        check_scope(kind, scope.as_ref())?;
         let mut rng = rand::thread_rng();
         let mut secret = [0u8; 32];
         rng.fill_bytes(&mut secret);
@@ -454,9 +475,13 @@ mod tests {
             f.issue(TokenKind::Street, None, None, "s"),
             Err(TokenError::Scope(_))
         ));
+        let street = parse_scope(TokenKind::Street, Some("310199003"), None).unwrap();
         assert!(f
-            .issue(TokenKind::Street, None, Some("310199003".into()), "s")
+            .issue(TokenKind::Street, None, street.clone(), "s")
             .is_ok());
+        assert!(f.issue(TokenKind::Department, None, street, "d").is_err());
+        let err = parse_scope(TokenKind::Street, Some("31019900"), None).unwrap_err();
+        assert_eq!(err.to_string(), STREET_SCOPE);
         assert!(matches!(
             f.revoke("tok_missing"),
             Err(TokenError::UnknownId(_))
@@ -467,7 +492,7 @@ mod tests {
     fn department_tokens_need_a_department_of_the_category_table() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/categories.json");
         let catalog = Catalog::load(&path).unwrap();
-        let check = |scope| check_scope(TokenKind::Department, scope, Some(&catalog));
+        let check = |scope| parse_scope(TokenKind::Department, scope, Some(&catalog));
         assert!(check(Some("water_affairs")).is_ok());
         let err = check(Some("sewers")).unwrap_err().to_string();
         assert!(
@@ -476,21 +501,23 @@ mod tests {
         );
         assert!(check(Some("Water")).is_err());
         assert!(check(None).is_err());
-        assert!(check_scope(TokenKind::District, Some("x"), None).is_err());
-        assert!(check_scope(TokenKind::Reporter, None, None).is_ok());
+        assert!(parse_scope(TokenKind::District, Some("x"), None).is_err());
+        assert!(parse_scope(TokenKind::Reporter, None, None)
+            .unwrap()
+            .is_none());
 
         let mut f = TokenFile::default();
         let (_, rec) = f
             .issue(
                 TokenKind::Department,
                 None,
-                Some("water_affairs".into()),
+                check(Some("water_affairs")).unwrap(),
                 "d",
             )
             .unwrap();
         let actor = rec.actor();
         assert_eq!(actor.kind, ActorKind::Department);
-        assert_eq!(actor.scope.as_deref(), Some("water_affairs"));
+        assert_eq!(actor.scope.unwrap().as_str(), "water_affairs");
         assert_eq!(actor.id, rec.id);
         assert!(f.issue(TokenKind::Department, None, None, "d").is_err());
         for k in TokenKind::ALL {

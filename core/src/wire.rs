@@ -11,7 +11,7 @@ use crate::category::{CategoryCode, DepartmentCode, Urgency};
 use crate::geo::GeoPoint;
 use crate::grid::GridCode;
 use crate::ids::{ClueId, CommandId, ReporterGroup};
-use crate::roles::{RefusalClass, RefusalReason};
+use crate::roles::{ActorScope, RefusalClass, RefusalReason};
 use crate::status::{Action, Status};
 
 pub const SCHEMA_VERSION: u16 = 1;
@@ -85,7 +85,7 @@ pub struct Actor {
     /// What the actor may act on: the 9-digit street code of a street office, the department
     /// code of a department; none for reporters, the district and the system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
+    pub scope: Option<ActorScope>,
 }
 
 impl Actor {
@@ -861,10 +861,7 @@ mod tests {
                 photos: vec![]
             })
         );
-        assert_eq!(
-            (old.actor.kind, old.actor.scope.as_deref()),
-            (ActorKind::Staff, None)
-        );
+        assert_eq!((old.actor.kind, old.actor.scope), (ActorKind::Staff, None));
         let legacy = CommandEnvelope::decode(
             cmd(r#""type":"postpone","reason":"r","working_hours":4"#).as_bytes(),
         )
@@ -913,7 +910,7 @@ mod tests {
             kind: ActorKind::Department,
             id: "tok_d".into(),
             group: None,
-            scope: Some("water_affairs".into()),
+            scope: Some(ActorScope::parse("water_affairs").unwrap()),
         };
         for command in [
             Command::Lifecycle(Lifecycle::RequestPostpone {

@@ -77,7 +77,7 @@ pub struct Params {
     pub category: Option<CategoryCode>,
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
-    pub street: Option<String>,
+    pub street: Option<StreetCode>,
     pub limit: u64,
 }
 
@@ -113,15 +113,7 @@ impl Params {
                 }
                 "from" => p.from = Some(date(name, value)?),
                 "to" => p.to = Some(date(name, value)?),
-                "street" => {
-                    if value.len() != 9 || !value.bytes().all(|b| b.is_ascii_digit()) {
-                        return Err(ApiError::invalid_parameter(
-                            name,
-                            "must be a 9-digit street code",
-                        ));
-                    }
-                    p.street = Some(value.clone());
-                }
+                "street" => p.street = Some(crate::params::street_code(name, value)?),
                 "limit" => {
                     p.limit = value
                         .parse()
@@ -148,35 +140,32 @@ impl Params {
     }
 }
 
-/// The street the query is restricted to ("" = every street), or 403 when a street token
+/// The street the query is restricted to (`None` = every street), or 403 when a street token
 /// asks for another street.
-pub fn street_filter(scope: &Scope, params: &Params) -> Result<String, ApiError> {
-    match (scope, &params.street) {
-        (Scope::District, s) => Ok(s.clone().unwrap_or_default()),
-        (Scope::Street { street_code }, Some(s)) if s != street_code => {
+pub fn street_filter(scope: &Scope, params: &Params) -> Result<Option<StreetCode>, ApiError> {
+    match (scope, params.street) {
+        (Scope::District, s) => Ok(s),
+        (Scope::Street { street_code }, Some(s)) if s != *street_code => {
             Err(ApiError::Forbidden("read another street's alerts"))
         }
-        (Scope::Street { street_code }, _) => Ok(street_code.clone()),
+        (Scope::Street { street_code }, _) => Ok(Some(*street_code)),
     }
 }
 
 pub async fn query(
     client: &clickhouse::Client,
-    street: &str,
+    street: Option<&StreetCode>,
     params: &Params,
 ) -> clickhouse::error::Result<Vec<Found>> {
-    let category = params
-        .category
-        .as_ref()
-        .map(|c| c.as_str().to_owned())
-        .unwrap_or_default();
+    let street = street.map_or("", StreetCode::as_str);
+    let category = or_empty(&params.category);
     let state = params.state.map(|s| s.as_str()).unwrap_or_default();
     client
         .query(SQL)
         .bind(street)
         .bind(street)
-        .bind(&category)
-        .bind(&category)
+        .bind(category)
+        .bind(category)
         .bind(state)
         .bind(state)
         .bind(params.from.map_or(0, china_midnight_ms))
@@ -226,21 +215,19 @@ pub fn assemble(scope: Scope, found: Vec<Found>, reference: &Reference) -> Alert
     let rows = found
         .into_iter()
         .map(|f| {
-            let category = reference
-                .categories
-                .iter()
-                .find(|c| c.code == or_empty(&f.cat));
+            let category = f.cat.as_ref().and_then(|c| reference.category(c));
             AlertView {
-                street_name: reference
-                    .streets
-                    .iter()
-                    .find(|s| s.code == or_empty(&f.street))
-                    .map(|s| s.name.clone())
+                street_name: f
+                    .street
+                    .as_ref()
+                    .and_then(|s| reference.street_name(s))
+                    .map(str::to_owned)
                     .unwrap_or_default(),
-                community_name: reference
-                    .communities
-                    .get(or_empty(&f.community))
-                    .cloned()
+                community_name: f
+                    .community
+                    .as_ref()
+                    .and_then(|c| reference.community_name(c))
+                    .map(str::to_owned)
                     .unwrap_or_default(),
                 category_name: category.map(|c| c.name_zh.clone()).unwrap_or_default(),
                 category_name_en: category.map(|c| c.name_en.clone()).unwrap_or_default(),
@@ -309,17 +296,21 @@ mod tests {
 
     #[test]
     fn a_street_reads_its_own_street_only() {
+        let code = |c| StreetCode::parse(c).unwrap();
         let street = Scope::Street {
-            street_code: "310199001".into(),
+            street_code: code("310199001"),
         };
         let mut p = Params::default();
-        assert_eq!(street_filter(&street, &p).unwrap(), "310199001");
-        assert_eq!(street_filter(&Scope::District, &p).unwrap(), "");
-        p.street = Some("310199002".into());
+        assert_eq!(street_filter(&street, &p).unwrap(), Some(code("310199001")));
+        assert_eq!(street_filter(&Scope::District, &p).unwrap(), None);
+        p.street = Some(code("310199002"));
         assert!(matches!(
             street_filter(&street, &p),
             Err(ApiError::Forbidden(_))
         ));
-        assert_eq!(street_filter(&Scope::District, &p).unwrap(), "310199002");
+        assert_eq!(
+            street_filter(&Scope::District, &p).unwrap(),
+            Some(code("310199002"))
+        );
     }
 }

@@ -13,7 +13,9 @@
 
 use std::collections::BTreeMap;
 
-use gridclue_core::codes::{empty_as_none, GridCode};
+use gridclue_core::codes::{
+    empty_as_none, or_empty, CategoryCode, CommunityCode, DepartmentCode, GridCode, StreetCode,
+};
 use gridclue_core::{ReporterGroup, Status};
 use serde::{Deserialize, Serialize};
 
@@ -235,32 +237,28 @@ pub struct Breakdown {
 /// The groups listed even at zero: streets and communities of the map (in the street filter),
 /// categories and departments of the catalog, reporter groups. Grids only when seen.
 fn known_groups(by: By, filters: &Filters, reference: &Reference) -> Vec<(String, String)> {
-    let in_street = |code: &str| {
-        filters
-            .street
-            .as_deref()
-            .is_none_or(|s| code.starts_with(s))
-    };
-    let only = |asked: &Option<String>, code: &str| asked.as_deref().is_none_or(|a| a == code);
+    let in_street = |code: &StreetCode| filters.street.is_none_or(|s| s == *code);
     match by {
         By::Street => reference
             .streets
             .iter()
-            .filter(|s| in_street(&s.code) && only(&filters.street, &s.code))
-            .map(|s| (s.code.clone(), s.name.clone()))
+            .filter(|s| in_street(&s.code))
+            .map(|s| (s.code.to_string(), s.name.clone()))
             .collect(),
         By::Community => reference
             .communities
             .iter()
-            .filter(|(code, _)| in_street(code) && only(&filters.community, code))
-            .map(|(code, name)| (code.clone(), name.clone()))
+            .filter(|(code, _)| {
+                in_street(&code.street_code()) && filters.community.is_none_or(|c| c == **code)
+            })
+            .map(|(code, name)| (code.to_string(), name.clone()))
             .collect(),
         By::Grid => Vec::new(),
         By::Category => reference
             .categories
             .iter()
-            .filter(|c| only(&filters.category, &c.code))
-            .map(|c| (c.code.clone(), c.name_zh.clone()))
+            .filter(|c| filters.category.as_ref().is_none_or(|a| *a == c.code))
+            .map(|c| (c.code.to_string(), c.name_zh.clone()))
             .collect(),
         By::Department => reference
             .departments
@@ -279,10 +277,18 @@ fn known_groups(by: By, filters: &Filters, reference: &Reference) -> Vec<(String
 /// without a reporter group).
 fn name_of(by: By, key: &str, reference: &Reference) -> String {
     match by {
-        By::Street => reference.street_name(key).map(str::to_owned),
-        By::Community => reference.community_name(key).map(str::to_owned),
-        By::Category => reference.category(key).map(|c| c.name_zh.clone()),
-        By::Department => reference.department(key).map(|d| d.name_zh.clone()),
+        By::Street => StreetCode::parse(key)
+            .ok()
+            .and_then(|c| reference.street_name(&c).map(str::to_owned)),
+        By::Community => CommunityCode::parse(key)
+            .ok()
+            .and_then(|c| reference.community_name(&c).map(str::to_owned)),
+        By::Category => CategoryCode::parse(key)
+            .ok()
+            .and_then(|c| reference.category(&c).map(|c| c.name_zh.clone())),
+        By::Department => DepartmentCode::parse(key)
+            .ok()
+            .and_then(|c| reference.department(&c).map(|d| d.name_zh.clone())),
         By::Grid | By::Group => None,
     }
     .unwrap_or_else(|| key.to_owned())
@@ -303,7 +309,9 @@ pub fn assemble(
         .map(|(key, name)| (key.clone(), Row::new(key, name)))
         .collect();
     let total_name = match &filters.street {
-        Some(s) => reference.street_name(s).unwrap_or(s).to_owned(),
+        Some(s) => reference
+            .street_name(s)
+            .map_or_else(|| s.to_string(), str::to_owned),
         None => "全区".to_owned(),
     };
     let mut total = Row::new("total".into(), total_name);
@@ -379,8 +387,8 @@ pub struct GridCount {
 pub struct Heatmap {
     pub from: String,
     pub to: String,
-    pub category: Option<String>,
-    pub street: Option<String>,
+    pub category: Option<CategoryCode>,
+    pub street: Option<StreetCode>,
     pub rows: Vec<GridCount>,
 }
 
@@ -399,23 +407,23 @@ pub async fn heatmap(
     period: &Period,
     filters: &Filters,
 ) -> clickhouse::error::Result<Heatmap> {
-    let street = filters.street.clone().unwrap_or_default();
-    let category = filters.category.clone().unwrap_or_default();
+    let street = or_empty(&filters.street);
+    let category = or_empty(&filters.category);
     let rows = client
         .query(&heatmap_sql())
-        .bind(&street)
-        .bind(&street)
+        .bind(street)
+        .bind(street)
         .bind(period.from_ms())
         .bind(period.to_ms())
-        .bind(&category)
-        .bind(&category)
+        .bind(category)
+        .bind(category)
         .fetch_all()
         .await?;
     Ok(Heatmap {
         from: period.from.to_string(),
         to: period.to.to_string(),
         category: filters.category.clone(),
-        street: filters.street.clone(),
+        street: filters.street,
         rows,
     })
 }
@@ -441,11 +449,11 @@ mod tests {
         let reference = Reference {
             streets: vec![
                 Street {
-                    code: "310199001".into(),
+                    code: "310199001".parse().unwrap(),
                     name: "甲".into(),
                 },
                 Street {
-                    code: "310199002".into(),
+                    code: "310199002".parse().unwrap(),
                     name: "乙".into(),
                 },
             ],
@@ -496,16 +504,16 @@ mod tests {
     fn the_grain_holds_the_grouping_and_every_filter() {
         let none = Filters::default();
         let community = Filters {
-            community: Some("310199001001".into()),
+            community: Some("310199001001".parse().unwrap()),
             ..Filters::default()
         };
         let grid = Filters {
-            grid: Some("310199001001001".into()),
+            grid: Some("310199001001001".parse().unwrap()),
             ..Filters::default()
         };
         let street_and_category = Filters {
-            street: Some("310199001".into()),
-            category: Some("garbage_pile".into()),
+            street: Some(StreetCode::parse("310199001").unwrap()),
+            category: Some(CategoryCode::parse("garbage_pile").unwrap()),
             department: Some("water_affairs".parse().unwrap()),
             ..Filters::default()
         };

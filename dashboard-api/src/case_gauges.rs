@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use gridclue_core::codes::StreetCode;
 use prometheus::IntGaugeVec;
 
 use crate::metrics::DashboardMetrics;
@@ -16,7 +17,8 @@ use crate::metrics::DashboardMetrics;
 /// One street's open and overdue cases, as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreetCases {
-    pub street_code: String,
+    /// `None` for clues without a street (outside the district), which get no series.
+    pub street_code: Option<StreetCode>,
     pub open: u64,
     pub overdue: u64,
 }
@@ -29,36 +31,35 @@ pub struct CaseCounts {
 }
 
 /// Every street of the map with its counts (0 for a street without open cases, so its series
-/// never disappear), and every other street read but the empty code.
+/// never disappear), and every other street read.
 pub fn by_street(
-    streets: impl IntoIterator<Item = String>,
+    streets: impl IntoIterator<Item = StreetCode>,
     rows: impl IntoIterator<Item = StreetCases>,
-) -> BTreeMap<String, CaseCounts> {
-    let mut all: BTreeMap<String, CaseCounts> = streets
+) -> BTreeMap<StreetCode, CaseCounts> {
+    let mut all: BTreeMap<StreetCode, CaseCounts> = streets
         .into_iter()
         .map(|s| (s, CaseCounts::default()))
         .collect();
     for r in rows {
-        if r.street_code.is_empty() {
-            continue;
+        if let Some(street) = r.street_code {
+            let counts = CaseCounts {
+                open: r.open,
+                overdue: r.overdue,
+            };
+            all.insert(street, counts);
         }
-        let counts = CaseCounts {
-            open: r.open,
-            overdue: r.overdue,
-        };
-        all.insert(r.street_code, counts);
     }
     all
 }
 
-fn set_one(gauge: &IntGaugeVec, street: &str, value: u64) {
+fn set_one(gauge: &IntGaugeVec, street: &StreetCode, value: u64) {
     gauge
-        .with_label_values(&[street])
+        .with_label_values(&[street.as_str()])
         .set(i64::try_from(value).unwrap_or(i64::MAX));
 }
 
 /// Sets the gauges to `cases`.
-pub fn set(metrics: &DashboardMetrics, cases: &BTreeMap<String, CaseCounts>) {
+pub fn set(metrics: &DashboardMetrics, cases: &BTreeMap<StreetCode, CaseCounts>) {
     for (street, counts) in cases {
         set_one(&metrics.open_cases, street, counts.open);
         set_one(&metrics.overdue_cases, street, counts.overdue);
@@ -69,17 +70,24 @@ pub fn set(metrics: &DashboardMetrics, cases: &BTreeMap<String, CaseCounts>) {
 mod tests {
     use super::*;
 
+    const A: &str = "310199001";
+    const B: &str = "310199002";
+
+    fn street(code: &str) -> StreetCode {
+        StreetCode::parse(code).unwrap()
+    }
+
     #[test]
     fn every_street_has_counts_and_zero_is_explicit() {
         let rows = vec![StreetCases {
-            street_code: "b".into(),
+            street_code: Some(street(B)),
             open: 5,
             overdue: 2,
         }];
-        let all = by_street(["a".to_owned(), "b".to_owned()], rows);
-        assert_eq!(all["a"], CaseCounts::default());
+        let all = by_street([street(A), street(B)], rows);
+        assert_eq!(all[&street(A)], CaseCounts::default());
         assert_eq!(
-            all["b"],
+            all[&street(B)],
             CaseCounts {
                 open: 5,
                 overdue: 2
@@ -90,11 +98,11 @@ mod tests {
     #[test]
     fn clues_without_a_street_get_no_series() {
         let rows = vec![StreetCases {
-            street_code: String::new(),
+            street_code: None,
             open: 1,
             overdue: 0,
         }];
-        assert!(by_street(["a".to_owned()], rows).keys().eq(["a"]));
+        assert!(by_street([street(A)], rows).keys().eq([&street(A)]));
     }
 
     #[test]
@@ -104,14 +112,14 @@ mod tests {
             open: 3,
             overdue: 1,
         };
-        set(&metrics, &BTreeMap::from([("a".to_owned(), counts)]));
+        set(&metrics, &BTreeMap::from([(street(A), counts)]));
         let text = gridclue_core::telemetry::render(&metrics.registry);
         assert!(
-            text.contains("gridclue_dashboard_open_cases{street=\"a\"} 3"),
+            text.contains("gridclue_dashboard_open_cases{street=\"310199001\"} 3"),
             "{text}"
         );
         assert!(
-            text.contains("gridclue_dashboard_overdue_cases{street=\"a\"} 1"),
+            text.contains("gridclue_dashboard_overdue_cases{street=\"310199001\"} 1"),
             "{text}"
         );
     }

@@ -225,7 +225,7 @@ pub(crate) async fn get_timeline(
     }
     if let Reader::Street(own) = &asked.reader {
         // Another street's clue is answered like a clue that does not exist.
-        if timeline::street_of(&rows).is_none_or(|s| s != own.as_str()) {
+        if timeline::street_of(&rows).is_none_or(|s| s != *own) {
             return Err(not_found());
         }
     }

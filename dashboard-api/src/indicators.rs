@@ -42,6 +42,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset, Months, NaiveDate, SecondsFormat};
+use gridclue_core::codes::{or_empty, ActorScope, StreetCode};
 use gridclue_core::tokens::{TokenKind, TokenRecord};
 use serde::{Deserialize, Serialize};
 
@@ -117,14 +118,17 @@ impl By {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reader {
     District,
-    Street(String),
+    Street(StreetCode),
 }
 
 impl Reader {
     pub fn of(token: &TokenRecord) -> Result<Self, ApiError> {
-        match (token.kind, &token.scope) {
+        match (
+            token.kind,
+            token.scope.as_ref().and_then(ActorScope::street),
+        ) {
             (TokenKind::District, _) => Ok(Reader::District),
-            (TokenKind::Street, Some(street)) => Ok(Reader::Street(street.clone())),
+            (TokenKind::Street, Some(&street)) => Ok(Reader::Street(street)),
             (TokenKind::Street, None) => Err(ApiError::Forbidden(
                 "read indicators (street token without a street)",
             )),
@@ -145,7 +149,7 @@ pub struct Params {
     pub to: NaiveDate,
     pub as_of_ms: Option<u64>,
     pub by: By,
-    pub street: Option<String>,
+    pub street: Option<StreetCode>,
 }
 
 fn date(name: &str, value: &str) -> Result<NaiveDate, ApiError> {
@@ -195,15 +199,7 @@ impl Params {
                         )
                     })?)
                 }
-                "street" => {
-                    if value.len() != 9 || !value.bytes().all(|b| b.is_ascii_digit()) {
-                        return Err(ApiError::invalid_parameter(
-                            name,
-                            "must be a 9-digit street code",
-                        ));
-                    }
-                    street = Some(value.clone());
-                }
+                "street" => street = Some(crate::params::street_code(name, value)?),
                 _ => {
                     return Err(ApiError::invalid_parameter(
                         name,
@@ -261,20 +257,20 @@ pub struct Plan {
     pub to_ms: u64,
     pub as_of_ms: u64,
     /// The street the rows are restricted to (a street token's own, or the district's filter).
-    pub street: Option<String>,
+    pub street: Option<StreetCode>,
 }
 
 /// Checks `params` against the reader's scope: a street office reads its own street only (a
 /// filter naming another street is a 403).
 pub fn plan(reader: &Reader, params: Params, now_ms: u64) -> Result<Plan, ApiError> {
-    let street = match (reader, &params.street) {
-        (Reader::District, s) => s.clone(),
-        (Reader::Street(own), Some(asked)) if asked != own => {
+    let street = match (reader, params.street) {
+        (Reader::District, s) => s,
+        (Reader::Street(own), Some(asked)) if asked != *own => {
             return Err(ApiError::Forbidden(
                 "read another street's indicators (street token)",
             ))
         }
-        (Reader::Street(own), _) => Some(own.clone()),
+        (Reader::Street(own), _) => Some(*own),
     };
     Ok(Plan {
         from_ms: china_midnight_ms(params.from),
@@ -482,7 +478,7 @@ pub struct Answer {
     pub as_of_ms: u64,
     pub by: By,
     /// The street the rows are restricted to (null: the whole district).
-    pub street: Option<String>,
+    pub street: Option<StreetCode>,
     pub weights: ScoreWeights,
     pub rows: Vec<Indicators>,
     pub total: Indicators,
@@ -547,17 +543,17 @@ pub async fn query(
     client: &clickhouse::Client,
     plan: &Plan,
 ) -> clickhouse::error::Result<Vec<Counts>> {
-    let street = plan.street.clone().unwrap_or_default();
+    let street = or_empty(&plan.street);
     let (first_day, end_day) = (cohort_day(plan.from_ms), cohort_day(plan.to_ms));
     let as_of_day = plan.as_of_ms / DAY_MS;
     client
         .query(&sql(plan.params.by))
-        .bind(&street)
-        .bind(&street)
+        .bind(street)
+        .bind(street)
         .bind(first_day)
         .bind(end_day)
-        .bind(&street)
-        .bind(&street)
+        .bind(street)
+        .bind(street)
         .bind(first_day)
         .bind(end_day)
         .bind(as_of_day)
@@ -565,8 +561,8 @@ pub async fn query(
         .bind((as_of_day + 1) * DAY_MS)
         .bind(first_day)
         .bind(end_day)
-        .bind(&street)
-        .bind(&street)
+        .bind(street)
+        .bind(street)
         .fetch_all::<SignedCounts>()
         .await
         .map(|rows| rows.into_iter().map(SignedCounts::non_negative).collect())
@@ -574,20 +570,24 @@ pub async fn query(
 
 /// The groups every answer lists, even at zero (in scope): known streets, communities,
 /// departments or categories of the reference data.
-fn known_groups(by: By, street: Option<&str>, reference: &Reference) -> Vec<(String, String)> {
-    let in_street = |code: &str| street.is_none_or(|s| code.starts_with(s));
+fn known_groups(
+    by: By,
+    street: Option<&StreetCode>,
+    reference: &Reference,
+) -> Vec<(String, String)> {
+    let in_street = |code: &StreetCode| street.is_none_or(|s| s == code);
     match by {
         By::Street => reference
             .streets
             .iter()
             .filter(|s| in_street(&s.code))
-            .map(|s| (s.code.clone(), s.name.clone()))
+            .map(|s| (s.code.to_string(), s.name.clone()))
             .collect(),
         By::Community => reference
             .communities
             .iter()
-            .filter(|(code, _)| in_street(code))
-            .map(|(code, name)| (code.clone(), name.clone()))
+            .filter(|(code, _)| in_street(&code.street_code()))
+            .map(|(code, name)| (code.to_string(), name.clone()))
             .collect(),
         By::Department => reference
             .departments
@@ -597,7 +597,7 @@ fn known_groups(by: By, street: Option<&str>, reference: &Reference) -> Vec<(Str
         By::Category => reference
             .categories
             .iter()
-            .map(|c| (c.code.clone(), c.name_zh.clone()))
+            .map(|c| (c.code.to_string(), c.name_zh.clone()))
             .collect(),
     }
 }
@@ -612,7 +612,7 @@ pub fn assemble(
 ) -> Answer {
     let by = plan.params.by;
     let mut groups: BTreeMap<String, (String, Counts)> =
-        known_groups(by, plan.street.as_deref(), reference)
+        known_groups(by, plan.street.as_ref(), reference)
             .into_iter()
             .map(|(key, name)| {
                 let c = Counts {
@@ -658,7 +658,9 @@ pub fn assemble(
         }
     }
     let total_name = match &plan.street {
-        Some(code) => reference.street_name(code).unwrap_or(code).to_owned(),
+        Some(code) => reference
+            .street_name(code)
+            .map_or_else(|| code.to_string(), str::to_owned),
         None => "全区".to_owned(),
     };
     Answer {
@@ -667,7 +669,7 @@ pub fn assemble(
         as_of: china_time(plan.as_of_ms),
         as_of_ms: plan.as_of_ms,
         by,
-        street: plan.street.clone(),
+        street: plan.street,
         weights: *weights,
         rows,
         total: Indicators::from_counts(&total, total_name, weights),
@@ -758,10 +760,10 @@ mod tests {
     #[test]
     fn a_street_token_reads_its_own_street() {
         let p = parse("from=2026-11-02&to=2026-11-09").unwrap();
-        let own = Reader::Street("310199001".into());
+        let own = Reader::Street(StreetCode::parse("310199001").unwrap());
         assert_eq!(
-            plan(&own, p.clone(), 5).unwrap().street.as_deref(),
-            Some("310199001")
+            plan(&own, p.clone(), 5).unwrap().street.unwrap(),
+            "310199001"
         );
         let other = parse("from=2026-11-02&to=2026-11-09&street=310199002").unwrap();
         assert!(matches!(
@@ -770,8 +772,8 @@ mod tests {
         ));
         let district = plan(&Reader::District, other, 5).unwrap();
         assert_eq!(
-            (district.street.as_deref(), district.as_of_ms),
-            (Some("310199002"), 5)
+            (district.street.unwrap().as_str(), district.as_of_ms),
+            ("310199002", 5)
         );
     }
 

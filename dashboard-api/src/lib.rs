@@ -55,6 +55,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use gridclue_core::calendar::Calendar;
 use gridclue_core::ch::ChSettings;
+use gridclue_core::codes::ActorScope;
 use gridclue_core::config::{self, ConfigError, Secret};
 use gridclue_core::service;
 use gridclue_core::tokens::{TokenKind, TokenRecord, TokenStore};
@@ -311,8 +312,8 @@ impl AppState {
         let record = self.token(headers)?;
         match record.kind {
             TokenKind::District => Ok(Scope::District),
-            TokenKind::Street => match record.scope {
-                Some(street_code) => Ok(Scope::Street { street_code }),
+            TokenKind::Street => match record.scope.as_ref().and_then(ActorScope::street) {
+                Some(&street_code) => Ok(Scope::Street { street_code }),
                 None => Err(ApiError::Forbidden(
                     "read statistics (street token without a street)",
                 )),
@@ -395,7 +396,10 @@ async fn get_alerts(
     let params = alerts::Params::parse(&query_pairs(query)?)?;
     let street = alerts::street_filter(&scope, &params)?;
     let found = state
-        .timed("alerts", alerts::query(&state.read, &street, &params))
+        .timed(
+            "alerts",
+            alerts::query(&state.read, street.as_ref(), &params),
+        )
         .await?;
     Ok(Json(alerts::assemble(scope, found, &state.reference)))
 }

@@ -23,7 +23,7 @@
 //! widens until it holds the page's candidates.
 
 use gridclue_core::codes::{
-    empty_as_none, or_empty, CategoryCode, CommunityCode, DepartmentCode, GridCode, StreetCode,
+    empty_as_none, CategoryCode, CommunityCode, DepartmentCode, GridCode, StreetCode,
 };
 use gridclue_core::light::{clue_light, Light, YELLOW_FRACTION};
 use gridclue_core::{ClueId, Status};
@@ -203,20 +203,29 @@ impl List {
     }
 }
 
-/// The filters given (an empty value is none), with the column each compares.
+/// The filters given, with the column each compares.
 fn given_filters(filters: &Filters) -> Vec<(&'static str, &str)> {
     [
-        ("street_code", filters.street.as_deref()),
-        ("community_code", filters.community.as_deref()),
-        ("grid_code", filters.grid.as_deref()),
-        ("category", filters.category.as_deref()),
+        (
+            "street_code",
+            filters.street.as_ref().map(StreetCode::as_str),
+        ),
+        (
+            "community_code",
+            filters.community.as_ref().map(CommunityCode::as_str),
+        ),
+        ("grid_code", filters.grid.as_ref().map(GridCode::as_str)),
+        (
+            "category",
+            filters.category.as_ref().map(CategoryCode::as_str),
+        ),
         (
             "department_now",
             filters.department.as_ref().map(|d| d.as_str()),
         ),
     ]
     .into_iter()
-    .filter_map(|(column, value)| Some((column, value.filter(|v| !v.is_empty())?)))
+    .filter_map(|(column, value)| Some((column, value?)))
     .collect()
 }
 
@@ -464,17 +473,25 @@ fn item(r: ListRow, reference: &Reference, now_ms: u64) -> Item {
         status.and_then(|s| clue_light(s, now_ms, r.accepted_at_ms, r.yellow_at_ms, r.deadline_ms));
     let running = light.is_some();
     Item {
-        street_name: reference
-            .street_name(or_empty(&r.street_code))
+        street_name: r
+            .street_code
+            .as_ref()
+            .and_then(|c| reference.street_name(c))
             .map(str::to_owned),
-        community_name: reference
-            .community_name(or_empty(&r.community_code))
+        community_name: r
+            .community_code
+            .as_ref()
+            .and_then(|c| reference.community_name(c))
             .map(str::to_owned),
-        category_name: reference
-            .category(or_empty(&r.category))
+        category_name: r
+            .category
+            .as_ref()
+            .and_then(|c| reference.category(c))
             .map(|c| c.name_zh.clone()),
-        department_name: reference
-            .department(or_empty(&r.department_now))
+        department_name: r
+            .department_now
+            .as_ref()
+            .and_then(|c| reference.department(c))
             .map(|d| d.name_zh.clone()),
         deadline: running.then(|| china_time(r.deadline_ms)),
         deadline_ms: running.then_some(r.deadline_ms),
@@ -583,12 +600,11 @@ mod tests {
             clue_id: ClueId::new_random().to_string(),
         };
         let some = Filters {
-            street: Some("310199001".into()),
-            category: Some("garbage_pile".into()),
-            grid: Some(String::new()),
+            street: Some("310199001".parse().unwrap()),
+            category: Some("garbage_pile".parse().unwrap()),
             ..Filters::default()
         };
-        assert_eq!(given_filters(&some).len(), 2, "an empty value is no filter");
+        assert_eq!(given_filters(&some).len(), 2);
         for list in List::ALL {
             for filters in [Filters::default(), some.clone()] {
                 for after in [None, Some(&cursor)] {

@@ -29,6 +29,7 @@ use std::time::Duration;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{Datelike, Months, NaiveDate};
 use futures::Stream;
+use gridclue_core::codes::{empty_as_none, or_empty, CategoryCode, GridCode, StreetCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +76,7 @@ pub struct Kpis {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StreetKpis {
-    pub street: String,
+    pub street: StreetCode,
     pub name: String,
     #[serde(flatten)]
     pub kpis: Kpis,
@@ -90,7 +91,7 @@ pub struct Snapshot {
     pub streets: Vec<StreetKpis>,
     /// Open and overdue cases of every street of the map and every street seen (the case
     /// gauges; not streamed).
-    pub cases: BTreeMap<String, CaseCounts>,
+    pub cases: BTreeMap<StreetCode, CaseCounts>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -206,10 +207,14 @@ struct ActiveRow {
     id: String,
     latest_version: u32,
     latest_state: String,
-    street: String,
-    cat: String,
-    grid: String,
-    place_grids: Vec<String>,
+    #[serde(with = "empty_as_none::lenient")]
+    street: Option<StreetCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    cat: Option<CategoryCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    grid: Option<GridCode>,
+    #[serde(deserialize_with = "empty_as_none::lenient::each")]
+    place_grids: Vec<GridCode>,
     obs: u32,
     updated_at_ms: u64,
 }
@@ -220,10 +225,13 @@ pub struct ActiveAlert {
     pub alert_id: String,
     pub version: u32,
     pub state: String,
-    pub street_code: String,
-    pub category: String,
-    pub grid_code: String,
-    pub grids: Vec<String>,
+    #[serde(with = "empty_as_none")]
+    pub street_code: Option<StreetCode>,
+    #[serde(with = "empty_as_none")]
+    pub category: Option<CategoryCode>,
+    #[serde(with = "empty_as_none")]
+    pub grid_code: Option<GridCode>,
+    pub grids: Vec<GridCode>,
     pub observed: u32,
     pub updated_at_ms: u64,
 }
@@ -265,7 +273,7 @@ pub async fn active_alerts(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::R
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct StreetState {
-    street: String,
+    street: Option<StreetCode>,
     reports: u64,
     cases: u64,
     open: u64,
@@ -279,7 +287,8 @@ struct StreetState {
 /// when they are exact; a negative one is served as 0 ([`indicators::non_negative`]).
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
 struct SignedStreetState {
-    street: String,
+    #[serde(with = "empty_as_none::lenient")]
+    street: Option<StreetCode>,
     reports: i64,
     cases: i64,
     open: i64,
@@ -291,7 +300,8 @@ struct SignedStreetState {
 
 impl SignedStreetState {
     fn non_negative(self) -> StreetState {
-        let n = |what: &'static str, v: i64| indicators::non_negative(what, &self.street, v);
+        let street = or_empty(&self.street);
+        let n = |what: &'static str, v: i64| indicators::non_negative(what, street, v);
         StreetState {
             reports: n("reports", self.reports),
             cases: n("cases", self.cases),
@@ -348,8 +358,8 @@ pub async fn snapshot(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::Result
         .collect();
     let answer = indicators::assemble(&plan, counts, &deps.reference, &deps.weights);
 
-    let state_of: HashMap<&str, &StreetState> =
-        states.iter().map(|s| (s.street.as_str(), s)).collect();
+    let state_of: HashMap<StreetCode, &StreetState> =
+        states.iter().filter_map(|s| Some((s.street?, s))).collect();
     let kpis = |row: &indicators::Indicators, s: Option<&StreetState>| Kpis {
         reports: s.map_or(0, |s| s.reports),
         cases: s.map_or(0, |s| s.cases),
@@ -360,35 +370,39 @@ pub async fn snapshot(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::Result
         rework_rate: row.rework_rate,
         score: row.score,
     };
+    // A row keyed by no street code (none is expected: cases are inside the district) counts in
+    // the district's numbers but lists no street.
     let mut streets: Vec<StreetKpis> = answer
         .rows
         .iter()
-        .map(|row| StreetKpis {
-            street: row.key.clone(),
-            name: row.name.clone(),
-            kpis: kpis(row, state_of.get(row.key.as_str()).copied()),
+        .filter_map(|row| {
+            let street = StreetCode::parse(&row.key).ok()?;
+            Some(StreetKpis {
+                street,
+                name: row.name.clone(),
+                kpis: kpis(row, state_of.get(&street).copied()),
+            })
         })
         .collect();
     // Streets with open cases but no case in the month's cohort.
-    for s in &states {
-        if !streets.iter().any(|k| k.street == s.street) {
+    for (&street, s) in &state_of {
+        if !streets.iter().any(|k| k.street == street) {
             let zero = indicators::Indicators::from_counts(
                 &indicators::Counts::default(),
                 String::new(),
                 &deps.weights,
             );
             streets.push(StreetKpis {
-                street: s.street.clone(),
+                street,
                 name: deps
                     .reference
-                    .street_name(&s.street)
-                    .unwrap_or(&s.street)
-                    .to_owned(),
+                    .street_name(&street)
+                    .map_or_else(|| street.to_string(), str::to_owned),
                 kpis: kpis(&zero, Some(s)),
             });
         }
     }
-    streets.sort_by(|a, b| a.street.cmp(&b.street));
+    streets.sort_by_key(|s| s.street);
     let mut district = kpis(&answer.total, None);
     for s in &states {
         district.reports += s.reports;
@@ -404,9 +418,9 @@ pub async fn snapshot(deps: &LoopDeps, now_ms: u64) -> clickhouse::error::Result
         .unwrap_or(u64::MAX);
     let changes_after = next_deadline.min(to_ms - 1);
     let cases = case_gauges::by_street(
-        deps.reference.streets.iter().map(|s| s.code.clone()),
+        deps.reference.streets.iter().map(|s| s.code),
         states.iter().map(|s| StreetCases {
-            street_code: s.street.clone(),
+            street_code: s.street,
             open: s.open_cases,
             overdue: s.overdue_cases,
         }),
@@ -625,13 +639,11 @@ pub fn view(snapshot: &Snapshot, reader: &Reader) -> Numbers {
             let mine: Vec<StreetKpis> = snapshot
                 .streets
                 .iter()
-                .filter(|s| &s.street == own)
+                .filter(|s| s.street == *own)
                 .cloned()
                 .collect();
             (
-                crate::summary::Scope::Street {
-                    street_code: own.clone(),
-                },
+                crate::summary::Scope::Street { street_code: *own },
                 mine.first().map(|s| s.kpis.clone()).unwrap_or_default(),
                 mine,
             )
@@ -660,13 +672,11 @@ pub fn alerts_view(alerts: &AlertsNow, reader: &Reader) -> OpenAlerts {
     let (scope, active) = match reader {
         Reader::District => (crate::summary::Scope::District, alerts.active.clone()),
         Reader::Street(own) => (
-            crate::summary::Scope::Street {
-                street_code: own.clone(),
-            },
+            crate::summary::Scope::Street { street_code: *own },
             alerts
                 .active
                 .iter()
-                .filter(|a| &a.street_code == own)
+                .filter(|a| a.street_code == Some(*own))
                 .cloned()
                 .collect(),
         ),
@@ -758,6 +768,10 @@ pub fn subscribe(
 mod tests {
     use super::*;
 
+    fn street_code(code: &str) -> StreetCode {
+        StreetCode::parse(code).unwrap()
+    }
+
     #[test]
     fn the_month_is_the_china_calendar_month() {
         // 2026-11-30 16:30 UTC is 2026-12-01 00:30 in China.
@@ -784,18 +798,18 @@ mod tests {
             cases: BTreeMap::new(),
             streets: vec![
                 StreetKpis {
-                    street: "310199001".into(),
+                    street: street_code("310199001"),
                     name: "a".into(),
                     kpis: k(2),
                 },
                 StreetKpis {
-                    street: "310199002".into(),
+                    street: street_code("310199002"),
                     name: "b".into(),
                     kpis: k(3),
                 },
             ],
         };
-        let v = view(&snapshot, &Reader::Street("310199002".into()));
+        let v = view(&snapshot, &Reader::Street(street_code("310199002")));
         assert_eq!((v.kpis.reports, v.by_street.len()), (3, 1));
         let v = view(&snapshot, &Reader::District);
         assert_eq!((v.kpis.reports, v.by_street.len()), (5, 2));
@@ -833,10 +847,10 @@ mod tests {
             alert_id: id.into(),
             version: 1,
             state: "new".into(),
-            street_code: street.into(),
-            category: "garbage_pile".into(),
-            grid_code: format!("{street}001001"),
-            grids: vec![format!("{street}001001")],
+            street_code: Some(street_code(street)),
+            category: CategoryCode::parse("garbage_pile").ok(),
+            grid_code: GridCode::parse(&format!("{street}001001")).ok(),
+            grids: vec![GridCode::parse(&format!("{street}001001")).unwrap()],
             observed: 3,
             updated_at_ms: 1,
         };
@@ -844,7 +858,7 @@ mod tests {
             as_of_ms: 1,
             active: vec![alert("a", "310199001"), alert("b", "310199002")],
         };
-        let mine = alerts_view(&now, &Reader::Street("310199002".into()));
+        let mine = alerts_view(&now, &Reader::Street(street_code("310199002")));
         assert_eq!(mine.active, vec![alert("b", "310199002")]);
         assert_eq!(alerts_view(&now, &Reader::District).active.len(), 2);
     }

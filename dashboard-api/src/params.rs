@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 
 use axum::http::{header, HeaderMap};
 use chrono::{Datelike, Months, NaiveDate};
+use gridclue_core::codes::{
+    or_empty, ActorScope, CategoryCode, CommunityCode, DepartmentCode, GridCode, StreetCode,
+};
 use gridclue_core::tokens::{TokenKind, TokenRecord};
-use gridclue_core::DepartmentCode;
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -16,9 +18,12 @@ use crate::reference::Reference;
 
 /// Whose dashboards a token reads: the district every street's, a street office its own.
 pub fn reader(token: &TokenRecord) -> Result<Reader, ApiError> {
-    match (token.kind, &token.scope) {
+    match (
+        token.kind,
+        token.scope.as_ref().and_then(ActorScope::street),
+    ) {
         (TokenKind::District, _) => Ok(Reader::District),
-        (TokenKind::Street, Some(street)) => Ok(Reader::Street(street.clone())),
+        (TokenKind::Street, Some(&street)) => Ok(Reader::Street(street)),
         (TokenKind::Street, None) => Err(ApiError::Forbidden(
             "read dashboards (street token without a street)",
         )),
@@ -179,22 +184,35 @@ impl Period {
 /// token even when the request did not name it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Filters {
-    pub street: Option<String>,
-    pub community: Option<String>,
-    pub grid: Option<String>,
-    pub category: Option<String>,
+    pub street: Option<StreetCode>,
+    pub community: Option<CommunityCode>,
+    pub grid: Option<GridCode>,
+    pub category: Option<CategoryCode>,
     pub department: Option<DepartmentCode>,
 }
 
-fn digits(args: &Args<'_>, name: &str, len: usize, what: &str) -> Result<Option<String>, ApiError> {
-    match args.get(name) {
-        None => Ok(None),
-        Some(v) if v.len() == len && v.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(v.into())),
-        Some(_) => Err(ApiError::invalid_parameter(
-            name,
-            format!("must be a {len}-digit {what} code"),
-        )),
-    }
+/// A code query parameter parsed by its type's rules (else a 400 naming the parameter and what
+/// it must be).
+fn code<C, E: std::fmt::Display>(
+    name: &str,
+    value: &str,
+    parse: fn(&str) -> Result<C, E>,
+    what: &str,
+) -> Result<C, ApiError> {
+    parse(value).map_err(|e| ApiError::invalid_parameter(name, format!("must be {what} ({e})")))
+}
+
+/// The street code given as query parameter `name`.
+pub fn street_code(name: &str, value: &str) -> Result<StreetCode, ApiError> {
+    code(name, value, StreetCode::parse, "a 9-digit street code")
+}
+
+fn optional<C>(
+    args: &Args<'_>,
+    name: &str,
+    parse: impl Fn(&str, &str) -> Result<C, ApiError>,
+) -> Result<Option<C>, ApiError> {
+    args.get(name).map(|v| parse(name, v)).transpose()
 }
 
 fn department_code(args: &Args<'_>) -> Result<Option<DepartmentCode>, ApiError> {
@@ -220,21 +238,33 @@ impl Filters {
         reference: &Reference,
     ) -> Result<Self, ApiError> {
         let mut f = Filters {
-            street: digits(args, "street", 9, "street")?,
-            community: digits(args, "community", 12, "community")?,
-            grid: digits(args, "grid", 15, "grid")?,
-            category: args.get("category").map(str::to_owned),
+            street: optional(args, "street", street_code)?,
+            community: optional(args, "community", |name, v| {
+                code(name, v, CommunityCode::parse, "a 12-digit community code")
+            })?,
+            grid: optional(args, "grid", |name, v| {
+                code(name, v, GridCode::parse, "a 15-digit grid code")
+            })?,
+            category: optional(args, "category", |name, v| {
+                code(
+                    name,
+                    v,
+                    CategoryCode::parse,
+                    "a category code of the catalog",
+                )
+            })?,
             department: department_code(args)?,
         };
         if let Reader::Street(own) = reader {
-            let outside =
-                |code: &Option<String>| code.as_ref().is_some_and(|c| !c.starts_with(own));
-            if outside(&f.street) || outside(&f.community) || outside(&f.grid) {
+            let outside = f.street.is_some_and(|s| s != *own)
+                || f.community.is_some_and(|c| c.street_code() != *own)
+                || f.grid.is_some_and(|g| g.street_code() != *own);
+            if outside {
                 return Err(ApiError::Forbidden(
                     "read another street's numbers (street token)",
                 ));
             }
-            f.street = Some(own.clone());
+            f.street = Some(*own);
         }
         if let Some(s) = &f.street {
             if reference.street_name(s).is_none() && !reference.streets.is_empty() {
@@ -261,7 +291,7 @@ impl Filters {
             }
         }
         if let Some(d) = &f.department {
-            if reference.department(d.as_str()).is_none() {
+            if reference.department(d).is_none() {
                 return Err(ApiError::invalid_parameter(
                     "department",
                     format!("{d:?} is not a department of the catalog"),
@@ -273,15 +303,12 @@ impl Filters {
 
     /// The values bound for [`Filters::SQL`], in order ("" = any).
     pub fn binds(&self) -> [String; 10] {
-        let v = |o: &Option<String>| o.clone().unwrap_or_default();
         let (s, c, g, k, d) = (
-            v(&self.street),
-            v(&self.community),
-            v(&self.grid),
-            v(&self.category),
-            self.department
-                .as_ref()
-                .map_or_else(String::new, DepartmentCode::to_string),
+            or_empty(&self.street).to_owned(),
+            or_empty(&self.community).to_owned(),
+            or_empty(&self.grid).to_owned(),
+            or_empty(&self.category).to_owned(),
+            or_empty(&self.department).to_owned(),
         );
         [
             s.clone(),
@@ -393,11 +420,11 @@ mod tests {
         Reference {
             streets: vec![
                 Street {
-                    code: "310199001".into(),
+                    code: StreetCode::parse("310199001").unwrap(),
                     name: "甲".into(),
                 },
                 Street {
-                    code: "310199002".into(),
+                    code: StreetCode::parse("310199002").unwrap(),
                     name: "乙".into(),
                 },
             ],
@@ -486,11 +513,8 @@ mod tests {
             let p = pairs(q);
             Filters::parse(&Args::parse(&p, &names).unwrap(), reader, &reference())
         };
-        let own = Reader::Street("310199001".into());
-        assert_eq!(
-            parse("", &own).unwrap().street.as_deref(),
-            Some("310199001")
-        );
+        let own = Reader::Street(StreetCode::parse("310199001").unwrap());
+        assert_eq!(parse("", &own).unwrap().street.unwrap(), "310199001");
         assert!(parse("grid=310199001001001", &own).is_ok());
         for q in [
             "street=310199002",
@@ -504,10 +528,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("query parameter `street`"), "{err}");
-        let err = parse("grid=31019900100100", &Reader::District)
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("query parameter `grid`"), "{err}");
+        for (q, name, detail) in [
+            ("grid=31019900100100", "grid", "a 15-digit grid code"),
+            ("street=310199200", "street", "outside 000–199"),
+            ("street=", "street", "a 9-digit street code"),
+            ("community=3101990010x1", "community", "ASCII digits only"),
+        ] {
+            let err = parse(q, &Reader::District).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("query parameter `{name}`")) && err.contains(detail),
+                "{q}: {err}"
+            );
+        }
         let err = parse("category=nope", &Reader::District)
             .unwrap_err()
             .to_string();

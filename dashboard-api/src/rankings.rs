@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::indicators::{self, china_time, Indicators, Reader, ScoreWeights};
 use crate::params::{Args, Period};
+use gridclue_core::codes::StreetCode;
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -160,16 +161,10 @@ pub fn parse(args: &Args<'_>) -> Result<indicators::Params, ApiError> {
             ))
         }
     };
-    let street = match args.get("street") {
-        Some(s) if s.len() == 9 && s.bytes().all(|b| b.is_ascii_digit()) => Some(s.to_owned()),
-        Some(_) => {
-            return Err(ApiError::invalid_parameter(
-                "street",
-                "must be a 9-digit street code",
-            ))
-        }
-        None => None,
-    };
+    let street = args
+        .get("street")
+        .map(|s| crate::params::street_code("street", s))
+        .transpose()?;
     Ok(indicators::Params {
         from: period.from,
         to: period.to,
@@ -226,7 +221,7 @@ pub struct Rankings {
     pub as_of_ms: u64,
     pub previous: PreviousPeriod,
     pub by: indicators::By,
-    pub street: Option<String>,
+    pub street: Option<StreetCode>,
     pub targets: Targets,
     pub weights: ScoreWeights,
     pub rows: Vec<RankingRow>,

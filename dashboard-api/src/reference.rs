@@ -5,18 +5,19 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
-use gridclue_core::{Catalog, DepartmentCode};
+use gridclue_core::codes::{CategoryCode, CommunityCode, DepartmentCode, StreetCode};
+use gridclue_core::Catalog;
 use gridclue_district::District;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Street {
-    pub code: String,
+    pub code: StreetCode,
     pub name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CategoryName {
-    pub code: String,
+    pub code: CategoryCode,
     pub name_zh: String,
     pub name_en: String,
 }
@@ -35,7 +36,7 @@ pub struct DepartmentName {
 pub struct Reference {
     pub streets: Vec<Street>,
     pub categories: Vec<CategoryName>,
-    pub communities: BTreeMap<String, String>,
+    pub communities: BTreeMap<CommunityCode, String>,
     pub departments: Vec<DepartmentName>,
 }
 
@@ -46,20 +47,20 @@ impl Reference {
             .streets
             .iter()
             .map(|s| Street {
-                code: s.code.to_string(),
+                code: s.code,
                 name: s.name.clone(),
             })
             .collect();
-        streets.sort_by(|a, b| a.code.cmp(&b.code));
+        streets.sort_by_key(|s| s.code);
         streets
     }
 
     /// The map's community names by code.
-    pub fn communities_of(district: &District) -> BTreeMap<String, String> {
+    pub fn communities_of(district: &District) -> BTreeMap<CommunityCode, String> {
         district
             .communities
             .iter()
-            .map(|c| (c.code.to_string(), c.name.clone()))
+            .map(|c| (c.code, c.name.clone()))
             .collect()
     }
 
@@ -80,7 +81,7 @@ impl Reference {
             .categories()
             .iter()
             .map(|c| CategoryName {
-                code: c.code.to_string(),
+                code: c.code.clone(),
                 name_zh: c.name_zh.clone(),
                 name_en: c.name_en.clone(),
             })
@@ -101,22 +102,22 @@ impl Reference {
         })
     }
 
-    pub fn street_name(&self, code: &str) -> Option<&str> {
+    pub fn street_name(&self, code: &StreetCode) -> Option<&str> {
         self.streets
-            .binary_search_by(|s| s.code.as_str().cmp(code))
+            .binary_search_by(|s| s.code.cmp(code))
             .ok()
             .map(|i| self.streets[i].name.as_str())
     }
 
-    pub fn community_name(&self, code: &str) -> Option<&str> {
+    pub fn community_name(&self, code: &CommunityCode) -> Option<&str> {
         self.communities.get(code).map(String::as_str)
     }
 
-    pub fn category(&self, code: &str) -> Option<&CategoryName> {
-        self.categories.iter().find(|c| c.code == code)
+    pub fn category(&self, code: &CategoryCode) -> Option<&CategoryName> {
+        self.categories.iter().find(|c| c.code == *code)
     }
 
-    pub fn department(&self, code: &str) -> Option<&DepartmentName> {
+    pub fn department(&self, code: &DepartmentCode) -> Option<&DepartmentName> {
         self.departments.iter().find(|d| d.code == *code)
     }
 }
@@ -124,7 +125,7 @@ impl Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gridclue_district::{Community, CommunityCode, StreetCode};
+    use gridclue_district::Community;
 
     fn street(code: &str, name: &str) -> gridclue_district::Street {
         gridclue_district::Street {
@@ -153,10 +154,15 @@ mod tests {
         };
         assert_eq!(r.streets.len(), 2);
         assert_eq!(r.streets[0].code, "310199001", "sorted by code");
-        assert_eq!(r.street_name("310199002"), Some("乙街道"));
-        assert_eq!(r.street_name("310199003"), None);
-        assert_eq!(r.community_name("310199001001"), Some("兰城社区"));
-        assert_eq!(r.community_name("310199002001"), None);
+        let street_code = |code| StreetCode::parse(code).unwrap();
+        let community_code = |code| CommunityCode::parse(code).unwrap();
+        assert_eq!(r.street_name(&street_code("310199002")), Some("乙街道"));
+        assert_eq!(r.street_name(&street_code("310199003")), None);
+        assert_eq!(
+            r.community_name(&community_code("310199001001")),
+            Some("兰城社区")
+        );
+        assert_eq!(r.community_name(&community_code("310199002001")), None);
     }
 
     #[test]
@@ -168,6 +174,9 @@ mod tests {
             "every street has communities: {}",
             r.communities.len()
         );
-        assert!(r.communities.keys().all(|c| c.len() == 12));
+        assert!(r
+            .communities
+            .keys()
+            .all(|c| r.street_name(&c.street_code()).is_some()));
     }
 }

@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{Datelike, Duration as Days, FixedOffset, NaiveDate, TimeZone};
-use gridclue_core::codes::{empty_as_none, or_empty, CategoryCode, CommunityCode, StreetCode};
+use gridclue_core::codes::{empty_as_none, CategoryCode, CommunityCode, StreetCode};
 use gridclue_core::light::clue_light;
 use gridclue_core::tokens::{TokenFile, TokenKind, TokenRecord};
 use gridclue_core::{ReporterGroup, Status};
@@ -884,14 +884,20 @@ pub async fn my_clues(
                     });
                 MyClue {
                     light,
-                    category_name: reference
-                        .category(or_empty(&r.category_code))
+                    category_name: r
+                        .category_code
+                        .as_ref()
+                        .and_then(|c| reference.category(c))
                         .map(|c| c.name_zh.clone()),
-                    street_name: reference
-                        .street_name(or_empty(&r.street))
+                    street_name: r
+                        .street
+                        .as_ref()
+                        .and_then(|c| reference.street_name(c))
                         .map(str::to_owned),
-                    community_name: reference
-                        .community_name(or_empty(&r.community))
+                    community_name: r
+                        .community
+                        .as_ref()
+                        .and_then(|c| reference.community_name(c))
                         .map(str::to_owned),
                     reported_at: china_time(r.reported_at),
                     reported_at_ms: r.reported_at,

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use gridclue_core::codes::{empty_as_none, CategoryCode, StreetCode};
 use serde::{Deserialize, Serialize};
 
 use crate::reference::Reference;
@@ -16,15 +17,18 @@ use crate::reference::Reference;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Scope {
     District,
-    Street { street_code: String },
+    Street { street_code: StreetCode },
 }
 
-/// One (street, category) cell as ClickHouse returns it.
+/// One (street, category) cell as ClickHouse returns it (codes read leniently: a malformed one
+/// counts in the totals but in no street or category row).
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
 pub struct Cell {
-    /// The street (for outside points, the nearest grid's street; empty when unknown).
-    pub street: String,
-    pub category: String,
+    /// The street (for outside points, the nearest grid's street; none when unknown).
+    #[serde(with = "empty_as_none::lenient")]
+    pub street: Option<StreetCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    pub category: Option<CategoryCode>,
     /// Reports inside the district.
     pub reports: u64,
     /// Reports that are cases (not duplicates, not rejected).
@@ -90,7 +94,7 @@ pub async fn query_exact(client: &clickhouse::Client) -> clickhouse::error::Resu
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StreetCount {
-    pub street_code: String,
+    pub street_code: StreetCode,
     pub street_name: String,
     pub count: u64,
     pub cases: u64,
@@ -99,7 +103,7 @@ pub struct StreetCount {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CategoryCount {
-    pub category: String,
+    pub category: CategoryCode,
     /// Chinese name.
     pub name: String,
     pub name_en: String,
@@ -125,7 +129,7 @@ pub struct Summary {
 /// catalog order) appear even at zero; codes seen in the data but missing from the reference
 /// follow, labelled with their code.
 pub fn assemble(scope: Scope, cells: &[Cell], reference: &Reference, now_ms: u64) -> Summary {
-    let in_scope = |code: &str| match &scope {
+    let in_scope = |code: &StreetCode| match &scope {
         Scope::District => true,
         Scope::Street { street_code } => street_code == code,
     };
@@ -134,7 +138,7 @@ pub fn assemble(scope: Scope, cells: &[Cell], reference: &Reference, now_ms: u64
         .iter()
         .filter(|s| in_scope(&s.code))
         .map(|s| StreetCount {
-            street_code: s.code.clone(),
+            street_code: s.code,
             street_name: s.name.clone(),
             count: 0,
             cases: 0,
@@ -153,29 +157,29 @@ pub fn assemble(scope: Scope, cells: &[Cell], reference: &Reference, now_ms: u64
             cases: 0,
         })
         .collect();
-    let mut street_index: HashMap<String, usize> = by_street
+    let mut street_index: HashMap<StreetCode, usize> = by_street
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.street_code.clone(), i))
+        .map(|(i, s)| (s.street_code, i))
         .collect();
-    let mut category_index: HashMap<String, usize> = by_category
+    let mut category_index: HashMap<CategoryCode, usize> = by_category
         .iter()
         .enumerate()
         .map(|(i, c)| (c.category.clone(), i))
         .collect();
     let (mut total, mut cases, mut outside) = (0, 0, 0);
     for cell in cells {
-        if !cell.street.is_empty() && !in_scope(&cell.street) {
+        if cell.street.as_ref().is_some_and(|s| !in_scope(s)) {
             continue;
         }
         total += cell.reports;
         cases += cell.cases;
         outside += cell.outside;
-        if !cell.street.is_empty() {
-            let i = *street_index.entry(cell.street.clone()).or_insert_with(|| {
+        if let Some(street) = cell.street {
+            let i = *street_index.entry(street).or_insert_with(|| {
                 by_street.push(StreetCount {
-                    street_code: cell.street.clone(),
-                    street_name: cell.street.clone(),
+                    street_code: street,
+                    street_name: street.to_string(),
                     count: 0,
                     cases: 0,
                     outside: 0,
@@ -186,24 +190,22 @@ pub fn assemble(scope: Scope, cells: &[Cell], reference: &Reference, now_ms: u64
             by_street[i].cases += cell.cases;
             by_street[i].outside += cell.outside;
         }
-        if cell.reports > 0 {
-            let i = *category_index
-                .entry(cell.category.clone())
-                .or_insert_with(|| {
-                    by_category.push(CategoryCount {
-                        category: cell.category.clone(),
-                        name: cell.category.clone(),
-                        name_en: cell.category.clone(),
-                        count: 0,
-                        cases: 0,
-                    });
-                    by_category.len() - 1
+        if let Some(category) = cell.category.as_ref().filter(|_| cell.reports > 0) {
+            let i = *category_index.entry(category.clone()).or_insert_with(|| {
+                by_category.push(CategoryCount {
+                    category: category.clone(),
+                    name: category.to_string(),
+                    name_en: category.to_string(),
+                    count: 0,
+                    cases: 0,
                 });
+                by_category.len() - 1
+            });
             by_category[i].count += cell.reports;
             by_category[i].cases += cell.cases;
         }
     }
-    by_street[known..].sort_by(|a, b| a.street_code.cmp(&b.street_code));
+    by_street[known..].sort_by_key(|s| s.street_code);
     Summary {
         scope,
         total,
@@ -224,22 +226,22 @@ mod tests {
         Reference {
             streets: vec![
                 Street {
-                    code: "310199001".into(),
+                    code: street("310199001"),
                     name: "甲街道".into(),
                 },
                 Street {
-                    code: "310199101".into(),
+                    code: street("310199101"),
                     name: "乙镇".into(),
                 },
             ],
             categories: vec![
                 CategoryName {
-                    code: "manhole_cover".into(),
+                    code: category("manhole_cover"),
                     name_zh: "井盖破损".into(),
                     name_en: "Damaged manhole cover".into(),
                 },
                 CategoryName {
-                    code: "garbage_pile".into(),
+                    code: category("garbage_pile"),
                     name_zh: "垃圾堆物".into(),
                     name_en: "Garbage pile".into(),
                 },
@@ -248,10 +250,18 @@ mod tests {
         }
     }
 
+    fn street(code: &str) -> StreetCode {
+        StreetCode::parse(code).unwrap()
+    }
+
+    fn category(code: &str) -> CategoryCode {
+        CategoryCode::parse(code).unwrap()
+    }
+
     fn cell(street: &str, category: &str, reports: u64, cases: u64, outside: u64) -> Cell {
         Cell {
-            street: street.into(),
-            category: category.into(),
+            street: StreetCode::parse(street).ok(),
+            category: CategoryCode::parse(category).ok(),
             reports,
             cases,
             outside,
@@ -296,7 +306,7 @@ mod tests {
             cell("310199101", "street_furniture", 1, 1, 0),
         ];
         let scope = Scope::Street {
-            street_code: "310199101".into(),
+            street_code: street("310199101"),
         };
         let s = assemble(scope, &cells, &reference(), 5);
         assert_eq!(s.total, 6);
@@ -305,7 +315,7 @@ mod tests {
         let extra = s
             .by_category
             .iter()
-            .find(|c| c.category == "street_furniture")
+            .find(|c| c.category.as_str() == "street_furniture")
             .unwrap();
         assert_eq!((extra.name.as_str(), extra.count), ("street_furniture", 1));
     }

@@ -345,14 +345,14 @@ mod tests {
     #[test]
     fn the_grain_holds_the_place_filters() {
         let mut f = Filters {
-            street: Some("310199001".into()),
-            category: Some("garbage_pile".into()),
+            street: Some("310199001".parse().unwrap()),
+            category: Some("garbage_pile".parse().unwrap()),
             ..Filters::default()
         };
         assert_eq!(grain(&f), "street");
-        f.community = Some("310199001001".into());
+        f.community = Some("310199001001".parse().unwrap());
         assert_eq!(grain(&f), "community");
-        f.grid = Some("310199001001001".into());
+        f.grid = Some("310199001001001".parse().unwrap());
         assert_eq!(grain(&f), "grid");
     }
 }

@@ -23,7 +23,8 @@ use std::collections::BTreeMap;
 
 use gridclue_core::calendar::Calendar;
 use gridclue_core::codes::{
-    empty_as_none, or_empty, CategoryCode, CommunityCode, DepartmentCode, GridCode, StreetCode,
+    empty_as_none, or_empty, ActorScope, CategoryCode, CommunityCode, DepartmentCode, GridCode,
+    StreetCode,
 };
 use gridclue_core::light::{clue_light, Light};
 use gridclue_core::tokens::{TokenKind, TokenRecord};
@@ -88,7 +89,7 @@ impl Queue {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WorkScope {
     District,
-    Street { street_code: String },
+    Street { street_code: StreetCode },
     Department { department: DepartmentCode },
 }
 
@@ -96,13 +97,13 @@ impl WorkScope {
     pub fn of(token: &TokenRecord) -> Result<Self, ApiError> {
         match (token.kind, token.scope.clone()) {
             (TokenKind::District, _) => Ok(WorkScope::District),
-            (TokenKind::Street, Some(street_code)) => Ok(WorkScope::Street { street_code }),
-            (TokenKind::Department, Some(scope)) => DepartmentCode::parse(&scope)
-                .map(|department| WorkScope::Department { department })
-                .map_err(|_| {
-                    ApiError::Forbidden("read work queues (token scope is not a department code)")
-                }),
-            (TokenKind::Street | TokenKind::Department, None) => Err(ApiError::Forbidden(
+            (TokenKind::Street, Some(ActorScope::Street(street_code))) => {
+                Ok(WorkScope::Street { street_code })
+            }
+            (TokenKind::Department, Some(ActorScope::Department(department))) => {
+                Ok(WorkScope::Department { department })
+            }
+            (TokenKind::Street | TokenKind::Department, _) => Err(ApiError::Forbidden(
                 "read work queues (token without a scope)",
             )),
             (TokenKind::Reporter, _) => {
@@ -157,7 +158,7 @@ impl Cursor {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Params {
     pub queue: Option<Queue>,
-    pub street: Option<String>,
+    pub street: Option<StreetCode>,
     pub department: Option<DepartmentCode>,
     pub limit: Option<u32>,
     pub cursor: Option<Cursor>,
@@ -183,12 +184,7 @@ impl Params {
                         ))
                     })?)
                 }
-                "street" => {
-                    if value.len() != 9 || !value.bytes().all(|b| b.is_ascii_digit()) {
-                        return Err(bad("must be a 9-digit street code".into()));
-                    }
-                    p.street = Some(value.clone());
-                }
+                "street" => p.street = Some(crate::params::street_code(name, value)?),
                 "department" => {
                     p.department = Some(DepartmentCode::parse(value).map_err(|_| {
                         bad("must be a department code (lowercase letters and '_')".into())
@@ -221,12 +217,12 @@ impl Params {
     }
 }
 
-/// What to read: the queues, the place and department filters ("" = any), how many items per
-/// queue, and where a page starts.
+/// What to read: the queues, the place and department filters (`None` = any), how many items
+/// per queue, and where a page starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub queues: Vec<Queue>,
-    pub street: String,
+    pub street: Option<StreetCode>,
     /// The department whose work is read (`None`: any).
     pub department: Option<DepartmentCode>,
     pub limit: u32,
@@ -256,11 +252,11 @@ pub fn plan(scope: &WorkScope, params: Params) -> Result<Plan, ApiError> {
         None => scope.queues().to_vec(),
     };
     let street = match (scope, params.street) {
-        (WorkScope::Street { street_code }, Some(s)) if &s != street_code => {
+        (WorkScope::Street { street_code }, Some(s)) if s != *street_code => {
             return Err(ApiError::Forbidden("read another street's work"))
         }
-        (WorkScope::Street { street_code }, _) => street_code.clone(),
-        (_, s) => s.unwrap_or_default(),
+        (WorkScope::Street { street_code }, _) => Some(*street_code),
+        (_, s) => s,
     };
     let department = match (scope, params.department) {
         (WorkScope::Department { department }, Some(d)) if &d != department => {
@@ -377,8 +373,8 @@ pub async fn query(client: &clickhouse::Client, plan: &Plan) -> clickhouse::erro
     let rows = client
         .query(&items_sql())
         .bind(&names)
-        .bind(&plan.street)
-        .bind(&plan.street)
+        .bind(or_empty(&plan.street))
+        .bind(or_empty(&plan.street))
         .bind(department)
         .bind(department)
         .bind(after_ms)
@@ -390,8 +386,8 @@ pub async fn query(client: &clickhouse::Client, plan: &Plan) -> clickhouse::erro
     let counts = client
         .query(&counts_sql())
         .bind(&names)
-        .bind(&plan.street)
-        .bind(&plan.street)
+        .bind(or_empty(&plan.street))
+        .bind(or_empty(&plan.street))
         .bind(department)
         .bind(department)
         .fetch_all::<QueueCount>()
@@ -494,16 +490,23 @@ fn item(row: WorkRow, reference: &Reference, calendar: &Calendar, now_ms: u64) -
         let ms = remaining_working_ms(calendar, now_ms, row.deadline_ms);
         (ms as f64 / 360_000.0).round() / 10.0
     });
-    let category = reference.category(or_empty(&row.category));
-    let department = reference.department(or_empty(&row.at_department));
+    let category = row.category.as_ref().and_then(|c| reference.category(c));
+    let department = row
+        .at_department
+        .as_ref()
+        .and_then(|c| reference.department(c));
     WorkItem {
         category_name: category.map(|c| c.name_zh.clone()),
         category_name_en: category.map(|c| c.name_en.clone()),
-        street_name: reference
-            .street_name(or_empty(&row.street_code))
+        street_name: row
+            .street_code
+            .as_ref()
+            .and_then(|c| reference.street_name(c))
             .map(str::to_owned),
-        community_name: reference
-            .community_name(or_empty(&row.community_code))
+        community_name: row
+            .community_code
+            .as_ref()
+            .and_then(|c| reference.community_name(c))
             .map(str::to_owned),
         department_name: department.map(|d| d.name_zh.clone()),
         reported_at: china_time(row.reported_at_ms),
@@ -652,10 +655,14 @@ mod tests {
         assert_eq!(Cursor::decode(&upper).unwrap().clue_id, ID);
     }
 
+    fn street_code(code: &str) -> StreetCode {
+        StreetCode::parse(code).unwrap()
+    }
+
     #[test]
     fn scopes_read_their_own_queues_places_and_departments() {
         let street = WorkScope::Street {
-            street_code: "310199001".into(),
+            street_code: street_code("310199001"),
         };
         let all = plan(&street, Params::default()).unwrap();
         assert_eq!(
@@ -663,8 +670,8 @@ mod tests {
             vec![Queue::Accept, Queue::Dispatch, Queue::Verify]
         );
         assert_eq!(
-            (all.street.as_str(), all.department, all.limit),
-            ("310199001", None, DEFAULT_LIMIT)
+            (all.street, all.department, all.limit),
+            (Some(street_code("310199001")), None, DEFAULT_LIMIT)
         );
         let handle = Params {
             queue: Some(Queue::Handle),
@@ -672,12 +679,12 @@ mod tests {
         };
         assert_eq!(err(plan(&street, handle.clone())).0, 403);
         let other = Params {
-            street: Some("310199002".into()),
+            street: Some(street_code("310199002")),
             ..Params::default()
         };
         assert_eq!(err(plan(&street, other.clone())).0, 403);
         let own = Params {
-            street: Some("310199001".into()),
+            street: Some(street_code("310199001")),
             ..Params::default()
         };
         assert!(plan(&street, own).is_ok());
@@ -701,12 +708,12 @@ mod tests {
         // A department may narrow to a street.
         assert_eq!(
             plan(&department, other.clone()).unwrap().street,
-            "310199002"
+            Some(street_code("310199002"))
         );
 
         let district = plan(&WorkScope::District, other).unwrap();
         assert_eq!(district.queues, Queue::ALL.to_vec());
-        assert_eq!(district.street, "310199002");
+        assert_eq!(district.street, Some(street_code("310199002")));
     }
 
     #[test]

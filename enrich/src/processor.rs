@@ -180,9 +180,7 @@ impl ClueState {
     pub fn scope(&self) -> ClueScope<'_> {
         let report = self.report.as_ref();
         ClueScope {
-            street_code: report
-                .and_then(|r| r.street_code.as_ref())
-                .map_or("", |s| s.as_str()),
+            street_code: report.and_then(|r| r.street_code.as_ref()),
             department: self.department.as_ref(),
             reporter_id: report.map_or("", |r| r.reporter_id.as_str()),
         }

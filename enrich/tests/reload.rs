@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use gridclue_core::codes::ActorScope;
 use gridclue_core::tokens::TokenKind;
 use gridclue_core::wire::{EventEnvelope, Fact};
 use gridclue_core::ClueId;
@@ -93,7 +94,12 @@ async fn the_map_reloads_without_a_restart() {
         .issue(TokenKind::District, None, None, "district")
         .unwrap();
     let (street, _) = tokens
-        .issue(TokenKind::Street, None, Some("310101001".into()), "street")
+        .issue(
+            TokenKind::Street,
+            None,
+            Some(ActorScope::parse("310101001").unwrap()),
+            "street",
+        )
         .unwrap();
     tokens.write(&tokens_file).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -34,7 +34,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use gridclue_core::category::Catalog;
-use gridclue_core::tokens::{check_scope, TokenError, TokenFile, TokenKind, TokenRecord};
+use gridclue_core::codes::{ActorScope, StreetCode};
+use gridclue_core::tokens::{parse_scope, TokenError, TokenFile, TokenKind, TokenRecord};
 use gridclue_core::ReporterGroup;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -56,7 +57,7 @@ pub struct PublicToken {
     pub id: String,
     pub kind: TokenKind,
     #[serde(default)]
-    pub scope: Option<String>,
+    pub scope: Option<ActorScope>,
     #[serde(default)]
     pub group: Option<ReporterGroup>,
     #[serde(default)]
@@ -90,7 +91,7 @@ pub enum AuditActor {
         token_id: String,
         kind: TokenKind,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        scope: Option<String>,
+        scope: Option<ActorScope>,
     },
     Cli {
         user: String,
@@ -114,13 +115,13 @@ impl AuditActor {
     }
 
     /// The street a street token acted for.
-    fn street(&self) -> Option<&str> {
+    fn street(&self) -> Option<&StreetCode> {
         match self {
             AuditActor::Http {
                 kind: TokenKind::Street,
-                scope,
+                scope: Some(scope),
                 ..
-            } => scope.as_deref(),
+            } => scope.street(),
             _ => None,
         }
     }
@@ -236,17 +237,18 @@ impl TokenAdmin {
     }
 
     /// Issues a token and records who did it; returns the secret (never stored) and the record.
-    /// The scope is checked against `catalog` when one is given (department codes).
+    /// The scope is parsed for the kind and checked against `catalog` when one is given
+    /// (department codes).
     pub fn issue(
         &self,
         actor: &AuditActor,
         kind: TokenKind,
         group: Option<ReporterGroup>,
-        scope: Option<String>,
+        scope: Option<&str>,
         name: &str,
         catalog: Option<&Catalog>,
     ) -> Result<(String, TokenRecord), AdminError> {
-        check_scope(kind, scope.as_deref(), catalog)?;
+        let scope = parse_scope(kind, scope, catalog)?;
         let _lock = self.lock()?;
         let mut file = TokenFile::read(&self.tokens_path)?;
         let (secret, record) = file.issue(kind, group, scope, name)?;
@@ -337,7 +339,7 @@ pub fn routes() -> Router<AppState> {
 enum Admin {
     District(TokenRecord),
     /// A street office: reporter tokens of its street.
-    Street(TokenRecord, String),
+    Street(TokenRecord, StreetCode),
 }
 
 impl Admin {
@@ -351,7 +353,7 @@ impl Admin {
     fn sees(&self, entry: &AuditEntry) -> bool {
         match self {
             Admin::District(_) => true,
-            Admin::Street(_, street) => entry.actor.street() == Some(street.as_str()),
+            Admin::Street(_, street) => entry.actor.street() == Some(street),
         }
     }
 }
@@ -362,9 +364,12 @@ impl AppState {
         self.limit_ip(parts)?;
         let token = self.bearer(&parts.headers)?;
         self.limit_token(&token)?;
-        match (token.kind, token.scope.clone()) {
+        match (
+            token.kind,
+            token.scope.as_ref().and_then(ActorScope::street),
+        ) {
             (TokenKind::District, _) => Ok(Admin::District(token)),
-            (TokenKind::Street, Some(street)) => Ok(Admin::Street(token, street)),
+            (TokenKind::Street, Some(&street)) => Ok(Admin::Street(token, street)),
             _ => Err(ApiError::Forbidden("administer tokens")),
         }
     }
@@ -466,7 +471,8 @@ async fn issue(state: &AppState, parts: &Parts, body: Body) -> Result<Response, 
     let actor = AuditActor::of_token(admin.token());
     let (store, catalog) = (state.token_admin.clone(), state.catalog.clone());
     let issued =
-        blocking(move || store.issue(&actor, kind, group, scope, &name, Some(&catalog))).await;
+        blocking(move || store.issue(&actor, kind, group, scope.as_deref(), &name, Some(&catalog)))
+            .await;
     let (secret, record) = match issued {
         Ok(x) => x,
         Err(AdminError::Token(TokenError::Scope(detail))) => {

@@ -559,13 +559,17 @@ impl TimelineStep<'_> {
                 ))
             }
         };
-        gridclue_core::tokens::check_scope(token_kind, by.scope.as_deref(), Some(&state.catalog))
-            .map_err(|err| self.bad("by.scope", err.to_string()))?;
+        let scope = gridclue_core::tokens::parse_scope(
+            token_kind,
+            by.scope.as_deref(),
+            Some(&state.catalog),
+        )
+        .map_err(|err| self.bad("by.scope", err.to_string()))?;
         Ok(Actor {
             kind,
             id: token.id.clone(),
             group: None,
-            scope: by.scope.clone(),
+            scope,
         })
     }
 }

@@ -1,6 +1,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gridclue_core::category::Catalog;
+use gridclue_core::codes::ActorScope;
 use gridclue_core::tokens::TokenKind;
 use gridclue_core::ReporterGroup;
 use gridclue_ingest::admin::{AuditActor, Revoked, TokenAdmin};
@@ -93,7 +94,7 @@ fn tokens(config: &IngestConfig, action: TokenCmd) -> anyhow::Result<()> {
                 &AuditActor::cli(),
                 kind,
                 group,
-                scope,
+                scope.as_deref(),
                 &name,
                 catalog.as_ref(),
             )?;
@@ -120,7 +121,7 @@ fn tokens(config: &IngestConfig, action: TokenCmd) -> anyhow::Result<()> {
                     t.id,
                     t.kind.as_str(),
                     t.group.map(|g| g.as_str()).unwrap_or("-"),
-                    t.scope.as_deref().unwrap_or("-"),
+                    t.scope.as_ref().map_or("-", ActorScope::as_str),
                     t.revoked,
                     t.name
                 );

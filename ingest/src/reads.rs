@@ -20,7 +20,8 @@ use chrono::{FixedOffset, TimeZone};
 use clickhouse::Client;
 use gridclue_core::ch::ChSettings;
 use gridclue_core::codes::{
-    empty_as_none, or_empty, CategoryCode, CommunityCode, DepartmentCode, GridCode, StreetCode,
+    empty_as_none, or_empty, ActorScope, CategoryCode, CommunityCode, DepartmentCode, GridCode,
+    StreetCode,
 };
 use gridclue_core::ClueId;
 use serde::Deserialize;
@@ -84,7 +85,8 @@ pub struct FactRow {
     /// Who caused the fact: role and the street or department it acted for (empty for facts
     /// older than roles).
     pub actor_role: String,
-    pub actor_scope: String,
+    #[serde(with = "empty_as_none::lenient")]
+    pub actor_scope: Option<ActorScope>,
     pub rating: u8,
     pub working_hours: u32,
 }
@@ -451,13 +453,13 @@ fn actor_view(state: &AppState, f: &FactRow) -> serde_json::Value {
     if f.actor_role.is_empty() {
         return serde_json::Value::Null;
     }
-    let scope = (!f.actor_scope.is_empty()).then_some(f.actor_scope.as_str());
-    let department = (f.actor_role == "department")
-        .then(|| scope.and_then(|d| state.catalog.department(d)))
-        .flatten();
+    let scope = f.actor_scope.as_ref();
+    let department = scope
+        .and_then(ActorScope::department)
+        .and_then(|d| state.catalog.department(d.as_str()));
     json!({
         "role": f.actor_role,
-        "scope": scope,
+        "scope": scope.map(ActorScope::as_str),
         "name_zh": department.map(|d| d.name_zh.as_str()),
         "name_en": department.map(|d| d.name_en.as_str()),
     })

@@ -216,7 +216,10 @@ fn staff_tokens_are_issued_with_a_checked_scope() {
         .unwrap();
     let actor = record.actor();
     assert_eq!(
-        (actor.kind.as_str(), actor.scope.as_deref()),
+        (
+            actor.kind.as_str(),
+            actor.scope.as_ref().map(|s| s.as_str())
+        ),
         ("department", Some("water_affairs"))
     );
 

@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use gridclue_core::codes::ActorScope;
 use gridclue_core::roles::{RefusalClass, RefusalReason};
 use gridclue_core::tokens::{TokenFile, TokenKind};
 use gridclue_core::wire::{ActorKind, Command, Lifecycle, OutcomeRecord, Verdict, OUTCOMES_TOPIC};
@@ -54,7 +55,7 @@ async fn a_transition_waits_for_its_verdict_and_retries_get_it_without_producing
         .issue(
             TokenKind::Street,
             None,
-            Some(STREET.into()),
+            Some(ActorScope::parse(STREET).unwrap()),
             "street office",
         )
         .unwrap();
@@ -105,7 +106,7 @@ async fn a_transition_waits_for_its_verdict_and_retries_get_it_without_producing
         (
             cmd.actor.kind,
             cmd.actor.id.as_str(),
-            cmd.actor.scope.as_deref()
+            cmd.actor.scope.as_ref().map(ActorScope::as_str)
         ),
         (ActorKind::Street, street_rec.id.as_str(), Some(STREET))
     );

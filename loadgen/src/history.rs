@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use gridclue_core::calendar::Calendar;
 use gridclue_core::category::{Catalog, CategoryCode, DepartmentCode};
+use gridclue_core::codes::ActorScope;
 use gridclue_core::grid::StreetCode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -87,7 +88,7 @@ pub struct HistoryArgs {
 pub struct By {
     pub role: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
+    pub scope: Option<ActorScope>,
 }
 
 /// One action of a clue's timeline, as the import takes it.
@@ -183,14 +184,14 @@ impl Story<'_> {
 fn street(code: StreetCode) -> By {
     By {
         role: "street",
-        scope: Some(code.to_string()),
+        scope: Some(ActorScope::Street(code)),
     }
 }
 
 fn department(code: &DepartmentCode) -> By {
     By {
         role: "department",
-        scope: Some(code.to_string()),
+        scope: Some(ActorScope::Department(code.clone())),
     }
 }
 
@@ -673,8 +674,8 @@ mod tests {
                 let handled_by = c.timeline.iter().find(|e| e.action == "handle");
                 if let Some(h) = handled_by {
                     assert_eq!(
-                        h.by.scope.as_deref(),
-                        d.department.as_ref().map(DepartmentCode::as_str)
+                        h.by.scope.as_ref().and_then(ActorScope::department),
+                        d.department.as_ref()
                     );
                 }
             }

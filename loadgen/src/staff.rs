@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use gridclue_core::grid::StreetCode;
 use gridclue_core::rng::mix;
-use gridclue_core::DepartmentCode;
+use gridclue_core::{CategoryCode, DepartmentCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -173,7 +173,7 @@ pub struct WorkItem {
     /// `import` for history: its reporter of record is not the demo rider.
     #[serde(default)]
     pub channel: String,
-    pub category: String,
+    pub category: CategoryCode,
     /// Only clues placed inside the district are queued: every item has a street.
     pub street_code: StreetCode,
     #[serde(default)]
@@ -518,7 +518,7 @@ struct Step {
     body: Value,
     key: String,
     /// (street, category) of an accept: the accepted clue becomes a merge target.
-    place: Option<(StreetCode, String)>,
+    place: Option<(StreetCode, CategoryCode)>,
 }
 
 impl Step {
@@ -536,7 +536,7 @@ struct Known {
     /// The status our last action left each clue in.
     status: HashMap<String, String>,
     /// A clue accepted per (street, category): later repeats are merged into it.
-    merge_targets: HashMap<(StreetCode, String), String>,
+    merge_targets: HashMap<(StreetCode, CategoryCode), String>,
     /// Clues whose postponement was asked for (once per clue, whatever the district decides).
     postpone_asked: HashSet<String>,
     supervised: HashSet<String>,
@@ -582,7 +582,7 @@ struct Cast<'a> {
     district: &'a str,
     reporter: &'a str,
     /// Category code → responsible department.
-    departments: &'a HashMap<String, DepartmentCode>,
+    departments: &'a HashMap<CategoryCode, DepartmentCode>,
     all_departments: &'a [DepartmentCode],
 }
 
@@ -598,14 +598,14 @@ fn step(token: &str, clue_id: &str, body: Value, seed: u64, n: u32) -> Step {
 }
 
 impl Cast<'_> {
-    fn responsible(&self, category: &str) -> &DepartmentCode {
+    fn responsible(&self, category: &CategoryCode) -> &DepartmentCode {
         self.departments
             .get(category)
             .unwrap_or(&self.all_departments[0])
     }
 
     /// Another department than the responsible one (the same for the same clue).
-    fn wrong(&self, clue_id: &str, category: &str) -> DepartmentCode {
+    fn wrong(&self, clue_id: &str, category: &CategoryCode) -> DepartmentCode {
         let right = self.responsible(category);
         let others: Vec<&DepartmentCode> = self
             .all_departments
@@ -960,16 +960,18 @@ pub async fn run(args: StaffArgs, streets: Vec<StreetCode>) -> anyhow::Result<()
         .context("fetching categories from ingest")?
         .json()
         .await?;
-    let mut departments: HashMap<String, DepartmentCode> = HashMap::new();
+    let mut departments: HashMap<CategoryCode, DepartmentCode> = HashMap::new();
     let mut all_departments: Vec<DepartmentCode> = Vec::new();
     for c in categories["categories"].as_array().into_iter().flatten() {
         if let (Some(code), Some(d)) = (c["code"].as_str(), c["department"].as_str()) {
+            let code = CategoryCode::parse(code)
+                .with_context(|| format!("the category table names the category {code:?}"))?;
             let d = DepartmentCode::parse(d)
                 .with_context(|| format!("category {code} names the department {d:?}"))?;
             if !all_departments.contains(&d) {
                 all_departments.push(d.clone());
             }
-            departments.insert(code.to_owned(), d);
+            departments.insert(code, d);
         }
     }
     all_departments.sort();

@@ -8,7 +8,8 @@
 use std::sync::Arc;
 
 use gridclue_core::codes::{
-    empty_as_none, or_empty, CategoryCode, CommunityCode, DepartmentCode, GridCode, StreetCode,
+    empty_as_none, or_empty, ActorScope, CategoryCode, CommunityCode, DepartmentCode, GridCode,
+    StreetCode,
 };
 use gridclue_core::wire::{EventEnvelope, Fact, Placement, Reported};
 use gridclue_core::Status;
@@ -80,7 +81,8 @@ pub struct EventRow {
     /// empty for records older than roles), the street or department it acted for, and the
     /// token's public id.
     pub actor_role: String,
-    pub actor_scope: String,
+    #[serde(with = "empty_as_none")]
+    pub actor_scope: Option<ActorScope>,
     pub actor_id: String,
     /// The rating of a `rated` fact (else 0).
     pub rating: u8,
@@ -131,7 +133,7 @@ impl EventRow {
             + self.kafka_topic.len()
             + self.photos.iter().map(|p| p.len() + 2).sum::<usize>()
             + self.actor_role.len()
-            + self.actor_scope.len()
+            + code_len(&self.actor_scope)
             + self.actor_id.len()
             + self
                 .indicator_department
@@ -576,7 +578,7 @@ pub fn event_row(
         actor_role: actor
             .map(|a| a.kind.as_str().to_owned())
             .unwrap_or_default(),
-        actor_scope: actor.and_then(|a| a.scope.clone()).unwrap_or_default(),
+        actor_scope: actor.and_then(|a| a.scope.clone()),
         actor_id: actor.map(|a| a.id.clone()).unwrap_or_default(),
         rating: match &env.fact {
             Fact::Rated { rating, .. } => *rating,
@@ -850,7 +852,7 @@ pub(crate) mod tests {
             kind,
             id: "tok_x".into(),
             group: None,
-            scope: (!scope.is_empty()).then(|| scope.to_owned()),
+            scope: (!scope.is_empty()).then(|| ActorScope::parse(scope).unwrap()),
         };
         let r = report(ClueId::new_random(), inside());
         let mut env = r.clone();
@@ -905,7 +907,7 @@ pub(crate) mod tests {
         assert_eq!(
             (
                 ev.actor_role.as_str(),
-                ev.actor_scope.as_str(),
+                or_empty(&ev.actor_scope),
                 ev.detail.as_str()
             ),
             ("department", "water_affairs", "not ours")

@@ -258,7 +258,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("| query | p50 ms | p99 ms | max ms | rows |");
     println!("|---|---|---|---|---|");
-    let street = Reference::load(&data_dir())?.streets[0].code.clone();
+    let street = Reference::load(&data_dir())?.streets[0].code;
     let queries: Vec<String> = if args.dashboard {
         let clue: String = client
             .query("SELECT toString(clue_id) FROM clues LIMIT 1")

@@ -3,6 +3,7 @@
 //! dashboard-api computed them before the delta projection, kept as the reference its fast path
 //! is tested against.
 
+use gridclue_core::codes::or_empty;
 use gridclue_dashboard_api::indicators::{self, By, Counts, Params, Plan};
 
 /// The definition of the indicators' counts read from the facts: one row per clue with its
@@ -66,7 +67,7 @@ ORDER BY key"
 }
 
 pub async fn reference(client: &clickhouse::Client, plan: &Plan) -> Vec<Counts> {
-    let street = plan.street.clone().unwrap_or_default();
+    let street = or_empty(&plan.street);
     client
         .query(&reference_sql(plan.params.by))
         .bind(plan.as_of_ms)
@@ -76,8 +77,8 @@ pub async fn reference(client: &clickhouse::Client, plan: &Plan) -> Vec<Counts> 
         .bind(plan.from_ms)
         .bind(plan.to_ms)
         .bind(plan.as_of_ms)
-        .bind(&street)
-        .bind(&street)
+        .bind(street)
+        .bind(street)
         .fetch_all()
         .await
         .expect("reference query")

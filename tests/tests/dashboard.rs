@@ -34,6 +34,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use gridclue_core::codes::ActorScope;
 use gridclue_core::hotspot::{AlertFact, AlertState};
 use gridclue_core::tokens::{TokenFile, TokenKind, TokenRecord, TokenStore};
 use gridclue_core::wire::Fact;
@@ -73,7 +74,7 @@ async fn fixture_with(stream: StreamSettings) -> Fixture {
     let db = TestDb::create("dashboard").await;
     gridclue_sink::migrations::apply(&db.client).await.unwrap();
     let reference = Reference::load(&data_dir()).unwrap();
-    let streets = [0, 1, 2].map(|i| reference.streets[i].code.clone());
+    let streets = [0, 1, 2].map(|i| reference.streets[i].code.to_string());
     let a_grids = grids_of(&streets[0]);
     let g_a1 = a_grids[0];
     // A grid of another community of the same street.
@@ -94,7 +95,7 @@ async fn fixture_with(stream: StreamSettings) -> Fixture {
         .issue(
             TokenKind::Street,
             None,
-            Some(streets[0].clone()),
+            Some(ActorScope::parse(&streets[0]).unwrap()),
             "甲街道办",
         )
         .unwrap();
@@ -102,7 +103,7 @@ async fn fixture_with(stream: StreamSettings) -> Fixture {
         .issue(
             TokenKind::Department,
             None,
-            Some("water_affairs".into()),
+            Some(ActorScope::parse("water_affairs").unwrap()),
             "水务",
         )
         .unwrap()

@@ -30,6 +30,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use gridclue_core::codes::ActorScope;
 use gridclue_core::hotspot::{AlertFact, AlertState};
 use gridclue_core::tokens::{TokenFile, TokenKind};
 use gridclue_core::wire::Fact;
@@ -290,7 +291,7 @@ async fn dashboard_shows_the_api_numbers_and_filters_by_a_clicked_street() {
     let db = TestDb::create("dashboard_web").await;
     gridclue_sink::migrations::apply(&db.client).await.unwrap();
     let reference = Reference::load(&data_dir()).unwrap();
-    let streets = [0, 1, 2].map(|i| reference.streets[i].code.clone());
+    let streets = [0, 1, 2].map(|i| reference.streets[i].code.to_string());
     let histories = histories(&streets);
     let ids: std::collections::BTreeMap<&str, String> = histories
         .iter()
@@ -322,7 +323,7 @@ async fn dashboard_shows_the_api_numbers_and_filters_by_a_clicked_street() {
         .issue(
             TokenKind::Street,
             None,
-            Some(streets[0].clone()),
+            Some(ActorScope::parse(&streets[0]).unwrap()),
             "street A",
         )
         .unwrap()
@@ -534,7 +535,7 @@ async fn dashboard_shows_the_api_numbers_and_filters_by_a_clicked_street() {
         "the tiles changed to the street's"
     );
     assert_eq!(a["overdue"], serde_json::json!([ids["A2"]]));
-    let label = reference.street_name(&streets[0]).unwrap();
+    let label = reference.street_name(&reference.streets[0].code).unwrap();
     assert!(
         shown["street_a_filter_label"]
             .as_str()

@@ -14,6 +14,7 @@
 //! (for a private server with a read-only user).
 
 use chrono::NaiveDate;
+use gridclue_core::codes::{or_empty, StreetCode};
 use gridclue_core::rng::Rng;
 use gridclue_core::wire::Fact;
 use gridclue_core::{Catalog, ClueId, DepartmentCode, GridCode, ReporterGroup};
@@ -141,7 +142,7 @@ fn old_live_sql() -> String {
 
 #[derive(Debug, PartialEq, clickhouse::Row, serde::Deserialize)]
 struct StreetNumbers {
-    street: String,
+    street: StreetCode,
     reports: u64,
     cases: u64,
     open: u64,
@@ -187,7 +188,7 @@ async fn new_live(db: &TestDb, now_ms: u64) -> Vec<StreetNumbers> {
         })
         .filter(|s| s.reports + s.open > 0)
         .collect();
-    out.sort_by(|a, b| a.street.cmp(&b.street));
+    out.sort_by_key(|s| s.street);
     out
 }
 
@@ -366,7 +367,7 @@ struct Case {
 
 fn cases(world: &World) -> Vec<Case> {
     let day = |s: &str| s.parse::<NaiveDate>().unwrap();
-    let g = world.grids[1].as_str().to_owned();
+    let g = world.grids[1];
     let periods = [
         (day("2026-03-01"), day("2026-05-01")),
         (day("2026-03-10"), day("2026-03-17")),
@@ -375,20 +376,20 @@ fn cases(world: &World) -> Vec<Case> {
     let filters = [
         Filters::default(),
         Filters {
-            street: Some(g[..9].to_owned()),
+            street: Some(g.street_code()),
             ..Filters::default()
         },
         Filters {
-            street: Some(g[..9].to_owned()),
-            community: Some(g[..12].to_owned()),
+            street: Some(g.street_code()),
+            community: Some(g.community_code()),
             ..Filters::default()
         },
         Filters {
-            grid: Some(g.clone()),
+            grid: Some(g),
             ..Filters::default()
         },
         Filters {
-            category: Some(world.catalog.categories()[0].code.to_string()),
+            category: Some(world.catalog.categories()[0].code.clone()),
             ..Filters::default()
         },
         Filters {
@@ -412,15 +413,15 @@ fn cases(world: &World) -> Vec<Case> {
 async fn old_answers(db: &TestDb, cases: &[Case]) -> Answers {
     let mut a = Answers::default();
     for c in cases {
-        let street = c.filters.street.clone().unwrap_or_default();
-        let category = c.filters.category.clone().unwrap_or_default();
+        let street = or_empty(&c.filters.street);
+        let category = or_empty(&c.filters.category);
         for by in By::ALL {
             let q = db
                 .client
                 .query(&old_breakdown_sql(by))
                 .bind(c.now_ms)
-                .bind(&street)
-                .bind(&street)
+                .bind(street)
+                .bind(street)
                 .bind(c.period.from_ms())
                 .bind(c.period.to_ms());
             let mut cells: Vec<Cell> = gridclue_dashboard_api::params::bind_filters(q, &c.filters)
@@ -433,12 +434,12 @@ async fn old_answers(db: &TestDb, cases: &[Case]) -> Answers {
         a.heatmaps.push(
             db.client
                 .query(OLD_HEATMAP_SQL)
-                .bind(&street)
-                .bind(&street)
+                .bind(street)
+                .bind(street)
                 .bind(c.period.from_ms())
                 .bind(c.period.to_ms())
-                .bind(&category)
-                .bind(&category)
+                .bind(category)
+                .bind(category)
                 .fetch_all()
                 .await
                 .unwrap(),
@@ -461,8 +462,8 @@ async fn old_answers(db: &TestDb, cases: &[Case]) -> Answers {
                 let mut q = db
                     .client
                     .query(&old_list_sql(list))
-                    .bind(&street)
-                    .bind(&street);
+                    .bind(street)
+                    .bind(street);
                 q = gridclue_dashboard_api::params::bind_filters(q, &c.filters);
                 for _ in 0..now_binds(list) {
                     q = q.bind(c.now_ms);

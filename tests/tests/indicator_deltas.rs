@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
+use gridclue_core::codes::StreetCode;
 use gridclue_core::rng::Rng;
 use gridclue_core::{ClueId, GridCode};
 use gridclue_dashboard_api::indicators::{self, By, Counts, Params, Plan};
@@ -136,8 +137,8 @@ fn history(rng: &mut Rng, grids: &[GridCode], last: ClueId) -> History {
     h
 }
 
-fn histories(seed: u64, n: usize, streets: &[String]) -> Vec<History> {
-    let grids: Vec<GridCode> = streets.iter().flat_map(|s| grids_of(s)).collect();
+fn histories(seed: u64, n: usize, streets: &[StreetCode]) -> Vec<History> {
+    let grids: Vec<GridCode> = streets.iter().flat_map(|s| grids_of(s.as_str())).collect();
     let mut rng = Rng::new(seed);
     let mut last = ClueId::new_random();
     (0..n)
@@ -149,20 +150,20 @@ fn histories(seed: u64, n: usize, streets: &[String]) -> Vec<History> {
         .collect()
 }
 
-fn plan(from: &str, to: &str, as_of_ms: u64, by: By, street: Option<&str>) -> Plan {
+fn plan(from: &str, to: &str, as_of_ms: u64, by: By, street: Option<StreetCode>) -> Plan {
     let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
     let params = Params {
         from: day(from),
         to: day(to),
         as_of_ms: Some(as_of_ms),
         by,
-        street: street.map(str::to_owned),
+        street,
     };
     Plan {
         from_ms: indicators::china_midnight_ms(params.from),
         to_ms: indicators::china_midnight_ms(params.to),
         as_of_ms,
-        street: params.street.clone(),
+        street: params.street,
         params,
     }
 }
@@ -208,7 +209,7 @@ impl FactDeadline for gridclue_core::wire::EventEnvelope {
 
 /// Compares the production query with the reference for periods × instants × groupings ×
 /// street filters; returns how many answers had at least one case.
-async fn compare(db: &TestDb, histories: &[History], streets: &[String], seed: u64) -> usize {
+async fn compare(db: &TestDb, histories: &[History], streets: &[StreetCode], seed: u64) -> usize {
     let mut rng = Rng::new(seed);
     let periods = [
         ("2026-11-01", "2026-11-15"),
@@ -220,7 +221,7 @@ async fn compare(db: &TestDb, histories: &[History], streets: &[String], seed: u
     for (from, to) in periods {
         for as_of in instants(histories, &mut rng, 6) {
             for by in By::ALL {
-                for street in [None, Some(streets[1].as_str())] {
+                for street in [None, Some(streets[1])] {
                     let p = plan(from, to, as_of, by, street);
                     let want = reference(&db.client, &p).await;
                     let got = fast(&db.client, &p).await;
@@ -236,12 +237,9 @@ async fn compare(db: &TestDb, histories: &[History], streets: &[String], seed: u
     non_empty
 }
 
-fn streets() -> Vec<String> {
+fn streets() -> Vec<StreetCode> {
     let reference = Reference::load(&data_dir()).unwrap();
-    reference.streets[..3]
-        .iter()
-        .map(|s| s.code.clone())
-        .collect()
+    reference.streets[..3].iter().map(|s| s.code).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,8 +428,8 @@ async fn district_as_of(db: &TestDb, as_of: u64) -> (u64, u64, u64, u64) {
 async fn a_report_stored_after_the_acceptance_is_counted_alike_by_the_sink_and_the_rebuild() {
     let db = TestDb::create("indicator_late_report").await;
     gridclue_sink::migrations::apply(&db.client).await.unwrap();
-    let street = streets()[0].clone();
-    let grid = grids_of(&street)[0];
+    let street = streets()[0];
+    let grid = grids_of(street.as_str())[0];
     let department = "greening_city_appearance";
     let spec = ReportSpec::new(grid, "garbage_pile", department);
     let (reported, accepted, deadline) = (
@@ -457,7 +455,7 @@ async fn a_report_stored_after_the_acceptance_is_counted_alike_by_the_sink_and_t
     let cell = |at: u64, c: Vec<i64>| Cell {
         cohort_day: day,
         effective_ms: at,
-        street_code: street.clone(),
+        street_code: street.to_string(),
         community_code: grid.community_code().to_string(),
         category: "garbage_pile".into(),
         department: department.into(),

@@ -41,6 +41,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use gridclue_core::codes::{ActorScope, CommunityCode};
 use gridclue_core::tokens::{TokenFile, TokenKind, TokenStore};
 use gridclue_dashboard_api::{AppState, Reference};
 use gridclue_tests::ch::TestDb;
@@ -200,7 +201,7 @@ async fn fixture() -> Fixture {
     let db = TestDb::create("indicators").await;
     gridclue_sink::migrations::apply(&db.client).await.unwrap();
     let reference = Reference::load(&data_dir()).unwrap();
-    let streets = [0, 1, 2].map(|i| reference.streets[i].code.clone());
+    let streets = [0, 1, 2].map(|i| reference.streets[i].code.to_string());
     let histories = histories(&streets);
     let all: Vec<History> = histories.values().cloned().collect();
     write(&db.client, &all).await;
@@ -209,9 +210,14 @@ async fn fixture() -> Fixture {
     let path = dir.path().join("tokens.json");
     let mut f = TokenFile::default();
     let mut issue = |kind, scope: Option<&str>| {
-        f.issue(kind, None, scope.map(str::to_owned), "t")
-            .unwrap()
-            .0
+        f.issue(
+            kind,
+            None,
+            scope.map(|s| ActorScope::parse(s).unwrap()),
+            "t",
+        )
+        .unwrap()
+        .0
     };
     let district = issue(TokenKind::District, None);
     let street_a_token = issue(TokenKind::Street, Some(&streets[0]));
@@ -465,7 +471,7 @@ async fn indicators_by_street_as_of_an_instant() {
     check(&answer["total"], &district_late(), "district");
     // Every street of the map is a row; the ones without clues have nothing (and null rates).
     assert_eq!(answer["rows"].as_array().unwrap().len(), 13);
-    let quiet = f.reference.streets[3].code.clone();
+    let quiet = f.reference.streets[3].code.to_string();
     check(row(&answer, &quiet), &nothing(), "a street without clues");
     assert_eq!(
         row(&answer, a)["name"],
@@ -680,11 +686,11 @@ async fn a_street_office_reads_its_own_street_only() {
     let communities = f
         .answer(&format!("{PERIOD}&{LATE}&by=community"), &f.street_a_token)
         .await;
-    let expected: Vec<&String> = f
+    let expected: Vec<&CommunityCode> = f
         .reference
         .communities
         .keys()
-        .filter(|c| c.starts_with(a.as_str()))
+        .filter(|c| c.street_code() == a.as_str())
         .collect();
     assert_eq!(
         communities["rows"].as_array().unwrap().len(),

@@ -202,7 +202,7 @@ async fn lists_read_from_the_open_cases_equal_their_definition_through_transitio
         .unwrap()
         .streets
         .iter()
-        .map(|s| s.code.clone())
+        .map(|s| s.code.to_string())
         .collect();
     let spec = ReportSpec::new(
         first_grid(&streets[0]),

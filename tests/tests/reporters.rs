@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use gridclue_core::codes::ActorScope;
 use gridclue_core::tokens::{TokenFile, TokenKind, TokenStore};
 use gridclue_core::{GridCode, ReporterGroup};
 use gridclue_dashboard_api::{AppState, Reference};
@@ -156,7 +157,12 @@ async fn fixture() -> Fixture {
         .issue(TokenKind::District, None, None, "区指挥中心")
         .unwrap();
     let (street, _) = f
-        .issue(TokenKind::Street, None, Some("310199001".into()), "街道")
+        .issue(
+            TokenKind::Street,
+            None,
+            Some(ActorScope::parse("310199001").unwrap()),
+            "街道",
+        )
         .unwrap();
     f.write(&path).unwrap();
     let histories = histories([&riders[0].1, &riders[1].1, &riders[2].1]);

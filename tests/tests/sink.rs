@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use gridclue_core::category::Urgency;
-use gridclue_core::codes::or_empty;
+use gridclue_core::codes::{or_empty, ActorScope, StreetCode};
 use gridclue_core::kafka::{dev_broker_tuning, KafkaSettings};
 use gridclue_core::tokens::{TokenFile, TokenKind};
 use gridclue_core::wire::{
@@ -34,15 +34,12 @@ use tower::ServiceExt;
 // Facts
 
 /// Grid codes of the shipped district map, grouped by street.
-fn grids_by_street() -> BTreeMap<String, Vec<GridCode>> {
-    let text = std::fs::read_to_string(data_dir().join("district/grids.geojson")).unwrap();
-    let map: Value = serde_json::from_str(&text).unwrap();
-    let mut out: BTreeMap<String, Vec<GridCode>> = BTreeMap::new();
-    for f in map["features"].as_array().unwrap() {
-        if let Some(code) = f["properties"]["grid_code"].as_str() {
-            let g = GridCode::parse(code).unwrap();
-            out.entry(g.street_code().to_string()).or_default().push(g);
-        }
+fn grids_by_street() -> BTreeMap<StreetCode, Vec<GridCode>> {
+    let district =
+        gridclue_district::load_geojson(data_dir().join("district/grids.geojson")).unwrap();
+    let mut out: BTreeMap<StreetCode, Vec<GridCode>> = BTreeMap::new();
+    for g in district.grids {
+        out.entry(g.street_code).or_default().push(g.grid_code);
     }
     out
 }
@@ -159,9 +156,9 @@ impl Story {
         .then(Fact::Verified { working_ms: None }, Status::Closed)
     }
 
-    fn street(&self) -> Option<String> {
+    fn street(&self) -> Option<StreetCode> {
         match &self.facts[0].fact {
-            Fact::Reported(r) => r.placement.grid().map(|g| g.street_code().to_string()),
+            Fact::Reported(r) => r.placement.grid().map(|g| g.street_code()),
             _ => None,
         }
     }
@@ -217,7 +214,7 @@ struct Expected {
     cases: u64,
     outside: u64,
     facts: u64,
-    by_street: BTreeMap<String, u64>,
+    by_street: BTreeMap<StreetCode, u64>,
 }
 
 fn expected(stories: &[Story]) -> Expected {
@@ -409,7 +406,7 @@ struct Numbers {
     reports: u64,
     cases: u64,
     outside: u64,
-    by_street: BTreeMap<String, u64>,
+    by_street: BTreeMap<StreetCode, u64>,
     distinct_facts: u64,
 }
 
@@ -425,8 +422,8 @@ fn add_up(cells: Vec<gridclue_dashboard_api::summary::Cell>, distinct_facts: u64
         n.reports += c.reports;
         n.cases += c.cases;
         n.outside += c.outside;
-        if c.reports > 0 {
-            *n.by_street.entry(c.street).or_default() += c.reports;
+        if let Some(street) = c.street.filter(|_| c.reports > 0) {
+            *n.by_street.entry(street).or_default() += c.reports;
         }
     }
     n
@@ -548,7 +545,7 @@ async fn sink_projects_facts_and_sends_undecodable_records_to_the_dlq() {
         .unwrap();
     assert_eq!(row.status, "closed");
     assert_eq!(row.version, 5);
-    assert_eq!(row.street_code.map(String::from), closed.street());
+    assert_eq!(row.street_code, closed.street());
     assert!(row.closed_at_ms > 0 && row.dispatched_at_ms > 0);
     assert_eq!(row.reporter_group, "food_delivery");
     // Every fact row carries the clue's street, also lifecycle facts.
@@ -602,12 +599,12 @@ struct Tokens {
     street: String,
     reporter: String,
     revoked: String,
-    street_code: String,
+    street_code: StreetCode,
     _dir: tempfile::TempDir,
     path: std::path::PathBuf,
 }
 
-fn tokens(street_code: &str) -> Tokens {
+fn tokens(street_code: StreetCode) -> Tokens {
     let dir = scratch("dash-tokens");
     let path = dir.path().join("tokens.json");
     let mut f = TokenFile::default();
@@ -618,7 +615,7 @@ fn tokens(street_code: &str) -> Tokens {
         .issue(
             TokenKind::Street,
             None,
-            Some(street_code.into()),
+            Some(ActorScope::Street(street_code)),
             "street office",
         )
         .unwrap();
@@ -638,7 +635,7 @@ fn tokens(street_code: &str) -> Tokens {
         street,
         reporter,
         revoked,
-        street_code: street_code.into(),
+        street_code,
         _dir: dir,
         path,
     }
@@ -651,12 +648,12 @@ fn reference() -> Reference {
         streets: Reference::streets_of(&district),
         categories: vec![
             CategoryName {
-                code: "manhole_cover".into(),
+                code: CategoryCode::parse("manhole_cover").unwrap(),
                 name_zh: "井盖破损".into(),
                 name_en: "Damaged manhole cover".into(),
             },
             CategoryName {
-                code: "garbage_pile".into(),
+                code: CategoryCode::parse("garbage_pile").unwrap(),
                 name_zh: "垃圾堆物".into(),
                 name_en: "Garbage pile".into(),
             },
@@ -689,7 +686,7 @@ async fn dashboard_refuses_missing_invalid_revoked_and_reporter_tokens() {
     let db = TestDb::create("dash_auth").await;
     gridclue_sink::migrations::apply(&db.client).await.unwrap();
     let reference = reference();
-    let t = tokens(&reference.streets[0].code);
+    let t = tokens(reference.streets[0].code);
     let state = AppState::new(
         db.client.clone(),
         gridclue_core::tokens::TokenStore::open(&t.path).unwrap(),
@@ -794,8 +791,8 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
     let reference = reference();
     assert_eq!(reference.streets.len(), 13);
     let grids = grids_by_street();
-    let a = reference.streets[0].code.clone();
-    let b = reference.streets[5].code.clone();
+    let a = reference.streets[0].code;
+    let b = reference.streets[5].code;
     let ga = grids[&a][0];
     let gb = grids[&b][3];
 
@@ -844,7 +841,7 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
         ],
     )
     .await;
-    let t = tokens(&b);
+    let t = tokens(b);
     let state = AppState::new(
         db.client.clone(),
         gridclue_core::tokens::TokenStore::open(&t.path).unwrap(),
@@ -873,10 +870,10 @@ async fn dashboard_summary_counts_reports_inside_by_street_and_category() {
     let mut sorted = codes.clone();
     sorted.sort_unstable();
     assert_eq!(codes, sorted, "sorted by street code");
-    let street = |code: &str| {
+    let street = |code: &StreetCode| {
         by_street
             .iter()
-            .find(|x| x["street_code"] == code)
+            .find(|x| x["street_code"] == code.as_str())
             .unwrap()
             .clone()
     };
@@ -1541,7 +1538,7 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
         reports: 2,
         cases: 1,
         outside: 1,
-        by_street: BTreeMap::from([(street.clone(), 2)]),
+        by_street: BTreeMap::from([(*street, 2)]),
         distinct_facts: 5,
     };
     assert_eq!(numbers(&db).await, old_numbers, "backfilled aggregate");
@@ -1573,7 +1570,7 @@ async fn a_migration_applied_to_a_database_with_data_keeps_the_data() {
         reports: 3,
         cases: 1,
         outside: 1,
-        by_street: BTreeMap::from([(street.clone(), 3)]),
+        by_street: BTreeMap::from([(*street, 3)]),
         distinct_facts: 7,
     };
     wait_numbers(&db, &want, Duration::from_secs(60)).await;

@@ -23,6 +23,7 @@
 //!   before the report — accepted, at G;
 //! - o1: reported 11-03 outside the district — in no count.
 
+use gridclue_core::codes::{CommunityCode, StreetCode};
 use gridclue_core::ReporterGroup;
 use gridclue_dashboard_api::breakdown::{self, By, Cell};
 use gridclue_dashboard_api::live;
@@ -37,7 +38,7 @@ const U: &str = "urban_management";
 
 struct Set {
     db: TestDb,
-    street: String,
+    street: StreetCode,
     communities: [String; 2],
     c5: History,
 }
@@ -46,8 +47,8 @@ async fn set() -> Set {
     let db = TestDb::create("status_counts").await;
     gridclue_sink::migrations::apply(&db.client).await.unwrap();
     let reference = Reference::load(&data_dir()).unwrap();
-    let street = reference.streets[0].code.clone();
-    let grids = grids_of(&street);
+    let street = reference.streets[0].code;
+    let grids = grids_of(street.as_str());
     let g1 = grids[0];
     let g2 = *grids
         .iter()
@@ -210,7 +211,7 @@ async fn assert_hand_counts(s: &Set) {
     assert_eq!(cells(s, By::Group, &none, now).await, want);
     // Filters: community 2 by category; department U by street.
     let in_community2 = Filters {
-        community: Some(k2.clone()),
+        community: Some(CommunityCode::parse(k2).unwrap()),
         ..Filters::default()
     };
     assert_eq!(
@@ -405,7 +406,7 @@ async fn negative_sums_are_served_as_zero() {
     let counts = gridclue_dashboard_api::indicators::query(&s.db.client, &plan)
         .await
         .unwrap();
-    let a = counts.iter().find(|c| c.key == s.street).unwrap();
+    let a = counts.iter().find(|c| c.key == s.street.as_str()).unwrap();
     assert_eq!(
         (
             a.reports,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use gridclue_core::calendar::Calendar;
+use gridclue_core::codes::{ActorScope, StreetCode};
 use gridclue_core::tokens::{TokenFile, TokenKind, TokenStore};
 use gridclue_core::ClueId;
 use gridclue_dashboard_api::{AppState, Reference};
@@ -28,8 +29,8 @@ struct Fixture {
     db: TestDb,
     app: axum::Router,
     tokens: Tokens,
-    street_a: String,
-    street_b: String,
+    street_a: StreetCode,
+    street_b: StreetCode,
     /// Clue ids by the names used below.
     ids: BTreeMap<&'static str, String>,
     _dir: tempfile::TempDir,
@@ -129,8 +130,8 @@ async fn fixture() -> Fixture {
     let db = TestDb::create("work").await;
     gridclue_sink::migrations::apply(&db.client).await.unwrap();
     let reference = Reference::load(&data_dir()).unwrap();
-    let street_a = reference.streets[0].code.clone();
-    let street_b = reference.streets[5].code.clone();
+    let street_a = reference.streets[0].code;
+    let street_b = reference.streets[5].code;
     let now = gridclue_core::wire::now_ms();
     let (green, yellow, red) = (
         (DAY as i64, 10 * DAY as i64),
@@ -237,9 +238,14 @@ async fn fixture() -> Fixture {
     let path = dir.path().join("tokens.json");
     let mut f = TokenFile::default();
     let mut issue = |kind, scope: Option<&str>| {
-        f.issue(kind, None, scope.map(str::to_owned), "t")
-            .unwrap()
-            .0
+        f.issue(
+            kind,
+            None,
+            scope.map(|s| ActorScope::parse(s).unwrap()),
+            "t",
+        )
+        .unwrap()
+        .0
     };
     let tokens = Tokens {
         district: issue(TokenKind::District, None),
@@ -503,8 +509,8 @@ async fn pages_follow_the_cursor_without_repeats_or_gaps() {
 
     // A clue reported before the cursor's place arrives between the pages: it is not on the
     // next page (it sorts before it); one reported after it is.
-    let early = clue(&fx.street_a, 0, "reported");
-    let late = clue(&fx.street_a, 30, "reported");
+    let early = clue(fx.street_a.as_str(), 0, "reported");
+    let late = clue(fx.street_a.as_str(), 30, "reported");
     insert(&fx.db, &[early.clone(), late.clone()]).await;
 
     let (status, page2) = get(

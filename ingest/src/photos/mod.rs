@@ -30,6 +30,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use gridclue_core::codes::ActorScope;
 use gridclue_core::tokens::{TokenKind, TokenRecord};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
@@ -310,14 +311,15 @@ async fn may_read(state: &AppState, token: &TokenRecord, id: &PhotoId) -> Result
         .as_ref()
         .ok_or(ApiError::ReadsUnavailable("no clue database is configured"))?;
     let clues = reads.photo_clues(&id.reference()).await?;
-    let scope = token.scope.as_deref().unwrap_or_default();
+    let scope = token.scope.as_ref();
+    let street = scope.and_then(ActorScope::street);
+    let department = scope.and_then(ActorScope::department);
     Ok(clues.iter().any(|c| match token.kind {
         TokenKind::Reporter => c.reporter_id == token.id,
-        TokenKind::Street => c.street_code.is_some_and(|s| s == scope),
+        TokenKind::Street => street.is_some() && c.street_code.as_ref() == street,
         TokenKind::Department => [&c.department, &c.routed_department]
             .into_iter()
-            .flatten()
-            .any(|d| d == scope),
+            .any(|d| department.is_some() && d.as_ref() == department),
         TokenKind::District => true,
     }))
 }

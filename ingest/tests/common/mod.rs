@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, Response};
+use gridclue_core::codes::ActorScope;
 use gridclue_core::tokens::{TokenFile, TokenKind};
 use gridclue_core::wire::CommandEnvelope;
 use gridclue_core::ReporterGroup;
@@ -108,7 +109,7 @@ impl Env {
                 return String::new();
             }
             tokens
-                .issue(kind, None, Some(scope.to_owned()), scope)
+                .issue(kind, None, Some(ActorScope::parse(scope).unwrap()), scope)
                 .unwrap()
                 .0
         };

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use gridclue_core::codes::ActorScope;
 use gridclue_core::secrets::SecretKey;
 use gridclue_core::tokens::{TokenFile, TokenKind};
 use gridclue_core::ReporterGroup;
@@ -88,7 +89,12 @@ pub async fn spawn_app_on(broker: Broker) -> TestApp {
         .into_iter()
         .map(|code| {
             let (t, _) = tokens
-                .issue(TokenKind::Street, None, Some(code.clone()), "street office")
+                .issue(
+                    TokenKind::Street,
+                    None,
+                    Some(ActorScope::parse(code.as_ref()).unwrap()),
+                    "street office",
+                )
                 .unwrap();
             (code, t)
         })
@@ -103,7 +109,7 @@ pub async fn spawn_app_on(broker: Broker) -> TestApp {
                 .issue(
                     TokenKind::Department,
                     None,
-                    Some(d.code.to_string()),
+                    Some(ActorScope::Department(d.code.clone())),
                     &d.name_en,
                 )
                 .unwrap();
