@@ -7,7 +7,7 @@
 //! with (kept in the tab's `sessionStorage`, sent in the `Authorization` header, never in a URL).
 //! Everything served here is public: the page and the map carry no statistics.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use anyhow::Context;
@@ -17,8 +17,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use geo_types::{Coord, LineString, Polygon};
+use gridclue_core::codes::{CommunityCode, GridCode, StreetCode};
+use gridclue_district::{District, Street};
 use serde::Serialize;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::{ApiError, AppState};
@@ -191,17 +193,71 @@ pub struct DistrictMap {
 }
 
 #[derive(Serialize)]
-struct MapDocument {
-    map_version: Option<String>,
+struct MapDocument<'a> {
+    map_version: &'a str,
     /// GeoJSON for ECharts `registerMap`: every feature's `properties.name` is its region name —
     /// the grid code for grids, the name for excluded areas (lakes), which carry `kind`.
-    geojson: Value,
+    geojson: FeatureCollection<'a>,
     streets: Vec<StreetShape>,
+}
+
+#[derive(Serialize)]
+struct FeatureCollection<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    features: Vec<Feature<'a>>,
+}
+
+#[derive(Serialize)]
+struct Feature<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    properties: RegionProperties<'a>,
+    geometry: PolygonGeometry,
+}
+
+impl<'a> Feature<'a> {
+    fn new(properties: RegionProperties<'a>, polygon: &Polygon<f64>) -> Self {
+        Self {
+            kind: "Feature",
+            properties,
+            geometry: PolygonGeometry {
+                kind: "Polygon",
+                coordinates: rings(polygon)
+                    .map(|ring| ring.coords().map(|c| [c.x, c.y]).collect())
+                    .collect(),
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum RegionProperties<'a> {
+    Grid {
+        name: GridCode,
+        street_code: StreetCode,
+        community_code: CommunityCode,
+        /// `null` only for a district assembled without the grid's community (a loaded map
+        /// always has it).
+        community_name: Option<&'a str>,
+    },
+    Excluded {
+        name: &'a str,
+        kind: &'static str,
+    },
+}
+
+#[derive(Serialize)]
+struct PolygonGeometry {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    coordinates: Vec<Vec<[f64; 2]>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StreetShape {
-    pub code: String,
+    pub code: StreetCode,
     pub name: String,
     /// A label point inside the street: the centre of its grid nearest the mean of its grids'.
     pub center: [f64; 2],
@@ -209,103 +265,86 @@ pub struct StreetShape {
     pub outline: Vec<Vec<[f64; 2]>>,
 }
 
+/// The exterior ring, then the holes.
+fn rings(polygon: &Polygon<f64>) -> impl Iterator<Item = &LineString<f64>> {
+    std::iter::once(polygon.exterior()).chain(polygon.interiors())
+}
+
 /// A vertex, compared bit for bit (neighbouring grids share identical vertices).
 type Vertex = (u64, u64);
 
-fn vertex(p: &Value) -> Option<(Vertex, [f64; 2])> {
-    let x = p.get(0)?.as_f64()?;
-    let y = p.get(1)?.as_f64()?;
-    Some(((x.to_bits(), y.to_bits()), [x, y]))
+fn vertex(c: Coord<f64>) -> Vertex {
+    (c.x.to_bits(), c.y.to_bits())
 }
 
-/// The rings of a Polygon or MultiPolygon geometry.
-fn rings(geometry: &Value) -> Vec<&Vec<Value>> {
-    let coords = &geometry["coordinates"];
-    let polygons: Vec<&Value> = match geometry["type"].as_str() {
-        Some("Polygon") => vec![coords],
-        Some("MultiPolygon") => coords
-            .as_array()
-            .map(|a| a.iter().collect())
-            .unwrap_or_default(),
-        _ => vec![],
-    };
-    polygons
-        .into_iter()
-        .filter_map(Value::as_array)
-        .flatten()
-        .filter_map(Value::as_array)
-        .collect()
+fn position((x, y): Vertex) -> [f64; 2] {
+    [f64::from_bits(x), f64::from_bits(y)]
 }
 
+/// The directed edges of one street's grids and their centres.
 #[derive(Default)]
 struct StreetEdges {
-    name: String,
     edges: HashSet<(Vertex, Vertex)>,
-    points: HashMap<Vertex, [f64; 2]>,
     grid_centres: Vec<[f64; 2]>,
 }
 
-impl DistrictMap {
-    /// Prepares the district map (a GeoJSON FeatureCollection of grids with `grid_code`,
-    /// `street_code`, `street_name`, `community_code`, `community_name`, and excluded areas with
-    /// `kind: "excluded"` and `name`).
-    pub fn from_geojson(text: &str) -> anyhow::Result<Self> {
-        let collection: Value = serde_json::from_str(text).context("district map is not JSON")?;
-        let features = collection["features"]
-            .as_array()
-            .context("district map is not a GeoJSON FeatureCollection")?;
-        let mut out = Vec::with_capacity(features.len());
-        let mut streets: BTreeMap<String, StreetEdges> = BTreeMap::new();
-        for f in features {
-            let p = &f["properties"];
-            let text = |k: &str| p[k].as_str().map(str::to_owned);
-            let geometry = f["geometry"].clone();
-            if let Some(grid) = text("grid_code") {
-                let street_code = text("street_code").unwrap_or_default();
-                let street = streets.entry(street_code.clone()).or_default();
-                street.name = text("street_name").unwrap_or_default();
-                for (i, ring) in rings(&geometry).into_iter().enumerate() {
-                    let points: Vec<_> = ring.iter().filter_map(vertex).collect();
-                    if i == 0 && !points.is_empty() {
-                        let n = points.len() as f64;
-                        let sum = points
-                            .iter()
-                            .fold([0.0, 0.0], |s, (_, p)| [s[0] + p[0], s[1] + p[1]]);
-                        street.grid_centres.push([sum[0] / n, sum[1] / n]);
-                    }
-                    for pair in points.windows(2) {
-                        let ((a, pa), (b, pb)) = (pair[0], pair[1]);
-                        street.points.insert(a, pa);
-                        street.points.insert(b, pb);
-                        street.edges.insert((a, b));
-                    }
-                }
-                out.push(serde_json::json!({
-                    "type": "Feature",
-                    "properties": {
-                        "name": grid,
-                        "street_code": street_code,
-                        "community_code": text("community_code"),
-                        "community_name": text("community_name"),
-                    },
-                    "geometry": geometry,
-                }));
-            } else if let Some(name) = text("name") {
-                out.push(serde_json::json!({
-                    "type": "Feature",
-                    "properties": {"name": name, "kind": text("kind")},
-                    "geometry": geometry,
-                }));
+impl StreetEdges {
+    fn add_grid(&mut self, polygon: &Polygon<f64>) {
+        let exterior = &polygon.exterior().0;
+        if !exterior.is_empty() {
+            let n = exterior.len() as f64;
+            let sum = exterior
+                .iter()
+                .fold([0.0, 0.0], |s, c| [s[0] + c.x, s[1] + c.y]);
+            self.grid_centres.push([sum[0] / n, sum[1] / n]);
+        }
+        for ring in rings(polygon) {
+            for pair in ring.0.windows(2) {
+                self.edges.insert((vertex(pair[0]), vertex(pair[1])));
             }
         }
-        let shapes: Vec<StreetShape> = streets
-            .into_iter()
-            .map(|(code, s)| street_shape(code, s))
+    }
+}
+
+impl DistrictMap {
+    /// Prepares the district for drawing: its grids and excluded areas as GeoJSON regions, and
+    /// every street's outline and label point.
+    pub fn new(district: &District) -> anyhow::Result<Self> {
+        let mut features = Vec::with_capacity(district.grids.len() + district.excluded.len());
+        let mut edges: HashMap<StreetCode, StreetEdges> = HashMap::new();
+        for grid in &district.grids {
+            edges
+                .entry(grid.street_code)
+                .or_default()
+                .add_grid(&grid.polygon);
+            let community = district.community(&grid.community_code);
+            let properties = RegionProperties::Grid {
+                name: grid.grid_code,
+                street_code: grid.street_code,
+                community_code: grid.community_code,
+                community_name: community.map(|c| c.name.as_str()),
+            };
+            features.push(Feature::new(properties, &grid.polygon));
+        }
+        for area in &district.excluded {
+            let properties = RegionProperties::Excluded {
+                name: &area.name,
+                kind: "excluded",
+            };
+            features.push(Feature::new(properties, &area.polygon));
+        }
+        let streets: Vec<StreetShape> = district
+            .streets
+            .iter()
+            .map(|s| street_shape(s, edges.remove(&s.code).unwrap_or_default()))
             .collect();
         let document = MapDocument {
-            map_version: collection["map_version"].as_str().map(str::to_owned),
-            geojson: serde_json::json!({"type": "FeatureCollection", "features": out}),
-            streets: shapes,
+            map_version: &district.map_version,
+            geojson: FeatureCollection {
+                kind: "FeatureCollection",
+                features,
+            },
+            streets,
         };
         let body = serde_json::to_vec(&document)?;
         Ok(Self {
@@ -318,7 +357,7 @@ impl DistrictMap {
 
 /// The outline of a street: its grids' edges that no other grid of the same street shares
 /// (a shared edge runs the other way round in the neighbour), chained into polylines.
-fn street_shape(code: String, s: StreetEdges) -> StreetShape {
+fn street_shape(street: &Street, s: StreetEdges) -> StreetShape {
     let mut next: HashMap<Vertex, Vec<Vertex>> = HashMap::new();
     for &(a, b) in &s.edges {
         if !s.edges.contains(&(b, a)) {
@@ -333,9 +372,9 @@ fn street_shape(code: String, s: StreetEdges) -> StreetShape {
     let mut outline = Vec::new();
     for start in starts {
         while let Some(mut at) = next.get_mut(&start).and_then(Vec::pop) {
-            let mut line = vec![s.points[&start], s.points[&at]];
+            let mut line = vec![position(start), position(at)];
             while let Some(to) = next.get_mut(&at).and_then(Vec::pop) {
-                line.push(s.points[&to]);
+                line.push(position(to));
                 at = to;
             }
             outline.push(line);
@@ -354,8 +393,8 @@ fn street_shape(code: String, s: StreetEdges) -> StreetShape {
         .min_by(|a, b| distance(a).total_cmp(&distance(b)))
         .unwrap_or(mean);
     StreetShape {
-        code,
-        name: s.name,
+        code: street.code,
+        name: street.name.clone(),
         center,
         outline,
     }
@@ -364,13 +403,17 @@ fn street_shape(code: String, s: StreetEdges) -> StreetShape {
 /// Loads and prepares `<data_dir>/district/grids.geojson`.
 pub fn load_district_map(data_dir: &std::path::Path) -> anyhow::Result<Arc<DistrictMap>> {
     let path = data_dir.join("district/grids.geojson");
-    let text = std::fs::read_to_string(&path)
+    let district = gridclue_district::load_geojson(&path)
         .with_context(|| format!("reading the district map {}", path.display()))?;
-    Ok(Arc::new(DistrictMap::from_geojson(&text)?))
+    Ok(Arc::new(DistrictMap::new(&district)?))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
     use super::*;
 
     /// The vendored ECharts directory under `assets/`.
@@ -404,6 +447,10 @@ mod tests {
         .to_string()
     }
 
+    fn map_of(geojson: &str) -> DistrictMap {
+        DistrictMap::new(&gridclue_district::parse_geojson(geojson).unwrap()).unwrap()
+    }
+
     fn document(map: &DistrictMap) -> Value {
         serde_json::from_slice(&map.body).unwrap()
     }
@@ -424,7 +471,7 @@ mod tests {
 
     #[test]
     fn a_street_outline_leaves_out_edges_between_its_own_grids() {
-        let map = DistrictMap::from_geojson(&two_streets()).unwrap();
+        let map = map_of(&two_streets());
         let doc = document(&map);
         assert_eq!(map.streets, 2);
         let a = &doc["streets"][0];
@@ -598,9 +645,77 @@ mod tests {
         let r = get("/dashboard/map.json", None).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let tag = r.headers()[header::ETAG].clone();
         let doc: Value = serde_json::from_slice(&body_of(r).await).unwrap();
         assert_eq!(doc["streets"].as_array().unwrap().len(), 13);
         assert_eq!(doc["geojson"]["type"], "FeatureCollection");
+        let again = get("/dashboard/map.json", Some(&tag)).await;
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert!(body_of(again).await.is_empty());
+    }
+
+    #[test]
+    fn the_etag_changes_with_the_content_only() {
+        let district = gridclue_district::parse_geojson(&two_streets()).unwrap();
+        let first = DistrictMap::new(&district).unwrap();
+        let same = DistrictMap::new(&district).unwrap();
+        assert_eq!(first.etag, same.etag);
+        assert_eq!(first.body, same.body);
+        let mut renamed = district.clone();
+        renamed.streets[1].name = "street b".into();
+        let other = DistrictMap::new(&renamed).unwrap();
+        assert_ne!(first.etag, other.etag);
+        assert_eq!(document(&other)["streets"][1]["name"], "street b");
+    }
+
+    /// The regions carry the file's codes, names and rings: grids in code order, then the
+    /// excluded areas; every ring closed as written, holes after the exterior.
+    #[test]
+    fn the_shipped_map_keeps_the_files_regions() {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
+        let doc = document(&load_district_map(&data).unwrap());
+        assert_eq!(doc["map_version"], "sha256-e5add4126271740f");
+        let features = doc["geojson"]["features"].as_array().unwrap();
+        assert_eq!(features.len(), 1005);
+
+        let first = &features[0];
+        assert_eq!(first["type"], "Feature");
+        assert_eq!(
+            first["properties"],
+            serde_json::json!({"name": "310199001001001", "street_code": "310199001",
+                "community_code": "310199001001", "community_name": "兰城社区"})
+        );
+        assert_eq!(first["geometry"]["type"], "Polygon");
+        let exterior = first["geometry"]["coordinates"][0].as_array().unwrap();
+        assert_eq!(exterior.len(), 127);
+        assert_eq!(exterior[0], serde_json::json!([121.5248969, 31.235686]));
+        assert_eq!(exterior[126], exterior[0]);
+
+        let excluded: Vec<&Value> = features[1000..].iter().map(|f| &f["properties"]).collect();
+        let names = ["银园湖", "嘉江荡", "桂塘池", "海墩潭", "朝墩池"];
+        for (properties, name) in excluded.iter().zip(names) {
+            assert_eq!(
+                **properties,
+                serde_json::json!({"name": name, "kind": "excluded"})
+            );
+        }
+
+        // Pond 朝墩池 is a hole in grid 310199001002007: the same ring, run the other way.
+        let grid = features
+            .iter()
+            .find(|f| f["properties"]["name"] == "310199001002007")
+            .unwrap();
+        let rings = grid["geometry"]["coordinates"].as_array().unwrap();
+        assert_eq!(rings.len(), 2);
+        assert_eq!(rings[0].as_array().unwrap().len(), 85);
+        let hole = rings[1].as_array().unwrap();
+        assert_eq!(hole.len(), 25);
+        assert_eq!(hole[0], serde_json::json!([121.5170461, 31.2296202]));
+        let pond = &features[1004]["geometry"]["coordinates"];
+        assert_eq!(pond.as_array().unwrap().len(), 1);
+        let mut pond_ring = pond[0].as_array().unwrap().clone();
+        pond_ring.reverse();
+        assert_eq!(*hole, pond_ring);
     }
 
     #[test]
@@ -610,6 +725,8 @@ mod tests {
         let doc = document(&map);
         let streets = doc["streets"].as_array().unwrap();
         assert_eq!(streets.len(), 13);
+        assert_eq!(streets[0]["code"], "310199001");
+        assert_eq!(streets[0]["name"], "洪泉街道");
         for s in streets {
             let outline = s["outline"].as_array().unwrap();
             assert!(!outline.is_empty(), "{} has an outline", s["code"]);
