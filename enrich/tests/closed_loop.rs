@@ -324,7 +324,7 @@ fn every_role_action_and_status_gets_the_tables_verdict() {
         let actors: Vec<(Actor, Option<RefusalReason>)> = vec![
             (probe.street_office(), None),
             (
-                actor(ActorKind::Street, "tok_s2", Some("310199999")),
+                actor(ActorKind::Street, "tok_s2", Some("310199099")),
                 Some(RefusalReason::OtherStreet),
             ),
             (
