@@ -22,7 +22,7 @@ use gridclue_sink::rows::ClueRow;
 use gridclue_sink::store::InsertTimeouts;
 use gridclue_sink::{SinkConfig, SinkMetrics};
 use gridclue_tests::ch::TestDb;
-use gridclue_tests::{data_dir, scratch, Broker};
+use gridclue_tests::{data_dir, scratch, shipped_map, Broker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -35,14 +35,11 @@ use tower::ServiceExt;
 
 /// Grid codes of the shipped district map, grouped by street.
 fn grids_by_street() -> BTreeMap<String, Vec<GridCode>> {
-    let text = std::fs::read_to_string(data_dir().join("district/grids.geojson")).unwrap();
-    let map: Value = serde_json::from_str(&text).unwrap();
     let mut out: BTreeMap<String, Vec<GridCode>> = BTreeMap::new();
-    for f in map["features"].as_array().unwrap() {
-        if let Some(code) = f["properties"]["grid_code"].as_str() {
-            let g = GridCode::parse(code).unwrap();
-            out.entry(g.street_code().to_string()).or_default().push(g);
-        }
+    for g in &shipped_map().grids {
+        out.entry(g.street_code.to_string())
+            .or_default()
+            .push(g.grid_code);
     }
     out
 }
@@ -645,10 +642,8 @@ fn tokens(street_code: &str) -> Tokens {
 }
 
 fn reference() -> Reference {
-    let district =
-        gridclue_district::load_geojson(data_dir().join("district/grids.geojson")).unwrap();
     Reference {
-        streets: Reference::streets_of(&district),
+        streets: Reference::streets_of(shipped_map()),
         categories: vec![
             CategoryName {
                 code: "manhole_cover".into(),
