@@ -115,8 +115,8 @@ fn grain(by: By, filters: &Filters) -> &'static str {
 fn sql(by: By, grain: &str) -> String {
     let filters = Filters::sql("department_now");
     format!(
-        "SELECT key, status, toUInt64(sum(n)) AS reports, toUInt64(sum(c)) AS cases, \
-                toUInt64(sum(o)) AS overdue \
+        "SELECT key, status, toInt64(sum(n)) AS reports, toInt64(sum(c)) AS cases, \
+                toInt64(sum(o)) AS overdue \
          FROM ( \
              SELECT {key} AS key, status, sum(clues) AS n, sumIf(clues, is_case = 1) AS c, \
                     sumIf(dated, is_case = 1) AS o \
@@ -143,7 +143,7 @@ fn sql(by: By, grain: &str) -> String {
     )
 }
 
-/// One (group, status) cell as ClickHouse returns it.
+/// One (group, status) cell as served.
 #[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
 pub struct Cell {
     pub key: String,
@@ -151,6 +151,30 @@ pub struct Cell {
     pub reports: u64,
     pub cases: u64,
     pub overdue: u64,
+}
+
+/// One (group, status) cell as ClickHouse sums it from the signed running counts: at least 0
+/// when they are exact; a negative sum is served as 0 ([`crate::indicators::non_negative`]).
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
+struct SignedCell {
+    key: String,
+    status: String,
+    reports: i64,
+    cases: i64,
+    overdue: i64,
+}
+
+impl SignedCell {
+    fn non_negative(self) -> Cell {
+        let n = |what: &'static str, v: i64| crate::indicators::non_negative(what, &self.key, v);
+        Cell {
+            reports: n("reports", self.reports),
+            cases: n("cases", self.cases),
+            overdue: n("overdue", self.overdue),
+            key: self.key,
+            status: self.status,
+        }
+    }
 }
 
 /// Runs the breakdown query (every value bound).
@@ -170,7 +194,10 @@ pub async fn query(
         .bind(now_ms)
         .bind(period.from_day())
         .bind(period.to_day());
-    crate::params::bind_filters(q, filters).fetch_all().await
+    let cells = crate::params::bind_filters(q, filters)
+        .fetch_all::<SignedCell>()
+        .await?;
+    Ok(cells.into_iter().map(SignedCell::non_negative).collect())
 }
 
 /// One group's counts.

@@ -133,8 +133,8 @@ fn grain(filters: &Filters) -> &'static str {
 fn days_sql(grain: &str) -> String {
     format!(
         "SELECT toUInt64(day) * 86400000 - 28800000 AS hour, \
-                toUInt64(sum(reports)) AS reports, toUInt64(sum(accepted)) AS accepted, \
-                toUInt64(sum(closed)) AS closed, toUInt64(sum(overdue)) AS overdue \
+                toInt64(sum(reports)) AS reports, toInt64(sum(accepted)) AS accepted, \
+                toInt64(sum(closed)) AS closed, toInt64(sum(overdue)) AS overdue \
          FROM ( \
              SELECT day, street_code, community AS community_code, grid AS grid_code, category, \
                     department, reports, accepted, closed, overdue \
@@ -155,6 +155,31 @@ pub struct HourCounts {
     pub accepted: u64,
     pub closed: u64,
     pub overdue: u64,
+}
+
+/// A day's counts as ClickHouse sums them from the signed day rows: at least 0 when they are
+/// exact; a negative sum is served as 0 ([`crate::indicators::non_negative`]).
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
+struct SignedDayCounts {
+    hour: u64,
+    reports: i64,
+    accepted: i64,
+    closed: i64,
+    overdue: i64,
+}
+
+impl SignedDayCounts {
+    fn non_negative(self) -> HourCounts {
+        let day = china_time(self.hour);
+        let n = |what: &'static str, v: i64| crate::indicators::non_negative(what, &day, v);
+        HourCounts {
+            hour: self.hour,
+            reports: n("reports", self.reports),
+            accepted: n("accepted", self.accepted),
+            closed: n("closed", self.closed),
+            overdue: n("overdue", self.overdue),
+        }
+    }
 }
 
 pub async fn query(
@@ -179,7 +204,13 @@ pub async fn query_days(
         .query(&days_sql(grain(filters)))
         .bind(period.from_day())
         .bind(period.to_day());
-    crate::params::bind_filters(q, filters).fetch_all().await
+    let days = crate::params::bind_filters(q, filters)
+        .fetch_all::<SignedDayCounts>()
+        .await?;
+    Ok(days
+        .into_iter()
+        .map(SignedDayCounts::non_negative)
+        .collect())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

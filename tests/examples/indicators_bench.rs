@@ -134,14 +134,10 @@ fn history(rng: &mut Rng, grids: &[GridCode], catalog: &Catalog, at: u64, last: 
 }
 
 async fn fill(db: &TestDb, target: u64) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(data_dir().join("district/grids.geojson"))?;
-    let map: serde_json::Value = serde_json::from_str(&text)?;
-    let grids: Vec<GridCode> = map["features"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| f["properties"]["grid_code"].as_str())
-        .filter_map(|g| GridCode::parse(g).ok())
+    let grids: Vec<GridCode> = gridclue_tests::shipped_map()
+        .grids
+        .iter()
+        .map(|g| g.grid_code)
         .collect();
     let catalog = Catalog::load(&data_dir().join("categories.json"))?;
     let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);

@@ -3,7 +3,7 @@
 //! `rows::event_row`, the rows inserted with the sink's insert functions. Tests of the read side
 //! build hand-chosen histories with it (fact times, deadlines, ratings…) without a broker.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gridclue_core::category::Urgency;
@@ -14,7 +14,6 @@ use gridclue_core::wire::{
 use gridclue_core::{
     CategoryCode, ClueId, CommandId, DepartmentCode, GeoPoint, GridCode, ReporterGroup, Status,
 };
-use gridclue_district::District;
 use gridclue_sink::rows::{apply, event_row, ClueRow, EventRow, Source};
 use gridclue_sink::store::{insert_clues, insert_events, insert_query_id, InsertTimeouts};
 
@@ -83,18 +82,9 @@ impl ReportSpec {
     }
 }
 
-/// The shipped district map, parsed once per test binary.
-fn shipped_map() -> &'static District {
-    static MAP: OnceLock<District> = OnceLock::new();
-    MAP.get_or_init(|| {
-        gridclue_district::load_geojson(crate::data_dir().join("district/grids.geojson"))
-            .expect("the shipped map loads")
-    })
-}
-
 /// The grids of `street` on the shipped map, in code order.
 pub fn grids_of(street: &str) -> Vec<GridCode> {
-    shipped_map()
+    crate::shipped_map()
         .grids
         .iter()
         .filter(|g| g.street_code.as_str() == street)

@@ -9,6 +9,7 @@ pub mod facts;
 pub mod indicators_reference;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -33,6 +34,16 @@ fn rand_suffix() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{}_{nanos}", std::process::id())
+}
+
+/// The shipped district map (`data/district/grids.geojson`), loaded once per test binary with
+/// the loader the services use.
+pub fn shipped_map() -> &'static gridclue_district::District {
+    static MAP: OnceLock<gridclue_district::District> = OnceLock::new();
+    MAP.get_or_init(|| {
+        gridclue_district::load_geojson(data_dir().join("district/grids.geojson"))
+            .expect("the shipped map loads")
+    })
 }
 
 /// The repository's `data/` directory.

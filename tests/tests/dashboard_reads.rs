@@ -28,7 +28,7 @@ use gridclue_dashboard_api::Reference;
 use gridclue_sink::rows::{ClueRow, EventRow};
 use gridclue_tests::ch::{PrivateClickHouse, TestDb, PRIVATE_READER_PASSWORD, PRIVATE_READER_USER};
 use gridclue_tests::data_dir;
-use gridclue_tests::facts::{china, write_rows, History, ReportSpec};
+use gridclue_tests::facts::{china, grids_of, write_rows, History, ReportSpec};
 
 const HOUR: u64 = 3_600_000;
 const OPEN: &str = "('reported', 'accepted', 'dispatched', 'in_progress', 'handled')";
@@ -204,16 +204,7 @@ impl World {
         let mut grids = Vec::new();
         // Three streets, a few grids each (two communities where the map has them).
         for street in reference.streets.iter().take(3) {
-            let text = std::fs::read_to_string(data_dir().join("district/grids.geojson")).unwrap();
-            let map: serde_json::Value = serde_json::from_str(&text).unwrap();
-            let of_street: Vec<GridCode> = map["features"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(|f| f["properties"]["grid_code"].as_str())
-                .filter(|g| g.starts_with(street.code.as_str()))
-                .filter_map(|g| GridCode::parse(g).ok())
-                .collect();
+            let of_street = grids_of(&street.code);
             let step = (of_street.len() / 4).max(1);
             grids.extend(of_street.into_iter().step_by(step).take(4));
         }

@@ -31,16 +31,7 @@ fn data_dir() -> String {
 
 /// The first grid of the shipped district map.
 fn first_grid() -> GridCode {
-    let text =
-        std::fs::read_to_string(gridclue_tests::data_dir().join("district/grids.geojson")).unwrap();
-    let map: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let code = map["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find_map(|f| f["properties"]["grid_code"].as_str())
-        .unwrap();
-    GridCode::parse(code).unwrap()
+    gridclue_tests::shipped_map().grids[0].grid_code
 }
 const INPUT: &str = "clues.hotspot-input";
 

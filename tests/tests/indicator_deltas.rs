@@ -19,7 +19,6 @@ use gridclue_tests::ch::TestDb;
 use gridclue_tests::data_dir;
 use gridclue_tests::facts::{china, write, History, ReportSpec};
 use gridclue_tests::indicators_reference::reference;
-use serde_json::Value;
 
 const HOUR: u64 = 3_600_000;
 
@@ -29,18 +28,11 @@ async fn fast(client: &clickhouse::Client, plan: &Plan) -> Vec<Counts> {
     rows
 }
 
+/// The first three grids of `street` on the shipped map.
 fn grids_of(street: &str) -> Vec<GridCode> {
-    let text = std::fs::read_to_string(data_dir().join("district/grids.geojson")).unwrap();
-    let map: Value = serde_json::from_str(&text).unwrap();
-    map["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["properties"]["grid_code"].as_str())
-        .filter(|g| g.starts_with(street))
-        .take(3)
-        .map(|g| GridCode::parse(g).unwrap())
-        .collect()
+    let mut grids = gridclue_tests::facts::grids_of(street);
+    grids.truncate(3);
+    grids
 }
 
 const START: &str = "2026-11-01 00:00";

@@ -47,13 +47,9 @@ struct Fixture {
     dir: tempfile::TempDir,
 }
 
+/// The first grid of the shipped map.
 fn first_grid() -> GridCode {
-    let text = std::fs::read_to_string(data_dir().join("district/grids.geojson")).unwrap();
-    let map: Value = serde_json::from_str(&text).unwrap();
-    let code = map["features"][0]["properties"]["grid_code"]
-        .as_str()
-        .unwrap();
-    GridCode::parse(code).unwrap()
+    gridclue_tests::shipped_map().grids[0].grid_code
 }
 
 fn histories(ids: [&str; 3]) -> BTreeMap<&'static str, History> {

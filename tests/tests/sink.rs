@@ -22,7 +22,7 @@ use gridclue_sink::rows::ClueRow;
 use gridclue_sink::store::InsertTimeouts;
 use gridclue_sink::{SinkConfig, SinkMetrics};
 use gridclue_tests::ch::TestDb;
-use gridclue_tests::{data_dir, scratch, Broker};
+use gridclue_tests::{data_dir, scratch, shipped_map, Broker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -35,10 +35,8 @@ use tower::ServiceExt;
 
 /// Grid codes of the shipped district map, grouped by street.
 fn grids_by_street() -> BTreeMap<StreetCode, Vec<GridCode>> {
-    let district =
-        gridclue_district::load_geojson(data_dir().join("district/grids.geojson")).unwrap();
     let mut out: BTreeMap<StreetCode, Vec<GridCode>> = BTreeMap::new();
-    for g in district.grids {
+    for g in &shipped_map().grids {
         out.entry(g.street_code).or_default().push(g.grid_code);
     }
     out
@@ -642,10 +640,8 @@ fn tokens(street_code: StreetCode) -> Tokens {
 }
 
 fn reference() -> Reference {
-    let district =
-        gridclue_district::load_geojson(data_dir().join("district/grids.geojson")).unwrap();
     Reference {
-        streets: Reference::streets_of(&district),
+        streets: Reference::streets_of(shipped_map()),
         categories: vec![
             CategoryName {
                 code: CategoryCode::parse("manhole_cover").unwrap(),

@@ -344,9 +344,9 @@ async fn status_counts_equal_hand_counts_through_transitions_replays_and_rebuild
 }
 
 /// Sums that went negative (rows written behind the sink's back that take away more than was
-/// there) are served as 0 by the live numbers and the indicators — counts are never negative —
-/// instead of wrapping (or overflowing: the snapshot panicked in a debug build); the other
-/// counts are served as they are.
+/// there) are served as 0 by the live numbers, the indicators, the breakdown and the trend's
+/// days — counts are never negative — instead of wrapping (or overflowing: the snapshot panicked
+/// in a debug build); the other counts are served as they are.
 #[tokio::test]
 async fn negative_sums_are_served_as_zero() {
     let s = set().await;
@@ -417,4 +417,52 @@ async fn negative_sums_are_served_as_zero() {
         ),
         (0, 0, 4, 1, 2)
     );
+
+    // The breakdown of November by street reads the month rows, which now sum to -9 times what
+    // they held: every cell of street A (one per status its clues are in) is served as zeros.
+    let november = Period {
+        from: "2026-11-01".parse().unwrap(),
+        to: "2026-12-01".parse().unwrap(),
+    };
+    let a = s.street.as_str();
+    assert_eq!(
+        cells_in(
+            &s,
+            &november,
+            By::Street,
+            &Filters::default(),
+            "2026-11-06 12:00"
+        )
+        .await,
+        [
+            "accepted",
+            "closed",
+            "dispatched",
+            "duplicate",
+            "rejected",
+            "reported",
+            "withdrawn"
+        ]
+        .map(|status| cell(a, status, 0, 0, 0))
+    );
+
+    // The trend's days: 11-03 had c2's report and acceptance; a row taking 5 reports away
+    // leaves its reports at 0 (not -4) and its acceptance as it is. 11-02 is untouched: c1's and
+    // c8's reports, c1's acceptance (c8's, stored before its report, has no place to count in).
+    let november_3 = gridclue_sink::indicator_deltas::china_day(china("2026-11-03 12:00"));
+    s.db.execute(&format!(
+        "INSERT INTO trend_days (grain, day, street_code, reports) \
+         VALUES ('street', {november_3}, '{a}', -5)"
+    ))
+    .await;
+    let days = gridclue_dashboard_api::trend::query_days(&s.db.client, &p(), &Filters::default())
+        .await
+        .unwrap();
+    let day = |d: &str| {
+        let start = china(d);
+        let row = days.iter().find(|h| h.hour == start).unwrap();
+        (row.reports, row.accepted, row.closed, row.overdue)
+    };
+    assert_eq!(day("2026-11-02 00:00"), (2, 1, 0, 0));
+    assert_eq!(day("2026-11-03 00:00"), (0, 1, 0, 0));
 }

@@ -16,6 +16,7 @@ use gridclue_dashboard_api::{AppState, Reference};
 use gridclue_sink::rows::ClueRow;
 use gridclue_sink::store::InsertTimeouts;
 use gridclue_tests::ch::TestDb;
+use gridclue_tests::facts::first_grid;
 use gridclue_tests::{data_dir, scratch};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -72,15 +73,15 @@ fn id_of(row: &ClueRow) -> String {
 
 /// A clue inside the district on `street`'s first grid.
 fn clue(street: &str, minute: u64, status: &str) -> ClueRow {
-    let grid = grid_of(street);
+    let grid = first_grid(street);
     ClueRow {
         clue_id: ClueId::new_random().as_uuid(),
         version: 0,
         status: status.into(),
         placement: "inside".into(),
         inside: 1,
-        grid_code: code(&grid),
-        community_code: code(&grid[..12]),
+        grid_code: Some(grid),
+        community_code: Some(grid.community_code()),
         street_code: code(street),
         category: code("garbage_pile"),
         channel: "api".into(),
@@ -92,19 +93,6 @@ fn clue(street: &str, minute: u64, status: &str) -> ClueRow {
         report_case: 1,
         ..ClueRow::default()
     }
-}
-
-fn grid_of(street: &str) -> String {
-    let text = std::fs::read_to_string(data_dir().join("district/grids.geojson")).unwrap();
-    let map: Value = serde_json::from_str(&text).unwrap();
-    map["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["properties"]["grid_code"].as_str())
-        .find(|g| g.starts_with(street))
-        .unwrap()
-        .to_owned()
 }
 
 /// Accepted now-ish with a deadline `deadline_in` from now (negative: overdue) that turns

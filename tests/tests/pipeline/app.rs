@@ -82,8 +82,8 @@ pub async fn spawn_app_on(broker: Broker) -> TestApp {
         .issue(TokenKind::District, None, None, "district")
         .unwrap();
     let streets: std::collections::BTreeSet<String> = crate::geometry::load_grids()
-        .into_iter()
-        .map(|g| g.street_code)
+        .iter()
+        .map(|g| g.street_code.to_string())
         .collect();
     let street_tokens = streets
         .into_iter()

@@ -26,7 +26,7 @@ async fn report(app: &TestApp, category: &str, key: &str) -> (String, String) {
     let v: Value = r.json().await.unwrap();
     (
         v["clue_id"].as_str().unwrap().to_owned(),
-        g.street_code.clone(),
+        g.street_code.to_string(),
     )
 }
 

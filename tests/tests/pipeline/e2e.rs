@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use gridclue_core::codes::StreetCode;
 use serde_json::{json, Value};
 
 use crate::app::spawn_app;
@@ -14,16 +15,13 @@ async fn clues_flow_from_post_to_summary() {
     let app = spawn_app().await;
     let grids = load_grids();
     let categories = ["manhole_cover", "garbage_pile", "food_safety"];
-    let mut expected_streets: BTreeMap<String, u64> = BTreeMap::new();
+    let mut expected_streets: BTreeMap<StreetCode, u64> = BTreeMap::new();
     let mut expected_categories: BTreeMap<String, u64> = BTreeMap::new();
     let mut posted = 0;
 
     // One interior clue in a grid of every street (the first grid of each street code).
     let mut seen_streets = std::collections::BTreeSet::new();
-    for g in grids
-        .iter()
-        .filter(|g| seen_streets.insert(g.street_code.clone()))
-    {
+    for g in grids.iter().filter(|g| seen_streets.insert(g.street_code)) {
         let p = interior_point(g);
         let category = categories[posted % categories.len()];
         let r = app
@@ -33,7 +31,7 @@ async fn clues_flow_from_post_to_summary() {
             )
             .await;
         assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-        *expected_streets.entry(g.street_code.clone()).or_default() += 1;
+        *expected_streets.entry(g.street_code).or_default() += 1;
         *expected_categories.entry(category.to_owned()).or_default() += 1;
         posted += 1;
     }
@@ -44,7 +42,7 @@ async fn clues_flow_from_post_to_summary() {
     );
 
     // Vertices shared by grids of different streets: the smallest grid code wins.
-    for (p, owners) in shared_vertices(&grids, 6) {
+    for (p, owners) in shared_vertices(grids, 6) {
         let category = categories[posted % categories.len()];
         let r = app
             .post_clue(
@@ -54,7 +52,7 @@ async fn clues_flow_from_post_to_summary() {
             .await;
         assert_eq!(r.status(), 202);
         *expected_streets
-            .entry(street_of(&grids, &owners[0]))
+            .entry(street_of(grids, owners[0]))
             .or_default() += 1;
         *expected_categories.entry(category.to_owned()).or_default() += 1;
         posted += 1;
@@ -62,7 +60,7 @@ async fn clues_flow_from_post_to_summary() {
 
     // Outside the district (inside the accepted margin): accepted, flagged, not counted.
     for k in 0..3 {
-        let p = outside_point(&grids, k);
+        let p = outside_point(grids, k);
         let r = app
             .post_clue(
                 &json!({"category": "garbage_pile", "lat": p.y(), "lon": p.x()}),
@@ -95,14 +93,14 @@ async fn clues_flow_from_post_to_summary() {
     eprintln!("summary complete after {:?}", started.elapsed());
     assert_eq!(s["total"].as_u64(), Some(total), "{s:#}");
     assert_eq!(s["outside"].as_u64(), Some(3), "{s:#}");
-    let by_street: BTreeMap<String, u64> = s["by_street"]
+    let by_street: BTreeMap<StreetCode, u64> = s["by_street"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|r| r["count"].as_u64() != Some(0))
         .map(|r| {
             (
-                r["street_code"].as_str().unwrap().to_owned(),
+                StreetCode::parse(r["street_code"].as_str().unwrap()).unwrap(),
                 r["count"].as_u64().unwrap(),
             )
         })

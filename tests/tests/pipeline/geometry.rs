@@ -1,54 +1,21 @@
-//! Test-side geometry: expected placements computed from the GeoJSON itself, independently of
-//! the service's index (geo's `Contains` for interiors, exact vertex equality for boundaries).
+//! Test-side geometry: expected placements computed from the shipped map's polygons (read with
+//! the district loader), independently of the service's index (geo's `Contains` for interiors,
+//! exact vertex equality for boundaries).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use geo::{BoundingRect, Contains, Intersects};
-use geo_types::{LineString, Point, Polygon};
-use serde_json::Value;
+use geo_types::Point;
+use gridclue_core::codes::{GridCode, StreetCode};
+use gridclue_district::Grid;
 
-pub struct TestGrid {
-    pub grid_code: String,
-    pub street_code: String,
-    pub polygon: Polygon<f64>,
-}
-
-pub fn load_grids() -> Vec<TestGrid> {
-    let path = gridclue_tests::data_dir().join("district/grids.geojson");
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    json["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["properties"]["grid_code"].is_string())
-        .map(|f| {
-            let rings: Vec<LineString<f64>> = f["geometry"]["coordinates"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|ring| {
-                    LineString::from(
-                        ring.as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
-                            .collect::<Vec<_>>(),
-                    )
-                })
-                .collect();
-            let mut rings = rings.into_iter();
-            let exterior = rings.next().unwrap();
-            TestGrid {
-                grid_code: f["properties"]["grid_code"].as_str().unwrap().to_owned(),
-                street_code: f["properties"]["street_code"].as_str().unwrap().to_owned(),
-                polygon: Polygon::new(exterior, rings.collect()),
-            }
-        })
-        .collect()
+/// The unit grids of the shipped map, in code order.
+pub fn load_grids() -> &'static [Grid] {
+    &gridclue_tests::shipped_map().grids
 }
 
 /// A point strictly inside the grid (its interior per geo), searched on a fine lattice.
-pub fn interior_point(g: &TestGrid) -> Point<f64> {
+pub fn interior_point(g: &Grid) -> Point<f64> {
     let r = g.polygon.bounding_rect().unwrap();
     for i in 1..40 {
         for j in 1..40 {
@@ -65,7 +32,7 @@ pub fn interior_point(g: &TestGrid) -> Point<f64> {
 }
 
 /// A vertex shared by grids of two different streets, with the grid codes touching it.
-pub fn shared_vertices(grids: &[TestGrid], wanted: usize) -> Vec<(Point<f64>, Vec<String>)> {
+pub fn shared_vertices(grids: &[Grid], wanted: usize) -> Vec<(Point<f64>, Vec<GridCode>)> {
     let mut by_vertex: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
     for (i, g) in grids.iter().enumerate() {
         for c in g.polygon.exterior().0.iter() {
@@ -77,17 +44,14 @@ pub fn shared_vertices(grids: &[TestGrid], wanted: usize) -> Vec<(Point<f64>, Ve
     }
     let mut out = Vec::new();
     for ((x, y), owners) in by_vertex {
-        let streets: std::collections::BTreeSet<&str> = owners
-            .iter()
-            .map(|&i| grids[i].street_code.as_str())
-            .collect();
+        let streets: BTreeSet<StreetCode> = owners.iter().map(|&i| grids[i].street_code).collect();
         if owners.len() >= 2 && streets.len() >= 2 {
             let p = Point::new(f64::from_bits(x), f64::from_bits(y));
             // Every grid whose closed polygon holds the vertex, to be safe against T-junctions.
-            let mut codes: Vec<String> = grids
+            let mut codes: Vec<GridCode> = grids
                 .iter()
                 .filter(|g| g.polygon.intersects(&p))
-                .map(|g| g.grid_code.clone())
+                .map(|g| g.grid_code)
                 .collect();
             codes.sort();
             out.push((p, codes));
@@ -100,7 +64,7 @@ pub fn shared_vertices(grids: &[TestGrid], wanted: usize) -> Vec<(Point<f64>, Ve
 }
 
 /// A point beyond the district (right of its bounding box), inside the API's accepted margin.
-pub fn outside_point(grids: &[TestGrid], k: usize) -> Point<f64> {
+pub fn outside_point(grids: &[Grid], k: usize) -> Point<f64> {
     let max_x = grids
         .iter()
         .map(|g| g.polygon.bounding_rect().unwrap().max().x)
@@ -114,11 +78,10 @@ pub fn outside_point(grids: &[TestGrid], k: usize) -> Point<f64> {
     p
 }
 
-pub fn street_of(grids: &[TestGrid], grid_code: &str) -> String {
+pub fn street_of(grids: &[Grid], grid_code: GridCode) -> StreetCode {
     grids
         .iter()
         .find(|g| g.grid_code == grid_code)
         .unwrap()
         .street_code
-        .clone()
 }

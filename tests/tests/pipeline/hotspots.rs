@@ -5,10 +5,12 @@
 
 use std::time::{Duration, Instant};
 
+use gridclue_core::codes::GridCode;
 use gridclue_core::hotspot::AlertFact;
 use gridclue_core::kafka::KafkaSettings;
 use gridclue_core::telemetry::names;
 use gridclue_core::wire::{ALERTS_TOPIC, HOTSPOT_INPUT_TOPIC};
+use gridclue_district::Grid;
 use gridclue_enrich::hotspots::{HotspotConfig, HotspotMetrics};
 use gridclue_tests::data_dir;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -18,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::app::TestApp;
-use crate::geometry::{interior_point, load_grids, TestGrid};
+use crate::geometry::{interior_point, load_grids};
 
 struct Detector {
     stop: watch::Sender<bool>,
@@ -99,7 +101,7 @@ async fn alerts_when(app: &TestApp, done: impl Fn(&[Value]) -> bool) -> Vec<Valu
     }
 }
 
-async fn post(app: &TestApp, g: &TestGrid, key: &str) -> String {
+async fn post(app: &TestApp, g: &Grid, key: &str) -> String {
     let p = interior_point(g);
     let body = json!({"category": "garbage_pile", "lat": p.y(), "lon": p.x()});
     let r = app.post_clue(&body, key).await;
@@ -149,13 +151,13 @@ async fn a_cluster_raises_one_alert_that_updates_and_survives_a_detector_replay_
     let grids = load_grids();
     let neighbours =
         gridclue_enrich::hotspots::load_neighbours(&data_dir().display().to_string()).unwrap();
-    let by_code = |c: &str| grids.iter().find(|g| g.grid_code == c).unwrap();
+    let by_code = |c: &GridCode| grids.iter().find(|g| g.grid_code == *c).unwrap();
     let centre = &grids[grids.len() / 2];
-    let touching: Vec<&TestGrid> = neighbours
-        .touching(&gridclue_core::GridCode::parse(&centre.grid_code).unwrap())
+    let touching: Vec<&Grid> = neighbours
+        .touching(&centre.grid_code)
         .iter()
         .take(4)
-        .map(|g| by_code(g.as_str()))
+        .map(by_code)
         .collect();
     assert_eq!(touching.len(), 4);
 

@@ -51,7 +51,7 @@ async fn imported_history_keeps_its_times_and_is_imported_once() {
         .collect();
     let open_report = midnight(10) + 10 * HOUR;
     let open_accept = open_report + 20 * 60_000;
-    let street = |g: &crate::geometry::TestGrid| json!({"role": "street", "scope": g.street_code});
+    let street = |g: &gridclue_district::Grid| json!({"role": "street", "scope": g.street_code});
     let records = json!({"source": "legacy", "clues": [
         {"source_id": "L-1", "category": "manhole_cover", "lat": p1.y(), "lon": p1.x(),
          "reported_at": rfc3339(closed_report),

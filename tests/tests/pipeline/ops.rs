@@ -290,7 +290,7 @@ async fn rules_and_dashboards_name_only_metrics_the_services_expose() {
         .await;
     assert!(refused.status().is_client_error());
     app.clue_view(&clue).await;
-    let office = app.street_tokens[&g.street_code].clone();
+    let office = app.street_tokens[g.street_code.as_str()].clone();
     let (status, body) = app
         .transition(&office, &clue, json!({"action": "accept"}), None)
         .await;

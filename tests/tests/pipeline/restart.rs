@@ -11,12 +11,13 @@ use gridclue_core::wire::{
     Actor, ActorKind, Command, CommandEnvelope, Lifecycle, COMMANDS_TOPIC, SCHEMA_VERSION,
 };
 use gridclue_core::{ClueId, CommandId};
+use gridclue_district::Grid;
 use gridclue_tests::{clickhouse_url, scratch, Broker};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 
 use crate::app::{spawn_app_on, TestApp};
-use crate::geometry::{interior_point, load_grids, TestGrid};
+use crate::geometry::{interior_point, load_grids};
 
 /// The dev broker journals the committed offsets of the services' groups by default.
 #[test]
@@ -42,7 +43,7 @@ fn the_dev_broker_journals_the_services_groups() {
 }
 
 /// Posts one clue in each of `grids` and returns their ids.
-async fn post_clues(app: &TestApp, grids: &[&TestGrid], key_prefix: &str) -> Vec<String> {
+async fn post_clues(app: &TestApp, grids: &[&Grid], key_prefix: &str) -> Vec<String> {
     let categories = [
         "manhole_cover",
         "garbage_pile",
@@ -133,7 +134,7 @@ async fn a_restarted_stack_keeps_its_counts_counts_new_clues_and_closes_old_ones
     let grids = load_grids();
     // one clue per grid, grids spread over the district: no two clues are near each other
     let step = grids.len() / (BEFORE + AFTER);
-    let spread: Vec<&TestGrid> = grids.iter().step_by(step).take(BEFORE + AFTER).collect();
+    let spread: Vec<&Grid> = grids.iter().step_by(step).take(BEFORE + AFTER).collect();
 
     let app = spawn_app_on(Broker::start_journaled(journal.path())).await;
     let before = post_clues(&app, &spread[..BEFORE], "before").await;

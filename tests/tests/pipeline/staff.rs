@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use gridclue_core::grid::StreetCode;
+use gridclue_district::Grid;
 use gridclue_loadgen::staff::{fate, End, Fate, StaffArgs};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,7 +16,7 @@ use serde_json::{json, Value};
 use geo::{Centroid, Contains};
 
 use crate::app::spawn_app;
-use crate::geometry::{interior_point, load_grids, TestGrid};
+use crate::geometry::{interior_point, load_grids};
 
 const SEED: u64 = 77;
 
@@ -71,7 +72,7 @@ fn chosen_ids() -> Vec<(uuid::Uuid, Fate)> {
 
 /// The grid's centroid when it lies inside (far from every other grid's point), else a point
 /// inside it.
-fn central_point(g: &TestGrid) -> geo_types::Point<f64> {
+fn central_point(g: &Grid) -> geo_types::Point<f64> {
     g.polygon
         .centroid()
         .filter(|c| g.polygon.contains(c))
@@ -127,13 +128,10 @@ async fn the_staff_work_every_clue_to_the_end_its_fate_names() {
         "street_light",
         "illegal_ads",
     ];
-    let mut streets: Vec<StreetCode> = grids
-        .iter()
-        .map(|g| StreetCode::parse(&g.street_code).unwrap())
-        .collect();
+    let mut streets: Vec<StreetCode> = grids.iter().map(|g| g.street_code).collect();
     streets.sort_unstable();
     streets.dedup();
-    let first_street = grids[0].street_code.clone();
+    let first_street = grids[0].street_code;
     let mut in_first_street = grids
         .iter()
         .filter(|g| g.street_code == first_street)
