@@ -204,7 +204,7 @@ impl World {
         let mut grids = Vec::new();
         // Three streets, a few grids each (two communities where the map has them).
         for street in reference.streets.iter().take(3) {
-            let of_street = grids_of(&street.code);
+            let of_street = grids_of(street.code.as_str());
             let step = (of_street.len() / 4).max(1);
             grids.extend(of_street.into_iter().step_by(step).take(4));
         }
