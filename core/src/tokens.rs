@@ -425,11 +425,10 @@ mod tests {
             Err(AuthError::Invalid)
         );
 
-        // Ensure a different mtime even on coarse file systems.
-        std::thread::sleep(std::time::Duration::from_millis(20));
         let mut f = TokenFile::read(&path).unwrap();
         f.revoke(&rec.id).unwrap();
         f.write(&path).unwrap();
+        // A later mtime than the loaded file's, even on file systems with coarse timestamps.
         let future = SystemTime::now() + std::time::Duration::from_secs(2);
         let file = std::fs::File::options().append(true).open(&path).unwrap();
         file.set_modified(future).unwrap();
