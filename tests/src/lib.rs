@@ -206,6 +206,17 @@ fn positions(consumer: &BaseConsumer, topic: &str) -> Vec<(i32, i64, i64)> {
         .collect()
 }
 
+/// Issues a token of `kind` (scoped to a street or department code, for those kinds) into `file`
+/// and returns its secret.
+pub fn issue_token(
+    file: &mut gridclue_core::tokens::TokenFile,
+    kind: gridclue_core::tokens::TokenKind,
+    scope: Option<&str>,
+) -> String {
+    let scope = scope.map(|s| gridclue_core::codes::ActorScope::parse(s).expect("a test scope"));
+    file.issue(kind, None, scope, "t").expect("a test token").0
+}
+
 /// A scratch directory (`gridclue-<name>-…` under the system's temp dir), removed on drop.
 pub fn scratch(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()

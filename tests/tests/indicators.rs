@@ -41,7 +41,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use gridclue_core::codes::{ActorScope, CommunityCode};
+use gridclue_core::codes::CommunityCode;
 use gridclue_core::tokens::{TokenFile, TokenKind, TokenStore};
 use gridclue_dashboard_api::{AppState, Reference};
 use gridclue_tests::ch::TestDb;
@@ -209,16 +209,7 @@ async fn fixture() -> Fixture {
     let dir = scratch("indicator-tokens");
     let path = dir.path().join("tokens.json");
     let mut f = TokenFile::default();
-    let mut issue = |kind, scope: Option<&str>| {
-        f.issue(
-            kind,
-            None,
-            scope.map(|s| ActorScope::parse(s).unwrap()),
-            "t",
-        )
-        .unwrap()
-        .0
-    };
+    let mut issue = |kind, scope: Option<&str>| gridclue_tests::issue_token(&mut f, kind, scope);
     let district = issue(TokenKind::District, None);
     let street_a_token = issue(TokenKind::Street, Some(&streets[0]));
     let reporter = issue(TokenKind::Reporter, None);

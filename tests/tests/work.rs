@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use gridclue_core::calendar::Calendar;
-use gridclue_core::codes::{ActorScope, StreetCode};
+use gridclue_core::codes::StreetCode;
 use gridclue_core::tokens::{TokenFile, TokenKind, TokenStore};
 use gridclue_core::ClueId;
 use gridclue_dashboard_api::{AppState, Reference};
@@ -225,16 +225,7 @@ async fn fixture() -> Fixture {
     let dir = scratch("work-tokens");
     let path = dir.path().join("tokens.json");
     let mut f = TokenFile::default();
-    let mut issue = |kind, scope: Option<&str>| {
-        f.issue(
-            kind,
-            None,
-            scope.map(|s| ActorScope::parse(s).unwrap()),
-            "t",
-        )
-        .unwrap()
-        .0
-    };
+    let mut issue = |kind, scope: Option<&str>| gridclue_tests::issue_token(&mut f, kind, scope);
     let tokens = Tokens {
         district: issue(TokenKind::District, None),
         street_a: issue(TokenKind::Street, Some(a)),
