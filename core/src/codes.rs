@@ -23,12 +23,12 @@ pub fn or_empty<C: AsRef<str>>(code: &Option<C>) -> &str {
 /// Use `#[serde(with = "gridclue_core::codes::empty_as_none")]`; for rows read back from
 /// storage that must not fail on one bad value, [`empty_as_none::lenient`].
 pub mod empty_as_none {
-    use std::collections::BTreeMap;
     use std::fmt::Display;
-    use std::sync::{Mutex, PoisonError};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::telemetry::WarningLimiter;
 
     /// The longest part of a malformed code a warning quotes.
     const QUOTED_CHARS: usize = 64;
@@ -61,47 +61,7 @@ pub mod empty_as_none {
     const WARNING_PERIOD: Duration = Duration::from_secs(60);
 
     /// The warnings about malformed codes of the whole process, limited per code type.
-    static MALFORMED_WARNINGS: Mutex<WarningLimiter> =
-        Mutex::new(WarningLimiter::new(WARNING_PERIOD));
-
-    /// At most one warning per key in each `period`; the occurrences suppressed in between are
-    /// counted and reported with the next warning of that key.
-    #[derive(Debug)]
-    pub(crate) struct WarningLimiter {
-        period: Duration,
-        /// Per key: when it was last warned about, and the occurrences suppressed since.
-        last: BTreeMap<&'static str, (Instant, u64)>,
-    }
-
-    impl WarningLimiter {
-        pub(crate) const fn new(period: Duration) -> Self {
-            Self {
-                period,
-                last: BTreeMap::new(),
-            }
-        }
-
-        /// An occurrence of `key` at `now`: `Some(suppressed since the last warning)` when it is
-        /// to be warned about, `None` when it is suppressed.
-        pub(crate) fn admit(&mut self, key: &'static str, now: Instant) -> Option<u64> {
-            match self.last.get_mut(key) {
-                Some((warned_at, suppressed))
-                    if now.saturating_duration_since(*warned_at) < self.period =>
-                {
-                    *suppressed += 1;
-                    None
-                }
-                Some((warned_at, suppressed)) => {
-                    *warned_at = now;
-                    Some(std::mem::take(suppressed))
-                }
-                None => {
-                    self.last.insert(key, (now, 0));
-                    Some(0)
-                }
-            }
-        }
-    }
+    static MALFORMED_WARNINGS: WarningLimiter = WarningLimiter::new(WARNING_PERIOD);
 
     /// The code `s`, `None` when it is empty or malformed (the latter with a warning, at most
     /// one per code type in [`WARNING_PERIOD`]).
@@ -117,11 +77,7 @@ pub mod empty_as_none {
             Ok(code) => Some(code),
             Err(error) => {
                 let code_type = std::any::type_name::<C>();
-                let admitted = MALFORMED_WARNINGS
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .admit(code_type, Instant::now());
-                if let Some(suppressed) = admitted {
+                if let Some(suppressed) = MALFORMED_WARNINGS.admit(code_type) {
                     let quoted: String = s.chars().take(QUOTED_CHARS).collect();
                     tracing::warn!(
                         code_type,
@@ -174,7 +130,6 @@ pub mod empty_as_none {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
 
     use serde::{Deserialize, Serialize};
 
@@ -249,30 +204,6 @@ mod tests {
             serde_json::to_string(&read).unwrap(),
             r#"{"grids":["310199003002017","310199003002018"]}"#
         );
-    }
-
-    #[test]
-    fn malformed_code_warnings_are_limited_per_type_and_count_the_ones_suppressed() {
-        let mut limiter = empty_as_none::WarningLimiter::new(Duration::from_secs(60));
-        let t0 = Instant::now();
-        let at = |secs| t0 + Duration::from_secs(secs);
-        let grid = "GridCode";
-        let street = "StreetCode";
-        assert_eq!(limiter.admit(grid, at(0)), Some(0));
-        assert_eq!(limiter.admit(grid, at(0)), None);
-        assert_eq!(limiter.admit(grid, at(30)), None);
-        // Another type has its own allowance.
-        assert_eq!(limiter.admit(street, at(30)), Some(0));
-        assert_eq!(limiter.admit(grid, at(59)), None);
-        // A minute after the last warning: the next one, with the three suppressed.
-        assert_eq!(limiter.admit(grid, at(60)), Some(3));
-        assert_eq!(limiter.admit(grid, at(61)), None);
-        assert_eq!(limiter.admit(street, at(89)), None);
-        assert_eq!(limiter.admit(street, at(90)), Some(1));
-        // The period counts from the last warning, not from the first occurrence after it.
-        assert_eq!(limiter.admit(grid, at(119)), None);
-        assert_eq!(limiter.admit(grid, at(500)), Some(2));
-        assert_eq!(limiter.admit(grid, at(500)), None);
     }
 
     #[test]

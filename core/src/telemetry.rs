@@ -1,7 +1,12 @@
-//! Tracing set-up and the name of every Prometheus metric gridclue exports.
+//! Tracing set-up, warnings limited per key, and the name of every Prometheus metric gridclue
+//! exports.
 //!
 //! Names follow `gridclue_<component>_<what>_<unit>[_total]`; label values are bounded (routes,
 //! status codes, reason codes — never clue ids or raw error text).
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use prometheus::{Encoder, Registry, TextEncoder};
 use tracing_subscriber::EnvFilter;
@@ -179,9 +184,80 @@ pub fn render(registry: &Registry) -> String {
 /// Content type of [`render`]'s output.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
+/// At most one warning per key in each `period`, for a condition that repeats with every row or
+/// request while it lasts (a malformed stored code, a drifted aggregate): the occurrences
+/// suppressed in between are counted and reported with the next warning of that key. Usable as
+/// a `static`.
+#[derive(Debug)]
+pub struct WarningLimiter {
+    period: Duration,
+    /// Per key: when it was last warned about, and the occurrences suppressed since.
+    last: Mutex<BTreeMap<&'static str, (Instant, u64)>>,
+}
+
+impl WarningLimiter {
+    pub const fn new(period: Duration) -> Self {
+        Self {
+            period,
+            last: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// An occurrence of `key` now: `Some(suppressed since the last warning)` when it is to be
+    /// warned about, `None` when it is suppressed.
+    pub fn admit(&self, key: &'static str) -> Option<u64> {
+        self.admit_at(key, Instant::now())
+    }
+
+    /// [`Self::admit`] at `now`.
+    pub fn admit_at(&self, key: &'static str, now: Instant) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        match last.get_mut(key) {
+            Some((warned_at, suppressed))
+                if now.saturating_duration_since(*warned_at) < self.period =>
+            {
+                *suppressed += 1;
+                None
+            }
+            Some((warned_at, suppressed)) => {
+                *warned_at = now;
+                Some(std::mem::take(suppressed))
+            }
+            None => {
+                last.insert(key, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_are_limited_per_key_and_count_the_ones_suppressed() {
+        let limiter = WarningLimiter::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let grid = "GridCode";
+        let street = "StreetCode";
+        assert_eq!(limiter.admit_at(grid, at(0)), Some(0));
+        assert_eq!(limiter.admit_at(grid, at(0)), None);
+        assert_eq!(limiter.admit_at(grid, at(30)), None);
+        // Another type has its own allowance.
+        assert_eq!(limiter.admit_at(street, at(30)), Some(0));
+        assert_eq!(limiter.admit_at(grid, at(59)), None);
+        // A minute after the last warning: the next one, with the three suppressed.
+        assert_eq!(limiter.admit_at(grid, at(60)), Some(3));
+        assert_eq!(limiter.admit_at(grid, at(61)), None);
+        assert_eq!(limiter.admit_at(street, at(89)), None);
+        assert_eq!(limiter.admit_at(street, at(90)), Some(1));
+        // The period counts from the last warning, not from the first occurrence after it.
+        assert_eq!(limiter.admit_at(grid, at(119)), None);
+        assert_eq!(limiter.admit_at(grid, at(500)), Some(2));
+        assert_eq!(limiter.admit_at(grid, at(500)), None);
+    }
 
     #[test]
     fn build_info_carries_the_stamped_commit() {

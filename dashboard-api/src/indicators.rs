@@ -40,9 +40,11 @@
 //! office by `as_of`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Months, NaiveDate, SecondsFormat};
 use gridclue_core::codes::{or_empty, ActorScope, StreetCode};
+use gridclue_core::telemetry::WarningLimiter;
 use gridclue_core::tokens::{TokenKind, TokenRecord};
 use serde::{Deserialize, Serialize};
 
@@ -354,17 +356,19 @@ impl SignedCounts {
 
 /// A count summed from signed rows, as served: counts are never negative (the JSON promises
 /// non-negative integers), so a negative sum — the projection is off, not the facts — is served
-/// as 0 and logged (once per process: the same drift shows in every answer until the rebuild).
+/// as 0 and logged (at most once a minute per count: the same drift shows in every answer until
+/// the rebuild).
 pub(crate) fn non_negative(what: &'static str, key: &str, value: i64) -> u64 {
-    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static NEGATIVE_SUMS: WarningLimiter = WarningLimiter::new(Duration::from_secs(60));
     u64::try_from(value).unwrap_or_else(|_| {
-        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        if let Some(suppressed) = NEGATIVE_SUMS.admit(what) {
             tracing::warn!(
                 what,
                 key,
                 value,
-                "a summed count is negative, served as 0 (further ones are not logged): \
-                 run `gridclue-sink check-aggregates`"
+                suppressed,
+                "a summed count is negative, served as 0 (at most one warning per count a \
+                 minute; `suppressed`: the others since): run `gridclue-sink check-aggregates`"
             );
         }
         0

@@ -54,6 +54,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gridclue_core::calendar::Calendar;
+use gridclue_core::category::Catalog;
 use gridclue_core::ch::ChSettings;
 use gridclue_core::codes::ActorScope;
 use gridclue_core::config::{self, ConfigError, Secret};
@@ -261,7 +262,10 @@ impl AppState {
     /// is the caller's business), loads reference data and opens the token file.
     pub async fn from_config(config: &DashboardConfig) -> anyhow::Result<Self> {
         let data = Path::new(&config.data_dir);
-        let reference = Reference::load(data)?;
+        // One reading of the map for the names and for the page's map document.
+        let district = reference::load_district(data)?;
+        let catalog = Catalog::load(&data.join("categories.json"))?;
+        let reference = Reference::of(&district, &catalog);
         let calendar = Calendar::load(&data.join("calendar.json"))?;
         let tokens = TokenStore::open(&config.tokens_file)?;
         let ch = gridclue_core::ch::connect(&config.ch_settings()?).await?;
@@ -271,7 +275,7 @@ impl AppState {
         }
         state.score_weights = config.score_weights;
         state.points = config.points;
-        state.district_map = Some(web::load_district_map(data)?);
+        state.district_map = Some(Arc::new(web::DistrictMap::new(&district)?));
         config.targets.check().map_err(anyhow::Error::msg)?;
         state.targets = config.targets;
         state.live = live::Live::new(config.stream_settings()?);

@@ -88,18 +88,21 @@ impl Reference {
             .collect()
     }
 
+    /// The names of the map's streets and communities and of the catalog's categories and
+    /// departments.
+    pub fn of(district: &District, catalog: &Catalog) -> Self {
+        Self {
+            streets: Self::streets_of(district),
+            categories: Self::categories_from_catalog(catalog),
+            communities: Self::communities_of(district),
+            departments: Self::departments_from_catalog(catalog),
+        }
+    }
+
     /// Loads `<data_dir>/district/grids.geojson` and `<data_dir>/categories.json`.
     pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
-        let map = data_dir.join("district/grids.geojson");
-        let district = gridclue_district::load_geojson(&map)
-            .with_context(|| format!("loading the district map {}", map.display()))?;
         let catalog = Catalog::load(&data_dir.join("categories.json"))?;
-        Ok(Self {
-            streets: Self::streets_of(&district),
-            categories: Self::categories_from_catalog(&catalog),
-            communities: Self::communities_of(&district),
-            departments: Self::departments_from_catalog(&catalog),
-        })
+        Ok(Self::of(&load_district(data_dir)?, &catalog))
     }
 
     pub fn street_name(&self, code: &StreetCode) -> Option<&str> {
@@ -120,6 +123,13 @@ impl Reference {
     pub fn department(&self, code: &DepartmentCode) -> Option<&DepartmentName> {
         self.departments.iter().find(|d| d.code == *code)
     }
+}
+
+/// Loads the district map, `<data_dir>/district/grids.geojson`.
+pub fn load_district(data_dir: &Path) -> anyhow::Result<District> {
+    let map = data_dir.join("district/grids.geojson");
+    gridclue_district::load_geojson(&map)
+        .with_context(|| format!("loading the district map {}", map.display()))
 }
 
 #[cfg(test)]

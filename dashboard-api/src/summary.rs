@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use gridclue_core::codes::{empty_as_none, CategoryCode, StreetCode};
+use gridclue_core::codes::{empty_as_none, or_empty, CategoryCode, StreetCode};
 use serde::{Deserialize, Serialize};
 
 use crate::reference::Reference;
@@ -37,23 +37,50 @@ pub struct Cell {
     pub outside: u64,
 }
 
+/// A [`Cell`] as the aggregate sums it: signed (the aggregate's rows are signed deltas), each
+/// at least 0 when exact; a negative one is served as 0 ([`crate::indicators::non_negative`]).
+#[derive(Clone, Debug, PartialEq, Eq, clickhouse::Row, Deserialize)]
+struct SignedCell {
+    #[serde(with = "empty_as_none::lenient")]
+    street: Option<StreetCode>,
+    #[serde(with = "empty_as_none::lenient")]
+    category: Option<CategoryCode>,
+    reports: i64,
+    cases: i64,
+    outside: i64,
+}
+
+impl SignedCell {
+    fn non_negative(self) -> Cell {
+        let key = or_empty(&self.street);
+        let n = |what: &'static str, v: i64| crate::indicators::non_negative(what, key, v);
+        Cell {
+            reports: n("summary_reports", self.reports),
+            cases: n("summary_cases", self.cases),
+            outside: n("summary_outside", self.outside),
+            street: self.street,
+            category: self.category,
+        }
+    }
+}
+
 /// The query behind the summary, over the `clue_counts` aggregate (a few rows per street,
 /// category and day: fast at any history length, exact because the sink writes each fact
 /// exactly once). The street of an outside point is its nearest grid's street, so a street
 /// token also sees reports just beyond its border, counted apart.
 pub const DISTRICT_SQL: &str = "\
 SELECT if(placement = 'outside', nearest_street_code, street_code) AS street, category, \
-       toUInt64(greatest(sumIf(report_count, placement = 'inside'), 0)) AS reports, \
-       toUInt64(greatest(sumIf(case_count, placement = 'inside'), 0)) AS cases, \
-       toUInt64(greatest(sumIf(report_count, placement = 'outside'), 0)) AS outside \
+       toInt64(sumIf(report_count, placement = 'inside')) AS reports, \
+       toInt64(sumIf(case_count, placement = 'inside')) AS cases, \
+       toInt64(sumIf(report_count, placement = 'outside')) AS outside \
 FROM clue_counts \
 GROUP BY street, category";
 
 pub const STREET_SQL: &str = "\
 SELECT if(placement = 'outside', nearest_street_code, street_code) AS street, category, \
-       toUInt64(greatest(sumIf(report_count, placement = 'inside'), 0)) AS reports, \
-       toUInt64(greatest(sumIf(case_count, placement = 'inside'), 0)) AS cases, \
-       toUInt64(greatest(sumIf(report_count, placement = 'outside'), 0)) AS outside \
+       toInt64(sumIf(report_count, placement = 'inside')) AS reports, \
+       toInt64(sumIf(case_count, placement = 'inside')) AS cases, \
+       toInt64(sumIf(report_count, placement = 'outside')) AS outside \
 FROM clue_counts \
 WHERE street_code = ? OR nearest_street_code = ? \
 GROUP BY street, category";
@@ -74,17 +101,18 @@ pub async fn query(
     client: &clickhouse::Client,
     scope: &Scope,
 ) -> clickhouse::error::Result<Vec<Cell>> {
-    match scope {
-        Scope::District => client.query(DISTRICT_SQL).fetch_all().await,
+    let cells = match scope {
+        Scope::District => client.query(DISTRICT_SQL).fetch_all::<SignedCell>().await?,
         Scope::Street { street_code } => {
             client
                 .query(STREET_SQL)
                 .bind(street_code)
                 .bind(street_code)
-                .fetch_all()
-                .await
+                .fetch_all::<SignedCell>()
+                .await?
         }
-    }
+    };
+    Ok(cells.into_iter().map(SignedCell::non_negative).collect())
 }
 
 /// The district numbers counted from `clues FINAL` (see [`DISTRICT_EXACT_SQL`]).

@@ -8,9 +8,8 @@
 //! Everything served here is public: the page and the map carry no statistics.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
-use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -401,16 +400,10 @@ fn street_shape(street: &Street, s: StreetEdges) -> StreetShape {
 }
 
 /// Loads and prepares `<data_dir>/district/grids.geojson`.
-pub fn load_district_map(data_dir: &std::path::Path) -> anyhow::Result<Arc<DistrictMap>> {
-    let path = data_dir.join("district/grids.geojson");
-    let district = gridclue_district::load_geojson(&path)
-        .with_context(|| format!("reading the district map {}", path.display()))?;
-    Ok(Arc::new(DistrictMap::new(&district)?))
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     use serde_json::Value;
 
@@ -516,7 +509,9 @@ mod tests {
             crate::Reference::default(),
             gridclue_core::calendar::Calendar::load(&data.join("calendar.json")).unwrap(),
         );
-        state.district_map = Some(load_district_map(&data).unwrap());
+        state.district_map = Some(Arc::new(
+            DistrictMap::new(&crate::reference::load_district(&data).unwrap()).unwrap(),
+        ));
         (state, dir)
     }
 
@@ -673,7 +668,9 @@ mod tests {
     #[test]
     fn the_shipped_map_keeps_the_files_regions() {
         let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
-        let doc = document(&load_district_map(&data).unwrap());
+        let doc = document(&Arc::new(
+            DistrictMap::new(&crate::reference::load_district(&data).unwrap()).unwrap(),
+        ));
         assert_eq!(doc["map_version"], "sha256-e5add4126271740f");
         let features = doc["geojson"]["features"].as_array().unwrap();
         assert_eq!(features.len(), 1005);
@@ -721,7 +718,8 @@ mod tests {
     #[test]
     fn the_shipped_map_outlines_thirteen_streets() {
         let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
-        let map = load_district_map(&data).unwrap();
+        let map =
+            Arc::new(DistrictMap::new(&crate::reference::load_district(&data).unwrap()).unwrap());
         let doc = document(&map);
         let streets = doc["streets"].as_array().unwrap();
         assert_eq!(streets.len(), 13);

@@ -344,8 +344,8 @@ async fn status_counts_equal_hand_counts_through_transitions_replays_and_rebuild
 }
 
 /// Sums that went negative (rows written behind the sink's back that take away more than was
-/// there) are served as 0 by the live numbers, the indicators, the breakdown and the trend's
-/// days — counts are never negative — instead of wrapping (or overflowing: the snapshot panicked
+/// there) are served as 0 by the live numbers, the indicators, the breakdown, the trend's days
+/// and the summary — counts are never negative — instead of wrapping (or overflowing: the snapshot panicked
 /// in a debug build); the other counts are served as they are.
 #[tokio::test]
 async fn negative_sums_are_served_as_zero() {
@@ -465,4 +465,24 @@ async fn negative_sums_are_served_as_zero() {
     };
     assert_eq!(day("2026-11-02 00:00"), (2, 1, 0, 0));
     assert_eq!(day("2026-11-03 00:00"), (0, 1, 0, 0));
+
+    // The summary reads clue_counts: a row taking 20 reports away from street A leaves its 8
+    // reports at 0 (not -12); its cases (c1, c2, c5, c7, c8: c3 was withdrawn, c4 is a
+    // duplicate, c6 was rejected) and the point just outside it (o1) as they are.
+    s.db.execute(&format!(
+        "INSERT INTO clue_counts (day, street_code, category, placement, report_count, case_count) \
+         VALUES ('2026-11-02', '{a}', 'garbage_pile', 'inside', -20, 0)"
+    ))
+    .await;
+    let scope = gridclue_dashboard_api::summary::Scope::Street {
+        street_code: s.street,
+    };
+    let cells = gridclue_dashboard_api::summary::query(&s.db.client, &scope)
+        .await
+        .unwrap();
+    let cells: Vec<_> = cells
+        .iter()
+        .map(|c| (c.street, c.reports, c.cases, c.outside))
+        .collect();
+    assert_eq!(cells, [(Some(s.street), 0, 5, 1)]);
 }
