@@ -125,6 +125,20 @@ pub mod empty_as_none {
             let all = Vec::<String>::deserialize(deserializer)?;
             Ok(all.into_iter().filter_map(super::well_formed).collect())
         }
+
+        /// Reads an optional code leniently where none is written as `null` or left out
+        /// (`#[serde(default, deserialize_with = "empty_as_none::lenient::nullable")]` on an
+        /// `Option<Code>` written without an adapter): for annotations that must not fail the
+        /// record they are part of, such as an actor's scope on a fact.
+        pub fn nullable<'de, C, D>(deserializer: D) -> Result<Option<C>, D::Error>
+        where
+            C: TryFrom<String>,
+            C::Error: Display,
+            D: Deserializer<'de>,
+        {
+            let code = Option::<String>::deserialize(deserializer)?;
+            Ok(code.and_then(super::well_formed))
+        }
     }
 }
 
@@ -203,6 +217,38 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&read).unwrap(),
             r#"{"grids":["310199003002017","310199003002018"]}"#
+        );
+    }
+
+    #[test]
+    fn a_nullable_code_read_leniently_is_none_when_null_absent_or_malformed() {
+        #[derive(Deserialize, Serialize, PartialEq, Debug)]
+        struct Annotated {
+            #[serde(
+                default,
+                deserialize_with = "empty_as_none::lenient::nullable",
+                skip_serializing_if = "Option::is_none"
+            )]
+            scope: Option<ActorScope>,
+        }
+        let read = |text| serde_json::from_str::<Annotated>(text).unwrap().scope;
+        assert_eq!(
+            read(r#"{"scope":"water_affairs"}"#).unwrap(),
+            ActorScope::parse("water_affairs").unwrap()
+        );
+        assert_eq!(read(r#"{"scope":null}"#), None);
+        assert_eq!(read("{}"), None);
+        assert_eq!(read(r#"{"scope":"310199999"}"#), None);
+        let written = Annotated {
+            scope: ActorScope::parse("310199001").ok(),
+        };
+        assert_eq!(
+            serde_json::to_string(&written).unwrap(),
+            r#"{"scope":"310199001"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Annotated { scope: None }).unwrap(),
+            "{}"
         );
     }
 

@@ -79,7 +79,12 @@ pub struct TokenRecord {
     pub kind: TokenKind,
     #[serde(default)]
     pub group: Option<ReporterGroup>,
-    #[serde(default)]
+    /// Read leniently: a malformed scope in the file is none (the token is then refused where
+    /// it needs one) instead of failing every token's authentication.
+    #[serde(
+        default,
+        deserialize_with = "crate::codes::empty_as_none::lenient::nullable"
+    )]
     pub scope: Option<ActorScope>,
     #[serde(default)]
     pub name: String,
@@ -465,6 +470,30 @@ mod tests {
             .unwrap();
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(tokens.authenticate_token(&secret), Err(AuthError::Revoked));
+    }
+
+    #[test]
+    fn a_malformed_scope_in_the_file_leaves_its_token_without_one() {
+        let scratch = tempfile::tempdir().unwrap();
+        let path = scratch.path().join("tokens.json");
+        let mut f = TokenFile::default();
+        let street = parse_scope(TokenKind::Street, Some("310199001"), None).unwrap();
+        let (good, _) = f.issue(TokenKind::Street, None, street, "s").unwrap();
+        let (bad, _) = f
+            .issue(
+                TokenKind::Street,
+                None,
+                ActorScope::parse("310199002").ok(),
+                "t",
+            )
+            .unwrap();
+        f.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("310199002", "310199999")).unwrap();
+        let store = TokenStore::open(&path).unwrap();
+        let scope = |secret: &str| store.authenticate_token(secret).unwrap().scope;
+        assert_eq!(scope(&good).unwrap().as_str(), "310199001");
+        assert_eq!(scope(&bad), None);
     }
 
     #[test]

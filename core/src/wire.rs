@@ -83,8 +83,13 @@ pub struct Actor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<ReporterGroup>,
     /// What the actor may act on: the 9-digit street code of a street office, the department
-    /// code of a department; none for reporters, the district and the system.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// code of a department; none for reporters, the district and the system. Read leniently: a
+    /// malformed scope is none (the role check then refuses a command), never a lost record.
+    #[serde(
+        default,
+        deserialize_with = "crate::codes::empty_as_none::lenient::nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scope: Option<ActorScope>,
 }
 
@@ -943,6 +948,16 @@ mod tests {
             assert_eq!(json["actor"]["kind"], "department");
             assert_eq!(CommandEnvelope::decode(&c.encode()).unwrap(), c);
         }
+        // A malformed scope is read as none: the command is decided (and refused by the role
+        // check), not lost to the dead-letter queue.
+        let text = String::from_utf8(c.encode()).unwrap();
+        let malformed = text.replace(r#""scope":"water_affairs""#, r#""scope":"Water Affairs""#);
+        assert_ne!(malformed, text);
+        let read = CommandEnvelope::decode(malformed.as_bytes()).unwrap();
+        assert_eq!(
+            (read.actor.kind, read.actor.scope),
+            (ActorKind::Department, None)
+        );
         for fact in [
             Fact::PostponeRequested {
                 reason: "r".into(),
