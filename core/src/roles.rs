@@ -230,18 +230,6 @@ impl From<ActorScope> for String {
     }
 }
 
-impl From<StreetCode> for ActorScope {
-    fn from(street: StreetCode) -> Self {
-        Self::Street(street)
-    }
-}
-
-impl From<DepartmentCode> for ActorScope {
-    fn from(department: DepartmentCode) -> Self {
-        Self::Department(department)
-    }
-}
-
 /// What decides who may act on a clue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClueScope<'a> {
