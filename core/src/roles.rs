@@ -323,7 +323,7 @@ pub fn authorize(actor: &Actor, action: Action, clue: &ClueScope<'_>) -> Result<
 }
 
 /// Whether an actor's street or department is the clue's (neither side may be missing).
-fn owns<T: PartialEq>(own: Option<&T>, clue: Option<&T>) -> bool {
+pub fn owns<T: PartialEq>(own: Option<&T>, clue: Option<&T>) -> bool {
     own.is_some() && own == clue
 }
 

@@ -202,17 +202,23 @@ fn code<C, E: std::fmt::Display>(
     parse(value).map_err(|e| ApiError::invalid_parameter(name, format!("must be {what} ({e})")))
 }
 
+const STREET_CODE: &str = "a 9-digit street code";
+
 /// The street code given as query parameter `name`.
 pub fn street_code(name: &str, value: &str) -> Result<StreetCode, ApiError> {
-    code(name, value, StreetCode::parse, "a 9-digit street code")
+    code(name, value, StreetCode::parse, STREET_CODE)
 }
 
-fn optional<C>(
+/// The code given as query parameter `name`, if any (see [`code`]).
+fn optional_code<C, E: std::fmt::Display>(
     args: &Args<'_>,
     name: &str,
-    parse: impl Fn(&str, &str) -> Result<C, ApiError>,
+    parse: fn(&str) -> Result<C, E>,
+    what: &str,
 ) -> Result<Option<C>, ApiError> {
-    args.get(name).map(|v| parse(name, v)).transpose()
+    args.get(name)
+        .map(|v| code(name, v, parse, what))
+        .transpose()
 }
 
 fn department_code(args: &Args<'_>) -> Result<Option<DepartmentCode>, ApiError> {
@@ -238,21 +244,20 @@ impl Filters {
         reference: &Reference,
     ) -> Result<Self, ApiError> {
         let mut f = Filters {
-            street: optional(args, "street", street_code)?,
-            community: optional(args, "community", |name, v| {
-                code(name, v, CommunityCode::parse, "a 12-digit community code")
-            })?,
-            grid: optional(args, "grid", |name, v| {
-                code(name, v, GridCode::parse, "a 15-digit grid code")
-            })?,
-            category: optional(args, "category", |name, v| {
-                code(
-                    name,
-                    v,
-                    CategoryCode::parse,
-                    "a category code of the catalog",
-                )
-            })?,
+            street: optional_code(args, "street", StreetCode::parse, STREET_CODE)?,
+            community: optional_code(
+                args,
+                "community",
+                CommunityCode::parse,
+                "a 12-digit community code",
+            )?,
+            grid: optional_code(args, "grid", GridCode::parse, "a 15-digit grid code")?,
+            category: optional_code(
+                args,
+                "category",
+                CategoryCode::parse,
+                "a category code of the catalog",
+            )?,
             department: department_code(args)?,
         };
         if let Reader::Street(own) = reader {

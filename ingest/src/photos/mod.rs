@@ -31,6 +31,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gridclue_core::codes::ActorScope;
+use gridclue_core::roles::owns;
 use gridclue_core::tokens::{TokenKind, TokenRecord};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
@@ -316,10 +317,10 @@ async fn may_read(state: &AppState, token: &TokenRecord, id: &PhotoId) -> Result
     let department = scope.and_then(ActorScope::department);
     Ok(clues.iter().any(|c| match token.kind {
         TokenKind::Reporter => c.reporter_id == token.id,
-        TokenKind::Street => street.is_some() && c.street_code.as_ref() == street,
+        TokenKind::Street => owns(street, c.street_code.as_ref()),
         TokenKind::Department => [&c.department, &c.routed_department]
             .into_iter()
-            .any(|d| department.is_some() && d.as_ref() == department),
+            .any(|d| owns(department, d.as_ref())),
         TokenKind::District => true,
     }))
 }
